@@ -1,0 +1,138 @@
+//! Configurations in DynamoDB, in the table layout of the Python tool: key `aws_account_id` (S,
+//! hash) + `id` (S, range), the configuration JSON text in the string attribute `configuration`.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use ebs_snapper_core::StoredConfiguration;
+use tracing::{debug, warn};
+
+use crate::error::AwsError;
+use crate::sdk::Aws;
+
+/// The table name when `EBS_SNAPPER_TABLE` is not set.
+pub const DEFAULT_TABLE: &str = "ebs_snapshot_configuration";
+pub const TABLE_ENV: &str = "EBS_SNAPPER_TABLE";
+
+const ACCOUNT_KEY: &str = "aws_account_id";
+const ID_KEY: &str = "id";
+const CONFIGURATION_ATTR: &str = "configuration";
+
+/// The table name from `EBS_SNAPPER_TABLE`, else the default.
+pub fn table_name() -> String {
+    std::env::var(TABLE_ENV).ok().filter(|t| !t.trim().is_empty()).unwrap_or_else(|| DEFAULT_TABLE.to_string())
+}
+
+pub struct ConfigStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    region: String,
+}
+
+impl ConfigStore {
+    /// A store over `table` in `region` (the tool region).
+    pub fn new(aws: &Aws, region: &str, table: String) -> ConfigStore {
+        ConfigStore { client: aws_sdk_dynamodb::Client::new(&aws.in_region(region)), table, region: region.to_string() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    fn error<E, R>(&self, operation: &'static str, err: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError
+    where
+        E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let e = AwsError::call(operation, &self.region, err);
+        if e.code() == Some("ResourceNotFoundException") {
+            AwsError::NotDeployed { table: self.table.clone(), region: self.region.clone() }
+        } else {
+            e
+        }
+    }
+
+    /// Every configuration of the account (one paginated query), in `id` order.
+    pub async fn list(&self, account: &str) -> Result<Vec<StoredConfiguration>, AwsError> {
+        let items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#a = :a")
+            .expression_attribute_names("#a", ACCOUNT_KEY)
+            .expression_attribute_values(":a", AttributeValue::S(account.to_string()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| self.error("Query", e))?;
+        debug!(table = %self.table, region = %self.region, count = items.len(), "loaded configurations");
+        let mut out: Vec<StoredConfiguration> = items.iter().filter_map(stored).collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// One configuration, or `None` when the account has no such id.
+    pub async fn get(&self, account: &str, id: &str) -> Result<Option<StoredConfiguration>, AwsError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(ACCOUNT_KEY, AttributeValue::S(account.to_string()))
+            .key(ID_KEY, AttributeValue::S(id.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.error("GetItem", e))?;
+        Ok(out.item().and_then(stored))
+    }
+
+    /// Stores configuration text under the account and id (replacing any previous one).
+    pub async fn put(&self, account: &str, id: &str, text: &str) -> Result<(), AwsError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(ACCOUNT_KEY, AttributeValue::S(account.to_string()))
+            .item(ID_KEY, AttributeValue::S(id.to_string()))
+            .item(CONFIGURATION_ATTR, AttributeValue::S(text.to_string()))
+            .send()
+            .await
+            .map_err(|e| self.error("PutItem", e))?;
+        Ok(())
+    }
+
+    /// Deletes a configuration; returns whether it existed.
+    pub async fn delete(&self, account: &str, id: &str) -> Result<bool, AwsError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(ACCOUNT_KEY, AttributeValue::S(account.to_string()))
+            .key(ID_KEY, AttributeValue::S(id.to_string()))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| self.error("DeleteItem", e))?;
+        Ok(out.attributes().is_some_and(|a| !a.is_empty()))
+    }
+}
+
+/// An item as a stored configuration. An item whose `configuration` attribute is missing or not
+/// a string yields empty text, which validation reports as missing.
+fn stored(item: &HashMap<String, AttributeValue>) -> Option<StoredConfiguration> {
+    let id = item.get(ID_KEY)?.as_s().ok()?.clone();
+    let text = match item.get(CONFIGURATION_ATTR) {
+        Some(AttributeValue::S(s)) => s.clone(),
+        _ => {
+            warn!(id = %id, "configuration item has no string attribute `configuration`");
+            String::new()
+        }
+    };
+    Some(StoredConfiguration { id, text })
+}

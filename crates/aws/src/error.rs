@@ -1,0 +1,58 @@
+//! The one error type of the AWS layer. Messages are single lines that say what failed, where,
+//! and what the operator can do about it.
+
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum AwsError {
+    #[error(
+        "ebs-snapper is not deployed in {region}: table {table} does not exist \
+         (run `ebs-snapper deploy`, or pass -t with the region it was deployed to)"
+    )]
+    NotDeployed { table: String, region: String },
+
+    #[error("could not determine the AWS account id ({message}); pass -a ACCOUNT or configure AWS credentials")]
+    Account { message: String },
+
+    #[error("{operation} in {region} failed: {message}")]
+    Call {
+        operation: &'static str,
+        region: String,
+        /// The AWS error code, when AWS answered with one.
+        code: Option<String>,
+        message: String,
+    },
+}
+
+impl AwsError {
+    /// The AWS error code behind this error, if any.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            AwsError::Call { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Builds a `Call` error from an SDK error: `Code: message` when AWS answered, otherwise the
+    /// full error chain on one line (connection refused, timeout, missing credentials...).
+    pub fn call<E, R>(operation: &'static str, region: &str, err: SdkError<E, R>) -> AwsError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let code = err.code().map(str::to_string);
+        let message = match (&code, err.message()) {
+            (Some(code), Some(msg)) => format!("{code}: {msg}"),
+            (Some(code), None) => code.clone(),
+            _ => one_line(&DisplayErrorContext(&err).to_string()),
+        };
+        AwsError::Call { operation, region: region.to_string(), code, message }
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

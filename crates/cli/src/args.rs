@@ -1,0 +1,65 @@
+//! The command line, compatible with the Python tool's: `ebs-snapper [-V|-VV] [-t REGION] COMMAND`.
+
+use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ebs-snapper",
+    version,
+    disable_version_flag = true,
+    about = "Scheduled EBS snapshots, retention clean-up and cross-region replication for an AWS account"
+)]
+pub struct Cli {
+    /// Log more to stderr: -V for info, -VV for debug.
+    #[arg(short = 'V', action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Region where the tool is deployed (its DynamoDB table and stack).
+    #[arg(short = 't', long = "tool_region", visible_alias = "tool-region", default_value = "us-east-1", global = true)]
+    pub tool_region: String,
+
+    /// Print the version.
+    #[arg(long, action = ArgAction::Version)]
+    pub version: Option<bool>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Get, set, delete, list or check the configurations stored for an account.
+    Configure(ConfigureArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("action").required(true).args(["list", "get", "set", "delete", "check"])))]
+pub struct ConfigureArgs {
+    /// List the configuration ids of the account.
+    #[arg(short = 'l', long = "list")]
+    pub list: bool,
+    /// Print the configuration ID as one line of JSON.
+    #[arg(short = 'g', long = "get")]
+    pub get: bool,
+    /// Validate and store JSON (or `-` to read it from stdin) under ID.
+    #[arg(short = 's', long = "set")]
+    pub set: bool,
+    /// Delete the configuration ID.
+    #[arg(short = 'd', long = "delete", visible_alias = "del")]
+    pub delete: bool,
+    /// Check the account's configurations and report each problem on its own line.
+    #[arg(short = 'c', long = "check", visible_alias = "sanity_check")]
+    pub check: bool,
+    /// AWS account id (12 digits); default: the caller's account (STS).
+    #[arg(short = 'a', long = "aws_account_id", visible_alias = "account")]
+    pub account: Option<String>,
+    /// With -c: text put before the account on every finding line (`EXTRA,ACCOUNT: ...`).
+    #[arg(short = 'e', long = "extra")]
+    pub extra: Option<String>,
+    /// Configuration id (with -g, -s, -d).
+    #[arg(value_name = "ID")]
+    pub id: Option<String>,
+    /// Configuration JSON, or `-` for stdin (with -s).
+    #[arg(value_name = "JSON")]
+    pub json: Option<String>,
+}

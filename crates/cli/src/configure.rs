@@ -1,0 +1,186 @@
+//! `ebs-snapper configure`: list, get, set, delete and check configurations.
+
+use std::io::Read;
+
+use ebs_snapper_aws::{caller_account_id, is_account_id, Aws, AwsError, ConfigStore};
+use ebs_snapper_core::{Configuration, ConfigurationSet, Strictness};
+use tracing::info;
+
+use crate::args::ConfigureArgs;
+use crate::error::CliError;
+use crate::output::line;
+
+/// Largest configuration id DynamoDB accepts as a range key.
+const MAX_ID_BYTES: usize = 1024;
+
+/// What `configure` was asked to do, with its arguments checked.
+enum Action {
+    List,
+    Get(String),
+    Set(String, String),
+    Delete(String),
+    Check,
+}
+
+/// Outcome of a command that did not fail: whether the thing asked for was found.
+pub enum Outcome {
+    Done,
+    NotFound,
+}
+
+fn action(args: &ConfigureArgs) -> Result<Action, CliError> {
+    let id = || -> Result<String, CliError> {
+        let id = args.id.clone().ok_or_else(|| CliError::Usage("this action needs a configuration ID".into()))?;
+        if id.trim().is_empty() {
+            return Err(CliError::Usage("the configuration ID is empty".into()));
+        }
+        if id.len() > MAX_ID_BYTES {
+            return Err(CliError::Usage(format!("the configuration ID is longer than {MAX_ID_BYTES} bytes")));
+        }
+        if id.chars().any(char::is_control) {
+            return Err(CliError::Usage("the configuration ID contains control characters".into()));
+        }
+        Ok(id)
+    };
+    let no_json = |what: &str| -> Result<(), CliError> {
+        match &args.json {
+            Some(extra) => Err(CliError::Usage(format!("{what} takes no JSON argument (got {extra:?})"))),
+            None => Ok(()),
+        }
+    };
+    if args.list || args.check {
+        if let Some(extra) = &args.id {
+            return Err(CliError::Usage(format!("{} takes no ID argument (got {extra:?})", if args.list { "-l" } else { "-c" })));
+        }
+        return Ok(if args.list { Action::List } else { Action::Check });
+    }
+    if args.extra.is_some() {
+        return Err(CliError::Usage("-e/--extra goes with -c only".into()));
+    }
+    if args.get {
+        no_json("-g")?;
+        return Ok(Action::Get(id()?));
+    }
+    if args.delete {
+        no_json("-d")?;
+        return Ok(Action::Delete(id()?));
+    }
+    let id = id()?;
+    let json = args.json.clone().ok_or_else(|| CliError::Usage("-s needs ID and JSON (or - to read JSON from stdin)".into()))?;
+    Ok(Action::Set(id, json))
+}
+
+pub async fn run(aws: &Aws, tool_region: &str, args: &ConfigureArgs) -> Result<Outcome, CliError> {
+    // Check the whole command line before any AWS call.
+    let action = action(args)?;
+    if let Some(account) = &args.account {
+        if !is_account_id(account) {
+            return Err(CliError::Usage(format!("-a {account:?} is not an AWS account id (12 digits)")));
+        }
+    }
+    // Validate the configuration before asking anything of AWS: a bad one stores nothing.
+    let set_text = match &action {
+        Action::Set(_, json) => Some(validated_json(json)?),
+        _ => None,
+    };
+    let account = match &args.account {
+        Some(a) => a.clone(),
+        None => caller_account_id(aws).await?,
+    };
+    info!(account = %account, region = tool_region, "configure");
+    let store = ConfigStore::new(aws, tool_region, ebs_snapper_aws::table_name());
+
+    match action {
+        Action::List => {
+            let items = store.list(&account).await?;
+            if items.is_empty() {
+                line("No configurations found")?;
+            } else {
+                line("aws_account_id,id")?;
+                for item in items {
+                    line(&format!("{account},{}", item.id))?;
+                }
+            }
+            Ok(Outcome::Done)
+        }
+        Action::Get(id) => match store.get(&account, &id).await? {
+            Some(item) => {
+                line(&one_line_json(&item.text))?;
+                Ok(Outcome::Done)
+            }
+            None => {
+                line("No configuration found")?;
+                Ok(Outcome::NotFound)
+            }
+        },
+        Action::Set(id, _) => {
+            let text = set_text.expect("validated above for Set");
+            store.put(&account, &id, &text).await?;
+            line(&format!("Saved to key {id} under account {account}"))?;
+            Ok(Outcome::Done)
+        }
+        Action::Delete(id) => {
+            if store.delete(&account, &id).await? {
+                // The Python tool printed DynamoDB's (empty) answer; scripts may expect it.
+                line("{}")?;
+                Ok(Outcome::Done)
+            } else {
+                line("No configuration found")?;
+                Ok(Outcome::NotFound)
+            }
+        }
+        Action::Check => {
+            let prefix = match &args.extra {
+                Some(extra) => format!("{extra},{account}"),
+                None => account.clone(),
+            };
+            for finding in check(&store, &account).await? {
+                line(&format!("{prefix}: {finding}"))?;
+            }
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+/// Reads (`-` = stdin), validates strictly, and returns the compact JSON text to store.
+fn validated_json(json: &str) -> Result<String, CliError> {
+    let text = if json == "-" {
+        let mut buf = String::new();
+        std::io::stdin().read_to_string(&mut buf).map_err(|source| CliError::Read { what: "JSON from stdin", source })?;
+        buf
+    } else {
+        json.to_string()
+    };
+    Configuration::parse(&text, Strictness::Strict)?;
+    let value: serde_json::Value = serde_json::from_str(&text).expect("parsed above");
+    Ok(serde_json::to_string(&value).expect("a JSON value serialises"))
+}
+
+/// Stored text on one line: compact when it is JSON, otherwise as stored with line breaks folded.
+fn one_line_json(text: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) => serde_json::to_string(&v).expect("a JSON value serialises"),
+        Err(_) => text.split_whitespace().collect::<Vec<_>>().join(" "),
+    }
+}
+
+/// The problems `configure -c` reports, one line each.
+async fn check(store: &ConfigStore, account: &str) -> Result<Vec<String>, CliError> {
+    let items = match store.list(account).await {
+        Ok(items) => items,
+        Err(e @ AwsError::NotDeployed { .. }) => return Ok(vec![e.to_string()]),
+        Err(e) => return Err(e.into()),
+    };
+    let mut findings = Vec::new();
+    if items.is_empty() {
+        findings.push("No configurations existed for this account, but ebs-snapper was deployed".to_string());
+    }
+    let set = ConfigurationSet::from_stored(&items);
+    for invalid in &set.invalid {
+        findings.push(format!("configuration {} is invalid and is skipped: {}", invalid.id, invalid.error));
+    }
+    for (id, warning) in &set.warnings {
+        findings.push(format!("configuration {id}: {warning}"));
+    }
+    Ok(findings)
+}

@@ -1,0 +1,28 @@
+//! The pure core of ebs-snapper: configuration parsing and validation, durations, schedules,
+//! tag rules and the planners that turn an inventory into actions.
+//!
+//! Nothing here performs I/O or knows the AWS SDK; the `ebs-snapper-aws` crate gathers
+//! inventories and executes plans.
+
+pub mod config;
+pub mod configurations;
+pub mod duration;
+pub mod error;
+pub mod schedule;
+
+pub use config::{Configuration, Filter, SnapshotPolicy, Strictness};
+pub use configurations::{ConfigurationSet, InvalidConfiguration, NamedConfiguration, StoredConfiguration};
+pub use duration::{format_duration, parse_duration};
+pub use error::{ConfigError, DurationError, ScheduleError};
+pub use schedule::{due, CronSchedule, Due, Schedule};
+pub mod inventory;
+pub mod snapshot_plan;
+pub mod tags;
+
+pub use inventory::{Attachment, Instance, Inventory, Snapshot, SnapshotState, Tags, Volume};
+pub use snapshot_plan::{plan_snapshots, SnapshotCounts, SnapshotPlan, SnapshotRequest, VolumeAction, VolumeDecision};
+
+/// The version written into snapshot descriptions.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub mod report;
+pub use report::{ActionReport, RegionReport};

@@ -1,0 +1,159 @@
+//! Tags and description of a new snapshot (SPEC §4.5).
+
+use chrono::NaiveDate;
+
+use crate::inventory::Tags;
+
+pub const DELETE_ON: &str = "DeleteOn";
+pub const TAG_INSTANCE: &str = "ebs-snapper:instance-id";
+pub const TAG_DEVICE: &str = "ebs-snapper:device";
+pub const TAG_CONFIG: &str = "ebs-snapper:config";
+pub const REPLICATION_DST: &str = "replication_dst_region";
+pub const REPLICATION_SRC: &str = "replication_src_region";
+pub const REPLICATION_SNAPSHOT_ID: &str = "replication_snapshot_id";
+
+/// AWS allows at most 50 tags per resource.
+pub const MAX_TAGS: usize = 50;
+/// AWS allows at most 255 characters in a snapshot description.
+pub const MAX_DESCRIPTION: usize = 255;
+
+/// Copied tags with these keys come first, in this order.
+pub const PRIORITY_KEYS: [&str; 19] = [
+    "Name", "BusinessUnit", "Group", "Department", "CostCenter", "Application", "Environment", "Project", "Owner",
+    "Service", "Cluster", "Role", "Customer", "Version", "Billing1", "Billing2", "Billing3", "Billing4", "Billing5",
+];
+
+/// Whether a tag of the instance or volume may be copied onto its snapshot. Not copied: AWS's
+/// reserved `aws:` keys, empty values, and the keys this tool sets itself. The replication
+/// markers of a copy are never copied either: a new snapshot carrying them would be taken for a
+/// replica, which the replication job may delete.
+fn copyable(key: &str, value: &str) -> bool {
+    !value.is_empty()
+        && !key.to_ascii_lowercase().starts_with("aws:")
+        && key != DELETE_ON
+        && !key.starts_with("ebs-snapper:")
+        && key != REPLICATION_SRC
+        && key != REPLICATION_SNAPSHOT_ID
+}
+
+/// The tags of a new snapshot, in order, at most [`MAX_TAGS`]: `DeleteOn`, the provenance tags,
+/// `replication_dst_region` when present, then the instance tags merged with the volume tags
+/// (the volume's value wins on the same key), priority keys first, the rest by key.
+pub fn snapshot_tags(
+    instance_tags: &Tags,
+    volume_tags: &Tags,
+    delete_on: NaiveDate,
+    instance_id: &str,
+    device: &str,
+    config_id: &str,
+) -> Vec<(String, String)> {
+    let mut merged: Tags = instance_tags.iter().filter(|(k, v)| copyable(k, v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    for (k, v) in volume_tags.iter().filter(|(k, v)| copyable(k, v)) {
+        merged.insert(k.clone(), v.clone());
+    }
+    let mut out = vec![
+        (DELETE_ON.to_string(), delete_on.format("%Y-%m-%d").to_string()),
+        (TAG_INSTANCE.to_string(), instance_id.to_string()),
+        (TAG_DEVICE.to_string(), device.to_string()),
+        (TAG_CONFIG.to_string(), config_id.to_string()),
+    ];
+    if let Some(v) = merged.remove(REPLICATION_DST) {
+        out.push((REPLICATION_DST.to_string(), v));
+    }
+    for key in PRIORITY_KEYS {
+        if let Some(v) = merged.remove(key) {
+            out.push((key.to_string(), v));
+        }
+    }
+    out.extend(merged);
+    out.truncate(MAX_TAGS);
+    out
+}
+
+/// `Created from {instance} by EbsSnapper({version}) for {ami} from {volume}`, cut to 255 chars.
+pub fn snapshot_description(instance_id: &str, version: &str, image_id: Option<&str>, volume_id: &str) -> String {
+    let text = format!(
+        "Created from {instance_id} by EbsSnapper({version}) for {} from {volume_id}",
+        image_id.unwrap_or("unknown-ami")
+    );
+    truncate_chars(&text, MAX_DESCRIPTION)
+}
+
+fn truncate_chars(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(pairs: &[(&str, &str)]) -> Tags {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn day() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2020, 1, 6).unwrap()
+    }
+
+    #[test]
+    fn merge_order_and_volume_wins() {
+        let out = snapshot_tags(
+            &tags(&[("Name", "Foo"), ("Service", "Bar"), ("backup", "yes"), ("aws:cloudformation:stack-name", "s"), ("Empty", "")]),
+            &tags(&[("Service", "Baz"), ("zeta", "z"), ("Billing1", "b1")]),
+            day(),
+            "i-1",
+            "/dev/sda1",
+            "cfg",
+        );
+        let keys: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec![DELETE_ON, TAG_INSTANCE, TAG_DEVICE, TAG_CONFIG, "Name", "Service", "Billing1", "backup", "zeta"]
+        );
+        let get = |k: &str| out.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("Service"), Some("Baz"));
+        assert_eq!(get(DELETE_ON), Some("2020-01-06"));
+        assert_eq!(get(TAG_DEVICE), Some("/dev/sda1"));
+    }
+
+    #[test]
+    fn cut_to_fifty_keeping_delete_on_and_replication() {
+        let instance: Tags = (0..40).map(|i| (format!("itag{i:02}"), "v".to_string())).collect();
+        let mut volume: Tags = (0..20).map(|i| (format!("vtag{i:02}"), "v".to_string())).collect();
+        volume.insert(REPLICATION_DST.into(), "us-west-2".into());
+        volume.insert("Name".into(), "n".into());
+        let out = snapshot_tags(&instance, &volume, day(), "i-1", "/dev/xvdf", "cfg");
+        assert_eq!(out.len(), MAX_TAGS);
+        assert!(out.iter().any(|(k, _)| k == DELETE_ON));
+        assert!(out.iter().any(|(k, v)| k == REPLICATION_DST && v == "us-west-2"));
+        assert!(out.iter().any(|(k, _)| k == "Name"));
+        // The rest by key: all itags (sorted before vtags) survive, the last vtags are cut.
+        assert!(out.iter().any(|(k, _)| k == "itag39"));
+        assert!(!out.iter().any(|(k, _)| k == "vtag19"));
+    }
+
+    #[test]
+    fn own_and_replica_markers_are_not_copied() {
+        let out = snapshot_tags(
+            &tags(&[("DeleteOn", "1999-01-01"), ("ebs-snapper:config", "other"), (REPLICATION_SRC, "us-east-1"), (REPLICATION_SNAPSHOT_ID, "snap-1"), ("AWS:x", "y")]),
+            &Tags::new(),
+            day(),
+            "i-1",
+            "/dev/sda1",
+            "cfg",
+        );
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[0], (DELETE_ON.to_string(), "2020-01-06".to_string()));
+        assert_eq!(out[3], (TAG_CONFIG.to_string(), "cfg".to_string()));
+    }
+
+    #[test]
+    fn description() {
+        assert_eq!(
+            snapshot_description("i-1", "0.1.0", Some("ami-9"), "vol-2"),
+            "Created from i-1 by EbsSnapper(0.1.0) for ami-9 from vol-2"
+        );
+        let long = snapshot_description(&"i".repeat(300), "0.1.0", None, "vol-2");
+        assert_eq!(long.chars().count(), MAX_DESCRIPTION);
+    }
+}

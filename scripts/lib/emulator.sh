@@ -1,0 +1,56 @@
+# Shared by scripts/test.sh and scripts/demo.sh: the project-local venv and the moto server.
+# Source it; it defines functions and sets nothing until they are called.
+
+MOTO_VERSION="5.2.5"
+VENV_DIR="${VENV_DIR:-$PWD/.venv}"
+
+step() { printf '\n==> %s\n' "$*"; }
+run() { printf '+ %s\n' "$*"; "$@"; }
+
+# Creates .venv with the pinned packages unless it already has them.
+ensure_venv() {
+  local want="moto[server]==${MOTO_VERSION}"
+  if [[ -x "$VENV_DIR/bin/moto_server" ]] && "$VENV_DIR/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('moto') != '${MOTO_VERSION}')" 2>/dev/null; then
+    echo "ok: $VENV_DIR has moto ${MOTO_VERSION}"
+    return
+  fi
+  run python3 -m venv "$VENV_DIR"
+  run "$VENV_DIR/bin/pip" install --quiet --disable-pip-version-check "$want"
+}
+
+# Starts moto_server on a free loopback port and exports the AWS environment for it.
+# Stops it (by PID) when the calling shell exits, for any reason.
+start_moto() {
+  mkdir -p target
+  local port
+  port=$("$VENV_DIR/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+  MOTO_EC2_LOAD_DEFAULT_AMIS=false MOTO_ENABLE_RECORDING="${MOTO_ENABLE_RECORDING:-false}" \
+    "$VENV_DIR/bin/moto_server" -H 127.0.0.1 -p "$port" >target/moto.log 2>&1 &
+  MOTO_PID=$!
+  trap stop_moto EXIT
+  trap 'exit 130' INT TERM
+  export AWS_ENDPOINT_URL="http://127.0.0.1:${port}"
+  export AWS_ACCESS_KEY_ID="testing" AWS_SECRET_ACCESS_KEY="testing" AWS_SESSION_TOKEN="testing"
+  export AWS_REGION="us-east-1" AWS_DEFAULT_REGION="us-east-1"
+  export AWS_EC2_METADATA_DISABLED=true
+  unset AWS_PROFILE
+  local i
+  for i in $(seq 1 100); do
+    if "$VENV_DIR/bin/python" -c "import urllib.request; urllib.request.urlopen('${AWS_ENDPOINT_URL}/moto-api/', timeout=1)" 2>/dev/null; then
+      return 0
+    fi
+    if ! kill -0 "$MOTO_PID" 2>/dev/null; then
+      echo "moto_server exited; its log:" >&2; cat target/moto.log >&2; return 1
+    fi
+    sleep 0.1
+  done
+  echo "moto_server did not answer on ${AWS_ENDPOINT_URL}" >&2
+  return 1
+}
+
+stop_moto() {
+  if [[ -n "${MOTO_PID:-}" ]] && kill -0 "$MOTO_PID" 2>/dev/null; then
+    kill "$MOTO_PID" 2>/dev/null || true
+    wait "$MOTO_PID" 2>/dev/null || true
+  fi
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every test of the project against a local AWS emulator (moto server on loopback).
+#
+#   scripts/test.sh            all tests
+#   scripts/test.sh -- ARGS    extra arguments for `cargo test` (e.g. a test name filter)
+#
+# It creates a project-local Python venv (.venv, ignored by git) with pinned moto, starts
+# moto_server on 127.0.0.1 on a free port, points the AWS SDK at it with dummy credentials,
+# runs `cargo test` for the whole workspace, and stops the server by PID on any exit.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib/emulator.sh
+
+cargo_args=()
+if [[ "${1:-}" == "--" ]]; then shift; cargo_args=("$@"); fi
+
+step "Python tools in .venv (pinned)"
+ensure_venv
+
+step "moto server on loopback"
+start_moto
+echo "moto listening at $AWS_ENDPOINT_URL (pid $MOTO_PID, log target/moto.log)"
+
+step "cargo test --workspace"
+run cargo test --workspace --no-fail-fast "${cargo_args[@]}"
+
+step "core crate has no AWS dependency"
+if cargo tree -p ebs-snapper-core --edges normal --prefix none | grep -E '^aws-' ; then
+  echo "FAIL: crates/core depends on an aws-* crate" >&2
+  exit 1
+fi
+echo "ok: cargo tree -p ebs-snapper-core shows no aws-* crate"
+
+step "done"
