@@ -24,7 +24,13 @@ start_moto() {
   mkdir -p target
   local port
   port=$("$VENV_DIR/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-  MOTO_EC2_LOAD_DEFAULT_AMIS=false MOTO_ENABLE_RECORDING="${MOTO_ENABLE_RECORDING:-false}" \
+  # Request recording (moto treats any non-empty value as "on"): every request as a JSON line,
+  # which tests read to count the AWS calls a job makes.
+  export MOTO_RECORDER_FILEPATH="$PWD/target/moto_recording"
+  : >"$MOTO_RECORDER_FILEPATH"
+  local recording=()
+  [[ "${MOTO_RECORD:-1}" == 1 ]] && recording=(MOTO_ENABLE_RECORDING=1)
+  env MOTO_EC2_LOAD_DEFAULT_AMIS=false "${recording[@]}" \
     "$VENV_DIR/bin/moto_server" -H 127.0.0.1 -p "$port" >target/moto.log 2>&1 &
   MOTO_PID=$!
   trap stop_moto EXIT
@@ -37,6 +43,8 @@ start_moto() {
   local i
   for i in $(seq 1 100); do
     if "$VENV_DIR/bin/python" -c "import urllib.request; urllib.request.urlopen('${AWS_ENDPOINT_URL}/moto-api/', timeout=1)" 2>/dev/null; then
+      # Lambda invocations answer without running containers.
+      "$VENV_DIR/bin/python" -c "import urllib.request as u; u.urlopen(u.Request('${AWS_ENDPOINT_URL}/moto-api/config', data=b'{\"lambda\": {\"use_docker\": false}}', method='POST'), timeout=5)"
       return 0
     fi
     if ! kill -0 "$MOTO_PID" 2>/dev/null; then

@@ -1,12 +1,24 @@
-//! Everything in ebs-snapper that talks to AWS: SDK loading, the account id and the
-//! configuration store. Jobs, inventory and executors build on these.
+//! Everything in ebs-snapper that talks to AWS: SDK loading, the account id, the configuration
+//! store, region discovery, inventory, executors, the replication rule, the dispatcher that
+//! invokes workers, and the jobs and Lambda handlers built from them.
 
 pub mod account;
+pub mod budget;
 pub mod config_store;
+pub mod dispatcher;
 pub mod error;
+pub mod executor;
+pub mod fleet_check;
+pub mod functions;
+pub mod inventory;
+pub mod jobs;
+pub mod regions;
+pub mod replication_rule;
 pub mod sdk;
 
 pub use account::{account_from_arn, caller_account_id, is_account_id};
+pub use budget::TimeBudget;
 pub use config_store::{table_name, ConfigStore, DEFAULT_TABLE, TABLE_ENV};
 pub use error::AwsError;
+pub use jobs::{load_configurations, snapshot_region, JobOptions};
 pub use sdk::Aws;

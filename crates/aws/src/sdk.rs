@@ -25,6 +25,11 @@ impl Aws {
         Aws { base: loader.load().await }
     }
 
+    /// From an SDK configuration built elsewhere (tests, embedding).
+    pub fn from_config(config: SdkConfig) -> Aws {
+        Aws { base: config }
+    }
+
     /// The configuration as loaded.
     pub fn config(&self) -> &SdkConfig {
         &self.base

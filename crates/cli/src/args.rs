@@ -28,6 +28,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Take the snapshots that are due, in every region with instances (or those given).
+    Snapshot(JobArgs),
     /// Get, set, delete, list or check the configurations stored for an account.
     Configure(ConfigureArgs),
 }
@@ -62,4 +64,17 @@ pub struct ConfigureArgs {
     /// Configuration JSON, or `-` for stdin (with -s).
     #[arg(value_name = "JSON")]
     pub json: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// Only this region (repeatable); default: every enabled region with work.
+    #[arg(short = 'r', long = "region", value_name = "REGION")]
+    pub regions: Vec<String>,
+    /// Print the plan, each action with its reason, and change nothing.
+    #[arg(long = "dry-run", visible_alias = "dry_run")]
+    pub dry_run: bool,
+    /// Print one JSON document instead of lines.
+    #[arg(long)]
+    pub json: bool,
 }

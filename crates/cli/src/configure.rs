@@ -2,6 +2,8 @@
 
 use std::io::Read;
 
+use ebs_snapper_aws::fleet_check::check_fleet;
+use ebs_snapper_aws::regions::enabled_regions;
 use ebs_snapper_aws::{caller_account_id, is_account_id, Aws, AwsError, ConfigStore};
 use ebs_snapper_core::{Configuration, ConfigurationSet, Strictness};
 use tracing::info;
@@ -134,7 +136,7 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &ConfigureArgs) -> Result<O
                 Some(extra) => format!("{extra},{account}"),
                 None => account.clone(),
             };
-            for finding in check(&store, &account).await? {
+            for finding in check(aws, &store, &account).await? {
                 line(&format!("{prefix}: {finding}"))?;
             }
             Ok(Outcome::Done)
@@ -165,7 +167,7 @@ fn one_line_json(text: &str) -> String {
 }
 
 /// The problems `configure -c` reports, one line each.
-async fn check(store: &ConfigStore, account: &str) -> Result<Vec<String>, CliError> {
+async fn check(aws: &Aws, store: &ConfigStore, account: &str) -> Result<Vec<String>, CliError> {
     let items = match store.list(account).await {
         Ok(items) => items,
         Err(e @ AwsError::NotDeployed { .. }) => return Ok(vec![e.to_string()]),
@@ -181,6 +183,33 @@ async fn check(store: &ConfigStore, account: &str) -> Result<Vec<String>, CliErr
     }
     for (id, warning) in &set.warnings {
         findings.push(format!("configuration {id}: {warning}"));
+    }
+    if set.valid.is_empty() {
+        return Ok(findings);
+    }
+    let regions = match enabled_regions(aws).await {
+        Ok(regions) => regions,
+        Err(e) => {
+            findings.push(format!("instances could not be checked: {e}"));
+            return Ok(findings);
+        }
+    };
+    let fleet = check_fleet(aws, &set, &regions).await;
+    for id in &fleet.unmatched {
+        findings.push(format!("configuration {id} was configured, but didn't match any instances"));
+    }
+    for (region, instance, ids) in &fleet.overlaps {
+        findings.push(format!(
+            "instance {instance} in {region} is matched by configurations {}; {} applies",
+            ids.join(", "),
+            ids[0]
+        ));
+    }
+    for (region, instance) in &fleet.unconfigured {
+        findings.push(format!("instance {instance} in {region} is tagged backup, but no configuration matches it"));
+    }
+    for (region, e) in &fleet.failed {
+        findings.push(format!("region {region} could not be checked: {e}"));
     }
     Ok(findings)
 }

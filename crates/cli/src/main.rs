@@ -4,6 +4,7 @@
 mod args;
 mod configure;
 mod error;
+mod jobs;
 mod output;
 
 use std::process::ExitCode;
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let aws = Aws::load(Some(&cli.tool_region)).await;
     match &cli.command {
+        Command::Snapshot(args) => jobs::run(&aws, &cli.tool_region, jobs::Job::Snapshot, args).await,
         Command::Configure(args) => match configure::run(&aws, &cli.tool_region, args).await? {
             configure::Outcome::Done => Ok(ExitCode::SUCCESS),
             configure::Outcome::NotFound => Ok(ExitCode::from(1)),

@@ -132,10 +132,16 @@ async fn python_written_item_is_listed_read_and_valid() {
         text(&out.stdout),
         "{\"snapshot\":{\"minimum\":\"5\",\"frequency\":\"6 hours\",\"retention\":\"5 days\"},\"match\":{\"tag:backup\":\"yes\"}}\n"
     );
-    // The check finds nothing wrong with it: it is a valid configuration the jobs will use.
+    // The check finds nothing wrong with it, and the snapshot job uses it.
+    let instance = acct.launch("us-east-1", &[("backup", "yes")]).await;
     let out = acct.cli().args(["configure", "-c"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "");
+    let out = acct.cli().args(["snapshot", "--region", "us-east-1"]).output().unwrap();
+    assert_eq!(text(&out.stdout), "us-east-1: created 1, not due 0, ignored 0, skipped 0, failed 0\n", "{}", text(&out.stderr));
+    let snaps = acct.snapshots("us-east-1").await;
+    assert_eq!(snaps[0].tag("ebs-snapper:config"), Some("tagged_instances"));
+    assert_eq!(snaps[0].tag("ebs-snapper:instance-id"), Some(instance.as_str()));
 }
 
 #[tokio::test]
@@ -145,6 +151,8 @@ async fn check_reports_invalid_stored_configurations() {
     acct.put_raw("us-east-1", "good", DAILY).await;
     acct.put_raw("us-east-1", "broken", r#"{"match": {}, "snapshot": {"retention": "1 day", "minimum": 1, "frequency": "1 day"}}"#).await;
     acct.put_raw("us-east-1", "typo", r#"{"match": {"tag:b": "y"}, "snapshot": {"retention": "1 day", "minimum": 1, "frequency": "1 day"}, "replicaton": "yes"}"#).await;
+    acct.launch("us-east-1", &[("backup", "daily")]).await;
+    acct.launch("us-west-1", &[("b", "y")]).await;
     let a = &acct.id;
     let out = acct.cli().args(["configure", "-c"]).output().unwrap();
     assert!(out.status.success());

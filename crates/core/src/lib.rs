@@ -26,3 +26,5 @@ pub use snapshot_plan::{plan_snapshots, SnapshotCounts, SnapshotPlan, SnapshotRe
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod report;
 pub use report::{ActionReport, RegionReport};
+pub mod event;
+pub use event::{is_region_name, EventError, WorkerEvent, MAX_CONTINUATIONS};

@@ -168,3 +168,235 @@ fn key(name: &str, kind: KeyType) -> KeySchemaElement {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+// ---- EC2 fleet helpers ----
+
+pub type Tags<'a> = &'a [(&'a str, &'a str)];
+
+fn ec2_tags(resource: aws_sdk_ec2::types::ResourceType, tags: Tags) -> aws_sdk_ec2::types::TagSpecification {
+    aws_sdk_ec2::types::TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(tags.iter().map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build()).collect()))
+        .build()
+}
+
+/// A snapshot as the tests look at it.
+#[derive(Debug, Clone)]
+pub struct Snap {
+    pub id: String,
+    pub volume_id: String,
+    pub state: String,
+    pub description: String,
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+impl Snap {
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key).map(String::as_str)
+    }
+}
+
+/// One request the emulator recorded for this account.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// `DescribeInstances`, `Query`, `Invoke`...
+    pub action: String,
+    pub url: String,
+    pub headers: serde_json::Value,
+    pub body: String,
+}
+
+impl Account {
+    pub async fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.sdk(region).await)
+    }
+
+    /// Launches one running instance (with its root volume at /dev/sda1) carrying `tags`.
+    pub async fn launch(&self, region: &str, tags: Tags<'_>) -> String {
+        let mut req = self
+            .ec2(region)
+            .await
+            .run_instances()
+            .image_id("ami-12345678")
+            .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+            .min_count(1)
+            .max_count(1);
+        if !tags.is_empty() {
+            req = req.tag_specifications(ec2_tags(aws_sdk_ec2::types::ResourceType::Instance, tags));
+        }
+        let out = req.send().await.expect("run instance");
+        out.instances()[0].instance_id().unwrap().to_string()
+    }
+
+    /// Creates a volume tagged `tags` and attaches it to `instance` at `device`.
+    pub async fn attach_volume(&self, region: &str, instance: &str, device: &str, tags: Tags<'_>) -> String {
+        let ec2 = self.ec2(region).await;
+        let mut req = ec2.create_volume().availability_zone(format!("{region}a")).size(1);
+        if !tags.is_empty() {
+            req = req.tag_specifications(ec2_tags(aws_sdk_ec2::types::ResourceType::Volume, tags));
+        }
+        let vol = req.send().await.expect("create volume").volume_id().unwrap().to_string();
+        ec2.attach_volume().volume_id(&vol).instance_id(instance).device(device).send().await.expect("attach volume");
+        vol
+    }
+
+    /// The volume ids attached to an instance, in device order.
+    pub async fn volumes_of(&self, region: &str, instance: &str) -> Vec<String> {
+        let out = self.ec2(region).await.describe_instances().instance_ids(instance).send().await.unwrap();
+        let i = &out.reservations()[0].instances()[0];
+        i.block_device_mappings().iter().filter_map(|m| m.ebs()?.volume_id().map(str::to_string)).collect()
+    }
+
+    pub async fn stop(&self, region: &str, instance: &str) {
+        self.ec2(region).await.stop_instances().instance_ids(instance).send().await.expect("stop");
+    }
+
+    pub async fn terminate(&self, region: &str, instance: &str) {
+        self.ec2(region).await.terminate_instances().instance_ids(instance).send().await.expect("terminate");
+    }
+
+    /// The account's own snapshots in `region`, by id.
+    pub async fn snapshots(&self, region: &str) -> Vec<Snap> {
+        let out = self.ec2(region).await.describe_snapshots().owner_ids("self").send().await.expect("describe snapshots");
+        let mut snaps: Vec<Snap> = out
+            .snapshots()
+            .iter()
+            .map(|s| Snap {
+                id: s.snapshot_id().unwrap().to_string(),
+                volume_id: s.volume_id().unwrap_or("").to_string(),
+                state: s.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                description: s.description().unwrap_or("").to_string(),
+                tags: s.tags().iter().map(|t| (t.key().unwrap().to_string(), t.value().unwrap_or("").to_string())).collect(),
+            })
+            .collect();
+        snaps.sort_by(|a, b| a.id.cmp(&b.id));
+        snaps
+    }
+
+    /// Creates a snapshot directly (as another tool or an earlier run would have).
+    pub async fn make_snapshot(&self, region: &str, volume: &str, tags: Tags<'_>) -> String {
+        let ec2 = self.ec2(region).await;
+        let mut req = ec2.create_snapshot().volume_id(volume).description("planted");
+        if !tags.is_empty() {
+            req = req.tag_specifications(ec2_tags(aws_sdk_ec2::types::ResourceType::Snapshot, tags));
+        }
+        req.send().await.expect("create snapshot").snapshot_id().unwrap().to_string()
+    }
+
+    /// Every request the emulator recorded with this account's credentials.
+    pub fn recorded(&self) -> Vec<Recorded> {
+        use base64::Engine;
+        let path = std::env::var("MOTO_RECORDER_FILEPATH").expect("MOTO_RECORDER_FILEPATH is set by scripts/test.sh");
+        let text = std::fs::read_to_string(path).expect("read the emulator's recording");
+        let needle = format!("Credential={}/", self.access_key);
+        let mut out = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let headers = entry["headers"].clone();
+            let auth = headers.get("Authorization").and_then(|a| a.as_str()).unwrap_or("");
+            if !auth.contains(&needle) {
+                continue;
+            }
+            let raw = entry["body"].as_str().unwrap_or("");
+            let body = if entry["body_encoded"].as_bool().unwrap_or(false) {
+                String::from_utf8_lossy(&base64::engine::general_purpose::STANDARD.decode(raw).unwrap_or_default()).into_owned()
+            } else {
+                raw.to_string()
+            };
+            let url = entry["url"].as_str().unwrap_or("").to_string();
+            let action = if let Some(target) = headers.get("X-Amz-Target").and_then(|t| t.as_str()) {
+                target.rsplit('.').next().unwrap_or(target).to_string()
+            } else if let Some(a) = body.split('&').find_map(|kv| kv.strip_prefix("Action=")) {
+                a.to_string()
+            } else if url.contains("/invocations") {
+                "Invoke".to_string()
+            } else {
+                format!("{} {}", entry["method"].as_str().unwrap_or(""), url)
+            };
+            out.push(Recorded { action, url, headers, body });
+        }
+        out
+    }
+
+    /// How many recorded requests of this account had `action` (and, if given, a body containing
+    /// `needle`, e.g. the region in the signing scope is in the Authorization header instead).
+    pub fn count(&self, action: &str, region: Option<&str>) -> usize {
+        self.recorded()
+            .iter()
+            .filter(|r| r.action == action)
+            .filter(|r| {
+                region.is_none_or(|reg| {
+                    r.headers.get("Authorization").and_then(|a| a.as_str()).is_some_and(|a| a.contains(&format!("/{reg}/")))
+                })
+            })
+            .count()
+    }
+}
+
+/// A configuration JSON text for tag `backup=yes`.
+pub fn backup_config(frequency: &str, extra: &str) -> String {
+    format!(r#"{{"match": {{"tag:backup": "yes"}}, "snapshot": {{"retention": "5 days", "minimum": 5, "frequency": "{frequency}"}}{extra}}}"#)
+}
+
+// ---- Lambda and EventBridge helpers ----
+
+/// The smallest valid zip archive (empty), enough for the emulator to accept a function.
+const EMPTY_ZIP: [u8; 22] = [0x50, 0x4b, 0x05, 0x06, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+impl Account {
+    /// `ebs_snapper_aws::Aws` acting as this account in `region`.
+    pub async fn aws(&self, region: &str) -> ebs_snapper_aws::Aws {
+        ebs_snapper_aws::Aws::from_config(self.sdk(region).await)
+    }
+
+    /// Creates a Lambda function (and its role) in the emulator; returns its ARN.
+    pub async fn create_function(&self, region: &str, name: &str) -> String {
+        let iam = aws_sdk_iam::Client::new(&self.sdk(region).await);
+        let role = match iam
+            .create_role()
+            .role_name("ebs-snapper-test")
+            .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#)
+            .send()
+            .await
+        {
+            Ok(out) => out.role().unwrap().arn().to_string(),
+            Err(_) => iam.get_role().role_name("ebs-snapper-test").send().await.unwrap().role().unwrap().arn().to_string(),
+        };
+        let lambda = aws_sdk_lambda::Client::new(&self.sdk(region).await);
+        let out = lambda
+            .create_function()
+            .function_name(name)
+            .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
+            .handler("bootstrap")
+            .role(role)
+            .code(aws_sdk_lambda::types::FunctionCode::builder().zip_file(aws_sdk_lambda::primitives::Blob::new(EMPTY_ZIP.to_vec())).build())
+            .send()
+            .await
+            .expect("create function");
+        out.function_arn().unwrap().to_string()
+    }
+
+    /// Creates a schedule rule in the given state; returns nothing.
+    pub async fn create_rule(&self, region: &str, name: &str, enabled: bool) {
+        let events = aws_sdk_eventbridge::Client::new(&self.sdk(region).await);
+        events
+            .put_rule()
+            .name(name)
+            .schedule_expression("rate(30 minutes)")
+            .state(if enabled { aws_sdk_eventbridge::types::RuleState::Enabled } else { aws_sdk_eventbridge::types::RuleState::Disabled })
+            .send()
+            .await
+            .expect("put rule");
+    }
+
+    pub async fn rule_enabled(&self, region: &str, name: &str) -> bool {
+        let events = aws_sdk_eventbridge::Client::new(&self.sdk(region).await);
+        let out = events.describe_rule().name(name).send().await.expect("describe rule");
+        matches!(out.state(), Some(aws_sdk_eventbridge::types::RuleState::Enabled))
+    }
+
+    /// A function ARN in this account, as the runtime's context carries it.
+    pub fn function_arn(&self, name: &str) -> String {
+        format!("arn:aws:lambda:us-east-1:{}:function:{name}", self.id)
+    }
+}

@@ -1,0 +1,232 @@
+//! The Lambda handlers, independent of the Lambda runtime so they can be tested directly: the
+//! binaries in `crates/<function>` only adapt the runtime's event and context to these.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::Utc;
+use ebs_snapper_core::{RegionReport, WorkerEvent, MAX_CONTINUATIONS};
+use serde_json::{json, Value};
+use thiserror::Error;
+use tracing::{error, info, warn};
+
+use crate::account::account_from_arn;
+use crate::budget::TimeBudget;
+use crate::dispatcher::Dispatcher;
+use crate::error::AwsError;
+use crate::jobs::{load_configurations, snapshot_region, JobOptions};
+use crate::regions::{enabled_regions, regions_with_work, Probe};
+use crate::replication_rule::{set_replication_rule, RULE_ENV};
+use crate::sdk::Aws;
+
+/// One invocation: the event and what the runtime's context tells.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub payload: Value,
+    /// `arn:aws:lambda:REGION:ACCOUNT:function:NAME`.
+    pub function_arn: String,
+    /// When the runtime will stop the invocation.
+    pub deadline: Option<SystemTime>,
+}
+
+/// The function's settings, read once from its environment when the process starts.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    /// `CREATE_SNAPSHOT_FUNCTION`: the worker the snapshot fanout invokes.
+    pub create_snapshot_function: Option<String>,
+    /// `CLEAN_SNAPSHOT_FUNCTION`: the worker the clean fanout invokes.
+    pub clean_snapshot_function: Option<String>,
+    /// `REPLICATION_RULE_NAME`: the schedule rule the snapshot fanout switches.
+    pub replication_rule: Option<String>,
+    /// `AWS_LAMBDA_FUNCTION_NAME`: this function, invoked again for continuations.
+    pub own_function: Option<String>,
+}
+
+impl Environment {
+    pub fn from_process() -> Environment {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Environment {
+            create_snapshot_function: var("CREATE_SNAPSHOT_FUNCTION"),
+            clean_snapshot_function: var("CLEAN_SNAPSHOT_FUNCTION"),
+            replication_rule: var(RULE_ENV),
+            own_function: var("AWS_LAMBDA_FUNCTION_NAME"),
+        }
+    }
+}
+
+/// The function error: one clear message, returned to Lambda as the invocation's error.
+#[derive(Debug, Error)]
+pub enum FunctionError {
+    #[error(transparent)]
+    Event(#[from] ebs_snapper_core::EventError),
+    #[error("invalid event: \"region\": {0:?} is not an enabled region of this account")]
+    UnknownRegion(String),
+    #[error("the invoked function ARN {0:?} carries no account id")]
+    Arn(String),
+    #[error("environment variable {0} is not set")]
+    Env(&'static str),
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// The run finished but some actions failed; the summary says which.
+    #[error("{failed} action(s) failed: {summary}")]
+    Failed { failed: usize, summary: Value },
+}
+
+impl FunctionError {
+    /// The error type Lambda reports for this error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FunctionError::Event(_) | FunctionError::UnknownRegion(_) => "EbsSnapper.InvalidEvent",
+            FunctionError::Arn(_) | FunctionError::Env(_) => "EbsSnapper.Misconfigured",
+            FunctionError::Aws(_) => "EbsSnapper.AwsError",
+            FunctionError::Failed { .. } => "EbsSnapper.ActionsFailed",
+        }
+    }
+}
+
+fn account(inv: &Invocation) -> Result<String, FunctionError> {
+    account_from_arn(&inv.function_arn).map(str::to_string).ok_or_else(|| FunctionError::Arn(inv.function_arn.clone()))
+}
+
+/// The install region: where the function runs, its table and its rules live.
+fn install_region(aws: &Aws) -> String {
+    aws.region().unwrap_or("us-east-1").to_string()
+}
+
+/// The budget of an invocation: stop mutating max(60 s, 10%) before the deadline. The
+/// function's timeout is taken as the time left when the invocation starts.
+pub fn budget_for(deadline: Option<SystemTime>) -> TimeBudget {
+    match deadline.and_then(|d| d.duration_since(SystemTime::now()).ok()) {
+        Some(left) => TimeBudget::until(Instant::now() + left, left),
+        None if deadline.is_some() => TimeBudget::until(Instant::now(), Duration::ZERO),
+        None => TimeBudget::unlimited(),
+    }
+}
+
+/// Fanout of the snapshot job: switch the replication rule, find regions with instances, and
+/// invoke `CREATE_SNAPSHOT_FUNCTION` once per region with `{"region": R}`.
+pub async fn fanout_snapshot(aws: &Aws, env: &Environment, inv: Invocation) -> Result<Value, FunctionError> {
+    let account = account(&inv)?;
+    let worker = env.create_snapshot_function.clone().ok_or(FunctionError::Env("CREATE_SNAPSHOT_FUNCTION"))?;
+    let region = install_region(aws);
+    let configs = load_configurations(aws, &region, &account).await?;
+    let mut failures = Vec::new();
+    let rule = match &env.replication_rule {
+        Some(rule) => match set_replication_rule(aws, &region, rule, configs.replication_enabled()).await {
+            Ok(change) => format!("{change:?}").to_lowercase(),
+            Err(e) => {
+                error!(error = %e, "could not switch the replication rule");
+                failures.push(e.to_string());
+                "failed".to_string()
+            }
+        },
+        None => "not configured".to_string(),
+    };
+    if configs.valid.is_empty() {
+        warn!(account = %account, "no valid configurations: nothing to snapshot");
+        return finish_fanout(json!({ "job": "snapshot", "regions": [], "replication_rule": rule }), failures);
+    }
+    fan_out(aws, &region, &worker, Probe::Instances, json!({ "job": "snapshot", "replication_rule": rule }), failures).await
+}
+
+async fn fan_out(aws: &Aws, region: &str, worker: &str, probe: Probe, mut summary: Value, mut failures: Vec<String>) -> Result<Value, FunctionError> {
+    let candidates = enabled_regions(aws).await?;
+    let found = regions_with_work(aws, &candidates, probe).await;
+    for (r, e) in &found.failed {
+        error!(region = %r, error = %e, "region probe failed");
+        failures.push(e.to_string());
+    }
+    let dispatcher = Dispatcher::new(aws, region);
+    let mut invoked = Vec::new();
+    for r in &found.with_work {
+        let event = WorkerEvent { region: r.clone(), continuation: 0 };
+        match dispatcher.invoke(worker, &event.to_json()).await {
+            Ok(()) => invoked.push(r.clone()),
+            Err(e) => {
+                error!(region = %r, error = %e, "could not invoke the worker");
+                failures.push(e.to_string());
+            }
+        }
+    }
+    summary["regions"] = json!(invoked);
+    summary["skipped_regions"] = json!(found.refused.iter().map(|(r, _)| r).collect::<Vec<_>>());
+    finish_fanout(summary, failures)
+}
+
+fn finish_fanout(mut summary: Value, failures: Vec<String>) -> Result<Value, FunctionError> {
+    summary["failed"] = json!(failures.len());
+    summary["errors"] = json!(failures);
+    info!(summary = %summary, "fanout finished");
+    if failures.is_empty() {
+        Ok(summary)
+    } else {
+        Err(FunctionError::Failed { failed: failures.len(), summary })
+    }
+}
+
+/// The snapshot worker for one region.
+pub async fn create_snapshot(aws: &Aws, env: &Environment, inv: Invocation) -> Result<Value, FunctionError> {
+    let event = WorkerEvent::parse(&inv.payload)?;
+    let account = account(&inv)?;
+    let region = install_region(aws);
+    if !enabled_regions(aws).await?.contains(&event.region) {
+        return Err(FunctionError::UnknownRegion(event.region));
+    }
+    let configs = load_configurations(aws, &region, &account).await?;
+    let opts = JobOptions { dry_run: false, budget: budget_for(inv.deadline) };
+    let mut report = snapshot_region(aws, &configs, &event.region, Utc::now(), opts).await;
+    continue_if_needed(aws, env, &region, &event, &mut report).await;
+    finish_worker(report)
+}
+
+/// When time ran out with work left, invoke this function again for the rest (at most
+/// [`MAX_CONTINUATIONS`] hops).
+async fn continue_if_needed(aws: &Aws, env: &Environment, install_region: &str, event: &WorkerEvent, report: &mut RegionReport) {
+    if report.deferred == 0 {
+        return;
+    }
+    if event.continuation >= MAX_CONTINUATIONS {
+        let msg = format!("{} action(s) left after {MAX_CONTINUATIONS} continuations; the next scheduled run takes them", report.deferred);
+        error!(region = %event.region, "{msg}");
+        report.errors.push(msg);
+        return;
+    }
+    let next = WorkerEvent { region: event.region.clone(), continuation: event.continuation + 1 };
+    let own = match &env.own_function {
+        Some(name) => name,
+        None => {
+            report.errors.push("AWS_LAMBDA_FUNCTION_NAME is not set: cannot continue".to_string());
+            report.failed += 1;
+            return;
+        }
+    };
+    match Dispatcher::new(aws, install_region).invoke(own, &next.to_json()).await {
+        Ok(()) => report.continued = true,
+        Err(e) => {
+            report.failed += 1;
+            report.errors.push(e.to_string());
+        }
+    }
+}
+
+fn finish_worker(report: RegionReport) -> Result<Value, FunctionError> {
+    let summary = json!({
+        "region": report.region,
+        "created": report.created,
+        "deleted": report.deleted,
+        "copied": report.copied,
+        "not_due": report.not_due,
+        "ignored": report.ignored,
+        "skipped": report.skipped,
+        "failed": report.failed,
+        "deferred": report.deferred,
+        "continued": report.continued,
+        "warnings": report.warnings,
+        "errors": report.errors,
+    });
+    info!(summary = %summary, "{}", report.summary_line());
+    if report.failed > 0 {
+        Err(FunctionError::Failed { failed: report.failed, summary })
+    } else {
+        Ok(summary)
+    }
+}

@@ -1,0 +1,170 @@
+//! Gathering a region's inventory with paginated bulk calls only: `DescribeInstances` once per
+//! configuration (with its filters), then volumes and snapshots by batches of ids. Never one
+//! call per volume or per snapshot.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_ec2::types::Filter;
+use chrono::{DateTime, Utc};
+use ebs_snapper_core::{Attachment, ConfigurationSet, Instance, Inventory, Snapshot, SnapshotState, Tags, Volume};
+use tracing::{debug, info};
+
+use crate::error::AwsError;
+
+/// Filter values per request (the EC2 limit for one filter).
+pub const IDS_PER_BATCH: usize = 200;
+/// Largest page sizes the EC2 API allows.
+pub const INSTANCE_PAGE: i32 = 1000;
+pub const VOLUME_PAGE: i32 = 500;
+pub const SNAPSHOT_PAGE: i32 = 1000;
+
+pub(crate) fn ec2_filter(name: &str, values: impl IntoIterator<Item = String>) -> Filter {
+    Filter::builder().name(name).set_values(Some(values.into_iter().collect())).build()
+}
+
+fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> Tags {
+    tags.iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string()))).collect()
+}
+
+pub(crate) fn to_chrono(t: Option<&aws_smithy_types::DateTime>) -> DateTime<Utc> {
+    t.and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos())).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+pub(crate) fn to_snapshot(s: &aws_sdk_ec2::types::Snapshot) -> Option<Snapshot> {
+    Some(Snapshot {
+        id: s.snapshot_id()?.to_string(),
+        volume_id: s.volume_id().filter(|v| !v.is_empty() && *v != "vol-ffffffff").map(str::to_string),
+        start_time: to_chrono(s.start_time()),
+        state: SnapshotState::parse(s.state().map(|s| s.as_str()).unwrap_or("")),
+        tags: tags_of(s.tags()),
+        description: s.description().unwrap_or("").to_string(),
+    })
+}
+
+/// The instances every valid configuration matches, their volumes, and the account's own
+/// snapshots of those volumes.
+pub async fn gather(client: &aws_sdk_ec2::Client, region: &str, configs: &ConfigurationSet) -> Result<Inventory, AwsError> {
+    let mut inventory = match_instances(client, region, configs).await?;
+    let volume_ids: BTreeSet<String> =
+        inventory.instances.values().flat_map(|i| i.volumes.iter().map(|a| a.volume_id.clone())).collect();
+    let volume_ids: Vec<String> = volume_ids.into_iter().collect();
+    inventory.volumes = describe_volumes(client, region, &volume_ids).await?;
+    inventory.snapshots = describe_snapshots_of_volumes(client, region, &volume_ids).await?;
+    info!(
+        region,
+        instances = inventory.instances.len(),
+        volumes = inventory.volumes.len(),
+        snapshots = inventory.snapshots.len(),
+        "gathered inventory"
+    );
+    Ok(inventory)
+}
+
+/// The instances each valid configuration matches (one paginated `DescribeInstances` per
+/// configuration); volumes and snapshots are left empty.
+pub async fn match_instances(client: &aws_sdk_ec2::Client, region: &str, configs: &ConfigurationSet) -> Result<Inventory, AwsError> {
+    let mut inventory = Inventory { region: region.to_string(), ..Default::default() };
+    for named in &configs.valid {
+        let mut matched = Vec::new();
+        for instance in describe_instances(client, region, &named.configuration.instance_filters()).await? {
+            matched.push(instance.id.clone());
+            inventory.instances.entry(instance.id.clone()).or_insert(instance);
+        }
+        debug!(region, config = %named.id, instances = matched.len(), "matched instances");
+        inventory.matched.insert(named.id.clone(), matched);
+    }
+    Ok(inventory)
+}
+
+/// Running or stopped instances carrying a tag key (any value).
+pub async fn instances_with_tag_key(client: &aws_sdk_ec2::Client, region: &str, key: &str) -> Result<Vec<Instance>, AwsError> {
+    let filters = [
+        ebs_snapper_core::Filter { name: "tag-key".into(), values: vec![key.to_string()] },
+        ebs_snapper_core::Filter { name: "instance-state-name".into(), values: vec!["running".into(), "stopped".into()] },
+    ];
+    describe_instances(client, region, &filters).await
+}
+
+async fn describe_instances(client: &aws_sdk_ec2::Client, region: &str, filters: &[ebs_snapper_core::Filter]) -> Result<Vec<Instance>, AwsError> {
+    let filters: Vec<Filter> = filters.iter().map(|f| ec2_filter(&f.name, f.values.iter().cloned())).collect();
+    let pages: Vec<_> = client
+        .describe_instances()
+        .set_filters(Some(filters))
+        .max_results(INSTANCE_PAGE)
+        .into_paginator()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| AwsError::call("DescribeInstances", region, e))?;
+    let mut out = Vec::new();
+    for page in pages {
+        for reservation in page.reservations() {
+            for i in reservation.instances() {
+                let Some(id) = i.instance_id() else { continue };
+                out.push(Instance {
+                    id: id.to_string(),
+                    state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
+                    image_id: i.image_id().map(str::to_string),
+                    tags: tags_of(i.tags()),
+                    volumes: i
+                        .block_device_mappings()
+                        .iter()
+                        .filter_map(|m| {
+                            Some(Attachment {
+                                device: m.device_name().unwrap_or("").to_string(),
+                                volume_id: m.ebs()?.volume_id()?.to_string(),
+                            })
+                        })
+                        .collect(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn describe_volumes(client: &aws_sdk_ec2::Client, region: &str, ids: &[String]) -> Result<BTreeMap<String, Volume>, AwsError> {
+    let mut out = BTreeMap::new();
+    for batch in ids.chunks(IDS_PER_BATCH) {
+        let pages: Vec<_> = client
+            .describe_volumes()
+            .filters(ec2_filter("volume-id", batch.iter().cloned()))
+            .max_results(VOLUME_PAGE)
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| AwsError::call("DescribeVolumes", region, e))?;
+        for page in pages {
+            for v in page.volumes() {
+                if let Some(id) = v.volume_id() {
+                    out.insert(id.to_string(), Volume { id: id.to_string(), tags: tags_of(v.tags()) });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn describe_snapshots_of_volumes(client: &aws_sdk_ec2::Client, region: &str, volume_ids: &[String]) -> Result<Vec<Snapshot>, AwsError> {
+    let mut out = Vec::new();
+    for batch in volume_ids.chunks(IDS_PER_BATCH) {
+        out.extend(describe_own_snapshots(client, region, vec![ec2_filter("volume-id", batch.iter().cloned())]).await?);
+    }
+    Ok(out)
+}
+
+/// The account's own snapshots matching `filters` (paginated, largest pages).
+pub async fn describe_own_snapshots(client: &aws_sdk_ec2::Client, region: &str, filters: Vec<Filter>) -> Result<Vec<Snapshot>, AwsError> {
+    let pages: Vec<_> = client
+        .describe_snapshots()
+        .owner_ids("self")
+        .set_filters(Some(filters))
+        .max_results(SNAPSHOT_PAGE)
+        .into_paginator()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| AwsError::call("DescribeSnapshots", region, e))?;
+    Ok(pages.iter().flat_map(|p| p.snapshots().iter().filter_map(to_snapshot)).collect())
+}

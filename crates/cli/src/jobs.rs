@@ -1,0 +1,108 @@
+//! `ebs-snapper snapshot` (and the other jobs): run in-process for each region, print one
+//! summary line per region, or the plan with `--dry-run`, or one JSON document with `--json`.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+
+use chrono::Utc;
+use ebs_snapper_aws::regions::{enabled_regions, regions_with_work, Probe};
+use ebs_snapper_aws::{caller_account_id, load_configurations, snapshot_region, Aws, JobOptions, TimeBudget};
+use ebs_snapper_core::{is_region_name, RegionReport};
+use futures::stream::{self, StreamExt};
+use serde_json::json;
+use tracing::warn;
+
+use crate::args::JobArgs;
+use crate::error::CliError;
+use crate::output::line;
+
+/// Regions worked on at once.
+const REGION_CONCURRENCY: usize = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    Snapshot,
+}
+
+impl Job {
+    fn name(self) -> &'static str {
+        match self {
+            Job::Snapshot => "snapshot",
+        }
+    }
+
+    fn probe(self) -> Probe {
+        match self {
+            Job::Snapshot => Probe::Instances,
+        }
+    }
+}
+
+pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Result<ExitCode, CliError> {
+    for r in &args.regions {
+        if !is_region_name(r) {
+            return Err(CliError::Usage(format!("--region {r:?} is not an AWS region name")));
+        }
+    }
+    let account = caller_account_id(aws).await?;
+    let configs = load_configurations(aws, tool_region, &account).await?;
+    let opts = JobOptions { dry_run: args.dry_run, budget: TimeBudget::unlimited() };
+
+    let mut reports: Vec<RegionReport> = Vec::new();
+    if configs.valid.is_empty() {
+        warn!("no valid configurations for account {account}: nothing to do");
+    } else {
+        let enabled = enabled_regions(aws).await?;
+        let regions: Vec<String> = if args.regions.is_empty() {
+            let found = regions_with_work(aws, &enabled, job.probe()).await;
+            for (region, e) in found.failed {
+                reports.push(RegionReport::failed(job.name(), &region, args.dry_run, e.to_string()));
+            }
+            found.with_work
+        } else {
+            let asked: BTreeSet<&String> = args.regions.iter().collect();
+            if let Some(r) = asked.iter().find(|r| !enabled.contains(r)) {
+                return Err(CliError::Usage(format!("--region {r} is not an enabled region of this account")));
+            }
+            asked.into_iter().cloned().collect()
+        };
+        let now = Utc::now();
+        let done: Vec<RegionReport> = stream::iter(regions)
+            .map(|region| {
+                let configs = &configs;
+                async move {
+                    match job {
+                        Job::Snapshot => snapshot_region(aws, configs, &region, now, opts).await,
+                    }
+                }
+            })
+            .buffered(REGION_CONCURRENCY)
+            .collect()
+            .await;
+        reports.extend(done);
+        reports.sort_by(|a, b| a.region.cmp(&b.region));
+    }
+
+    let failed = reports.iter().any(|r| r.failed > 0);
+    if args.json {
+        let doc = json!({ "job": job.name(), "account": account, "dry_run": args.dry_run, "regions": reports });
+        line(&serde_json::to_string_pretty(&doc).expect("reports serialise"))?;
+    } else {
+        for report in &reports {
+            if args.dry_run {
+                for a in &report.actions {
+                    let context = match (&a.instance_id, &a.device, &a.config_id) {
+                        (Some(i), Some(d), Some(c)) => format!(" ({i} {d}, configuration {c})"),
+                        _ => String::new(),
+                    };
+                    line(&format!("{}: {} {}{context}: {}", report.region, a.action, a.resource, a.reason))?;
+                }
+            }
+            line(&report.summary_line())?;
+            for e in &report.errors {
+                eprintln!("error: {}: {e}", report.region);
+            }
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

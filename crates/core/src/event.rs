@@ -1,0 +1,150 @@
+//! Events a worker function accepts (SPEC §7): `{"region": R}`, the same as the JSON text of an
+//! SNS message (`Records[0].Sns.Message`), and the continuation form
+//! `{"region": R, "continuation": n}`.
+
+use serde_json::Value;
+use thiserror::Error;
+
+/// At most this many continuation hops follow one scheduled run.
+pub const MAX_CONTINUATIONS: u32 = 10;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerEvent {
+    pub region: String,
+    /// 0 for a first invocation, n for the n-th continuation.
+    pub continuation: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid event: {0}")]
+pub struct EventError(pub String);
+
+fn err(msg: impl Into<String>) -> EventError {
+    EventError(msg.into())
+}
+
+impl WorkerEvent {
+    pub fn parse(event: &Value) -> Result<WorkerEvent, EventError> {
+        let obj = event.as_object().ok_or_else(|| err(format!("expected a JSON object, found {}", kind(event))))?;
+        if let Some(records) = obj.get("Records") {
+            let records = records.as_array().ok_or_else(|| err("Records must be a list"))?;
+            let [record] = records.as_slice() else {
+                return Err(err(format!("expected exactly one SNS record, found {}", records.len())));
+            };
+            let message = record
+                .get("Sns")
+                .and_then(|s| s.get("Message"))
+                .ok_or_else(|| err("the record has no Sns.Message"))?;
+            let text = message.as_str().ok_or_else(|| err("Sns.Message must be a string of JSON"))?;
+            let inner: Value = serde_json::from_str(text).map_err(|e| err(format!("Sns.Message is not JSON: {e}")))?;
+            if inner.get("Records").is_some() {
+                return Err(err("nested SNS envelopes are not accepted"));
+            }
+            return WorkerEvent::parse(&inner);
+        }
+        let region = obj.get("region").ok_or_else(|| err("missing \"region\""))?;
+        let region = region.as_str().ok_or_else(|| err(format!("\"region\" must be a string, found {}", kind(region))))?;
+        if !is_region_name(region) {
+            return Err(err(format!("\"region\": {region:?} is not an AWS region name")));
+        }
+        let continuation = match obj.get("continuation") {
+            None | Some(Value::Null) => 0,
+            Some(v) => {
+                let n = v.as_u64().ok_or_else(|| err(format!("\"continuation\" must be a whole number, found {v}")))?;
+                if n > u64::from(MAX_CONTINUATIONS) {
+                    return Err(err(format!("\"continuation\": {n} is beyond the limit of {MAX_CONTINUATIONS} hops")));
+                }
+                n as u32
+            }
+        };
+        for key in obj.keys() {
+            if key != "region" && key != "continuation" {
+                return Err(err(format!("unknown key {key:?}")));
+            }
+        }
+        Ok(WorkerEvent { region: region.to_string(), continuation })
+    }
+
+    pub fn to_json(&self) -> Value {
+        if self.continuation == 0 {
+            serde_json::json!({ "region": self.region })
+        } else {
+            serde_json::json!({ "region": self.region, "continuation": self.continuation })
+        }
+    }
+}
+
+/// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`, `ap-southeast-4`...
+pub fn is_region_name(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('-').collect();
+    let (Some(first), Some(last)) = (parts.first(), parts.last()) else { return false };
+    parts.len() >= 3
+        && parts.len() <= 4
+        && first.len() == 2
+        && parts.iter().all(|p| !p.is_empty())
+        && parts[..parts.len() - 1].iter().all(|p| p.chars().all(|c| c.is_ascii_lowercase()))
+        && last.len() <= 2
+        && last.chars().all(|c| c.is_ascii_digit())
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn accepted_forms() {
+        assert_eq!(WorkerEvent::parse(&json!({"region": "us-west-2"})).unwrap(), WorkerEvent { region: "us-west-2".into(), continuation: 0 });
+        assert_eq!(
+            WorkerEvent::parse(&json!({"region": "eu-west-1", "continuation": 3})).unwrap(),
+            WorkerEvent { region: "eu-west-1".into(), continuation: 3 }
+        );
+        let sns = json!({"Records": [{"EventSource": "aws:sns", "Sns": {"Message": "{\"region\": \"ap-southeast-2\"}"}}]});
+        assert_eq!(WorkerEvent::parse(&sns).unwrap().region, "ap-southeast-2");
+        assert_eq!(WorkerEvent::parse(&json!({"region": "us-gov-west-1"})).unwrap().region, "us-gov-west-1");
+    }
+
+    #[test]
+    fn malformed_events_say_what_is_wrong() {
+        let cases = [
+            (json!({}), "missing \"region\""),
+            (json!([]), "expected a JSON object"),
+            (json!("us-east-1"), "expected a JSON object"),
+            (json!({"region": 5}), "\"region\" must be a string"),
+            (json!({"region": "mars-1"}), "is not an AWS region name"),
+            (json!({"region": "US-EAST-1"}), "is not an AWS region name"),
+            (json!({"region": "us-east-1", "continuation": -1}), "\"continuation\" must be a whole number"),
+            (json!({"region": "us-east-1", "continuation": "2"}), "\"continuation\" must be a whole number"),
+            (json!({"region": "us-east-1", "continuation": 11}), "beyond the limit"),
+            (json!({"region": "us-east-1", "regoin": "x"}), "unknown key"),
+            (json!({"Records": []}), "exactly one SNS record"),
+            (json!({"Records": [{"Sns": {"Message": "not json"}}]}), "Sns.Message is not JSON"),
+            (json!({"Records": [{"Sns": {"Message": {"region": "us-east-1"}}}]}), "Sns.Message must be a string"),
+            (json!({"Records": [{"Sns": {}}]}), "no Sns.Message"),
+            (json!({"Records": "x"}), "Records must be a list"),
+        ];
+        for (event, expected) in cases {
+            let e = WorkerEvent::parse(&event).unwrap_err().to_string();
+            assert!(e.contains(expected), "{event}: {e}");
+            assert!(e.starts_with("invalid event: "));
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        for e in [WorkerEvent { region: "us-east-1".into(), continuation: 0 }, WorkerEvent { region: "us-east-1".into(), continuation: 4 }] {
+            assert_eq!(WorkerEvent::parse(&e.to_json()).unwrap(), e);
+        }
+    }
+}
