@@ -7,11 +7,9 @@ use crate::sdk::Aws;
 /// Asks STS who the caller is.
 pub async fn caller_account_id(aws: &Aws) -> Result<String, AwsError> {
     let client = aws_sdk_sts::Client::new(aws.config());
-    let out = client
-        .get_caller_identity()
-        .send()
-        .await
-        .map_err(|e| AwsError::Account { message: AwsError::call("GetCallerIdentity", aws.region().unwrap_or("?"), e).to_string() })?;
+    let out = client.get_caller_identity().send().await.map_err(|e| AwsError::Account {
+        message: AwsError::call("GetCallerIdentity", aws.region().unwrap_or("?"), e).to_string(),
+    })?;
     out.account()
         .map(str::to_string)
         .ok_or_else(|| AwsError::Account { message: "GetCallerIdentity returned no account".to_string() })

@@ -43,7 +43,11 @@ impl ConfigStore {
         &self.region
     }
 
-    fn error<E, R>(&self, operation: &'static str, err: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError
+    fn error<E, R>(
+        &self,
+        operation: &'static str,
+        err: aws_smithy_runtime_api::client::result::SdkError<E, R>,
+    ) -> AwsError
     where
         E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,

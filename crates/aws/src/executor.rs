@@ -12,6 +12,9 @@ use crate::error::AwsError;
 /// Mutations in flight at once per region.
 pub const MUTATION_CONCURRENCY: usize = 8;
 
+/// Deletion errors that are logged and skipped: the snapshot backs an AMI, or is already gone.
+const DELETE_SKIPPABLE: [&str; 2] = ["InvalidSnapshot.InUse", "InvalidSnapshot.NotFound"];
+
 /// Snapshot-creation errors that leave the volume due for the next run (a warning, not a failure).
 const CREATE_SKIPPABLE: [&str; 2] = ["ConcurrentSnapshotLimitExceeded", "SnapshotCreationPerVolumeRateExceeded"];
 
@@ -54,7 +57,9 @@ async fn create_snapshot(client: &aws_sdk_ec2::Client, region: &str, request: &S
         .create_snapshot()
         .volume_id(&request.volume_id)
         .description(&request.description)
-        .tag_specifications(TagSpecification::builder().resource_type(ResourceType::Snapshot).set_tags(Some(tags)).build())
+        .tag_specifications(
+            TagSpecification::builder().resource_type(ResourceType::Snapshot).set_tags(Some(tags)).build(),
+        )
         .send()
         .await;
     match result {
@@ -70,6 +75,47 @@ async fn create_snapshot(client: &aws_sdk_ec2::Client, region: &str, request: &S
                 Outcome::Skipped(e.to_string())
             } else {
                 warn!(region, volume_id = %request.volume_id, error = %e, "snapshot creation failed");
+                Outcome::Failed(e)
+            }
+        }
+    }
+}
+
+/// Deletes the snapshots, at most [`MUTATION_CONCURRENCY`] at once; outcomes in input order.
+pub async fn delete_snapshots(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    ids: &[&str],
+    budget: &TimeBudget,
+) -> Vec<Outcome> {
+    let mut outcomes: Vec<(usize, Outcome)> = stream::iter(ids.iter().enumerate())
+        .map(|(i, id)| async move {
+            if !budget.allows_mutation() {
+                return (i, Outcome::Deferred);
+            }
+            (i, delete_snapshot(client, region, id).await)
+        })
+        .buffer_unordered(MUTATION_CONCURRENCY)
+        .collect()
+        .await;
+    outcomes.sort_by_key(|(i, _)| *i);
+    outcomes.into_iter().map(|(_, o)| o).collect()
+}
+
+/// Deletes one snapshot. Used by the clean job and for replicas whose source is gone.
+pub async fn delete_snapshot(client: &aws_sdk_ec2::Client, region: &str, id: &str) -> Outcome {
+    match client.delete_snapshot().snapshot_id(id).send().await {
+        Ok(_) => {
+            info!(region, snapshot_id = id, "deleted snapshot");
+            Outcome::Done(None)
+        }
+        Err(e) => {
+            let e = AwsError::call("DeleteSnapshot", region, e);
+            if e.code().is_some_and(|c| DELETE_SKIPPABLE.contains(&c)) {
+                warn!(region, snapshot_id = id, error = %e, "snapshot not deleted");
+                Outcome::Skipped(e.to_string())
+            } else {
+                warn!(region, snapshot_id = id, error = %e, "snapshot deletion failed");
                 Outcome::Failed(e)
             }
         }

@@ -69,7 +69,8 @@ pub async fn check_fleet(aws: &Aws, configs: &ConfigurationSet, regions: &[Strin
     }
     // With a region unchecked, "matched nothing" could be wrong: say nothing rather than guess.
     if check.failed.is_empty() {
-        check.unmatched = configs.valid.iter().filter(|c| !matched_somewhere.contains(&c.id)).map(|c| c.id.clone()).collect();
+        check.unmatched =
+            configs.valid.iter().filter(|c| !matched_somewhere.contains(&c.id)).map(|c| c.id.clone()).collect();
     }
     check.overlaps.sort();
     check.unconfigured.sort();

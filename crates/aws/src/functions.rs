@@ -13,7 +13,7 @@ use crate::account::account_from_arn;
 use crate::budget::TimeBudget;
 use crate::dispatcher::Dispatcher;
 use crate::error::AwsError;
-use crate::jobs::{load_configurations, snapshot_region, JobOptions};
+use crate::jobs::{clean_region, load_configurations, snapshot_region, JobOptions};
 use crate::regions::{enabled_regions, regions_with_work, Probe};
 use crate::replication_rule::{set_replication_rule, RULE_ENV};
 use crate::sdk::Aws;
@@ -125,10 +125,18 @@ pub async fn fanout_snapshot(aws: &Aws, env: &Environment, inv: Invocation) -> R
         warn!(account = %account, "no valid configurations: nothing to snapshot");
         return finish_fanout(json!({ "job": "snapshot", "regions": [], "replication_rule": rule }), failures);
     }
-    fan_out(aws, &region, &worker, Probe::Instances, json!({ "job": "snapshot", "replication_rule": rule }), failures).await
+    fan_out(aws, &region, &worker, Probe::Instances, json!({ "job": "snapshot", "replication_rule": rule }), failures)
+        .await
 }
 
-async fn fan_out(aws: &Aws, region: &str, worker: &str, probe: Probe, mut summary: Value, mut failures: Vec<String>) -> Result<Value, FunctionError> {
+async fn fan_out(
+    aws: &Aws,
+    region: &str,
+    worker: &str,
+    probe: Probe,
+    mut summary: Value,
+    mut failures: Vec<String>,
+) -> Result<Value, FunctionError> {
     let candidates = enabled_regions(aws).await?;
     let found = regions_with_work(aws, &candidates, probe).await;
     for (r, e) in &found.failed {
@@ -163,8 +171,37 @@ fn finish_fanout(mut summary: Value, failures: Vec<String>) -> Result<Value, Fun
     }
 }
 
+/// Fanout of the clean job: find regions with instances or own `DeleteOn` snapshots, and invoke
+/// `CLEAN_SNAPSHOT_FUNCTION` once per region with `{"region": R}`.
+pub async fn fanout_clean(aws: &Aws, env: &Environment, inv: Invocation) -> Result<Value, FunctionError> {
+    let account = account(&inv)?;
+    let worker = env.clean_snapshot_function.clone().ok_or(FunctionError::Env("CLEAN_SNAPSHOT_FUNCTION"))?;
+    let region = install_region(aws);
+    let configs = load_configurations(aws, &region, &account).await?;
+    if configs.valid.is_empty() {
+        warn!(account = %account, "no valid configurations: nothing to clean");
+        return finish_fanout(json!({ "job": "clean", "regions": [] }), Vec::new());
+    }
+    fan_out(aws, &region, &worker, Probe::InstancesOrDeleteOn, json!({ "job": "clean" }), Vec::new()).await
+}
+
 /// The snapshot worker for one region.
 pub async fn create_snapshot(aws: &Aws, env: &Environment, inv: Invocation) -> Result<Value, FunctionError> {
+    run_worker(aws, env, inv, Worker::Snapshot).await
+}
+
+/// The clean worker for one region.
+pub async fn clean_snapshot(aws: &Aws, env: &Environment, inv: Invocation) -> Result<Value, FunctionError> {
+    run_worker(aws, env, inv, Worker::Clean).await
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Worker {
+    Snapshot,
+    Clean,
+}
+
+async fn run_worker(aws: &Aws, env: &Environment, inv: Invocation, worker: Worker) -> Result<Value, FunctionError> {
     let event = WorkerEvent::parse(&inv.payload)?;
     let account = account(&inv)?;
     let region = install_region(aws);
@@ -173,19 +210,31 @@ pub async fn create_snapshot(aws: &Aws, env: &Environment, inv: Invocation) -> R
     }
     let configs = load_configurations(aws, &region, &account).await?;
     let opts = JobOptions { dry_run: false, budget: budget_for(inv.deadline) };
-    let mut report = snapshot_region(aws, &configs, &event.region, Utc::now(), opts).await;
+    let mut report = match worker {
+        Worker::Snapshot => snapshot_region(aws, &configs, &event.region, Utc::now(), opts).await,
+        Worker::Clean => clean_region(aws, &configs, &event.region, Utc::now(), opts).await,
+    };
     continue_if_needed(aws, env, &region, &event, &mut report).await;
     finish_worker(report)
 }
 
 /// When time ran out with work left, invoke this function again for the rest (at most
 /// [`MAX_CONTINUATIONS`] hops).
-async fn continue_if_needed(aws: &Aws, env: &Environment, install_region: &str, event: &WorkerEvent, report: &mut RegionReport) {
+async fn continue_if_needed(
+    aws: &Aws,
+    env: &Environment,
+    install_region: &str,
+    event: &WorkerEvent,
+    report: &mut RegionReport,
+) {
     if report.deferred == 0 {
         return;
     }
     if event.continuation >= MAX_CONTINUATIONS {
-        let msg = format!("{} action(s) left after {MAX_CONTINUATIONS} continuations; the next scheduled run takes them", report.deferred);
+        let msg = format!(
+            "{} action(s) left after {MAX_CONTINUATIONS} continuations; the next scheduled run takes them",
+            report.deferred
+        );
         error!(region = %event.region, "{msg}");
         report.errors.push(msg);
         return;

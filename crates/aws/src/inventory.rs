@@ -43,7 +43,11 @@ pub(crate) fn to_snapshot(s: &aws_sdk_ec2::types::Snapshot) -> Option<Snapshot> 
 
 /// The instances every valid configuration matches, their volumes, and the account's own
 /// snapshots of those volumes.
-pub async fn gather(client: &aws_sdk_ec2::Client, region: &str, configs: &ConfigurationSet) -> Result<Inventory, AwsError> {
+pub async fn gather(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    configs: &ConfigurationSet,
+) -> Result<Inventory, AwsError> {
     let mut inventory = match_instances(client, region, configs).await?;
     let volume_ids: BTreeSet<String> =
         inventory.instances.values().flat_map(|i| i.volumes.iter().map(|a| a.volume_id.clone())).collect();
@@ -62,7 +66,11 @@ pub async fn gather(client: &aws_sdk_ec2::Client, region: &str, configs: &Config
 
 /// The instances each valid configuration matches (one paginated `DescribeInstances` per
 /// configuration); volumes and snapshots are left empty.
-pub async fn match_instances(client: &aws_sdk_ec2::Client, region: &str, configs: &ConfigurationSet) -> Result<Inventory, AwsError> {
+pub async fn match_instances(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    configs: &ConfigurationSet,
+) -> Result<Inventory, AwsError> {
     let mut inventory = Inventory { region: region.to_string(), ..Default::default() };
     for named in &configs.valid {
         let mut matched = Vec::new();
@@ -77,15 +85,26 @@ pub async fn match_instances(client: &aws_sdk_ec2::Client, region: &str, configs
 }
 
 /// Running or stopped instances carrying a tag key (any value).
-pub async fn instances_with_tag_key(client: &aws_sdk_ec2::Client, region: &str, key: &str) -> Result<Vec<Instance>, AwsError> {
+pub async fn instances_with_tag_key(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    key: &str,
+) -> Result<Vec<Instance>, AwsError> {
     let filters = [
         ebs_snapper_core::Filter { name: "tag-key".into(), values: vec![key.to_string()] },
-        ebs_snapper_core::Filter { name: "instance-state-name".into(), values: vec!["running".into(), "stopped".into()] },
+        ebs_snapper_core::Filter {
+            name: "instance-state-name".into(),
+            values: vec!["running".into(), "stopped".into()],
+        },
     ];
     describe_instances(client, region, &filters).await
 }
 
-async fn describe_instances(client: &aws_sdk_ec2::Client, region: &str, filters: &[ebs_snapper_core::Filter]) -> Result<Vec<Instance>, AwsError> {
+async fn describe_instances(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    filters: &[ebs_snapper_core::Filter],
+) -> Result<Vec<Instance>, AwsError> {
     let filters: Vec<Filter> = filters.iter().map(|f| ec2_filter(&f.name, f.values.iter().cloned())).collect();
     let pages: Vec<_> = client
         .describe_instances()
@@ -123,7 +142,11 @@ async fn describe_instances(client: &aws_sdk_ec2::Client, region: &str, filters:
     Ok(out)
 }
 
-async fn describe_volumes(client: &aws_sdk_ec2::Client, region: &str, ids: &[String]) -> Result<BTreeMap<String, Volume>, AwsError> {
+async fn describe_volumes(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    ids: &[String],
+) -> Result<BTreeMap<String, Volume>, AwsError> {
     let mut out = BTreeMap::new();
     for batch in ids.chunks(IDS_PER_BATCH) {
         let pages: Vec<_> = client
@@ -146,7 +169,11 @@ async fn describe_volumes(client: &aws_sdk_ec2::Client, region: &str, ids: &[Str
     Ok(out)
 }
 
-async fn describe_snapshots_of_volumes(client: &aws_sdk_ec2::Client, region: &str, volume_ids: &[String]) -> Result<Vec<Snapshot>, AwsError> {
+async fn describe_snapshots_of_volumes(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    volume_ids: &[String],
+) -> Result<Vec<Snapshot>, AwsError> {
     let mut out = Vec::new();
     for batch in volume_ids.chunks(IDS_PER_BATCH) {
         out.extend(describe_own_snapshots(client, region, vec![ec2_filter("volume-id", batch.iter().cloned())]).await?);
@@ -155,7 +182,11 @@ async fn describe_snapshots_of_volumes(client: &aws_sdk_ec2::Client, region: &st
 }
 
 /// The account's own snapshots matching `filters` (paginated, largest pages).
-pub async fn describe_own_snapshots(client: &aws_sdk_ec2::Client, region: &str, filters: Vec<Filter>) -> Result<Vec<Snapshot>, AwsError> {
+pub async fn describe_own_snapshots(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    filters: Vec<Filter>,
+) -> Result<Vec<Snapshot>, AwsError> {
     let pages: Vec<_> = client
         .describe_snapshots()
         .owner_ids("self")
@@ -167,4 +198,36 @@ pub async fn describe_own_snapshots(client: &aws_sdk_ec2::Client, region: &str, 
         .await
         .map_err(|e| AwsError::call("DescribeSnapshots", region, e))?;
     Ok(pages.iter().flat_map(|p| p.snapshots().iter().filter_map(to_snapshot)).collect())
+}
+
+/// The clean job's inventory: the instances each configuration matches, and the account's own
+/// snapshots tagged `DeleteOn` (paginated). Also the volumes of ignored instances (one call),
+/// whose snapshots are never deleted.
+pub async fn gather_for_clean(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    configs: &ConfigurationSet,
+) -> Result<(Inventory, BTreeSet<String>), AwsError> {
+    let mut inventory = match_instances(client, region, configs).await?;
+    inventory.snapshots = describe_own_snapshots(
+        client,
+        region,
+        vec![ec2_filter("tag-key", [ebs_snapper_core::tags::DELETE_ON.to_string()])],
+    )
+    .await?;
+    let ignored_instances: Vec<String> = configs.ignored_ids().into_iter().filter(|id| id.starts_with("i-")).collect();
+    let mut ignored_volumes = BTreeSet::new();
+    for batch in ignored_instances.chunks(IDS_PER_BATCH) {
+        let filters = [ebs_snapper_core::Filter { name: "instance-id".into(), values: batch.to_vec() }];
+        for instance in describe_instances(client, region, &filters).await? {
+            ignored_volumes.extend(instance.volumes.into_iter().map(|a| a.volume_id));
+        }
+    }
+    info!(
+        region,
+        instances = inventory.instances.len(),
+        snapshots = inventory.snapshots.len(),
+        "gathered clean-up inventory"
+    );
+    Ok((inventory, ignored_volumes))
 }

@@ -20,12 +20,8 @@ pub enum RuleChange {
 /// Sets the rule's state to `enabled`; changes nothing when it already is.
 pub async fn set_replication_rule(aws: &Aws, region: &str, rule: &str, enabled: bool) -> Result<RuleChange, AwsError> {
     let client = aws_sdk_eventbridge::Client::new(&aws.in_region(region));
-    let current = client
-        .describe_rule()
-        .name(rule)
-        .send()
-        .await
-        .map_err(|e| AwsError::call("DescribeRule", region, e))?;
+    let current =
+        client.describe_rule().name(rule).send().await.map_err(|e| AwsError::call("DescribeRule", region, e))?;
     let is_enabled = matches!(current.state(), Some(RuleState::Enabled));
     if is_enabled == enabled {
         return Ok(RuleChange::Unchanged);

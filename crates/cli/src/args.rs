@@ -15,7 +15,13 @@ pub struct Cli {
     pub verbose: u8,
 
     /// Region where the tool is deployed (its DynamoDB table and stack).
-    #[arg(short = 't', long = "tool_region", visible_alias = "tool-region", default_value = "us-east-1", global = true)]
+    #[arg(
+        short = 't',
+        long = "tool_region",
+        visible_alias = "tool-region",
+        default_value = "us-east-1",
+        global = true
+    )]
     pub tool_region: String,
 
     /// Print the version.
@@ -30,6 +36,8 @@ pub struct Cli {
 pub enum Command {
     /// Take the snapshots that are due, in every region with instances (or those given).
     Snapshot(JobArgs),
+    /// Delete the snapshots whose DeleteOn date has come, keeping each volume's minimum.
+    Clean(JobArgs),
     /// Get, set, delete, list or check the configurations stored for an account.
     Configure(ConfigureArgs),
 }

@@ -52,7 +52,10 @@ fn action(args: &ConfigureArgs) -> Result<Action, CliError> {
     };
     if args.list || args.check {
         if let Some(extra) = &args.id {
-            return Err(CliError::Usage(format!("{} takes no ID argument (got {extra:?})", if args.list { "-l" } else { "-c" })));
+            return Err(CliError::Usage(format!(
+                "{} takes no ID argument (got {extra:?})",
+                if args.list { "-l" } else { "-c" }
+            )));
         }
         return Ok(if args.list { Action::List } else { Action::Check });
     }
@@ -68,7 +71,10 @@ fn action(args: &ConfigureArgs) -> Result<Action, CliError> {
         return Ok(Action::Delete(id()?));
     }
     let id = id()?;
-    let json = args.json.clone().ok_or_else(|| CliError::Usage("-s needs ID and JSON (or - to read JSON from stdin)".into()))?;
+    let json = args
+        .json
+        .clone()
+        .ok_or_else(|| CliError::Usage("-s needs ID and JSON (or - to read JSON from stdin)".into()))?;
     Ok(Action::Set(id, json))
 }
 
@@ -148,7 +154,9 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &ConfigureArgs) -> Result<O
 fn validated_json(json: &str) -> Result<String, CliError> {
     let text = if json == "-" {
         let mut buf = String::new();
-        std::io::stdin().read_to_string(&mut buf).map_err(|source| CliError::Read { what: "JSON from stdin", source })?;
+        std::io::stdin()
+            .read_to_string(&mut buf)
+            .map_err(|source| CliError::Read { what: "JSON from stdin", source })?;
         buf
     } else {
         json.to_string()

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use chrono::Utc;
 use ebs_snapper_aws::regions::{enabled_regions, regions_with_work, Probe};
-use ebs_snapper_aws::{caller_account_id, load_configurations, snapshot_region, Aws, JobOptions, TimeBudget};
+use ebs_snapper_aws::{
+    caller_account_id, clean_region, load_configurations, snapshot_region, Aws, JobOptions, TimeBudget,
+};
 use ebs_snapper_core::{is_region_name, RegionReport};
 use futures::stream::{self, StreamExt};
 use serde_json::json;
@@ -22,18 +24,21 @@ const REGION_CONCURRENCY: usize = 4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Job {
     Snapshot,
+    Clean,
 }
 
 impl Job {
     fn name(self) -> &'static str {
         match self {
             Job::Snapshot => "snapshot",
+            Job::Clean => "clean",
         }
     }
 
     fn probe(self) -> Probe {
         match self {
             Job::Snapshot => Probe::Instances,
+            Job::Clean => Probe::InstancesOrDeleteOn,
         }
     }
 }
@@ -73,6 +78,7 @@ pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Resu
                 async move {
                     match job {
                         Job::Snapshot => snapshot_region(aws, configs, &region, now, opts).await,
+                        Job::Clean => clean_region(aws, configs, &region, now, opts).await,
                     }
                 }
             })
@@ -93,6 +99,7 @@ pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Resu
                 for a in &report.actions {
                     let context = match (&a.instance_id, &a.device, &a.config_id) {
                         (Some(i), Some(d), Some(c)) => format!(" ({i} {d}, configuration {c})"),
+                        (None, None, Some(c)) => format!(" (configuration {c})"),
                         _ => String::new(),
                     };
                     line(&format!("{}: {} {}{context}: {}", report.region, a.action, a.resource, a.reason))?;

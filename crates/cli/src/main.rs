@@ -53,6 +53,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let aws = Aws::load(Some(&cli.tool_region)).await;
     match &cli.command {
         Command::Snapshot(args) => jobs::run(&aws, &cli.tool_region, jobs::Job::Snapshot, args).await,
+        Command::Clean(args) => jobs::run(&aws, &cli.tool_region, jobs::Job::Clean, args).await,
         Command::Configure(args) => match configure::run(&aws, &cli.tool_region, args).await? {
             configure::Outcome::Done => Ok(ExitCode::SUCCESS),
             configure::Outcome::NotFound => Ok(ExitCode::from(1)),

@@ -4,7 +4,8 @@ mod support;
 
 use support::{text, Account};
 
-const DAILY: &str = r#"{"snapshot": {"minimum": 5, "frequency": "1 day", "retention": "5 days"}, "match": {"tag:backup": "daily"}}"#;
+const DAILY: &str =
+    r#"{"snapshot": {"minimum": 5, "frequency": "1 day", "retention": "5 days"}, "match": {"tag:backup": "daily"}}"#;
 
 #[tokio::test]
 async fn set_list_get_delete_round_trip() {
@@ -30,7 +31,9 @@ async fn set_list_get_delete_round_trip() {
     let out = acct.cli().args(["configure", "-g", "daily_tagged"]).output().unwrap();
     assert_eq!(
         text(&out.stdout),
-        r#"{"snapshot":{"minimum":5,"frequency":"1 day","retention":"5 days"},"match":{"tag:backup":"daily"}}"#.to_string() + "\n"
+        r#"{"snapshot":{"minimum":5,"frequency":"1 day","retention":"5 days"},"match":{"tag:backup":"daily"}}"#
+            .to_string()
+            + "\n"
     );
     assert!(out.status.success());
 
@@ -138,7 +141,12 @@ async fn python_written_item_is_listed_read_and_valid() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "");
     let out = acct.cli().args(["snapshot", "--region", "us-east-1"]).output().unwrap();
-    assert_eq!(text(&out.stdout), "us-east-1: created 1, not due 0, ignored 0, skipped 0, failed 0\n", "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "us-east-1: created 1, not due 0, ignored 0, skipped 0, failed 0\n",
+        "{}",
+        text(&out.stderr)
+    );
     let snaps = acct.snapshots("us-east-1").await;
     assert_eq!(snaps[0].tag("ebs-snapper:config"), Some("tagged_instances"));
     assert_eq!(snaps[0].tag("ebs-snapper:instance-id"), Some(instance.as_str()));
@@ -149,7 +157,12 @@ async fn check_reports_invalid_stored_configurations() {
     let acct = Account::new().await;
     acct.create_table("us-east-1").await;
     acct.put_raw("us-east-1", "good", DAILY).await;
-    acct.put_raw("us-east-1", "broken", r#"{"match": {}, "snapshot": {"retention": "1 day", "minimum": 1, "frequency": "1 day"}}"#).await;
+    acct.put_raw(
+        "us-east-1",
+        "broken",
+        r#"{"match": {}, "snapshot": {"retention": "1 day", "minimum": 1, "frequency": "1 day"}}"#,
+    )
+    .await;
     acct.put_raw("us-east-1", "typo", r#"{"match": {"tag:b": "y"}, "snapshot": {"retention": "1 day", "minimum": 1, "frequency": "1 day"}, "replicaton": "yes"}"#).await;
     acct.launch("us-east-1", &[("backup", "daily")]).await;
     acct.launch("us-west-1", &[("b", "y")]).await;
@@ -178,7 +191,10 @@ async fn check_reports_empty_and_undeployed() {
     );
     acct.create_table("us-east-1").await;
     let out = acct.cli().args(["configure", "-c"]).output().unwrap();
-    assert_eq!(text(&out.stdout), format!("{}: No configurations existed for this account, but ebs-snapper was deployed\n", acct.id));
+    assert_eq!(
+        text(&out.stdout),
+        format!("{}: No configurations existed for this account, but ebs-snapper was deployed\n", acct.id)
+    );
 }
 
 #[tokio::test]
@@ -201,7 +217,12 @@ async fn tool_region_and_table_override_are_honoured() {
     let out = acct.cli().args(["configure", "-l"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     // A table named by EBS_SNAPPER_TABLE that does not exist is reported by name.
-    let out = acct.cli().env("EBS_SNAPPER_TABLE", "other_table").args(["-t", "eu-west-1", "configure", "-l"]).output().unwrap();
+    let out = acct
+        .cli()
+        .env("EBS_SNAPPER_TABLE", "other_table")
+        .args(["-t", "eu-west-1", "configure", "-l"])
+        .output()
+        .unwrap();
     assert!(text(&out.stderr).contains("table other_table does not exist"), "{}", text(&out.stderr));
 }
 
@@ -226,7 +247,12 @@ fn version_and_help() {
 #[tokio::test]
 async fn unreachable_aws_is_one_line_exit_1() {
     let acct = Account::new().await;
-    let out = acct.cli().env("AWS_ENDPOINT_URL", "http://127.0.0.1:9").args(["configure", "-l", "-a", "123456789012"]).output().unwrap();
+    let out = acct
+        .cli()
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .args(["configure", "-l", "-a", "123456789012"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");

@@ -27,7 +27,9 @@ async fn worker_snapshots_its_region_and_returns_a_summary() {
     let aws = acct.aws(R).await;
     let env = Environment::default();
 
-    let summary = create_snapshot(&aws, &env, invocation(&acct, "create", json!({"region": "us-west-2"}))).await.expect("success");
+    let summary = create_snapshot(&aws, &env, invocation(&acct, "create", json!({"region": "us-west-2"})))
+        .await
+        .expect("success");
     assert_eq!(summary["region"], "us-west-2");
     assert_eq!(summary["created"], 1);
     assert_eq!(summary["failed"], 0);
@@ -66,7 +68,8 @@ async fn malformed_events_are_function_errors_and_do_no_work() {
     assert_eq!(acct.recorded().len(), before, "a malformed event makes no AWS call");
 
     // A well-formed name of a region this account does not have: an error, nothing created.
-    let err = create_snapshot(&aws, &env, invocation(&acct, "create", json!({"region": "xx-nowhere-1"}))).await.unwrap_err();
+    let err =
+        create_snapshot(&aws, &env, invocation(&acct, "create", json!({"region": "xx-nowhere-1"}))).await.unwrap_err();
     assert_eq!(err.to_string(), "invalid event: \"region\": \"xx-nowhere-1\" is not an enabled region of this account");
     assert_eq!(acct.count("CreateSnapshot", None), 0);
     assert!(acct.snapshots(R).await.is_empty());
@@ -87,7 +90,9 @@ async fn fanout_switches_the_rule_and_invokes_one_worker_per_region() {
         ..Default::default()
     };
 
-    let summary = fanout_snapshot(&aws, &env, invocation(&acct, "fanout", json!({"source": "aws.events"}))).await.expect("success");
+    let summary = fanout_snapshot(&aws, &env, invocation(&acct, "fanout", json!({"source": "aws.events"})))
+        .await
+        .expect("success");
     assert_eq!(summary["regions"], json!(["eu-west-1", "us-east-1"]));
     assert_eq!(summary["replication_rule"], "enabled");
     assert!(acct.rule_enabled(R, "replication-schedule").await);

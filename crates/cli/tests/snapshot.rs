@@ -23,7 +23,11 @@ fn run(acct: &Account, args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test]
 async fn snapshots_every_attached_volume_with_tags_and_description() {
-    let acct = account_with(&[("daily", r#"{"match":{"tag:backup":"yes"},"snapshot":{"retention":"5 days","minimum":5,"frequency":"2 hours"}}"#)]).await;
+    let acct = account_with(&[(
+        "daily",
+        r#"{"match":{"tag:backup":"yes"},"snapshot":{"retention":"5 days","minimum":5,"frequency":"2 hours"}}"#,
+    )])
+    .await;
     let i = acct.launch(R, &[("backup", "yes"), ("Name", "Foo"), ("Service", "Bar")]).await;
     let data = acct.attach_volume(R, &i, "/dev/xvdf", &[("Service", "Baz")]).await;
     let other = acct.launch(R, &[("backup", "no")]).await;
@@ -46,7 +50,11 @@ async fn snapshots_every_attached_volume_with_tags_and_description() {
         assert_eq!(s.tag("ebs-snapper:config"), Some("daily"));
         assert_eq!(
             s.description,
-            format!("Created from {i} by EbsSnapper({}) for ami-12345678 from {}", env!("CARGO_PKG_VERSION"), s.volume_id)
+            format!(
+                "Created from {i} by EbsSnapper({}) for ami-12345678 from {}",
+                env!("CARGO_PKG_VERSION"),
+                s.volume_id
+            )
         );
     }
     let data_snap = snaps.iter().find(|s| s.volume_id == data).unwrap();
@@ -214,11 +222,27 @@ async fn describe_calls_do_not_grow_with_instances() {
         let before = acct.recorded().len();
         let (code, out, err) = run(&acct, &["--region", R]);
         assert_eq!(code, 0, "{err}");
-        assert_eq!(out, format!("us-east-1: created {}, not due {}, ignored 0, skipped 0, failed 0\n", n * 2 - n.div_ceil(2), n.div_ceil(2)));
+        assert_eq!(
+            out,
+            format!(
+                "us-east-1: created {}, not due {}, ignored 0, skipped 0, failed 0\n",
+                n * 2 - n.div_ceil(2),
+                n.div_ceil(2)
+            )
+        );
         let calls: Vec<_> = acct.recorded().into_iter().skip(before).collect();
         let count = |a: &str| calls.iter().filter(|c| c.action == a).count();
-        let row = (n, count("DescribeInstances"), count("DescribeVolumes"), count("DescribeSnapshots"), count("CreateSnapshot"));
-        eprintln!("instances={} DescribeInstances={} DescribeVolumes={} DescribeSnapshots={} CreateSnapshot={}", row.0, row.1, row.2, row.3, row.4);
+        let row = (
+            n,
+            count("DescribeInstances"),
+            count("DescribeVolumes"),
+            count("DescribeSnapshots"),
+            count("CreateSnapshot"),
+        );
+        eprintln!(
+            "instances={} DescribeInstances={} DescribeVolumes={} DescribeSnapshots={} CreateSnapshot={}",
+            row.0, row.1, row.2, row.3, row.4
+        );
         counts.push(row);
     }
     let (small, large) = (counts[0], counts[1]);

@@ -72,19 +72,19 @@ impl Configuration {
 
     pub fn from_value(value: &Value, strictness: Strictness) -> Result<Parsed, ConfigError> {
         let mut warnings = Vec::new();
-        let top = value
-            .as_object()
-            .ok_or_else(|| ConfigError::new("configuration", format!("must be a JSON object, found {}", kind(value))))?;
+        let top = value.as_object().ok_or_else(|| {
+            ConfigError::new("configuration", format!("must be a JSON object, found {}", kind(value)))
+        })?;
         check_keys(top, "", &TOP_LEVEL_KEYS, strictness, &mut warnings)?;
 
         let filters = parse_match(top.get("match"))?;
 
-        let snapshot_value = top
-            .get("snapshot")
-            .ok_or_else(|| ConfigError::new("snapshot", "is required (an object with retention, minimum and frequency)"))?;
-        let snapshot_obj = snapshot_value
-            .as_object()
-            .ok_or_else(|| ConfigError::new("snapshot", format!("must be an object, found {}", kind(snapshot_value))))?;
+        let snapshot_value = top.get("snapshot").ok_or_else(|| {
+            ConfigError::new("snapshot", "is required (an object with retention, minimum and frequency)")
+        })?;
+        let snapshot_obj = snapshot_value.as_object().ok_or_else(|| {
+            ConfigError::new("snapshot", format!("must be an object, found {}", kind(snapshot_value)))
+        })?;
         check_keys(snapshot_obj, "snapshot.", &SNAPSHOT_KEYS, strictness, &mut warnings)?;
         let snapshot = SnapshotPolicy {
             retention: parse_retention(snapshot_obj.get("retention"))?,
@@ -97,7 +97,12 @@ impl Configuration {
                 filters,
                 snapshot,
                 ignore: parse_ignore(top.get("ignore"))?,
-                ignore_retention: parse_flag(top.get("ignore_retention"), "ignore_retention", &["true", "yes"], &["false", "no"])?,
+                ignore_retention: parse_flag(
+                    top.get("ignore_retention"),
+                    "ignore_retention",
+                    &["true", "yes"],
+                    &["false", "no"],
+                )?,
                 replication: parse_flag(top.get("replication"), "replication", &["yes", "true"], &["no", "false"])?,
             },
             warnings,
@@ -181,10 +186,7 @@ fn parse_match(value: Option<&Value>) -> Result<Vec<Filter>, ConfigError> {
         ));
     }
     if let Some(state) = filters.iter().find(|f| f.name == STATE_FILTER) {
-        let any_selected = state
-            .values
-            .iter()
-            .any(|v| SELECTED_STATES.iter().any(|s| v.eq_ignore_ascii_case(s)));
+        let any_selected = state.values.iter().any(|v| SELECTED_STATES.iter().any(|s| v.eq_ignore_ascii_case(s)));
         if !any_selected {
             return Err(ConfigError::new(
                 format!("match.{STATE_FILTER}"),
@@ -217,9 +219,9 @@ fn flatten_filter_values(v: &Value, field: &str, out: &mut Vec<String>) -> Resul
 fn parse_retention(value: Option<&Value>) -> Result<Duration, ConfigError> {
     const FIELD: &str = "snapshot.retention";
     let value = value.ok_or_else(|| ConfigError::new(FIELD, "is required (a duration such as \"7 days\")"))?;
-    let text = value
-        .as_str()
-        .ok_or_else(|| ConfigError::new(FIELD, format!("must be a duration text such as \"7 days\", found {}", kind(value))))?;
+    let text = value.as_str().ok_or_else(|| {
+        ConfigError::new(FIELD, format!("must be a duration text such as \"7 days\", found {}", kind(value)))
+    })?;
     let d = parse_duration(text).map_err(|e| ConfigError::new(FIELD, e.to_string()))?;
     if d.is_zero() {
         return Err(ConfigError::new(FIELD, format!("\"{text}\" must be longer than zero")));
@@ -230,7 +232,8 @@ fn parse_retention(value: Option<&Value>) -> Result<Duration, ConfigError> {
 fn parse_minimum(value: Option<&Value>) -> Result<u32, ConfigError> {
     const FIELD: &str = "snapshot.minimum";
     let value = value.ok_or_else(|| ConfigError::new(FIELD, "is required (a whole number of snapshots to keep)"))?;
-    let not_whole = |shown: String| ConfigError::new(FIELD, format!("{shown} is not a whole number of snapshots (0 or more)"));
+    let not_whole =
+        |shown: String| ConfigError::new(FIELD, format!("{shown} is not a whole number of snapshots (0 or more)"));
     match value {
         Value::Number(n) => match n.as_u64() {
             Some(m) => u32::try_from(m).map_err(|_| ConfigError::new(FIELD, format!("{m} is too large"))),
@@ -362,7 +365,10 @@ mod tests {
 
     #[test]
     fn minimum_as_string_of_digits_is_accepted() {
-        let c = strict(r#"{"match": {"tag:b": "y"}, "snapshot": {"retention": "1 day", "minimum": "7", "frequency": "1 day"}}"#).unwrap();
+        let c = strict(
+            r#"{"match": {"tag:b": "y"}, "snapshot": {"retention": "1 day", "minimum": "7", "frequency": "1 day"}}"#,
+        )
+        .unwrap();
         assert_eq!(c.snapshot.minimum, 7);
     }
 
@@ -376,7 +382,10 @@ mod tests {
     fn instance_filters_always_restrict_state() {
         let c = strict(SPEC_EXAMPLE).unwrap();
         let f = c.instance_filters();
-        assert_eq!(f.last().unwrap(), &Filter { name: STATE_FILTER.into(), values: vec!["running".into(), "stopped".into()] });
+        assert_eq!(
+            f.last().unwrap(),
+            &Filter { name: STATE_FILTER.into(), values: vec!["running".into(), "stopped".into()] }
+        );
         let c = strict(r#"{"match": {"tag:b": "y", "instance-state-name": ["running", "terminated"]}, "snapshot": {"retention": "1 day", "minimum": 1, "frequency": "1 day"}}"#).unwrap();
         let f = c.instance_filters();
         assert_eq!(f.len(), 2);
@@ -436,7 +445,9 @@ mod tests {
 
     #[test]
     fn flags_accept_python_forms() {
-        let with = |extra: &str| strict(&format!(r#"{{"match": {{"tag:b": "y"}}, "snapshot": {{"retention": "1 day", "minimum": 1, "frequency": "1 day"}}{extra}}}"#)).unwrap();
+        let with = |extra: &str| {
+            strict(&format!(r#"{{"match": {{"tag:b": "y"}}, "snapshot": {{"retention": "1 day", "minimum": 1, "frequency": "1 day"}}{extra}}}"#)).unwrap()
+        };
         assert!(with(r#", "replication": true"#).replication);
         assert!(with(r#", "replication": "YES""#).replication);
         assert!(!with(r#", "replication": "no""#).replication);

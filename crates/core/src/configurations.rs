@@ -99,7 +99,12 @@ mod tests {
         let set = ConfigurationSet::from_stored(&[
             item("zeta", GOOD),
             item("bad", r#"{"match": {}, "snapshot": {}}"#),
-            item("alpha", &GOOD.replace("i-1", "vol-2").replace("}, \"ignore\"", ", \"oops\": 1}, \"replication\": true, \"ignore\"")),
+            item(
+                "alpha",
+                &GOOD
+                    .replace("i-1", "vol-2")
+                    .replace("}, \"ignore\"", ", \"oops\": 1}, \"replication\": true, \"ignore\""),
+            ),
         ]);
         assert_eq!(set.valid.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec!["alpha", "zeta"]);
         assert_eq!(set.invalid.len(), 1);

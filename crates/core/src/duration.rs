@@ -22,10 +22,8 @@ const UNITS: &[(&[&str], &str)] = &[
 /// Parses a duration such as `4 days`, `1.5 hours` or `1w 2d` (case-insensitive).
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let normalised = normalise(text)?;
-    humantime::parse_duration(&normalised).map_err(|e| DurationError::Invalid {
-        text: text.to_string(),
-        reason: e.to_string(),
-    })
+    humantime::parse_duration(&normalised)
+        .map_err(|e| DurationError::Invalid { text: text.to_string(), reason: e.to_string() })
 }
 
 /// Formats a duration for people: `4days 12h`.
@@ -34,10 +32,7 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 fn normalise(text: &str) -> Result<String, DurationError> {
-    let invalid = |reason: &str| DurationError::Invalid {
-        text: text.to_string(),
-        reason: reason.to_string(),
-    };
+    let invalid = |reason: &str| DurationError::Invalid { text: text.to_string(), reason: reason.to_string() };
     let lower = text.trim().to_lowercase();
     if lower.is_empty() {
         return Err(invalid("it is empty"));
@@ -45,9 +40,7 @@ fn normalise(text: &str) -> Result<String, DurationError> {
     let mut out = Vec::new();
     let mut rest = lower.as_str();
     while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         let number = &rest[..number_len];
         if number.is_empty() {
             return Err(invalid("expected a number followed by a unit (minutes, hours, days, weeks)"));
@@ -62,9 +55,7 @@ fn normalise(text: &str) -> Result<String, DurationError> {
             return Err(invalid(&format!("\"{number}\" is not a number")));
         }
         rest = rest[number_len..].trim_start();
-        let unit_len = rest
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         if unit.is_empty() {
             return Err(invalid(&format!("\"{number}\" has no unit (minutes, hours, days, weeks)")));
@@ -118,8 +109,22 @@ mod tests {
     #[test]
     fn rejects_what_is_not_a_duration() {
         for bad in [
-            "", "   ", "4 dayz", "days", "4", "1 2 days", "1.2.3 days", "1. hour", ".5 hours", "-1 day",
-            "1 month", "1 year", "12 hours ago", "0x10 h", "1h30", "4 days; drop",
+            "",
+            "   ",
+            "4 dayz",
+            "days",
+            "4",
+            "1 2 days",
+            "1.2.3 days",
+            "1. hour",
+            ".5 hours",
+            "-1 day",
+            "1 month",
+            "1 year",
+            "12 hours ago",
+            "0x10 h",
+            "1h30",
+            "4 days; drop",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }

@@ -31,10 +31,8 @@ impl WorkerEvent {
             let [record] = records.as_slice() else {
                 return Err(err(format!("expected exactly one SNS record, found {}", records.len())));
             };
-            let message = record
-                .get("Sns")
-                .and_then(|s| s.get("Message"))
-                .ok_or_else(|| err("the record has no Sns.Message"))?;
+            let message =
+                record.get("Sns").and_then(|s| s.get("Message")).ok_or_else(|| err("the record has no Sns.Message"))?;
             let text = message.as_str().ok_or_else(|| err("Sns.Message must be a string of JSON"))?;
             let inner: Value = serde_json::from_str(text).map_err(|e| err(format!("Sns.Message is not JSON: {e}")))?;
             if inner.get("Records").is_some() {
@@ -43,7 +41,8 @@ impl WorkerEvent {
             return WorkerEvent::parse(&inner);
         }
         let region = obj.get("region").ok_or_else(|| err("missing \"region\""))?;
-        let region = region.as_str().ok_or_else(|| err(format!("\"region\" must be a string, found {}", kind(region))))?;
+        let region =
+            region.as_str().ok_or_else(|| err(format!("\"region\" must be a string, found {}", kind(region))))?;
         if !is_region_name(region) {
             return Err(err(format!("\"region\": {region:?} is not an AWS region name")));
         }
@@ -105,12 +104,16 @@ mod tests {
 
     #[test]
     fn accepted_forms() {
-        assert_eq!(WorkerEvent::parse(&json!({"region": "us-west-2"})).unwrap(), WorkerEvent { region: "us-west-2".into(), continuation: 0 });
+        assert_eq!(
+            WorkerEvent::parse(&json!({"region": "us-west-2"})).unwrap(),
+            WorkerEvent { region: "us-west-2".into(), continuation: 0 }
+        );
         assert_eq!(
             WorkerEvent::parse(&json!({"region": "eu-west-1", "continuation": 3})).unwrap(),
             WorkerEvent { region: "eu-west-1".into(), continuation: 3 }
         );
-        let sns = json!({"Records": [{"EventSource": "aws:sns", "Sns": {"Message": "{\"region\": \"ap-southeast-2\"}"}}]});
+        let sns =
+            json!({"Records": [{"EventSource": "aws:sns", "Sns": {"Message": "{\"region\": \"ap-southeast-2\"}"}}]});
         assert_eq!(WorkerEvent::parse(&sns).unwrap().region, "ap-southeast-2");
         assert_eq!(WorkerEvent::parse(&json!({"region": "us-gov-west-1"})).unwrap().region, "us-gov-west-1");
     }
@@ -143,7 +146,10 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        for e in [WorkerEvent { region: "us-east-1".into(), continuation: 0 }, WorkerEvent { region: "us-east-1".into(), continuation: 4 }] {
+        for e in [
+            WorkerEvent { region: "us-east-1".into(), continuation: 0 },
+            WorkerEvent { region: "us-east-1".into(), continuation: 4 },
+        ] {
             assert_eq!(WorkerEvent::parse(&e.to_json()).unwrap(), e);
         }
     }

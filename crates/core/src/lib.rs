@@ -28,3 +28,7 @@ pub mod report;
 pub use report::{ActionReport, RegionReport};
 pub mod event;
 pub use event::{is_region_name, EventError, WorkerEvent, MAX_CONTINUATIONS};
+pub mod retention_plan;
+pub use retention_plan::{
+    parse_delete_on, plan_retention, Delete, Keep, RetentionAction, RetentionDecision, RetentionPlan,
+};

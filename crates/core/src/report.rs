@@ -74,11 +74,15 @@ impl RegionReport {
         let kept = self.actions.iter().filter(|a| a.action == "keep").count();
         let mut parts = match (self.job.as_str(), self.dry_run) {
             ("snapshot", false) => vec![format!("created {}", self.created), format!("not due {}", self.not_due)],
-            ("snapshot", true) => vec![format!("would create {}", self.planned("create")), format!("not due {}", self.not_due)],
+            ("snapshot", true) => {
+                vec![format!("would create {}", self.planned("create")), format!("not due {}", self.not_due)]
+            }
             ("clean", false) => vec![format!("deleted {}", self.deleted), format!("kept {kept}")],
             ("clean", true) => vec![format!("would delete {}", self.planned("delete")), format!("kept {kept}")],
             (_, false) => vec![format!("copied {}", self.copied), format!("deleted {}", self.deleted)],
-            (_, true) => vec![format!("would copy {}", self.planned("copy")), format!("would delete {}", self.planned("delete"))],
+            (_, true) => {
+                vec![format!("would copy {}", self.planned("copy")), format!("would delete {}", self.planned("delete"))]
+            }
         };
         parts.push(format!("ignored {}", self.ignored));
         parts.push(format!("skipped {}", self.skipped));

@@ -84,9 +84,7 @@ impl Schedule {
                     };
                     Err(ScheduleError::Unrecognised {
                         text: text.to_string(),
-                        reason: format!(
-                            "as a duration: {reason}; as cron: expected 5 or 6 fields, found {fields}"
-                        ),
+                        reason: format!("as a duration: {reason}; as cron: expected 5 or 6 fields, found {fields}"),
                     })
                 }
             }
@@ -117,10 +115,7 @@ impl CronSchedule {
         let err = |reason: String| ScheduleError::Cron { text: text.to_string(), reason };
         let mut body = text.trim();
         if body.get(..5).is_some_and(|head| head.eq_ignore_ascii_case("cron(")) {
-            body = body[5..]
-                .strip_suffix(')')
-                .ok_or_else(|| err("cron( is not closed by )".to_string()))?
-                .trim();
+            body = body[5..].strip_suffix(')').ok_or_else(|| err("cron( is not closed by )".to_string()))?.trim();
         }
         let fields: Vec<&str> = body.split_whitespace().collect();
         let cron = if body.starts_with('@') {
@@ -324,9 +319,22 @@ mod tests {
     #[test]
     fn bad_cron_is_rejected_with_its_text() {
         for bad in [
-            "61 * * * *", "* 25 * * *", "* * 32 * *", "* * * 13 *", "* * * * 8", "0 0 30 2 *",
-            "cron(0 5 * * ? *", "@fortnightly", "@daily extra", "a b c d e", "1 2 3 4 5 6 7",
-            "cron()", "* * * *", "@0a\u{1000d}", "cron\u{1000d}(", "é* * * * *",
+            "61 * * * *",
+            "* 25 * * *",
+            "* * 32 * *",
+            "* * * 13 *",
+            "* * * * 8",
+            "0 0 30 2 *",
+            "cron(0 5 * * ? *",
+            "@fortnightly",
+            "@daily extra",
+            "a b c d e",
+            "1 2 3 4 5 6 7",
+            "cron()",
+            "* * * *",
+            "@0a\u{1000d}",
+            "cron\u{1000d}(",
+            "é* * * * *",
         ] {
             let e = Schedule::parse(bad);
             assert!(e.is_err(), "{bad:?} should be rejected");

@@ -48,7 +48,9 @@ impl VolumeDecision {
     pub fn reason(&self) -> String {
         match &self.action {
             VolumeAction::Create { due: Due::NoSnapshot, .. } => "no pending or completed snapshot".to_string(),
-            VolumeAction::Create { due: Due::Due { since }, .. } => format!("due since {}", since.format("%Y-%m-%d %H:%M UTC")),
+            VolumeAction::Create { due: Due::Due { since }, .. } => {
+                format!("due since {}", since.format("%Y-%m-%d %H:%M UTC"))
+            }
             VolumeAction::Create { .. } => "due".to_string(),
             VolumeAction::NotDue { last, until } => format!(
                 "not due until {} (last snapshot {})",
@@ -111,7 +113,12 @@ pub fn delete_on(now: DateTime<Utc>, retention: std::time::Duration) -> NaiveDat
 }
 
 /// Plans the snapshots of one region. `version` goes into descriptions.
-pub fn plan_snapshots(configs: &ConfigurationSet, inventory: &Inventory, now: DateTime<Utc>, version: &str) -> SnapshotPlan {
+pub fn plan_snapshots(
+    configs: &ConfigurationSet,
+    inventory: &Inventory,
+    now: DateTime<Utc>,
+    version: &str,
+) -> SnapshotPlan {
     let ignored = configs.ignored_ids();
     let mut plan = SnapshotPlan { region: inventory.region.clone(), ..Default::default() };
 
@@ -162,7 +169,12 @@ pub fn plan_snapshots(configs: &ConfigurationSet, inventory: &Inventory, now: Da
                         d @ (Due::NoSnapshot | Due::Due { .. }) => VolumeAction::Create {
                             request: SnapshotRequest {
                                 volume_id: att.volume_id.clone(),
-                                description: snapshot_description(&instance.id, version, instance.image_id.as_deref(), &att.volume_id),
+                                description: snapshot_description(
+                                    &instance.id,
+                                    version,
+                                    instance.image_id.as_deref(),
+                                    &att.volume_id,
+                                ),
                                 tags: snapshot_tags(
                                     &instance.tags,
                                     if volume.tags.is_empty() { &empty } else { &volume.tags },
@@ -215,7 +227,10 @@ mod tests {
 
     fn configs(items: &[(&str, &str)]) -> ConfigurationSet {
         ConfigurationSet::from_stored(
-            &items.iter().map(|(id, text)| StoredConfiguration { id: id.to_string(), text: text.to_string() }).collect::<Vec<_>>(),
+            &items
+                .iter()
+                .map(|(id, text)| StoredConfiguration { id: id.to_string(), text: text.to_string() })
+                .collect::<Vec<_>>(),
         )
     }
 
@@ -235,7 +250,10 @@ mod tests {
             volumes: vols
                 .iter()
                 .enumerate()
-                .map(|(i, v)| Attachment { device: format!("/dev/xvd{}", (b'a' + i as u8) as char), volume_id: v.to_string() })
+                .map(|(i, v)| Attachment {
+                    device: format!("/dev/xvd{}", (b'a' + i as u8) as char),
+                    volume_id: v.to_string(),
+                })
                 .collect(),
         }
     }
@@ -256,7 +274,14 @@ mod tests {
     }
 
     fn snap(id: &str, vol: &str, at: DateTime<Utc>, state: SnapshotState) -> Snapshot {
-        Snapshot { id: id.into(), volume_id: Some(vol.into()), start_time: at, state, tags: Tags::new(), description: String::new() }
+        Snapshot {
+            id: id.into(),
+            volume_id: Some(vol.into()),
+            start_time: at,
+            state,
+            tags: Tags::new(),
+            description: String::new(),
+        }
     }
 
     #[test]
@@ -288,7 +313,8 @@ mod tests {
             ],
         );
         let plan = plan_snapshots(&c, &inv, now, "v");
-        let by_vol: BTreeMap<&str, &VolumeAction> = plan.decisions.iter().map(|d| (d.volume_id.as_str(), &d.action)).collect();
+        let by_vol: BTreeMap<&str, &VolumeAction> =
+            plan.decisions.iter().map(|d| (d.volume_id.as_str(), &d.action)).collect();
         assert_eq!(by_vol["vol-1"], &VolumeAction::NotDue { last: t(6, 11, 0), until: t(6, 12, 54) });
         assert!(matches!(by_vol["vol-2"], VolumeAction::NotDue { .. }));
         assert!(matches!(by_vol["vol-3"], VolumeAction::Create { due: Due::Due { .. }, .. }), "{:?}", by_vol["vol-3"]);
@@ -297,9 +323,14 @@ mod tests {
     #[test]
     fn ignored_instance_and_volume() {
         let c = configs(&[("a", &cfg("2 hours", &["i-2", "vol-1"]))]);
-        let inv = inventory(&[("a", &["i-1", "i-2"])], vec![instance("i-1", &["vol-1", "vol-3"]), instance("i-2", &["vol-2"])], vec![]);
+        let inv = inventory(
+            &[("a", &["i-1", "i-2"])],
+            vec![instance("i-1", &["vol-1", "vol-3"]), instance("i-2", &["vol-2"])],
+            vec![],
+        );
         let plan = plan_snapshots(&c, &inv, t(6, 12, 0), "v");
-        let by_vol: BTreeMap<&str, &VolumeAction> = plan.decisions.iter().map(|d| (d.volume_id.as_str(), &d.action)).collect();
+        let by_vol: BTreeMap<&str, &VolumeAction> =
+            plan.decisions.iter().map(|d| (d.volume_id.as_str(), &d.action)).collect();
         assert_eq!(by_vol["vol-1"], &VolumeAction::IgnoredVolume);
         assert_eq!(by_vol["vol-2"], &VolumeAction::IgnoredInstance);
         assert!(matches!(by_vol["vol-3"], VolumeAction::Create { .. }));
@@ -317,24 +348,35 @@ mod tests {
     #[test]
     fn overlap_first_configuration_wins_with_warning() {
         let c = configs(&[("b-weekly", &cfg("1 week", &[])), ("a-daily", &cfg("1 day", &[]))]);
-        let inv = inventory(&[("a-daily", &["i-1"]), ("b-weekly", &["i-1"])], vec![instance("i-1", &["vol-1"])], vec![]);
+        let inv =
+            inventory(&[("a-daily", &["i-1"]), ("b-weekly", &["i-1"])], vec![instance("i-1", &["vol-1"])], vec![]);
         let plan = plan_snapshots(&c, &inv, t(6, 12, 0), "v");
         assert_eq!(plan.decisions.len(), 1);
         assert_eq!(plan.decisions[0].config_id, "a-daily");
-        assert_eq!(plan.warnings, vec!["instance i-1 is matched by configurations a-daily and b-weekly; a-daily applies"]);
+        assert_eq!(
+            plan.warnings,
+            vec!["instance i-1 is matched by configurations a-daily and b-weekly; a-daily applies"]
+        );
     }
 
     #[test]
     fn multi_attached_volume_is_decided_once() {
         let c = configs(&[("a", &cfg("2 hours", &[]))]);
-        let inv = inventory(&[("a", &["i-1", "i-2"])], vec![instance("i-1", &["vol-1"]), instance("i-2", &["vol-1"])], vec![]);
+        let inv = inventory(
+            &[("a", &["i-1", "i-2"])],
+            vec![instance("i-1", &["vol-1"]), instance("i-2", &["vol-1"])],
+            vec![],
+        );
         let plan = plan_snapshots(&c, &inv, t(6, 12, 0), "v");
         assert_eq!(plan.decisions.len(), 1);
     }
 
     #[test]
     fn invalid_configuration_plans_nothing() {
-        let c = configs(&[("bad", r#"{"match": {}, "snapshot": {"retention": "1 day", "minimum": 1, "frequency": "1 day"}}"#)]);
+        let c = configs(&[(
+            "bad",
+            r#"{"match": {}, "snapshot": {"retention": "1 day", "minimum": 1, "frequency": "1 day"}}"#,
+        )]);
         let inv = inventory(&[("bad", &["i-1"])], vec![instance("i-1", &["vol-1"])], vec![]);
         assert!(plan_snapshots(&c, &inv, t(6, 12, 0), "v").decisions.is_empty());
     }
@@ -351,7 +393,10 @@ mod tests {
 
     #[test]
     fn delete_on_is_the_utc_date_of_now_plus_retention() {
-        assert_eq!(delete_on(t(6, 23, 30), std::time::Duration::from_secs(3600)), NaiveDate::from_ymd_opt(2020, 1, 7).unwrap());
+        assert_eq!(
+            delete_on(t(6, 23, 30), std::time::Duration::from_secs(3600)),
+            NaiveDate::from_ymd_opt(2020, 1, 7).unwrap()
+        );
         assert_eq!(delete_on(t(6, 12, 0), std::time::Duration::from_secs(u64::MAX / 4)), NaiveDate::MAX);
     }
 }

@@ -19,8 +19,25 @@ pub const MAX_DESCRIPTION: usize = 255;
 
 /// Copied tags with these keys come first, in this order.
 pub const PRIORITY_KEYS: [&str; 19] = [
-    "Name", "BusinessUnit", "Group", "Department", "CostCenter", "Application", "Environment", "Project", "Owner",
-    "Service", "Cluster", "Role", "Customer", "Version", "Billing1", "Billing2", "Billing3", "Billing4", "Billing5",
+    "Name",
+    "BusinessUnit",
+    "Group",
+    "Department",
+    "CostCenter",
+    "Application",
+    "Environment",
+    "Project",
+    "Owner",
+    "Service",
+    "Cluster",
+    "Role",
+    "Customer",
+    "Version",
+    "Billing1",
+    "Billing2",
+    "Billing3",
+    "Billing4",
+    "Billing5",
 ];
 
 /// Whether a tag of the instance or volume may be copied onto its snapshot. Not copied: AWS's
@@ -47,7 +64,8 @@ pub fn snapshot_tags(
     device: &str,
     config_id: &str,
 ) -> Vec<(String, String)> {
-    let mut merged: Tags = instance_tags.iter().filter(|(k, v)| copyable(k, v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut merged: Tags =
+        instance_tags.iter().filter(|(k, v)| copyable(k, v)).map(|(k, v)| (k.clone(), v.clone())).collect();
     for (k, v) in volume_tags.iter().filter(|(k, v)| copyable(k, v)) {
         merged.insert(k.clone(), v.clone());
     }
@@ -98,7 +116,13 @@ mod tests {
     #[test]
     fn merge_order_and_volume_wins() {
         let out = snapshot_tags(
-            &tags(&[("Name", "Foo"), ("Service", "Bar"), ("backup", "yes"), ("aws:cloudformation:stack-name", "s"), ("Empty", "")]),
+            &tags(&[
+                ("Name", "Foo"),
+                ("Service", "Bar"),
+                ("backup", "yes"),
+                ("aws:cloudformation:stack-name", "s"),
+                ("Empty", ""),
+            ]),
             &tags(&[("Service", "Baz"), ("zeta", "z"), ("Billing1", "b1")]),
             day(),
             "i-1",
@@ -135,7 +159,13 @@ mod tests {
     #[test]
     fn own_and_replica_markers_are_not_copied() {
         let out = snapshot_tags(
-            &tags(&[("DeleteOn", "1999-01-01"), ("ebs-snapper:config", "other"), (REPLICATION_SRC, "us-east-1"), (REPLICATION_SNAPSHOT_ID, "snap-1"), ("AWS:x", "y")]),
+            &tags(&[
+                ("DeleteOn", "1999-01-01"),
+                ("ebs-snapper:config", "other"),
+                (REPLICATION_SRC, "us-east-1"),
+                (REPLICATION_SNAPSHOT_ID, "snap-1"),
+                ("AWS:x", "y"),
+            ]),
             &Tags::new(),
             day(),
             "i-1",

@@ -118,14 +118,7 @@ impl Account {
 
     /// All items of this account: (id, configuration text).
     pub async fn items(&self, region: &str) -> Vec<(String, String)> {
-        let out = self
-            .dynamodb(region)
-            .await
-            .scan()
-            .table_name(TABLE)
-            .send()
-            .await
-            .expect("scan");
+        let out = self.dynamodb(region).await.scan().table_name(TABLE).send().await.expect("scan");
         let mut items: Vec<(String, String)> = out
             .items()
             .iter()
@@ -176,7 +169,9 @@ pub type Tags<'a> = &'a [(&'a str, &'a str)];
 fn ec2_tags(resource: aws_sdk_ec2::types::ResourceType, tags: Tags) -> aws_sdk_ec2::types::TagSpecification {
     aws_sdk_ec2::types::TagSpecification::builder()
         .resource_type(resource)
-        .set_tags(Some(tags.iter().map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build()).collect()))
+        .set_tags(Some(
+            tags.iter().map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build()).collect(),
+        ))
         .build()
 }
 
@@ -257,7 +252,8 @@ impl Account {
 
     /// The account's own snapshots in `region`, by id.
     pub async fn snapshots(&self, region: &str) -> Vec<Snap> {
-        let out = self.ec2(region).await.describe_snapshots().owner_ids("self").send().await.expect("describe snapshots");
+        let out =
+            self.ec2(region).await.describe_snapshots().owner_ids("self").send().await.expect("describe snapshots");
         let mut snaps: Vec<Snap> = out
             .snapshots()
             .iter()
@@ -266,7 +262,11 @@ impl Account {
                 volume_id: s.volume_id().unwrap_or("").to_string(),
                 state: s.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
                 description: s.description().unwrap_or("").to_string(),
-                tags: s.tags().iter().map(|t| (t.key().unwrap().to_string(), t.value().unwrap_or("").to_string())).collect(),
+                tags: s
+                    .tags()
+                    .iter()
+                    .map(|t| (t.key().unwrap().to_string(), t.value().unwrap_or("").to_string()))
+                    .collect(),
             })
             .collect();
         snaps.sort_by(|a, b| a.id.cmp(&b.id));
@@ -299,7 +299,8 @@ impl Account {
             }
             let raw = entry["body"].as_str().unwrap_or("");
             let body = if entry["body_encoded"].as_bool().unwrap_or(false) {
-                String::from_utf8_lossy(&base64::engine::general_purpose::STANDARD.decode(raw).unwrap_or_default()).into_owned()
+                String::from_utf8_lossy(&base64::engine::general_purpose::STANDARD.decode(raw).unwrap_or_default())
+                    .into_owned()
             } else {
                 raw.to_string()
             };
@@ -326,7 +327,10 @@ impl Account {
             .filter(|r| r.action == action)
             .filter(|r| {
                 region.is_none_or(|reg| {
-                    r.headers.get("Authorization").and_then(|a| a.as_str()).is_some_and(|a| a.contains(&format!("/{reg}/")))
+                    r.headers
+                        .get("Authorization")
+                        .and_then(|a| a.as_str())
+                        .is_some_and(|a| a.contains(&format!("/{reg}/")))
                 })
             })
             .count()
@@ -335,7 +339,9 @@ impl Account {
 
 /// A configuration JSON text for tag `backup=yes`.
 pub fn backup_config(frequency: &str, extra: &str) -> String {
-    format!(r#"{{"match": {{"tag:backup": "yes"}}, "snapshot": {{"retention": "5 days", "minimum": 5, "frequency": "{frequency}"}}{extra}}}"#)
+    format!(
+        r#"{{"match": {{"tag:backup": "yes"}}, "snapshot": {{"retention": "5 days", "minimum": 5, "frequency": "{frequency}"}}{extra}}}"#
+    )
 }
 
 // ---- Lambda and EventBridge helpers ----
@@ -369,7 +375,11 @@ impl Account {
             .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
             .handler("bootstrap")
             .role(role)
-            .code(aws_sdk_lambda::types::FunctionCode::builder().zip_file(aws_sdk_lambda::primitives::Blob::new(EMPTY_ZIP.to_vec())).build())
+            .code(
+                aws_sdk_lambda::types::FunctionCode::builder()
+                    .zip_file(aws_sdk_lambda::primitives::Blob::new(EMPTY_ZIP.to_vec()))
+                    .build(),
+            )
             .send()
             .await
             .expect("create function");
@@ -383,7 +393,11 @@ impl Account {
             .put_rule()
             .name(name)
             .schedule_expression("rate(30 minutes)")
-            .state(if enabled { aws_sdk_eventbridge::types::RuleState::Enabled } else { aws_sdk_eventbridge::types::RuleState::Disabled })
+            .state(if enabled {
+                aws_sdk_eventbridge::types::RuleState::Enabled
+            } else {
+                aws_sdk_eventbridge::types::RuleState::Disabled
+            })
             .send()
             .await
             .expect("put rule");
@@ -399,4 +413,40 @@ impl Account {
     pub fn function_arn(&self, name: &str) -> String {
         format!("arn:aws:lambda:us-east-1:{}:function:{name}", self.id)
     }
+}
+
+impl Account {
+    /// Makes an AMI of the instance; returns the ids of the snapshots backing it.
+    pub async fn create_image(&self, region: &str, instance: &str) -> Vec<String> {
+        let ec2 = self.ec2(region).await;
+        let image = ec2
+            .create_image()
+            .instance_id(instance)
+            .name(format!("img-{instance}"))
+            .send()
+            .await
+            .expect("create image");
+        let out = ec2.describe_images().image_ids(image.image_id().unwrap()).send().await.expect("describe image");
+        out.images()[0]
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs()?.snapshot_id().map(str::to_string))
+            .collect()
+    }
+
+    pub async fn tag(&self, region: &str, resource: &str, key: &str, value: &str) {
+        self.ec2(region)
+            .await
+            .create_tags()
+            .resources(resource)
+            .tags(aws_sdk_ec2::types::Tag::builder().key(key).value(value).build())
+            .send()
+            .await
+            .expect("create tags");
+    }
+}
+
+/// Today's UTC date as `DeleteOn` writes it, shifted by `days`.
+pub fn date(days: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::days(days)).format("%Y-%m-%d").to_string()
 }
