@@ -121,3 +121,57 @@ pub async fn delete_snapshot(client: &aws_sdk_ec2::Client, region: &str, id: &st
         }
     }
 }
+
+/// Copies snapshots into their destination regions (a client per destination), one at a time per
+/// run. `ResourceLimitExceeded` stops copies to that destination for the rest of the run.
+pub async fn copy_snapshots(
+    aws: &crate::sdk::Aws,
+    requests: &[&ebs_snapper_core::CopyRequest],
+    budget: &TimeBudget,
+) -> Vec<Outcome> {
+    let mut clients: std::collections::BTreeMap<&str, aws_sdk_ec2::Client> = std::collections::BTreeMap::new();
+    let mut stopped: std::collections::BTreeMap<&str, String> = std::collections::BTreeMap::new();
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for request in requests {
+        let dst = request.destination_region.as_str();
+        if let Some(why) = stopped.get(dst) {
+            outcomes.push(Outcome::Skipped(format!("copies to {dst} stopped for this run: {why}")));
+            continue;
+        }
+        if !budget.allows_mutation() {
+            outcomes.push(Outcome::Deferred);
+            continue;
+        }
+        let client = clients.entry(dst).or_insert_with(|| aws_sdk_ec2::Client::new(&aws.in_region(dst)));
+        let tags: Vec<Tag> = request.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
+        let result = client
+            .copy_snapshot()
+            .source_region(&request.source_region)
+            .source_snapshot_id(&request.source_id)
+            .description(&request.description)
+            .tag_specifications(
+                TagSpecification::builder().resource_type(ResourceType::Snapshot).set_tags(Some(tags)).build(),
+            )
+            .send()
+            .await;
+        outcomes.push(match result {
+            Ok(out) => {
+                let id = out.snapshot_id().map(str::to_string);
+                info!(region = %request.source_region, destination = dst, source_id = %request.source_id, copy_id = id.as_deref().unwrap_or("?"), "copied snapshot");
+                Outcome::Done(id)
+            }
+            Err(e) => {
+                let e = AwsError::call("CopySnapshot", dst, e);
+                if e.code() == Some("ResourceLimitExceeded") {
+                    warn!(destination = dst, error = %e, "stopping copies to this region for this run");
+                    stopped.insert(dst, e.to_string());
+                    Outcome::Skipped(e.to_string())
+                } else {
+                    warn!(destination = dst, source_id = %request.source_id, error = %e, "copy failed");
+                    Outcome::Failed(e)
+                }
+            }
+        });
+    }
+    outcomes
+}

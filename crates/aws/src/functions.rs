@@ -13,7 +13,7 @@ use crate::account::account_from_arn;
 use crate::budget::TimeBudget;
 use crate::dispatcher::Dispatcher;
 use crate::error::AwsError;
-use crate::jobs::{clean_region, load_configurations, snapshot_region, JobOptions};
+use crate::jobs::{clean_region, load_configurations, replication_region, snapshot_region, JobOptions};
 use crate::regions::{enabled_regions, regions_with_work, Probe};
 use crate::replication_rule::{set_replication_rule, RULE_ENV};
 use crate::sdk::Aws;
@@ -195,17 +195,33 @@ pub async fn clean_snapshot(aws: &Aws, env: &Environment, inv: Invocation) -> Re
     run_worker(aws, env, inv, Worker::Clean).await
 }
 
+/// The replication function: an event without a region (the schedule's) fans out to the regions
+/// with snapshots tagged for replication, invoking this same function; an event with a region
+/// (or an SNS envelope) is the worker for that region.
+pub async fn replication(aws: &Aws, env: &Environment, inv: Invocation) -> Result<Value, FunctionError> {
+    let is_worker_event = inv.payload.get("region").is_some() || inv.payload.get("Records").is_some();
+    if is_worker_event {
+        return run_worker(aws, env, inv, Worker::Replication).await;
+    }
+    account(&inv)?;
+    let own = env.own_function.clone().ok_or(FunctionError::Env("AWS_LAMBDA_FUNCTION_NAME"))?;
+    let region = install_region(aws);
+    fan_out(aws, &region, &own, Probe::Replication, json!({ "job": "replication" }), Vec::new()).await
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Worker {
     Snapshot,
     Clean,
+    Replication,
 }
 
 async fn run_worker(aws: &Aws, env: &Environment, inv: Invocation, worker: Worker) -> Result<Value, FunctionError> {
     let event = WorkerEvent::parse(&inv.payload)?;
     let account = account(&inv)?;
     let region = install_region(aws);
-    if !enabled_regions(aws).await?.contains(&event.region) {
+    let enabled = enabled_regions(aws).await?;
+    if !enabled.contains(&event.region) {
         return Err(FunctionError::UnknownRegion(event.region));
     }
     let configs = load_configurations(aws, &region, &account).await?;
@@ -213,6 +229,7 @@ async fn run_worker(aws: &Aws, env: &Environment, inv: Invocation, worker: Worke
     let mut report = match worker {
         Worker::Snapshot => snapshot_region(aws, &configs, &event.region, Utc::now(), opts).await,
         Worker::Clean => clean_region(aws, &configs, &event.region, Utc::now(), opts).await,
+        Worker::Replication => replication_region(aws, &configs, &event.region, &enabled, opts).await,
     };
     continue_if_needed(aws, env, &region, &event, &mut report).await;
     finish_worker(report)

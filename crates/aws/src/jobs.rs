@@ -2,17 +2,20 @@
 //! execute -> report. A dry run is the same path without the execute step. Used by the CLI and
 //! by the Lambda workers alike.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use ebs_snapper_core::{
-    plan_retention, plan_snapshots, ActionReport, ConfigurationSet, RegionReport, VolumeAction, VERSION,
+    peer_regions, plan_replication, plan_retention, plan_snapshots, ActionReport, ConfigurationSet, PeerListing,
+    RegionReport, ReplicationAction, VolumeAction, VERSION,
 };
 use tracing::warn;
 
 use crate::budget::TimeBudget;
 use crate::config_store::{table_name, ConfigStore};
 use crate::error::AwsError;
-use crate::executor::{create_snapshots, delete_snapshots, Outcome};
-use crate::inventory::{gather, gather_for_clean};
+use crate::executor::{copy_snapshots, create_snapshots, delete_snapshots, Outcome};
+use crate::inventory::{describe_own_snapshots, ec2_filter, gather, gather_for_clean};
 use crate::sdk::Aws;
 
 #[derive(Debug, Clone, Copy)]
@@ -190,6 +193,99 @@ pub async fn clean_region(
     for ((index, _), outcome) in to_delete.iter().zip(outcomes) {
         if record_outcome(&mut report, *index, outcome) {
             report.deleted += 1;
+        }
+    }
+    report
+}
+
+/// One filter value that matches every replication tag key (`replication_dst_region`,
+/// `replication_src_region`, `replication_snapshot_id`), so each listing is one paginated call.
+/// (A multi-valued `tag-key` filter would do too on EC2, but the emulator mishandles it; the
+/// planner checks the exact tags either way.)
+pub(crate) fn replication_filter() -> aws_sdk_ec2::types::Filter {
+    ec2_filter("tag-key", ["replication_*".to_string()])
+}
+
+/// Runs the replication job in one region: replicas whose source is gone are deleted first,
+/// then missing copies are made.
+///
+/// Only peers in `enabled` (the account's enabled regions) are listed: a replica whose source
+/// region is not enabled is kept, since it may be the only copy left.
+pub async fn replication_region(
+    aws: &Aws,
+    configs: &ConfigurationSet,
+    region: &str,
+    enabled: &[String],
+    opts: JobOptions,
+) -> RegionReport {
+    let client = aws_sdk_ec2::Client::new(&aws.in_region(region));
+    let local = match describe_own_snapshots(&client, region, vec![replication_filter()]).await {
+        Ok(local) => local,
+        Err(e) => {
+            warn!(region, error = %e, "could not list snapshots tagged for replication");
+            return RegionReport::failed("replication", region, opts.dry_run, e.to_string());
+        }
+    };
+    // Exactly the peer regions the tags name, each listed once, concurrently.
+    let peers: BTreeMap<String, PeerListing> =
+        futures::future::join_all(peer_regions(region, &local).into_iter().map(|peer| async move {
+            if !enabled.contains(&peer) {
+                return (peer, Err("not an enabled region of this account".to_string()));
+            }
+            let peer_client = aws_sdk_ec2::Client::new(&aws.in_region(&peer));
+            let listing = describe_own_snapshots(&peer_client, &peer, vec![replication_filter()]).await.map_err(|e| {
+                warn!(region = %peer, error = %e, "could not list the peer region; nothing is deleted on its account");
+                e.to_string()
+            });
+            (peer, listing)
+        }))
+        .await
+        .into_iter()
+        .collect();
+    let plan = plan_replication(region, &local, &peers, &configs.ignored_ids());
+    let mut report = RegionReport::new("replication", region, opts.dry_run);
+
+    let mut deletes = Vec::new();
+    let mut copies = Vec::new();
+    for decision in &plan.decisions {
+        let (kind, outcome) = match &decision.action {
+            ReplicationAction::DeleteReplica { .. } => {
+                deletes.push((report.actions.len(), decision.snapshot_id.as_str()));
+                ("delete", "planned")
+            }
+            ReplicationAction::Copy(request) => {
+                copies.push((report.actions.len(), request));
+                ("copy", "planned")
+            }
+            ReplicationAction::InSync(_) => {
+                report.in_sync += 1;
+                ("in_sync", "none")
+            }
+            ReplicationAction::Skip(why) => {
+                if why == "ignored" {
+                    report.ignored += 1;
+                } else {
+                    report.skipped += 1;
+                }
+                ("skip", "none")
+            }
+        };
+        report.actions.push(action(kind, &decision.snapshot_id, decision.reason(), outcome));
+    }
+    if opts.dry_run {
+        return report;
+    }
+    // Clean-up before copy.
+    let ids: Vec<&str> = deletes.iter().map(|(_, id)| *id).collect();
+    for ((index, _), outcome) in deletes.iter().zip(delete_snapshots(&client, region, &ids, &opts.budget).await) {
+        if record_outcome(&mut report, *index, outcome) {
+            report.deleted += 1;
+        }
+    }
+    let requests: Vec<_> = copies.iter().map(|(_, r)| *r).collect();
+    for ((index, _), outcome) in copies.iter().zip(copy_snapshots(aws, &requests, &opts.budget).await) {
+        if record_outcome(&mut report, *index, outcome) {
+            report.copied += 1;
         }
     }
     report

@@ -20,5 +20,5 @@ pub use account::{account_from_arn, caller_account_id, is_account_id};
 pub use budget::TimeBudget;
 pub use config_store::{table_name, ConfigStore, DEFAULT_TABLE, TABLE_ENV};
 pub use error::AwsError;
-pub use jobs::{clean_region, load_configurations, snapshot_region, JobOptions};
+pub use jobs::{clean_region, load_configurations, replication_region, snapshot_region, JobOptions};
 pub use sdk::Aws;

@@ -96,7 +96,8 @@ async fn has_work(client: &aws_sdk_ec2::Client, region: &str, probe: Probe) -> R
             Ok(has_instances(client, region).await? || has_tagged_snapshots(client, region, &["DeleteOn"]).await?)
         }
         Probe::Replication => {
-            has_tagged_snapshots(client, region, &["replication_dst_region", "replication_src_region"]).await
+            // Any replication tag key; see jobs::replication_filter.
+            has_tagged_snapshots(client, region, &["replication_*"]).await
         }
     }
 }

@@ -38,6 +38,8 @@ pub enum Command {
     Snapshot(JobArgs),
     /// Delete the snapshots whose DeleteOn date has come, keeping each volume's minimum.
     Clean(JobArgs),
+    /// Copy snapshots tagged replication_dst_region to that region; delete copies whose source is gone.
+    Replication(JobArgs),
     /// Get, set, delete, list or check the configurations stored for an account.
     Configure(ConfigureArgs),
 }

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use chrono::Utc;
 use ebs_snapper_aws::regions::{enabled_regions, regions_with_work, Probe};
 use ebs_snapper_aws::{
-    caller_account_id, clean_region, load_configurations, snapshot_region, Aws, JobOptions, TimeBudget,
+    caller_account_id, clean_region, load_configurations, replication_region, snapshot_region, Aws, JobOptions,
+    TimeBudget,
 };
 use ebs_snapper_core::{is_region_name, RegionReport};
 use futures::stream::{self, StreamExt};
@@ -25,6 +26,7 @@ const REGION_CONCURRENCY: usize = 4;
 pub enum Job {
     Snapshot,
     Clean,
+    Replication,
 }
 
 impl Job {
@@ -32,6 +34,7 @@ impl Job {
         match self {
             Job::Snapshot => "snapshot",
             Job::Clean => "clean",
+            Job::Replication => "replication",
         }
     }
 
@@ -39,6 +42,7 @@ impl Job {
         match self {
             Job::Snapshot => Probe::Instances,
             Job::Clean => Probe::InstancesOrDeleteOn,
+            Job::Replication => Probe::Replication,
         }
     }
 }
@@ -54,7 +58,8 @@ pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Resu
     let opts = JobOptions { dry_run: args.dry_run, budget: TimeBudget::unlimited() };
 
     let mut reports: Vec<RegionReport> = Vec::new();
-    if configs.valid.is_empty() {
+    // Replication follows snapshot tags, not configurations; the other jobs need a configuration.
+    if configs.valid.is_empty() && job != Job::Replication {
         warn!("no valid configurations for account {account}: nothing to do");
     } else {
         let enabled = enabled_regions(aws).await?;
@@ -72,6 +77,7 @@ pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Resu
             asked.into_iter().cloned().collect()
         };
         let now = Utc::now();
+        let enabled = &enabled;
         let done: Vec<RegionReport> = stream::iter(regions)
             .map(|region| {
                 let configs = &configs;
@@ -79,6 +85,7 @@ pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Resu
                     match job {
                         Job::Snapshot => snapshot_region(aws, configs, &region, now, opts).await,
                         Job::Clean => clean_region(aws, configs, &region, now, opts).await,
+                        Job::Replication => replication_region(aws, configs, &region, enabled, opts).await,
                     }
                 }
             })

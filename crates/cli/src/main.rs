@@ -54,6 +54,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match &cli.command {
         Command::Snapshot(args) => jobs::run(&aws, &cli.tool_region, jobs::Job::Snapshot, args).await,
         Command::Clean(args) => jobs::run(&aws, &cli.tool_region, jobs::Job::Clean, args).await,
+        Command::Replication(args) => jobs::run(&aws, &cli.tool_region, jobs::Job::Replication, args).await,
         Command::Configure(args) => match configure::run(&aws, &cli.tool_region, args).await? {
             configure::Outcome::Done => Ok(ExitCode::SUCCESS),
             configure::Outcome::NotFound => Ok(ExitCode::from(1)),

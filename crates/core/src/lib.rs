@@ -32,3 +32,8 @@ pub mod retention_plan;
 pub use retention_plan::{
     parse_delete_on, plan_retention, Delete, Keep, RetentionAction, RetentionDecision, RetentionPlan,
 };
+pub mod replication_plan;
+pub use replication_plan::{
+    peer_regions, plan_replication, CopyRequest, PeerListing, ReplicationAction, ReplicationDecision, ReplicationPlan,
+    MAX_IN_FLIGHT,
+};

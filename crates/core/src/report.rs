@@ -40,6 +40,8 @@ pub struct RegionReport {
     pub copied: usize,
     /// Volumes not due (snapshot job).
     pub not_due: usize,
+    /// Snapshots already replicated, and replicas whose source still exists (replication job).
+    pub in_sync: usize,
     /// Volumes or snapshots ignored by configuration.
     pub ignored: usize,
     /// Actions skipped for a known, harmless reason (rate limits, in use...).
@@ -79,10 +81,18 @@ impl RegionReport {
             }
             ("clean", false) => vec![format!("deleted {}", self.deleted), format!("kept {kept}")],
             ("clean", true) => vec![format!("would delete {}", self.planned("delete")), format!("kept {kept}")],
-            (_, false) => vec![format!("copied {}", self.copied), format!("deleted {}", self.deleted)],
-            (_, true) => {
-                vec![format!("would copy {}", self.planned("copy")), format!("would delete {}", self.planned("delete"))]
+            (_, false) => {
+                vec![
+                    format!("copied {}", self.copied),
+                    format!("deleted {}", self.deleted),
+                    format!("in sync {}", self.in_sync),
+                ]
             }
+            (_, true) => vec![
+                format!("would copy {}", self.planned("copy")),
+                format!("would delete {}", self.planned("delete")),
+                format!("in sync {}", self.in_sync),
+            ],
         };
         parts.push(format!("ignored {}", self.ignored));
         parts.push(format!("skipped {}", self.skipped));

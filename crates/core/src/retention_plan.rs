@@ -219,7 +219,14 @@ pub fn plan_retention(
 
     // Decisions in a stable order: by volume, then oldest first.
     let mut order: Vec<&Snapshot> = tagged;
-    order.sort_by(|a, b| group(a).cmp(&group(b)).then(a.start_time.cmp(&b.start_time)).then(a.id.cmp(&b.id)));
+    // (The same order as planning: oldest first, then the earlier DeleteOn, then id.)
+    order.sort_by(|a, b| {
+        group(a)
+            .cmp(&group(b))
+            .then(a.start_time.cmp(&b.start_time))
+            .then_with(|| a.tags[DELETE_ON].cmp(&b.tags[DELETE_ON]))
+            .then(a.id.cmp(&b.id))
+    });
     plan.decisions = order.into_iter().filter_map(|s| decided.remove(s.id.as_str())).collect();
     plan
 }
@@ -425,10 +432,12 @@ mod tests {
             &c,
             &inventory(
                 &[("a", "i-1", &["vol-1"])],
-                vec![snap("z-later", "vol-1", 5, -1), snap("a-earlier", "vol-1", 5, -2)],
+                vec![snap("a-later", "vol-1", 5, -1), snap("z-earlier", "vol-1", 5, -2)],
             ),
         );
-        assert_eq!(deleted(&p), vec!["a-earlier"]);
+        assert_eq!(deleted(&p), vec!["z-earlier"]);
+        let order: Vec<&str> = p.decisions.iter().map(|d| d.snapshot_id.as_str()).collect();
+        assert_eq!(order, vec!["z-earlier", "a-later"], "decisions are listed in planning order");
     }
 
     #[test]

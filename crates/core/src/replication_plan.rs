@@ -1,0 +1,405 @@
+//! The replication planner (SPEC §6): a region's own snapshots tagged for replication, plus the
+//! listings of the peer regions those tags name -> copies to make, replicas to delete, and
+//! every skip with its reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::event::is_region_name;
+use crate::inventory::{Snapshot, SnapshotState};
+use crate::tags::{DELETE_ON, REPLICATION_DST, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC};
+
+/// Copies in flight (pending replicas) allowed per destination region.
+pub const MAX_IN_FLIGHT: usize = 20;
+
+/// A peer region's own snapshots tagged `replication_dst_region` or `replication_snapshot_id`,
+/// or the reason the listing failed. Only a complete, successful listing lets a replica be
+/// deleted.
+pub type PeerListing = Result<Vec<Snapshot>, String>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyRequest {
+    pub source_id: String,
+    pub source_region: String,
+    pub destination_region: String,
+    pub description: String,
+    /// Tags of the copy, applied atomically.
+    pub tags: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicationAction {
+    Copy(CopyRequest),
+    /// Delete this replica: its source is gone.
+    DeleteReplica {
+        source_region: String,
+        source_id: String,
+    },
+    /// Nothing to do: the copy exists, or the replica's source still does.
+    InSync(String),
+    Skip(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationDecision {
+    /// The local snapshot the decision is about (a source or a replica).
+    pub snapshot_id: String,
+    pub action: ReplicationAction,
+}
+
+impl ReplicationDecision {
+    pub fn reason(&self) -> String {
+        match &self.action {
+            ReplicationAction::Copy(c) => format!("copy to {} (not there yet)", c.destination_region),
+            ReplicationAction::DeleteReplica { source_region, source_id } => {
+                format!("replica of {source_id}, which is gone from {source_region}")
+            }
+            ReplicationAction::InSync(why) | ReplicationAction::Skip(why) => why.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReplicationPlan {
+    pub region: String,
+    /// Replica deletions first (clean-up before copy), then copies, then the rest.
+    pub decisions: Vec<ReplicationDecision>,
+}
+
+/// The peer regions the local snapshots' tags name (valid region names other than `region`).
+pub fn peer_regions(region: &str, local: &[Snapshot]) -> BTreeSet<String> {
+    local
+        .iter()
+        .flat_map(|s| [s.tags.get(REPLICATION_DST), s.tags.get(REPLICATION_SRC)])
+        .flatten()
+        .filter(|r| r.as_str() != region && is_region_name(r))
+        .cloned()
+        .collect()
+}
+
+/// Plans replication for `region`. `local`: the region's own snapshots tagged
+/// `replication_dst_region` or `replication_src_region`; `peers`: the listing of each region in
+/// [`peer_regions`]; `ignored`: ids never touched.
+pub fn plan_replication(
+    region: &str,
+    local: &[Snapshot],
+    peers: &BTreeMap<String, PeerListing>,
+    ignored: &BTreeSet<String>,
+) -> ReplicationPlan {
+    let mut deletes = Vec::new();
+    let mut copies = Vec::new();
+    let mut skips = Vec::new();
+    let mut in_flight: BTreeMap<&str, usize> = BTreeMap::new();
+    for (peer, listing) in peers {
+        if let Ok(snaps) = listing {
+            let pending = snaps
+                .iter()
+                .filter(|s| s.state == SnapshotState::Pending && s.tags.contains_key(REPLICATION_SNAPSHOT_ID))
+                .count();
+            in_flight.insert(peer.as_str(), pending);
+        }
+    }
+    let mut sorted: Vec<&Snapshot> = local.iter().collect();
+    sorted.sort_by(|a, b| a.start_time.cmp(&b.start_time).then_with(|| a.id.cmp(&b.id)));
+
+    for s in sorted {
+        let skip =
+            |why: String| ReplicationDecision { snapshot_id: s.id.clone(), action: ReplicationAction::Skip(why) };
+        let is_ignored = ignored.contains(&s.id) || s.volume_id.as_ref().is_some_and(|v| ignored.contains(v));
+
+        // Incoming: a replica in this region.
+        if let Some(src_region) = s.tags.get(REPLICATION_SRC) {
+            let Some(src_id) = s.tags.get(REPLICATION_SNAPSHOT_ID) else {
+                skips.push(skip(format!("tagged {REPLICATION_SRC} without {REPLICATION_SNAPSHOT_ID}; kept")));
+                continue;
+            };
+            if is_ignored || ignored.contains(src_id) {
+                skips.push(skip("ignored".to_string()));
+            } else if s.state != SnapshotState::Completed {
+                skips.push(skip(format!("replica is {}, not completed", state_name(s.state))));
+            } else if src_region == region || !is_region_name(src_region) {
+                skips.push(skip(format!("source region {src_region:?} is not a valid peer; kept")));
+            } else {
+                match peers.get(src_region) {
+                    Some(Ok(source_snaps)) => {
+                        let source_present = source_snaps.iter().any(|x| {
+                            &x.id == src_id && x.tags.get(REPLICATION_DST).map(String::as_str) == Some(region)
+                        });
+                        if source_present {
+                            skips.push(ReplicationDecision {
+                                snapshot_id: s.id.clone(),
+                                action: ReplicationAction::InSync(format!("source {src_id} still in {src_region}")),
+                            });
+                        } else {
+                            deletes.push(ReplicationDecision {
+                                snapshot_id: s.id.clone(),
+                                action: ReplicationAction::DeleteReplica {
+                                    source_region: src_region.clone(),
+                                    source_id: src_id.clone(),
+                                },
+                            });
+                        }
+                    }
+                    Some(Err(e)) => {
+                        skips.push(skip(format!("source region {src_region} could not be listed ({e}); kept")))
+                    }
+                    None => skips.push(skip(format!("source region {src_region} was not listed; kept"))),
+                }
+            }
+            continue;
+        }
+
+        // Outgoing: a source to copy.
+        let Some(dst) = s.tags.get(REPLICATION_DST) else { continue };
+        if is_ignored {
+            skips.push(skip("ignored".to_string()));
+        } else if s.state != SnapshotState::Completed {
+            skips.push(skip(format!("source is {}, not completed", state_name(s.state))));
+        } else if dst == region || !is_region_name(dst) {
+            skips.push(skip(format!("{REPLICATION_DST} {dst:?} is not another region")));
+        } else {
+            match peers.get(dst) {
+                Some(Ok(dst_snaps)) => {
+                    let existing = dst_snaps.iter().find(|x| x.tags.get(REPLICATION_SNAPSHOT_ID) == Some(&s.id));
+                    if let Some(copy) = existing {
+                        skips.push(ReplicationDecision {
+                            snapshot_id: s.id.clone(),
+                            action: ReplicationAction::InSync(format!("already copied to {dst} as {}", copy.id)),
+                        });
+                    } else if in_flight.get(dst.as_str()).copied().unwrap_or(0) >= MAX_IN_FLIGHT {
+                        skips.push(skip(format!("{dst} already has {MAX_IN_FLIGHT} copies in flight")));
+                    } else {
+                        *in_flight.entry(dst.as_str()).or_default() += 1;
+                        copies.push(ReplicationDecision {
+                            snapshot_id: s.id.clone(),
+                            action: ReplicationAction::Copy(copy_request(region, dst, s)),
+                        });
+                    }
+                }
+                Some(Err(e)) => skips.push(skip(format!("destination {dst} could not be listed ({e})"))),
+                None => skips.push(skip(format!("destination {dst} was not listed"))),
+            }
+        }
+    }
+    let mut decisions = deletes;
+    decisions.extend(copies);
+    decisions.extend(skips);
+    ReplicationPlan { region: region.to_string(), decisions }
+}
+
+fn copy_request(region: &str, dst: &str, s: &Snapshot) -> CopyRequest {
+    let mut tags =
+        vec![(REPLICATION_SRC.to_string(), region.to_string()), (REPLICATION_SNAPSHOT_ID.to_string(), s.id.clone())];
+    tags.extend(
+        s.tags
+            .iter()
+            .filter(|(k, _)| {
+                ![DELETE_ON, REPLICATION_DST, REPLICATION_SRC, REPLICATION_SNAPSHOT_ID].contains(&k.as_str())
+            })
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    tags.truncate(crate::tags::MAX_TAGS);
+    CopyRequest {
+        source_id: s.id.clone(),
+        source_region: region.to_string(),
+        destination_region: dst.to_string(),
+        description: s.description.clone(),
+        tags,
+    }
+}
+
+fn state_name(state: SnapshotState) -> &'static str {
+    match state {
+        SnapshotState::Pending => "pending",
+        SnapshotState::Completed => "completed",
+        SnapshotState::Error => "in error",
+        SnapshotState::Other => "in another state",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::Tags;
+    use chrono::{TimeZone, Utc};
+
+    fn snap(id: &str, state: SnapshotState, tags: &[(&str, &str)]) -> Snapshot {
+        Snapshot {
+            id: id.into(),
+            volume_id: Some("vol-1".into()),
+            start_time: Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap(),
+            state,
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Tags>(),
+            description: format!("desc of {id}"),
+        }
+    }
+
+    fn peers(entries: Vec<(&str, PeerListing)>) -> BTreeMap<String, PeerListing> {
+        entries.into_iter().map(|(r, l)| (r.to_string(), l)).collect()
+    }
+
+    fn actions(p: &ReplicationPlan) -> Vec<(&str, String)> {
+        p.decisions
+            .iter()
+            .map(|d| {
+                let kind = match &d.action {
+                    ReplicationAction::Copy(_) => "copy".to_string(),
+                    ReplicationAction::DeleteReplica { .. } => "delete".to_string(),
+                    ReplicationAction::InSync(why) => format!("in sync: {why}"),
+                    ReplicationAction::Skip(why) => format!("skip: {why}"),
+                };
+                (d.snapshot_id.as_str(), kind)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn copies_with_the_complete_tag_set_and_description() {
+        let local = vec![snap(
+            "snap-1",
+            SnapshotState::Completed,
+            &[("replication_dst_region", "us-east-1"), ("Name", "Snapshot_Name"), ("DeleteOn", "2020-01-05")],
+        )];
+        assert_eq!(peer_regions("us-west-1", &local), ["us-east-1".to_string()].into());
+        let p = plan_replication("us-west-1", &local, &peers(vec![("us-east-1", Ok(vec![]))]), &BTreeSet::new());
+        let ReplicationAction::Copy(c) = &p.decisions[0].action else { panic!("{:?}", p.decisions) };
+        assert_eq!(c.destination_region, "us-east-1");
+        assert_eq!(c.source_region, "us-west-1");
+        assert_eq!(c.description, "desc of snap-1");
+        assert_eq!(
+            c.tags,
+            vec![
+                ("replication_src_region".to_string(), "us-west-1".to_string()),
+                ("replication_snapshot_id".to_string(), "snap-1".to_string()),
+                ("Name".to_string(), "Snapshot_Name".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn pending_and_error_sources_are_skipped() {
+        let local = vec![
+            snap("p", SnapshotState::Pending, &[("replication_dst_region", "us-east-1")]),
+            snap("e", SnapshotState::Error, &[("replication_dst_region", "us-east-1")]),
+        ];
+        let p = plan_replication("us-west-1", &local, &peers(vec![("us-east-1", Ok(vec![]))]), &BTreeSet::new());
+        assert_eq!(
+            actions(&p),
+            vec![
+                ("e", "skip: source is in error, not completed".into()),
+                ("p", "skip: source is pending, not completed".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn in_flight_cap_per_destination() {
+        let in_flight: Vec<Snapshot> = (0..19)
+            .map(|n| {
+                snap(
+                    &format!("copy-{n}"),
+                    SnapshotState::Pending,
+                    &[("replication_snapshot_id", "other"), ("replication_src_region", "eu-west-1")],
+                )
+            })
+            .collect();
+        let local: Vec<Snapshot> = (0..3)
+            .map(|n| snap(&format!("src-{n}"), SnapshotState::Completed, &[("replication_dst_region", "us-east-1")]))
+            .collect();
+        let p = plan_replication("us-west-1", &local, &peers(vec![("us-east-1", Ok(in_flight))]), &BTreeSet::new());
+        let a = actions(&p);
+        assert_eq!(a[0], ("src-0", "copy".to_string()));
+        assert_eq!(a[1], ("src-1", "skip: us-east-1 already has 20 copies in flight".to_string()));
+        assert_eq!(a[2].1, "skip: us-east-1 already has 20 copies in flight");
+    }
+
+    #[test]
+    fn already_copied_ignored_and_bad_destinations() {
+        let local = vec![
+            snap("done", SnapshotState::Completed, &[("replication_dst_region", "us-east-1")]),
+            snap("ign", SnapshotState::Completed, &[("replication_dst_region", "us-east-1")]),
+            snap("self", SnapshotState::Completed, &[("replication_dst_region", "us-west-1")]),
+            snap("junk", SnapshotState::Completed, &[("replication_dst_region", "moon")]),
+            snap("unlisted", SnapshotState::Completed, &[("replication_dst_region", "eu-west-1")]),
+        ];
+        let existing = snap(
+            "snap-copy",
+            SnapshotState::Completed,
+            &[("replication_snapshot_id", "done"), ("replication_src_region", "us-west-1")],
+        );
+        let p = plan_replication(
+            "us-west-1",
+            &local,
+            &peers(vec![("us-east-1", Ok(vec![existing])), ("eu-west-1", Err("AuthFailure".into()))]),
+            &["ign".to_string()].into(),
+        );
+        let a = actions(&p);
+        assert!(a.contains(&("done", "in sync: already copied to us-east-1 as snap-copy".into())));
+        assert!(a.contains(&("ign", "skip: ignored".into())));
+        assert!(a.contains(&("self", "skip: replication_dst_region \"us-west-1\" is not another region".into())));
+        assert!(a.contains(&("junk", "skip: replication_dst_region \"moon\" is not another region".into())));
+        assert!(a.contains(&("unlisted", "skip: destination eu-west-1 could not be listed (AuthFailure)".into())));
+        assert!(!a.iter().any(|(_, k)| k == "copy"));
+    }
+
+    #[test]
+    fn replica_of_a_gone_source_is_deleted_only_after_a_good_listing() {
+        let replica = |id: &str, src: &str| {
+            snap(
+                id,
+                SnapshotState::Completed,
+                &[("replication_src_region", "us-west-1"), ("replication_snapshot_id", src)],
+            )
+        };
+        let local = vec![
+            replica("r-gone", "snap-gone"),
+            replica("r-alive", "snap-alive"),
+            replica("r-untagged-src", "snap-moved"),
+        ];
+        let source_side = vec![
+            snap("snap-alive", SnapshotState::Completed, &[("replication_dst_region", "us-east-1")]),
+            // Still exists but now replicates elsewhere: its copy here is no longer wanted.
+            snap("snap-moved", SnapshotState::Completed, &[("replication_dst_region", "eu-west-1")]),
+        ];
+        let p = plan_replication("us-east-1", &local, &peers(vec![("us-west-1", Ok(source_side))]), &BTreeSet::new());
+        let a = actions(&p);
+        assert_eq!(a[0], ("r-gone", "delete".to_string()), "deletes come first");
+        assert!(a.contains(&("r-untagged-src", "delete".into())));
+        assert!(a.contains(&("r-alive", "in sync: source snap-alive still in us-west-1".into())));
+
+        let p =
+            plan_replication("us-east-1", &local, &peers(vec![("us-west-1", Err("timeout".into()))]), &BTreeSet::new());
+        assert!(
+            p.decisions.iter().all(|d| matches!(d.action, ReplicationAction::Skip(_))),
+            "a failed listing deletes nothing"
+        );
+        let p = plan_replication("us-east-1", &local, &BTreeMap::new(), &BTreeSet::new());
+        assert!(
+            p.decisions.iter().all(|d| matches!(d.action, ReplicationAction::Skip(_))),
+            "no listing deletes nothing"
+        );
+    }
+
+    #[test]
+    fn replicas_that_are_pending_or_ignored_are_kept() {
+        let local = vec![
+            snap(
+                "r-pending",
+                SnapshotState::Pending,
+                &[("replication_src_region", "us-west-1"), ("replication_snapshot_id", "gone")],
+            ),
+            snap(
+                "r-ign",
+                SnapshotState::Completed,
+                &[("replication_src_region", "us-west-1"), ("replication_snapshot_id", "gone2")],
+            ),
+            snap("r-noid", SnapshotState::Completed, &[("replication_src_region", "us-west-1")]),
+        ];
+        let p = plan_replication(
+            "us-east-1",
+            &local,
+            &peers(vec![("us-west-1", Ok(vec![]))]),
+            &["r-ign".to_string()].into(),
+        );
+        assert!(p.decisions.iter().all(|d| matches!(d.action, ReplicationAction::Skip(_))), "{:?}", p.decisions);
+    }
+}
