@@ -22,6 +22,9 @@ step "moto server on loopback"
 start_moto
 echo "moto listening at $AWS_ENDPOINT_URL (pid $MOTO_PID, log target/moto.log)"
 
+step "build every binary (tests start the function binaries as Lambda does)"
+run cargo build --workspace --bins
+
 step "cargo test --workspace"
 run cargo test --workspace --no-fail-fast "${cargo_args[@]}"
 

@@ -65,7 +65,7 @@ async fn create_snapshot(client: &aws_sdk_ec2::Client, region: &str, request: &S
     match result {
         Ok(out) => {
             let id = out.snapshot_id().map(str::to_string);
-            info!(region, volume_id = %request.volume_id, snapshot_id = id.as_deref().unwrap_or("?"), "created snapshot");
+            info!(region = %region, volume_id = %request.volume_id, snapshot_id = %id.as_deref().unwrap_or("?"), "created snapshot");
             Outcome::Done(id)
         }
         Err(e) => {
@@ -106,7 +106,7 @@ pub async fn delete_snapshots(
 pub async fn delete_snapshot(client: &aws_sdk_ec2::Client, region: &str, id: &str) -> Outcome {
     match client.delete_snapshot().snapshot_id(id).send().await {
         Ok(_) => {
-            info!(region, snapshot_id = id, "deleted snapshot");
+            info!(region = %region, snapshot_id = %id, "deleted snapshot");
             Outcome::Done(None)
         }
         Err(e) => {

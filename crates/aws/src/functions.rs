@@ -226,12 +226,14 @@ async fn run_worker(aws: &Aws, env: &Environment, inv: Invocation, worker: Worke
     }
     let configs = load_configurations(aws, &region, &account).await?;
     let opts = JobOptions { dry_run: false, budget: budget_for(inv.deadline) };
+    // Boxed: each job's future is large, and one state machine holding all three is too deep.
     let mut report = match worker {
-        Worker::Snapshot => snapshot_region(aws, &configs, &event.region, Utc::now(), opts).await,
-        Worker::Clean => clean_region(aws, &configs, &event.region, Utc::now(), opts).await,
-        Worker::Replication => replication_region(aws, &configs, &event.region, &enabled, opts).await,
+        Worker::Snapshot => Box::pin(snapshot_region(aws, &configs, &event.region, Utc::now(), opts)).await,
+        Worker::Clean => Box::pin(clean_region(aws, &configs, &event.region, Utc::now(), opts)).await,
+        Worker::Replication => Box::pin(replication_region(aws, &configs, &event.region, &enabled, opts)).await,
     };
     continue_if_needed(aws, env, &region, &event, &mut report).await;
+    emit_metrics(env, &report);
     finish_worker(report)
 }
 
@@ -272,6 +274,14 @@ async fn continue_if_needed(
             report.errors.push(e.to_string());
         }
     }
+}
+
+/// Prints the run's metrics as a CloudWatch Embedded Metric Format line on stdout (the function's
+/// log), where CloudWatch picks them up.
+fn emit_metrics(env: &Environment, report: &RegionReport) {
+    let function = env.own_function.as_deref().unwrap_or("ebs-snapper");
+    let doc = ebs_snapper_core::metrics::emf(function, report, Utc::now().timestamp_millis());
+    println!("{doc}");
 }
 
 fn finish_worker(report: RegionReport) -> Result<Value, FunctionError> {

@@ -1,7 +1,9 @@
 //! The `clean-snapshot` Lambda function (see `ebs_snapper_aws::functions::clean_snapshot`).
+// The handler's future nests the Lambda runtime's and the AWS SDK's futures deeply.
+#![recursion_limit = "256"]
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn main() -> std::process::ExitCode {
     ebs_snapper_lambda::serve(|aws, env, invocation| async move {
         ebs_snapper_aws::functions::clean_snapshot(&aws, &env, invocation).await
     })

@@ -37,3 +37,4 @@ pub use replication_plan::{
     peer_regions, plan_replication, CopyRequest, PeerListing, ReplicationAction, ReplicationDecision, ReplicationPlan,
     MAX_IN_FLIGHT,
 };
+pub mod metrics;

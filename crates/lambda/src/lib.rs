@@ -9,14 +9,42 @@ use ebs_snapper_aws::Aws;
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;
 
-/// Runs `handler` for every invocation until the runtime stops the process.
-pub async fn serve<H, F>(handler: H) -> Result<(), lambda_runtime::Error>
+/// Runs `handler` for every invocation until the runtime stops the process. A start-up failure
+/// is one line on stderr and exit status 1.
+pub async fn serve<H, F>(handler: H) -> std::process::ExitCode
 where
     H: Fn(Aws, Environment, Invocation) -> F,
     F: Future<Output = Result<Value, FunctionError>>,
 {
-    // JSON logs when AWS_LAMBDA_LOG_FORMAT=JSON, text otherwise; level from AWS_LAMBDA_LOG_LEVEL/RUST_LOG.
-    lambda_runtime::tracing::init_default_subscriber();
+    match run(handler).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+async fn run<H, F>(handler: H) -> Result<(), lambda_runtime::Error>
+where
+    H: Fn(Aws, Environment, Invocation) -> F,
+    F: Future<Output = Result<Value, FunctionError>>,
+{
+    // Outside Lambda the runtime would panic on a missing variable; say what is wrong instead.
+    for var in [
+        "AWS_LAMBDA_RUNTIME_API",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+    ] {
+        if std::env::var_os(var).is_none() {
+            return Err(format!(
+                "{var} is not set: this program is a Lambda function and runs under the Lambda runtime"
+            )
+            .into());
+        }
+    }
+    init_logging();
     let aws = Aws::load(None).await;
     let env = Environment::from_process();
     let handler = &handler;
@@ -33,4 +61,20 @@ where
         })
     }))
     .await
+}
+
+/// Logs to stdout, which Lambda sends to CloudWatch: JSON lines when `AWS_LAMBDA_LOG_FORMAT=JSON`,
+/// plain text otherwise (no colour codes, no timestamp: Lambda adds one). The level comes from
+/// `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else info.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let level =
+        std::env::var("AWS_LAMBDA_LOG_LEVEL").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "info".into());
+    let filter = EnvFilter::try_new(level.to_lowercase()).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_target(false).without_time();
+    if std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }

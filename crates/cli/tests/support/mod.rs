@@ -13,6 +13,8 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 
+pub mod lambda;
+
 pub const TABLE: &str = "ebs_snapshot_configuration";
 
 /// The emulator endpoint; fails loudly when tests are run without it.
@@ -131,6 +133,15 @@ impl Account {
             .collect();
         items.sort();
         items
+    }
+
+    /// The environment variables carrying this account's credentials.
+    pub fn credential_env(&self) -> [(&'static str, String); 3] {
+        [
+            ("AWS_ACCESS_KEY_ID", self.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_key.clone()),
+            ("AWS_SESSION_TOKEN", self.session_token.clone()),
+        ]
     }
 
     /// The `ebs-snapper` binary with this account's credentials and the emulator endpoint.

@@ -1,0 +1,371 @@
+//! A minimal Lambda for tests: each function binary runs as Lambda runs it (the `bootstrap`
+//! process polling the Runtime API over HTTP), and a Lambda service endpoint accepts `Invoke`
+//! (`AWS_ENDPOINT_URL_LAMBDA`) and hands each invocation to the named function's process. So a
+//! fanout's asynchronous invokes really run the worker binary.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+use super::Account;
+
+/// How a finished invocation ended.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub function: String,
+    pub request_id: String,
+    pub payload: Value,
+    /// The response, or the error document (`errorType`, `errorMessage`).
+    pub result: Result<Value, Value>,
+}
+
+/// An `Invoke` call the service endpoint received.
+#[derive(Debug, Clone)]
+pub struct InvokeCall {
+    pub function: String,
+    pub invocation_type: String,
+    pub payload: Value,
+}
+
+struct Pending {
+    request_id: String,
+    payload: Value,
+    deadline_ms: u64,
+}
+
+#[derive(Default)]
+struct Shared {
+    queues: Mutex<HashMap<String, VecDeque<Pending>>>,
+    in_flight: Mutex<HashMap<String, (String, Value)>>,
+    finished: Mutex<Vec<Finished>>,
+    invokes: Mutex<Vec<InvokeCall>>,
+    logs: Mutex<HashMap<String, Vec<String>>>,
+    init_errors: Mutex<Vec<(String, String)>>,
+    /// Deadline given to invocations that arrive through `Invoke`.
+    invoke_timeout: Mutex<Duration>,
+    /// Function name -> ARN, for the functions started.
+    arns: Mutex<HashMap<String, String>>,
+    work: Notify,
+    done: Notify,
+    next_id: Mutex<u64>,
+}
+
+pub struct LambdaHarness {
+    shared: Arc<Shared>,
+    invoke_addr: SocketAddr,
+    account: String,
+    children: Vec<tokio::process::Child>,
+}
+
+impl LambdaHarness {
+    /// Starts the Lambda service endpoint.
+    pub async fn new(account: &Account) -> LambdaHarness {
+        let shared = Arc::new(Shared::default());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let invoke_addr = listener.local_addr().unwrap();
+        let s = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((conn, _)) = listener.accept().await else { return };
+                let s = s.clone();
+                tokio::spawn(serve_connection(conn, s, None));
+            }
+        });
+        *shared.invoke_timeout.lock().unwrap() = Duration::from_secs(900);
+        LambdaHarness { shared, invoke_addr, account: account.id.clone(), children: Vec::new() }
+    }
+
+    /// The endpoint to give functions as `AWS_ENDPOINT_URL_LAMBDA`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.invoke_addr)
+    }
+
+    pub fn function_arn(&self, name: &str) -> String {
+        format!("arn:aws:lambda:us-east-1:{}:function:{name}", self.account)
+    }
+
+    /// Starts `binary` (a workspace binary) as function `name`, with the account's credentials,
+    /// the emulator for AWS, this harness for Lambda, and `env`.
+    pub async fn start(&mut self, account: &Account, name: &str, binary: &str, env: &[(&str, &str)]) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let runtime_addr = listener.local_addr().unwrap();
+        self.shared.arns.lock().unwrap().insert(name.to_string(), self.function_arn(name));
+        let s = self.shared.clone();
+        let function = name.to_string();
+        tokio::spawn(async move {
+            loop {
+                let Ok((conn, _)) = listener.accept().await else { return };
+                tokio::spawn(serve_connection(conn, s.clone(), Some(function.clone())));
+            }
+        });
+        let path = assert_cmd::cargo::cargo_bin(binary);
+        assert!(path.exists(), "{} is not built: scripts/test.sh builds every binary first", path.display());
+        let mut cmd = tokio::process::Command::new(path);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_LAMBDA_RUNTIME_API", runtime_addr.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", name)
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", super::endpoint())
+            .env("AWS_ENDPOINT_URL_LAMBDA", self.endpoint())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("RUST_LOG", "info");
+        for (k, v) in account.credential_env() {
+            cmd.env(k, v);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        let mut child = cmd.spawn().expect("start function binary");
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child.stderr.take().map(|s| Box::new(s) as _),
+        ] {
+            let Some(stream) = stream else { continue };
+            let s = self.shared.clone();
+            let function = name.to_string();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    s.logs.lock().unwrap().entry(function.clone()).or_default().push(line);
+                }
+            });
+        }
+        self.children.push(child);
+    }
+
+    /// Queues an invocation of `function` with a deadline `timeout` from now; returns its id.
+    pub fn invoke(&self, function: &str, payload: Value, timeout: Duration) -> String {
+        enqueue(&self.shared, function, payload, timeout)
+    }
+
+    /// Waits until `n` invocations of `function` have finished (or panics after `limit`).
+    pub async fn wait_finished(&self, function: &str, n: usize, limit: Duration) -> Vec<Finished> {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.shared.done.notified();
+            let done: Vec<Finished> =
+                self.shared.finished.lock().unwrap().iter().filter(|f| f.function == function).cloned().collect();
+            if done.len() >= n {
+                return done;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                panic!(
+                    "{function}: {} of {n} invocations finished in {limit:?}; init errors: {:?}; logs: {:#?}",
+                    done.len(),
+                    self.shared.init_errors.lock().unwrap(),
+                    self.logs(function)
+                );
+            }
+        }
+    }
+
+    /// Invokes and waits for that invocation's result.
+    pub async fn call(&self, function: &str, payload: Value) -> Result<Value, Value> {
+        let id = self.invoke(function, payload, Duration::from_secs(900));
+        let until = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let notified = self.shared.done.notified();
+            if let Some(f) = self.shared.finished.lock().unwrap().iter().find(|f| f.request_id == id) {
+                return f.result.clone();
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                panic!("{function} did not answer in 60 s; logs: {:#?}", self.logs(function));
+            }
+        }
+    }
+
+    pub fn invokes(&self) -> Vec<InvokeCall> {
+        self.shared.invokes.lock().unwrap().clone()
+    }
+
+    pub fn logs(&self, function: &str) -> Vec<String> {
+        self.shared.logs.lock().unwrap().get(function).cloned().unwrap_or_default()
+    }
+}
+
+fn enqueue(shared: &Shared, function: &str, payload: Value, timeout: Duration) -> String {
+    let request_id = {
+        let mut n = shared.next_id.lock().unwrap();
+        *n += 1;
+        format!("req-{n}")
+    };
+    let deadline_ms = (SystemTime::now() + timeout).duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    shared.queues.lock().unwrap().entry(function.to_string()).or_default().push_back(Pending {
+        request_id: request_id.clone(),
+        payload,
+        deadline_ms,
+    });
+    shared.work.notify_waiters();
+    request_id
+}
+
+struct Request {
+    method: String,
+    path: String,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+async fn read_request(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> Option<Request> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).await.ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let path = parts.next()?.to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).await.ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let mut body = Vec::new();
+    if let Some(len) = headers.get("content-length").and_then(|l| l.parse::<usize>().ok()) {
+        body.resize(len, 0);
+        reader.read_exact(&mut body).await.ok()?;
+    } else if headers.get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).await.ok()?;
+            let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0; n + 2];
+            reader.read_exact(&mut chunk).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    }
+    Some(Request { method, path, headers, body })
+}
+
+async fn respond(
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    status: u16,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {status} OK\r\ncontent-length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    w.write_all(head.as_bytes()).await?;
+    w.write_all(body).await?;
+    w.flush().await
+}
+
+/// One HTTP/1.1 connection: the Runtime API of `function`, or (None) the Lambda service API.
+async fn serve_connection(conn: TcpStream, s: Arc<Shared>, function: Option<String>) {
+    let (r, mut w) = conn.into_split();
+    let mut reader = BufReader::new(r);
+    while let Some(req) = read_request(&mut reader).await {
+        let result = match &function {
+            Some(f) => runtime_api(&s, f, &req, &mut w).await,
+            None => service_api(&s, &req, &mut w).await,
+        };
+        if result.is_err() {
+            return;
+        }
+    }
+}
+
+async fn runtime_api(
+    s: &Arc<Shared>,
+    function: &str,
+    req: &Request,
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+) -> std::io::Result<()> {
+    let path = req.path.as_str();
+    if req.method == "GET" && path.ends_with("/runtime/invocation/next") {
+        let next = loop {
+            let notified = s.work.notified();
+            if let Some(p) = s.queues.lock().unwrap().get_mut(function).and_then(|q| q.pop_front()) {
+                break p;
+            }
+            notified.await;
+        };
+        s.in_flight.lock().unwrap().insert(next.request_id.clone(), (function.to_string(), next.payload.clone()));
+        let arn = s.arns.lock().unwrap().get(function).cloned().unwrap_or_default();
+        let headers = [
+            ("lambda-runtime-aws-request-id", next.request_id.clone()),
+            ("lambda-runtime-deadline-ms", next.deadline_ms.to_string()),
+            ("lambda-runtime-invoked-function-arn", arn),
+            ("lambda-runtime-trace-id", "Root=1-00000000-000000000000000000000000".to_string()),
+            ("content-type", "application/json".to_string()),
+        ];
+        return respond(w, 200, &headers, next.payload.to_string().as_bytes()).await;
+    }
+    if req.method == "POST"
+        && path.contains("/runtime/invocation/")
+        && (path.ends_with("/response") || path.ends_with("/error"))
+    {
+        let id = path.split('/').nth(4).unwrap_or("").to_string();
+        let body: Value = serde_json::from_slice(&req.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&req.body).into_owned()));
+        let (function, payload) = s.in_flight.lock().unwrap().remove(&id).unwrap_or_default();
+        let result = if path.ends_with("/response") { Ok(body) } else { Err(body) };
+        s.finished.lock().unwrap().push(Finished { function, request_id: id, payload, result });
+        s.done.notify_waiters();
+        return respond(w, 202, &[], b"{}").await;
+    }
+    if req.method == "POST" && path.ends_with("/runtime/init/error") {
+        s.init_errors.lock().unwrap().push((function.to_string(), String::from_utf8_lossy(&req.body).into_owned()));
+        s.done.notify_waiters();
+        return respond(w, 202, &[], b"{}").await;
+    }
+    respond(w, 404, &[], b"{}").await
+}
+
+async fn service_api(s: &Arc<Shared>, req: &Request, w: &mut tokio::net::tcp::OwnedWriteHalf) -> std::io::Result<()> {
+    // POST /2015-03-31/functions/{name}/invocations
+    let parts: Vec<&str> = req.path.split('?').next().unwrap_or("").split('/').collect();
+    if req.method != "POST" || parts.len() < 5 || parts[2] != "functions" || parts[4] != "invocations" {
+        return respond(w, 404, &[], b"{}").await;
+    }
+    let function = parts[3].rsplit(':').next().unwrap_or(parts[3]).to_string();
+    let invocation_type =
+        req.headers.get("x-amz-invocation-type").cloned().unwrap_or_else(|| "RequestResponse".to_string());
+    let payload: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+    s.invokes.lock().unwrap().push(InvokeCall {
+        function: function.clone(),
+        invocation_type: invocation_type.clone(),
+        payload: payload.clone(),
+    });
+    if !s.arns.lock().unwrap().contains_key(&function) {
+        let body = format!(r#"{{"Type":"User","Message":"Function not found: {function}"}}"#);
+        return respond(
+            w,
+            404,
+            &[
+                ("x-amzn-errortype", "ResourceNotFoundException".to_string()),
+                ("content-type", "application/json".to_string()),
+            ],
+            body.as_bytes(),
+        )
+        .await;
+    }
+    let timeout = *s.invoke_timeout.lock().unwrap();
+    enqueue(s, &function, payload, timeout);
+    respond(w, 202, &[("x-amzn-requestid", "harness".to_string())], b"").await
+}
