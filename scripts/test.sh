@@ -18,12 +18,24 @@ if [[ "${1:-}" == "--" ]]; then shift; cargo_args=("$@"); fi
 step "Python tools in .venv (pinned)"
 ensure_venv
 
+step "cfn-lint cloudformation/ebs-snapper.json"
+run "$VENV_DIR/bin/cfn-lint" cloudformation/ebs-snapper.json
+echo "ok: the template is lint-clean"
+
 step "moto server on loopback"
 start_moto
 echo "moto listening at $AWS_ENDPOINT_URL (pid $MOTO_PID, log target/moto.log)"
 
 step "build every binary (tests start the function binaries as Lambda does)"
 run cargo build --workspace --bins
+
+step "package the functions (debug) and check each zip holds an executable bootstrap"
+run scripts/package.sh --debug
+for f in $(python3 -c 'import json; [print(f["binary"]) for f in json.load(open("lambda.json"))["functions"]]'); do
+  unzip -Z1 "target/lambda/$f/bootstrap.zip" | grep -qx bootstrap || { echo "FAIL: $f zip has no bootstrap" >&2; exit 1; }
+  unzip -Z "target/lambda/$f/bootstrap.zip" bootstrap | grep -q '^-rwxr-xr-x' || { echo "FAIL: $f bootstrap is not executable" >&2; exit 1; }
+done
+echo "ok: five zips, each with an executable bootstrap"
 
 step "cargo test --workspace"
 run cargo test --workspace --no-fail-fast "${cargo_args[@]}"

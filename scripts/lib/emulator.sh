@@ -2,6 +2,7 @@
 # Source it; it defines functions and sets nothing until they are called.
 
 MOTO_VERSION="5.2.5"
+CFN_LINT_VERSION="1.51.0"
 VENV_DIR="${VENV_DIR:-$PWD/.venv}"
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -9,13 +10,14 @@ run() { printf '+ %s\n' "$*"; "$@"; }
 
 # Creates .venv with the pinned packages unless it already has them.
 ensure_venv() {
-  local want="moto[server]==${MOTO_VERSION}"
-  if [[ -x "$VENV_DIR/bin/moto_server" ]] && "$VENV_DIR/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('moto') != '${MOTO_VERSION}')" 2>/dev/null; then
-    echo "ok: $VENV_DIR has moto ${MOTO_VERSION}"
+  if [[ -x "$VENV_DIR/bin/moto_server" && -x "$VENV_DIR/bin/cfn-lint" ]] && "$VENV_DIR/bin/python" -c "
+import importlib.metadata as m, sys
+sys.exit(m.version('moto') != '${MOTO_VERSION}' or m.version('cfn-lint') != '${CFN_LINT_VERSION}')" 2>/dev/null; then
+    echo "ok: $VENV_DIR has moto ${MOTO_VERSION} and cfn-lint ${CFN_LINT_VERSION}"
     return
   fi
-  run python3 -m venv "$VENV_DIR"
-  run "$VENV_DIR/bin/pip" install --quiet --disable-pip-version-check "$want"
+  [[ -x "$VENV_DIR/bin/python" ]] || run python3 -m venv "$VENV_DIR"
+  run "$VENV_DIR/bin/pip" install --quiet --disable-pip-version-check "moto[server]==${MOTO_VERSION}" "cfn-lint==${CFN_LINT_VERSION}"
 }
 
 # Starts moto_server on a free loopback port and exports the AWS environment for it.

@@ -43,14 +43,16 @@ impl ConfigStore {
         &self.region
     }
 
-    fn error<E, R>(
+    fn error<E>(
         &self,
         operation: &'static str,
-        err: aws_smithy_runtime_api::client::result::SdkError<E, R>,
+        err: aws_smithy_runtime_api::client::result::SdkError<
+            E,
+            aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+        >,
     ) -> AwsError
     where
         E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
     {
         let e = AwsError::call(operation, &self.region, err);
         if e.code() == Some("ResourceNotFoundException") {

@@ -1,6 +1,7 @@
 //! The one error type of the AWS layer. Messages are single lines that say what failed, where,
 //! and what the operator can do about it.
 
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -16,6 +17,10 @@ pub enum AwsError {
 
     #[error("could not determine the AWS account id ({message}); pass -a ACCOUNT or configure AWS credentials")]
     Account { message: String },
+
+    /// A deploy step that failed for a reason of its own (a missing file, a rolled-back stack).
+    #[error("deploy: {message}")]
+    Deploy { message: String },
 
     #[error("{operation} in {region} failed: {message}")]
     Call {
@@ -38,15 +43,18 @@ impl AwsError {
 
     /// Builds a `Call` error from an SDK error: `Code: message` when AWS answered, otherwise the
     /// full error chain on one line (connection refused, timeout, missing credentials...).
-    pub fn call<E, R>(operation: &'static str, region: &str, err: SdkError<E, R>) -> AwsError
+    pub fn call<E>(operation: &'static str, region: &str, err: SdkError<E, HttpResponse>) -> AwsError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
     {
         let code = err.code().map(str::to_string);
-        let message = match (&code, err.message()) {
-            (Some(code), Some(msg)) => format!("{code}: {msg}"),
-            (Some(code), None) => code.clone(),
+        let message = match (&code, err.message(), &err) {
+            (Some(code), Some(msg), _) => format!("{code}: {msg}"),
+            (Some(code), None, _) => code.clone(),
+            // An answer that is not an AWS error document (a proxy's or server's error page).
+            (None, _, SdkError::ServiceError(e)) => {
+                format!("HTTP {} without an AWS error code", e.raw().status().as_u16())
+            }
             _ => one_line(&DisplayErrorContext(&err).to_string()),
         };
         AwsError::Call { operation, region: region.to_string(), code, message }

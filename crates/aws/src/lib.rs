@@ -5,6 +5,7 @@
 pub mod account;
 pub mod budget;
 pub mod config_store;
+pub mod deploy;
 pub mod dispatcher;
 pub mod error;
 pub mod executor;

@@ -1,5 +1,7 @@
 //! The command line, compatible with the Python tool's: `ebs-snapper [-V|-VV] [-t REGION] COMMAND`.
 
+use std::path::PathBuf;
+
 use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -40,6 +42,8 @@ pub enum Command {
     Clean(JobArgs),
     /// Copy snapshots tagged replication_dst_region to that region; delete copies whose source is gone.
     Replication(JobArgs),
+    /// Deploy the tool (or update it) in the tool region: bucket, uploads, stack, function code.
+    Deploy(DeployArgs),
     /// Get, set, delete, list or check the configurations stored for an account.
     Configure(ConfigureArgs),
 }
@@ -87,4 +91,38 @@ pub struct JobArgs {
     /// Print one JSON document instead of lines.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// AWS account id (12 digits); default: the caller's account (STS).
+    #[arg(short = 'a', long = "aws_account_id", visible_alias = "account")]
+    pub account: Option<String>,
+    /// Do not build: use the zips already in --artifacts.
+    #[arg(short = 'n', long = "no_build", visible_alias = "no-build")]
+    pub no_build: bool,
+    /// Do not upload to the bucket (and so do not update function code).
+    #[arg(short = 'm', long = "no_upload", visible_alias = "no-upload")]
+    pub no_upload: bool,
+    /// Do not create or update the stack.
+    #[arg(short = 'o', long = "no_stack", visible_alias = "no-stack")]
+    pub no_stack: bool,
+    /// Stack parameter KEY=VALUE (repeatable); others keep their values.
+    #[arg(long = "parameter", value_name = "KEY=VALUE")]
+    pub parameters: Vec<String>,
+    /// Build for arm64 (set --parameter Architecture=arm64 too).
+    #[arg(long)]
+    pub arm64: bool,
+    /// The CloudFormation template.
+    #[arg(long, default_value = "cloudformation/ebs-snapper.json")]
+    pub template: PathBuf,
+    /// The function list.
+    #[arg(long, default_value = "lambda.json")]
+    pub functions: PathBuf,
+    /// Where the zips are: DIR/<function>/bootstrap.zip.
+    #[arg(long, default_value = "target/lambda")]
+    pub artifacts: PathBuf,
+    /// Milliseconds between stack status checks while waiting.
+    #[arg(long, default_value_t = 5000, hide = true)]
+    pub poll_ms: u64,
 }

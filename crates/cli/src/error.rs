@@ -19,6 +19,8 @@ pub enum CliError {
     Aws(#[from] AwsError),
     #[error("could not read {what}: {source}")]
     Read { what: &'static str, source: std::io::Error },
+    #[error("build failed: {0}")]
+    Build(String),
     #[error("could not write output: {0}")]
     Write(std::io::Error),
 }

@@ -3,6 +3,7 @@
 
 mod args;
 mod configure;
+mod deploy;
 mod error;
 mod jobs;
 mod output;
@@ -55,6 +56,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Snapshot(args) => jobs::run(&aws, &cli.tool_region, jobs::Job::Snapshot, args).await,
         Command::Clean(args) => jobs::run(&aws, &cli.tool_region, jobs::Job::Clean, args).await,
         Command::Replication(args) => jobs::run(&aws, &cli.tool_region, jobs::Job::Replication, args).await,
+        Command::Deploy(args) => deploy::run(&aws, &cli.tool_region, args).await,
         Command::Configure(args) => match configure::run(&aws, &cli.tool_region, args).await? {
             configure::Outcome::Done => Ok(ExitCode::SUCCESS),
             configure::Outcome::NotFound => Ok(ExitCode::from(1)),

@@ -37,4 +37,5 @@ pub use replication_plan::{
     peer_regions, plan_replication, CopyRequest, PeerListing, ReplicationAction, ReplicationDecision, ReplicationPlan,
     MAX_IN_FLIGHT,
 };
+pub mod deploy_plan;
 pub mod metrics;

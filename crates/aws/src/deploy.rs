@@ -1,0 +1,463 @@
+//! `ebs-snapper deploy`: the code bucket, uploads, the stack, and function code updates.
+//!
+//! The rules (names, parameters, pruning) are in `ebs_snapper_core::deploy_plan`; this module
+//! makes the calls. Everything happens in the tool region.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_sdk_cloudformation::types::{Capability, Parameter};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, CreateBucketConfiguration, PublicAccessBlockConfiguration, ServerSideEncryption,
+    ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+};
+use base64::Engine;
+use ebs_snapper_core::deploy_plan::{
+    bucket_name, stack_name, stack_parameters, versions_to_prune, FunctionList, StackParameter,
+};
+use md5::{Digest as _, Md5};
+use sha2::Sha256;
+
+use crate::error::AwsError;
+use crate::sdk::Aws;
+
+/// The key prefix of everything deploy uploads (the template's `CodePrefix` default).
+pub const CODE_PREFIX: &str = "ebs-snapper";
+/// Templates up to this size go in the request body; larger ones by S3 URL.
+const MAX_TEMPLATE_BODY: usize = 51_200;
+
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    pub account: String,
+    pub region: String,
+    pub upload: bool,
+    pub stack: bool,
+    pub parameters: Vec<(String, String)>,
+    /// The CloudFormation template file.
+    pub template: PathBuf,
+    /// `lambda.json`.
+    pub functions: PathBuf,
+    /// Where the zips are: `{artifacts}/{binary}/bootstrap.zip`.
+    pub artifacts: PathBuf,
+    /// Time between stack status polls.
+    pub poll: Duration,
+}
+
+fn fail(message: impl Into<String>) -> AwsError {
+    AwsError::Deploy { message: message.into() }
+}
+
+fn read(path: &Path, hint: &str) -> Result<Vec<u8>, AwsError> {
+    std::fs::read(path).map_err(|e| fail(format!("cannot read {}: {e}{hint}", path.display())))
+}
+
+/// Runs a deploy; `say` receives one line per step done (stdout), `progress` the waiting (stderr).
+pub async fn deploy(
+    aws: &Aws,
+    opts: &DeployOptions,
+    say: &mut dyn FnMut(String),
+    progress: &mut dyn FnMut(String),
+) -> Result<(), AwsError> {
+    let region = opts.region.as_str();
+    let config = aws.in_region(region);
+    let bucket = bucket_name(&opts.account, region);
+    let stack = stack_name(&opts.account);
+
+    // Everything local is read and checked before any AWS call.
+    let functions = FunctionList::parse(&String::from_utf8_lossy(&read(&opts.functions, "")?)).map_err(fail)?;
+    let template_text =
+        String::from_utf8(read(&opts.template, "")?).map_err(|_| fail("the template is not UTF-8 text"))?;
+    let template: serde_json::Value = serde_json::from_str(&template_text)
+        .map_err(|e| fail(format!("{} is not JSON: {e}", opts.template.display())))?;
+    let template_parameters: Vec<String> =
+        template["Parameters"].as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default();
+    stack_parameters(&template_parameters, None, &opts.parameters, &[]).map_err(fail)?;
+    let mut zips = Vec::new();
+    for f in &functions.functions {
+        let path = opts.artifacts.join(&f.binary).join("bootstrap.zip");
+        let bytes = read(&path, "; build the zips with scripts/package.sh (or leave out -n)")?;
+        zips.push((f, format!("{CODE_PREFIX}/{}.zip", f.binary), bytes));
+    }
+
+    let s3 = aws_sdk_s3::Client::new(&config);
+    if opts.upload {
+        ensure_bucket(&s3, &bucket, region, say).await?;
+        let template_key =
+            format!("{CODE_PREFIX}/{}", opts.template.file_name().and_then(|n| n.to_str()).unwrap_or("template.json"));
+        upload(&s3, &bucket, &template_key, template_text.as_bytes(), say).await?;
+        for (_, key, bytes) in &zips {
+            upload(&s3, &bucket, key, bytes, say).await?;
+        }
+    }
+
+    let cfn = aws_sdk_cloudformation::Client::new(&config);
+    if opts.stack {
+        deploy_stack(&cfn, opts, &stack, &bucket, &template_text, &template_parameters, say, progress).await?;
+    }
+    // Code is updated only from what this deploy uploaded, so S3 and the zips agree.
+    if opts.upload && stack_exists(&cfn, &stack, region).await? {
+        let lambda = aws_sdk_lambda::Client::new(&config);
+        let physical = physical_ids(&cfn, &stack, region).await?;
+        for (f, key, bytes) in &zips {
+            let name = physical.get(&f.logical_id).ok_or_else(|| {
+                fail(format!("stack {stack} has no resource {}; deploy the stack first (leave out -o)", f.logical_id))
+            })?;
+            update_code(&lambda, name, &bucket, key, bytes, region, say).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn ensure_bucket(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    region: &str,
+    say: &mut dyn FnMut(String),
+) -> Result<(), AwsError> {
+    match s3.head_bucket().bucket(bucket).send().await {
+        Ok(_) => {
+            say(format!("bucket {bucket} exists"));
+            return Ok(());
+        }
+        Err(e) => {
+            let status = e.raw_response().map(|r| r.status().as_u16());
+            if status != Some(404) {
+                return Err(AwsError::call("HeadBucket", region, e));
+            }
+        }
+    }
+    let mut create = s3.create_bucket().bucket(bucket);
+    if region != "us-east-1" {
+        create = create.create_bucket_configuration(
+            CreateBucketConfiguration::builder().location_constraint(BucketLocationConstraint::from(region)).build(),
+        );
+    }
+    create.send().await.map_err(|e| AwsError::call("CreateBucket", region, e))?;
+    s3.put_public_access_block()
+        .bucket(bucket)
+        .public_access_block_configuration(
+            PublicAccessBlockConfiguration::builder()
+                .block_public_acls(true)
+                .ignore_public_acls(true)
+                .block_public_policy(true)
+                .restrict_public_buckets(true)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| AwsError::call("PutPublicAccessBlock", region, e))?;
+    let by_default = ServerSideEncryptionByDefault::builder()
+        .sse_algorithm(ServerSideEncryption::Aes256)
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let encryption = ServerSideEncryptionConfiguration::builder()
+        .rules(ServerSideEncryptionRule::builder().apply_server_side_encryption_by_default(by_default).build())
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    s3.put_bucket_encryption()
+        .bucket(bucket)
+        .server_side_encryption_configuration(encryption)
+        .send()
+        .await
+        .map_err(|e| AwsError::call("PutBucketEncryption", region, e))?;
+    say(format!("bucket {bucket} created (private, encrypted)"));
+    Ok(())
+}
+
+/// Uploads unless the object's ETag already is the content's MD5.
+async fn upload(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    bytes: &[u8],
+    say: &mut dyn FnMut(String),
+) -> Result<(), AwsError> {
+    let md5 = hex(&Md5::digest(bytes));
+    if let Ok(head) = s3.head_object().bucket(bucket).key(key).send().await {
+        if head.e_tag().map(|t| t.trim_matches('"')) == Some(md5.as_str()) {
+            say(format!("unchanged s3://{bucket}/{key}"));
+            return Ok(());
+        }
+    }
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(bytes.to_vec()))
+        .send()
+        .await
+        .map_err(|e| AwsError::call("PutObject", bucket, e))?;
+    say(format!("uploaded s3://{bucket}/{key}"));
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The stack's status and parameters (name, value), or None when there is no such stack.
+async fn stack_status(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack: &str,
+    region: &str,
+) -> Result<Option<(String, Vec<(String, String)>)>, AwsError> {
+    match cfn.describe_stacks().stack_name(stack).send().await {
+        Ok(out) => Ok(out.stacks().first().map(|s| {
+            (
+                s.stack_status().map(|st| st.as_str().to_string()).unwrap_or_default(),
+                s.parameters()
+                    .iter()
+                    .filter_map(|p| {
+                        Some((p.parameter_key()?.to_string(), p.parameter_value().unwrap_or("").to_string()))
+                    })
+                    .collect(),
+            )
+        })),
+        Err(e) => {
+            let e = AwsError::call("DescribeStacks", region, e);
+            if e.to_string().contains("does not exist") {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+async fn stack_exists(cfn: &aws_sdk_cloudformation::Client, stack: &str, region: &str) -> Result<bool, AwsError> {
+    Ok(stack_status(cfn, stack, region).await?.is_some_and(|(status, _)| status != "DELETE_COMPLETE"))
+}
+
+fn to_cfn(params: Vec<StackParameter>) -> Vec<Parameter> {
+    params
+        .into_iter()
+        .map(|p| match p {
+            StackParameter::Value(k, v) => Parameter::builder().parameter_key(k).parameter_value(v).build(),
+            StackParameter::UsePrevious(k) => Parameter::builder().parameter_key(k).use_previous_value(true).build(),
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn deploy_stack(
+    cfn: &aws_sdk_cloudformation::Client,
+    opts: &DeployOptions,
+    stack: &str,
+    bucket: &str,
+    template_text: &str,
+    template_parameters: &[String],
+    say: &mut dyn FnMut(String),
+    progress: &mut dyn FnMut(String),
+) -> Result<(), AwsError> {
+    let region = opts.region.as_str();
+    let fixed = vec![("CodeBucket".to_string(), bucket.to_string())];
+    let template_url = format!(
+        "https://{bucket}.s3.{region}.amazonaws.com/{CODE_PREFIX}/{}",
+        opts.template.file_name().and_then(|n| n.to_str()).unwrap_or("template.json")
+    );
+    let use_body = template_text.len() <= MAX_TEMPLATE_BODY;
+    match stack_status(cfn, stack, region).await? {
+        None => {
+            let params = stack_parameters(template_parameters, None, &opts.parameters, &fixed).map_err(fail)?;
+            let mut req = cfn
+                .create_stack()
+                .stack_name(stack)
+                .set_parameters(Some(to_cfn(params)))
+                .capabilities(Capability::CapabilityIam);
+            req = if use_body { req.template_body(template_text) } else { req.template_url(&template_url) };
+            req.send().await.map_err(|e| AwsError::call("CreateStack", region, e))?;
+            progress(format!("stack {stack}: creating"));
+        }
+        Some((status, _)) if status == "ROLLBACK_COMPLETE" => {
+            return Err(fail(format!(
+                "stack {stack} is in ROLLBACK_COMPLETE after a failed create; delete it (aws cloudformation delete-stack --stack-name {stack} --region {region}) and deploy again"
+            )));
+        }
+        Some((status, _)) if status.ends_with("_IN_PROGRESS") => {
+            return Err(fail(format!("stack {stack} is busy ({status}); try again when it has finished")));
+        }
+        Some((_, existing)) => {
+            let params =
+                stack_parameters(template_parameters, Some(&existing), &opts.parameters, &fixed).map_err(fail)?;
+            if unchanged(cfn, stack, region, template_text, &params, &existing).await? {
+                say(format!("stack {stack}: no changes"));
+                return Ok(());
+            }
+            let mut req = cfn
+                .update_stack()
+                .stack_name(stack)
+                .set_parameters(Some(to_cfn(params)))
+                .capabilities(Capability::CapabilityIam);
+            req = if use_body { req.template_body(template_text) } else { req.template_url(&template_url) };
+            match req.send().await {
+                Ok(_) => progress(format!("stack {stack}: updating")),
+                Err(e) => {
+                    let e = AwsError::call("UpdateStack", region, e);
+                    if e.to_string().contains("No updates are to be performed") {
+                        say(format!("stack {stack}: no changes"));
+                        return Ok(());
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+    let final_status = wait(cfn, stack, region, opts.poll, progress).await?;
+    if final_status == "CREATE_COMPLETE" || final_status == "UPDATE_COMPLETE" {
+        say(format!("stack {stack}: {final_status}"));
+        Ok(())
+    } else {
+        Err(fail(format!("stack {stack} ended {final_status}: {}", failure_reason(cfn, stack, region).await)))
+    }
+}
+
+/// True when the stack already has this template and these parameter values, so an update
+/// would change nothing (CloudFormation would answer "No updates are to be performed").
+async fn unchanged(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack: &str,
+    region: &str,
+    template_text: &str,
+    params: &[StackParameter],
+    existing: &[(String, String)],
+) -> Result<bool, AwsError> {
+    let same_values = existing.len() == params.len()
+        && params.iter().all(|p| match p {
+            StackParameter::Value(k, v) => existing.iter().any(|(ek, ev)| ek == k && ev == v),
+            StackParameter::UsePrevious(_) => true,
+        });
+    if !same_values {
+        return Ok(false);
+    }
+    let deployed =
+        cfn.get_template().stack_name(stack).send().await.map_err(|e| AwsError::call("GetTemplate", region, e))?;
+    let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).ok();
+    Ok(deployed.template_body().and_then(parse).is_some_and(|d| Some(d) == parse(template_text)))
+}
+
+async fn wait(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack: &str,
+    region: &str,
+    poll: Duration,
+    progress: &mut dyn FnMut(String),
+) -> Result<String, AwsError> {
+    let mut last = String::new();
+    loop {
+        let status =
+            stack_status(cfn, stack, region).await?.map(|(s, _)| s).unwrap_or_else(|| "DELETE_COMPLETE".to_string());
+        if status != last {
+            progress(format!("stack {stack}: {status}"));
+            last = status.clone();
+        }
+        if !status.ends_with("_IN_PROGRESS") {
+            return Ok(status);
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// The first failed resource and its reason, from the stack's events.
+async fn failure_reason(cfn: &aws_sdk_cloudformation::Client, stack: &str, region: &str) -> String {
+    let Ok(out) = cfn.describe_stack_events().stack_name(stack).send().await else {
+        return format!("see the stack's events in {region}");
+    };
+    // Events come newest first; the first failure is the last one listed.
+    out.stack_events()
+        .iter()
+        .rev()
+        .find(|e| e.resource_status().is_some_and(|s| s.as_str().ends_with("_FAILED")))
+        .map(|e| {
+            format!(
+                "{} ({}) {}: {}",
+                e.logical_resource_id().unwrap_or("?"),
+                e.resource_type().unwrap_or("?"),
+                e.resource_status().map(|s| s.as_str()).unwrap_or("?"),
+                e.resource_status_reason().unwrap_or("no reason given")
+            )
+        })
+        .unwrap_or_else(|| format!("no failed resource reported; see the stack's events in {region}"))
+}
+
+/// Logical id -> physical id of every resource of the stack (one paginated listing).
+async fn physical_ids(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack: &str,
+    region: &str,
+) -> Result<std::collections::BTreeMap<String, String>, AwsError> {
+    let summaries: Vec<_> = cfn
+        .list_stack_resources()
+        .stack_name(stack)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| AwsError::call("ListStackResources", region, e))?;
+    Ok(summaries
+        .iter()
+        .filter_map(|r| Some((r.logical_resource_id()?.to_string(), r.physical_resource_id()?.to_string())))
+        .collect())
+}
+
+/// Updates the function's code when the zip's SHA-256 differs from the deployed code's, then
+/// publishes a version and removes all but the newest two.
+async fn update_code(
+    lambda: &aws_sdk_lambda::Client,
+    name: &str,
+    bucket: &str,
+    key: &str,
+    zip: &[u8],
+    region: &str,
+    say: &mut dyn FnMut(String),
+) -> Result<(), AwsError> {
+    let local = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(zip));
+    let current =
+        lambda.get_function().function_name(name).send().await.map_err(|e| AwsError::call("GetFunction", region, e))?;
+    if current.configuration().and_then(|c| c.code_sha256()) == Some(local.as_str()) {
+        say(format!("function {name}: code unchanged"));
+        return Ok(());
+    }
+    lambda
+        .update_function_code()
+        .function_name(name)
+        .s3_bucket(bucket)
+        .s3_key(key)
+        .send()
+        .await
+        .map_err(|e| AwsError::call("UpdateFunctionCode", region, e))?;
+    let published = lambda
+        .publish_version()
+        .function_name(name)
+        .send()
+        .await
+        .map_err(|e| AwsError::call("PublishVersion", region, e))?;
+    let versions: Vec<String> = lambda
+        .list_versions_by_function()
+        .function_name(name)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| AwsError::call("ListVersionsByFunction", region, e))?
+        .iter()
+        .filter_map(|v| v.version().map(str::to_string))
+        .collect();
+    let prune = versions_to_prune(&versions);
+    for v in &prune {
+        lambda
+            .delete_function()
+            .function_name(name)
+            .qualifier(v)
+            .send()
+            .await
+            .map_err(|e| AwsError::call("DeleteFunction", region, e))?;
+    }
+    say(format!(
+        "function {name}: code updated, published version {}{}",
+        published.version().unwrap_or("?"),
+        if prune.is_empty() { String::new() } else { format!(", removed versions {}", prune.join(", ")) }
+    ));
+    Ok(())
+}

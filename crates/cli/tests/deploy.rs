@@ -1,0 +1,170 @@
+//! `ebs-snapper deploy` into the AWS emulator: bucket, uploads, stack, function code and versions.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::{text, Account};
+
+const FUNCTIONS: [&str; 5] = ["fanout-snapshot", "create-snapshot", "fanout-clean", "clean-snapshot", "replication"];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Small stand-in zips (the deploy logic does not look inside them; packaging is tested apart).
+fn artifacts(tag: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in FUNCTIONS {
+        std::fs::create_dir_all(dir.path().join(f)).unwrap();
+        std::fs::write(dir.path().join(f).join("bootstrap.zip"), format!("zip of {f} {tag}")).unwrap();
+    }
+    dir
+}
+
+fn deploy(acct: &Account, region: &str, dir: &Path, extra: &[&str]) -> (i32, String, String) {
+    let out = acct
+        .cli()
+        .current_dir(root())
+        .args(["-t", region, "deploy", "-n", "--poll-ms", "100", "--artifacts"])
+        .arg(dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+async fn stack_parameters(acct: &Account, region: &str) -> std::collections::BTreeMap<String, String> {
+    let cfn = aws_sdk_cloudformation::Client::new(&acct.sdk(region).await);
+    let out = cfn.describe_stacks().stack_name(format!("ebs-snapper-{}", acct.id)).send().await.unwrap();
+    out.stacks()[0]
+        .parameters()
+        .iter()
+        .map(|p| (p.parameter_key().unwrap().to_string(), p.parameter_value().unwrap_or("").to_string()))
+        .collect()
+}
+
+async fn versions(acct: &Account, function: &str) -> Vec<String> {
+    let lambda = aws_sdk_lambda::Client::new(&acct.sdk("us-east-1").await);
+    let out = lambda.list_versions_by_function().function_name(function).send().await.unwrap();
+    out.versions().iter().filter_map(|v| v.version().map(str::to_string)).collect()
+}
+
+#[tokio::test]
+async fn first_deploy_creates_everything_and_a_second_changes_nothing() {
+    let acct = Account::new().await;
+    let a = acct.id.clone();
+    let zips = artifacts("v1");
+    let (code, out, err) = deploy(&acct, "us-east-1", zips.path(), &[]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains(&format!("bucket ebs-snapper-{a} created (private, encrypted)")), "{out}");
+    assert!(out.contains(&format!("uploaded s3://ebs-snapper-{a}/ebs-snapper/create-snapshot.zip")), "{out}");
+    assert!(out.contains(&format!("stack ebs-snapper-{a}: CREATE_COMPLETE")), "{out}");
+    assert!(err.contains("CREATE_IN_PROGRESS") || err.contains("creating"), "progress is shown: {err}");
+
+    // The table, the five functions and the rules exist; replication starts disabled.
+    let ddb = acct.dynamodb("us-east-1").await;
+    ddb.describe_table().table_name("ebs_snapshot_configuration").send().await.expect("table");
+    let lambda = aws_sdk_lambda::Client::new(&acct.sdk("us-east-1").await);
+    for f in FUNCTIONS {
+        let got = lambda.get_function().function_name(format!("ebs-snapper-{a}-{f}")).send().await.expect("function");
+        assert_eq!(got.configuration().unwrap().runtime().map(|r| r.as_str()), Some("provided.al2023"));
+    }
+    assert!(!acct.rule_enabled("us-east-1", &format!("ebs-snapper-{a}-replication")).await);
+    // The deployed table is usable at once.
+    let out = acct.cli().args(["configure", "-l"]).output().unwrap();
+    assert_eq!(text(&out.stdout), "No configurations found\n");
+
+    // Nothing changed: no upload, no stack change, no new version.
+    let before = acct.recorded().len();
+    let (code, out, err) = deploy(&acct, "us-east-1", zips.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("stack ebs-snapper-{a}: no changes")), "{out}");
+    assert!(out.contains("code unchanged"), "{out}");
+    let calls: Vec<String> = acct.recorded().into_iter().skip(before).map(|r| r.action).collect();
+    assert!(!calls.iter().any(|c| c.starts_with("PUT ")), "no upload: {calls:?}");
+    assert!(!calls.iter().any(|c| c.contains("/versions")), "no new version: {calls:?}");
+    assert_eq!(versions(&acct, &format!("ebs-snapper-{a}-create-snapshot")).await, vec!["$LATEST"]);
+}
+
+#[tokio::test]
+async fn changed_zip_updates_code_publishes_and_keeps_two_versions() {
+    let acct = Account::new().await;
+    let a = acct.id.clone();
+    let (code, _, err) = deploy(&acct, "us-east-1", artifacts("v1").path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    for n in 2..=4 {
+        let zips = artifacts(&format!("v{n}"));
+        let (code, out, err) = deploy(&acct, "us-east-1", zips.path(), &[]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains(&format!(
+                "function ebs-snapper-{a}-create-snapshot: code updated, published version {}",
+                n - 1
+            )),
+            "{out}"
+        );
+    }
+    let mut v = versions(&acct, &format!("ebs-snapper-{a}-create-snapshot")).await;
+    v.sort();
+    assert_eq!(v, vec!["$LATEST", "2", "3"], "the newest two versions are kept");
+}
+
+#[tokio::test]
+async fn parameter_override_changes_only_that_parameter() {
+    let acct = Account::new().await;
+    let zips = artifacts("v1");
+    let (code, _, err) = deploy(&acct, "us-east-1", zips.path(), &["--parameter", "MemorySize=256"]);
+    assert_eq!(code, 0, "{err}");
+    let before = stack_parameters(&acct, "us-east-1").await;
+    assert_eq!(before["MemorySize"], "256");
+    let (code, out, err) =
+        deploy(&acct, "us-east-1", zips.path(), &["--parameter", "CreateScheduleExpression=rate(1 hour)"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let after = stack_parameters(&acct, "us-east-1").await;
+    assert_eq!(after["CreateScheduleExpression"], "rate(1 hour)");
+    for (k, v) in &before {
+        if k != "CreateScheduleExpression" {
+            assert_eq!(&after[k], v, "{k} kept its value");
+        }
+    }
+    let (code, _, err) = deploy(&acct, "us-east-1", zips.path(), &["--parameter", "NoSuchParameter=1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--parameter NoSuchParameter: the template has no such parameter"), "{err}");
+    let (code, _, err) = deploy(&acct, "us-east-1", zips.path(), &["--parameter", "novalue"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[tokio::test]
+async fn tool_region_puts_bucket_and_stack_there() {
+    let acct = Account::new().await;
+    let a = acct.id.clone();
+    let (code, out, err) = deploy(&acct, "eu-west-1", artifacts("v1").path(), &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let s3 = aws_sdk_s3::Client::new(&acct.sdk("eu-west-1").await);
+    let loc = s3
+        .get_bucket_location()
+        .bucket(format!("ebs-snapper-{a}-eu-west-1"))
+        .send()
+        .await
+        .expect("bucket in eu-west-1");
+    assert_eq!(loc.location_constraint().map(|c| c.as_str()), Some("eu-west-1"));
+    assert_eq!(stack_parameters(&acct, "eu-west-1").await["CodeBucket"], format!("ebs-snapper-{a}-eu-west-1"));
+    let cfn = aws_sdk_cloudformation::Client::new(&acct.sdk("us-east-1").await);
+    assert!(cfn.describe_stacks().stack_name(format!("ebs-snapper-{a}")).send().await.is_err(), "nothing in us-east-1");
+}
+
+#[tokio::test]
+async fn missing_zip_is_one_clear_line_and_touches_nothing() {
+    let acct = Account::new().await;
+    let empty = tempfile::tempdir().unwrap();
+    let (code, _, err) = deploy(&acct, "us-east-1", empty.path(), &[]);
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("fanout-snapshot/bootstrap.zip") && err.contains("scripts/package.sh"), "{err}");
+    assert!(
+        acct.recorded().iter().all(|r| r.action == "GetCallerIdentity"),
+        "no AWS change: {:?}",
+        acct.recorded().iter().map(|r| &r.action).collect::<Vec<_>>()
+    );
+}

@@ -1,0 +1,66 @@
+"""Start-to-ready time of each function binary against a stub Lambda Runtime API.
+
+For each binary in target/lambda/<name>/bootstrap: start it with the Lambda environment pointed
+at a local HTTP server, and measure the time until its first GET .../invocation/next. The
+process is then killed. Prints a Markdown table: binary size, zip size, median and min start time.
+"""
+import http.server
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+
+def measure(binary: str) -> float:
+    ready = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            ready.set()
+            # Hold the long poll: the function waits for an event that never comes.
+            time.sleep(5)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{server.server_address[1]}",
+        "AWS_LAMBDA_FUNCTION_NAME": "coldstart",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    start = time.perf_counter()
+    proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ok = ready.wait(timeout=10)
+    elapsed = time.perf_counter() - start
+    proc.kill()
+    proc.wait()
+    server.shutdown()
+    if not ok:
+        raise SystemExit(f"{binary} never asked for an event")
+    return elapsed * 1000
+
+
+def main() -> None:
+    runs = int(sys.argv[1])
+    print(f"| function | binary (bytes) | zip (bytes) | start to ready, median of {runs} (ms) | min (ms) |")
+    print("|---|---:|---:|---:|---:|")
+    for name in sys.argv[2:]:
+        binary = f"target/lambda/{name}/bootstrap"
+        times = [measure(binary) for _ in range(runs)]
+        print(
+            f"| {name} | {os.path.getsize(binary):,} | {os.path.getsize(binary + '.zip'):,} "
+            f"| {statistics.median(times):.1f} | {min(times):.1f} |"
+        )
+
+
+main()

@@ -1,0 +1,66 @@
+"""Helpers for scripts/demo.sh, run with the project venv's Python (boto3 comes with moto).
+
+  demo_fleet.py fleet             create the demo fleet; prints the ids the demo needs as shell vars
+  demo_fleet.py snapshots REGION  print the account's snapshots in REGION as a table
+  demo_fleet.py expire REGION     plant expired snapshots (DeleteOn in the past) in REGION
+"""
+import sys
+from datetime import date, timedelta
+
+import boto3
+
+
+def ec2(region):
+    return boto3.client("ec2", region_name=region)
+
+
+def launch(region, tags, data_volumes=1):
+    c = ec2(region)
+    tag_spec = [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+    i = c.run_instances(ImageId="ami-0abcdef1234567890", MinCount=1, MaxCount=1, InstanceType="t3.micro", TagSpecifications=tag_spec)
+    iid = i["Instances"][0]["InstanceId"]
+    for n in range(data_volumes):
+        v = c.create_volume(AvailabilityZone=f"{region}a", Size=8, TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": "Name", "Value": f"{tags.get('Name', iid)}-data{n}"}]}])
+        c.attach_volume(VolumeId=v["VolumeId"], InstanceId=iid, Device=f"/dev/xvd{chr(ord('f') + n)}")
+    return iid
+
+
+def fleet():
+    web = launch("us-east-1", {"Name": "web-1", "backup": "yes", "Service": "shop"})
+    db = launch("us-east-1", {"Name": "db-1", "backup": "yes", "Service": "shop"}, data_volumes=2)
+    stopped = launch("us-east-1", {"Name": "batch-1", "backup": "yes"})
+    ec2("us-east-1").stop_instances(InstanceIds=[stopped])
+    ignored = launch("us-east-1", {"Name": "scratch-1", "backup": "yes"})
+    replicated = launch("us-west-2", {"Name": "ledger-1", "backup": "daily", "replication_dst_region": "us-east-1"})
+    print(f"IGNORED_INSTANCE={ignored}")
+    print(f"FLEET='web {web}, db {db} (two data volumes), stopped {stopped}, ignored {ignored} in us-east-1; ledger {replicated} in us-west-2, tagged for replication to us-east-1'")
+
+
+def snapshots(region):
+    snaps = ec2(region).describe_snapshots(OwnerIds=["self"])["Snapshots"]
+    rows = []
+    for s in sorted(snaps, key=lambda s: s["SnapshotId"]):
+        tags = {t["Key"]: t["Value"] for t in s.get("Tags", [])}
+        rows.append((s["SnapshotId"], s.get("VolumeId", ""), tags.get("ebs-snapper:instance-id", "-"), tags.get("DeleteOn", "-"),
+                     tags.get("Name", "-"), tags.get("replication_dst_region", tags.get("replication_src_region", "-"))))
+    header = ("snapshot", "volume", "instance", "DeleteOn", "Name", "replication")
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths))
+    print(f"{region}: {len(rows)} snapshot(s)")
+    print(line(header))
+    for r in rows:
+        print(line(r))
+
+
+def expire(region):
+    c = ec2(region)
+    instances = c.describe_instances(Filters=[{"Name": "tag:Name", "Values": ["web-1"]}])["Reservations"][0]["Instances"]
+    volume = instances[0]["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+    for days in (40, 20, 10, 5, 3, 2):
+        when = (date.today() - timedelta(days=days)).isoformat()
+        c.create_snapshot(VolumeId=volume, Description=f"planted, expired {when}",
+                          TagSpecifications=[{"ResourceType": "snapshot", "Tags": [{"Key": "DeleteOn", "Value": when}, {"Key": "ebs-snapper:config", "Value": "shop"}]}])
+    print(f"planted 6 expired snapshots of {volume} (web-1 root), DeleteOn 2 to 40 days ago")
+
+
+{"fleet": lambda: fleet(), "snapshots": lambda: snapshots(sys.argv[2]), "expire": lambda: expire(sys.argv[2])}[sys.argv[1]]()

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Builds the Lambda functions listed in lambda.json and zips each as
+# target/lambda/<function>/bootstrap.zip (the binary renamed `bootstrap`, as provided.al2023 runs it).
+#
+#   scripts/package.sh            release build, x86_64 (the host)
+#   scripts/package.sh --debug    debug build (faster; for tests)
+#   scripts/package.sh --arm64    release build for arm64 (needs the aarch64 Rust target and linker)
+#
+# Zips are deterministic: the same binary gives the same zip, so deploy uploads nothing and
+# publishes no version when nothing changed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+profile=release
+level=-9
+target=()
+for arg in "$@"; do
+  case "$arg" in
+    --debug) profile=dev; level=-1 ;;
+    --arm64) target=(--target aarch64-unknown-linux-gnu) ;;
+    *) echo "usage: scripts/package.sh [--debug] [--arm64]" >&2; exit 2 ;;
+  esac
+done
+if [[ ${#target[@]} -gt 0 ]]; then
+  if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu || ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+    echo "error: --arm64 needs 'rustup target add aarch64-unknown-linux-gnu' and the aarch64-linux-gnu-gcc linker (Debian: gcc-aarch64-linux-gnu)" >&2
+    exit 1
+  fi
+  export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+fi
+
+mapfile -t functions < <(python3 -c 'import json; [print(f["binary"]) for f in json.load(open("lambda.json"))["functions"]]')
+packages=()
+for f in "${functions[@]}"; do packages+=(-p "$f"); done
+
+echo "+ cargo build --profile $profile ${target[*]} ${packages[*]}"
+cargo build --profile "$profile" "${target[@]}" "${packages[@]}"
+
+out_dir="${CARGO_TARGET_DIR:-target}"
+[[ ${#target[@]} -gt 0 ]] && out_dir="$out_dir/aarch64-unknown-linux-gnu"
+[[ "$profile" == dev ]] && out_dir="$out_dir/debug" || out_dir="$out_dir/release"
+
+for f in "${functions[@]}"; do
+  dir="target/lambda/$f"
+  mkdir -p "$dir"
+  cp "$out_dir/$f" "$dir/bootstrap"
+  chmod 755 "$dir/bootstrap"
+  touch -t 198001010000 "$dir/bootstrap"
+  rm -f "$dir/bootstrap.zip"
+  (cd "$dir" && zip -q -X "$level" bootstrap.zip bootstrap)
+  printf '%-16s %10s bytes binary %10s bytes zip  %s\n' "$f" "$(stat -c %s "$dir/bootstrap")" "$(stat -c %s "$dir/bootstrap.zip")" "$dir/bootstrap.zip"
+done
