@@ -27,7 +27,7 @@ echo "$FLEET"
 
 say "Deploy" "The CloudFormation stack (table, role, five functions, schedules) goes into the emulator; a second deploy changes nothing."
 snapper deploy -n 2>/dev/null
-snapper deploy -n 2>/dev/null | grep -E "stack|unchanged s3" | head -3
+snapper deploy -n 2>/dev/null | grep -E "no changes|code unchanged" | head -2
 
 say "Configure" "Two configurations: hourly for the shop (with one instance ignored and replication on), daily for the ledger. A typo is refused."
 snapper configure -s shop "{\"match\": {\"tag:backup\": \"yes\"}, \"snapshot\": {\"retention\": \"7 days\", \"minimum\": 3, \"frequency\": \"1 hour\"}, \"ignore\": [\"$IGNORED_INSTANCE\"], \"replication\": \"yes\"}"
@@ -35,7 +35,7 @@ snapper configure -s ledger '{"match": {"tag:backup": "daily"}, "snapshot": {"re
 snapper configure -s broken '{"match": {"tag:backup": "yes"}, "snapshot": {"retension": "7 days", "minimum": 3, "frequency": "1 hour"}}' || true
 snapper configure -l
 
-say "Snapshot" "Every attached volume of every matched instance, running or stopped, gets one snapshot with its tags; the ignored instance gets none. Running again at once takes none."
+say "Snapshot" "Every attached volume of every matched instance gets one snapshot with its tags (the stopped batch-1 too); the ignored instance's two volumes get none. Running again at once takes none."
 snapper snapshot
 fleet snapshots us-east-1
 fleet snapshots us-west-2
@@ -46,12 +46,12 @@ fleet expire us-east-1
 snapper clean --region us-east-1 --dry-run | grep -v "not expired"
 snapper clean --region us-east-1
 
-say "Replication" "The ledger's snapshot in us-west-2 is tagged for us-east-1: one copy appears there, carrying its source's id; a second run copies nothing."
+say "Replication" "The ledger's two snapshots in us-west-2 carry replication_dst_region=us-east-1 (copied from the instance's tags): each gets one copy there, tagged with its source; a second run copies nothing."
 snapper replication
 snapper replication --region us-west-2
-fleet snapshots us-east-1 | grep -E "snapshot\(s\)|us-west-2"
+fleet snapshots us-east-1 | grep -E "^snapshot |us-west-2"
 
-say "Check" "configure -c reports what an operator should look at (here: nothing matches some tag, or all is well)."
+say "Check" "configure -c reports what an operator should look at: here an instance tagged backup=weekly that no configuration matches."
 snapper configure -c
 
 say "Done" "The emulator stops now; nothing was sent beyond this machine."

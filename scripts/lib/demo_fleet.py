@@ -32,6 +32,7 @@ def fleet():
     ec2("us-east-1").stop_instances(InstanceIds=[stopped])
     ignored = launch("us-east-1", {"Name": "scratch-1", "backup": "yes"})
     replicated = launch("us-west-2", {"Name": "ledger-1", "backup": "daily", "replication_dst_region": "us-east-1"})
+    launch("us-west-2", {"Name": "archive-1", "backup": "weekly"}, data_volumes=0)
     print(f"IGNORED_INSTANCE={ignored}")
     print(f"FLEET='web {web}, db {db} (two data volumes), stopped {stopped}, ignored {ignored} in us-east-1; ledger {replicated} in us-west-2, tagged for replication to us-east-1'")
 

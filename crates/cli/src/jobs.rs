@@ -78,6 +78,8 @@ pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Resu
         };
         let now = Utc::now();
         let enabled = &enabled;
+        let progress = Progress::new(job.name(), regions.len());
+        let progress = &progress;
         let done: Vec<RegionReport> = stream::iter(regions)
             .map(|region| {
                 let configs = &configs;
@@ -90,8 +92,10 @@ pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Resu
                 }
             })
             .buffered(REGION_CONCURRENCY)
+            .inspect(|report| progress.region_done(&report.region))
             .collect()
             .await;
+        progress.finish();
         reports.extend(done);
         reports.sort_by(|a, b| a.region.cmp(&b.region));
     }
@@ -119,4 +123,38 @@ pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Resu
         }
     }
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Per-region progress on stderr, only when stderr is a terminal (nothing otherwise, so scripts
+/// and logs see only the results).
+struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    fn new(job: &str, regions: usize) -> Progress {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() || regions == 0 {
+            return Progress(None);
+        }
+        let bar = indicatif::ProgressBar::new(regions as u64);
+        let style = indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} regions  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(job.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        Progress(Some(bar))
+    }
+
+    fn region_done(&self, region: &str) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(format!("{region} done"));
+            bar.inc(1);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
 }

@@ -273,3 +273,22 @@ async fn configure_check_reports_instance_findings() {
         )
     );
 }
+
+/// Per-region progress goes to stderr only when it is a terminal.
+#[tokio::test]
+async fn progress_only_on_a_terminal() {
+    let acct = account_with(&[("cfg", &backup_config("1 day", ""))]).await;
+    acct.launch(R, &[("backup", "yes")]).await;
+    let (_, _, piped_err) = run(&acct, &["--dry-run"]);
+    assert!(!piped_err.contains("regions"), "no progress when stderr is not a terminal: {piped_err}");
+    // `script` runs the command on a pseudo-terminal.
+    let binary = assert_cmd::cargo::cargo_bin("ebs-snapper");
+    let out = acct
+        .cli_env(std::process::Command::new("script"))
+        .args(["-qec", &format!("{} snapshot --dry-run", binary.display()), "/dev/null"])
+        .output()
+        .unwrap();
+    let tty = text(&out.stdout);
+    assert!(tty.contains("snapshot [") && tty.contains("/1 regions"), "progress on a terminal: {tty:?}");
+    assert!(tty.contains("us-east-1: would create 1"), "{tty:?}");
+}

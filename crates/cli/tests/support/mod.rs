@@ -147,6 +147,25 @@ impl Account {
     /// The `ebs-snapper` binary with this account's credentials and the emulator endpoint.
     pub fn cli(&self) -> Command {
         let mut cmd = Command::cargo_bin("ebs-snapper").expect("binary built");
+        self.apply_env(&mut cmd);
+        cmd
+    }
+
+    /// Any command with the same environment as [`Account::cli`].
+    pub fn cli_env(&self, mut cmd: std::process::Command) -> std::process::Command {
+        for (k, v) in self.credential_env() {
+            cmd.env(k, v);
+        }
+        cmd.env("AWS_ENDPOINT_URL", endpoint())
+            .env_remove("AWS_PROFILE")
+            .env_remove("EBS_SNAPPER_TABLE")
+            .env_remove("RUST_LOG")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_REGION", "us-east-1");
+        cmd
+    }
+
+    fn apply_env(&self, cmd: &mut Command) {
         cmd.env("AWS_ENDPOINT_URL", endpoint())
             .env("AWS_ACCESS_KEY_ID", &self.access_key)
             .env("AWS_SECRET_ACCESS_KEY", &self.secret_key)
@@ -156,7 +175,6 @@ impl Account {
             .env_remove("RUST_LOG")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_REGION", "us-east-1");
-        cmd
     }
 }
 
