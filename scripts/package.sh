@@ -40,6 +40,8 @@ out_dir="${CARGO_TARGET_DIR:-target}"
 [[ ${#target[@]} -gt 0 ]] && out_dir="$out_dir/aarch64-unknown-linux-gnu"
 [[ "$profile" == dev ]] && out_dir="$out_dir/debug" || out_dir="$out_dir/release"
 
+mkdir -p target/lambda
+echo "$profile${target[*]:+ ${target[*]}}" > target/lambda/PROFILE
 for f in "${functions[@]}"; do
   dir="target/lambda/$f"
   mkdir -p "$dir"

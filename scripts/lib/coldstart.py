@@ -42,6 +42,13 @@ def measure(binary: str) -> float:
     proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ok = ready.wait(timeout=10)
     elapsed = time.perf_counter() - start
+    rss_kb = 0
+    try:
+        with open(f"/proc/{proc.pid}/status") as status:
+            rss_kb = next((int(l.split()[1]) for l in status if l.startswith("VmRSS:")), 0)
+    except OSError:
+        pass
+    measure.rss_mb = rss_kb / 1024
     proc.kill()
     proc.wait()
     server.shutdown()
@@ -52,14 +59,14 @@ def measure(binary: str) -> float:
 
 def main() -> None:
     runs = int(sys.argv[1])
-    print(f"| function | binary (bytes) | zip (bytes) | start to ready, median of {runs} (ms) | min (ms) |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"| function | binary (bytes) | zip (bytes) | start to ready, median of {runs} (ms) | min (ms) | RSS when ready (MB) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name in sys.argv[2:]:
         binary = f"target/lambda/{name}/bootstrap"
         times = [measure(binary) for _ in range(runs)]
         print(
             f"| {name} | {os.path.getsize(binary):,} | {os.path.getsize(binary + '.zip'):,} "
-            f"| {statistics.median(times):.1f} | {min(times):.1f} |"
+            f"| {statistics.median(times):.1f} | {min(times):.1f} | {measure.rss_mb:.1f} |"
         )
 
 

@@ -58,7 +58,7 @@ impl Environment {
 pub enum FunctionError {
     #[error(transparent)]
     Event(#[from] ebs_snapper_core::EventError),
-    #[error("invalid event: \"region\": {0:?} is not an enabled region of this account")]
+    #[error("invalid event: \"region\": {} is not an enabled region of this account", ebs_snapper_core::error::Shown(.0))]
     UnknownRegion(String),
     #[error("the invoked function ARN {0:?} carries no account id")]
     Arn(String),

@@ -147,6 +147,8 @@ fn check_keys(
     for key in obj.keys() {
         if !known.contains(&key.as_str()) {
             let problem = format!("unknown key (known keys: {})", known.join(", "));
+            let shown = crate::error::Shown(key).to_string();
+            let key = shown.trim_matches('"');
             match strictness {
                 Strictness::Strict => return Err(ConfigError::new(format!("{prefix}{key}"), problem)),
                 Strictness::Lenient => warnings.push(format!("{prefix}{key}: {problem}; ignored")),
@@ -168,7 +170,7 @@ fn parse_match(value: Option<&Value>) -> Result<Vec<Filter>, ConfigError> {
     }
     let mut filters = Vec::with_capacity(obj.len());
     for (name, v) in obj {
-        let field = format!("match.{name}");
+        let field = format!("match.{}", crate::error::Shown(name).to_string().trim_matches('"'));
         if name.trim().is_empty() {
             return Err(ConfigError::new("match", "has an empty filter name"));
         }
@@ -237,14 +239,14 @@ fn parse_minimum(value: Option<&Value>) -> Result<u32, ConfigError> {
     match value {
         Value::Number(n) => match n.as_u64() {
             Some(m) => u32::try_from(m).map_err(|_| ConfigError::new(FIELD, format!("{m} is too large"))),
-            None => Err(not_whole(n.to_string())),
+            None => Err(not_whole(crate::error::Shown(&n.to_string()).to_string().trim_matches('"').to_string())),
         },
         Value::String(s) => {
             let t = s.trim();
             if t.is_empty() || !t.chars().all(|c| c.is_ascii_digit()) {
-                return Err(not_whole(format!("\"{s}\"")));
+                return Err(not_whole(crate::error::Shown(s).to_string()));
             }
-            t.parse::<u32>().map_err(|_| ConfigError::new(FIELD, format!("\"{s}\" is too large")))
+            t.parse::<u32>().map_err(|_| ConfigError::new(FIELD, format!("{} is too large", crate::error::Shown(s))))
         }
         other => Err(ConfigError::new(FIELD, format!("must be a whole number, found {}", kind(other)))),
     }
@@ -301,7 +303,7 @@ fn parse_flag(value: Option<&Value>, field: &str, yes: &[&str], no: &[&str]) -> 
 
 fn shown(v: &Value) -> String {
     match v {
-        Value::String(s) => format!("\"{s}\""),
+        Value::String(s) => crate::error::Shown(s).to_string(),
         other => kind(other).to_string(),
     }
 }

@@ -52,19 +52,17 @@ fn normalise(text: &str) -> Result<String, DurationError> {
             !int.is_empty() && frac.is_none_or(|f| !f.is_empty() && !f.contains('.'))
         };
         if !valid_number {
-            return Err(invalid(&format!("\"{number}\" is not a number")));
+            return Err(invalid(&format!("{} is not a number", crate::error::Shown(number))));
         }
         rest = rest[number_len..].trim_start();
         let unit_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         if unit.is_empty() {
-            return Err(invalid(&format!("\"{number}\" has no unit (minutes, hours, days, weeks)")));
+            return Err(invalid(&format!("{} has no unit (minutes, hours, days, weeks)", crate::error::Shown(number))));
         }
-        let canonical = UNITS
-            .iter()
-            .find(|(names, _)| names.contains(&unit))
-            .map(|(_, c)| *c)
-            .ok_or_else(|| invalid(&format!("\"{unit}\" is not a unit (use minutes, hours, days or weeks)")))?;
+        let canonical = UNITS.iter().find(|(names, _)| names.contains(&unit)).map(|(_, c)| *c).ok_or_else(|| {
+            invalid(&format!("{} is not a unit (use minutes, hours, days or weeks)", crate::error::Shown(unit)))
+        })?;
         out.push(format!("{number}{canonical}"));
         rest = rest[unit_len..].trim_start_matches(|c: char| c.is_whitespace() || c == ',');
         if let Some(stripped) = rest.strip_prefix("and ") {

@@ -1,20 +1,40 @@
 //! Errors of the pure core. Each message names what was wrong so an operator can fix it.
 
+use std::fmt;
+
 use thiserror::Error;
+
+/// Longest part of an operator's value repeated in a message.
+const SHOWN_CHARS: usize = 60;
+
+/// A value for an error message: quoted, and cut when long so a message stays one readable line.
+pub struct Shown<'a>(pub &'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.0.chars().count();
+        if count <= SHOWN_CHARS {
+            write!(f, "\"{}\"", self.0.escape_debug())
+        } else {
+            let head: String = self.0.chars().take(SHOWN_CHARS).collect();
+            write!(f, "\"{}...\" ({count} characters)", head.escape_debug())
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DurationError {
-    #[error("\"{text}\" is not a duration: {reason}")]
+    #[error("{} is not a duration: {reason}", Shown(text))]
     Invalid { text: String, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ScheduleError {
-    #[error("\"{text}\" is neither a duration nor a cron expression ({reason})")]
+    #[error("{} is neither a duration nor a cron expression ({reason})", Shown(text))]
     Unrecognised { text: String, reason: String },
-    #[error("\"{text}\" is not a valid cron expression: {reason}")]
+    #[error("{} is not a valid cron expression: {reason}", Shown(text))]
     Cron { text: String, reason: String },
-    #[error("\"{text}\" is shorter than the smallest frequency of 1 hour")]
+    #[error("{} is shorter than the smallest frequency of 1 hour", Shown(text))]
     TooFrequent { text: String },
 }
 

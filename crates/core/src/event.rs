@@ -44,7 +44,7 @@ impl WorkerEvent {
         let region =
             region.as_str().ok_or_else(|| err(format!("\"region\" must be a string, found {}", kind(region))))?;
         if !is_region_name(region) {
-            return Err(err(format!("\"region\": {region:?} is not an AWS region name")));
+            return Err(err(format!("\"region\": {} is not an AWS region name", crate::error::Shown(region))));
         }
         let continuation = match obj.get("continuation") {
             None | Some(Value::Null) => 0,
@@ -58,7 +58,7 @@ impl WorkerEvent {
         };
         for key in obj.keys() {
             if key != "region" && key != "continuation" {
-                return Err(err(format!("unknown key {key:?}")));
+                return Err(err(format!("unknown key {}", crate::error::Shown(key))));
             }
         }
         Ok(WorkerEvent { region: region.to_string(), continuation })
@@ -75,6 +75,10 @@ impl WorkerEvent {
 
 /// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`, `ap-southeast-4`...
 pub fn is_region_name(text: &str) -> bool {
+    // The longest region names are about 15 characters (`ap-southeast-7`, `us-isob-east-1`).
+    if text.len() > 32 {
+        return false;
+    }
     let parts: Vec<&str> = text.split('-').collect();
     let (Some(first), Some(last)) = (parts.first(), parts.last()) else { return false };
     parts.len() >= 3
@@ -127,6 +131,7 @@ mod tests {
             (json!({"region": 5}), "\"region\" must be a string"),
             (json!({"region": "mars-1"}), "is not an AWS region name"),
             (json!({"region": "US-EAST-1"}), "is not an AWS region name"),
+            (json!({"region": format!("us-{}-1", "a".repeat(40))}), "is not an AWS region name"),
             (json!({"region": "us-east-1", "continuation": -1}), "\"continuation\" must be a whole number"),
             (json!({"region": "us-east-1", "continuation": "2"}), "\"continuation\" must be a whole number"),
             (json!({"region": "us-east-1", "continuation": 11}), "beyond the limit"),

@@ -1,0 +1,87 @@
+//! The bad-input corpus (tests/corpus): every malformed configuration and event gives one clear
+//! error naming the problem; nothing is stored, invoked or deleted; nothing panics.
+
+mod support;
+
+use std::path::PathBuf;
+
+use ebs_snapper_aws::functions::{create_snapshot, Environment, FunctionError, Invocation};
+use ebs_snapper_core::{Configuration, Strictness};
+use support::{text, Account};
+
+/// Longest acceptable error line.
+const MAX_LINE: usize = 400;
+
+fn corpus(kind: &str) -> Vec<(String, String, String)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/corpus").join(kind);
+    let manifest = std::fs::read_to_string(dir.join("EXPECTED")).unwrap();
+    manifest
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (file, expected) = l.split_once('\t').unwrap();
+            (file.to_string(), std::fs::read_to_string(dir.join(file)).unwrap(), expected.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn corpus_sizes() {
+    assert!(corpus("configs").len() >= 50);
+    assert!(corpus("events").len() >= 20);
+}
+
+#[test]
+fn every_bad_configuration_is_rejected_by_the_parser() {
+    for (file, text, expected) in corpus("configs") {
+        let err = Configuration::parse(&text, Strictness::Strict).map(|_| ()).expect_err(&file).to_string();
+        assert!(err.contains(&expected), "{file}: {err:?} should contain {expected:?}");
+        assert!(!err.contains('\n') && err.len() <= MAX_LINE, "{file}: one readable line, got {} chars", err.len());
+        // At run time the same text is either invalid, or valid with a warning for an unknown key.
+        match Configuration::parse(&text, Strictness::Lenient) {
+            Ok(parsed) => assert!(expected.contains("unknown key") && !parsed.warnings.is_empty(), "{file}"),
+            Err(e) => assert_eq!(e.to_string(), err, "{file}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_bad_configuration_is_refused_by_configure_and_nothing_is_stored() {
+    let acct = Account::new().await;
+    acct.create_table("us-east-1").await;
+    for (file, config, expected) in corpus("configs") {
+        let out = acct.cli().args(["configure", "-s", "bad", "-"]).write_stdin(config).output().unwrap();
+        let err = support::text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {err}");
+        assert_eq!(err.lines().count(), 1, "{file}: {err}");
+        assert!(err.len() <= MAX_LINE + 60, "{file}: {} chars", err.len());
+        assert!(err.contains(&expected), "{file}: {err:?} should contain {expected:?}");
+        assert!(!err.contains("panicked"));
+        assert!(text(&out.stdout).is_empty());
+    }
+    assert!(acct.items("us-east-1").await.is_empty(), "nothing was stored");
+    assert_eq!(acct.count("PutItem", None), 0);
+}
+
+#[tokio::test]
+async fn every_bad_event_is_a_function_error_and_does_no_work() {
+    let acct = Account::new().await;
+    acct.create_table("us-east-1").await;
+    acct.launch("us-east-1", &[("backup", "yes")]).await;
+    let aws = acct.aws("us-east-1").await;
+    let before = acct.recorded().len();
+    for (file, event, expected) in corpus("events") {
+        let payload: serde_json::Value = serde_json::from_str(&event).unwrap();
+        let inv = Invocation { payload, function_arn: acct.function_arn("create"), deadline: None };
+        let err = create_snapshot(&aws, &Environment::default(), inv).await.expect_err(&file);
+        assert!(matches!(err, FunctionError::Event(_)), "{file}: {err}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with("invalid event: ") && message.contains(&expected),
+            "{file}: {message:?} should contain {expected:?}"
+        );
+        assert!(!message.contains('\n') && message.len() <= MAX_LINE, "{file}: {} chars", message.len());
+    }
+    assert_eq!(acct.recorded().len(), before, "no AWS call: nothing listed, created or invoked");
+    assert!(acct.snapshots("us-east-1").await.is_empty());
+}

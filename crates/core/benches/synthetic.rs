@@ -1,0 +1,81 @@
+//! A synthetic region for benchmarks: `volumes` volumes on `volumes / 2` instances (two each),
+//! `per_volume` snapshots per volume spread over the last weeks, a third of them expired, and
+//! two configurations (one matching every instance, one matching a tenth of them).
+
+use chrono::{DateTime, Duration, Utc};
+use ebs_snapper_core::{
+    Attachment, ConfigurationSet, Instance, Inventory, Snapshot, SnapshotState, StoredConfiguration, Tags, Volume,
+};
+
+pub fn configurations() -> ConfigurationSet {
+    ConfigurationSet::from_stored(&[
+        StoredConfiguration {
+            id: "all".into(),
+            text: r#"{"match": {"tag:backup": "yes"}, "snapshot": {"retention": "14 days", "minimum": 5, "frequency": "1 day"}}"#.into(),
+        },
+        StoredConfiguration {
+            id: "some".into(),
+            text: r#"{"match": {"tag:tier": "gold"}, "snapshot": {"retention": "30 days", "minimum": 10, "frequency": "0 */6 * * *"}}"#.into(),
+        },
+    ])
+}
+
+pub fn inventory(volumes: usize, per_volume: usize, now: DateTime<Utc>) -> Inventory {
+    let mut inv = Inventory { region: "us-east-1".into(), ..Default::default() };
+    let tags: Tags = [("Name", "web"), ("backup", "yes"), ("Service", "shop"), ("Owner", "team-a")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut all = Vec::with_capacity(volumes / 2);
+    let mut some = Vec::new();
+    for i in 0..volumes / 2 {
+        let id = format!("i-{i:017x}");
+        let vols: Vec<Attachment> = (0..2)
+            .map(|d| Attachment {
+                device: format!("/dev/xvd{}", (b'a' + d as u8) as char),
+                volume_id: format!("vol-{:017x}", i * 2 + d),
+            })
+            .collect();
+        for a in &vols {
+            inv.volumes.insert(
+                a.volume_id.clone(),
+                Volume { id: a.volume_id.clone(), tags: [("Name".to_string(), format!("{id}-data"))].into() },
+            );
+        }
+        inv.instances.insert(
+            id.clone(),
+            Instance {
+                id: id.clone(),
+                state: "running".into(),
+                image_id: Some("ami-1".into()),
+                tags: tags.clone(),
+                volumes: vols,
+            },
+        );
+        if i % 10 == 0 {
+            some.push(id.clone());
+        }
+        all.push(id);
+    }
+    inv.matched.insert("all".into(), all);
+    inv.matched.insert("some".into(), some);
+    for v in 0..volumes {
+        for n in 0..per_volume {
+            let start = now - Duration::hours((n as i64) * 24 * 21 / per_volume.max(1) as i64 + (v % 24) as i64);
+            let delete_on = (start + Duration::days(14)).date_naive();
+            inv.snapshots.push(Snapshot {
+                id: format!("snap-{:08x}{:09x}", v, n),
+                volume_id: Some(format!("vol-{v:017x}")),
+                start_time: start,
+                state: if n == 0 && v % 50 == 0 { SnapshotState::Pending } else { SnapshotState::Completed },
+                tags: [
+                    ("DeleteOn".to_string(), delete_on.format("%Y-%m-%d").to_string()),
+                    ("ebs-snapper:config".to_string(), "all".to_string()),
+                ]
+                .into(),
+                description: String::new(),
+            });
+        }
+    }
+    inv
+}

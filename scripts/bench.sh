@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Performance figures as one report (benchmarks and measurements, never timed tests):
+#   1. planner scaling and peak memory (release example)
+#   2. criterion planner benchmarks (cargo bench)
+#   3. AWS call budget against the emulator (request recording)
+#   4. function binaries: size, zip size, start-to-ready, idle RSS (needs release zips:
+#      scripts/package.sh first, or set BUILD=1 to build them here; slow)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib/emulator.sh
+
+step "1. planner scaling and peak RSS ($(date -u +%Y-%m-%d))"
+cargo run --quiet --release -p ebs-snapper-core --example plan_scale
+
+step "2. criterion: cargo bench -p ebs-snapper-core"
+cargo bench -p ebs-snapper-core --bench planners -- --noplot 2>/dev/null | grep -E "^planners|time:" || true
+
+step "3. AWS call budget (emulator with request recording)"
+ensure_venv >/dev/null
+start_moto >/dev/null
+cargo build --quiet -p ebs-snapper-cli --bins
+cargo test --quiet -p ebs-snapper-cli --test budget -- --ignored --nocapture 2>/dev/null | grep -E "^\|"
+stop_moto
+
+step "4. function binaries (release)"
+if [[ "${BUILD:-0}" == 1 ]]; then scripts/package.sh >/dev/null; fi
+if [[ "$(cat target/lambda/PROFILE 2>/dev/null)" == release ]]; then
+  python3 scripts/lib/coldstart.py 9 $(python3 -c 'import json; [print(f["binary"]) for f in json.load(open("lambda.json"))["functions"]]')
+else
+  echo "no release zips in target/lambda: run scripts/package.sh (or BUILD=1 scripts/bench.sh)"
+fi
