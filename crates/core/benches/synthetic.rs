@@ -20,6 +20,16 @@ pub fn configurations() -> ConfigurationSet {
     ])
 }
 
+/// An EC2-like id: the prefix and 17 hex digits that look random (real ids share no long prefix,
+/// which matters for the cost of comparing them).
+fn id(prefix: &str, n: usize) -> String {
+    let mut x = (n as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    format!("{prefix}-0{:016x}", x)
+}
+
 pub fn inventory(volumes: usize, per_volume: usize, now: DateTime<Utc>) -> Inventory {
     let mut inv = Inventory { region: "us-east-1".into(), ..Default::default() };
     let tags: Tags = [("Name", "web"), ("backup", "yes"), ("Service", "shop"), ("Owner", "team-a")]
@@ -29,23 +39,23 @@ pub fn inventory(volumes: usize, per_volume: usize, now: DateTime<Utc>) -> Inven
     let mut all = Vec::with_capacity(volumes / 2);
     let mut some = Vec::new();
     for i in 0..volumes / 2 {
-        let id = format!("i-{i:017x}");
+        let instance_id = id("i", i);
         let vols: Vec<Attachment> = (0..2)
             .map(|d| Attachment {
                 device: format!("/dev/xvd{}", (b'a' + d as u8) as char),
-                volume_id: format!("vol-{:017x}", i * 2 + d),
+                volume_id: id("vol", i * 2 + d),
             })
             .collect();
         for a in &vols {
             inv.volumes.insert(
                 a.volume_id.clone(),
-                Volume { id: a.volume_id.clone(), tags: [("Name".to_string(), format!("{id}-data"))].into() },
+                Volume { id: a.volume_id.clone(), tags: [("Name".to_string(), format!("{instance_id}-data"))].into() },
             );
         }
         inv.instances.insert(
-            id.clone(),
+            instance_id.clone(),
             Instance {
-                id: id.clone(),
+                id: instance_id.clone(),
                 state: "running".into(),
                 image_id: Some("ami-1".into()),
                 tags: tags.clone(),
@@ -53,9 +63,9 @@ pub fn inventory(volumes: usize, per_volume: usize, now: DateTime<Utc>) -> Inven
             },
         );
         if i % 10 == 0 {
-            some.push(id.clone());
+            some.push(instance_id.clone());
         }
-        all.push(id);
+        all.push(instance_id);
     }
     inv.matched.insert("all".into(), all);
     inv.matched.insert("some".into(), some);
@@ -64,8 +74,8 @@ pub fn inventory(volumes: usize, per_volume: usize, now: DateTime<Utc>) -> Inven
             let start = now - Duration::hours((n as i64) * 24 * 21 / per_volume.max(1) as i64 + (v % 24) as i64);
             let delete_on = (start + Duration::days(14)).date_naive();
             inv.snapshots.push(Snapshot {
-                id: format!("snap-{:08x}{:09x}", v, n),
-                volume_id: Some(format!("vol-{v:017x}")),
+                id: id("snap", v * per_volume + n),
+                volume_id: Some(id("vol", v)),
                 start_time: start,
                 state: if n == 0 && v % 50 == 0 { SnapshotState::Pending } else { SnapshotState::Completed },
                 tags: [

@@ -6,7 +6,7 @@
 //! all deleted), and it only looked at `DeleteOn` dates of the last eight days. Here each
 //! planned delete lowers the volume's count, and any date on or before today is expired.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::NaiveDate;
 
@@ -97,7 +97,15 @@ impl RetentionPlan {
 
 /// Parses a `DeleteOn` value (`YYYY-MM-DD`).
 pub fn parse_delete_on(text: &str) -> Option<NaiveDate> {
-    NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").ok()
+    // Hand-parsed: this runs once per snapshot, and chrono's format-string parser is slow.
+    let b = text.trim().as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
+    };
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(digits(0..4)? as i32, digits(5..7)?, digits(8..10)?)
 }
 
 /// Plans the clean-up of one region.
@@ -130,12 +138,16 @@ pub fn plan_retention(
         }
     }
 
-    // Only snapshots carrying DeleteOn are ever considered.
+    // Only snapshots carrying DeleteOn are ever considered. Everything below works on indices
+    // into `tagged` and borrowed keys, so the plan costs no allocation per comparison.
     let tagged: Vec<&Snapshot> = inventory.snapshots.iter().filter(|s| s.tags.contains_key(DELETE_ON)).collect();
+    // A snapshot without a volume is its own group.
+    fn group(s: &Snapshot) -> &str {
+        s.volume_id.as_deref().unwrap_or(&s.id)
+    }
 
-    // Completed count per volume group (a snapshot without a volume is its own group).
-    let group = |s: &Snapshot| s.volume_id.clone().unwrap_or_else(|| s.id.clone());
-    let mut completed: BTreeMap<String, usize> = BTreeMap::new();
+    // Completed count per volume group.
+    let mut completed: HashMap<&str, usize> = HashMap::new();
     for s in &tagged {
         if s.state == SnapshotState::Completed {
             *completed.entry(group(s)).or_default() += 1;
@@ -143,23 +155,17 @@ pub fn plan_retention(
     }
 
     // First pass: decisions that do not depend on counts; collect expired candidates per group.
-    let mut candidates: BTreeMap<String, Vec<(&Snapshot, NaiveDate)>> = BTreeMap::new();
-    let mut decided: BTreeMap<&str, RetentionDecision> = BTreeMap::new();
-    for s in &tagged {
-        let decision = |action: RetentionAction| RetentionDecision {
-            snapshot_id: s.id.clone(),
-            volume_id: s.volume_id.clone(),
-            config_id: None,
-            action,
-        };
+    let mut decided: Vec<Option<RetentionDecision>> = vec![None; tagged.len()];
+    let mut candidates: HashMap<&str, Vec<(usize, NaiveDate)>> = HashMap::new();
+    for (i, s) in tagged.iter().enumerate() {
         let raw = &s.tags[DELETE_ON];
         let instance_tag = s.tags.get(TAG_INSTANCE);
         let keep = if ignored.contains(&s.id) {
             Some(Keep::Ignored(format!("snapshot {}", s.id)))
         } else if let Some(v) = s.volume_id.as_ref().filter(|v| ignored.contains(*v) || ignored_volumes.contains(*v)) {
             Some(Keep::Ignored(format!("volume {v}")))
-        } else if let Some(i) = instance_tag.filter(|i| ignored.contains(*i)) {
-            Some(Keep::Ignored(format!("instance {i}")))
+        } else if let Some(inst) = instance_tag.filter(|inst| ignored.contains(*inst)) {
+            Some(Keep::Ignored(format!("instance {inst}")))
         } else if s.state != SnapshotState::Completed {
             Some(Keep::NotCompleted(s.state))
         } else {
@@ -171,23 +177,32 @@ pub fn plan_retention(
                 }
                 Some(d) if d > today => Some(Keep::NotExpired(d)),
                 Some(d) => {
-                    candidates.entry(group(s)).or_default().push((s, d));
+                    candidates.entry(group(s)).or_default().push((i, d));
                     None
                 }
             }
         };
         if let Some(k) = keep {
-            decided.insert(s.id.as_str(), decision(RetentionAction::Keep(k)));
+            decided[i] = Some(RetentionDecision {
+                snapshot_id: s.id.clone(),
+                volume_id: s.volume_id.clone(),
+                config_id: None,
+                action: RetentionAction::Keep(k),
+            });
         }
     }
 
     // Second pass: per group, oldest expired first, each delete lowering the count.
+    let ignore_retention = configs.ignore_retention();
     for (group_key, mut expired) in candidates {
         // Oldest first; on equal start times the earlier expiry first, then by id.
-        expired
-            .sort_by(|a, b| a.0.start_time.cmp(&b.0.start_time).then(a.1.cmp(&b.1)).then_with(|| a.0.id.cmp(&b.0.id)));
-        let mut count = completed.get(&group_key).copied().unwrap_or(0);
-        for (s, delete_on) in expired {
+        expired.sort_by(|a, b| {
+            let (x, y) = (tagged[a.0], tagged[b.0]);
+            x.start_time.cmp(&y.start_time).then(a.1.cmp(&b.1)).then_with(|| x.id.cmp(&y.id))
+        });
+        let mut count = completed.get(group_key).copied().unwrap_or(0);
+        for (i, delete_on) in expired {
+            let s = tagged[i];
             let owner = s
                 .volume_id
                 .as_deref()
@@ -204,30 +219,41 @@ pub fn plan_retention(
                         (Some(named.id.clone()), RetentionAction::Keep(Keep::Minimum { minimum, count }))
                     }
                 }
-                None if configs.ignore_retention() => {
+                None if ignore_retention => {
                     count = count.saturating_sub(1);
                     (None, RetentionAction::Delete(Delete::IgnoreRetention { delete_on }))
                 }
                 None => (None, RetentionAction::Keep(Keep::Undetermined)),
             };
-            decided.insert(
-                s.id.as_str(),
-                RetentionDecision { snapshot_id: s.id.clone(), volume_id: s.volume_id.clone(), config_id, action },
-            );
+            decided[i] = Some(RetentionDecision {
+                snapshot_id: s.id.clone(),
+                volume_id: s.volume_id.clone(),
+                config_id,
+                action,
+            });
         }
     }
 
-    // Decisions in a stable order: by volume, then oldest first.
-    let mut order: Vec<&Snapshot> = tagged;
-    // (The same order as planning: oldest first, then the earlier DeleteOn, then id.)
-    order.sort_by(|a, b| {
-        group(a)
-            .cmp(&group(b))
-            .then(a.start_time.cmp(&b.start_time))
-            .then_with(|| a.tags[DELETE_ON].cmp(&b.tags[DELETE_ON]))
-            .then(a.id.cmp(&b.id))
+    // Decisions in a stable order, the same as planning: by volume, oldest first, then the
+    // earlier DeleteOn, then id.
+    // Sort the group keys once (far fewer than snapshots), then each group's few snapshots.
+    let mut by_group: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, s) in tagged.iter().enumerate() {
+        by_group.entry(group(s)).or_default().push(i);
+    }
+    let mut groups: Vec<(&str, Vec<usize>)> = by_group.into_iter().collect();
+    groups.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let order = groups.into_iter().flat_map(|(_, mut members)| {
+        members.sort_by(|&a, &b| {
+            let (x, y) = (tagged[a], tagged[b]);
+            x.start_time
+                .cmp(&y.start_time)
+                .then_with(|| x.tags[DELETE_ON].cmp(&y.tags[DELETE_ON]))
+                .then_with(|| x.id.cmp(&y.id))
+        });
+        members
     });
-    plan.decisions = order.into_iter().filter_map(|s| decided.remove(s.id.as_str())).collect();
+    plan.decisions = order.filter_map(|i| decided[i].take()).collect();
     plan
 }
 
@@ -354,6 +380,17 @@ mod tests {
         assert!(deleted(&p).is_empty());
         assert_eq!(p.warnings.len(), 2);
         assert!(p.warnings[0].contains("not a date"));
+    }
+
+    #[test]
+    fn delete_on_dates() {
+        assert_eq!(parse_delete_on("2020-06-15"), NaiveDate::from_ymd_opt(2020, 6, 15));
+        assert_eq!(parse_delete_on(" 2020-06-15 "), NaiveDate::from_ymd_opt(2020, 6, 15));
+        for bad in
+            ["2020-02-30", "2020-6-15", "2020/06/15", "20200615", "soon", "", "2020-06-1x", "+020-06-15", "2020-13-01"]
+        {
+            assert_eq!(parse_delete_on(bad), None, "{bad}");
+        }
     }
 
     #[test]

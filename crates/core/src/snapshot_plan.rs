@@ -1,6 +1,6 @@
 //! The snapshot planner: configurations + inventory + now -> one decision per volume (SPEC §4).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
@@ -123,7 +123,7 @@ pub fn plan_snapshots(
     let mut plan = SnapshotPlan { region: inventory.region.clone(), ..Default::default() };
 
     // Newest pending/completed start time per volume (errored snapshots do not count).
-    let mut last: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
+    let mut last: HashMap<&str, DateTime<Utc>> = HashMap::new();
     for s in &inventory.snapshots {
         if matches!(s.state, SnapshotState::Pending | SnapshotState::Completed) {
             if let Some(v) = s.volume_id.as_deref() {
@@ -136,9 +136,9 @@ pub fn plan_snapshots(
     }
 
     // Which configuration each instance belongs to: the first in id order.
-    let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut owner: HashMap<&str, &str> = HashMap::new();
     let mut overlaps: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let mut seen_volumes: BTreeSet<&str> = BTreeSet::new();
+    let mut seen_volumes: HashSet<&str> = HashSet::new();
     let empty = Tags::new();
 
     for named in &configs.valid {
