@@ -30,6 +30,31 @@ pub enum Outcome {
     Deferred,
 }
 
+/// Runs `mutate` on every item, at most [`MUTATION_CONCURRENCY`] at once, starting none after the
+/// budget ends (those are `Deferred`); outcomes in item order.
+async fn bounded<'a, T, F, Fut>(items: &'a [T], budget: &TimeBudget, mutate: F) -> Vec<Outcome>
+where
+    F: Fn(&'a T) -> Fut,
+    Fut: std::future::Future<Output = Outcome>,
+{
+    let mut outcomes: Vec<(usize, Outcome)> = stream::iter(items.iter().enumerate())
+        .map(|(i, item)| {
+            // The future does nothing until polled, and it is polled only when a slot is free.
+            let work = mutate(item);
+            async move {
+                if !budget.allows_mutation() {
+                    return (i, Outcome::Deferred);
+                }
+                (i, work.await)
+            }
+        })
+        .buffer_unordered(MUTATION_CONCURRENCY)
+        .collect()
+        .await;
+    outcomes.sort_by_key(|(i, _)| *i);
+    outcomes.into_iter().map(|(_, o)| o).collect()
+}
+
 /// Creates the snapshots, at most [`MUTATION_CONCURRENCY`] at once; outcomes in request order.
 pub async fn create_snapshots(
     client: &aws_sdk_ec2::Client,
@@ -37,18 +62,7 @@ pub async fn create_snapshots(
     requests: &[&SnapshotRequest],
     budget: &TimeBudget,
 ) -> Vec<Outcome> {
-    let mut outcomes: Vec<(usize, Outcome)> = stream::iter(requests.iter().enumerate())
-        .map(|(i, request)| async move {
-            if !budget.allows_mutation() {
-                return (i, Outcome::Deferred);
-            }
-            (i, create_snapshot(client, region, request).await)
-        })
-        .buffer_unordered(MUTATION_CONCURRENCY)
-        .collect()
-        .await;
-    outcomes.sort_by_key(|(i, _)| *i);
-    outcomes.into_iter().map(|(_, o)| o).collect()
+    bounded(requests, budget, |request| create_snapshot(client, region, request)).await
 }
 
 async fn create_snapshot(client: &aws_sdk_ec2::Client, region: &str, request: &SnapshotRequest) -> Outcome {
@@ -88,18 +102,7 @@ pub async fn delete_snapshots(
     ids: &[&str],
     budget: &TimeBudget,
 ) -> Vec<Outcome> {
-    let mut outcomes: Vec<(usize, Outcome)> = stream::iter(ids.iter().enumerate())
-        .map(|(i, id)| async move {
-            if !budget.allows_mutation() {
-                return (i, Outcome::Deferred);
-            }
-            (i, delete_snapshot(client, region, id).await)
-        })
-        .buffer_unordered(MUTATION_CONCURRENCY)
-        .collect()
-        .await;
-    outcomes.sort_by_key(|(i, _)| *i);
-    outcomes.into_iter().map(|(_, o)| o).collect()
+    bounded(ids, budget, |id| delete_snapshot(client, region, id)).await
 }
 
 /// Deletes one snapshot. Used by the clean job and for replicas whose source is gone.

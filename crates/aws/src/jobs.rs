@@ -38,6 +38,16 @@ pub async fn load_configurations(aws: &Aws, tool_region: &str, account: &str) ->
     Ok(set)
 }
 
+/// A job's report for a region, with the plan's warnings logged and kept.
+fn new_report(job: &str, region: &str, opts: JobOptions, warnings: &[String]) -> RegionReport {
+    let mut report = RegionReport::new(job, region, opts.dry_run);
+    for w in warnings {
+        warn!(region, "{w}");
+    }
+    report.warnings.extend(warnings.iter().cloned());
+    report
+}
+
 fn action(action: &str, resource: &str, reason: String, outcome: &str) -> ActionReport {
     ActionReport {
         action: action.to_string(),
@@ -69,11 +79,7 @@ pub async fn snapshot_region(
         }
     };
     let plan = plan_snapshots(configs, &inventory, now, VERSION);
-    let mut report = RegionReport::new("snapshot", region, opts.dry_run);
-    for w in &plan.warnings {
-        warn!(region, "{w}");
-    }
-    report.warnings.extend(plan.warnings.iter().cloned());
+    let mut report = new_report("snapshot", region, opts, &plan.warnings);
 
     let mut to_create = Vec::new();
     for decision in &plan.decisions {
@@ -160,11 +166,7 @@ pub async fn clean_region(
         }
     };
     let plan = plan_retention(configs, &inventory, &ignored_volumes, now.date_naive());
-    let mut report = RegionReport::new("clean", region, opts.dry_run);
-    for w in &plan.warnings {
-        warn!(region, "{w}");
-    }
-    report.warnings.extend(plan.warnings.iter().cloned());
+    let mut report = new_report("clean", region, opts, &plan.warnings);
 
     let mut to_delete = Vec::new();
     for decision in &plan.decisions {

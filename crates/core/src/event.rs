@@ -5,6 +5,8 @@
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::config::kind;
+
 /// At most this many continuation hops follow one scheduled run.
 pub const MAX_CONTINUATIONS: u32 = 10;
 
@@ -88,17 +90,6 @@ pub fn is_region_name(text: &str) -> bool {
         && parts[..parts.len() - 1].iter().all(|p| p.chars().all(|c| c.is_ascii_lowercase()))
         && last.len() <= 2
         && last.chars().all(|c| c.is_ascii_digit())
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]
