@@ -80,11 +80,12 @@ pub async fn deploy(
         zips.push((f, format!("{CODE_PREFIX}/{}.zip", f.binary), bytes));
     }
 
+    let template_key =
+        format!("{CODE_PREFIX}/{}", opts.template.file_name().and_then(|n| n.to_str()).unwrap_or("template.json"));
+
     let s3 = aws_sdk_s3::Client::new(&config);
     if opts.upload {
         ensure_bucket(&s3, &bucket, region, say).await?;
-        let template_key =
-            format!("{CODE_PREFIX}/{}", opts.template.file_name().and_then(|n| n.to_str()).unwrap_or("template.json"));
         upload(&s3, &bucket, &template_key, template_text.as_bytes(), say).await?;
         for (_, key, bytes) in &zips {
             upload(&s3, &bucket, key, bytes, say).await?;
@@ -93,7 +94,8 @@ pub async fn deploy(
 
     let cfn = aws_sdk_cloudformation::Client::new(&config);
     if opts.stack {
-        deploy_stack(&cfn, opts, &stack, &bucket, &template_text, &template_parameters, say, progress).await?;
+        deploy_stack(&cfn, opts, &stack, &bucket, &template_key, &template_text, &template_parameters, say, progress)
+            .await?;
     }
     // Code is updated only from what this deploy uploaded, so S3 and the zips agree.
     if opts.upload && stack_exists(&cfn, &stack, region).await? {
@@ -244,6 +246,7 @@ async fn deploy_stack(
     opts: &DeployOptions,
     stack: &str,
     bucket: &str,
+    template_key: &str,
     template_text: &str,
     template_parameters: &[String],
     say: &mut dyn FnMut(String),
@@ -251,10 +254,7 @@ async fn deploy_stack(
 ) -> Result<(), AwsError> {
     let region = opts.region.as_str();
     let fixed = vec![("CodeBucket".to_string(), bucket.to_string())];
-    let template_url = format!(
-        "https://{bucket}.s3.{region}.amazonaws.com/{CODE_PREFIX}/{}",
-        opts.template.file_name().and_then(|n| n.to_str()).unwrap_or("template.json")
-    );
+    let template_url = format!("https://{bucket}.s3.{region}.amazonaws.com/{template_key}");
     let use_body = template_text.len() <= MAX_TEMPLATE_BODY;
     match stack_status(cfn, stack, region).await? {
         None => {

@@ -1,11 +1,11 @@
 //! Region discovery (SPEC §3): enabled regions, each probed concurrently (bounded) for the work a
 //! job needs. Regions that refuse us (not opted in, not authorised) are skipped with a warning.
 
-use aws_sdk_ec2::types::Filter;
 use futures::stream::{self, StreamExt};
 use tracing::{debug, warn};
 
 use crate::error::AwsError;
+use crate::inventory::ec2_filter;
 use crate::sdk::Aws;
 
 /// At most this many regions are probed at once.
@@ -85,10 +85,6 @@ pub async fn regions_with_work(aws: &Aws, candidates: &[String], probe: Probe) -
     out
 }
 
-fn filter(name: &str, values: &[&str]) -> Filter {
-    Filter::builder().name(name).set_values(Some(values.iter().map(|v| v.to_string()).collect())).build()
-}
-
 async fn has_work(client: &aws_sdk_ec2::Client, region: &str, probe: Probe) -> Result<bool, AwsError> {
     match probe {
         Probe::Instances => has_instances(client, region).await,
@@ -105,7 +101,7 @@ async fn has_work(client: &aws_sdk_ec2::Client, region: &str, probe: Probe) -> R
 async fn has_instances(client: &aws_sdk_ec2::Client, region: &str) -> Result<bool, AwsError> {
     let out = client
         .describe_instances()
-        .filters(filter("instance-state-name", &["running", "stopped"]))
+        .filters(ec2_filter("instance-state-name", ["running".to_string(), "stopped".to_string()]))
         .max_results(5)
         .send()
         .await
@@ -117,7 +113,7 @@ async fn has_tagged_snapshots(client: &aws_sdk_ec2::Client, region: &str, keys: 
     let out = client
         .describe_snapshots()
         .owner_ids("self")
-        .filters(filter("tag-key", keys))
+        .filters(ec2_filter("tag-key", keys.iter().map(|k| k.to_string())))
         .max_results(5)
         .send()
         .await

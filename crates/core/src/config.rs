@@ -148,8 +148,7 @@ fn check_keys(
     for key in obj.keys() {
         if !known.contains(&key.as_str()) {
             let problem = format!("unknown key (known keys: {})", known.join(", "));
-            let shown = crate::error::Shown(key).to_string();
-            let key = shown.trim_matches('"');
+            let key = crate::error::clip(key);
             match strictness {
                 Strictness::Strict => return Err(ConfigError::new(format!("{prefix}{key}"), problem)),
                 Strictness::Lenient => warnings.push(format!("{prefix}{key}: {problem}; ignored")),
@@ -171,7 +170,7 @@ fn parse_match(value: Option<&Value>) -> Result<Vec<Filter>, ConfigError> {
     }
     let mut filters = Vec::with_capacity(obj.len());
     for (name, v) in obj {
-        let field = format!("match.{}", crate::error::Shown(name).to_string().trim_matches('"'));
+        let field = format!("match.{}", crate::error::clip(name));
         if name.trim().is_empty() {
             return Err(ConfigError::new("match", "has an empty filter name"));
         }
@@ -240,7 +239,7 @@ fn parse_minimum(value: Option<&Value>) -> Result<u32, ConfigError> {
     match value {
         Value::Number(n) => match n.as_u64() {
             Some(m) => u32::try_from(m).map_err(|_| ConfigError::new(FIELD, format!("{m} is too large"))),
-            None => Err(not_whole(crate::error::Shown(&n.to_string()).to_string().trim_matches('"').to_string())),
+            None => Err(not_whole(n.to_string())),
         },
         Value::String(s) => {
             let t = s.trim();
@@ -432,6 +431,20 @@ mod tests {
             let e = err(&text);
             assert!(e.starts_with(expected), "for {text}\n  got: {e}\n  want prefix: {expected}");
         }
+    }
+
+    #[test]
+    fn long_names_are_cut_in_messages() {
+        let key = "k".repeat(5000);
+        let text = format!(
+            r#"{{"match": {{"tag:b": "y"}}, "snapshot": {{"retention": "1 day", "minimum": 1, "frequency": "1 day"}}, "{key}": 1}}"#
+        );
+        let e = err(&text);
+        assert_eq!(e, format!("{}... (5000 characters): unknown key (known keys: match, snapshot, ignore, ignore_retention, replication)", "k".repeat(60)));
+        let text = format!(
+            r#"{{"match": {{"{key}": []}}, "snapshot": {{"retention": "1 day", "minimum": 1, "frequency": "1 day"}}}}"#
+        );
+        assert_eq!(err(&text), format!("match.{}... (5000 characters): needs at least one value", "k".repeat(60)));
     }
 
     #[test]

@@ -7,6 +7,18 @@ use thiserror::Error;
 /// Longest part of an operator's value repeated in a message.
 const SHOWN_CHARS: usize = 60;
 
+/// An operator's text cut to a readable length for a message: as is when short, otherwise its
+/// first characters and how long it was.
+pub fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    let count = text.chars().count();
+    if count <= SHOWN_CHARS {
+        text.into()
+    } else {
+        let head: String = text.chars().take(SHOWN_CHARS).collect();
+        format!("{head}... ({count} characters)").into()
+    }
+}
+
 /// A value for an error message: quoted, and cut when long so a message stays one readable line.
 pub struct Shown<'a>(pub &'a str);
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
 use crate::configurations::ConfigurationSet;
-use crate::inventory::{Inventory, SnapshotState, Tags};
+use crate::inventory::{Inventory, SnapshotState};
 use crate::schedule::{due, Due};
 use crate::tags::{snapshot_description, snapshot_tags};
 
@@ -139,7 +139,6 @@ pub fn plan_snapshots(
     let mut owner: HashMap<&str, &str> = HashMap::new();
     let mut overlaps: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     let mut seen_volumes: HashSet<&str> = HashSet::new();
-    let empty = Tags::new();
 
     for named in &configs.valid {
         let Some(instance_ids) = inventory.matched.get(&named.id) else { continue };
@@ -177,7 +176,7 @@ pub fn plan_snapshots(
                                 ),
                                 tags: snapshot_tags(
                                     &instance.tags,
-                                    if volume.tags.is_empty() { &empty } else { &volume.tags },
+                                    &volume.tags,
                                     delete_on(now, policy.retention),
                                     &instance.id,
                                     &att.device,
@@ -217,7 +216,7 @@ pub fn plan_snapshots(
 mod tests {
     use super::*;
     use crate::configurations::StoredConfiguration;
-    use crate::inventory::{Attachment, Instance, Snapshot, Volume};
+    use crate::inventory::{Attachment, Instance, Snapshot, Tags, Volume};
     use crate::tags::{DELETE_ON, TAG_CONFIG};
     use chrono::TimeZone;
 
