@@ -12,6 +12,12 @@ use crate::error::AwsError;
 /// Mutations in flight at once per region.
 pub const MUTATION_CONCURRENCY: usize = 8;
 
+/// The tags of a new snapshot or copy, applied in the same call that makes it.
+fn snapshot_tags(tags: &[(String, String)]) -> TagSpecification {
+    let tags: Vec<Tag> = tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
+    TagSpecification::builder().resource_type(ResourceType::Snapshot).set_tags(Some(tags)).build()
+}
+
 /// Deletion errors that are logged and skipped: the snapshot backs an AMI, or is already gone.
 const DELETE_SKIPPABLE: [&str; 2] = ["InvalidSnapshot.InUse", "InvalidSnapshot.NotFound"];
 
@@ -66,14 +72,11 @@ pub async fn create_snapshots(
 }
 
 async fn create_snapshot(client: &aws_sdk_ec2::Client, region: &str, request: &SnapshotRequest) -> Outcome {
-    let tags: Vec<Tag> = request.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
     let result = client
         .create_snapshot()
         .volume_id(&request.volume_id)
         .description(&request.description)
-        .tag_specifications(
-            TagSpecification::builder().resource_type(ResourceType::Snapshot).set_tags(Some(tags)).build(),
-        )
+        .tag_specifications(snapshot_tags(&request.tags))
         .send()
         .await;
     match result {
@@ -146,15 +149,12 @@ pub async fn copy_snapshots(
             continue;
         }
         let client = clients.entry(dst).or_insert_with(|| aws_sdk_ec2::Client::new(&aws.in_region(dst)));
-        let tags: Vec<Tag> = request.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
         let result = client
             .copy_snapshot()
             .source_region(&request.source_region)
             .source_snapshot_id(&request.source_id)
             .description(&request.description)
-            .tag_specifications(
-                TagSpecification::builder().resource_type(ResourceType::Snapshot).set_tags(Some(tags)).build(),
-            )
+            .tag_specifications(snapshot_tags(&request.tags))
             .send()
             .await;
         outcomes.push(match result {
