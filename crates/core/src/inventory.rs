@@ -5,8 +5,94 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-/// Tags as key -> value (AWS tags have no order; this keeps output deterministic).
-pub type Tags = BTreeMap<String, String>;
+/// Tags as key -> value, kept sorted by key (AWS tags have no order; this keeps output
+/// deterministic).
+///
+/// A flat vector rather than a tree: a resource carries a handful of tags, and a region may hold
+/// 100,000 snapshots, where a tree node per snapshot cost about half a kilobyte.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tags(Vec<(String, String)>);
+
+impl Tags {
+    pub fn new() -> Tags {
+        Tags(Vec::new())
+    }
+
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&String> {
+        self.find(key).ok().map(|i| &self.0[i].1)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.find(key).is_ok()
+    }
+
+    /// Sets `key`, returning the value it replaced.
+    pub fn insert(&mut self, key: String, value: String) -> Option<String> {
+        match self.find(&key) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
+            Err(i) => {
+                self.0.insert(i, (key, value));
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        self.find(key).ok().map(|i| self.0.remove(i).1)
+    }
+
+    /// Pairs in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Collects pairs; on a repeated key the last value wins, as with a map.
+impl FromIterator<(String, String)> for Tags {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Tags {
+        let mut v: Vec<(String, String)> = pairs.into_iter().collect();
+        v.reverse();
+        v.sort_by(|a, b| a.0.cmp(&b.0)); // stable: the last of equal keys comes first
+        v.dedup_by(|later, first| later.0 == first.0);
+        v.shrink_to_fit();
+        Tags(v)
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for Tags {
+    fn from(pairs: [(String, String); N]) -> Tags {
+        pairs.into_iter().collect()
+    }
+}
+
+impl std::ops::Index<&str> for Tags {
+    type Output = String;
+
+    fn index(&self, key: &str) -> &String {
+        self.get(key).unwrap_or_else(|| panic!("no tag {key:?}"))
+    }
+}
+
+impl IntoIterator for Tags {
+    type Item = (String, String);
+    type IntoIter = std::vec::IntoIter<(String, String)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attachment {
@@ -80,5 +166,36 @@ impl Inventory {
     /// Snapshots of a volume.
     pub fn snapshots_of<'a>(&'a self, volume_id: &'a str) -> impl Iterator<Item = &'a Snapshot> + 'a {
         self.snapshots.iter().filter(move |s| s.volume_id.as_deref() == Some(volume_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(k: &str, v: &str) -> (String, String) {
+        (k.to_string(), v.to_string())
+    }
+
+    #[test]
+    fn tags_are_kept_in_key_order_and_the_last_value_wins() {
+        let tags: Tags = [pair("b", "1"), pair("a", "2"), pair("b", "3"), pair("c", "4")].into();
+        assert_eq!(tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(), ["a=2", "b=3", "c=4"]);
+        assert_eq!(tags.get("b").map(String::as_str), Some("3"));
+        assert!(tags.contains_key("c") && !tags.contains_key("d"));
+    }
+
+    #[test]
+    fn tags_insert_and_remove_keep_the_order() {
+        let mut tags = Tags::new();
+        assert_eq!(tags.insert("m".into(), "1".into()), None);
+        assert_eq!(tags.insert("a".into(), "2".into()), None);
+        assert_eq!(tags.insert("z".into(), "3".into()), None);
+        assert_eq!(tags.insert("m".into(), "4".into()), Some("1".into()));
+        assert_eq!(tags.clone().into_iter().collect::<Vec<_>>(), [pair("a", "2"), pair("m", "4"), pair("z", "3")]);
+        assert_eq!(tags.remove("a"), Some("2".into()));
+        assert_eq!(tags.remove("a"), None);
+        assert_eq!(tags.len(), 2);
+        assert_eq!(tags.get("z").map(String::as_str), Some("3"));
     }
 }

@@ -6,7 +6,9 @@
 //! all deleted), and it only looked at `DeleteOn` dates of the last eight days. Here each
 //! planned delete lowers the volume's count, and any date on or before today is expired.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use chrono::NaiveDate;
 
@@ -44,16 +46,18 @@ pub enum RetentionAction {
     Keep(Keep),
 }
 
+/// One snapshot's fate. Borrows from the inventory it was planned from: a region may hold
+/// 100,000 snapshots, and a decision is planned for each.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetentionDecision {
-    pub snapshot_id: String,
-    pub volume_id: Option<String>,
+pub struct RetentionDecision<'a> {
+    pub snapshot_id: &'a str,
+    pub volume_id: Option<&'a str>,
     /// The configuration whose minimum applied, when one did.
-    pub config_id: Option<String>,
+    pub config_id: Option<&'a str>,
     pub action: RetentionAction,
 }
 
-impl RetentionDecision {
+impl RetentionDecision<'_> {
     pub fn is_delete(&self) -> bool {
         matches!(self.action, RetentionAction::Delete(_))
     }
@@ -83,14 +87,14 @@ impl RetentionDecision {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct RetentionPlan {
+pub struct RetentionPlan<'a> {
     pub region: String,
-    pub decisions: Vec<RetentionDecision>,
+    pub decisions: Vec<RetentionDecision<'a>>,
     pub warnings: Vec<String>,
 }
 
-impl RetentionPlan {
-    pub fn deletes(&self) -> impl Iterator<Item = &RetentionDecision> {
+impl<'a> RetentionPlan<'a> {
+    pub fn deletes(&self) -> impl Iterator<Item = &RetentionDecision<'a>> {
         self.decisions.iter().filter(|d| d.is_delete())
     }
 }
@@ -108,23 +112,39 @@ pub fn parse_delete_on(text: &str) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(digits(0..4)? as i32, digits(5..7)?, digits(8..10)?)
 }
 
+/// Why a snapshot is ignored, if it is: its id, its volume or its instance is ignored.
+fn ignored_reason(s: &Snapshot, ignored: &BTreeSet<String>, ignored_volumes: &BTreeSet<String>) -> Option<String> {
+    if ignored.contains(&s.id) {
+        return Some(format!("snapshot {}", s.id));
+    }
+    if let Some(v) = s.volume_id.as_ref().filter(|v| ignored.contains(*v) || ignored_volumes.contains(*v)) {
+        return Some(format!("volume {v}"));
+    }
+    s.tags.get(TAG_INSTANCE).filter(|inst| ignored.contains(*inst)).map(|inst| format!("instance {inst}"))
+}
+
 /// Plans the clean-up of one region.
 ///
 /// `inventory.snapshots` must hold the account's own snapshots tagged `DeleteOn` (others are
 /// ignored here), `inventory.matched`/`instances` the instances each configuration matched, and
 /// `ignored_volumes` the volumes of ignored instances.
-pub fn plan_retention(
-    configs: &ConfigurationSet,
-    inventory: &Inventory,
+///
+/// Decisions come in a stable order, the order of planning: by volume, then oldest first, then
+/// the earlier `DeleteOn`, then by id. Expired snapshots are deleted in that order, each delete
+/// lowering its volume's count, so the newest expired ones are those the minimum keeps.
+pub fn plan_retention<'a>(
+    configs: &'a ConfigurationSet,
+    inventory: &'a Inventory,
     ignored_volumes: &BTreeSet<String>,
     today: NaiveDate,
-) -> RetentionPlan {
+) -> RetentionPlan<'a> {
     let ignored = configs.ignored_ids();
+    let ignore_retention = configs.ignore_retention();
     let mut plan = RetentionPlan { region: inventory.region.clone(), ..Default::default() };
 
     // Volume -> the configuration that owns it (first configuration by id matching its instance).
-    let mut volume_owner: BTreeMap<&str, &str> = BTreeMap::new();
-    let mut claimed: BTreeSet<&str> = BTreeSet::new();
+    let mut volume_owner: FxHashMap<&str, &str> = FxHashMap::default();
+    let mut claimed: FxHashSet<&str> = FxHashSet::default();
     for named in &configs.valid {
         for instance_id in inventory.matched.get(&named.id).into_iter().flatten() {
             if !claimed.insert(instance_id.as_str()) {
@@ -138,122 +158,118 @@ pub fn plan_retention(
         }
     }
 
-    // Only snapshots carrying DeleteOn are ever considered. Everything below works on indices
-    // into `tagged` and borrowed keys, so the plan costs no allocation per comparison.
-    let tagged: Vec<&Snapshot> = inventory.snapshots.iter().filter(|s| s.tags.contains_key(DELETE_ON)).collect();
-    // A snapshot without a volume is its own group.
-    fn group(s: &Snapshot) -> &str {
-        s.volume_id.as_deref().unwrap_or(&s.id)
+    // Only snapshots carrying DeleteOn are considered. They are grouped by volume (a snapshot
+    // without a volume is its own group) with one hash lookup each, then laid out group by group
+    // in one flat array, so the whole plan is a few passes over indices.
+    struct Tagged<'s> {
+        snapshot: &'s Snapshot,
+        raw: &'s String,
+        delete_on: Option<NaiveDate>,
     }
-
-    // Completed count per volume group.
-    let mut completed: HashMap<&str, usize> = HashMap::new();
-    for s in &tagged {
-        if s.state == SnapshotState::Completed {
-            *completed.entry(group(s)).or_default() += 1;
+    let mut group_of: FxHashMap<&str, u32> = FxHashMap::default();
+    let mut group_keys: Vec<&str> = Vec::new();
+    let mut tagged: Vec<(u32, Tagged)> = Vec::new();
+    for s in &inventory.snapshots {
+        let Some(raw) = s.tags.get(DELETE_ON) else { continue };
+        let key = s.volume_id.as_deref().unwrap_or(&s.id);
+        let next = group_keys.len() as u32;
+        let group = *group_of.entry(key).or_insert(next);
+        if group == next {
+            group_keys.push(key);
         }
+        tagged.push((group, Tagged { snapshot: s, raw, delete_on: parse_delete_on(raw) }));
     }
-
-    // First pass: decisions that do not depend on counts; collect expired candidates per group.
-    let mut decided: Vec<Option<RetentionDecision>> = vec![None; tagged.len()];
-    let mut candidates: HashMap<&str, Vec<(usize, NaiveDate)>> = HashMap::new();
-    for (i, s) in tagged.iter().enumerate() {
-        let raw = &s.tags[DELETE_ON];
-        let instance_tag = s.tags.get(TAG_INSTANCE);
-        let keep = if ignored.contains(&s.id) {
-            Some(Keep::Ignored(format!("snapshot {}", s.id)))
-        } else if let Some(v) = s.volume_id.as_ref().filter(|v| ignored.contains(*v) || ignored_volumes.contains(*v)) {
-            Some(Keep::Ignored(format!("volume {v}")))
-        } else if let Some(inst) = instance_tag.filter(|inst| ignored.contains(*inst)) {
-            Some(Keep::Ignored(format!("instance {inst}")))
-        } else if s.state != SnapshotState::Completed {
-            Some(Keep::NotCompleted(s.state))
-        } else {
-            match parse_delete_on(raw) {
-                None => {
-                    plan.warnings
-                        .push(format!("snapshot {} has DeleteOn {raw:?}, which is not a date; it is kept", s.id));
-                    Some(Keep::Unparseable(raw.clone()))
-                }
-                Some(d) if d > today => Some(Keep::NotExpired(d)),
-                Some(d) => {
-                    candidates.entry(group(s)).or_default().push((i, d));
-                    None
-                }
-            }
-        };
-        if let Some(k) = keep {
-            decided[i] = Some(RetentionDecision {
-                snapshot_id: s.id.clone(),
-                volume_id: s.volume_id.clone(),
-                config_id: None,
-                action: RetentionAction::Keep(k),
-            });
-        }
+    drop(group_of);
+    // Counting sort by group: `members[start[g]..start[g + 1]]` are group g's snapshots.
+    let mut start = vec![0u32; group_keys.len() + 1];
+    for (g, _) in &tagged {
+        start[*g as usize + 1] += 1;
     }
+    for g in 0..group_keys.len() {
+        start[g + 1] += start[g];
+    }
+    let mut fill = start.clone();
+    let mut members: Vec<u32> = vec![0; tagged.len()];
+    for (i, (g, _)) in tagged.iter().enumerate() {
+        members[fill[*g as usize] as usize] = i as u32;
+        fill[*g as usize] += 1;
+    }
+    drop(fill);
+    let mut order: Vec<u32> = (0..group_keys.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| group_keys[a as usize].cmp(group_keys[b as usize]));
 
-    // Second pass: per group, oldest expired first, each delete lowering the count.
-    let ignore_retention = configs.ignore_retention();
-    for (group_key, mut expired) in candidates {
-        // Oldest first; on equal start times the earlier expiry first, then by id.
-        expired.sort_by(|a, b| {
-            let (x, y) = (tagged[a.0], tagged[b.0]);
-            x.start_time.cmp(&y.start_time).then(a.1.cmp(&b.1)).then_with(|| x.id.cmp(&y.id))
+    plan.decisions.reserve(tagged.len());
+    for g in order {
+        let group = &mut members[start[g as usize] as usize..start[g as usize + 1] as usize];
+        group.sort_unstable_by(|&a, &b| {
+            let (x, y) = (&tagged[a as usize].1, &tagged[b as usize].1);
+            (x.snapshot.start_time, x.delete_on, x.raw, &x.snapshot.id).cmp(&(
+                y.snapshot.start_time,
+                y.delete_on,
+                y.raw,
+                &y.snapshot.id,
+            ))
         });
-        let mut count = completed.get(group_key).copied().unwrap_or(0);
-        for (i, delete_on) in expired {
-            let s = tagged[i];
-            let owner = s
-                .volume_id
-                .as_deref()
-                .and_then(|v| volume_owner.get(v).copied())
-                .or_else(|| s.tags.get(TAG_CONFIG).and_then(|id| configs.get(id)).map(|c| c.id.as_str()));
-            let (config_id, action) = match owner.and_then(|id| configs.get(id)) {
-                Some(named) => {
-                    let minimum = named.configuration.snapshot.minimum;
-                    if count > minimum as usize {
-                        let a = RetentionAction::Delete(Delete::Expired { delete_on, count_before: count, minimum });
-                        count -= 1;
-                        (Some(named.id.clone()), a)
-                    } else {
-                        (Some(named.id.clone()), RetentionAction::Keep(Keep::Minimum { minimum, count }))
+        let mut count =
+            group.iter().filter(|&&i| tagged[i as usize].1.snapshot.state == SnapshotState::Completed).count();
+        let group_owner = tagged[group[0] as usize].1.snapshot.volume_id.as_deref().and_then(|v| volume_owner.get(v));
+        for &i in group.iter() {
+            let Tagged { snapshot: s, raw, delete_on } = tagged[i as usize].1;
+            let mut config_id = None;
+            let ignored_as = if ignored.is_empty() && ignored_volumes.is_empty() {
+                None
+            } else {
+                ignored_reason(s, &ignored, ignored_volumes)
+            };
+            let action = if let Some(what) = ignored_as {
+                RetentionAction::Keep(Keep::Ignored(what))
+            } else if s.state != SnapshotState::Completed {
+                RetentionAction::Keep(Keep::NotCompleted(s.state))
+            } else {
+                match delete_on {
+                    None => {
+                        plan.warnings
+                            .push(format!("snapshot {} has DeleteOn {raw:?}, which is not a date; it is kept", s.id));
+                        RetentionAction::Keep(Keep::Unparseable(raw.clone()))
+                    }
+                    Some(d) if d > today => RetentionAction::Keep(Keep::NotExpired(d)),
+                    Some(delete_on) => {
+                        let owner = group_owner
+                            .copied()
+                            .or_else(|| s.tags.get(TAG_CONFIG).and_then(|id| configs.get(id)).map(|c| c.id.as_str()))
+                            .and_then(|id| configs.get(id));
+                        match owner {
+                            Some(named) => {
+                                config_id = Some(named.id.as_str());
+                                let minimum = named.configuration.snapshot.minimum;
+                                if count > minimum as usize {
+                                    count -= 1;
+                                    RetentionAction::Delete(Delete::Expired {
+                                        delete_on,
+                                        count_before: count + 1,
+                                        minimum,
+                                    })
+                                } else {
+                                    RetentionAction::Keep(Keep::Minimum { minimum, count })
+                                }
+                            }
+                            None if ignore_retention => {
+                                count = count.saturating_sub(1);
+                                RetentionAction::Delete(Delete::IgnoreRetention { delete_on })
+                            }
+                            None => RetentionAction::Keep(Keep::Undetermined),
+                        }
                     }
                 }
-                None if ignore_retention => {
-                    count = count.saturating_sub(1);
-                    (None, RetentionAction::Delete(Delete::IgnoreRetention { delete_on }))
-                }
-                None => (None, RetentionAction::Keep(Keep::Undetermined)),
             };
-            decided[i] = Some(RetentionDecision {
-                snapshot_id: s.id.clone(),
-                volume_id: s.volume_id.clone(),
+            plan.decisions.push(RetentionDecision {
+                snapshot_id: &s.id,
+                volume_id: s.volume_id.as_deref(),
                 config_id,
                 action,
             });
         }
     }
-
-    // Decisions in a stable order, the same as planning: by volume, oldest first, then the
-    // earlier DeleteOn, then id.
-    // Sort the group keys once (far fewer than snapshots), then each group's few snapshots.
-    let mut by_group: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, s) in tagged.iter().enumerate() {
-        by_group.entry(group(s)).or_default().push(i);
-    }
-    let mut groups: Vec<(&str, Vec<usize>)> = by_group.into_iter().collect();
-    groups.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let order = groups.into_iter().flat_map(|(_, mut members)| {
-        members.sort_by(|&a, &b| {
-            let (x, y) = (tagged[a], tagged[b]);
-            x.start_time
-                .cmp(&y.start_time)
-                .then_with(|| x.tags[DELETE_ON].cmp(&y.tags[DELETE_ON]))
-                .then_with(|| x.id.cmp(&y.id))
-        });
-        members
-    });
-    plan.decisions = order.filter_map(|i| decided[i].take()).collect();
     plan
 }
 
@@ -321,11 +337,11 @@ mod tests {
         inv
     }
 
-    fn deleted(plan: &RetentionPlan) -> Vec<&str> {
-        plan.deletes().map(|d| d.snapshot_id.as_str()).collect()
+    fn deleted<'a>(plan: &RetentionPlan<'a>) -> Vec<&'a str> {
+        plan.deletes().map(|d| d.snapshot_id).collect()
     }
 
-    fn plan(c: &ConfigurationSet, inv: &Inventory) -> RetentionPlan {
+    fn plan<'a>(c: &'a ConfigurationSet, inv: &'a Inventory) -> RetentionPlan<'a> {
         plan_retention(c, inv, &BTreeSet::new(), today())
     }
 
@@ -333,7 +349,8 @@ mod tests {
     fn ten_expired_minimum_five_deletes_exactly_the_five_oldest() {
         let c = configs(&[("a", cfg(5, ""))]);
         let snaps: Vec<Snapshot> = (0..10).map(|n| snap(&format!("snap-{n}"), "vol-1", 20 - n, -(n + 1))).collect();
-        let p = plan(&c, &inventory(&[("a", "i-1", &["vol-1"])], snaps));
+        let inv = inventory(&[("a", "i-1", &["vol-1"])], snaps);
+        let p = plan(&c, &inv);
         assert_eq!(deleted(&p), vec!["snap-0", "snap-1", "snap-2", "snap-3", "snap-4"]);
         assert_eq!(p.decisions.iter().filter(|d| !d.is_delete()).count(), 5);
         assert_eq!(p.decisions[0].reason(), "expired 2020-06-14, 10 completed > minimum 5");
@@ -345,25 +362,24 @@ mod tests {
         let c = configs(&[("a", cfg(8, ""))]);
         let mut snaps: Vec<Snapshot> = (0..3).map(|n| snap(&format!("old-{n}"), "vol-1", 30 - n, -1)).collect();
         snaps.extend((0..7).map(|n| snap(&format!("new-{n}"), "vol-1", 5 - n, 3)));
-        let p = plan(&c, &inventory(&[("a", "i-1", &["vol-1"])], snaps));
+        let inv = inventory(&[("a", "i-1", &["vol-1"])], snaps);
+        let p = plan(&c, &inv);
         assert_eq!(deleted(&p), vec!["old-0", "old-1"]);
     }
 
     #[test]
     fn no_look_back_window_and_future_kept() {
         let c = configs(&[("a", cfg(0, ""))]);
-        let p = plan(
-            &c,
-            &inventory(
-                &[("a", "i-1", &["vol-1"])],
-                vec![
-                    snap("ancient", "vol-1", 400, -365),
-                    snap("month", "vol-1", 40, -30),
-                    snap("today", "vol-1", 5, 0),
-                    snap("tomorrow", "vol-1", 4, 1),
-                ],
-            ),
+        let inv = inventory(
+            &[("a", "i-1", &["vol-1"])],
+            vec![
+                snap("ancient", "vol-1", 400, -365),
+                snap("month", "vol-1", 40, -30),
+                snap("today", "vol-1", 5, 0),
+                snap("tomorrow", "vol-1", 4, 1),
+            ],
         );
+        let p = plan(&c, &inv);
         assert_eq!(deleted(&p), vec!["ancient", "month", "today"]);
         let kept = p.decisions.iter().find(|d| d.snapshot_id == "tomorrow").unwrap();
         assert_eq!(kept.action, RetentionAction::Keep(Keep::NotExpired(today() + Duration::days(1))));
@@ -376,7 +392,8 @@ mod tests {
         s.tags.insert(DELETE_ON.into(), "soon".into());
         let mut t = snap("slashes", "vol-1", 10, -5);
         t.tags.insert(DELETE_ON.into(), "2020/01/01".into());
-        let p = plan(&c, &inventory(&[("a", "i-1", &["vol-1"])], vec![s, t]));
+        let inv = inventory(&[("a", "i-1", &["vol-1"])], vec![s, t]);
+        let p = plan(&c, &inv);
         assert!(deleted(&p).is_empty());
         assert_eq!(p.warnings.len(), 2);
         assert!(p.warnings[0].contains("not a date"));
@@ -401,7 +418,8 @@ mod tests {
         let mut errored = snap("errored", "vol-1", 1, -1);
         errored.state = SnapshotState::Error;
         // One completed expired + pending: count of completed is 1 = minimum, so nothing goes.
-        let p = plan(&c, &inventory(&[("a", "i-1", &["vol-1"])], vec![snap("done", "vol-1", 3, -1), pending, errored]));
+        let inv = inventory(&[("a", "i-1", &["vol-1"])], vec![snap("done", "vol-1", 3, -1), pending, errored]);
+        let p = plan(&c, &inv);
         assert!(deleted(&p).is_empty(), "{:?}", p.decisions);
         let d = p.decisions.iter().find(|d| d.snapshot_id == "pending").unwrap();
         assert_eq!(d.action, RetentionAction::Keep(Keep::NotCompleted(SnapshotState::Pending)));
@@ -417,7 +435,8 @@ mod tests {
                 s
             })
             .collect();
-        let p = plan(&c, &inventory(&[], snaps));
+        let inv = inventory(&[], snaps);
+        let p = plan(&c, &inv);
         assert_eq!(deleted(&p), vec!["s0", "s1"]);
         assert!(p.decisions.iter().all(|d| d.config_id.as_deref() == Some("a")));
     }
@@ -430,11 +449,13 @@ mod tests {
             s
         };
         let c = configs(&[("a", cfg(5, ""))]);
-        let p = plan(&c, &inventory(&[], vec![orphan()]));
+        let inv = inventory(&[], vec![orphan()]);
+        let p = plan(&c, &inv);
         assert!(deleted(&p).is_empty());
         assert_eq!(p.decisions[0].action, RetentionAction::Keep(Keep::Undetermined));
         let c = configs(&[("a", cfg(5, "")), ("b", cfg(5, r#", "ignore_retention": true"#))]);
-        let p = plan(&c, &inventory(&[], vec![orphan()]));
+        let inv = inventory(&[], vec![orphan()]);
+        let p = plan(&c, &inv);
         assert_eq!(deleted(&p), vec!["orphan"]);
     }
 
@@ -465,15 +486,13 @@ mod tests {
     #[test]
     fn equal_start_times_delete_the_earlier_expiry_first() {
         let c = configs(&[("a", cfg(1, ""))]);
-        let p = plan(
-            &c,
-            &inventory(
-                &[("a", "i-1", &["vol-1"])],
-                vec![snap("a-later", "vol-1", 5, -1), snap("z-earlier", "vol-1", 5, -2)],
-            ),
+        let inv = inventory(
+            &[("a", "i-1", &["vol-1"])],
+            vec![snap("a-later", "vol-1", 5, -1), snap("z-earlier", "vol-1", 5, -2)],
         );
+        let p = plan(&c, &inv);
         assert_eq!(deleted(&p), vec!["z-earlier"]);
-        let order: Vec<&str> = p.decisions.iter().map(|d| d.snapshot_id.as_str()).collect();
+        let order: Vec<&str> = p.decisions.iter().map(|d| d.snapshot_id).collect();
         assert_eq!(order, vec!["z-earlier", "a-later"], "decisions are listed in planning order");
     }
 
@@ -481,8 +500,9 @@ mod tests {
     fn snapshots_without_delete_on_are_never_considered() {
         let c = configs(&[("a", cfg(0, r#", "ignore_retention": true"#))]);
         let mut untagged = snap("untagged", "vol-1", 100, -50);
-        untagged.tags.clear();
-        let p = plan(&c, &inventory(&[("a", "i-1", &["vol-1"])], vec![untagged]));
+        untagged.tags = Tags::new();
+        let inv = inventory(&[("a", "i-1", &["vol-1"])], vec![untagged]);
+        let p = plan(&c, &inv);
         assert!(p.decisions.is_empty());
     }
 
@@ -496,7 +516,8 @@ mod tests {
                 s
             })
             .collect();
-        let p = plan(&c, &inventory(&[("a", "i-1", &["vol-1"])], snaps));
+        let inv = inventory(&[("a", "i-1", &["vol-1"])], snaps);
+        let p = plan(&c, &inv);
         assert!(deleted(&p).is_empty());
     }
 }
