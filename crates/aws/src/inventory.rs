@@ -30,14 +30,40 @@ pub(crate) fn to_chrono(t: Option<&aws_smithy_types::DateTime>) -> DateTime<Utc>
     t.and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos())).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-pub(crate) fn to_snapshot(s: &aws_sdk_ec2::types::Snapshot) -> Option<Snapshot> {
+/// What a job keeps of each snapshot it lists. A region may hold 100,000 snapshots, each with a
+/// dozen tags and a description, and most of that is of no use to the planner that reads them;
+/// keeping all of it would not fit a 128 MB function.
+#[derive(Debug, Clone, Copy)]
+pub enum SnapshotDetail {
+    /// Id, volume, start time and state: all the snapshot job's due rule reads.
+    Bare,
+    /// Also these tags (no description).
+    Tags(&'static [&'static str]),
+    /// Every tag and the description: replication copies them.
+    Full,
+}
+
+/// The tags the retention planner reads.
+pub const RETENTION_TAGS: [&str; 3] =
+    [ebs_snapper_core::tags::DELETE_ON, ebs_snapper_core::tags::TAG_INSTANCE, ebs_snapper_core::tags::TAG_CONFIG];
+
+pub(crate) fn to_snapshot(s: &aws_sdk_ec2::types::Snapshot, detail: SnapshotDetail) -> Option<Snapshot> {
+    let (tags, description) = match detail {
+        SnapshotDetail::Bare => (Tags::new(), String::new()),
+        SnapshotDetail::Tags(keys) => {
+            let kept: Vec<aws_sdk_ec2::types::Tag> =
+                s.tags().iter().filter(|t| t.key().is_some_and(|k| keys.contains(&k))).cloned().collect();
+            (tags_of(&kept), String::new())
+        }
+        SnapshotDetail::Full => (tags_of(s.tags()), s.description().unwrap_or("").to_string()),
+    };
     Some(Snapshot {
         id: s.snapshot_id()?.to_string(),
         volume_id: s.volume_id().filter(|v| !v.is_empty() && *v != "vol-ffffffff").map(str::to_string),
         start_time: to_chrono(s.start_time()),
         state: SnapshotState::parse(s.state().map(|s| s.as_str()).unwrap_or("")),
-        tags: tags_of(s.tags()),
-        description: s.description().unwrap_or("").to_string(),
+        tags,
+        description,
     })
 }
 
@@ -106,17 +132,13 @@ async fn describe_instances(
     filters: &[ebs_snapper_core::Filter],
 ) -> Result<Vec<Instance>, AwsError> {
     let filters: Vec<Filter> = filters.iter().map(|f| ec2_filter(&f.name, f.values.iter().cloned())).collect();
-    let pages: Vec<_> = client
-        .describe_instances()
-        .set_filters(Some(filters))
-        .max_results(INSTANCE_PAGE)
-        .into_paginator()
-        .send()
-        .try_collect()
-        .await
-        .map_err(|e| AwsError::call("DescribeInstances", region, e))?;
+    // Each page is converted as it arrives and then dropped: SDK pages are several times the
+    // size of what the planners keep, and a large region has a hundred of them.
+    let mut pages =
+        client.describe_instances().set_filters(Some(filters)).max_results(INSTANCE_PAGE).into_paginator().send();
     let mut out = Vec::new();
-    for page in pages {
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| AwsError::call("DescribeInstances", region, e))?;
         for reservation in page.reservations() {
             for i in reservation.instances() {
                 let Some(id) = i.instance_id() else { continue };
@@ -149,16 +171,14 @@ async fn describe_volumes(
 ) -> Result<BTreeMap<String, Volume>, AwsError> {
     let mut out = BTreeMap::new();
     for batch in ids.chunks(IDS_PER_BATCH) {
-        let pages: Vec<_> = client
+        let mut pages = client
             .describe_volumes()
             .filters(ec2_filter("volume-id", batch.iter().cloned()))
             .max_results(VOLUME_PAGE)
             .into_paginator()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| AwsError::call("DescribeVolumes", region, e))?;
-        for page in pages {
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::call("DescribeVolumes", region, e))?;
             for v in page.volumes() {
                 if let Some(id) = v.volume_id() {
                     out.insert(id.to_string(), Volume { id: id.to_string(), tags: tags_of(v.tags()) });
@@ -176,7 +196,8 @@ async fn describe_snapshots_of_volumes(
 ) -> Result<Vec<Snapshot>, AwsError> {
     let mut out = Vec::new();
     for batch in volume_ids.chunks(IDS_PER_BATCH) {
-        out.extend(describe_own_snapshots(client, region, vec![ec2_filter("volume-id", batch.iter().cloned())]).await?);
+        let filters = vec![ec2_filter("volume-id", batch.iter().cloned())];
+        out.extend(describe_own_snapshots(client, region, filters, SnapshotDetail::Bare).await?);
     }
     Ok(out)
 }
@@ -186,18 +207,22 @@ pub async fn describe_own_snapshots(
     client: &aws_sdk_ec2::Client,
     region: &str,
     filters: Vec<Filter>,
+    detail: SnapshotDetail,
 ) -> Result<Vec<Snapshot>, AwsError> {
-    let pages: Vec<_> = client
+    let mut pages = client
         .describe_snapshots()
         .owner_ids("self")
         .set_filters(Some(filters))
         .max_results(SNAPSHOT_PAGE)
         .into_paginator()
-        .send()
-        .try_collect()
-        .await
-        .map_err(|e| AwsError::call("DescribeSnapshots", region, e))?;
-    Ok(pages.iter().flat_map(|p| p.snapshots().iter().filter_map(to_snapshot)).collect())
+        .send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| AwsError::call("DescribeSnapshots", region, e))?;
+        out.extend(page.snapshots().iter().filter_map(|s| to_snapshot(s, detail)));
+    }
+    out.shrink_to_fit();
+    Ok(out)
 }
 
 /// The clean job's inventory: the instances each configuration matches, and the account's own
@@ -213,6 +238,7 @@ pub async fn gather_for_clean(
         client,
         region,
         vec![ec2_filter("tag-key", [ebs_snapper_core::tags::DELETE_ON.to_string()])],
+        SnapshotDetail::Tags(&RETENTION_TAGS),
     )
     .await?;
     let ignored_instances: Vec<String> = configs.ignored_ids().into_iter().filter(|id| id.starts_with("i-")).collect();

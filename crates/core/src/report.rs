@@ -40,6 +40,8 @@ pub struct RegionReport {
     pub copied: usize,
     /// Volumes not due (snapshot job).
     pub not_due: usize,
+    /// Snapshots kept (clean job): not expired, or held by the minimum, ignored or unparseable.
+    pub kept: usize,
     /// Snapshots already replicated, and replicas whose source still exists (replication job).
     pub in_sync: usize,
     /// Volumes or snapshots ignored by configuration.
@@ -73,7 +75,7 @@ impl RegionReport {
     /// The one-line summary: `us-east-1: created 2, not due 3, ignored 1, skipped 0, failed 0`.
     /// A dry run counts planned actions: `would create 2`.
     pub fn summary_line(&self) -> String {
-        let kept = self.actions.iter().filter(|a| a.action == "keep").count();
+        let kept = self.kept;
         let mut parts = match (self.job.as_str(), self.dry_run) {
             ("snapshot", false) => vec![format!("created {}", self.created), format!("not due {}", self.not_due)],
             ("snapshot", true) => {
