@@ -21,6 +21,11 @@ impl TimeBudget {
         TimeBudget { stop_at: Some(deadline.checked_sub(reserve).unwrap_or(deadline)) }
     }
 
+    /// Time left before mutations must stop; `None`: no limit.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.stop_at.map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
     /// Whether a new mutation (create, delete, copy) may start now.
     pub fn allows_mutation(&self) -> bool {
         self.stop_at.is_none_or(|t| Instant::now() < t)

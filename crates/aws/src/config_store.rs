@@ -14,8 +14,8 @@ use crate::sdk::Aws;
 pub const DEFAULT_TABLE: &str = "ebs_snapshot_configuration";
 pub const TABLE_ENV: &str = "EBS_SNAPPER_TABLE";
 
-const ACCOUNT_KEY: &str = "aws_account_id";
-const ID_KEY: &str = "id";
+pub(crate) const ACCOUNT_KEY: &str = "aws_account_id";
+pub(crate) const ID_KEY: &str = "id";
 const CONFIGURATION_ATTR: &str = "configuration";
 
 /// The table name from `EBS_SNAPPER_TABLE`, else the default.

@@ -14,6 +14,7 @@ use crate::budget::TimeBudget;
 use crate::dispatcher::Dispatcher;
 use crate::error::AwsError;
 use crate::jobs::{clean_region, load_configurations, replication_region, snapshot_region, JobOptions};
+use crate::lease::LeaseScope;
 use crate::regions::{enabled_regions, regions_with_work, Probe};
 use crate::replication_rule::{set_replication_rule, RULE_ENV};
 use crate::sdk::Aws;
@@ -225,7 +226,13 @@ async fn run_worker(aws: &Aws, env: &Environment, inv: Invocation, worker: Worke
         return Err(FunctionError::UnknownRegion(event.region));
     }
     let configs = load_configurations(aws, &region, &account).await?;
-    let opts = JobOptions { dry_run: false, budget: budget_for(inv.deadline) };
+    let lease = LeaseScope {
+        table_region: region.clone(),
+        account: account.clone(),
+        holder: format!("function {}", env.own_function.as_deref().unwrap_or("worker")),
+    };
+    let opts =
+        JobOptions { dry_run: false, budget: budget_for(inv.deadline), lease: Some(&lease), every_action: false };
     // Boxed: each job's future is large, and one state machine holding all three is too deep.
     let mut report = match worker {
         Worker::Snapshot => Box::pin(snapshot_region(aws, &configs, &event.region, Utc::now(), opts)).await,
@@ -291,6 +298,8 @@ fn finish_worker(report: RegionReport) -> Result<Value, FunctionError> {
         "deleted": report.deleted,
         "copied": report.copied,
         "not_due": report.not_due,
+        "kept": report.kept,
+        "in_sync": report.in_sync,
         "ignored": report.ignored,
         "skipped": report.skipped,
         "failed": report.failed,

@@ -15,14 +15,67 @@ use crate::budget::TimeBudget;
 use crate::config_store::{table_name, ConfigStore};
 use crate::error::AwsError;
 use crate::executor::{copy_snapshots, create_snapshots, delete_snapshots, Outcome};
-use crate::inventory::{describe_own_snapshots, ec2_filter, gather, gather_for_clean};
+use crate::inventory::{describe_own_snapshots, ec2_filter, gather, gather_for_clean, SnapshotDetail};
+use crate::lease::{Lease, LeaseScope, Taken};
 use crate::sdk::Aws;
 
 #[derive(Debug, Clone, Copy)]
-pub struct JobOptions {
+pub struct JobOptions<'a> {
     pub dry_run: bool,
     pub budget: TimeBudget,
+    /// Where the region leases are kept; `None` runs without them (tests of one process only).
+    pub lease: Option<&'a LeaseScope>,
+    /// Record every decision in the report (the CLI prints them), or only the mutations and
+    /// count the rest (a Lambda worker returns counts; 100,000 kept snapshots would cost tens of
+    /// megabytes of report).
+    pub every_action: bool,
 }
+
+impl JobOptions<'_> {
+    /// Whether an action with this outcome goes into the report's list.
+    fn records(&self, outcome: &str) -> bool {
+        self.every_action || outcome != "none"
+    }
+}
+
+/// Runs `work` holding the lease of `job` in `region` (dry runs change nothing and take none).
+/// When another run holds the lease for the whole wait, nothing is done here and the report
+/// says so; when the lease cannot be written at all, the work runs without it (a warning).
+async fn holding_lease<F>(aws: &Aws, job: &str, region: &str, opts: JobOptions<'_>, work: F) -> RegionReport
+where
+    F: std::future::Future<Output = RegionReport>,
+{
+    let Some(scope) = opts.lease.filter(|_| !opts.dry_run) else { return work.await };
+    let wait = opts.budget.remaining().unwrap_or(MAX_LEASE_WAIT).min(MAX_LEASE_WAIT);
+    match Lease::take(aws, scope, job, region, wait).await {
+        Taken::Held(lease) => {
+            let report = work.await;
+            lease.release().await;
+            report
+        }
+        Taken::Busy { holder } => {
+            let msg = format!(
+                "another {job} run ({holder}) held region {region} for the whole wait of {} s; nothing was done here, \
+                 that run does the work",
+                wait.as_secs()
+            );
+            warn!(region, "{msg}");
+            let mut report = RegionReport::new(job, region, opts.dry_run);
+            report.warnings.push(msg);
+            report
+        }
+        Taken::Unavailable(e) => {
+            let msg = format!("running without the region lease: {e}");
+            warn!(region, "{msg}");
+            let mut report = work.await;
+            report.warnings.insert(0, msg);
+            report
+        }
+    }
+}
+
+/// The longest a run waits for another run's lease on a region.
+pub const MAX_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The account's configurations from the tool region, with every invalid one and every warning
 /// logged by configuration id.
@@ -39,7 +92,7 @@ pub async fn load_configurations(aws: &Aws, tool_region: &str, account: &str) ->
 }
 
 /// A job's report for a region, with the plan's warnings logged and kept.
-fn new_report(job: &str, region: &str, opts: JobOptions, warnings: &[String]) -> RegionReport {
+fn new_report(job: &str, region: &str, opts: JobOptions<'_>, warnings: &[String]) -> RegionReport {
     let mut report = RegionReport::new(job, region, opts.dry_run);
     for w in warnings {
         warn!(region, "{w}");
@@ -62,13 +115,23 @@ fn action(action: &str, resource: &str, reason: String, outcome: &str) -> Action
     }
 }
 
-/// Runs the snapshot job in one region.
+/// Runs the snapshot job in one region, holding its lease.
 pub async fn snapshot_region(
     aws: &Aws,
     configs: &ConfigurationSet,
     region: &str,
     now: DateTime<Utc>,
-    opts: JobOptions,
+    opts: JobOptions<'_>,
+) -> RegionReport {
+    holding_lease(aws, "snapshot", region, opts, snapshot_unleased(aws, configs, region, now, opts)).await
+}
+
+async fn snapshot_unleased(
+    aws: &Aws,
+    configs: &ConfigurationSet,
+    region: &str,
+    now: DateTime<Utc>,
+    opts: JobOptions<'_>,
 ) -> RegionReport {
     let client = aws_sdk_ec2::Client::new(&aws.in_region(region));
     let inventory = match gather(&client, region, configs).await {
@@ -101,6 +164,9 @@ pub async fn snapshot_region(
                 ("skipped", "none")
             }
         };
+        if !opts.records(outcome) {
+            continue;
+        }
         let mut a = action(kind, &decision.volume_id, decision.reason(), outcome);
         a.instance_id = Some(decision.instance_id.clone());
         a.device = Some(decision.device.clone());
@@ -155,7 +221,7 @@ pub async fn clean_region(
     configs: &ConfigurationSet,
     region: &str,
     now: DateTime<Utc>,
-    opts: JobOptions,
+    opts: JobOptions<'_>,
 ) -> RegionReport {
     let client = aws_sdk_ec2::Client::new(&aws.in_region(region));
     let (inventory, ignored_volumes) = match gather_for_clean(&client, region, configs).await {
@@ -171,18 +237,22 @@ pub async fn clean_region(
     let mut to_delete = Vec::new();
     for decision in &plan.decisions {
         let kind = if decision.is_delete() {
-            to_delete.push((report.actions.len(), decision.snapshot_id.as_str()));
+            to_delete.push((report.actions.len(), decision.snapshot_id));
             "delete"
         } else {
             if matches!(decision.action, ebs_snapper_core::RetentionAction::Keep(ebs_snapper_core::Keep::Ignored(_))) {
                 report.ignored += 1;
             }
+            report.kept += 1;
+            if !opts.records("none") {
+                continue;
+            }
             "keep"
         };
         let mut a =
-            action(kind, &decision.snapshot_id, decision.reason(), if kind == "delete" { "planned" } else { "none" });
-        a.config_id = decision.config_id.clone();
-        if let Some(v) = &decision.volume_id {
+            action(kind, decision.snapshot_id, decision.reason(), if kind == "delete" { "planned" } else { "none" });
+        a.config_id = decision.config_id.map(str::to_string);
+        if let Some(v) = decision.volume_id {
             a.reason = format!("{} (volume {v})", a.reason);
         }
         report.actions.push(a);
@@ -199,6 +269,14 @@ pub async fn clean_region(
     }
     report
 }
+
+/// What the replication planner reads of a peer region's snapshots: only the replication tags
+/// (the local snapshots are listed in full, since their tags and description are copied).
+const PEER_DETAIL: SnapshotDetail = SnapshotDetail::Tags(&[
+    ebs_snapper_core::tags::REPLICATION_DST,
+    ebs_snapper_core::tags::REPLICATION_SRC,
+    ebs_snapper_core::tags::REPLICATION_SNAPSHOT_ID,
+]);
 
 /// One filter value that matches every replication tag key (`replication_dst_region`,
 /// `replication_src_region`, `replication_snapshot_id`), so each listing is one paginated call.
@@ -218,10 +296,20 @@ pub async fn replication_region(
     configs: &ConfigurationSet,
     region: &str,
     enabled: &[String],
-    opts: JobOptions,
+    opts: JobOptions<'_>,
+) -> RegionReport {
+    holding_lease(aws, "replication", region, opts, replication_unleased(aws, configs, region, enabled, opts)).await
+}
+
+async fn replication_unleased(
+    aws: &Aws,
+    configs: &ConfigurationSet,
+    region: &str,
+    enabled: &[String],
+    opts: JobOptions<'_>,
 ) -> RegionReport {
     let client = aws_sdk_ec2::Client::new(&aws.in_region(region));
-    let local = match describe_own_snapshots(&client, region, vec![replication_filter()]).await {
+    let local = match describe_own_snapshots(&client, region, vec![replication_filter()], SnapshotDetail::Full).await {
         Ok(local) => local,
         Err(e) => {
             warn!(region, error = %e, "could not list snapshots tagged for replication");
@@ -235,7 +323,7 @@ pub async fn replication_region(
                 return (peer, Err("not an enabled region of this account".to_string()));
             }
             let peer_client = aws_sdk_ec2::Client::new(&aws.in_region(&peer));
-            let listing = describe_own_snapshots(&peer_client, &peer, vec![replication_filter()]).await.map_err(|e| {
+            let listing = describe_own_snapshots(&peer_client, &peer, vec![replication_filter()], PEER_DETAIL).await.map_err(|e| {
                 warn!(region = %peer, error = %e, "could not list the peer region; nothing is deleted on its account");
                 e.to_string()
             });
@@ -272,7 +360,9 @@ pub async fn replication_region(
                 ("skip", "none")
             }
         };
-        report.actions.push(action(kind, &decision.snapshot_id, decision.reason(), outcome));
+        if opts.records(outcome) {
+            report.actions.push(action(kind, &decision.snapshot_id, decision.reason(), outcome));
+        }
     }
     if opts.dry_run {
         return report;

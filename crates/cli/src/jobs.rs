@@ -8,7 +8,7 @@ use chrono::Utc;
 use ebs_snapper_aws::regions::{enabled_regions, regions_with_work, Probe};
 use ebs_snapper_aws::{
     caller_account_id, clean_region, load_configurations, replication_region, snapshot_region, Aws, JobOptions,
-    TimeBudget,
+    LeaseScope, TimeBudget,
 };
 use ebs_snapper_core::{is_region_name, RegionReport};
 use futures::stream::{self, StreamExt};
@@ -55,7 +55,13 @@ pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Resu
     }
     let account = caller_account_id(aws).await?;
     let configs = load_configurations(aws, tool_region, &account).await?;
-    let opts = JobOptions { dry_run: args.dry_run, budget: TimeBudget::unlimited() };
+    let lease = LeaseScope {
+        table_region: tool_region.to_string(),
+        account: account.clone(),
+        holder: format!("ebs-snapper {} (pid {})", job.name(), std::process::id()),
+    };
+    let opts =
+        JobOptions { dry_run: args.dry_run, budget: TimeBudget::unlimited(), lease: Some(&lease), every_action: true };
 
     let mut reports: Vec<RegionReport> = Vec::new();
     // Replication follows snapshot tags, not configurations; the other jobs need a configuration.

@@ -106,8 +106,17 @@ fn invoke_only_the_workers_and_switch_only_the_replication_rule() {
     let rules: Vec<&Value> = st.iter().filter(|s| actions(s).iter().any(|a| a.starts_with("events:"))).collect();
     assert_eq!(rules.len(), 1);
     assert!(sub(&rules[0]["Resource"]).ends_with(":rule/${AWS::StackName}-replication"));
-    let dynamo: Vec<String> = st.iter().flat_map(actions).filter(|a| a.starts_with("dynamodb:")).collect();
-    assert_eq!(dynamo, vec!["dynamodb:Query", "dynamodb:GetItem"], "read-only");
+    // Configurations are read-only to the functions; they write only their region leases, whose
+    // partition key no configuration can have.
+    let dynamo: Vec<&Value> = st.iter().filter(|s| actions(s).iter().any(|a| a.starts_with("dynamodb:"))).collect();
+    assert_eq!(dynamo.len(), 2);
+    assert_eq!(actions(dynamo[0]), vec!["dynamodb:Query", "dynamodb:GetItem"], "configurations: read-only");
+    assert_eq!(actions(dynamo[1]), vec!["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]);
+    let leading = &dynamo[1]["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"];
+    assert_eq!(
+        leading.as_array().map(|a| a.iter().map(sub).collect::<Vec<_>>()),
+        Some(vec!["lease#${AWS::AccountId}".to_string()])
+    );
 }
 
 #[test]

@@ -1,0 +1,215 @@
+//! A lease per job and region, so that two runs at once (the schedule and an operator, or an
+//! invocation delivered twice) never both create snapshots in one region: the second waits for
+//! the first, then plans from what the first left, and finds those volumes not due (SPEC §10.7).
+//!
+//! The lease is one item in the configuration table, under a partition key that no account id
+//! can take, so configuration listings never see it:
+//! `{aws_account_id: "lease#<account>", id: "<job>/<region>", owner, holder, expires_at}`.
+//! It is taken with a conditional write (no item, or an expired one), renewed while the run
+//! works, and released with a conditional delete (only by its owner). A run killed while holding
+//! it keeps others out for at most one lease period.
+//!
+//! When the table cannot be written at all (an older role without `PutItem`, say), the run goes
+//! on without the lease and says so: a snapshot not taken is worse than a duplicate.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use tracing::{debug, warn};
+
+use crate::config_store::{table_name, ACCOUNT_KEY, ID_KEY};
+use crate::error::AwsError;
+use crate::sdk::Aws;
+
+/// Lease period when `EBS_SNAPPER_LEASE_SECONDS` is not set.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
+pub const LEASE_ENV: &str = "EBS_SNAPPER_LEASE_SECONDS";
+
+/// The partition key of an account's leases.
+pub fn lease_partition(account: &str) -> String {
+    format!("lease#{account}")
+}
+
+/// The lease period: `EBS_SNAPPER_LEASE_SECONDS` (1 to 900), else two minutes.
+pub fn lease_period() -> Duration {
+    std::env::var(LEASE_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| (1..=900).contains(s))
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_LEASE)
+}
+
+/// Where leases are kept, and who asks for them.
+#[derive(Debug, Clone)]
+pub struct LeaseScope {
+    /// The tool region (where the configuration table is).
+    pub table_region: String,
+    pub account: String,
+    /// Who holds the lease, for people: `cli`, or the function's request id.
+    pub holder: String,
+}
+
+/// How taking the lease ended.
+#[derive(Debug)]
+pub enum Taken {
+    Held(Lease),
+    /// Another run held it for the whole wait.
+    Busy {
+        holder: String,
+    },
+    /// The lease could not be written; the run goes on without it.
+    Unavailable(AwsError),
+}
+
+/// A held lease; renewed in the background until released (or dropped).
+#[derive(Debug)]
+pub struct Lease {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    partition: String,
+    id: String,
+    owner: String,
+    region: String,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn new_owner(holder: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{holder}:{}:{nanos:x}", std::process::id())
+}
+
+impl Lease {
+    /// Takes the lease of `job` in `region`, waiting up to `wait` while another run holds it.
+    pub async fn take(aws: &Aws, scope: &LeaseScope, job: &str, region: &str, wait: Duration) -> Taken {
+        let client = aws_sdk_dynamodb::Client::new(&aws.in_region(&scope.table_region));
+        let table = table_name();
+        let partition = lease_partition(&scope.account);
+        let id = format!("{job}/{region}");
+        let owner = new_owner(&scope.holder);
+        let period = lease_period();
+        let give_up = tokio::time::Instant::now() + wait;
+        let poll = (period / 4).clamp(Duration::from_millis(200), Duration::from_secs(2));
+        loop {
+            let now = now_secs();
+            let put = client
+                .put_item()
+                .table_name(&table)
+                .item(ACCOUNT_KEY, AttributeValue::S(partition.clone()))
+                .item(ID_KEY, AttributeValue::S(id.clone()))
+                .item("owner", AttributeValue::S(owner.clone()))
+                .item("holder", AttributeValue::S(scope.holder.clone()))
+                .item("expires_at", AttributeValue::N((now + period.as_secs()).to_string()))
+                .condition_expression("attribute_not_exists(#id) OR expires_at < :now")
+                .expression_attribute_names("#id", ID_KEY)
+                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+                .send()
+                .await;
+            match put {
+                Ok(_) => {
+                    debug!(region, job, owner = %owner, "took the lease");
+                    let renewer = tokio::spawn(renew(
+                        client.clone(),
+                        table.clone(),
+                        partition.clone(),
+                        id.clone(),
+                        owner.clone(),
+                        period,
+                    ));
+                    return Taken::Held(Lease {
+                        client,
+                        table,
+                        partition,
+                        id,
+                        owner,
+                        region: scope.table_region.clone(),
+                        renewer,
+                    });
+                }
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+                    if tokio::time::Instant::now() + poll > give_up {
+                        let holder = current_holder(&client, &table, &partition, &id).await;
+                        return Taken::Busy { holder };
+                    }
+                    debug!(region, job, "another run holds the lease; waiting");
+                    tokio::time::sleep(poll).await;
+                }
+                Err(e) => return Taken::Unavailable(AwsError::call("PutItem", &scope.table_region, e)),
+            }
+        }
+    }
+
+    /// Gives the lease back (only if this run still owns it).
+    pub async fn release(self) {
+        self.renewer.abort();
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(ACCOUNT_KEY, AttributeValue::S(self.partition.clone()))
+            .key(ID_KEY, AttributeValue::S(self.id.clone()))
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", AttributeValue::S(self.owner.clone()))
+            .send()
+            .await;
+        if let Err(e) = deleted {
+            let e = AwsError::call("DeleteItem", &self.region, e);
+            warn!(lease = %self.id, error = %e, "could not release the lease; it expires by itself");
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}
+
+/// Extends the lease every third of its period while the run works.
+async fn renew(
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    partition: String,
+    id: String,
+    owner: String,
+    period: Duration,
+) {
+    loop {
+        tokio::time::sleep(period / 3).await;
+        let renewed = client
+            .update_item()
+            .table_name(&table)
+            .key(ACCOUNT_KEY, AttributeValue::S(partition.clone()))
+            .key(ID_KEY, AttributeValue::S(id.clone()))
+            .update_expression("SET expires_at = :t")
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", AttributeValue::S(owner.clone()))
+            .expression_attribute_values(":t", AttributeValue::N((now_secs() + period.as_secs()).to_string()))
+            .send()
+            .await;
+        if let Err(e) = renewed {
+            warn!(lease = %id, error = %aws_smithy_types::error::display::DisplayErrorContext(&e), "could not renew the lease");
+        }
+    }
+}
+
+async fn current_holder(client: &aws_sdk_dynamodb::Client, table: &str, partition: &str, id: &str) -> String {
+    let item = client
+        .get_item()
+        .table_name(table)
+        .key(ACCOUNT_KEY, AttributeValue::S(partition.to_string()))
+        .key(ID_KEY, AttributeValue::S(id.to_string()))
+        .consistent_read(true)
+        .send()
+        .await;
+    item.ok()
+        .and_then(|o| o.item)
+        .and_then(|i| i.get("holder").and_then(|h| h.as_s().ok()).cloned())
+        .unwrap_or_else(|| "another run".to_string())
+}
