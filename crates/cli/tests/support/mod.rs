@@ -13,6 +13,8 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 
+pub mod faults;
+pub mod http;
 pub mod lambda;
 
 pub const TABLE: &str = "ebs_snapshot_configuration";

@@ -1,0 +1,422 @@
+//! The safety invariants (SPEC §10) under injected AWS faults: the jobs run through a proxy that
+//! answers a fixed-seed fraction of every call with throttling, internal errors or a dropped
+//! connection (`support::faults`). Afterwards the end state is the fault-free one, or the run
+//! reported exactly what it could not do; and nothing it must not touch was touched.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+use support::faults::{Fault, FaultPlan, FaultProxy};
+use support::{date, text, Account, Snap};
+
+const R: &str = "us-east-1";
+const WEST: &str = "us-west-2";
+
+fn config(minimum: u32, frequency: &str, extra: &str) -> String {
+    format!(
+        r#"{{"match": {{"tag:backup": "yes"}}, "snapshot": {{"retention": "5 days", "minimum": {minimum}, "frequency": "{frequency}"}}{extra}}}"#
+    )
+}
+
+/// Runs `ebs-snapper JOB ARGS --json` through `proxy`; returns the exit code and the document.
+fn run(acct: &Account, proxy: &FaultProxy, job: &str, args: &[&str]) -> (i32, Value, String) {
+    let out = acct
+        .cli()
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .env("EBS_SNAPPER_LEASE_SECONDS", "3")
+        .arg(job)
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{job}: stdout is not one JSON document ({e}): {}\nstderr: {stderr}", text(&out.stdout))
+    });
+    (out.status.code().unwrap_or(-1), doc, stderr)
+}
+
+/// The actions of one region's report with the given outcome, as (action, resource).
+fn actions(doc: &Value, region: &str, outcome: &str) -> BTreeSet<(String, String)> {
+    doc["regions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["region"] == region)
+        .flat_map(|r| r["actions"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["outcome"] == outcome)
+        .map(|a| (a["action"].as_str().unwrap_or("").to_string(), a["resource"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+fn by_volume(snaps: &[Snap]) -> BTreeMap<String, Vec<&Snap>> {
+    let mut out: BTreeMap<String, Vec<&Snap>> = BTreeMap::new();
+    for s in snaps {
+        out.entry(s.volume_id.clone()).or_default().push(s);
+    }
+    out
+}
+
+/// A fleet in `R`: `n` instances tagged for backup with a data volume each, one ignored
+/// instance, and one instance whose root volume was snapshotted an hour ago (not due).
+struct Fleet {
+    due: BTreeSet<String>,
+    ignored_volumes: BTreeSet<String>,
+    recent: (String, String),
+}
+
+async fn fleet(acct: &Account, n: usize, frequency: &str) -> Fleet {
+    let mut due = BTreeSet::new();
+    for k in 0..n {
+        let i = acct.launch(R, &[("backup", "yes"), ("Name", &format!("web-{k}"))]).await;
+        acct.attach_volume(R, &i, "/dev/xvdf", &[]).await;
+        due.extend(acct.volumes_of(R, &i).await);
+    }
+    let ignored = acct.launch(R, &[("backup", "yes")]).await;
+    let ignored_volumes: BTreeSet<String> = acct.volumes_of(R, &ignored).await.into_iter().collect();
+    let recent_instance = acct.launch(R, &[("backup", "yes")]).await;
+    let recent_volume = acct.volumes_of(R, &recent_instance).await[0].clone();
+    let recent = acct.make_snapshot(R, &recent_volume, &[("DeleteOn", &date(5)), ("ebs-snapper:config", "cfg")]).await;
+    acct.create_table(R).await;
+    acct.put_raw(R, "cfg", &config(1, frequency, &format!(r#", "ignore": ["{ignored}"]"#))).await;
+    Fleet { due, ignored_volumes, recent: (recent_volume, recent) }
+}
+
+/// Invariants 4 and 7 after a snapshot run, and the end state: each due volume has exactly one
+/// new snapshot unless the report lists its creation as failed.
+fn check_snapshot_state(f: &Fleet, snaps: &[Snap], failed: &BTreeSet<(String, String)>) {
+    let vols = by_volume(snaps);
+    for v in &f.due {
+        let n = vols.get(v).map_or(0, Vec::len);
+        let reported_failed = failed.contains(&("create".to_string(), v.clone()));
+        match (n, reported_failed) {
+            (1, false) => {}
+            (0, true) => {}
+            _ => panic!("volume {v}: {n} snapshot(s), reported failed: {reported_failed}; snapshots: {snaps:#?}"),
+        }
+    }
+    for v in &f.ignored_volumes {
+        assert!(!vols.contains_key(v), "ignored volume {v} was snapshotted");
+    }
+    let recent: Vec<&&Snap> = vols.get(&f.recent.0).into_iter().flatten().collect();
+    assert_eq!(recent.len(), 1, "the volume snapshotted an hour ago is not due: {recent:?}");
+    assert_eq!(recent[0].id, f.recent.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_under_twenty_percent_faults_ends_as_without_faults() {
+    let acct = Account::new().await;
+    let f = fleet(&acct, 6, "1 day").await;
+    let proxy = FaultProxy::start(FaultPlan::every_call(7, 0.2)).await;
+
+    let (code, doc, err) = run(&acct, &proxy, "snapshot", &["--region", R]);
+    let failed = actions(&doc, R, "failed");
+    assert_eq!(code, if failed.is_empty() { 0 } else { 1 }, "{err}");
+    assert!(proxy.faulted() > 0, "the proxy injected nothing");
+    check_snapshot_state(&f, &acct.snapshots(R).await, &failed);
+    assert_eq!(doc["regions"][0]["created"].as_u64().unwrap() as usize + failed.len(), f.due.len(), "{doc:#}");
+
+    // A second run, still under faults, completes whatever the first reported failed and
+    // creates nothing twice.
+    let (code, doc, err) = run(&acct, &proxy, "snapshot", &["--region", R]);
+    let failed = actions(&doc, R, "failed");
+    assert_eq!(code, if failed.is_empty() { 0 } else { 1 }, "{err}");
+    check_snapshot_state(&f, &acct.snapshots(R).await, &failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_failures_are_reported_exactly() {
+    // Two volumes' creations fail on every attempt; the others are faulted at random.
+    let acct = Account::new().await;
+    let f = fleet(&acct, 6, "1 day").await;
+    let doomed: Vec<&str> = f.due.iter().take(2).map(String::as_str).collect();
+    let plan = FaultPlan::every_call(11, 1.0)
+        .only_operations(&["CreateSnapshot"])
+        .only_naming(&doomed)
+        .kinds(&[Fault::Internal]);
+    let proxy = FaultProxy::start(plan).await;
+
+    let (code, doc, err) = run(&acct, &proxy, "snapshot", &["--region", R]);
+    assert_eq!(code, 1, "{err}");
+    let failed = actions(&doc, R, "failed");
+    let expected: BTreeSet<(String, String)> = doomed.iter().map(|v| ("create".to_string(), v.to_string())).collect();
+    assert_eq!(failed, expected, "exactly the two volumes are reported failed: {doc:#}");
+    check_snapshot_state(&f, &acct.snapshots(R).await, &failed);
+    assert_eq!(doc["regions"][0]["failed"], 2);
+    assert_eq!(doc["regions"][0]["created"].as_u64().unwrap() as usize, f.due.len() - 2);
+    let errors = doc["regions"][0]["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{doc:#}");
+    for volume in &doomed {
+        assert!(errors.iter().any(|e| e.as_str().unwrap().contains(volume)), "{volume} named: {errors:?}");
+    }
+    assert!(errors.iter().all(|e| e.as_str().unwrap().contains("InternalError")), "{errors:?}");
+    assert!(err.contains("failed"), "{err}");
+
+    // Without faults, the rerun creates exactly the two that failed.
+    proxy.set_plan(FaultPlan::none());
+    let (code, doc, err) = run(&acct, &proxy, "snapshot", &["--region", R]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(doc["regions"][0]["created"], 2);
+    check_snapshot_state(&f, &acct.snapshots(R).await, &BTreeSet::new());
+}
+
+/// A clean-up scenario: expected deletions and everything that must survive.
+struct CleanScene {
+    must_delete: BTreeSet<String>,
+    must_keep: BTreeSet<String>,
+}
+
+async fn clean_scene(acct: &Account) -> CleanScene {
+    let mut must_delete = BTreeSet::new();
+    let mut must_keep = BTreeSet::new();
+    // Eight expired snapshots of one volume with minimum 5: the three oldest go.
+    let i = acct.launch(R, &[("backup", "yes")]).await;
+    let vol = acct.volumes_of(R, &i).await[0].clone();
+    for k in 0..8 {
+        let id = acct.make_snapshot(R, &vol, &[("DeleteOn", &date(-20 + k))]).await;
+        if k < 3 {
+            must_delete.insert(id);
+        } else {
+            must_keep.insert(id);
+        }
+    }
+    // A volume with snapshots that have no DeleteOn, a future one and an unparseable one.
+    let j = acct.launch(R, &[("backup", "yes")]).await;
+    let vol2 = acct.volumes_of(R, &j).await[0].clone();
+    must_keep.insert(acct.make_snapshot(R, &vol2, &[]).await);
+    must_keep.insert(acct.make_snapshot(R, &vol2, &[("DeleteOn", &date(3))]).await);
+    must_keep.insert(acct.make_snapshot(R, &vol2, &[("DeleteOn", "next tuesday")]).await);
+    // An ignored instance's expired snapshots.
+    let ignored = acct.launch(R, &[("backup", "yes")]).await;
+    let vol3 = acct.volumes_of(R, &ignored).await[0].clone();
+    for k in 0..7 {
+        must_keep.insert(acct.make_snapshot(R, &vol3, &[("DeleteOn", &date(-10 - k))]).await);
+    }
+    // Six expired snapshots of a third volume with minimum 5: the oldest goes.
+    let k = acct.launch(R, &[("backup", "yes")]).await;
+    let vol4 = acct.volumes_of(R, &k).await[0].clone();
+    for d in 0..6 {
+        let id = acct.make_snapshot(R, &vol4, &[("DeleteOn", &date(-9 + d))]).await;
+        if d == 0 {
+            must_delete.insert(id);
+        } else {
+            must_keep.insert(id);
+        }
+    }
+    acct.create_table(R).await;
+    acct.put_raw(R, "cfg", &config(5, "1 day", &format!(r#", "ignore": ["{ignored}"]"#))).await;
+    CleanScene { must_delete, must_keep }
+}
+
+fn check_clean_state(scene: &CleanScene, remaining: &BTreeSet<String>, failed: &BTreeSet<(String, String)>) {
+    for id in &scene.must_keep {
+        assert!(remaining.contains(id), "{id} must never be deleted");
+    }
+    for id in &scene.must_delete {
+        let reported_failed = failed.contains(&("delete".to_string(), id.clone()));
+        assert!(
+            !remaining.contains(id) || reported_failed,
+            "{id} expired beyond the minimum: deleted, or reported failed"
+        );
+        assert!(!(reported_failed && !remaining.contains(id)), "{id} reported failed but gone");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_under_twenty_percent_faults_deletes_exactly_the_expired_beyond_minimum() {
+    let acct = Account::new().await;
+    let scene = clean_scene(&acct).await;
+    let proxy = FaultProxy::start(FaultPlan::every_call(3, 0.2)).await;
+
+    let (code, doc, err) = run(&acct, &proxy, "clean", &["--region", R]);
+    let failed = actions(&doc, R, "failed");
+    assert_eq!(code, if failed.is_empty() { 0 } else { 1 }, "{err}");
+    assert!(proxy.faulted() > 0);
+    let remaining: BTreeSet<String> = acct.snapshots(R).await.into_iter().map(|s| s.id).collect();
+    check_clean_state(&scene, &remaining, &failed);
+
+    // Again under faults: nothing more is deleted than the fault-free run would.
+    let (_, doc, _) = run(&acct, &proxy, "clean", &["--region", R]);
+    let failed = actions(&doc, R, "failed");
+    let remaining: BTreeSet<String> = acct.snapshots(R).await.into_iter().map(|s| s.id).collect();
+    check_clean_state(&scene, &remaining, &failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_delete_failures_are_reported_and_never_lower_the_minimum() {
+    let acct = Account::new().await;
+    let scene = clean_scene(&acct).await;
+    // One deletion fails on every attempt (throttled or dropped); the others go through.
+    let doomed = scene.must_delete.iter().next().unwrap().clone();
+    let plan = FaultPlan::every_call(5, 1.0)
+        .only_operations(&["DeleteSnapshot"])
+        .only_naming(&[&doomed])
+        .kinds(&[Fault::Throttle, Fault::Drop]);
+    let proxy = FaultProxy::start(plan).await;
+    let (code, doc, err) = run(&acct, &proxy, "clean", &["--region", R]);
+    assert_eq!(code, 1, "{err}");
+    let failed = actions(&doc, R, "failed");
+    assert_eq!(failed, BTreeSet::from([("delete".to_string(), doomed.clone())]), "{doc:#}");
+    assert_eq!(doc["regions"][0]["failed"], 1);
+    assert_eq!(doc["regions"][0]["deleted"].as_u64().unwrap() as usize, scene.must_delete.len() - 1);
+    let remaining: BTreeSet<String> = acct.snapshots(R).await.into_iter().map(|s| s.id).collect();
+    assert!(remaining.contains(&doomed));
+    check_clean_state(&scene, &remaining, &failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_runs_under_faults_change_nothing() {
+    let acct = Account::new().await;
+    let f = fleet(&acct, 3, "1 day").await;
+    let before: Vec<String> = acct.snapshots(R).await.into_iter().map(|s| s.id).collect();
+    let proxy = FaultProxy::start(FaultPlan::every_call(9, 0.2)).await;
+    for job in ["snapshot", "clean", "replication"] {
+        run(&acct, &proxy, job, &["--region", R, "--dry-run"]);
+    }
+    let after: Vec<String> = acct.snapshots(R).await.into_iter().map(|s| s.id).collect();
+    assert_eq!(before, after);
+    assert!(!f.due.is_empty());
+    let mutations = ["CreateSnapshot", "DeleteSnapshot", "CopySnapshot", "CreateTags", "PutItem", "DeleteItem"];
+    let seen = proxy.seen();
+    assert!(seen.iter().all(|s| !mutations.contains(&s.operation.as_str())), "a dry run sent a mutation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_region_does_not_stop_the_others() {
+    let acct = Account::new().await;
+    let f = fleet(&acct, 2, "1 day").await;
+    let west = acct.launch(WEST, &[("backup", "yes")]).await;
+    // Every EC2 call to us-west-2 fails, every time.
+    let proxy = FaultProxy::start(FaultPlan::every_call(1, 1.0).only_region(WEST).kinds(&[Fault::Internal])).await;
+    let (code, doc, err) = run(&acct, &proxy, "snapshot", &["--region", R, "--region", WEST]);
+    assert_eq!(code, 1, "{err}");
+    check_snapshot_state(&f, &acct.snapshots(R).await, &BTreeSet::new());
+    let west_report = doc["regions"].as_array().unwrap().iter().find(|r| r["region"] == WEST).unwrap();
+    assert!(west_report["failed"].as_u64().unwrap() >= 1, "{west_report:#}");
+    assert!(west_report["errors"].to_string().contains("InternalError"), "{west_report:#}");
+    assert!(acct.snapshots(WEST).await.is_empty(), "{west}");
+}
+
+/// A snapshot with a replication tag in `region`.
+async fn tagged_for_replication(acct: &Account, region: &str, dst: &str) -> String {
+    let i = acct.launch(region, &[]).await;
+    let vol = acct.volumes_of(region, &i).await[0].clone();
+    acct.make_snapshot(region, &vol, &[("replication_dst_region", dst), ("Name", "ledger")]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_under_twenty_percent_faults_copies_once_and_deletes_only_orphans() {
+    let acct = Account::new().await;
+    acct.create_table(R).await;
+    let sources: BTreeSet<String> = {
+        let mut s = BTreeSet::new();
+        for _ in 0..4 {
+            s.insert(tagged_for_replication(&acct, WEST, R).await);
+        }
+        s
+    };
+    // A replica in R whose source is gone, and one whose source exists.
+    let i = acct.launch(R, &[]).await;
+    let vol = acct.volumes_of(R, &i).await[0].clone();
+    let orphan = acct
+        .make_snapshot(
+            R,
+            &vol,
+            &[("replication_src_region", WEST), ("replication_snapshot_id", "snap-0123456789abcdef0")],
+        )
+        .await;
+    let kept_source = sources.iter().next().unwrap().clone();
+    let kept_replica = acct
+        .make_snapshot(R, &vol, &[("replication_src_region", WEST), ("replication_snapshot_id", &kept_source)])
+        .await;
+    let proxy = FaultProxy::start(FaultPlan::every_call(21, 0.2)).await;
+
+    for region in [R, WEST] {
+        let (code, doc, err) = run(&acct, &proxy, "replication", &["--region", region]);
+        let failed = actions(&doc, region, "failed");
+        assert_eq!(code, if failed.is_empty() { 0 } else { 1 }, "{err}");
+        assert!(failed.is_empty(), "20% faults are retried away here: {doc:#}");
+    }
+    assert!(proxy.faulted() > 0);
+    let replicas: Vec<Snap> = acct.snapshots(R).await;
+    let ids: BTreeSet<&str> = replicas.iter().map(|s| s.id.as_str()).collect();
+    assert!(!ids.contains(orphan.as_str()), "the replica whose source is gone is deleted");
+    assert!(ids.contains(kept_replica.as_str()), "a replica whose source exists stays");
+    for src in &sources {
+        let copies = replicas.iter().filter(|s| s.tag("replication_snapshot_id") == Some(src.as_str())).count();
+        assert_eq!(copies, 1, "{src} has exactly one replica: {replicas:#?}");
+    }
+    // The sources themselves are untouched.
+    let west_ids: BTreeSet<String> = acct.snapshots(WEST).await.into_iter().map(|s| s.id).collect();
+    assert!(sources.is_subset(&west_ids));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_runs_create_no_duplicates() {
+    let acct = Account::new().await;
+    let f = fleet(&acct, 6, "1 day").await;
+    // Slow the runs down with faults so that they overlap.
+    let proxy = FaultProxy::start(FaultPlan::every_call(13, 0.2).kinds(&[Fault::Throttle])).await;
+    let spawn = || {
+        acct.cli_env(std::process::Command::new(assert_cmd::cargo::cargo_bin("ebs-snapper")))
+            .env("AWS_ENDPOINT_URL", proxy.endpoint())
+            .env("EBS_SNAPPER_LEASE_SECONDS", "3")
+            .args(["snapshot", "--region", R, "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let mut created = 0;
+    for out in [&a, &b] {
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        created += doc["regions"][0]["created"].as_u64().unwrap();
+    }
+    assert_eq!(created as usize, f.due.len(), "between them, each due volume once");
+    check_snapshot_state(&f, &acct.snapshots(R).await, &BTreeSet::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_halfway_then_rerun_completes_without_duplicates() {
+    let acct = Account::new().await;
+    let f = fleet(&acct, 10, "1 day").await;
+    // Creations are slowed by throttling, so the run is still creating when it is killed.
+    let proxy = FaultProxy::start(
+        FaultPlan::every_call(17, 0.5).only_operations(&["CreateSnapshot"]).kinds(&[Fault::Throttle]),
+    )
+    .await;
+    let mut child = acct
+        .cli_env(std::process::Command::new(assert_cmd::cargo::cargo_bin("ebs-snapper")))
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .env("EBS_SNAPPER_LEASE_SECONDS", "3")
+        .args(["snapshot", "--region", R])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once some, but not all, creations went through.
+    let started = std::time::Instant::now();
+    loop {
+        let done = proxy.seen().iter().filter(|s| s.operation == "CreateSnapshot" && s.fault.is_none()).count();
+        if done >= 2 || started.elapsed() > std::time::Duration::from_secs(60) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let after_kill = acct.snapshots(R).await.len() - 1;
+    assert!(after_kill < f.due.len(), "the run was killed before it finished ({after_kill} created)");
+
+    // The rerun waits out the dead run's lease, then creates only what is missing.
+    proxy.set_plan(FaultPlan::none());
+    let (code, doc, err) = run(&acct, &proxy, "snapshot", &["--region", R]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(doc["regions"][0]["created"].as_u64().unwrap() as usize, f.due.len() - after_kill, "{doc:#}");
+    check_snapshot_state(&f, &acct.snapshots(R).await, &BTreeSet::new());
+}

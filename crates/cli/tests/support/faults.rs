@@ -1,0 +1,350 @@
+//! A fault-injecting proxy between the SDK and the emulator.
+//!
+//! Tests point `AWS_ENDPOINT_URL` at it. For each request it names the operation (the `Action` of
+//! EC2 and STS, the `X-Amz-Target` of DynamoDB and EventBridge, `Invoke` for Lambda) and the
+//! region (from the SigV4 credential scope), then decides from a fixed seed, the operation and
+//! how many calls of that operation it has seen whether to fault the request. A faulted request
+//! never reaches the emulator: it is answered with the service's own throttling error (EC2
+//! `RequestLimitExceeded` 503, DynamoDB `ProvisionedThroughputExceededException`, ...), an
+//! internal error (EC2 `InternalError` 500, ...), or its connection is dropped unanswered. The
+//! rest are forwarded and their answers relayed.
+//!
+//! The proxy runs on the test's tokio runtime: tests that wait on a child process while it
+//! serves must use a multi-threaded runtime (`#[tokio::test(flavor = "multi_thread")]`).
+//!
+//! The decision for the n-th call of an operation depends only on the seed, the operation and
+//! n, so a scenario faults the same calls of each operation on every run.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::http::{read_request, respond, Request};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The service's throttling error.
+    Throttle,
+    /// The service's internal error (HTTP 500).
+    Internal,
+    /// The connection is closed without an answer.
+    Drop,
+}
+
+/// Which requests to fault, and how often.
+#[derive(Debug, Clone)]
+pub struct FaultPlan {
+    seed: u64,
+    /// Fraction of matching requests faulted, in 1/10,000.
+    per_10k: u64,
+    operations: Option<BTreeSet<String>>,
+    region: Option<String>,
+    /// Only requests whose body contains one of these (a volume or snapshot id).
+    needles: Option<Vec<String>>,
+    kinds: Vec<Fault>,
+}
+
+impl FaultPlan {
+    /// Faults `rate` (0.0 to 1.0) of every call, with every kind of fault.
+    pub fn every_call(seed: u64, rate: f64) -> FaultPlan {
+        FaultPlan {
+            seed,
+            per_10k: (rate * 10_000.0).round() as u64,
+            operations: None,
+            region: None,
+            needles: None,
+            kinds: vec![Fault::Throttle, Fault::Internal, Fault::Drop],
+        }
+    }
+
+    /// No faults: every request is forwarded.
+    pub fn none() -> FaultPlan {
+        FaultPlan::every_call(0, 0.0)
+    }
+
+    /// Only these operations are faulted.
+    pub fn only_operations(mut self, ops: &[&str]) -> FaultPlan {
+        self.operations = Some(ops.iter().map(|o| o.to_string()).collect());
+        self
+    }
+
+    /// Only requests to this region are faulted.
+    pub fn only_region(mut self, region: &str) -> FaultPlan {
+        self.region = Some(region.to_string());
+        self
+    }
+
+    /// Only requests whose body names one of `ids`.
+    pub fn only_naming(mut self, ids: &[&str]) -> FaultPlan {
+        self.needles = Some(ids.iter().map(|i| i.to_string()).collect());
+        self
+    }
+
+    /// Only these kinds of fault.
+    pub fn kinds(mut self, kinds: &[Fault]) -> FaultPlan {
+        self.kinds = kinds.to_vec();
+        self
+    }
+
+    fn decide(&self, operation: &str, region: &str, body: &str, n: u64) -> Option<Fault> {
+        if self.per_10k == 0
+            || self.operations.as_ref().is_some_and(|ops| !ops.contains(operation))
+            || self.region.as_ref().is_some_and(|r| r != region)
+            || self.needles.as_ref().is_some_and(|ids| !ids.iter().any(|id| body.contains(id.as_str())))
+        {
+            return None;
+        }
+        let op_hash =
+            operation.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x1_0000_01b3));
+        let x = splitmix(self.seed ^ op_hash ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        ((x % 10_000) < self.per_10k).then(|| self.kinds[((x >> 32) % self.kinds.len() as u64) as usize])
+    }
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A request the proxy saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub service: String,
+    pub operation: String,
+    pub region: String,
+    /// `None` when forwarded.
+    pub fault: Option<Fault>,
+    /// When it arrived, from the proxy's start.
+    pub at: std::time::Duration,
+}
+
+struct State {
+    plan: Mutex<FaultPlan>,
+    upstream: String,
+    calls: Mutex<HashMap<String, u64>>,
+    seen: Mutex<Vec<Seen>>,
+    started: std::time::Instant,
+}
+
+pub struct FaultProxy {
+    addr: SocketAddr,
+    state: Arc<State>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy in front of the emulator.
+    pub async fn start(plan: FaultPlan) -> FaultProxy {
+        let upstream = super::endpoint().trim_start_matches("http://").trim_end_matches('/').to_string();
+        let state = Arc::new(State {
+            plan: Mutex::new(plan),
+            upstream,
+            calls: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Vec::new()),
+            started: std::time::Instant::now(),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let s = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((conn, _)) = listener.accept().await else { return };
+                tokio::spawn(serve(conn, s.clone()));
+            }
+        });
+        FaultProxy { addr, state }
+    }
+
+    /// The endpoint to give the SDK (`AWS_ENDPOINT_URL`).
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Replaces the plan (`FaultPlan::none()` turns faults off).
+    pub fn set_plan(&self, plan: FaultPlan) {
+        *self.state.plan.lock().unwrap() = plan;
+    }
+
+    /// Every request seen so far, in arrival order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// How many requests were faulted.
+    pub fn faulted(&self) -> usize {
+        self.seen().iter().filter(|s| s.fault.is_some()).count()
+    }
+}
+
+/// The service (SigV4 scope), region and operation of a request.
+fn classify(req: &Request) -> (String, String, String) {
+    let auth = req.headers.get("authorization").map(String::as_str).unwrap_or("");
+    let scope: Vec<&str> = auth
+        .split("Credential=")
+        .nth(1)
+        .and_then(|c| c.split([',', ' ']).next())
+        .map(|c| c.split('/').collect())
+        .unwrap_or_default();
+    let region = scope.get(2).unwrap_or(&"").to_string();
+    let service = scope.get(3).unwrap_or(&"").to_string();
+    let operation = if let Some(target) = req.headers.get("x-amz-target") {
+        target.rsplit('.').next().unwrap_or(target).to_string()
+    } else if req.path.starts_with("/2015-03-31/functions/") && req.path.ends_with("/invocations") {
+        "Invoke".to_string()
+    } else if let Some(action) =
+        String::from_utf8_lossy(&req.body).split('&').find_map(|kv| kv.strip_prefix("Action=").map(str::to_string))
+    {
+        action
+    } else {
+        format!("{} {}", req.method, req.path.split('?').next().unwrap_or(""))
+    };
+    (service, region, operation)
+}
+
+/// The answer a service gives for `fault`: status, headers, body.
+fn fault_response(service: &str, fault: Fault, n: usize) -> (u16, Vec<(&'static str, String)>, String) {
+    let throttle = fault == Fault::Throttle;
+    match service {
+        "ec2" => {
+            let (status, code, message) = if throttle {
+                (503, "RequestLimitExceeded", "Request limit exceeded.")
+            } else {
+                (500, "InternalError", "An internal error has occurred.")
+            };
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>fault-{n}</RequestID></Response>"
+            );
+            (status, vec![("content-type", "text/xml;charset=UTF-8".into())], body)
+        }
+        "dynamodb" => {
+            let (status, kind, message) = if throttle {
+                (
+                    400,
+                    "ProvisionedThroughputExceededException",
+                    "The level of configured provisioned throughput for the table was exceeded.",
+                )
+            } else {
+                (500, "InternalServerError", "Internal server error")
+            };
+            let body = format!(r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{kind}","message":"{message}"}}"#);
+            (status, vec![("content-type", "application/x-amz-json-1.0".into())], body)
+        }
+        "lambda" => {
+            let (status, kind) = if throttle { (429, "TooManyRequestsException") } else { (500, "ServiceException") };
+            let body = format!(r#"{{"Type":"Service","message":"injected {kind}"}}"#);
+            (status, vec![("content-type", "application/json".into()), ("x-amzn-errortype", kind.into())], body)
+        }
+        "events" => {
+            let (status, kind) = if throttle { (400, "ThrottlingException") } else { (500, "InternalException") };
+            let body = format!(r#"{{"__type":"{kind}","message":"injected {kind}"}}"#);
+            (status, vec![("content-type", "application/x-amz-json-1.1".into())], body)
+        }
+        _ => {
+            let (status, kind, code) =
+                if throttle { (400, "Sender", "Throttling") } else { (500, "Receiver", "InternalFailure") };
+            let body = format!(
+                "<ErrorResponse><Error><Type>{kind}</Type><Code>{code}</Code><Message>injected {code}</Message></Error><RequestId>fault-{n}</RequestId></ErrorResponse>"
+            );
+            (status, vec![("content-type", "text/xml".into())], body)
+        }
+    }
+}
+
+async fn serve(conn: TcpStream, s: Arc<State>) {
+    let (r, mut w) = conn.into_split();
+    let mut reader = BufReader::new(r);
+    while let Some(req) = read_request(&mut reader).await {
+        let (service, region, operation) = classify(&req);
+        let fault = {
+            let mut calls = s.calls.lock().unwrap();
+            let n = calls.entry(operation.clone()).or_default();
+            *n += 1;
+            s.plan.lock().unwrap().decide(&operation, &region, &String::from_utf8_lossy(&req.body), *n)
+        };
+        let index = {
+            let mut seen = s.seen.lock().unwrap();
+            seen.push(Seen { service: service.clone(), operation, region, fault, at: s.started.elapsed() });
+            seen.len()
+        };
+        let result = match fault {
+            Some(Fault::Drop) => return,
+            Some(f) => {
+                let (status, headers, body) = fault_response(&service, f, index);
+                respond(&mut w, status, &headers, body.as_bytes()).await
+            }
+            None => match forward(&s.upstream, &req).await {
+                Ok((status, headers, body)) => {
+                    let headers: Vec<(&str, String)> = headers.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+                    respond(&mut w, status, &headers, &body).await
+                }
+                Err(_) => return,
+            },
+        };
+        if result.is_err() {
+            return;
+        }
+    }
+}
+
+type Response = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// Sends `req` to the emulator on a new connection and reads the whole answer.
+async fn forward(upstream: &str, req: &Request) -> std::io::Result<Response> {
+    let mut conn = TcpStream::connect(upstream).await?;
+    let mut head = format!("{} {} HTTP/1.1\r\n", req.method, req.path);
+    for (k, v) in &req.headers {
+        if !matches!(k.as_str(), "connection" | "content-length" | "transfer-encoding") {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    head.push_str(&format!("content-length: {}\r\nconnection: close\r\n\r\n", req.body.len()));
+    conn.write_all(head.as_bytes()).await?;
+    conn.write_all(&req.body).await?;
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).await?;
+    parse_response(&raw).ok_or_else(|| std::io::Error::other("unreadable answer from the emulator"))
+}
+
+fn parse_response(raw: &[u8]) -> Option<Response> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let mut headers = Vec::new();
+    let mut chunked = false;
+    for line in lines {
+        let (k, v) = line.split_once(':')?;
+        let k = k.trim().to_ascii_lowercase();
+        let v = v.trim().to_string();
+        if k == "transfer-encoding" {
+            chunked = v.contains("chunked");
+        }
+        if !matches!(k.as_str(), "connection" | "content-length" | "transfer-encoding" | "keep-alive") {
+            headers.push((k, v));
+        }
+    }
+    let mut body = raw[end + 4..].to_vec();
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    Some((status, headers, body))
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size = std::str::from_utf8(&data[..line_end]).ok()?.split(';').next()?.trim();
+        let n = usize::from_str_radix(size, 16).ok()?;
+        data = &data[line_end + 2..];
+        if n == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..n)?);
+        data = data.get(n + 2..)?;
+    }
+}

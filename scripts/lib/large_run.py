@@ -1,0 +1,392 @@
+"""Peak memory of each function binary on the large synthetic region (a benchmark, not a test).
+
+A synthetic account is served on loopback: the EC2 query API (DescribeRegions, DescribeInstances,
+DescribeVolumes, DescribeSnapshots, CreateSnapshot, DeleteSnapshot) over a generated region of
+VOLUMES volumes (two per instance) and ten snapshots each, as ebs-snapper would have tagged them
+(nine tags, a description), every one marked for replication to a second region that holds an
+in-sync replica of each; DynamoDB Query for the two configurations; Lambda Invoke (accepted,
+recorded); DynamoDB writes of the region lease (accepted). Each function binary runs once under a one-event Lambda Runtime API, with every AWS
+endpoint pointed at this server, and its peak RSS (VmHWM) is read when it answers.
+
+  python3 large_run.py VOLUMES DIR FUNCTION...
+
+where DIR holds DIR/<function>/bootstrap (target/lambda after scripts/package.sh) or DIR/<function>.
+
+Prints a Markdown table: function, event, what it did, peak RSS, wall time.
+"""
+import hashlib
+import http.server
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from datetime import datetime, timedelta, timezone
+
+ACCOUNT = "123456789012"
+SOURCE, PEER = "us-east-1", "us-east-2"
+PER_VOLUME = 10
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+CONFIGS = {
+    "all": {"match": {"tag:backup": "yes"}, "snapshot": {"retention": "14 days", "minimum": 5, "frequency": "1 day"}, "replication": True},
+    "some": {"match": {"tag:tier": "gold"}, "snapshot": {"retention": "30 days", "minimum": 10, "frequency": "0 */6 * * *"}},
+}
+
+
+def ec2_id(prefix, n):
+    """An EC2-like id: 17 hex digits that look random."""
+    return f"{prefix}-0{hashlib.blake2b(f'{prefix}{n}'.encode(), digest_size=8).hexdigest()}"
+
+
+def iso(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+class Region:
+    def __init__(self):
+        self.instances = []  # dicts
+        self.volumes = {}  # id -> tags
+        self.snapshots = {}  # id -> dict (insertion-ordered)
+        self.by_volume = {}  # volume id -> [snapshot ids]
+
+
+def synthetic_account(volumes):
+    src, peer = Region(), Region()
+    for i in range(volumes // 2):
+        iid = ec2_id("i", i)
+        tags = {"Name": f"web-{i}", "backup": "yes", "Service": "shop", "Owner": "team-a"}
+        if i % 10 == 0:
+            tags["tier"] = "gold"
+        devices = []
+        for d in range(2):
+            v = i * 2 + d
+            vid = ec2_id("vol", v)
+            device = f"/dev/xvd{'ab'[d]}"
+            devices.append((device, vid))
+            src.volumes[vid] = {"Name": f"web-{i}-{device[-1]}"}
+            src.by_volume[vid] = []
+            for n in range(PER_VOLUME):
+                # The newest snapshot is 0 to 47 hours old: about half the volumes are due.
+                start = NOW - timedelta(hours=n * 24 * 21 // PER_VOLUME + v % 48)
+                sid = ec2_id("snap", v * PER_VOLUME + n)
+                snap_tags = {
+                    "DeleteOn": (start + timedelta(days=14)).strftime("%Y-%m-%d"),
+                    "ebs-snapper:instance-id": iid,
+                    "ebs-snapper:device": device,
+                    "ebs-snapper:config": "all",
+                    "replication_dst_region": PEER,
+                    **tags,
+                }
+                state = "pending" if n == 0 and v % 50 == 0 else "completed"
+                desc = f"Created from {iid} by EbsSnapper(0.1.0) for ami-0123456789abcdef0 from {vid}"
+                src.snapshots[sid] = {"id": sid, "volume": vid, "start": start, "state": state, "tags": snap_tags, "desc": desc}
+                src.by_volume[vid].append(sid)
+                if state == "completed":
+                    rid = ec2_id("snap", 10**9 + v * PER_VOLUME + n)
+                    rtags = {k: v for k, v in snap_tags.items() if k not in ("DeleteOn", "replication_dst_region")}
+                    rtags.update({"replication_src_region": SOURCE, "replication_snapshot_id": sid})
+                    peer.snapshots[rid] = {"id": rid, "volume": "vol-ffffffff", "start": start, "state": "completed", "tags": rtags, "desc": desc}
+        src.instances.append({"id": iid, "tags": tags, "devices": devices})
+    return {SOURCE: src, PEER: peer}
+
+
+def tag_set(tags):
+    return "<tagSet>" + "".join(f"<item><key>{k}</key><value>{v}</value></item>" for k, v in tags.items()) + "</tagSet>"
+
+
+def snapshot_xml(s):
+    return (
+        f"<item><snapshotId>{s['id']}</snapshotId><volumeId>{s['volume']}</volumeId><status>{s['state']}</status>"
+        f"<startTime>{iso(s['start'])}</startTime><progress>100%</progress><ownerId>{ACCOUNT}</ownerId>"
+        f"<volumeSize>8</volumeSize><description>{s['desc']}</description><encrypted>false</encrypted>"
+        f"<storageTier>standard</storageTier>{tag_set(s['tags'])}</item>"
+    )
+
+
+def instance_xml(inst):
+    bdm = "".join(
+        f"<item><deviceName>{d}</deviceName><ebs><volumeId>{v}</volumeId><status>attached</status>"
+        f"<attachTime>{iso(NOW)}</attachTime><deleteOnTermination>true</deleteOnTermination></ebs></item>"
+        for d, v in inst["devices"]
+    )
+    return (
+        f"<item><instanceId>{inst['id']}</instanceId><imageId>ami-0123456789abcdef0</imageId>"
+        f"<instanceState><code>16</code><name>running</name></instanceState><instanceType>t3.micro</instanceType>"
+        f"<placement><availabilityZone>{SOURCE}a</availabilityZone></placement><rootDeviceName>/dev/xvda</rootDeviceName>"
+        f"<blockDeviceMapping>{bdm}</blockDeviceMapping>{tag_set(inst['tags'])}</item>"
+    )
+
+
+def filters_of(params):
+    out = {}
+    n = 1
+    while f"Filter.{n}.Name" in params:
+        values, m = [], 1
+        while f"Filter.{n}.Value.{m}" in params:
+            values.append(params[f"Filter.{n}.Value.{m}"])
+            m += 1
+        out[params[f"Filter.{n}.Name"]] = values
+        n += 1
+    return out
+
+
+def matches(filters, ident, tags, extra):
+    for name, values in filters.items():
+        if name == "tag-key":
+            if not any(re.fullmatch(v.replace("*", ".*"), k) for k in tags for v in values):
+                return False
+        elif name.startswith("tag:"):
+            if tags.get(name[4:]) not in values:
+                return False
+        elif name in ("instance-id", "snapshot-id", "volume-id") and name.split("-")[0] in ident:
+            if ident[name.split("-")[0]] not in values:
+                return False
+        elif name in extra and extra[name] not in values:
+            return False
+    return True
+
+
+def page(items, params):
+    start = int(params.get("NextToken", "0"))
+    size = int(params.get("MaxResults", "1000"))
+    chunk = items[start : start + size]
+    token = f"<nextToken>{start + size}</nextToken>" if start + size < len(items) else ""
+    return chunk, token
+
+
+class Account:
+    def __init__(self, volumes):
+        self.regions = synthetic_account(volumes)
+        self.counts = {}
+        self.lock = threading.Lock()
+        self.created = 0
+        self.found = {}  # (region, action, filters) -> matches, so paging does not filter again
+
+    def count(self, op):
+        with self.lock:
+            self.counts[op] = self.counts.get(op, 0) + 1
+
+    @staticmethod
+    def describe_snapshots(region, f):
+        if "volume-id" in f:
+            pool = [region.snapshots[s] for v in f["volume-id"] for s in region.by_volume.get(v, []) if s in region.snapshots]
+            f = {k: v for k, v in f.items() if k != "volume-id"}
+        else:
+            pool = list(region.snapshots.values())
+        return [s for s in pool if matches(f, {"snapshot": s["id"]}, s["tags"], {"status": s["state"]})]
+
+    def ec2(self, region_name, params):
+        action = params.get("Action", "")
+        self.count(action)
+        region = self.regions.get(region_name, Region())
+        body = ""
+        if action == "DescribeRegions":
+            body = "<regionInfo>" + "".join(
+                f"<item><regionName>{r}</regionName><regionEndpoint>ec2.{r}.amazonaws.com</regionEndpoint>"
+                f"<optInStatus>opt-in-not-required</optInStatus></item>"
+                for r in sorted(self.regions)
+            ) + "</regionInfo>"
+        elif action == "DescribeInstances":
+            f = filters_of(params)
+            found = [i for i in region.instances if matches(f, {"instance": i["id"]}, i["tags"], {"instance-state-name": "running"})]
+            chunk, token = page(found, params)
+            body = (
+                f"<reservationSet><item><reservationId>r-1</reservationId><ownerId>{ACCOUNT}</ownerId><instancesSet>"
+                + "".join(instance_xml(i) for i in chunk)
+                + f"</instancesSet></item></reservationSet>{token}"
+            ) if chunk else "<reservationSet/>"
+        elif action == "DescribeVolumes":
+            f = filters_of(params)
+            ids = f.get("volume-id", list(region.volumes))
+            found = [v for v in ids if v in region.volumes]
+            chunk, token = page(found, params)
+            body = "<volumeSet>" + "".join(
+                f"<item><volumeId>{v}</volumeId><size>8</size><availabilityZone>{region_name}a</availabilityZone>"
+                f"<status>in-use</status><volumeType>gp3</volumeType>{tag_set(region.volumes[v])}</item>"
+                for v in chunk
+            ) + f"</volumeSet>{token}"
+        elif action == "DescribeSnapshots":
+            f = filters_of(params)
+            key = (region_name, json.dumps(f, sort_keys=True))
+            found = self.found.get(key) if "NextToken" in params else None
+            if found is None:
+                found = self.found[key] = self.describe_snapshots(region, f)
+            chunk, token = page(found, params)
+            body = "<snapshotSet>" + "".join(snapshot_xml(s) for s in chunk) + f"</snapshotSet>{token}"
+        elif action == "CreateSnapshot":
+            with self.lock:
+                self.created += 1
+                sid = ec2_id("snap", 2 * 10**9 + self.created)
+            body = (
+                f"<snapshotId>{sid}</snapshotId><volumeId>{params.get('VolumeId')}</volumeId><status>pending</status>"
+                f"<startTime>{iso(NOW)}</startTime><progress></progress><ownerId>{ACCOUNT}</ownerId><volumeSize>8</volumeSize>"
+            )
+        elif action == "DeleteSnapshot":
+            with self.lock:
+                region.snapshots.pop(params.get("SnapshotId"), None)
+            body = "<return>true</return>"
+        else:
+            return 400, f"<Response><Errors><Error><Code>InvalidAction</Code><Message>{action} is not served here</Message></Error></Errors><RequestID>1</RequestID></Response>"
+        return 200, f'<{action}Response xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>1</requestId>{body}</{action}Response>'
+
+
+class Quiet(http.server.ThreadingHTTPServer):
+    """A server that does not print a traceback when a killed function drops its connection."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass
+
+
+def serve(account):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def reply(self, status, body, ctype):
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):
+            raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            target = self.headers.get("X-Amz-Target", "")
+            if target.startswith("DynamoDB_20120810.Query"):
+                account.count("Query")
+                items = [
+                    {"aws_account_id": {"S": ACCOUNT}, "id": {"S": k}, "configuration": {"S": json.dumps(v)}} for k, v in CONFIGS.items()
+                ]
+                return self.reply(200, json.dumps({"Items": items, "Count": len(items), "ScannedCount": len(items)}), "application/x-amz-json-1.0")
+            if target.startswith("DynamoDB_20120810."):  # the region lease: PutItem, UpdateItem, DeleteItem
+                account.count(target.split(".")[1])
+                return self.reply(200, "{}", "application/x-amz-json-1.0")
+            if self.path.startswith("/2015-03-31/functions/"):
+                account.count("Invoke")
+                return self.reply(202, "", "application/json")
+            params = dict(urllib.parse.parse_qsl(raw.decode()))
+            scope = re.search(r"Credential=[^/]+/\d+/([^/]+)/", self.headers.get("Authorization", ""))
+            status, body = account.ec2(scope.group(1) if scope else SOURCE, params)
+            self.reply(status, body, "text/xml")
+
+        def log_message(self, *args):
+            pass
+
+    server = Quiet(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def run_function(binary, name, event, aws_port):
+    """Runs `binary` for one event under a minimal Runtime API; returns (peak RSS MB, seconds, response)."""
+    done = threading.Event()
+    result = {}
+    proc_holder = {}
+    served = [False]
+
+    class Runtime(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            if served[0]:
+                time.sleep(30)  # the function waits for a next event that never comes
+                return
+            served[0] = True
+            data = json.dumps(event).encode()
+            self.send_response(200)
+            self.send_header("Lambda-Runtime-Aws-Request-Id", "large-run-1")
+            self.send_header("Lambda-Runtime-Deadline-Ms", str(int((time.time() + 900) * 1000)))
+            self.send_header("Lambda-Runtime-Invoked-Function-Arn", f"arn:aws:lambda:{SOURCE}:{ACCOUNT}:function:{name}")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            with open(f"/proc/{proc_holder['p'].pid}/status") as status:
+                result["hwm_kb"] = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
+            result["response"] = body.decode(errors="replace")
+            result["path"] = self.path
+            self.send_response(202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            done.set()
+
+        def log_message(self, *args):
+            pass
+
+    runtime = Quiet(("127.0.0.1", 0), Runtime)
+    threading.Thread(target=runtime.serve_forever, daemon=True).start()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{runtime.server_address[1]}",
+        "AWS_LAMBDA_FUNCTION_NAME": name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_REGION": SOURCE,
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{aws_port}",
+        "CREATE_SNAPSHOT_FUNCTION": "create-snapshot",
+        "CLEAN_SNAPSHOT_FUNCTION": "clean-snapshot",
+        "AWS_LAMBDA_LOG_LEVEL": "warn",
+    }
+    start = time.perf_counter()
+    proc_holder["p"] = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ok = done.wait(timeout=900)
+    elapsed = time.perf_counter() - start
+    proc_holder["p"].kill()
+    _, err = proc_holder["p"].communicate()
+    runtime.shutdown()
+    if not ok:
+        raise SystemExit(f"{name} did not answer: {err.decode(errors='replace')[-2000:]}")
+    if result["path"].endswith("/error"):
+        raise SystemExit(f"{name} failed: {result['response'][:2000]}")
+    return result["hwm_kb"] / 1024, elapsed, result["response"]
+
+
+def main():
+    volumes, bin_dir, names = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+    account = Account(volumes)
+    server = serve(account)
+    port = server.server_address[1]
+    src = account.regions[SOURCE]
+    print(
+        f"synthetic region: {len(src.instances):,} instances, {len(src.volumes):,} volumes, "
+        f"{len(src.snapshots):,} snapshots in {SOURCE}; {len(account.regions[PEER].snapshots):,} replicas in {PEER}"
+    )
+    scheduled = {"source": "aws.events", "detail-type": "Scheduled Event", "account": ACCOUNT, "region": SOURCE, "detail": {}}
+    events = {
+        "fanout-snapshot": scheduled,
+        "create-snapshot": {"region": SOURCE},
+        "fanout-clean": scheduled,
+        "clean-snapshot": {"region": SOURCE},
+        "replication": {"region": SOURCE},
+    }
+    print("| function | event | AWS calls | result | peak RSS (MB) | wall (s) |")
+    print("|---|---|---|---|---:|---:|")
+    worst = 0.0
+    for name in names:
+        event = events.get(name, scheduled)
+        before = dict(account.counts)
+        binary = os.path.join(bin_dir, name, "bootstrap")  # a packaged function (target/lambda)
+        if not os.path.exists(binary):
+            binary = os.path.join(bin_dir, name)  # a build directory (target/debug)
+        rss, secs, response = run_function(binary, name, event, port)
+        worst = max(worst, rss)
+        calls = {k: v - before.get(k, 0) for k, v in account.counts.items() if v - before.get(k, 0)}
+        summary = json.loads(response) if response.startswith("{") else {}
+        result = ", ".join(f"{k} {summary[k]}" for k in ("created", "deleted", "copied", "not_due", "regions") if k in summary)
+        calls_text = ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
+        print(f"| {name} | `{json.dumps(event) if 'region' in event and len(event) == 1 else 'scheduled'}` | {calls_text} | {result} | {rss:.1f} | {secs:.1f} |")
+    print(f"\nhighest peak RSS: {worst:.1f} MB (Lambda memory size 128 MB)")
+    server.shutdown()
+
+
+main()
