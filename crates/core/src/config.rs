@@ -109,6 +109,39 @@ impl Configuration {
         })
     }
 
+    /// The configuration as canonical JSON: what [`Configuration::parse`] reads back to an equal
+    /// configuration. Durations are written in the largest of weeks, days, hours and minutes
+    /// that divides them (sub-minute precision, which no sensible schedule has, is rounded to
+    /// the second in fractional minutes).
+    pub fn to_json(&self) -> Value {
+        let filters: serde_json::Map<String, Value> = self
+            .filters
+            .iter()
+            .map(|f| {
+                let values = match f.values.as_slice() {
+                    [one] => Value::String(one.clone()),
+                    many => Value::Array(many.iter().cloned().map(Value::String).collect()),
+                };
+                (f.name.clone(), values)
+            })
+            .collect();
+        let frequency = match &self.snapshot.frequency {
+            crate::schedule::Schedule::Interval(d) => canonical_duration(*d),
+            crate::schedule::Schedule::Cron(c) => c.text().to_string(),
+        };
+        serde_json::json!({
+            "match": filters,
+            "snapshot": {
+                "retention": canonical_duration(self.snapshot.retention),
+                "minimum": self.snapshot.minimum,
+                "frequency": frequency,
+            },
+            "ignore": self.ignore.iter().collect::<Vec<_>>(),
+            "ignore_retention": self.ignore_retention,
+            "replication": self.replication,
+        })
+    }
+
     /// The filters to send with `DescribeInstances`: the `match` filters plus the state filter
     /// (running and stopped only; a `match` on state is narrowed to those).
     pub fn instance_filters(&self) -> Vec<Filter> {
@@ -156,6 +189,17 @@ fn check_keys(
         }
     }
     Ok(())
+}
+
+/// `2 weeks`, `3 days`, `12 hours`, `90 minutes`: the largest unit that divides the duration.
+fn canonical_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 || secs % 60 != 0 {
+        return format!("{} minutes", (d.as_secs_f64() / 60.0 * 1e6).round() / 1e6);
+    }
+    let units = [(604_800, "weeks"), (86_400, "days"), (3_600, "hours"), (60, "minutes")];
+    let (size, name) = units.iter().find(|(size, _)| secs % size == 0).copied().unwrap_or((60, "minutes"));
+    format!("{} {name}", secs / size)
 }
 
 fn parse_match(value: Option<&Value>) -> Result<Vec<Filter>, ConfigError> {

@@ -1,0 +1,107 @@
+//! The region lease (SPEC §10.7): where it is kept, and what a run does while another holds it.
+//! Concurrent and killed runs under faults are in `faults.rs`.
+
+mod support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use ebs_snapper_aws::functions::{create_snapshot, Environment, Invocation};
+use serde_json::json;
+use support::{backup_config, text, Account, TABLE};
+
+const R: &str = "us-east-1";
+
+fn epoch(offset: i64) -> String {
+    (SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64 + offset).to_string()
+}
+
+/// Plants a lease on `job/region` held by someone else until `expires_in` seconds from now.
+async fn plant_lease(acct: &Account, job_region: &str, expires_in: i64) {
+    acct.dynamodb(R)
+        .await
+        .put_item()
+        .table_name(TABLE)
+        .item("aws_account_id", AttributeValue::S(format!("lease#{}", acct.id)))
+        .item("id", AttributeValue::S(job_region.to_string()))
+        .item("owner", AttributeValue::S("someone-else".into()))
+        .item("holder", AttributeValue::S("the other run".into()))
+        .item("expires_at", AttributeValue::N(epoch(expires_in)))
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn lease_items(acct: &Account) -> usize {
+    let out = acct
+        .dynamodb(R)
+        .await
+        .query()
+        .table_name(TABLE)
+        .key_condition_expression("aws_account_id = :a")
+        .expression_attribute_values(":a", AttributeValue::S(format!("lease#{}", acct.id)))
+        .send()
+        .await
+        .unwrap();
+    out.count() as usize
+}
+
+#[tokio::test]
+async fn a_run_takes_and_gives_back_its_lease_which_configure_never_lists() {
+    let acct = Account::new().await;
+    acct.create_table(R).await;
+    acct.put_raw(R, "daily", &backup_config("1 day", "")).await;
+    acct.launch(R, &[("backup", "yes")]).await;
+    let (puts, deletes) = (acct.count("PutItem", None), acct.count("DeleteItem", None));
+    let out = acct.cli().args(["snapshot", "--region", R]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(acct.count("PutItem", None) - puts, 1, "the lease was taken once");
+    assert_eq!(acct.count("DeleteItem", None) - deletes, 1, "and given back");
+    assert_eq!(lease_items(&acct).await, 0);
+
+    // A lease item (here a stale one) is not a configuration.
+    plant_lease(&acct, "snapshot/us-west-2", -5).await;
+    let out = acct.cli().args(["configure", "-l"]).output().unwrap();
+    assert_eq!(text(&out.stdout), format!("aws_account_id,id\n{},daily\n", acct.id));
+
+    // Dry runs take no lease.
+    let before = acct.count("PutItem", None);
+    let out = acct.cli().args(["snapshot", "--region", R, "--dry-run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(acct.count("PutItem", None), before);
+}
+
+#[tokio::test]
+async fn a_worker_whose_region_stays_held_does_nothing_and_says_so() {
+    let acct = Account::new().await;
+    acct.create_table(R).await;
+    acct.put_raw(R, "daily", &backup_config("1 day", "")).await;
+    acct.launch(R, &[("backup", "yes")]).await;
+    plant_lease(&acct, "snapshot/us-east-1", 600).await;
+    let aws = acct.aws(R).await;
+    // A deadline 62 s away leaves a budget of 2 s: the wait for the lease.
+    let inv = Invocation {
+        payload: json!({"region": R}),
+        function_arn: acct.function_arn("create"),
+        deadline: Some(SystemTime::now() + Duration::from_secs(62)),
+    };
+    let summary = create_snapshot(&aws, &Environment::default(), inv).await.expect("not a failure");
+    assert_eq!(summary["created"], 0);
+    let warnings = summary["warnings"].to_string();
+    assert!(warnings.contains("another snapshot run (the other run) held region us-east-1"), "{warnings}");
+    assert!(acct.snapshots(R).await.is_empty());
+    assert_eq!(acct.count("DescribeInstances", Some(R)), 0, "nothing was even listed");
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over() {
+    let acct = Account::new().await;
+    acct.create_table(R).await;
+    acct.put_raw(R, "daily", &backup_config("1 day", "")).await;
+    acct.launch(R, &[("backup", "yes")]).await;
+    plant_lease(&acct, "snapshot/us-east-1", -1).await;
+    let out = acct.cli().args(["snapshot", "--region", R]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(acct.snapshots(R).await.len(), 1);
+    assert_eq!(lease_items(&acct).await, 0);
+}
