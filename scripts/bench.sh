@@ -5,6 +5,8 @@
 #   3. AWS call budget against the emulator (request recording)
 #   4. function binaries: size, zip size, start-to-ready, idle RSS (needs release zips:
 #      scripts/package.sh first, or set BUILD=1 to build them here; slow)
+#   5. each function's peak RSS on the large synthetic region (VOLUMES volumes, default 10,000,
+#      and ten snapshots each; same release zips)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib/emulator.sh
@@ -26,6 +28,14 @@ step "4. function binaries (release)"
 if [[ "${BUILD:-0}" == 1 ]]; then scripts/package.sh >/dev/null; fi
 if [[ "$(cat target/lambda/PROFILE 2>/dev/null)" == release ]]; then
   python3 scripts/lib/coldstart.py 9 $(python3 -c 'import json; [print(f["binary"]) for f in json.load(open("lambda.json"))["functions"]]')
+else
+  echo "no release zips in target/lambda: run scripts/package.sh (or BUILD=1 scripts/bench.sh)"
+fi
+
+step "5. peak RSS of each function on the large synthetic region (release)"
+if [[ "$(cat target/lambda/PROFILE 2>/dev/null)" == release ]]; then
+  python3 scripts/lib/large_run.py "${VOLUMES:-10000}" target/lambda \
+    $(python3 -c 'import json; [print(f["binary"]) for f in json.load(open("lambda.json"))["functions"]]')
 else
   echo "no release zips in target/lambda: run scripts/package.sh (or BUILD=1 scripts/bench.sh)"
 fi

@@ -4,9 +4,10 @@ A synthetic account is served on loopback: the EC2 query API (DescribeRegions, D
 DescribeVolumes, DescribeSnapshots, CreateSnapshot, DeleteSnapshot) over a generated region of
 VOLUMES volumes (two per instance) and ten snapshots each, as ebs-snapper would have tagged them
 (nine tags, a description), every one marked for replication to a second region that holds an
-in-sync replica of each; DynamoDB Query for the two configurations; Lambda Invoke (accepted,
-recorded); DynamoDB writes of the region lease (accepted). Each function binary runs once under a one-event Lambda Runtime API, with every AWS
-endpoint pointed at this server, and its peak RSS (VmHWM) is read when it answers.
+in-sync replica of each; DynamoDB Query for the two configurations and writes of the region
+lease (accepted); Lambda Invoke (accepted, counted). Each function binary runs once under a
+one-event Lambda Runtime API, with every AWS endpoint pointed at this server, and its peak RSS
+(VmHWM) is read when it answers.
 
   python3 large_run.py VOLUMES DIR FUNCTION...
 

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use ebs_snapper_core::{
-    peer_regions, plan_replication, plan_retention, plan_snapshots, ActionReport, ConfigurationSet, PeerListing,
-    RegionReport, ReplicationAction, VolumeAction, VERSION,
+    copy_request, peer_regions, plan_replication, plan_retention, plan_snapshots, ActionReport, ConfigurationSet,
+    PeerListing, RegionReport, ReplicationAction, VolumeAction, VERSION,
 };
 use tracing::warn;
 
@@ -270,13 +270,46 @@ pub async fn clean_region(
     report
 }
 
-/// What the replication planner reads of a peer region's snapshots: only the replication tags
-/// (the local snapshots are listed in full, since their tags and description are copied).
+/// What the replication planner reads of a region's snapshots: only the replication tags (the
+/// sources to copy are read again in full; see [`with_full_sources`]).
 const PEER_DETAIL: SnapshotDetail = SnapshotDetail::Tags(&[
     ebs_snapper_core::tags::REPLICATION_DST,
     ebs_snapper_core::tags::REPLICATION_SRC,
     ebs_snapper_core::tags::REPLICATION_SNAPSHOT_ID,
 ]);
+
+/// The listings carry only the replication tags (a region may hold 100,000 tagged snapshots);
+/// a copy takes its source's tags and description, so the few sources to copy are read again in
+/// full (one `DescribeSnapshots` per 200) and their copy requests made from that. A source gone
+/// since the listing is skipped.
+async fn with_full_sources(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    mut plan: ebs_snapper_core::ReplicationPlan,
+) -> Result<ebs_snapper_core::ReplicationPlan, AwsError> {
+    let ids: Vec<String> = plan
+        .decisions
+        .iter()
+        .filter(|d| matches!(d.action, ReplicationAction::Copy(_)))
+        .map(|d| d.snapshot_id.clone())
+        .collect();
+    let mut full = BTreeMap::new();
+    for batch in ids.chunks(crate::inventory::IDS_PER_BATCH) {
+        let filters = vec![ec2_filter("snapshot-id", batch.iter().cloned())];
+        for s in describe_own_snapshots(client, region, filters, SnapshotDetail::Full).await? {
+            full.insert(s.id.clone(), s);
+        }
+    }
+    for d in &mut plan.decisions {
+        if let ReplicationAction::Copy(request) = &d.action {
+            d.action = match full.get(&d.snapshot_id) {
+                Some(source) => ReplicationAction::Copy(copy_request(region, &request.destination_region, source)),
+                None => ReplicationAction::Skip("the source is gone since it was listed".to_string()),
+            };
+        }
+    }
+    Ok(plan)
+}
 
 /// One filter value that matches every replication tag key (`replication_dst_region`,
 /// `replication_src_region`, `replication_snapshot_id`), so each listing is one paginated call.
@@ -309,7 +342,7 @@ async fn replication_unleased(
     opts: JobOptions<'_>,
 ) -> RegionReport {
     let client = aws_sdk_ec2::Client::new(&aws.in_region(region));
-    let local = match describe_own_snapshots(&client, region, vec![replication_filter()], SnapshotDetail::Full).await {
+    let local = match describe_own_snapshots(&client, region, vec![replication_filter()], PEER_DETAIL).await {
         Ok(local) => local,
         Err(e) => {
             warn!(region, error = %e, "could not list snapshots tagged for replication");
@@ -333,6 +366,14 @@ async fn replication_unleased(
         .into_iter()
         .collect();
     let plan = plan_replication(region, &local, &peers, &configs.ignored_ids());
+    drop((local, peers));
+    let plan = match with_full_sources(&client, region, plan).await {
+        Ok(plan) => plan,
+        Err(e) => {
+            warn!(region, error = %e, "could not read the snapshots to copy");
+            return RegionReport::failed("replication", region, opts.dry_run, e.to_string());
+        }
+    };
     let mut report = RegionReport::new("replication", region, opts.dry_run);
 
     let mut deletes = Vec::new();

@@ -34,8 +34,8 @@ pub use retention_plan::{
 };
 pub mod replication_plan;
 pub use replication_plan::{
-    peer_regions, plan_replication, CopyRequest, PeerListing, ReplicationAction, ReplicationDecision, ReplicationPlan,
-    MAX_IN_FLIGHT,
+    copy_request, peer_regions, plan_replication, CopyRequest, PeerListing, ReplicationAction, ReplicationDecision,
+    ReplicationPlan, MAX_IN_FLIGHT,
 };
 pub mod deploy_plan;
 pub mod metrics;

@@ -2,7 +2,7 @@
 //! listings of the peer regions those tags name -> copies to make, replicas to delete, and
 //! every skip with its reason.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::event::is_region_name;
 use crate::inventory::{Snapshot, SnapshotState};
@@ -98,6 +98,12 @@ pub fn plan_replication(
             in_flight.insert(peer.as_str(), pending);
         }
     }
+    // Each peer listing indexed once: by snapshot id (is a replica's source still there?) and by
+    // the source a replica names (is a source copied already?). A region may list 100,000.
+    let indexes: BTreeMap<&str, Result<PeerIndex, &String>> = peers
+        .iter()
+        .map(|(peer, listing)| (peer.as_str(), listing.as_ref().map(|snaps| PeerIndex::new(snaps))))
+        .collect();
     let mut sorted: Vec<&Snapshot> = local.iter().collect();
     sorted.sort_by(|a, b| a.start_time.cmp(&b.start_time).then_with(|| a.id.cmp(&b.id)));
 
@@ -119,11 +125,12 @@ pub fn plan_replication(
             } else if src_region == region || !is_region_name(src_region) {
                 skips.push(skip(format!("source region {src_region:?} is not a valid peer; kept")));
             } else {
-                match peers.get(src_region) {
-                    Some(Ok(source_snaps)) => {
-                        let source_present = source_snaps.iter().any(|x| {
-                            &x.id == src_id && x.tags.get(REPLICATION_DST).map(String::as_str) == Some(region)
-                        });
+                match indexes.get(src_region.as_str()) {
+                    Some(Ok(source)) => {
+                        let source_present = source
+                            .by_id
+                            .get(src_id.as_str())
+                            .is_some_and(|x| x.tags.get(REPLICATION_DST).map(String::as_str) == Some(region));
                         if source_present {
                             skips.push(ReplicationDecision {
                                 snapshot_id: s.id.clone(),
@@ -157,9 +164,9 @@ pub fn plan_replication(
         } else if dst == region || !is_region_name(dst) {
             skips.push(skip(format!("{REPLICATION_DST} {dst:?} is not another region")));
         } else {
-            match peers.get(dst) {
-                Some(Ok(dst_snaps)) => {
-                    let existing = dst_snaps.iter().find(|x| x.tags.get(REPLICATION_SNAPSHOT_ID) == Some(&s.id));
+            match indexes.get(dst.as_str()) {
+                Some(Ok(destination)) => {
+                    let existing = destination.by_source.get(s.id.as_str());
                     if let Some(copy) = existing {
                         skips.push(ReplicationDecision {
                             snapshot_id: s.id.clone(),
@@ -186,7 +193,28 @@ pub fn plan_replication(
     ReplicationPlan { region: region.to_string(), decisions }
 }
 
-fn copy_request(region: &str, dst: &str, s: &Snapshot) -> CopyRequest {
+struct PeerIndex<'a> {
+    by_id: HashMap<&'a str, &'a Snapshot>,
+    /// Replica by the `replication_snapshot_id` it carries (the first listed, if several).
+    by_source: HashMap<&'a str, &'a Snapshot>,
+}
+
+impl<'a> PeerIndex<'a> {
+    fn new(snaps: &'a [Snapshot]) -> PeerIndex<'a> {
+        let mut index = PeerIndex { by_id: HashMap::with_capacity(snaps.len()), by_source: HashMap::new() };
+        for x in snaps {
+            index.by_id.insert(x.id.as_str(), x);
+            if let Some(source) = x.tags.get(REPLICATION_SNAPSHOT_ID) {
+                index.by_source.entry(source.as_str()).or_insert(x);
+            }
+        }
+        index
+    }
+}
+
+/// The copy of `s` (in `region`) into `dst`: its description, and its tags without `DeleteOn` and
+/// the replication tags, after the two that mark it a replica of `s`.
+pub fn copy_request(region: &str, dst: &str, s: &Snapshot) -> CopyRequest {
     let mut tags =
         vec![(REPLICATION_SRC.to_string(), region.to_string()), (REPLICATION_SNAPSHOT_ID.to_string(), s.id.clone())];
     tags.extend(

@@ -438,7 +438,7 @@ mod tests {
         let inv = inventory(&[], snaps);
         let p = plan(&c, &inv);
         assert_eq!(deleted(&p), vec!["s0", "s1"]);
-        assert!(p.decisions.iter().all(|d| d.config_id.as_deref() == Some("a")));
+        assert!(p.decisions.iter().all(|d| d.config_id == Some("a")));
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(3600);
 /// Early-firing tolerance for intervals: F/20, capped at this.
 pub const MAX_GRACE: Duration = Duration::from_secs(15 * 60);
 
+// One per configuration: the size of the cron variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum Schedule {
     Interval(Duration),
