@@ -2,6 +2,14 @@
 //! concurrency; each outcome reported, none stopping the others.
 
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::error::display::DisplayErrorContext;
 use ebs_snapper_core::SnapshotRequest;
 use futures::stream::{self, StreamExt};
 use tracing::{info, warn};
@@ -23,6 +31,38 @@ const DELETE_SKIPPABLE: [&str; 2] = ["InvalidSnapshot.InUse", "InvalidSnapshot.N
 
 /// Snapshot-creation errors that leave the volume due for the next run (a warning, not a failure).
 const CREATE_SKIPPABLE: [&str; 2] = ["ConcurrentSnapshotLimitExceeded", "SnapshotCreationPerVolumeRateExceeded"];
+
+const NOT_SENT: &str = "not sent: the run's time or its region lease ran out before this attempt";
+
+/// Checks the budget right before each attempt of a mutation goes out, retries included: a
+/// retry held back by the SDK's backoff or rate limiter must not reach AWS after the region
+/// lease may have passed to another run (or after the Lambda time is up).
+#[derive(Debug)]
+struct WithinBudget(TimeBudget);
+
+impl Intercept for WithinBudget {
+    fn name(&self) -> &'static str {
+        "WithinBudget"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if self.0.allows_mutation() {
+            Ok(())
+        } else {
+            Err(NOT_SENT.into())
+        }
+    }
+}
+
+/// Whether a failed mutation was stopped by [`WithinBudget`] (so never reached AWS).
+fn not_sent<E: std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> bool {
+    !matches!(e, SdkError::ServiceError(_)) && DisplayErrorContext(e).to_string().contains(NOT_SENT)
+}
 
 /// The outcome of one mutation.
 #[derive(Debug)]
@@ -48,7 +88,7 @@ where
             // The future does nothing until polled, and it is polled only when a slot is free.
             let work = mutate(item);
             async move {
-                if !budget.allows_mutation() {
+                if !budget.mutation_may_start().await {
                     return (i, Outcome::Deferred);
                 }
                 (i, work.await)
@@ -68,18 +108,26 @@ pub async fn create_snapshots(
     requests: &[&SnapshotRequest],
     budget: &TimeBudget,
 ) -> Vec<Outcome> {
-    bounded(requests, budget, |request| create_snapshot(client, region, request)).await
+    bounded(requests, budget, |request| create_snapshot(client, region, request, budget)).await
 }
 
-async fn create_snapshot(client: &aws_sdk_ec2::Client, region: &str, request: &SnapshotRequest) -> Outcome {
+async fn create_snapshot(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    request: &SnapshotRequest,
+    budget: &TimeBudget,
+) -> Outcome {
     let result = client
         .create_snapshot()
         .volume_id(&request.volume_id)
         .description(&request.description)
         .tag_specifications(snapshot_tags(&request.tags))
+        .customize()
+        .interceptor(WithinBudget(budget.clone()))
         .send()
         .await;
     match result {
+        Err(e) if not_sent(&e) => Outcome::Deferred,
         Ok(out) => {
             let id = out.snapshot_id().map(str::to_string);
             info!(region = %region, volume_id = %request.volume_id, snapshot_id = %id.as_deref().unwrap_or("?"), "created snapshot");
@@ -105,12 +153,13 @@ pub async fn delete_snapshots(
     ids: &[&str],
     budget: &TimeBudget,
 ) -> Vec<Outcome> {
-    bounded(ids, budget, |id| delete_snapshot(client, region, id)).await
+    bounded(ids, budget, |id| delete_snapshot(client, region, id, budget)).await
 }
 
 /// Deletes one snapshot. Used by the clean job and for replicas whose source is gone.
-pub async fn delete_snapshot(client: &aws_sdk_ec2::Client, region: &str, id: &str) -> Outcome {
-    match client.delete_snapshot().snapshot_id(id).send().await {
+pub async fn delete_snapshot(client: &aws_sdk_ec2::Client, region: &str, id: &str, budget: &TimeBudget) -> Outcome {
+    match client.delete_snapshot().snapshot_id(id).customize().interceptor(WithinBudget(budget.clone())).send().await {
+        Err(e) if not_sent(&e) => Outcome::Deferred,
         Ok(_) => {
             info!(region = %region, snapshot_id = %id, "deleted snapshot");
             Outcome::Done(None)
@@ -144,7 +193,7 @@ pub async fn copy_snapshots(
             outcomes.push(Outcome::Skipped(format!("copies to {dst} stopped for this run: {why}")));
             continue;
         }
-        if !budget.allows_mutation() {
+        if !budget.mutation_may_start().await {
             outcomes.push(Outcome::Deferred);
             continue;
         }
@@ -155,9 +204,12 @@ pub async fn copy_snapshots(
             .source_snapshot_id(&request.source_id)
             .description(&request.description)
             .tag_specifications(snapshot_tags(&request.tags))
+            .customize()
+            .interceptor(WithinBudget(budget.clone()))
             .send()
             .await;
         outcomes.push(match result {
+            Err(e) if not_sent(&e) => Outcome::Deferred,
             Ok(out) => {
                 let id = out.snapshot_id().map(str::to_string);
                 info!(region = %request.source_region, destination = dst, source_id = %request.source_id, copy_id = id.as_deref().unwrap_or("?"), "copied snapshot");

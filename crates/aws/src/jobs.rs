@@ -19,7 +19,7 @@ use crate::inventory::{describe_own_snapshots, ec2_filter, gather, gather_for_cl
 use crate::lease::{Lease, LeaseScope, Taken};
 use crate::sdk::Aws;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct JobOptions<'a> {
     pub dry_run: bool,
     pub budget: TimeBudget,
@@ -39,17 +39,21 @@ impl JobOptions<'_> {
 }
 
 /// Runs `work` holding the lease of `job` in `region` (dry runs change nothing and take none).
-/// When another run holds the lease for the whole wait, nothing is done here and the report
-/// says so; when the lease cannot be written at all, the work runs without it (a warning).
-async fn holding_lease<F>(aws: &Aws, job: &str, region: &str, opts: JobOptions<'_>, work: F) -> RegionReport
+/// The work gets a budget bounded by the lease, so it starts no mutation once the lease may have
+/// passed to another run. When another run holds the lease for the whole wait, nothing is done
+/// here and the report says so; when the lease cannot be written at all, the work runs without
+/// it (a warning).
+async fn holding_lease<'a, F, Fut>(aws: &Aws, job: &str, region: &str, opts: JobOptions<'a>, work: F) -> RegionReport
 where
-    F: std::future::Future<Output = RegionReport>,
+    F: FnOnce(JobOptions<'a>) -> Fut,
+    Fut: std::future::Future<Output = RegionReport>,
 {
-    let Some(scope) = opts.lease.filter(|_| !opts.dry_run) else { return work.await };
+    let Some(scope) = opts.lease.filter(|_| !opts.dry_run) else { return work(opts).await };
     let wait = opts.budget.remaining().unwrap_or(MAX_LEASE_WAIT).min(MAX_LEASE_WAIT);
     match Lease::take(aws, scope, job, region, wait).await {
         Taken::Held(lease) => {
-            let report = work.await;
+            let bounded = JobOptions { budget: lease.bound(&opts.budget), ..opts };
+            let report = work(bounded).await;
             lease.release().await;
             report
         }
@@ -67,7 +71,7 @@ where
         Taken::Unavailable(e) => {
             let msg = format!("running without the region lease: {e}");
             warn!(region, "{msg}");
-            let mut report = work.await;
+            let mut report = work(opts).await;
             report.warnings.insert(0, msg);
             report
         }
@@ -92,7 +96,7 @@ pub async fn load_configurations(aws: &Aws, tool_region: &str, account: &str) ->
 }
 
 /// A job's report for a region, with the plan's warnings logged and kept.
-fn new_report(job: &str, region: &str, opts: JobOptions<'_>, warnings: &[String]) -> RegionReport {
+fn new_report(job: &str, region: &str, opts: &JobOptions<'_>, warnings: &[String]) -> RegionReport {
     let mut report = RegionReport::new(job, region, opts.dry_run);
     for w in warnings {
         warn!(region, "{w}");
@@ -123,7 +127,7 @@ pub async fn snapshot_region(
     now: DateTime<Utc>,
     opts: JobOptions<'_>,
 ) -> RegionReport {
-    holding_lease(aws, "snapshot", region, opts, snapshot_unleased(aws, configs, region, now, opts)).await
+    holding_lease(aws, "snapshot", region, opts, |opts| snapshot_unleased(aws, configs, region, now, opts)).await
 }
 
 async fn snapshot_unleased(
@@ -142,7 +146,7 @@ async fn snapshot_unleased(
         }
     };
     let plan = plan_snapshots(configs, &inventory, now, VERSION);
-    let mut report = new_report("snapshot", region, opts, &plan.warnings);
+    let mut report = new_report("snapshot", region, &opts, &plan.warnings);
 
     let mut to_create = Vec::new();
     for decision in &plan.decisions {
@@ -232,7 +236,7 @@ pub async fn clean_region(
         }
     };
     let plan = plan_retention(configs, &inventory, &ignored_volumes, now.date_naive());
-    let mut report = new_report("clean", region, opts, &plan.warnings);
+    let mut report = new_report("clean", region, &opts, &plan.warnings);
 
     let mut to_delete = Vec::new();
     for decision in &plan.decisions {
@@ -331,7 +335,8 @@ pub async fn replication_region(
     enabled: &[String],
     opts: JobOptions<'_>,
 ) -> RegionReport {
-    holding_lease(aws, "replication", region, opts, replication_unleased(aws, configs, region, enabled, opts)).await
+    holding_lease(aws, "replication", region, opts, |opts| replication_unleased(aws, configs, region, enabled, opts))
+        .await
 }
 
 async fn replication_unleased(

@@ -12,11 +12,14 @@
 //! When the table cannot be written at all (an older role without `PutItem`, say), the run goes
 //! on without the lease and says so: a snapshot not taken is worse than a duplicate.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use tracing::{debug, warn};
 
+use crate::budget::{epoch_ms, TimeBudget};
 use crate::config_store::{table_name, ACCOUNT_KEY, ID_KEY};
 use crate::error::AwsError;
 use crate::sdk::Aws;
@@ -71,6 +74,9 @@ pub struct Lease {
     id: String,
     owner: String,
     region: String,
+    /// Until when (ms since the epoch) mutations are safe under this lease: its expiry less a
+    /// third of the period, moved on by each renewal.
+    safe_until: Arc<AtomicU64>,
     renewer: tokio::task::JoinHandle<()>,
 }
 
@@ -112,6 +118,7 @@ impl Lease {
             match put {
                 Ok(_) => {
                     debug!(region, job, owner = %owner, "took the lease");
+                    let safe_until = Arc::new(AtomicU64::new(safe_until(now * 1000, period)));
                     let renewer = tokio::spawn(renew(
                         client.clone(),
                         table.clone(),
@@ -119,6 +126,7 @@ impl Lease {
                         id.clone(),
                         owner.clone(),
                         period,
+                        safe_until.clone(),
                     ));
                     return Taken::Held(Lease {
                         client,
@@ -127,6 +135,7 @@ impl Lease {
                         id,
                         owner,
                         region: scope.table_region.clone(),
+                        safe_until,
                         renewer,
                     });
                 }
@@ -141,6 +150,13 @@ impl Lease {
                 Err(e) => return Taken::Unavailable(AwsError::call("PutItem", &scope.table_region, e)),
             }
         }
+    }
+
+    /// `budget`, also bounded by this lease: mutations start only while the lease is safely
+    /// ours (its expiry less a third of the period, moved on by renewals); a late renewal is
+    /// waited for up to a sixth of the period, which still leaves a sixth before the expiry.
+    pub fn bound(&self, budget: &TimeBudget) -> TimeBudget {
+        budget.with_lease(self.safe_until.clone(), lease_period() / 6)
     }
 
     /// Gives the lease back (only if this run still owns it).
@@ -170,6 +186,12 @@ impl Drop for Lease {
     }
 }
 
+/// Mutations stop a third of the period before the lease's expiry (written at `from_ms`): time
+/// for one in flight to finish, and for clocks that disagree a little.
+fn safe_until(from_ms: u64, period: Duration) -> u64 {
+    from_ms + (period.as_millis() as u64) * 2 / 3
+}
+
 /// Extends the lease every third of its period while the run works.
 async fn renew(
     client: aws_sdk_dynamodb::Client,
@@ -178,9 +200,11 @@ async fn renew(
     id: String,
     owner: String,
     period: Duration,
+    safe: Arc<AtomicU64>,
 ) {
     loop {
         tokio::time::sleep(period / 3).await;
+        let started = epoch_ms();
         let renewed = client
             .update_item()
             .table_name(&table)
@@ -190,9 +214,12 @@ async fn renew(
             .condition_expression("#owner = :owner")
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":owner", AttributeValue::S(owner.clone()))
-            .expression_attribute_values(":t", AttributeValue::N((now_secs() + period.as_secs()).to_string()))
+            .expression_attribute_values(":t", AttributeValue::N((started / 1000 + period.as_secs()).to_string()))
             .send()
             .await;
+        if renewed.is_ok() {
+            safe.store(safe_until(started - started % 1000, period), Ordering::Release);
+        }
         if let Err(e) = renewed {
             warn!(lease = %id, error = %aws_smithy_types::error::display::DisplayErrorContext(&e), "could not renew the lease");
         }

@@ -89,6 +89,7 @@ pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Resu
         let done: Vec<RegionReport> = stream::iter(regions)
             .map(|region| {
                 let configs = &configs;
+                let opts = opts.clone();
                 async move {
                     match job {
                         Job::Snapshot => snapshot_region(aws, configs, &region, now, opts).await,

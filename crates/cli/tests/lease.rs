@@ -105,3 +105,31 @@ async fn an_expired_lease_is_taken_over() {
     assert_eq!(acct.snapshots(R).await.len(), 1);
     assert_eq!(lease_items(&acct).await, 0);
 }
+
+#[tokio::test]
+async fn no_attempt_of_a_mutation_is_sent_once_the_lease_ran_out() {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+
+    use ebs_snapper_aws::executor::{delete_snapshot, Outcome};
+    use ebs_snapper_aws::TimeBudget;
+
+    let acct = Account::new().await;
+    let i = acct.launch(R, &[]).await;
+    let vol = acct.volumes_of(R, &i).await[0].clone();
+    let snap = acct.make_snapshot(R, &vol, &[("DeleteOn", "2000-01-01")]).await;
+    let ec2 = acct.ec2(R).await;
+    // A lease safe until a second ago, and no grace.
+    let past = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 - 1000;
+    let budget = TimeBudget::unlimited().with_lease(Arc::new(AtomicU64::new(past)), Duration::ZERO);
+    let outcome = delete_snapshot(&ec2, R, &snap, &budget).await;
+    assert!(matches!(outcome, Outcome::Deferred), "{outcome:?}");
+    assert_eq!(acct.count("DeleteSnapshot", None), 0, "nothing reached AWS");
+    assert_eq!(acct.snapshots(R).await.len(), 1);
+
+    // Within the lease, the same call goes through.
+    let future = past + 120_000;
+    let budget = TimeBudget::unlimited().with_lease(Arc::new(AtomicU64::new(future)), Duration::ZERO);
+    assert!(matches!(delete_snapshot(&ec2, R, &snap, &budget).await, Outcome::Done(_)));
+    assert!(acct.snapshots(R).await.is_empty());
+}
