@@ -291,6 +291,18 @@ fn emit_metrics(env: &Environment, report: &RegionReport) {
     println!("{doc}");
 }
 
+/// Messages listed in a worker's summary at most; each is also in the log. (A response is at
+/// most 6 MB, and a region can have tens of thousands of failures or odd tags.)
+const MAX_LISTED: usize = 100;
+
+fn capped(messages: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = messages.iter().take(MAX_LISTED).cloned().collect();
+    if messages.len() > MAX_LISTED {
+        out.push(format!("... and {} more (each is in the log)", messages.len() - MAX_LISTED));
+    }
+    out
+}
+
 fn finish_worker(report: RegionReport) -> Result<Value, FunctionError> {
     let summary = json!({
         "region": report.region,
@@ -305,13 +317,29 @@ fn finish_worker(report: RegionReport) -> Result<Value, FunctionError> {
         "failed": report.failed,
         "deferred": report.deferred,
         "continued": report.continued,
-        "warnings": report.warnings,
-        "errors": report.errors,
+        "warnings": capped(&report.warnings),
+        "errors": capped(&report.errors),
     });
     info!(summary = %summary, "{}", report.summary_line());
     if report.failed > 0 {
         Err(FunctionError::Failed { failed: report.failed, summary })
     } else {
         Ok(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_list_at_most_a_hundred_messages() {
+        let few: Vec<String> = (0..3).map(|i| format!("e{i}")).collect();
+        assert_eq!(capped(&few), few);
+        let many: Vec<String> = (0..30_000).map(|i| format!("e{i}")).collect();
+        let listed = capped(&many);
+        assert_eq!(listed.len(), MAX_LISTED + 1);
+        assert_eq!(listed[99], "e99");
+        assert_eq!(listed[100], "... and 29900 more (each is in the log)");
     }
 }
