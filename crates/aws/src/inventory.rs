@@ -22,8 +22,8 @@ pub(crate) fn ec2_filter(name: &str, values: impl IntoIterator<Item = String>) -
     Filter::builder().name(name).set_values(Some(values.into_iter().collect())).build()
 }
 
-fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> Tags {
-    tags.iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string()))).collect()
+fn tags_of<'t>(tags: impl IntoIterator<Item = &'t aws_sdk_ec2::types::Tag>) -> Tags {
+    tags.into_iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string()))).collect()
 }
 
 pub(crate) fn to_chrono(t: Option<&aws_smithy_types::DateTime>) -> DateTime<Utc> {
@@ -51,9 +51,7 @@ pub(crate) fn to_snapshot(s: &aws_sdk_ec2::types::Snapshot, detail: SnapshotDeta
     let (tags, description) = match detail {
         SnapshotDetail::Bare => (Tags::new(), String::new()),
         SnapshotDetail::Tags(keys) => {
-            let kept: Vec<aws_sdk_ec2::types::Tag> =
-                s.tags().iter().filter(|t| t.key().is_some_and(|k| keys.contains(&k))).cloned().collect();
-            (tags_of(&kept), String::new())
+            (tags_of(s.tags().iter().filter(|t| t.key().is_some_and(|k| keys.contains(&k)))), String::new())
         }
         SnapshotDetail::Full => (tags_of(s.tags()), s.description().unwrap_or("").to_string()),
     };

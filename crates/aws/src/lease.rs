@@ -16,7 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
 use tracing::{debug, warn};
 
 use crate::budget::{epoch_ms, TimeBudget};
@@ -65,23 +68,97 @@ pub enum Taken {
     Unavailable(AwsError),
 }
 
-/// A held lease; renewed in the background until released (or dropped).
-#[derive(Debug)]
-pub struct Lease {
+/// The lease item of one job and region, as one run sees it: where it is, and who this run is.
+#[derive(Debug, Clone)]
+struct LeaseItem {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    /// The tool region, for messages.
+    region: String,
     partition: String,
     id: String,
     owner: String,
-    region: String,
+}
+
+impl LeaseItem {
+    /// The item's key (partition and id).
+    fn key(&self) -> std::collections::HashMap<String, AttributeValue> {
+        [(ACCOUNT_KEY, &self.partition), (ID_KEY, &self.id)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), AttributeValue::S(v.clone())))
+            .collect()
+    }
+
+    /// Writes the lease for this run until `now + period` (seconds since the epoch), if it is
+    /// free or expired.
+    async fn put(&self, holder: &str, now: u64, period: Duration) -> Result<(), SdkError<PutItemError, HttpResponse>> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.key()))
+            .item("owner", AttributeValue::S(self.owner.clone()))
+            .item("holder", AttributeValue::S(holder.to_string()))
+            .item("expires_at", AttributeValue::N((now + period.as_secs()).to_string()))
+            .condition_expression("attribute_not_exists(#id) OR expires_at < :now")
+            .expression_attribute_names("#id", ID_KEY)
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .send()
+            .await
+            .map(|_| ())
+    }
+
+    /// Moves this run's lease on to `until` (seconds since the epoch), if it still owns it.
+    async fn extend(&self, until: u64) -> Result<(), String> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.key()))
+            .update_expression("SET expires_at = :t")
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", AttributeValue::S(self.owner.clone()))
+            .expression_attribute_values(":t", AttributeValue::N(until.to_string()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::call("UpdateItem", &self.region, e).to_string())
+    }
+
+    /// Deletes this run's lease, if it still owns it.
+    async fn delete(&self) -> Result<(), String> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(self.key()))
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", AttributeValue::S(self.owner.clone()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::call("DeleteItem", &self.region, e).to_string())
+    }
+
+    /// Who holds the lease now, for people.
+    async fn holder(&self) -> String {
+        let item =
+            self.client.get_item().table_name(&self.table).set_key(Some(self.key())).consistent_read(true).send().await;
+        item.ok()
+            .and_then(|o| o.item)
+            .and_then(|i| i.get("holder").and_then(|h| h.as_s().ok()).cloned())
+            .unwrap_or_else(|| "another run".to_string())
+    }
+}
+
+/// A held lease; renewed in the background until released (or dropped).
+#[derive(Debug)]
+pub struct Lease {
+    item: LeaseItem,
+    period: Duration,
     /// Until when (ms since the epoch) mutations are safe under this lease: its expiry less a
     /// third of the period, moved on by each renewal.
     safe_until: Arc<AtomicU64>,
     renewer: tokio::task::JoinHandle<()>,
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn new_owner(holder: &str) -> String {
@@ -92,57 +169,29 @@ fn new_owner(holder: &str) -> String {
 impl Lease {
     /// Takes the lease of `job` in `region`, waiting up to `wait` while another run holds it.
     pub async fn take(aws: &Aws, scope: &LeaseScope, job: &str, region: &str, wait: Duration) -> Taken {
-        let client = aws_sdk_dynamodb::Client::new(&aws.in_region(&scope.table_region));
-        let table = table_name();
-        let partition = lease_partition(&scope.account);
-        let id = format!("{job}/{region}");
-        let owner = new_owner(&scope.holder);
+        let item = LeaseItem {
+            client: aws_sdk_dynamodb::Client::new(&aws.in_region(&scope.table_region)),
+            table: table_name(),
+            region: scope.table_region.clone(),
+            partition: lease_partition(&scope.account),
+            id: format!("{job}/{region}"),
+            owner: new_owner(&scope.holder),
+        };
         let period = lease_period();
         let give_up = tokio::time::Instant::now() + wait;
         let poll = (period / 4).clamp(Duration::from_millis(200), Duration::from_secs(2));
         loop {
-            let now = now_secs();
-            let put = client
-                .put_item()
-                .table_name(&table)
-                .item(ACCOUNT_KEY, AttributeValue::S(partition.clone()))
-                .item(ID_KEY, AttributeValue::S(id.clone()))
-                .item("owner", AttributeValue::S(owner.clone()))
-                .item("holder", AttributeValue::S(scope.holder.clone()))
-                .item("expires_at", AttributeValue::N((now + period.as_secs()).to_string()))
-                .condition_expression("attribute_not_exists(#id) OR expires_at < :now")
-                .expression_attribute_names("#id", ID_KEY)
-                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
-                .send()
-                .await;
-            match put {
-                Ok(_) => {
-                    debug!(region, job, owner = %owner, "took the lease");
+            let now = epoch_ms() / 1000;
+            match item.put(&scope.holder, now, period).await {
+                Ok(()) => {
+                    debug!(region, job, owner = %item.owner, "took the lease");
                     let safe_until = Arc::new(AtomicU64::new(safe_until(now * 1000, period)));
-                    let renewer = tokio::spawn(renew(
-                        client.clone(),
-                        table.clone(),
-                        partition.clone(),
-                        id.clone(),
-                        owner.clone(),
-                        period,
-                        safe_until.clone(),
-                    ));
-                    return Taken::Held(Lease {
-                        client,
-                        table,
-                        partition,
-                        id,
-                        owner,
-                        region: scope.table_region.clone(),
-                        safe_until,
-                        renewer,
-                    });
+                    let renewer = tokio::spawn(renew(item.clone(), period, safe_until.clone()));
+                    return Taken::Held(Lease { item, period, safe_until, renewer });
                 }
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
                     if tokio::time::Instant::now() + poll > give_up {
-                        let holder = current_holder(&client, &table, &partition, &id).await;
-                        return Taken::Busy { holder };
+                        return Taken::Busy { holder: item.holder().await };
                     }
                     debug!(region, job, "another run holds the lease; waiting");
                     tokio::time::sleep(poll).await;
@@ -156,26 +205,14 @@ impl Lease {
     /// ours (its expiry less a third of the period, moved on by renewals); a late renewal is
     /// waited for up to a sixth of the period, which still leaves a sixth before the expiry.
     pub fn bound(&self, budget: &TimeBudget) -> TimeBudget {
-        budget.with_lease(self.safe_until.clone(), lease_period() / 6)
+        budget.with_lease(self.safe_until.clone(), self.period / 6)
     }
 
     /// Gives the lease back (only if this run still owns it).
     pub async fn release(self) {
         self.renewer.abort();
-        let deleted = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key(ACCOUNT_KEY, AttributeValue::S(self.partition.clone()))
-            .key(ID_KEY, AttributeValue::S(self.id.clone()))
-            .condition_expression("#owner = :owner")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":owner", AttributeValue::S(self.owner.clone()))
-            .send()
-            .await;
-        if let Err(e) = deleted {
-            let e = AwsError::call("DeleteItem", &self.region, e);
-            warn!(lease = %self.id, error = %e, "could not release the lease; it expires by itself");
+        if let Err(e) = self.item.delete().await {
+            warn!(lease = %self.item.id, error = %e, "could not release the lease; it expires by itself");
         }
     }
 }
@@ -193,50 +230,13 @@ fn safe_until(from_ms: u64, period: Duration) -> u64 {
 }
 
 /// Extends the lease every third of its period while the run works.
-async fn renew(
-    client: aws_sdk_dynamodb::Client,
-    table: String,
-    partition: String,
-    id: String,
-    owner: String,
-    period: Duration,
-    safe: Arc<AtomicU64>,
-) {
+async fn renew(item: LeaseItem, period: Duration, safe: Arc<AtomicU64>) {
     loop {
         tokio::time::sleep(period / 3).await;
-        let started = epoch_ms();
-        let renewed = client
-            .update_item()
-            .table_name(&table)
-            .key(ACCOUNT_KEY, AttributeValue::S(partition.clone()))
-            .key(ID_KEY, AttributeValue::S(id.clone()))
-            .update_expression("SET expires_at = :t")
-            .condition_expression("#owner = :owner")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":owner", AttributeValue::S(owner.clone()))
-            .expression_attribute_values(":t", AttributeValue::N((started / 1000 + period.as_secs()).to_string()))
-            .send()
-            .await;
-        if renewed.is_ok() {
-            safe.store(safe_until(started - started % 1000, period), Ordering::Release);
-        }
-        if let Err(e) = renewed {
-            warn!(lease = %id, error = %aws_smithy_types::error::display::DisplayErrorContext(&e), "could not renew the lease");
+        let now = epoch_ms() / 1000;
+        match item.extend(now + period.as_secs()).await {
+            Ok(()) => safe.store(safe_until(now * 1000, period), Ordering::Release),
+            Err(e) => warn!(lease = %item.id, error = %e, "could not renew the lease"),
         }
     }
-}
-
-async fn current_holder(client: &aws_sdk_dynamodb::Client, table: &str, partition: &str, id: &str) -> String {
-    let item = client
-        .get_item()
-        .table_name(table)
-        .key(ACCOUNT_KEY, AttributeValue::S(partition.to_string()))
-        .key(ID_KEY, AttributeValue::S(id.to_string()))
-        .consistent_read(true)
-        .send()
-        .await;
-    item.ok()
-        .and_then(|o| o.item)
-        .and_then(|i| i.get("holder").and_then(|h| h.as_s().ok()).cloned())
-        .unwrap_or_else(|| "another run".to_string())
 }
