@@ -2,7 +2,9 @@
 //! listings of the peer regions those tags name -> copies to make, replicas to delete, and
 //! every skip with its reason.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap;
 
 use crate::event::is_region_name;
 use crate::inventory::{Snapshot, SnapshotState};
@@ -88,22 +90,15 @@ pub fn plan_replication(
     let mut deletes = Vec::new();
     let mut copies = Vec::new();
     let mut skips = Vec::new();
-    let mut in_flight: BTreeMap<&str, usize> = BTreeMap::new();
-    for (peer, listing) in peers {
-        if let Ok(snaps) = listing {
-            let pending = snaps
-                .iter()
-                .filter(|s| s.state == SnapshotState::Pending && s.tags.contains_key(REPLICATION_SNAPSHOT_ID))
-                .count();
-            in_flight.insert(peer.as_str(), pending);
-        }
-    }
-    // Each peer listing indexed once: by snapshot id (is a replica's source still there?) and by
-    // the source a replica names (is a source copied already?). A region may list 100,000.
+    // Each peer listing indexed once: by snapshot id (is a replica's source still there?), by
+    // the source a replica names (is a source copied already?), and its copies in flight. A
+    // region may list 100,000.
     let indexes: BTreeMap<&str, Result<PeerIndex, &String>> = peers
         .iter()
         .map(|(peer, listing)| (peer.as_str(), listing.as_ref().map(|snaps| PeerIndex::new(snaps))))
         .collect();
+    let mut in_flight: BTreeMap<&str, usize> =
+        indexes.iter().filter_map(|(peer, index)| Some((*peer, index.as_ref().ok()?.pending_copies))).collect();
     let mut sorted: Vec<&Snapshot> = local.iter().collect();
     sorted.sort_by(|a, b| a.start_time.cmp(&b.start_time).then_with(|| a.id.cmp(&b.id)));
 
@@ -194,18 +189,25 @@ pub fn plan_replication(
 }
 
 struct PeerIndex<'a> {
-    by_id: HashMap<&'a str, &'a Snapshot>,
+    by_id: FxHashMap<&'a str, &'a Snapshot>,
     /// Replica by the `replication_snapshot_id` it carries (the first listed, if several).
-    by_source: HashMap<&'a str, &'a Snapshot>,
+    by_source: FxHashMap<&'a str, &'a Snapshot>,
+    /// Replicas still pending: copies in flight to this region.
+    pending_copies: usize,
 }
 
 impl<'a> PeerIndex<'a> {
     fn new(snaps: &'a [Snapshot]) -> PeerIndex<'a> {
-        let mut index = PeerIndex { by_id: HashMap::with_capacity(snaps.len()), by_source: HashMap::new() };
+        let mut by_id = FxHashMap::default();
+        by_id.reserve(snaps.len());
+        let mut index = PeerIndex { by_id, by_source: FxHashMap::default(), pending_copies: 0 };
         for x in snaps {
             index.by_id.insert(x.id.as_str(), x);
             if let Some(source) = x.tags.get(REPLICATION_SNAPSHOT_ID) {
                 index.by_source.entry(source.as_str()).or_insert(x);
+                if x.state == SnapshotState::Pending {
+                    index.pending_copies += 1;
+                }
             }
         }
         index

@@ -114,6 +114,9 @@ pub fn parse_delete_on(text: &str) -> Option<NaiveDate> {
 
 /// Why a snapshot is ignored, if it is: its id, its volume or its instance is ignored.
 fn ignored_reason(s: &Snapshot, ignored: &BTreeSet<String>, ignored_volumes: &BTreeSet<String>) -> Option<String> {
+    if ignored.is_empty() && ignored_volumes.is_empty() {
+        return None; // the usual case: no tag lookup per snapshot
+    }
     if ignored.contains(&s.id) {
         return Some(format!("snapshot {}", s.id));
     }
@@ -212,16 +215,18 @@ pub fn plan_retention<'a>(
         });
         let mut count =
             group.iter().filter(|&&i| tagged[i as usize].1.snapshot.state == SnapshotState::Completed).count();
-        let group_owner = tagged[group[0] as usize].1.snapshot.volume_id.as_deref().and_then(|v| volume_owner.get(v));
+        // The configuration owning the volume now; the snapshot's own tag only for orphans.
+        let volume_config = tagged[group[0] as usize]
+            .1
+            .snapshot
+            .volume_id
+            .as_deref()
+            .and_then(|v| volume_owner.get(v))
+            .and_then(|id| configs.get(id));
         for &i in group.iter() {
             let Tagged { snapshot: s, raw, delete_on } = tagged[i as usize].1;
             let mut config_id = None;
-            let ignored_as = if ignored.is_empty() && ignored_volumes.is_empty() {
-                None
-            } else {
-                ignored_reason(s, &ignored, ignored_volumes)
-            };
-            let action = if let Some(what) = ignored_as {
+            let action = if let Some(what) = ignored_reason(s, &ignored, ignored_volumes) {
                 RetentionAction::Keep(Keep::Ignored(what))
             } else if s.state != SnapshotState::Completed {
                 RetentionAction::Keep(Keep::NotCompleted(s.state))
@@ -234,10 +239,7 @@ pub fn plan_retention<'a>(
                     }
                     Some(d) if d > today => RetentionAction::Keep(Keep::NotExpired(d)),
                     Some(delete_on) => {
-                        let owner = group_owner
-                            .copied()
-                            .or_else(|| s.tags.get(TAG_CONFIG).and_then(|id| configs.get(id)).map(|c| c.id.as_str()))
-                            .and_then(|id| configs.get(id));
+                        let owner = volume_config.or_else(|| s.tags.get(TAG_CONFIG).and_then(|id| configs.get(id)));
                         match owner {
                             Some(named) => {
                                 config_id = Some(named.id.as_str());
