@@ -46,12 +46,18 @@ async fn lease_items(acct: &Account) -> usize {
     out.count() as usize
 }
 
-#[tokio::test]
-async fn a_run_takes_and_gives_back_its_lease_which_configure_never_lists() {
+/// An account with the table, a daily configuration and one instance it matches.
+async fn deployed_with_an_instance() -> Account {
     let acct = Account::new().await;
     acct.create_table(R).await;
     acct.put_raw(R, "daily", &backup_config("1 day", "")).await;
     acct.launch(R, &[("backup", "yes")]).await;
+    acct
+}
+
+#[tokio::test]
+async fn a_run_takes_and_gives_back_its_lease_which_configure_never_lists() {
+    let acct = deployed_with_an_instance().await;
     let (puts, deletes) = (acct.count("PutItem", None), acct.count("DeleteItem", None));
     let out = acct.cli().args(["snapshot", "--region", R]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -73,10 +79,7 @@ async fn a_run_takes_and_gives_back_its_lease_which_configure_never_lists() {
 
 #[tokio::test]
 async fn a_worker_whose_region_stays_held_does_nothing_and_says_so() {
-    let acct = Account::new().await;
-    acct.create_table(R).await;
-    acct.put_raw(R, "daily", &backup_config("1 day", "")).await;
-    acct.launch(R, &[("backup", "yes")]).await;
+    let acct = deployed_with_an_instance().await;
     plant_lease(&acct, "snapshot/us-east-1", 600).await;
     let aws = acct.aws(R).await;
     // A deadline 62 s away leaves a budget of 2 s: the wait for the lease.
@@ -95,10 +98,7 @@ async fn a_worker_whose_region_stays_held_does_nothing_and_says_so() {
 
 #[tokio::test]
 async fn an_expired_lease_is_taken_over() {
-    let acct = Account::new().await;
-    acct.create_table(R).await;
-    acct.put_raw(R, "daily", &backup_config("1 day", "")).await;
-    acct.launch(R, &[("backup", "yes")]).await;
+    let acct = deployed_with_an_instance().await;
     plant_lease(&acct, "snapshot/us-east-1", -1).await;
     let out = acct.cli().args(["snapshot", "--region", R]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

@@ -20,9 +20,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-use super::http::{read_request, respond, Request};
+use super::http::{read_request, respond, serve_each, Request};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -147,15 +147,8 @@ impl FaultProxy {
             seen: Mutex::new(Vec::new()),
             started: std::time::Instant::now(),
         });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let s = state.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((conn, _)) = listener.accept().await else { return };
-                tokio::spawn(serve(conn, s.clone()));
-            }
-        });
+        let addr = serve_each(move |conn| serve(conn, s.clone())).await;
         FaultProxy { addr, state }
     }
 

@@ -1,9 +1,30 @@
-//! The little HTTP/1.1 the test servers need (the Lambda harness, the fault proxy): read one
-//! request, write one response.
+//! The little HTTP/1.1 the test servers need (the Lambda harness, the fault proxy): listen on
+//! loopback, read one request, write one response.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Listens on a free loopback port and hands each connection to `serve` in a task of its own;
+/// returns the address.
+pub async fn serve_each<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((conn, _)) = listener.accept().await else { return };
+            tokio::spawn(serve(conn));
+        }
+    });
+    addr
+}
 
 /// One HTTP/1.1 request; header names in lower case.
 pub struct Request {

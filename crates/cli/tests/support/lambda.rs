@@ -11,10 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use super::http::{read_request, respond, Request};
+use super::http::{read_request, respond, serve_each, Request};
 use super::Account;
 
 /// How a finished invocation ended.
@@ -69,16 +69,8 @@ impl LambdaHarness {
     /// Starts the Lambda service endpoint.
     pub async fn new(account: &Account) -> LambdaHarness {
         let shared = Arc::new(Shared::default());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let invoke_addr = listener.local_addr().unwrap();
         let s = shared.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((conn, _)) = listener.accept().await else { return };
-                let s = s.clone();
-                tokio::spawn(serve_connection(conn, s, None));
-            }
-        });
+        let invoke_addr = serve_each(move |conn| serve_connection(conn, s.clone(), None)).await;
         *shared.invoke_timeout.lock().unwrap() = Duration::from_secs(900);
         LambdaHarness { shared, invoke_addr, account: account.id.clone(), children: Vec::new() }
     }
@@ -95,17 +87,10 @@ impl LambdaHarness {
     /// Starts `binary` (a workspace binary) as function `name`, with the account's credentials,
     /// the emulator for AWS, this harness for Lambda, and `env`.
     pub async fn start(&mut self, account: &Account, name: &str, binary: &str, env: &[(&str, &str)]) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let runtime_addr = listener.local_addr().unwrap();
         self.shared.arns.lock().unwrap().insert(name.to_string(), self.function_arn(name));
         let s = self.shared.clone();
         let function = name.to_string();
-        tokio::spawn(async move {
-            loop {
-                let Ok((conn, _)) = listener.accept().await else { return };
-                tokio::spawn(serve_connection(conn, s.clone(), Some(function.clone())));
-            }
-        });
+        let runtime_addr = serve_each(move |conn| serve_connection(conn, s.clone(), Some(function.clone()))).await;
         let path = assert_cmd::cargo::cargo_bin(binary);
         assert!(path.exists(), "{} is not built: scripts/test.sh builds every binary first", path.display());
         let mut cmd = tokio::process::Command::new(path);
