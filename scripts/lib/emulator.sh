@@ -32,8 +32,9 @@ start_moto() {
   : >"$MOTO_RECORDER_FILEPATH"
   local recording=()
   [[ "${MOTO_RECORD:-1}" == 1 ]] && recording=(MOTO_ENABLE_RECORDING=1)
+  # moto, made stricter where AWS is (scripts/lib/strict_moto.py says how).
   env MOTO_EC2_LOAD_DEFAULT_AMIS=false "${recording[@]}" \
-    "$VENV_DIR/bin/moto_server" -H 127.0.0.1 -p "$port" >target/moto.log 2>&1 &
+    "$VENV_DIR/bin/python" scripts/lib/strict_moto.py -H 127.0.0.1 -p "$port" >target/moto.log 2>&1 &
   MOTO_PID=$!
   trap stop_moto EXIT
   trap 'exit 130' INT TERM

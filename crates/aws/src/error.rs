@@ -22,6 +22,11 @@ pub enum AwsError {
     #[error("deploy: {message}")]
     Deploy { message: String },
 
+    /// A mutation whose answer was lost, and whose effect could not be looked up either: it is
+    /// not tried again (it may have been done).
+    #[error("{first}; whether it was done could not be verified ({verify}), so it was not tried again")]
+    Unverified { operation: &'static str, first: Box<AwsError>, verify: Box<AwsError> },
+
     #[error("{operation} in {region} failed: {message}")]
     Call {
         operation: &'static str,
@@ -37,6 +42,7 @@ impl AwsError {
     pub fn code(&self) -> Option<&str> {
         match self {
             AwsError::Call { code, .. } => code.as_deref(),
+            AwsError::Unverified { first, .. } => first.code(),
             _ => None,
         }
     }

@@ -1,5 +1,13 @@
 //! Carrying out plans: `CreateSnapshot` with its tags applied atomically, with bounded
 //! concurrency; each outcome reported, none stopping the others.
+//!
+//! **No blind repeat of a mutation whose answer was lost** (SPEC §10.9). `CreateSnapshot` and
+//! `CopySnapshot` take no idempotency token, so the SDK's retry of a call that reached AWS but
+//! whose answer was lost (a timeout, a dropped connection, a 500 after the work was done) would
+//! make a second snapshot. The SDK retries these calls only on errors that prove nothing was
+//! done (throttling: AWS refused before acting); any other failure is *verified*: the snapshot
+//! the call would have made is looked for (for up to the listing lag, since listings are
+//! eventually consistent) and only when it is not there is the call tried again.
 
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -8,7 +16,12 @@ use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
+use aws_smithy_runtime_api::client::retries::classifiers::{
+    ClassifyRetry, RetryAction, RetryClassifierPriority, RetryReason,
+};
 use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::retry::ErrorKind;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use ebs_snapper_core::SnapshotRequest;
 use futures::stream::{self, StreamExt};
@@ -16,6 +29,50 @@ use tracing::{info, warn};
 
 use crate::budget::TimeBudget;
 use crate::error::AwsError;
+use crate::inventory::{describe_own_snapshots, ec2_filter, until_listed, SnapshotDetail};
+
+/// Tries of one create or copy whose earlier tries were verified not to have happened.
+const VERIFIED_TRIES: u32 = 3;
+
+/// The last say on whether a failed create or copy is retried by the SDK: only when the error
+/// proves AWS did nothing (throttling). A transient or server error may come after the work was
+/// done, so it is not retried blindly; the executor verifies instead.
+#[derive(Debug)]
+struct OnlyThrottlesRetried;
+
+impl ClassifyRetry for OnlyThrottlesRetried {
+    fn classify_retry(&self, _: &InterceptorContext) -> RetryAction {
+        RetryAction::NoActionIndicated
+    }
+
+    fn classify_retry_v2(&self, _: &InterceptorContext, previous: &RetryAction) -> RetryAction {
+        match previous {
+            RetryAction::RetryIndicated(RetryReason::RetryableError { kind: ErrorKind::ThrottlingError, .. }) => {
+                RetryAction::NoActionIndicated
+            }
+            RetryAction::RetryIndicated(_) => RetryAction::RetryForbidden,
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "OnlyThrottlesRetried"
+    }
+
+    fn priority(&self) -> RetryClassifierPriority {
+        RetryClassifierPriority::run_after(RetryClassifierPriority::transient_error_classifier())
+    }
+}
+
+/// Whether a failed call may have been carried out by AWS: anything but a refusal AWS answered
+/// with a 4xx (throttling included), or an attempt stopped before it was sent.
+fn outcome_unknown<E: std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> bool {
+    match e {
+        SdkError::ServiceError(s) => s.raw().status().is_server_error(),
+        SdkError::ConstructionFailure(_) => false,
+        _ => !not_sent(e),
+    }
+}
 
 /// Mutations in flight at once per region.
 pub const MUTATION_CONCURRENCY: usize = 8;
@@ -117,33 +174,87 @@ async fn create_snapshot(
     request: &SnapshotRequest,
     budget: &TimeBudget,
 ) -> Outcome {
-    let result = client
-        .create_snapshot()
-        .volume_id(&request.volume_id)
-        .description(&request.description)
-        .tag_specifications(snapshot_tags(&request.tags))
-        .customize()
-        .interceptor(WithinBudget(budget.clone()))
-        .send()
-        .await;
-    match result {
-        Err(e) if not_sent(&e) => Outcome::Deferred,
-        Ok(out) => {
-            let id = out.snapshot_id().map(str::to_string);
-            info!(region = %region, volume_id = %request.volume_id, snapshot_id = %id.as_deref().unwrap_or("?"), "created snapshot");
-            Outcome::Done(id)
-        }
-        Err(e) => {
-            let e = AwsError::call("CreateSnapshot", region, e);
-            if e.code().is_some_and(|c| CREATE_SKIPPABLE.contains(&c)) {
+    // Any snapshot of the volume started after this (less a margin for AWS's clock) is one a
+    // lost answer made: the volume was due, so its newest snapshot was older than that.
+    let since = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let result = client
+            .create_snapshot()
+            .volume_id(&request.volume_id)
+            .description(&request.description)
+            .tag_specifications(snapshot_tags(&request.tags))
+            .customize()
+            .config_override(aws_sdk_ec2::config::Builder::default().retry_classifier(OnlyThrottlesRetried))
+            .interceptor(WithinBudget(budget.clone()))
+            .send()
+            .await;
+        let e = match result {
+            Err(e) if not_sent(&e) => return Outcome::Deferred,
+            Ok(out) => {
+                let id = out.snapshot_id().map(str::to_string);
+                info!(region = %region, volume_id = %request.volume_id, snapshot_id = %id.as_deref().unwrap_or("?"), "created snapshot");
+                return Outcome::Done(id);
+            }
+            Err(e) => e,
+        };
+        let unknown = outcome_unknown(&e);
+        let e = AwsError::call("CreateSnapshot", region, e);
+        if !unknown {
+            return if e.code().is_some_and(|c| CREATE_SKIPPABLE.contains(&c)) {
                 warn!(region, volume_id = %request.volume_id, error = %e, "snapshot not created now; the volume stays due");
                 Outcome::Skipped(e.to_string())
             } else {
                 warn!(region, volume_id = %request.volume_id, error = %e, "snapshot creation failed");
                 Outcome::Failed(e)
+            };
+        }
+        warn!(region, volume_id = %request.volume_id, error = %e, "the answer to CreateSnapshot was lost; looking for the snapshot");
+        match until_listed(|| newest_since(client, region, &request.volume_id, since)).await {
+            Ok(Some(id)) => {
+                info!(region = %region, volume_id = %request.volume_id, snapshot_id = %id, "created snapshot (found after a lost answer)");
+                return Outcome::Done(Some(id));
+            }
+            Ok(None) if tries < VERIFIED_TRIES && budget.mutation_may_start().await => continue,
+            Ok(None) => return Outcome::Failed(e),
+            Err(verify) => {
+                warn!(region, volume_id = %request.volume_id, error = %verify, "could not verify; not trying again");
+                return Outcome::Failed(AwsError::Unverified { operation: "CreateSnapshot", first: Box::new(e), verify: Box::new(verify) });
             }
         }
     }
+}
+
+/// The newest own snapshot of `volume` started at or after `since`, if any.
+async fn newest_since(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    volume: &str,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<String>, AwsError> {
+    let found = describe_own_snapshots(
+        client,
+        region,
+        vec![ec2_filter("volume-id", [volume.to_string()])],
+        SnapshotDetail::Bare,
+    )
+    .await?;
+    Ok(found
+        .into_iter()
+        .filter(|s| s.start_time >= since && s.state != ebs_snapper_core::SnapshotState::Error)
+        .max_by_key(|s| s.start_time)
+        .map(|s| s.id))
+}
+
+/// The own copy of `source` in the client's region (tagged `replication_snapshot_id`), if any.
+async fn copy_of(client: &aws_sdk_ec2::Client, region: &str, source: &str) -> Result<Option<String>, AwsError> {
+    let filters = vec![ec2_filter(
+        &format!("tag:{}", ebs_snapper_core::tags::REPLICATION_SNAPSHOT_ID),
+        [source.to_string()],
+    )];
+    let found = describe_own_snapshots(client, region, filters, SnapshotDetail::Bare).await?;
+    Ok(found.into_iter().next().map(|s| s.id))
 }
 
 /// Deletes the snapshots, at most [`MUTATION_CONCURRENCY`] at once; outcomes in input order.
@@ -198,24 +309,49 @@ pub async fn copy_snapshots(
             continue;
         }
         let client = clients.entry(dst).or_insert_with(|| aws_sdk_ec2::Client::new(&aws.in_region(dst)));
-        let result = client
-            .copy_snapshot()
-            .source_region(&request.source_region)
-            .source_snapshot_id(&request.source_id)
-            .description(&request.description)
-            .tag_specifications(snapshot_tags(&request.tags))
-            .customize()
-            .interceptor(WithinBudget(budget.clone()))
-            .send()
-            .await;
+        let mut tries = 0;
+        let result = loop {
+            tries += 1;
+            let result = client
+                .copy_snapshot()
+                .source_region(&request.source_region)
+                .source_snapshot_id(&request.source_id)
+                .description(&request.description)
+                .tag_specifications(snapshot_tags(&request.tags))
+                .customize()
+                .config_override(aws_sdk_ec2::config::Builder::default().retry_classifier(OnlyThrottlesRetried))
+                .interceptor(WithinBudget(budget.clone()))
+                .send()
+                .await;
+            match result {
+                Err(e) if outcome_unknown(&e) => {
+                    let e = AwsError::call("CopySnapshot", dst, e);
+                    warn!(destination = dst, source_id = %request.source_id, error = %e, "the answer to CopySnapshot was lost; looking for the copy");
+                    match until_listed(|| copy_of(client, dst, &request.source_id)).await {
+                        Ok(Some(id)) => break Ok(Some(id)),
+                        Ok(None) if tries < VERIFIED_TRIES && budget.mutation_may_start().await => continue,
+                        Ok(None) => break Err(Err(e)),
+                        Err(verify) => {
+                            break Err(Err(AwsError::Unverified {
+                                operation: "CopySnapshot",
+                                first: Box::new(e),
+                                verify: Box::new(verify),
+                            }))
+                        }
+                    }
+                }
+                Err(e) => break Err(Ok(e)),
+                Ok(out) => break Ok(out.snapshot_id().map(str::to_string)),
+            }
+        };
         outcomes.push(match result {
-            Err(e) if not_sent(&e) => Outcome::Deferred,
-            Ok(out) => {
-                let id = out.snapshot_id().map(str::to_string);
+            Err(Err(e)) => Outcome::Failed(e),
+            Err(Ok(e)) if not_sent(&e) => Outcome::Deferred,
+            Ok(id) => {
                 info!(region = %request.source_region, destination = dst, source_id = %request.source_id, copy_id = id.as_deref().unwrap_or("?"), "copied snapshot");
                 Outcome::Done(id)
             }
-            Err(e) => {
+            Err(Ok(e)) => {
                 let e = AwsError::call("CopySnapshot", dst, e);
                 if e.code() == Some("ResourceLimitExceeded") {
                     warn!(destination = dst, error = %e, "stopping copies to this region for this run");

@@ -8,7 +8,7 @@ use ebs_snapper_core::ConfigurationSet;
 use futures::stream::{self, StreamExt};
 
 use crate::error::AwsError;
-use crate::inventory::{instances_with_tag_key, match_instances};
+use crate::inventory::{live_instances, match_instances};
 use crate::regions::PROBE_CONCURRENCY;
 use crate::sdk::Aws;
 
@@ -22,6 +22,8 @@ pub struct FleetCheck {
     pub unconfigured: Vec<(String, String)>,
     /// Regions that could not be checked.
     pub failed: Vec<(String, AwsError)>,
+    /// (region, configuration, error): configurations whose instances EC2 would not list.
+    pub failed_configs: Vec<(String, String, String)>,
 }
 
 pub async fn check_fleet(aws: &Aws, configs: &ConfigurationSet, regions: &[String]) -> FleetCheck {
@@ -30,7 +32,12 @@ pub async fn check_fleet(aws: &Aws, configs: &ConfigurationSet, regions: &[Strin
             let client = aws_sdk_ec2::Client::new(&aws.in_region(&region));
             let r = async {
                 let inv = match_instances(&client, &region, configs).await?;
-                let tagged = instances_with_tag_key(&client, &region, "backup").await?;
+                // Tag keys are matched case-sensitively by EC2 filters, and `Backup` counts.
+                let tagged: Vec<_> = live_instances(&client, &region)
+                    .await?
+                    .into_iter()
+                    .filter(|i| ebs_snapper_core::tags::asks_for_backup(&i.tags))
+                    .collect();
                 Ok::<_, AwsError>((inv, tagged))
             }
             .await;
@@ -49,6 +56,9 @@ pub async fn check_fleet(aws: &Aws, configs: &ConfigurationSet, regions: &[Strin
                 continue;
             }
         };
+        for (id, e) in &inv.failed_configs {
+            check.failed_configs.push((region.clone(), id.clone(), e.clone()));
+        }
         let mut by_instance: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for named in &configs.valid {
             for id in inv.matched.get(&named.id).into_iter().flatten() {
@@ -68,12 +78,13 @@ pub async fn check_fleet(aws: &Aws, configs: &ConfigurationSet, regions: &[Strin
         }
     }
     // With a region unchecked, "matched nothing" could be wrong: say nothing rather than guess.
-    if check.failed.is_empty() {
+    if check.failed.is_empty() && check.failed_configs.is_empty() {
         check.unmatched =
             configs.valid.iter().filter(|c| !matched_somewhere.contains(&c.id)).map(|c| c.id.clone()).collect();
     }
     check.overlaps.sort();
     check.unconfigured.sort();
     check.failed.sort_by(|a, b| a.0.cmp(&b.0));
+    check.failed_configs.sort();
     check
 }

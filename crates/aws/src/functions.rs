@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::Utc;
-use ebs_snapper_core::{RegionReport, WorkerEvent, MAX_CONTINUATIONS};
+use ebs_snapper_core::{is_scheduled_event, RegionReport, WorkerEvent, MAX_CONTINUATIONS};
 use serde_json::{json, Value};
 use thiserror::Error;
 use tracing::{error, info, warn};
@@ -199,15 +199,37 @@ pub async fn clean_snapshot(aws: &Aws, env: &Environment, inv: Invocation) -> Re
 /// The replication function: an event without a region (the schedule's) fans out to the regions
 /// with snapshots tagged for replication, invoking this same function; an event with a region
 /// (or an SNS envelope) is the worker for that region.
+///
+/// A real schedule's event carries `region` too (where the rule lives): an EventBridge event
+/// (`source` = `aws.events`) always fans out.
 pub async fn replication(aws: &Aws, env: &Environment, inv: Invocation) -> Result<Value, FunctionError> {
     let is_worker_event = inv.payload.get("region").is_some() || inv.payload.get("Records").is_some();
-    if is_worker_event {
+    if is_worker_event && !is_scheduled_event(&inv.payload) {
         return run_worker(aws, env, inv, Worker::Replication).await;
     }
-    account(&inv)?;
+    fan_out_to_self(aws, env, inv, Worker::Replication).await
+}
+
+/// A worker given a schedule's event (a rule pointed at the worker itself) does what its fanout
+/// would: it invokes itself once per region with work. A scheduled run is never dropped, and the
+/// event's `region` (where the rule lives) is never taken for a work order.
+async fn fan_out_to_self(aws: &Aws, env: &Environment, inv: Invocation, worker: Worker) -> Result<Value, FunctionError> {
+    let account = account(&inv)?;
     let own = env.own_function.clone().ok_or(FunctionError::Env("AWS_LAMBDA_FUNCTION_NAME"))?;
     let region = install_region(aws);
-    fan_out(aws, &region, &own, Probe::Replication, json!({ "job": "replication" }), Vec::new()).await
+    let (job, probe) = match worker {
+        Worker::Snapshot => ("snapshot", Probe::Instances),
+        Worker::Clean => ("clean", Probe::InstancesOrDeleteOn),
+        Worker::Replication => ("replication", Probe::Replication),
+    };
+    if !matches!(worker, Worker::Replication) {
+        let configs = load_configurations(aws, &region, &account).await?;
+        if configs.valid.is_empty() {
+            warn!(account = %account, "no valid configurations: nothing to do");
+            return finish_fanout(json!({ "job": job, "regions": [] }), Vec::new());
+        }
+    }
+    fan_out(aws, &region, &own, probe, json!({ "job": job }), Vec::new()).await
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -218,6 +240,9 @@ enum Worker {
 }
 
 async fn run_worker(aws: &Aws, env: &Environment, inv: Invocation, worker: Worker) -> Result<Value, FunctionError> {
+    if is_scheduled_event(&inv.payload) {
+        return fan_out_to_self(aws, env, inv, worker).await;
+    }
     let event = WorkerEvent::parse(&inv.payload)?;
     let account = account(&inv)?;
     let region = install_region(aws);

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_ec2::types::Filter;
 use chrono::{DateTime, Utc};
 use ebs_snapper_core::{Attachment, ConfigurationSet, Instance, Inventory, Snapshot, SnapshotState, Tags, Volume};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::error::AwsError;
 
@@ -47,6 +47,42 @@ pub enum SnapshotDetail {
 pub const RETENTION_TAGS: [&str; 3] =
     [ebs_snapper_core::tags::DELETE_ON, ebs_snapper_core::tags::TAG_INSTANCE, ebs_snapper_core::tags::TAG_CONFIG];
 
+/// How long EC2's listings may lag a mutation (EC2's API is eventually consistent: a new
+/// snapshot may be missing from `DescribeSnapshots` for a few seconds):
+/// `EBS_SNAPPER_LISTING_LAG_SECONDS` (0 to 300), else 30 seconds.
+pub fn listing_lag() -> std::time::Duration {
+    std::env::var(LISTING_LAG_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s <= 300)
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(std::time::Duration::from_secs(30))
+}
+
+pub const LISTING_LAG_ENV: &str = "EBS_SNAPPER_LISTING_LAG_SECONDS";
+
+/// Waits until `find` (one listing) finds what it looks for, trying for up to the listing lag.
+/// `Ok(None)` when it was still missing at the end.
+pub async fn until_listed<T, F, Fut>(mut find: F) -> Result<Option<T>, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, AwsError>>,
+{
+    let give_up = tokio::time::Instant::now() + listing_lag();
+    loop {
+        if let Some(found) = find().await? {
+            return Ok(Some(found));
+        }
+        if tokio::time::Instant::now() >= give_up {
+            return Ok(None);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// The volume EC2 reports for a snapshot made by `CopySnapshot`.
+pub const COPY_VOLUME: &str = "vol-ffffffff";
+
 pub(crate) fn to_snapshot(s: &aws_sdk_ec2::types::Snapshot, detail: SnapshotDetail) -> Option<Snapshot> {
     let (tags, description) = match detail {
         SnapshotDetail::Bare => (Tags::new(), String::new()),
@@ -57,7 +93,8 @@ pub(crate) fn to_snapshot(s: &aws_sdk_ec2::types::Snapshot, detail: SnapshotDeta
     };
     Some(Snapshot {
         id: s.snapshot_id()?.to_string(),
-        volume_id: s.volume_id().filter(|v| !v.is_empty() && *v != "vol-ffffffff").map(str::to_string),
+        volume_id: s.volume_id().filter(|v| !v.is_empty() && *v != COPY_VOLUME).map(str::to_string),
+        is_copy: s.volume_id() == Some(COPY_VOLUME),
         start_time: to_chrono(s.start_time()),
         state: SnapshotState::parse(s.state().map(|s| s.as_str()).unwrap_or("")),
         tags,
@@ -90,37 +127,48 @@ pub async fn gather(
 
 /// The instances each valid configuration matches (one paginated `DescribeInstances` per
 /// configuration); volumes and snapshots are left empty.
+///
+/// A configuration whose listing fails (EC2 refuses a filter name it does not know, or more
+/// than 200 values; or the call fails after its retries) fails alone: it is recorded in
+/// `failed_configs` and the other configurations are still matched. Only when every
+/// configuration failed does the region fail, with the first error.
 pub async fn match_instances(
     client: &aws_sdk_ec2::Client,
     region: &str,
     configs: &ConfigurationSet,
 ) -> Result<Inventory, AwsError> {
     let mut inventory = Inventory { region: region.to_string(), ..Default::default() };
+    let mut first_error = None;
     for named in &configs.valid {
+        let instances = match describe_instances(client, region, &named.configuration.instance_filters()).await {
+            Ok(instances) => instances,
+            Err(e) => {
+                warn!(region, config = %named.id, error = %e, "configuration {} could not be evaluated", named.id);
+                inventory.failed_configs.insert(named.id.clone(), e.to_string());
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
         let mut matched = Vec::new();
-        for instance in describe_instances(client, region, &named.configuration.instance_filters()).await? {
+        for instance in instances {
             matched.push(instance.id.clone());
             inventory.instances.entry(instance.id.clone()).or_insert(instance);
         }
         debug!(region, config = %named.id, instances = matched.len(), "matched instances");
         inventory.matched.insert(named.id.clone(), matched);
     }
-    Ok(inventory)
+    match first_error {
+        Some(e) if inventory.failed_configs.len() == configs.valid.len() => Err(e),
+        _ => Ok(inventory),
+    }
 }
 
-/// Running or stopped instances carrying a tag key (any value).
-pub async fn instances_with_tag_key(
-    client: &aws_sdk_ec2::Client,
-    region: &str,
-    key: &str,
-) -> Result<Vec<Instance>, AwsError> {
-    let filters = [
-        ebs_snapper_core::Filter { name: "tag-key".into(), values: vec![key.to_string()] },
-        ebs_snapper_core::Filter {
-            name: "instance-state-name".into(),
-            values: vec!["running".into(), "stopped".into()],
-        },
-    ];
+/// Every running or stopped instance of the region (paginated).
+pub async fn live_instances(client: &aws_sdk_ec2::Client, region: &str) -> Result<Vec<Instance>, AwsError> {
+    let filters = [ebs_snapper_core::Filter {
+        name: "instance-state-name".into(),
+        values: vec!["running".into(), "stopped".into()],
+    }];
     describe_instances(client, region, &filters).await
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use ebs_snapper_core::{
-    copy_request, peer_regions, plan_replication, plan_retention, plan_snapshots, ActionReport, ConfigurationSet,
+    copy_request, peer_regions, plan_replication, plan_retention, plan_snapshots, ActionReport, ConfigurationSet, Inventory,
     PeerListing, RegionReport, ReplicationAction, VolumeAction, VERSION,
 };
 use tracing::warn;
@@ -15,7 +15,9 @@ use crate::budget::TimeBudget;
 use crate::config_store::{table_name, ConfigStore};
 use crate::error::AwsError;
 use crate::executor::{copy_snapshots, create_snapshots, delete_snapshots, Outcome};
-use crate::inventory::{describe_own_snapshots, ec2_filter, gather, gather_for_clean, SnapshotDetail};
+use crate::inventory::{
+    describe_own_snapshots, ec2_filter, gather, gather_for_clean, listing_lag, until_listed, SnapshotDetail,
+};
 use crate::lease::{Lease, LeaseScope, Taken};
 use crate::sdk::Aws;
 
@@ -54,8 +56,19 @@ where
         Taken::Held(lease) => {
             let bounded = JobOptions { budget: lease.bound(&opts.budget), ..opts };
             let report = work(bounded).await;
-            lease.release().await;
+            if settled(aws, region, &report).await {
+                lease.release().await;
+            } else {
+                lease.release_after(listing_lag()).await;
+            }
             report
+        }
+        Taken::Failed(e) => {
+            let msg = format!(
+                "could not take the {job} lease of region {region} ({e}); the region was not worked, the next run takes it"
+            );
+            warn!(region, "{msg}");
+            RegionReport::failed(job, region, opts.dry_run, msg)
         }
         Taken::Busy { holder } => {
             let msg = format!(
@@ -78,6 +91,37 @@ where
     }
 }
 
+/// Whether every snapshot the run made shows in EC2's listings, so that the next run, planning
+/// from those listings, sees them (EC2 is eventually consistent). Waits up to the listing lag for
+/// the snapshots created here; copies (made in other regions) and anything that could not be
+/// looked up count as not settled, and the lease is then handed over with a hold.
+async fn settled(aws: &Aws, region: &str, report: &RegionReport) -> bool {
+    if report.copied > 0 {
+        return false;
+    }
+    let created: Vec<String> = report
+        .actions
+        .iter()
+        .filter(|a| a.action == "create" && a.outcome == "done")
+        .filter_map(|a| a.result_id.clone())
+        .collect();
+    if created.is_empty() {
+        return report.failed == 0 || report.job != "snapshot";
+    }
+    let client = aws_sdk_ec2::Client::new(&aws.in_region(region));
+    let all_listed = || async {
+        for batch in created.chunks(crate::inventory::IDS_PER_BATCH) {
+            let filters = vec![ec2_filter("snapshot-id", batch.iter().cloned())];
+            let found = describe_own_snapshots(&client, region, filters, SnapshotDetail::Bare).await?;
+            if found.len() < batch.len() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(()))
+    };
+    matches!(until_listed(all_listed).await, Ok(Some(())))
+}
+
 /// The longest a run waits for another run's lease on a region.
 pub const MAX_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -95,13 +139,23 @@ pub async fn load_configurations(aws: &Aws, tool_region: &str, account: &str) ->
     Ok(set)
 }
 
-/// A job's report for a region, with the plan's warnings logged and kept.
-fn new_report(job: &str, region: &str, opts: &JobOptions<'_>, warnings: &[String]) -> RegionReport {
+/// A job's report for a region, with the plan's warnings logged and kept, and each
+/// configuration that could not be evaluated reported as a failed action of its own.
+fn new_report(job: &str, inventory: &Inventory, opts: &JobOptions<'_>, warnings: &[String]) -> RegionReport {
+    let region = inventory.region.as_str();
     let mut report = RegionReport::new(job, region, opts.dry_run);
     for w in warnings {
         warn!(region, "{w}");
     }
     report.warnings.extend(warnings.iter().cloned());
+    for (id, error) in &inventory.failed_configs {
+        report.failed += 1;
+        report.errors.push(format!("configuration {id}: {error}"));
+        let mut a = action("match", &format!("configuration {id}"), "its instances could not be listed".into(), "failed");
+        a.config_id = Some(id.clone());
+        a.error = Some(error.clone());
+        report.actions.push(a);
+    }
     report
 }
 
@@ -146,7 +200,7 @@ async fn snapshot_unleased(
         }
     };
     let plan = plan_snapshots(configs, &inventory, now, VERSION);
-    let mut report = new_report("snapshot", region, &opts, &plan.warnings);
+    let mut report = new_report("snapshot", &inventory, &opts, &plan.warnings);
 
     let mut to_create = Vec::new();
     for decision in &plan.decisions {
@@ -236,7 +290,7 @@ pub async fn clean_region(
         }
     };
     let plan = plan_retention(configs, &inventory, &ignored_volumes, now.date_naive());
-    let mut report = new_report("clean", region, &opts, &plan.warnings);
+    let mut report = new_report("clean", &inventory, &opts, &plan.warnings);
 
     let mut to_delete = Vec::new();
     for decision in &plan.decisions {
@@ -277,6 +331,7 @@ pub async fn clean_region(
 /// What the replication planner reads of a region's snapshots: only the replication tags (the
 /// sources to copy are read again in full; see [`with_full_sources`]).
 const PEER_DETAIL: SnapshotDetail = SnapshotDetail::Tags(&[
+    ebs_snapper_core::tags::DELETE_ON,
     ebs_snapper_core::tags::REPLICATION_DST,
     ebs_snapper_core::tags::REPLICATION_SRC,
     ebs_snapper_core::tags::REPLICATION_SNAPSHOT_ID,
@@ -370,6 +425,13 @@ async fn replication_unleased(
         .await
         .into_iter()
         .collect();
+    // A peer that could not be listed stalls replication to and from it: a failure to report
+    // (and to alarm on), not a skip. A peer that is not enabled is only a skip.
+    let listing_failures: Vec<String> = peers
+        .iter()
+        .filter(|(peer, listing)| listing.is_err() && enabled.contains(peer))
+        .map(|(peer, listing)| format!("could not list {peer}; nothing to or from it was done: {}", listing.as_ref().err().map(String::as_str).unwrap_or("")))
+        .collect();
     let plan = plan_replication(region, &local, &peers, &configs.ignored_ids());
     drop((local, peers));
     let plan = match with_full_sources(&client, region, plan).await {
@@ -380,6 +442,8 @@ async fn replication_unleased(
         }
     };
     let mut report = RegionReport::new("replication", region, opts.dry_run);
+    report.failed += listing_failures.len();
+    report.errors.extend(listing_failures);
 
     let mut deletes = Vec::new();
     let mut copies = Vec::new();

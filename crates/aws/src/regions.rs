@@ -8,6 +8,9 @@ use crate::error::AwsError;
 use crate::inventory::ec2_filter;
 use crate::sdk::Aws;
 
+/// Items asked for per probe page (the smallest page both describes accept).
+const PROBE_PAGE: i32 = 5;
+
 /// At most this many regions are probed at once.
 pub const PROBE_CONCURRENCY: usize = 8;
 
@@ -98,25 +101,39 @@ async fn has_work(client: &aws_sdk_ec2::Client, region: &str, probe: Probe) -> R
     }
 }
 
+/// Whether any running or stopped instance exists. EC2 may answer a filtered describe with an
+/// empty page and a `NextToken`, so pages are followed until one holds an instance or none is
+/// left; the first instance found ends the probe.
 async fn has_instances(client: &aws_sdk_ec2::Client, region: &str) -> Result<bool, AwsError> {
-    let out = client
+    let mut pages = client
         .describe_instances()
         .filters(ec2_filter("instance-state-name", ["running".to_string(), "stopped".to_string()]))
-        .max_results(5)
-        .send()
-        .await
-        .map_err(|e| AwsError::call("DescribeInstances", region, e))?;
-    Ok(out.reservations().iter().any(|r| !r.instances().is_empty()))
+        .max_results(PROBE_PAGE)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| AwsError::call("DescribeInstances", region, e))?;
+        if page.reservations().iter().any(|r| !r.instances().is_empty()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
+/// Whether any own snapshot carries one of the tag `keys` (pages followed as for instances).
 async fn has_tagged_snapshots(client: &aws_sdk_ec2::Client, region: &str, keys: &[&str]) -> Result<bool, AwsError> {
-    let out = client
+    let mut pages = client
         .describe_snapshots()
         .owner_ids("self")
         .filters(ec2_filter("tag-key", keys.iter().map(|k| k.to_string())))
-        .max_results(5)
-        .send()
-        .await
-        .map_err(|e| AwsError::call("DescribeSnapshots", region, e))?;
-    Ok(!out.snapshots().is_empty())
+        .max_results(PROBE_PAGE)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| AwsError::call("DescribeSnapshots", region, e))?;
+        if !page.snapshots().is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

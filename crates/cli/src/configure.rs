@@ -219,5 +219,8 @@ async fn check(aws: &Aws, store: &ConfigStore, account: &str) -> Result<Vec<Stri
     for (region, e) in &fleet.failed {
         findings.push(format!("region {region} could not be checked: {e}"));
     }
+    for (region, id, e) in &fleet.failed_configs {
+        findings.push(format!("configuration {id} could not be evaluated in {region}: {e}"));
+    }
     Ok(findings)
 }

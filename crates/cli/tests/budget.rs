@@ -39,7 +39,8 @@ async fn call_budget() {
             let instance_pages = n.div_ceil(1000);
             let minimum = if job == "snapshot" {
                 // instances + volume batches + snapshot pages (by volume batches) + creations
-                instance_pages + volumes.div_ceil(200) + volumes.div_ceil(200) + mutations
+                // volumes, their snapshots, the check that the new ones are listed, the creates
+                instance_pages + volumes.div_ceil(200) + volumes.div_ceil(200) + mutations.div_ceil(200) + mutations
             } else {
                 // instances + DeleteOn snapshot pages + deletions
                 instance_pages + (2 * n + volumes).div_ceil(1000) + mutations

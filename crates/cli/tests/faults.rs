@@ -8,7 +8,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
-use support::faults::{Fault, FaultPlan, FaultProxy};
+use support::faults::{Fault, FaultPlan, FaultProxy, Strict};
 use support::{date, text, Account, Snap};
 
 const R: &str = "us-east-1";
@@ -113,6 +113,7 @@ async fn snapshot_under_twenty_percent_faults_ends_as_without_faults() {
     let acct = Account::new().await;
     let f = fleet(&acct, 6, "1 day").await;
     let proxy = FaultProxy::start(FaultPlan::every_call(7, 0.2)).await;
+    proxy.set_strict(Strict::on());
 
     let (code, doc, err) = run(&acct, &proxy, "snapshot", &["--region", R]);
     let failed = actions(&doc, R, "failed");
@@ -232,6 +233,7 @@ async fn clean_under_twenty_percent_faults_deletes_exactly_the_expired_beyond_mi
     let acct = Account::new().await;
     let scene = clean_scene(&acct).await;
     let proxy = FaultProxy::start(FaultPlan::every_call(3, 0.2)).await;
+    proxy.set_strict(Strict::on());
 
     let (code, doc, err) = run(&acct, &proxy, "clean", &["--region", R]);
     let failed = actions(&doc, R, "failed");
@@ -275,6 +277,7 @@ async fn dry_runs_under_faults_change_nothing() {
     let f = fleet(&acct, 3, "1 day").await;
     let before: Vec<String> = acct.snapshots(R).await.into_iter().map(|s| s.id).collect();
     let proxy = FaultProxy::start(FaultPlan::every_call(9, 0.2)).await;
+    proxy.set_strict(Strict::on());
     for job in ["snapshot", "clean", "replication"] {
         run(&acct, &proxy, job, &["--region", R, "--dry-run"]);
     }
@@ -320,21 +323,18 @@ async fn replication_under_twenty_percent_faults_copies_once_and_deletes_only_or
         }
         s
     };
-    // A replica in R whose source is gone, and one whose source exists.
-    let i = acct.launch(R, &[]).await;
-    let vol = acct.volumes_of(R, &i).await[0].clone();
+    // A replica (a copy) in R whose source is gone, and one whose source exists.
+    let gone = tagged_for_replication(&acct, WEST, "eu-west-1").await;
     let orphan = acct
-        .make_snapshot(
-            R,
-            &vol,
-            &[("replication_src_region", WEST), ("replication_snapshot_id", "snap-0123456789abcdef0")],
-        )
+        .make_copy(R, WEST, &gone, &[("replication_src_region", WEST), ("replication_snapshot_id", &gone)])
         .await;
+    acct.ec2(WEST).await.delete_snapshot().snapshot_id(&gone).send().await.unwrap();
     let kept_source = sources.iter().next().unwrap().clone();
     let kept_replica = acct
-        .make_snapshot(R, &vol, &[("replication_src_region", WEST), ("replication_snapshot_id", &kept_source)])
+        .make_copy(R, WEST, &kept_source, &[("replication_src_region", WEST), ("replication_snapshot_id", &kept_source)])
         .await;
     let proxy = FaultProxy::start(FaultPlan::every_call(21, 0.2)).await;
+    proxy.set_strict(Strict::on());
 
     for region in [R, WEST] {
         let (code, doc, err) = run(&acct, &proxy, "replication", &["--region", region]);
@@ -432,4 +432,134 @@ async fn a_run_killed_halfway_then_rerun_completes_without_duplicates() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(doc["regions"][0]["created"].as_u64().unwrap() as usize, f.due.len() - after_kill, "{doc:#}");
     check_snapshot_state(&f, &acct.snapshots(R).await, &BTreeSet::new());
+}
+
+// ---- The stricter AWS (SPEC §15): what AWS does that the emulator alone does not ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_aws_refuses_fails_alone_and_the_others_snapshot_and_clean() {
+    let acct = Account::new().await;
+    acct.create_table(R).await;
+    // Written by the Python tool, which never checked filter names: EC2 refuses `instance_id`.
+    acct.put_raw(R, "a-python", r#"{"match": {"instance_id": ["i-0123456789abcdef0"]}, "snapshot": {"retention": "5 days", "minimum": 1, "frequency": "1 day"}}"#).await;
+    acct.put_raw(R, "b-good", &config(1, "1 day", "")).await;
+    let i = acct.launch(R, &[("backup", "yes")]).await;
+    let vol = acct.volumes_of(R, &i).await[0].clone();
+    let proxy = FaultProxy::start(FaultPlan::none()).await;
+    let mut expired = BTreeSet::new();
+
+    for job in ["snapshot", "clean"] {
+        if job == "clean" {
+            for days in [-3, -2] {
+                let tags = [("DeleteOn", date(days)), ("ebs-snapper:config", "b-good".to_string())];
+                let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                expired.insert(acct.make_snapshot(R, &vol, &tags).await);
+            }
+        }
+        let (code, doc, err) = run(&acct, &proxy, job, &["--region", R]);
+        assert_eq!(code, 1, "{job}: the refused configuration is a failure: {err}");
+        let report = &doc["regions"][0];
+        assert_eq!(report["failed"], 1, "{job}: {report:#}");
+        assert_eq!(actions(&doc, R, "failed"), BTreeSet::from([("match".to_string(), "configuration a-python".to_string())]));
+        let errors = report["errors"].to_string();
+        assert!(errors.contains("configuration a-python") && errors.contains("InvalidParameterValue"), "{errors}");
+        if job == "snapshot" {
+            assert_eq!(report["created"], 1, "b-good still snapshots: {report:#}");
+        } else {
+            assert_eq!(report["deleted"], 2, "b-good still cleans: {report:#}");
+        }
+    }
+    let left: BTreeSet<String> = acct.snapshots(R).await.into_iter().map(|s| s.id).collect();
+    assert!(left.is_disjoint(&expired) && left.len() == 1, "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regions_are_found_behind_an_empty_first_page() {
+    let acct = Account::new().await;
+    acct.create_table(R).await;
+    acct.put_raw(R, "cfg", &config(1, "1 day", "")).await;
+    acct.launch(WEST, &[("backup", "yes")]).await;
+    let proxy = FaultProxy::start(FaultPlan::none()).await;
+    proxy.set_strict(Strict { empty_first_pages: true, ..Strict::default() });
+
+    // No --region: every region is probed, and each probe's first page comes back empty.
+    let (code, doc, err) = run(&acct, &proxy, "snapshot", &[]);
+    assert_eq!(code, 0, "{err}");
+    let regions: Vec<&str> = doc["regions"].as_array().unwrap().iter().map(|r| r["region"].as_str().unwrap()).collect();
+    assert_eq!(regions, [WEST], "{doc:#}");
+    assert_eq!(doc["regions"][0]["created"], 1, "{doc:#}");
+    assert_eq!(acct.snapshots(WEST).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_never_makes_a_second_snapshot_or_copy() {
+    let acct = Account::new().await;
+    let f = fleet(&acct, 4, "1 day").await;
+    // Every CreateSnapshot is carried out and its answer lost; new snapshots show late.
+    let proxy = FaultProxy::start(
+        FaultPlan::every_call(5, 1.0).only_operations(&["CreateSnapshot"]).kinds(&[Fault::LostAnswer]),
+    )
+    .await;
+    proxy.set_strict(Strict::on());
+    let (code, doc, err) = run(&acct, &proxy, "snapshot", &["--region", R]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(doc["regions"][0]["created"].as_u64().unwrap() as usize, f.due.len(), "{doc:#}");
+    check_snapshot_state(&f, &acct.snapshots(R).await, &BTreeSet::new());
+
+    // The same for copies.
+    let source = tagged_for_replication(&acct, WEST, R).await;
+    proxy.set_plan(FaultPlan::every_call(6, 1.0).only_operations(&["CopySnapshot"]).kinds(&[Fault::LostAnswer]));
+    let (code, doc, err) = run(&acct, &proxy, "replication", &["--region", WEST]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(doc["regions"][0]["copied"], 1, "{doc:#}");
+    let copies = acct.snapshots(R).await.into_iter().filter(|s| s.tag("replication_snapshot_id") == Some(source.as_str())).count();
+    assert_eq!(copies, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_right_after_another_does_not_miss_its_unlisted_snapshots() {
+    let acct = Account::new().await;
+    let f = fleet(&acct, 3, "1 day").await;
+    let proxy = FaultProxy::start(FaultPlan::none()).await;
+    // New snapshots stay out of DescribeSnapshots for 3 s (EC2 is eventually consistent).
+    proxy.set_strict(Strict { unlisted_for: std::time::Duration::from_secs(3), ..Strict::default() });
+    let (code, doc, err) = run(&acct, &proxy, "snapshot", &["--region", R]);
+    assert_eq!((code, doc["regions"][0]["created"].as_u64()), (0, Some(f.due.len() as u64)), "{err}");
+    // At once the next run (the schedule, say) takes the region over.
+    let (code, doc, err) = run(&acct, &proxy, "snapshot", &["--region", R]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(doc["regions"][0]["created"], 0, "nothing is due again: {doc:#}");
+    check_snapshot_state(&f, &acct.snapshots(R).await, &BTreeSet::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_cannot_be_written_leaves_the_region_and_says_so() {
+    let acct = Account::new().await;
+    let f = fleet(&acct, 2, "1 day").await;
+    let proxy =
+        FaultProxy::start(FaultPlan::every_call(8, 1.0).only_operations(&["PutItem"]).kinds(&[Fault::Internal])).await;
+    let (code, doc, err) = run(&acct, &proxy, "snapshot", &["--region", R]);
+    assert_eq!(code, 1, "{err}");
+    let report = &doc["regions"][0];
+    assert_eq!((report["created"].as_u64(), report["failed"].as_u64()), (Some(0), Some(1)), "{report:#}");
+    assert!(report["errors"].to_string().contains("could not take the snapshot lease of region us-east-1"), "{report:#}");
+    let vols = by_volume(&acct.snapshots(R).await).into_keys().collect::<BTreeSet<_>>();
+    assert!(vols.is_disjoint(&f.due), "nothing was snapshotted without the lease");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_region_that_cannot_be_listed_is_a_failure() {
+    let acct = Account::new().await;
+    acct.create_table(R).await;
+    tagged_for_replication(&acct, WEST, R).await;
+    let proxy = FaultProxy::start(
+        FaultPlan::every_call(2, 1.0).only_region(R).only_operations(&["DescribeSnapshots"]).kinds(&[Fault::Internal]),
+    )
+    .await;
+    let (code, doc, err) = run(&acct, &proxy, "replication", &["--region", WEST]);
+    assert_eq!(code, 1, "replication is stalled, which must alarm: {err}");
+    let report = &doc["regions"][0];
+    assert_eq!(report["failed"], 1, "{report:#}");
+    assert!(report["errors"].to_string().contains("could not list us-east-1"), "{report:#}");
+    assert_eq!(report["copied"], 0);
 }

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use ebs_snapper_aws::functions::{create_snapshot, Environment, Invocation};
@@ -97,13 +97,42 @@ async fn a_worker_whose_region_stays_held_does_nothing_and_says_so() {
 }
 
 #[tokio::test]
-async fn an_expired_lease_is_taken_over() {
+async fn a_lease_left_by_a_run_that_died_is_taken_over_after_one_period() {
     let acct = deployed_with_an_instance().await;
+    // An item as an earlier version wrote it (no version, no hold): held for one period.
     plant_lease(&acct, "snapshot/us-east-1", -1).await;
-    let out = acct.cli().args(["snapshot", "--region", R]).output().unwrap();
+    let started = Instant::now();
+    let out = acct.cli().env("EBS_SNAPPER_LEASE_SECONDS", "3").args(["snapshot", "--region", R]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(started.elapsed() >= Duration::from_secs(3), "waited one period: {:?}", started.elapsed());
     assert_eq!(acct.snapshots(R).await.len(), 1);
     assert_eq!(lease_items(&acct).await, 0);
+}
+
+#[tokio::test]
+async fn a_lease_is_taken_over_by_the_takers_own_clock_never_by_the_holders_expiry() {
+    let acct = deployed_with_an_instance().await;
+    // A holder whose clock runs 90 s behind ours writes an expiry that is already past by
+    // ours. Only the version standing unchanged for its hold (4 s, by our clock) frees it.
+    acct.dynamodb(R)
+        .await
+        .put_item()
+        .table_name(TABLE)
+        .item("aws_account_id", AttributeValue::S(format!("lease#{}", acct.id)))
+        .item("id", AttributeValue::S("snapshot/us-east-1".into()))
+        .item("owner", AttributeValue::S("someone-else".into()))
+        .item("holder", AttributeValue::S("the other run".into()))
+        .item("version", AttributeValue::S("v1".into()))
+        .item("hold_ms", AttributeValue::N("4000".into()))
+        .item("expires_at", AttributeValue::N(epoch(-90)))
+        .send()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let out = acct.cli().args(["snapshot", "--region", R]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(started.elapsed() >= Duration::from_secs(4), "took it after {:?}", started.elapsed());
+    assert_eq!(acct.snapshots(R).await.len(), 1);
 }
 
 #[tokio::test]

@@ -78,17 +78,28 @@ async fn copy_of_a_deleted_source_is_deleted_and_a_live_one_kept() {
     assert_eq!(acct.snapshots(DST).await.len(), 2);
 
     acct.ec2(SRC).await.delete_snapshot().snapshot_id(&gone).send().await.unwrap();
+    // A snapshot of a volume restored from the copy carries the copy's tags, but is no copy:
+    // it is kept although the source it names is gone.
+    let copy_of_gone = acct.snapshots(DST).await.into_iter().find(|s| s.tag("replication_snapshot_id") == Some(gone.as_str())).unwrap();
+    assert_eq!(copy_of_gone.volume_id, "vol-ffffffff", "EC2 reports a copy's volume so");
+    let i = acct.launch(DST, &[]).await;
+    let restored = acct.volumes_of(DST, &i).await[0].clone();
+    let not_a_copy = acct
+        .make_snapshot(DST, &restored, &[("replication_src_region", SRC), ("replication_snapshot_id", &gone)])
+        .await;
     // Without --region both regions are visited (both carry replication tags).
     let (code, out, err) = run(&acct, &[]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out,
-        "us-east-1: copied 0, deleted 1, in sync 1, ignored 0, skipped 0, failed 0\n\
+        "us-east-1: copied 0, deleted 1, in sync 1, ignored 0, skipped 1, failed 0\n\
          us-west-1: copied 0, deleted 0, in sync 1, ignored 0, skipped 0, failed 0\n"
     );
-    let copies = acct.snapshots(DST).await;
-    assert_eq!(copies.len(), 1);
-    assert_eq!(copies[0].tag("replication_snapshot_id"), Some(alive.as_str()));
+    let copies: Vec<_> =
+        acct.snapshots(DST).await.into_iter().filter(|s| s.tag("replication_src_region").is_some()).collect();
+    assert_eq!(copies.len(), 2);
+    assert!(copies.iter().any(|c| c.id == not_a_copy));
+    assert!(copies.iter().any(|c| c.tag("replication_snapshot_id") == Some(alive.as_str())));
 }
 
 #[tokio::test]

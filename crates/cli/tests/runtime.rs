@@ -204,3 +204,56 @@ async fn json_logs_when_asked() {
     assert_eq!(created[0]["fields"]["region"], R);
     assert!(created[0]["fields"]["volume_id"].as_str().unwrap().starts_with("vol-"));
 }
+
+/// The schedule's event as EventBridge really delivers it: with `account`, `time`, `resources`
+/// and `region` (where the rule lives).
+fn real_scheduled_event() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/corpus/events/scheduled/schedule-rule-us-east-1.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn every_function_takes_the_real_scheduled_event_as_every_region() {
+    let acct = deployed(&backup_config("1 day", "")).await;
+    acct.launch(R, &[("backup", "yes")]).await;
+    acct.launch("eu-west-1", &[("backup", "yes")]).await;
+    let vol = acct.volumes_of(R, &acct.launch(R, &[("other", "x")]).await).await[0].clone();
+    acct.make_snapshot(R, &vol, &[("replication_dst_region", "eu-west-1")]).await;
+    let mut lambda = LambdaHarness::new(&acct).await;
+    for (name, binary) in [
+        ("create", "create-snapshot"),
+        ("clean", "clean-snapshot"),
+        ("replication", "replication"),
+    ] {
+        lambda.start(&acct, name, binary, &[]).await;
+    }
+    lambda.start(&acct, "fanout-snapshot", "fanout-snapshot", &[("CREATE_SNAPSHOT_FUNCTION", "create")]).await;
+    lambda.start(&acct, "fanout-clean", "fanout-clean", &[("CLEAN_SNAPSHOT_FUNCTION", "clean")]).await;
+
+    // Every function fans out: the event's region is where the rule lives, not a work order.
+    let expected = [
+        ("fanout-snapshot", "create", json!(["eu-west-1", "us-east-1"])),
+        ("fanout-clean", "clean", json!(["eu-west-1", "us-east-1"])),
+        ("create", "create", json!(["eu-west-1", "us-east-1"])),
+        ("clean", "clean", json!(["eu-west-1", "us-east-1"])),
+        ("replication", "replication", json!([R])),
+    ];
+    for (function, worker, regions) in expected {
+        let before = lambda.invokes().len();
+        let summary = lambda.call(function, real_scheduled_event()).await.unwrap_or_else(|e| panic!("{function}: {e}"));
+        assert_eq!(summary["regions"], regions, "{function}: {summary}");
+        let invokes = &lambda.invokes()[before..];
+        assert!(
+            invokes.len() == regions.as_array().unwrap().len() && invokes.iter().all(|i| i.function == worker),
+            "{function} invoked {invokes:?}"
+        );
+    }
+    // The worker invocations that followed did the work: one snapshot per backed-up volume.
+    // (Each function's count includes the scheduled call made above.)
+    lambda.wait_finished("create", 5, WAIT).await;
+    lambda.wait_finished("clean", 5, WAIT).await;
+    lambda.wait_finished("replication", 2, WAIT).await;
+    assert_eq!(acct.snapshots("eu-west-1").await.iter().filter(|s| s.tag("replication_src_region").is_some()).count(), 1);
+    let ours = acct.snapshots(R).await.into_iter().filter(|s| s.tag("DeleteOn").is_some()).count();
+    assert_eq!(ours, 1, "one volume in {R} is backed up, snapshotted once");
+}

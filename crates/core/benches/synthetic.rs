@@ -75,6 +75,7 @@ pub fn inventory(volumes: usize, per_volume: usize, now: DateTime<Utc>) -> Inven
             let delete_on = (start + Duration::days(14)).date_naive();
             inv.snapshots.push(Snapshot {
                 id: id("snap", v * per_volume + n),
+                is_copy: false,
                 volume_id: Some(id("vol", v)),
                 start_time: start,
                 state: if n == 0 && v % 50 == 0 { SnapshotState::Pending } else { SnapshotState::Completed },

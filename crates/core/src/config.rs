@@ -77,7 +77,7 @@ impl Configuration {
         })?;
         check_keys(top, "", &TOP_LEVEL_KEYS, strictness, &mut warnings)?;
 
-        let filters = parse_match(top.get("match"))?;
+        let filters = parse_match(top.get("match"), strictness)?;
 
         let snapshot_value = top.get("snapshot").ok_or_else(|| {
             ConfigError::new("snapshot", "is required (an object with retention, minimum and frequency)")
@@ -202,7 +202,10 @@ fn canonical_duration(d: Duration) -> String {
     format!("{} {name}", secs / size)
 }
 
-fn parse_match(value: Option<&Value>) -> Result<Vec<Filter>, ConfigError> {
+/// The `match` object. Strict validation (`configure --set`) also refuses what EC2 would refuse
+/// at run time: a filter name `DescribeInstances` does not know, or more values than one filter
+/// takes. A stored configuration is read leniently: EC2 decides, and the run reports it.
+fn parse_match(value: Option<&Value>, strictness: Strictness) -> Result<Vec<Filter>, ConfigError> {
     let value = value.ok_or_else(|| {
         ConfigError::new("match", "is required (an object of EC2 filters, e.g. {\"tag:backup\": \"yes\"})")
     })?;
@@ -223,6 +226,9 @@ fn parse_match(value: Option<&Value>) -> Result<Vec<Filter>, ConfigError> {
         if values.is_empty() {
             return Err(ConfigError::new(field, "needs at least one value"));
         }
+        if strictness == Strictness::Strict {
+            check_filter(name, &field, values.len())?;
+        }
         filters.push(Filter { name: name.clone(), values });
     }
     if filters.iter().all(|f| f.name == STATE_FILTER) {
@@ -241,6 +247,26 @@ fn parse_match(value: Option<&Value>) -> Result<Vec<Filter>, ConfigError> {
         }
     }
     Ok(filters)
+}
+
+fn check_filter(name: &str, field: &str, values: usize) -> Result<(), ConfigError> {
+    use crate::instance_filters::{close_matches, is_instance_filter, MAX_FILTER_VALUES};
+    if !is_instance_filter(name) {
+        let near = close_matches(name);
+        let hint = if near.is_empty() {
+            "use tag:KEY, tag-key, instance-id or another documented filter".to_string()
+        } else {
+            format!("did you mean {}?", near.join(", "))
+        };
+        return Err(ConfigError::new(field, format!("is not a DescribeInstances filter name; {hint}")));
+    }
+    if values > MAX_FILTER_VALUES {
+        return Err(ConfigError::new(
+            field,
+            format!("has {values} values; EC2 takes at most {MAX_FILTER_VALUES} in one filter"),
+        ));
+    }
+    Ok(())
 }
 
 fn flatten_filter_values(v: &Value, field: &str, out: &mut Vec<String>) -> Result<(), ConfigError> {

@@ -25,6 +25,14 @@ fn err(msg: impl Into<String>) -> EventError {
     EventError(msg.into())
 }
 
+/// Whether `event` is an EventBridge (CloudWatch Events) event, such as a schedule rule's:
+/// `{"version", "id", "detail-type": "Scheduled Event", "source": "aws.events", "account",
+/// "time", "region", "resources", "detail"}`. Its `region` is where the rule lives, never a
+/// work order: such an event means "every region".
+pub fn is_scheduled_event(event: &Value) -> bool {
+    event.get("source").and_then(Value::as_str) == Some("aws.events")
+}
+
 impl WorkerEvent {
     pub fn parse(event: &Value) -> Result<WorkerEvent, EventError> {
         let obj = event.as_object().ok_or_else(|| err(format!("expected a JSON object, found {}", kind(event))))?;
@@ -138,6 +146,22 @@ mod tests {
             assert!(e.contains(expected), "{event}: {e}");
             assert!(e.starts_with("invalid event: "));
         }
+    }
+
+    #[test]
+    fn a_real_scheduled_event_is_told_from_a_work_order() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/corpus/events/scheduled");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let event: Value = serde_json::from_str(&text).unwrap();
+            assert!(event.get("region").is_some(), "real scheduled events carry a region");
+            assert!(is_scheduled_event(&event), "{event}");
+            seen += 1;
+        }
+        assert!(seen >= 2);
+        assert!(!is_scheduled_event(&json!({"region": "us-east-1"})));
+        assert!(!is_scheduled_event(&json!({"Records": []})));
     }
 
     #[test]

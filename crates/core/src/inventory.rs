@@ -143,6 +143,8 @@ pub struct Snapshot {
     pub id: String,
     /// The source volume (`None` for copies and for snapshots whose volume AWS does not report).
     pub volume_id: Option<String>,
+    /// Made by `CopySnapshot`: EC2 reports a copy's volume as `vol-ffffffff`.
+    pub is_copy: bool,
     pub start_time: DateTime<Utc>,
     pub state: SnapshotState,
     pub tags: Tags,
@@ -160,6 +162,10 @@ pub struct Inventory {
     /// The account's own snapshots of interest (of the matched volumes, and for clean-up those
     /// tagged `DeleteOn`), each once.
     pub snapshots: Vec<Snapshot>,
+    /// Configurations whose instances could not be listed (EC2 refused the filters, say), with
+    /// the error. Their instances are unknown this run: the snapshot job reports them failed,
+    /// and the clean job keeps what they might protect.
+    pub failed_configs: BTreeMap<String, String>,
 }
 
 impl Inventory {

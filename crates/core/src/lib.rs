@@ -15,6 +15,7 @@ pub use configurations::{ConfigurationSet, InvalidConfiguration, NamedConfigurat
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, DurationError, ScheduleError};
 pub use schedule::{due, CronSchedule, Due, Schedule};
+pub mod instance_filters;
 pub mod inventory;
 pub mod snapshot_plan;
 pub mod tags;
@@ -27,7 +28,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod report;
 pub use report::{ActionReport, RegionReport};
 pub mod event;
-pub use event::{is_region_name, EventError, WorkerEvent, MAX_CONTINUATIONS};
+pub use event::{is_region_name, is_scheduled_event, EventError, WorkerEvent, MAX_CONTINUATIONS};
 pub mod retention_plan;
 pub use retention_plan::{
     parse_delete_on, plan_retention, Delete, Keep, RetentionAction, RetentionDecision, RetentionPlan,

@@ -131,6 +131,16 @@ pub fn plan_replication(
                                 snapshot_id: s.id.clone(),
                                 action: ReplicationAction::InSync(format!("source {src_id} still in {src_region}")),
                             });
+                        } else if !s.is_copy {
+                            // A snapshot of a volume restored from a replica carries its tags too.
+                            skips.push(skip(format!(
+                                "source {src_id} is gone, but this is not a copy (its volume is {}); kept",
+                                s.volume_id.as_deref().unwrap_or("unknown")
+                            )));
+                        } else if s.tags.contains_key(DELETE_ON) {
+                            skips.push(skip(format!(
+                                "source {src_id} is gone; the copy carries {DELETE_ON} and lives by its own date"
+                            )));
                         } else {
                             deletes.push(ReplicationDecision {
                                 snapshot_id: s.id.clone(),
@@ -252,10 +262,13 @@ mod tests {
     use crate::inventory::Tags;
     use chrono::{TimeZone, Utc};
 
+    /// A snapshot; one tagged as a replica is a copy, as EC2 reports it (no volume).
     fn snap(id: &str, state: SnapshotState, tags: &[(&str, &str)]) -> Snapshot {
+        let is_copy = tags.iter().any(|(k, _)| *k == REPLICATION_SRC);
         Snapshot {
             id: id.into(),
-            volume_id: Some("vol-1".into()),
+            is_copy,
+            volume_id: (!is_copy).then(|| "vol-1".into()),
             start_time: Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap(),
             state,
             tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Tags>(),
@@ -280,6 +293,29 @@ mod tests {
                 (d.snapshot_id.as_str(), kind)
             })
             .collect()
+    }
+
+    #[test]
+    fn only_a_copy_without_delete_on_is_deleted_when_its_source_is_gone() {
+        let tags = [(REPLICATION_SRC, "us-east-1"), (REPLICATION_SNAPSHOT_ID, "snap-gone")];
+        let copy = snap("snap-copy", SnapshotState::Completed, &tags);
+        // A snapshot of a volume restored from a replica: same tags, a real volume.
+        let mut restored = snap("snap-restored", SnapshotState::Completed, &tags);
+        restored.is_copy = false;
+        restored.volume_id = Some("vol-restored".into());
+        let mut dated = snap("snap-dated", SnapshotState::Completed, &tags);
+        dated.tags.insert(DELETE_ON.into(), "2030-01-01".into());
+        let p = plan_replication(
+            "us-west-2",
+            &[copy, restored, dated],
+            &peers(vec![("us-east-1", Ok(vec![]))]),
+            &BTreeSet::new(),
+        );
+        let got = actions(&p);
+        assert_eq!(got[0], ("snap-copy", "delete".to_string()));
+        assert!(got.iter().any(|(id, a)| *id == "snap-restored" && a.contains("not a copy (its volume is vol-restored); kept")), "{got:?}");
+        assert!(got.iter().any(|(id, a)| *id == "snap-dated" && a.contains("lives by its own date")), "{got:?}");
+        assert_eq!(got.iter().filter(|(_, a)| a == "delete").count(), 1);
     }
 
     #[test]

@@ -143,7 +143,24 @@ pub fn plan_retention<'a>(
 ) -> RetentionPlan<'a> {
     let ignored = configs.ignored_ids();
     let ignore_retention = configs.ignore_retention();
+    // A configuration whose instances could not be listed may own any volume here: every
+    // minimum is at least its minimum, and no orphan is deleted on `ignore_retention` this run.
+    let any_failed = !inventory.failed_configs.is_empty();
+    let floor = inventory
+        .failed_configs
+        .keys()
+        .filter_map(|id| configs.get(id))
+        .map(|named| named.configuration.snapshot.minimum)
+        .max()
+        .unwrap_or(0);
     let mut plan = RetentionPlan { region: inventory.region.clone(), ..Default::default() };
+    if any_failed {
+        plan.warnings.push(format!(
+            "configuration(s) {} could not be evaluated: every volume keeps at least {floor} snapshots and no orphan is \
+             deleted on ignore_retention this run",
+            inventory.failed_configs.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
 
     // Volume -> the configuration that owns it (first configuration by id matching its instance).
     let mut volume_owner: FxHashMap<&str, &str> = FxHashMap::default();
@@ -215,14 +232,25 @@ pub fn plan_retention<'a>(
         });
         let mut count =
             group.iter().filter(|&&i| tagged[i as usize].1.snapshot.state == SnapshotState::Completed).count();
-        // The configuration owning the volume now; the snapshot's own tag only for orphans.
+        // One minimum for the whole volume: the configuration owning it now, or for an orphan
+        // the live configuration with the largest minimum among those its snapshots name (so
+        // the newest are always the ones kept, whichever configuration made them).
         let volume_config = tagged[group[0] as usize]
             .1
             .snapshot
             .volume_id
             .as_deref()
             .and_then(|v| volume_owner.get(v))
-            .and_then(|id| configs.get(id));
+            .and_then(|id| configs.get(id))
+            .or_else(|| {
+                group
+                    .iter()
+                    .filter_map(|&i| tagged[i as usize].1.snapshot.tags.get(TAG_CONFIG))
+                    .filter_map(|id| configs.get(id))
+                    .max_by(|a, b| {
+                        a.configuration.snapshot.minimum.cmp(&b.configuration.snapshot.minimum).then(b.id.cmp(&a.id))
+                    })
+            });
         for &i in group.iter() {
             let Tagged { snapshot: s, raw, delete_on } = tagged[i as usize].1;
             let mut config_id = None;
@@ -239,11 +267,10 @@ pub fn plan_retention<'a>(
                     }
                     Some(d) if d > today => RetentionAction::Keep(Keep::NotExpired(d)),
                     Some(delete_on) => {
-                        let owner = volume_config.or_else(|| s.tags.get(TAG_CONFIG).and_then(|id| configs.get(id)));
-                        match owner {
+                        match volume_config {
                             Some(named) => {
                                 config_id = Some(named.id.as_str());
-                                let minimum = named.configuration.snapshot.minimum;
+                                let minimum = named.configuration.snapshot.minimum.max(floor);
                                 if count > minimum as usize {
                                     count -= 1;
                                     RetentionAction::Delete(Delete::Expired {
@@ -255,7 +282,7 @@ pub fn plan_retention<'a>(
                                     RetentionAction::Keep(Keep::Minimum { minimum, count })
                                 }
                             }
-                            None if ignore_retention => {
+                            None if ignore_retention && !any_failed => {
                                 count = count.saturating_sub(1);
                                 RetentionAction::Delete(Delete::IgnoreRetention { delete_on })
                             }
@@ -310,6 +337,7 @@ mod tests {
         let date = (today() + Duration::days(delete_on)).format("%Y-%m-%d").to_string();
         Snapshot {
             id: id.into(),
+            is_copy: false,
             volume_id: Some(vol.into()),
             start_time: at(age),
             state: SnapshotState::Completed,
@@ -357,6 +385,41 @@ mod tests {
         assert_eq!(p.decisions.iter().filter(|d| !d.is_delete()).count(), 5);
         assert_eq!(p.decisions[0].reason(), "expired 2020-06-14, 10 completed > minimum 5");
         assert!(matches!(p.decisions[9].action, RetentionAction::Keep(Keep::Minimum { minimum: 5, count: 5 })));
+    }
+
+    fn tagged(mut s: Snapshot, config: &str) -> Snapshot {
+        s.tags.insert(TAG_CONFIG.to_string(), config.to_string());
+        s
+    }
+
+    #[test]
+    fn an_orphan_named_by_two_configurations_keeps_its_newest_under_the_larger_minimum() {
+        let c = configs(&[("daily", cfg(7, "")), ("weekly", cfg(2, ""))]);
+        // Ten daily snapshots, then three weekly ones; all expired, the volume gone.
+        let mut snaps: Vec<Snapshot> =
+            (0..10).map(|n| tagged(snap(&format!("d{n:02}"), "vol-o", 40 - n, -2), "daily")).collect();
+        snaps.extend((0..3).map(|n| tagged(snap(&format!("w{n}"), "vol-o", 10 - n, -1), "weekly")));
+        let inv = inventory(&[], snaps);
+        let p = plan(&c, &inv);
+        // One minimum for the volume (7), the six oldest deleted, the newest seven kept.
+        assert_eq!(deleted(&p), vec!["d00", "d01", "d02", "d03", "d04", "d05"]);
+        for id in ["d06", "d07", "d08", "d09", "w0", "w1", "w2"] {
+            let d = p.decisions.iter().find(|d| d.snapshot_id == id).unwrap();
+            assert!(matches!(d.action, RetentionAction::Keep(Keep::Minimum { minimum: 7, .. })), "{id}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn a_configuration_that_could_not_be_evaluated_raises_every_minimum_and_stops_ignore_retention() {
+        let c = configs(&[("a", cfg(1, r#", "ignore_retention": true"#)), ("b", cfg(4, ""))]);
+        let mut snaps: Vec<Snapshot> = (0..6).map(|n| snap(&format!("s{n}"), "vol-1", 20 - n, -1)).collect();
+        snaps.push(snap("orphan", "vol-gone", 30, -1));
+        let mut inv = inventory(&[("a", "i-1", &["vol-1"])], snaps);
+        assert_eq!(deleted(&plan(&c, &inv)), vec!["s0", "s1", "s2", "s3", "s4", "orphan"]);
+        inv.failed_configs.insert("b".into(), "InvalidParameterValue".into());
+        let p = plan(&c, &inv);
+        assert_eq!(deleted(&p), vec!["s0", "s1"], "minimum 4 from b, the orphan kept");
+        assert!(p.warnings.iter().any(|w| w.contains("b could not be evaluated")), "{:?}", p.warnings);
     }
 
     #[test]

@@ -275,6 +275,7 @@ mod tests {
     fn snap(id: &str, vol: &str, at: DateTime<Utc>, state: SnapshotState) -> Snapshot {
         Snapshot {
             id: id.into(),
+            is_copy: false,
             volume_id: Some(vol.into()),
             start_time: at,
             state,

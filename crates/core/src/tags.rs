@@ -53,6 +53,15 @@ fn copyable(key: &str, value: &str) -> bool {
         && key != REPLICATION_SNAPSHOT_ID
 }
 
+/// Whether an instance's tags ask for a backup, as the Python tool's check read them: a tag
+/// whose key is `backup` in any case (`Backup`, `BACKUP`), unless its value says no (`no`,
+/// `false`, `0`, `off`, in any case).
+pub fn asks_for_backup(tags: &Tags) -> bool {
+    tags.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("backup") && !["no", "false", "0", "off"].iter().any(|no| v.trim().eq_ignore_ascii_case(no))
+    })
+}
+
 /// The tags of a new snapshot, in order, at most [`MAX_TAGS`]: `DeleteOn`, the provenance tags,
 /// `replication_dst_region` when present, then the instance tags merged with the volume tags
 /// (the volume's value wins on the same key), priority keys first, the rest by key.
@@ -185,5 +194,16 @@ mod tests {
         );
         let long = snapshot_description(&"i".repeat(300), "0.1.0", None, "vol-2");
         assert_eq!(long.chars().count(), MAX_DESCRIPTION);
+    }
+
+    #[test]
+    fn backup_tags_in_any_case_and_the_values_that_say_no() {
+        let tags = |k: &str, v: &str| -> crate::inventory::Tags { [(k.to_string(), v.to_string())].into() };
+        for (k, v) in [("backup", "yes"), ("Backup", "true"), ("BACKUP", ""), ("backup", "daily")] {
+            assert!(asks_for_backup(&tags(k, v)), "{k}={v}");
+        }
+        for (k, v) in [("backup", "no"), ("Backup", "False"), ("backup", "0"), ("backup", "OFF"), ("backups", "yes")] {
+            assert!(!asks_for_backup(&tags(k, v)), "{k}={v}");
+        }
     }
 }

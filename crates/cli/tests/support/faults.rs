@@ -32,6 +32,35 @@ pub enum Fault {
     Internal,
     /// The connection is closed without an answer.
     Drop,
+    /// The request is carried out, then the connection is closed without its answer (a
+    /// timeout or a lost connection after AWS did the work).
+    LostAnswer,
+}
+
+/// What AWS does and the emulator does not, switchable per test (SPEC §15). The rest of the
+/// stricter AWS (filter names refused, copies reporting `vol-ffffffff`) is always on, in the
+/// emulator itself (`scripts/lib/strict_moto.py`).
+#[derive(Debug, Clone, Default)]
+pub struct Strict {
+    /// A filtered `DescribeInstances`, `DescribeSnapshots` or `DescribeVolumes` is first answered
+    /// with an empty page and a `NextToken`; the request with that token gets the real answer.
+    pub empty_first_pages: bool,
+    /// A snapshot made by `CreateSnapshot` or `CopySnapshot` is missing from `DescribeSnapshots`
+    /// for this long (EC2 is eventually consistent).
+    pub unlisted_for: std::time::Duration,
+    /// ... and reported `pending` for this long after that.
+    pub pending_for: std::time::Duration,
+}
+
+impl Strict {
+    /// Every behaviour on, with short delays.
+    pub fn on() -> Strict {
+        Strict {
+            empty_first_pages: true,
+            unlisted_for: std::time::Duration::from_millis(1500),
+            pending_for: std::time::Duration::from_millis(1500),
+        }
+    }
 }
 
 /// Which requests to fault, and how often.
@@ -56,7 +85,7 @@ impl FaultPlan {
             operations: None,
             region: None,
             needles: None,
-            kinds: vec![Fault::Throttle, Fault::Internal, Fault::Drop],
+            kinds: vec![Fault::Throttle, Fault::Internal, Fault::Drop, Fault::LostAnswer],
         }
     }
 
@@ -125,6 +154,11 @@ pub struct Seen {
 
 struct State {
     plan: Mutex<FaultPlan>,
+    strict: Mutex<Strict>,
+    /// Snapshots made through the proxy, and when.
+    made: Mutex<HashMap<String, std::time::Instant>>,
+    /// `NextToken`s of the empty first pages handed out.
+    tokens: Mutex<BTreeSet<String>>,
     upstream: String,
     calls: Mutex<HashMap<String, u64>>,
     seen: Mutex<Vec<Seen>>,
@@ -142,6 +176,9 @@ impl FaultProxy {
         let upstream = super::endpoint().trim_start_matches("http://").trim_end_matches('/').to_string();
         let state = Arc::new(State {
             plan: Mutex::new(plan),
+            strict: Mutex::new(Strict::default()),
+            made: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(BTreeSet::new()),
             upstream,
             calls: Mutex::new(HashMap::new()),
             seen: Mutex::new(Vec::new()),
@@ -160,6 +197,11 @@ impl FaultProxy {
     /// Replaces the plan (`FaultPlan::none()` turns faults off).
     pub fn set_plan(&self, plan: FaultPlan) {
         *self.state.plan.lock().unwrap() = plan;
+    }
+
+    /// Turns the stricter AWS on (or, with `Strict::default()`, off).
+    pub fn set_strict(&self, strict: Strict) {
+        *self.state.strict.lock().unwrap() = strict;
     }
 
     /// Every request seen so far, in arrival order.
@@ -250,7 +292,7 @@ fn fault_response(service: &str, fault: Fault, n: usize) -> (u16, Vec<(&'static 
 async fn serve(conn: TcpStream, s: Arc<State>) {
     let (r, mut w) = conn.into_split();
     let mut reader = BufReader::new(r);
-    while let Some(req) = read_request(&mut reader).await {
+    while let Some(mut req) = read_request(&mut reader).await {
         let (service, region, operation) = classify(&req);
         let fault = {
             let mut calls = s.calls.lock().unwrap();
@@ -260,17 +302,36 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
         };
         let index = {
             let mut seen = s.seen.lock().unwrap();
-            seen.push(Seen { service: service.clone(), operation, region, fault, at: s.started.elapsed() });
+            seen.push(Seen { service: service.clone(), operation: operation.clone(), region, fault, at: s.started.elapsed() });
             seen.len()
         };
+        let strict = s.strict.lock().unwrap().clone();
+        if service == "ec2" && strict.empty_first_pages {
+            if let Some(page) = empty_first_page(&s, &mut req, &operation) {
+                if respond(&mut w, 200, &[("content-type", "text/xml;charset=UTF-8".into())], page.as_bytes()).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
         let result = match fault {
             Some(Fault::Drop) => return,
+            Some(Fault::LostAnswer) => {
+                if let Ok((status, _, body)) = forward(&s.upstream, &req).await {
+                    note_made(&s, &operation, status, &body);
+                }
+                return;
+            }
             Some(f) => {
                 let (status, headers, body) = fault_response(&service, f, index);
                 respond(&mut w, status, &headers, body.as_bytes()).await
             }
             None => match forward(&s.upstream, &req).await {
-                Ok((status, headers, body)) => {
+                Ok((status, headers, mut body)) => {
+                    note_made(&s, &operation, status, &body);
+                    if operation == "DescribeSnapshots" && status == 200 {
+                        body = as_aws_lists(&s, &strict, &body);
+                    }
                     let headers: Vec<(&str, String)> = headers.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
                     respond(&mut w, status, &headers, &body).await
                 }
@@ -281,6 +342,108 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
             return;
         }
     }
+}
+
+/// Remembers the snapshot a `CreateSnapshot` or `CopySnapshot` made.
+fn note_made(s: &State, operation: &str, status: u16, body: &[u8]) {
+    if status != 200 || !matches!(operation, "CreateSnapshot" | "CopySnapshot") {
+        return;
+    }
+    if let Some(id) = element(&String::from_utf8_lossy(body), "snapshotId") {
+        s.made.lock().unwrap().insert(id, std::time::Instant::now());
+    }
+}
+
+/// The text of the first `<name>` element.
+fn element(xml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{name}>"))? + start;
+    Some(xml[start..end].to_string())
+}
+
+/// For a filtered describe without a token: the empty first page AWS may send, with a token
+/// of ours. For a request carrying one of our tokens: the token is taken out, so the emulator
+/// answers the first real page.
+fn empty_first_page(s: &State, req: &mut Request, operation: &str) -> Option<String> {
+    let set = match operation {
+        "DescribeInstances" => "reservationSet",
+        "DescribeSnapshots" => "snapshotSet",
+        "DescribeVolumes" => "volumeSet",
+        _ => return None,
+    };
+    let body = String::from_utf8_lossy(&req.body).into_owned();
+    let ours = body.split('&').find_map(|kv| kv.strip_prefix("NextToken=")).filter(|t| t.starts_with("strict-page-"));
+    if let Some(token) = ours {
+        if s.tokens.lock().unwrap().remove(token) {
+            let rest: Vec<&str> = body.split('&').filter(|kv| !kv.starts_with("NextToken=")).collect();
+            req.body = rest.join("&").into_bytes();
+        }
+        return None;
+    }
+    if !body.contains("Filter.1.Name=") || body.contains("NextToken=") {
+        return None;
+    }
+    let token = {
+        let mut tokens = s.tokens.lock().unwrap();
+        let token = format!("strict-page-{}", tokens.len() + s.seen.lock().unwrap().len());
+        tokens.insert(token.clone());
+        token
+    };
+    Some(format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{operation}Response xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>strict</requestId><{set}/><nextToken>{token}</nextToken></{operation}Response>"
+    ))
+}
+
+/// A `DescribeSnapshots` answer as AWS may give it just after a snapshot was made: the new
+/// snapshot missing for a while, then `pending` for a while.
+fn as_aws_lists(s: &State, strict: &Strict, body: &[u8]) -> Vec<u8> {
+    if strict.unlisted_for.is_zero() && strict.pending_for.is_zero() {
+        return body.to_vec();
+    }
+    let xml = String::from_utf8_lossy(body).into_owned();
+    let (Some(open), Some(close)) = (xml.find("<snapshotSet>"), xml.rfind("</snapshotSet>")) else {
+        return body.to_vec();
+    };
+    let inner = &xml[open + "<snapshotSet>".len()..close];
+    let made = s.made.lock().unwrap().clone();
+    let mut out = String::new();
+    for item in top_level_items(inner) {
+        let age = element(item, "snapshotId").and_then(|id| made.get(&id).map(|t| t.elapsed()));
+        match age {
+            Some(age) if age < strict.unlisted_for => {}
+            Some(age) if age < strict.unlisted_for + strict.pending_for => {
+                out.push_str(&item.replacen("<status>completed</status>", "<status>pending</status>", 1));
+            }
+            _ => out.push_str(item),
+        }
+    }
+    format!("{}<snapshotSet>{out}{}", &xml[..open], &xml[close..]).into_bytes()
+}
+
+/// The `<item>...</item>` elements at the top level of `xml` (items nest: tags are items too).
+fn top_level_items(xml: &str) -> Vec<&str> {
+    let mut items = Vec::new();
+    let (mut depth, mut start, mut i) = (0usize, 0usize, 0usize);
+    while i < xml.len() {
+        let rest = &xml[i..];
+        if rest.starts_with("<item>") {
+            if depth == 0 {
+                start = i;
+            }
+            depth += 1;
+            i += "<item>".len();
+        } else if rest.starts_with("</item>") {
+            depth = depth.saturating_sub(1);
+            i += "</item>".len();
+            if depth == 0 {
+                items.push(&xml[start..i]);
+            }
+        } else {
+            i += rest.chars().next().map_or(1, char::len_utf8);
+        }
+    }
+    items
 }
 
 type Response = (u16, Vec<(String, String)>, Vec<u8>);

@@ -98,6 +98,7 @@ impl LambdaHarness {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("AWS_LAMBDA_RUNTIME_API", runtime_addr.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", name)
+            .env(super::LISTING_LAG.0, super::LISTING_LAG.1)
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))

@@ -19,6 +19,11 @@ pub mod lambda;
 
 pub const TABLE: &str = "ebs_snapshot_configuration";
 
+/// How long the product waits for EC2's listings to catch up with a mutation, in every process
+/// the tests start: longer than the stricter AWS keeps a new snapshot unlisted
+/// (`faults::Strict::on`), far shorter than on AWS so that tests stay quick.
+pub const LISTING_LAG: (&str, &str) = ("EBS_SNAPPER_LISTING_LAG_SECONDS", "4");
+
 /// The emulator endpoint; fails loudly when tests are run without it.
 pub fn endpoint() -> String {
     std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| {
@@ -163,7 +168,8 @@ impl Account {
             .env_remove("EBS_SNAPPER_TABLE")
             .env_remove("RUST_LOG")
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_REGION", "us-east-1");
+            .env("AWS_REGION", "us-east-1")
+            .env(LISTING_LAG.0, LISTING_LAG.1);
         cmd
     }
 
@@ -176,7 +182,8 @@ impl Account {
             .env_remove("EBS_SNAPPER_TABLE")
             .env_remove("RUST_LOG")
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_REGION", "us-east-1");
+            .env("AWS_REGION", "us-east-1")
+            .env(LISTING_LAG.0, LISTING_LAG.1);
     }
 }
 
@@ -312,6 +319,17 @@ impl Account {
             req = req.tag_specifications(ec2_tags(aws_sdk_ec2::types::ResourceType::Snapshot, tags));
         }
         req.send().await.expect("create snapshot").snapshot_id().unwrap().to_string()
+    }
+
+    /// Copies `source` (in `from`) into `region` with `tags`, as replication or an operator
+    /// would; EC2 reports the copy's volume as `vol-ffffffff`.
+    pub async fn make_copy(&self, region: &str, from: &str, source: &str, tags: Tags<'_>) -> String {
+        let ec2 = self.ec2(region).await;
+        let mut req = ec2.copy_snapshot().source_region(from).source_snapshot_id(source).description("copied");
+        if !tags.is_empty() {
+            req = req.tag_specifications(ec2_tags(aws_sdk_ec2::types::ResourceType::Snapshot, tags));
+        }
+        req.send().await.expect("copy snapshot").snapshot_id().unwrap().to_string()
     }
 
     /// Every request the emulator recorded with this account's credentials.

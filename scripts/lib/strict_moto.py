@@ -1,0 +1,211 @@
+"""moto server, made to answer as AWS does where moto is kinder (SPEC section 15).
+
+Run as moto_server is (same arguments). Each change below is AWS's documented behaviour:
+
+- DescribeInstances refuses a filter name it does not know, and a filter with more than 200
+  values, with InvalidParameterValue (moto either ignores the filter or fails with a 500).
+- A snapshot made by CopySnapshot reports its volume as vol-ffffffff (moto reports the source
+  snapshot's volume).
+
+What must be switchable per test (lost answers, empty first pages, snapshots pending or not yet
+listed) is done by the test bed's proxy instead (crates/cli/tests/support/faults.rs).
+"""
+
+import sys
+
+from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.models import elastic_block_store, instances
+from moto.server import main
+
+# DescribeInstances filter names (EC2 API reference), besides tag:KEY.
+INSTANCE_FILTERS = {
+    'affinity',
+    'architecture',
+    'availability-zone',
+    'availability-zone-id',
+    'block-device-mapping.attach-time',
+    'block-device-mapping.delete-on-termination',
+    'block-device-mapping.device-name',
+    'block-device-mapping.status',
+    'block-device-mapping.volume-id',
+    'boot-mode',
+    'capacity-reservation-id',
+    'capacity-reservation-specification.capacity-reservation-preference',
+    'capacity-reservation-specification.capacity-reservation-target.capacity-reservation-id',
+    'capacity-reservation-specification.capacity-reservation-target.capacity-reservation-resource-group-arn',
+    'client-token',
+    'current-instance-boot-mode',
+    'dns-name',
+    'ebs-optimized',
+    'ena-support',
+    'enclave-options.enabled',
+    'hibernation-options.configured',
+    'host-id',
+    'hypervisor',
+    'iam-instance-profile.arn',
+    'iam-instance-profile.id',
+    'image-id',
+    'instance-id',
+    'instance-lifecycle',
+    'instance-state-code',
+    'instance-state-name',
+    'instance-type',
+    'instance.group-id',
+    'instance.group-name',
+    'ip-address',
+    'ipv6-address',
+    'kernel-id',
+    'key-name',
+    'launch-index',
+    'launch-time',
+    'maintenance-options.auto-recovery',
+    'metadata-options.http-endpoint',
+    'metadata-options.http-protocol-ipv4',
+    'metadata-options.http-protocol-ipv6',
+    'metadata-options.http-put-response-hop-limit',
+    'metadata-options.http-tokens',
+    'metadata-options.instance-metadata-tags',
+    'metadata-options.state',
+    'monitoring-state',
+    'network-interface.addresses.association.allocation-id',
+    'network-interface.addresses.association.association-id',
+    'network-interface.addresses.association.carrier-ip',
+    'network-interface.addresses.association.customer-owned-ip',
+    'network-interface.addresses.association.ip-owner-id',
+    'network-interface.addresses.association.public-dns-name',
+    'network-interface.addresses.association.public-ip',
+    'network-interface.addresses.primary',
+    'network-interface.addresses.private-dns-name',
+    'network-interface.addresses.private-ip-address',
+    'network-interface.association.allocation-id',
+    'network-interface.association.association-id',
+    'network-interface.association.carrier-ip',
+    'network-interface.association.customer-owned-ip',
+    'network-interface.association.ip-owner-id',
+    'network-interface.association.public-dns-name',
+    'network-interface.association.public-ip',
+    'network-interface.attachment.attach-time',
+    'network-interface.attachment.attachment-id',
+    'network-interface.attachment.delete-on-termination',
+    'network-interface.attachment.device-index',
+    'network-interface.attachment.instance-id',
+    'network-interface.attachment.instance-owner-id',
+    'network-interface.attachment.network-card-index',
+    'network-interface.attachment.status',
+    'network-interface.availability-zone',
+    'network-interface.deny-all-igw-traffic',
+    'network-interface.description',
+    'network-interface.group-id',
+    'network-interface.group-name',
+    'network-interface.ipv4-prefixes.ipv4-prefix',
+    'network-interface.ipv6-address',
+    'network-interface.ipv6-addresses.ipv6-address',
+    'network-interface.ipv6-addresses.is-primary-ipv6',
+    'network-interface.ipv6-native',
+    'network-interface.ipv6-prefixes.ipv6-prefix',
+    'network-interface.mac-address',
+    'network-interface.network-interface-id',
+    'network-interface.operator.managed',
+    'network-interface.operator.principal',
+    'network-interface.outpost-arn',
+    'network-interface.owner-id',
+    'network-interface.private-dns-name',
+    'network-interface.private-ip-address',
+    'network-interface.public-dns-name',
+    'network-interface.requester-id',
+    'network-interface.requester-managed',
+    'network-interface.source-dest-check',
+    'network-interface.status',
+    'network-interface.subnet-id',
+    'network-interface.tag-key',
+    'network-interface.tag-value',
+    'network-interface.vpc-id',
+    'network-performance-options.bandwidth-weighting',
+    'operator.managed',
+    'operator.principal',
+    'outpost-arn',
+    'owner-id',
+    'placement-group-name',
+    'placement-partition-number',
+    'platform',
+    'platform-details',
+    'private-dns-name',
+    'private-dns-name-options.enable-resource-name-dns-a-record',
+    'private-dns-name-options.enable-resource-name-dns-aaaa-record',
+    'private-dns-name-options.hostname-type',
+    'private-ip-address',
+    'product-code',
+    'product-code.type',
+    'ramdisk-id',
+    'requester-id',
+    'reservation-id',
+    'root-device-name',
+    'root-device-type',
+    'source-dest-check',
+    'spot-instance-request-id',
+    'state-reason-code',
+    'state-reason-message',
+    'subnet-id',
+    'tag-key',
+    'tenancy',
+    'tpm-support',
+    'usage-operation',
+    'usage-operation-update-time',
+    'virtualization-type',
+    'vpc-id',
+}
+MAX_FILTER_VALUES = 200
+COPY_VOLUME = "vol-ffffffff"
+
+
+def _check_instance_filters(filters):
+    for name, values in (filters or {}).items():
+        if not (name in INSTANCE_FILTERS or (name.startswith("tag:") and len(name) > 4)):
+            raise EC2ClientError("InvalidParameterValue", f"The filter '{name}' is invalid")
+        if len(values or []) > MAX_FILTER_VALUES:
+            raise EC2ClientError(
+                "FilterLimitExceeded",
+                f"The maximum number of filter values specified on a single call is {MAX_FILTER_VALUES}",
+            )
+
+
+_describe_instances = instances.InstanceBackend.describe_instances
+_by_ids = instances.InstanceBackend.get_reservations_by_instance_ids
+
+
+def describe_instances(self, filters=None):
+    _check_instance_filters(filters)
+    return _describe_instances(self, filters=filters)
+
+
+def get_reservations_by_instance_ids(self, instance_ids, filters=None):
+    _check_instance_filters(filters)
+    return _by_ids(self, instance_ids, filters=filters)
+
+
+class _CopiedVolume:
+    """The source volume as a copy sees it: every attribute but the id."""
+
+    def __init__(self, volume):
+        self._volume = volume
+        self.id = COPY_VOLUME
+
+    def __getattr__(self, name):
+        return getattr(self._volume, name)
+
+
+_copy_snapshot = elastic_block_store.EBSBackend.copy_snapshot
+
+
+def copy_snapshot(self, *args, **kwargs):
+    snapshot = _copy_snapshot(self, *args, **kwargs)
+    snapshot.volume = _CopiedVolume(snapshot.volume)
+    return snapshot
+
+
+instances.InstanceBackend.describe_instances = describe_instances
+instances.InstanceBackend.get_reservations_by_instance_ids = get_reservations_by_instance_ids
+elastic_block_store.EBSBackend.copy_snapshot = copy_snapshot
+
+if __name__ == "__main__":
+    sys.exit(main())
