@@ -7,16 +7,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_sdk_cloudformation::types::{Capability, Parameter};
+use aws_sdk_lambda::client::Waiters as _;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    BucketLocationConstraint, CreateBucketConfiguration, PublicAccessBlockConfiguration, ServerSideEncryption,
+    BucketLocationConstraint, ChecksumAlgorithm, ChecksumMode, CreateBucketConfiguration, PublicAccessBlockConfiguration, ServerSideEncryption,
     ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
 };
 use base64::Engine;
 use ebs_snapper_core::deploy_plan::{
     bucket_name, stack_name, stack_parameters, versions_to_prune, FunctionList, StackParameter,
 };
-use md5::{Digest as _, Md5};
+use sha2::Digest as _;
 use sha2::Sha256;
 
 use crate::error::AwsError;
@@ -167,7 +168,8 @@ async fn ensure_bucket(
     Ok(())
 }
 
-/// Uploads unless the object's ETag already is the content's MD5.
+/// Uploads unless the object already holds these bytes, by S3's SHA-256 checksum of the object
+/// (an ETag is the MD5 only for some objects: not under SSE-KMS, not for multipart uploads).
 async fn upload(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
@@ -175,9 +177,9 @@ async fn upload(
     bytes: &[u8],
     say: &mut dyn FnMut(String),
 ) -> Result<(), AwsError> {
-    let md5 = hex(&Md5::digest(bytes));
-    if let Ok(head) = s3.head_object().bucket(bucket).key(key).send().await {
-        if head.e_tag().map(|t| t.trim_matches('"')) == Some(md5.as_str()) {
+    let sha256 = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes));
+    if let Ok(head) = s3.head_object().bucket(bucket).key(key).checksum_mode(ChecksumMode::Enabled).send().await {
+        if head.checksum_sha256() == Some(sha256.as_str()) {
             say(format!("unchanged s3://{bucket}/{key}"));
             return Ok(());
         }
@@ -185,16 +187,13 @@ async fn upload(
     s3.put_object()
         .bucket(bucket)
         .key(key)
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
         .body(ByteStream::from(bytes.to_vec()))
         .send()
         .await
         .map_err(|e| AwsError::call("PutObject", bucket, e))?;
     say(format!("uploaded s3://{bucket}/{key}"));
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The stack's status and parameters (name, value), or None when there is no such stack.
@@ -402,6 +401,19 @@ async fn physical_ids(
 
 /// Updates the function's code when the zip's SHA-256 differs from the deployed code's, then
 /// publishes a version and removes all but the newest two.
+/// The longest a function update may take before deploy gives up on it.
+const MAX_UPDATE_WAIT: Duration = Duration::from_secs(600);
+
+/// Waits (the SDK's waiter) until the function's `LastUpdateStatus` is `Successful`.
+async fn wait_until_updated(lambda: &aws_sdk_lambda::Client, name: &str) -> Result<(), AwsError> {
+    lambda.wait_until_function_updated().function_name(name).wait(MAX_UPDATE_WAIT).await.map(|_| ()).map_err(|e| {
+        fail(format!(
+            "function {name}: its update did not finish: {}",
+            aws_smithy_types::error::display::DisplayErrorContext(&e)
+        ))
+    })
+}
+
 async fn update_code(
     lambda: &aws_sdk_lambda::Client,
     name: &str,
@@ -418,6 +430,9 @@ async fn update_code(
         say(format!("function {name}: code unchanged"));
         return Ok(());
     }
+    // Lambda refuses a change (ResourceConflictException) while an earlier update of the
+    // function is in progress: wait for it to finish, before the update and after it.
+    wait_until_updated(lambda, name).await?;
     lambda
         .update_function_code()
         .function_name(name)
@@ -426,6 +441,7 @@ async fn update_code(
         .send()
         .await
         .map_err(|e| AwsError::call("UpdateFunctionCode", region, e))?;
+    wait_until_updated(lambda, name).await?;
     let published = lambda
         .publish_version()
         .function_name(name)

@@ -168,3 +168,37 @@ async fn missing_zip_is_one_clear_line_and_touches_nothing() {
         acct.recorded().iter().map(|r| &r.action).collect::<Vec<_>>()
     );
 }
+
+/// Deploy as AWS answers it: S3 ETags that are not MD5s (SSE-KMS), and Lambda refusing to
+/// publish a version while the code update it follows is still in progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_against_the_stricter_aws_skips_unchanged_code_and_waits_for_updates() {
+    use support::faults::{FaultPlan, FaultProxy, Strict};
+    let acct = Account::new().await;
+    let a = acct.id.clone();
+    let proxy = FaultProxy::start(FaultPlan::none()).await;
+    proxy.set_strict(Strict { lambda_update_for: std::time::Duration::from_secs(2), s3_etag_not_md5: true, ..Strict::default() });
+    let through_proxy = |dir: &Path| {
+        let out = acct
+            .cli()
+            .env("AWS_ENDPOINT_URL", proxy.endpoint())
+            .current_dir(root())
+            .args(["-t", "us-east-1", "deploy", "-n", "--poll-ms", "100", "--artifacts"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    };
+    let v1 = artifacts("v1");
+    let (code, out, err) = through_proxy(v1.path());
+    assert_eq!(code, 0, "{out}\n{err}");
+    // The same zips again: the ETags are no MD5s, yet nothing is uploaded.
+    let (code, out, err) = through_proxy(v1.path());
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!out.contains("uploaded"), "unchanged objects are not uploaded again: {out}");
+    assert!(out.contains(&format!("unchanged s3://ebs-snapper-{a}/ebs-snapper/create-snapshot.zip")), "{out}");
+    // New code: each version is published once its update is no longer in progress.
+    let (code, out, err) = through_proxy(artifacts("v2").path());
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&format!("function ebs-snapper-{a}-create-snapshot: code updated, published version 1")), "{out}");
+}

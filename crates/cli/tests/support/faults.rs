@@ -50,6 +50,12 @@ pub struct Strict {
     pub unlisted_for: std::time::Duration,
     /// ... and reported `pending` for this long after that.
     pub pending_for: std::time::Duration,
+    /// After a Lambda function's code is updated, the update is in progress for this long:
+    /// its configuration says `LastUpdateStatus: InProgress`, and `PublishVersion` or another
+    /// update of it is refused with `ResourceConflictException` (409).
+    pub lambda_update_for: std::time::Duration,
+    /// S3 answers with an ETag that is not the object's MD5 (as under SSE-KMS).
+    pub s3_etag_not_md5: bool,
 }
 
 impl Strict {
@@ -59,6 +65,8 @@ impl Strict {
             empty_first_pages: true,
             unlisted_for: std::time::Duration::from_millis(1500),
             pending_for: std::time::Duration::from_millis(1500),
+            lambda_update_for: std::time::Duration::from_secs(2),
+            s3_etag_not_md5: true,
         }
     }
 }
@@ -157,6 +165,8 @@ struct State {
     strict: Mutex<Strict>,
     /// Snapshots made through the proxy, and when.
     made: Mutex<HashMap<String, std::time::Instant>>,
+    /// Lambda functions whose code update is in progress, and since when.
+    updating: Mutex<HashMap<String, std::time::Instant>>,
     /// `NextToken`s of the empty first pages handed out.
     tokens: Mutex<BTreeSet<String>>,
     upstream: String,
@@ -178,6 +188,7 @@ impl FaultProxy {
             plan: Mutex::new(plan),
             strict: Mutex::new(Strict::default()),
             made: Mutex::new(HashMap::new()),
+            updating: Mutex::new(HashMap::new()),
             tokens: Mutex::new(BTreeSet::new()),
             upstream,
             calls: Mutex::new(HashMap::new()),
@@ -314,6 +325,15 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
                 continue;
             }
         }
+        if service == "lambda" {
+            if let Some(refusal) = lambda_update_in_progress(&s, &strict, &req) {
+                let headers = [("content-type", "application/json".to_string()), ("x-amzn-errortype", "ResourceConflictException".to_string())];
+                if respond(&mut w, 409, &headers, refusal.as_bytes()).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
         let result = match fault {
             Some(Fault::Drop) => return,
             Some(Fault::LostAnswer) => {
@@ -327,10 +347,21 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
                 respond(&mut w, status, &headers, body.as_bytes()).await
             }
             None => match forward(&s.upstream, &req).await {
-                Ok((status, headers, mut body)) => {
+                Ok((status, mut headers, mut body)) => {
                     note_made(&s, &operation, status, &body);
                     if operation == "DescribeSnapshots" && status == 200 {
                         body = as_aws_lists(&s, &strict, &body);
+                    }
+                    if service == "lambda" && status < 300 {
+                        body = as_aws_lambda(&s, &strict, &req, body);
+                    }
+                    if service == "s3" && strict.s3_etag_not_md5 {
+                        for (k, v) in headers.iter_mut() {
+                            if k == "etag" {
+                                // Opaque, as under SSE-KMS: not the MD5 of the content.
+                                *v = format!("\"{}\"", v.trim_matches('"').chars().rev().collect::<String>());
+                            }
+                        }
                     }
                     let headers: Vec<(&str, String)> = headers.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
                     respond(&mut w, status, &headers, &body).await
@@ -342,6 +373,53 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
             return;
         }
     }
+}
+
+/// The function a Lambda control-plane request names, and what it does to it.
+fn lambda_request(req: &Request) -> Option<(String, &'static str)> {
+    let path = req.path.split('?').next().unwrap_or("");
+    let rest = path.strip_prefix("/2015-03-31/functions/")?;
+    let (name, what) = rest.split_once('/').unwrap_or((rest, ""));
+    let name = name.rsplit(':').next().unwrap_or(name).to_string();
+    let kind = match (req.method.as_str(), what) {
+        ("PUT", "code") | ("PUT", "configuration") => "update",
+        ("POST", "versions") => "publish",
+        ("GET", "configuration") | ("GET", "") => "read",
+        _ => return None,
+    };
+    Some((name, kind))
+}
+
+/// Lambda's refusal of a change while the function's last update is in progress.
+fn lambda_update_in_progress(s: &State, strict: &Strict, req: &Request) -> Option<String> {
+    let (name, kind) = lambda_request(req)?;
+    let since = *s.updating.lock().unwrap().get(&name)?;
+    (matches!(kind, "update" | "publish") && since.elapsed() < strict.lambda_update_for).then(|| {
+        format!(r#"{{"Type":"User","message":"The operation cannot be performed at this time. An update is in progress for resource: {name}"}}"#)
+    })
+}
+
+/// A Lambda answer as AWS gives it while an update is in progress: a code update starts one,
+/// and the function's configuration says so until it is done.
+fn as_aws_lambda(s: &State, strict: &Strict, req: &Request, body: Vec<u8>) -> Vec<u8> {
+    if strict.lambda_update_for.is_zero() {
+        return body;
+    }
+    let Some((name, kind)) = lambda_request(req) else { return body };
+    if kind == "update" {
+        s.updating.lock().unwrap().insert(name.clone(), std::time::Instant::now());
+    }
+    let in_progress = s.updating.lock().unwrap().get(&name).is_some_and(|t| t.elapsed() < strict.lambda_update_for);
+    if !in_progress || kind == "publish" {
+        return body;
+    }
+    let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&body) else { return body };
+    // GetFunction nests the configuration; GetFunctionConfiguration and UpdateFunctionCode do not.
+    let config = if doc.get("Configuration").is_some() { &mut doc["Configuration"] } else { &mut doc };
+    if config.get("LastUpdateStatus").is_some() {
+        config["LastUpdateStatus"] = "InProgress".into();
+    }
+    serde_json::to_vec(&doc).unwrap_or(body)
 }
 
 /// Remembers the snapshot a `CreateSnapshot` or `CopySnapshot` made.
