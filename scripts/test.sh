@@ -31,17 +31,30 @@ run cargo build --workspace --bins
 
 step "package the functions (debug) and check each zip holds an executable bootstrap"
 run scripts/package.sh --debug
-for f in $(python3 -c 'import json; [print(f["binary"]) for f in json.load(open("lambda.json"))["functions"]]'); do
+# An assignment fails the script when the command fails (a loop over `$(...)` would not).
+functions=$(python3 -c 'import json; [print(f["binary"]) for f in json.load(open("lambda.json"))["functions"]]')
+checked=0
+for f in $functions; do
   unzip -Z1 "target/lambda/$f/bootstrap.zip" | grep -qx bootstrap || { echo "FAIL: $f zip has no bootstrap" >&2; exit 1; }
   unzip -Z "target/lambda/$f/bootstrap.zip" bootstrap | grep -q '^-rwxr-xr-x' || { echo "FAIL: $f bootstrap is not executable" >&2; exit 1; }
+  checked=$((checked + 1))
 done
+if [[ "$checked" -ne 5 ]]; then
+  echo "FAIL: expected the five functions of lambda.json, checked $checked zip(s)" >&2
+  exit 1
+fi
 echo "ok: five zips, each with an executable bootstrap"
 
 step "cargo test --workspace"
 run cargo test --workspace --no-fail-fast "${cargo_args[@]}"
 
 step "core crate has no AWS dependency"
-if cargo tree -p ebs-snapper-core --edges normal --prefix none | grep -E '^aws-' ; then
+core_tree=$(cargo tree -p ebs-snapper-core --edges normal --prefix none)
+if ! grep -q '^ebs-snapper-core ' <<<"$core_tree"; then
+  echo "FAIL: cargo tree did not list ebs-snapper-core" >&2
+  exit 1
+fi
+if grep -E '^aws-' <<<"$core_tree"; then
   echo "FAIL: crates/core depends on an aws-* crate" >&2
   exit 1
 fi

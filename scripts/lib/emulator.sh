@@ -5,7 +5,17 @@ MOTO_VERSION="5.2.5"
 CFN_LINT_VERSION="1.51.0"
 VENV_DIR="${VENV_DIR:-$PWD/.venv}"
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says how long the one before it took, and the total so far.
+STEP_STARTED=$SECONDS
+STEP_NAME=""
+step() {
+  if [[ -n "$STEP_NAME" ]]; then
+    printf '(%s: %ss; %ss in all)\n' "$STEP_NAME" "$((SECONDS - STEP_STARTED))" "$SECONDS"
+  fi
+  STEP_NAME="$*"
+  STEP_STARTED=$SECONDS
+  printf '\n==> %s\n' "$*"
+}
 run() { printf '+ %s\n' "$*"; "$@"; }
 
 # Creates .venv with the pinned packages unless it already has them.
@@ -32,6 +42,8 @@ start_moto() {
   : >"$MOTO_RECORDER_FILEPATH"
   local recording=()
   [[ "${MOTO_RECORD:-1}" == 1 ]] && recording=(MOTO_ENABLE_RECORDING=1)
+  # Tests that count calls refuse to run without the recording (a count of zero would pass).
+  export EBS_SNAPPER_TEST_RECORDING="${MOTO_RECORD:-1}"
   # moto, made stricter where AWS is (scripts/lib/strict_moto.py says how).
   env MOTO_EC2_LOAD_DEFAULT_AMIS=false "${recording[@]}" \
     "$VENV_DIR/bin/python" scripts/lib/strict_moto.py -H 127.0.0.1 -p "$port" >target/moto.log 2>&1 &

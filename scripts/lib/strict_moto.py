@@ -6,6 +6,8 @@ Run as moto_server is (same arguments). Each change below is AWS's documented be
   values, with InvalidParameterValue (moto either ignores the filter or fails with a 500).
 - A snapshot made by CopySnapshot reports its volume as vol-ffffffff (moto reports the source
   snapshot's volume).
+- DescribeSnapshots and DescribeVolumes answer pages of at most MaxResults, with a NextToken
+  (moto returns everything at once, so no test could cross a page boundary).
 
 What must be switchable per test (lost answers, empty first pages, snapshots pending or not yet
 listed) is done by the test bed's proxy instead (crates/cli/tests/support/faults.rs).
@@ -13,8 +15,10 @@ listed) is done by the test bed's proxy instead (crates/cli/tests/support/faults
 
 import sys
 
+from moto.core.responses import ActionResult
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models import elastic_block_store, instances
+from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 from moto.server import main
 
 # DescribeInstances filter names (EC2 API reference), besides tag:KEY.
@@ -203,6 +207,38 @@ def copy_snapshot(self, *args, **kwargs):
     return snapshot
 
 
+def _page(response, key, items):
+    """One page of `items` as AWS answers: at most MaxResults, then a NextToken."""
+    max_results = response._get_param("MaxResults")
+    if max_results is None:
+        return ActionResult({key: items})
+    token = response._get_param("NextToken") or "0"
+    if not token.isdigit():
+        raise EC2ClientError("InvalidParameterValue", f"Invalid value '{token}' for nextToken")
+    start = int(token)
+    end = start + int(max_results)
+    page = {key: items[start:end]}
+    if end < len(items):
+        page["NextToken"] = str(end)
+    return ActionResult(page)
+
+
+def describe_snapshots(self):
+    filters = self._filters_from_querystring()
+    snapshot_ids = self._get_param("SnapshotIds", [])
+    snapshots = self.ec2_backend.describe_snapshots(snapshot_ids=snapshot_ids, filters=filters)
+    return _page(self, "Snapshots", list(snapshots))
+
+
+def describe_volumes(self):
+    filters = self._filters_from_querystring()
+    volume_ids = self._get_param("VolumeIds", [])
+    volumes = self.ec2_backend.describe_volumes(volume_ids=volume_ids, filters=filters)
+    return _page(self, "Volumes", list(volumes))
+
+
+ElasticBlockStore.describe_snapshots = describe_snapshots
+ElasticBlockStore.describe_volumes = describe_volumes
 instances.InstanceBackend.describe_instances = describe_instances
 instances.InstanceBackend.get_reservations_by_instance_ids = get_reservations_by_instance_ids
 elastic_block_store.EBSBackend.copy_snapshot = copy_snapshot

@@ -8,7 +8,7 @@ use ebs_snapper_core::ConfigurationSet;
 use futures::stream::{self, StreamExt};
 
 use crate::error::AwsError;
-use crate::inventory::{live_instances, match_instances};
+use crate::inventory::{live_instances, match_instances, Matching};
 use crate::regions::PROBE_CONCURRENCY;
 use crate::sdk::Aws;
 
@@ -31,7 +31,7 @@ pub async fn check_fleet(aws: &Aws, configs: &ConfigurationSet, regions: &[Strin
         .map(|region| async move {
             let client = aws_sdk_ec2::Client::new(&aws.in_region(&region));
             let r = async {
-                let inv = match_instances(&client, &region, configs).await?;
+                let inv = match_instances(&client, &region, configs, Matching::Snapshot).await?;
                 // Tag keys are matched case-sensitively by EC2 filters, and `Backup` counts.
                 let tagged: Vec<_> = live_instances(&client, &region)
                     .await?

@@ -109,7 +109,7 @@ pub async fn gather(
     region: &str,
     configs: &ConfigurationSet,
 ) -> Result<Inventory, AwsError> {
-    let mut inventory = match_instances(client, region, configs).await?;
+    let mut inventory = match_instances(client, region, configs, Matching::Snapshot).await?;
     let volume_ids: BTreeSet<String> =
         inventory.instances.values().flat_map(|i| i.volumes.iter().map(|a| a.volume_id.clone())).collect();
     let volume_ids: Vec<String> = volume_ids.into_iter().collect();
@@ -125,6 +125,14 @@ pub async fn gather(
     Ok(inventory)
 }
 
+/// Which instances a configuration matches: running or stopped ones (to snapshot), or those in
+/// any state but `terminated` (whose volumes keep their minimum in the clean job).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matching {
+    Snapshot,
+    Retention,
+}
+
 /// The instances each valid configuration matches (one paginated `DescribeInstances` per
 /// configuration); volumes and snapshots are left empty.
 ///
@@ -136,11 +144,16 @@ pub async fn match_instances(
     client: &aws_sdk_ec2::Client,
     region: &str,
     configs: &ConfigurationSet,
+    purpose: Matching,
 ) -> Result<Inventory, AwsError> {
     let mut inventory = Inventory { region: region.to_string(), ..Default::default() };
     let mut first_error = None;
     for named in &configs.valid {
-        let instances = match describe_instances(client, region, &named.configuration.instance_filters()).await {
+        let filters = match purpose {
+            Matching::Snapshot => named.configuration.instance_filters(),
+            Matching::Retention => named.configuration.retention_filters(),
+        };
+        let instances = match describe_instances(client, region, &filters).await {
             Ok(instances) => instances,
             Err(e) => {
                 warn!(region, config = %named.id, error = %e, "configuration {} could not be evaluated", named.id);
@@ -279,7 +292,7 @@ pub async fn gather_for_clean(
     region: &str,
     configs: &ConfigurationSet,
 ) -> Result<(Inventory, BTreeSet<String>), AwsError> {
-    let mut inventory = match_instances(client, region, configs).await?;
+    let mut inventory = match_instances(client, region, configs, Matching::Retention).await?;
     inventory.snapshots = describe_own_snapshots(
         client,
         region,

@@ -188,3 +188,32 @@ async fn clean_handlers() {
     assert_eq!(summary["failed"], 0);
     assert!(acct.snapshots("us-west-1").await.is_empty());
 }
+
+/// An instance changing state (pending, stopping, shutting-down) still belongs to its
+/// configuration in the clean job: its volumes keep their minimum instead of becoming orphans.
+#[tokio::test]
+async fn clean_matches_instances_in_every_state_but_terminated() {
+    let acct = account_with(&config(1, r#", "ignore_retention": true"#)).await;
+    acct.launch(R, &[("backup", "yes")]).await;
+    let before = acct.recorded().len();
+    let out = acct.cli().args(["clean", "--region", R]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let describes: Vec<String> = acct
+        .recorded()
+        .into_iter()
+        .skip(before)
+        .filter(|r| r.action == "DescribeInstances" && r.body.contains("tag%3Abackup"))
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(describes.len(), 1, "{describes:?}");
+    for state in ["pending", "running", "stopping", "stopped", "shutting-down"] {
+        assert!(describes[0].contains(&format!("={state}")), "{state} is matched: {}", describes[0]);
+    }
+    assert!(!describes[0].contains("=terminated"));
+    // The snapshot job still takes only running and stopped instances.
+    let before = acct.recorded().len();
+    let out = acct.cli().args(["snapshot", "--region", R]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let body = acct.recorded().into_iter().skip(before).find(|r| r.action == "DescribeInstances").unwrap().body;
+    assert!(body.contains("=running") && body.contains("=stopped") && !body.contains("=pending"), "{body}");
+}

@@ -162,3 +162,45 @@ async fn no_attempt_of_a_mutation_is_sent_once_the_lease_ran_out() {
     assert!(matches!(delete_snapshot(&ec2, R, &snap, &budget).await, Outcome::Done(_)));
     assert!(acct.snapshots(R).await.is_empty());
 }
+
+/// "Before every attempt, retries included": a retry the SDK holds back (here by throttling)
+/// until after the lease's safe window is never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_held_back_past_the_lease_is_never_sent() {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+
+    use ebs_snapper_aws::executor::{delete_snapshot, Outcome};
+    use ebs_snapper_aws::TimeBudget;
+    use support::faults::{Fault, FaultPlan, FaultProxy};
+
+    let acct = Account::new().await;
+    let i = acct.launch(R, &[]).await;
+    let vol = acct.volumes_of(R, &i).await[0].clone();
+    let snap = acct.make_snapshot(R, &vol, &[("DeleteOn", "2000-01-01")]).await;
+    // Every attempt is throttled, so the SDK keeps retrying with growing, jittered backoff.
+    let proxy =
+        FaultProxy::start(FaultPlan::every_call(1, 1.0).only_operations(&["DeleteSnapshot"]).kinds(&[Fault::Throttle]))
+            .await;
+    let proxy_started = Instant::now();
+    let retry = aws_config::retry::RetryConfig::standard()
+        .with_max_attempts(12)
+        .with_initial_backoff(Duration::from_millis(400))
+        .with_max_backoff(Duration::from_secs(1));
+    let ec2 = aws_sdk_ec2::Client::new(&acct.sdk_via(R, &proxy.endpoint(), retry).await);
+    // The lease is safe for one more second, with no grace.
+    let window = Duration::from_secs(1);
+    let offset = proxy_started.elapsed();
+    let until = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 + window.as_millis() as u64;
+    let budget = TimeBudget::unlimited().with_lease(Arc::new(AtomicU64::new(until)), Duration::ZERO);
+
+    let outcome = delete_snapshot(&ec2, R, &snap, &budget).await;
+    assert!(matches!(outcome, Outcome::Deferred), "{outcome:?}");
+    let attempts: Vec<Duration> =
+        proxy.seen().iter().filter(|s| s.operation == "DeleteSnapshot").map(|s| s.at).collect();
+    assert!(attempts.len() >= 2, "the first attempt and a retry went out within the lease: {attempts:?}");
+    // (times from the proxy's start; 100 ms for the gap between its start and ours)
+    let end = offset + window + Duration::from_millis(100);
+    assert!(attempts.iter().all(|at| *at < end), "an attempt was sent after the lease: {attempts:?}");
+    assert_eq!(acct.snapshots(R).await.len(), 1, "the snapshot is still there");
+}

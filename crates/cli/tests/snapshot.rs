@@ -144,10 +144,28 @@ async fn invalid_configuration_is_skipped_with_a_warning_naming_it() {
     ])
     .await;
     acct.launch(R, &[("backup", "yes")]).await;
+    // Invariant 8: an instance no valid configuration matches, with expired snapshots naming the
+    // invalid configuration. Were the empty `match` to select every instance, it would be
+    // snapshotted and its expired snapshots cleaned down to the minimum of one.
+    let untagged = acct.launch(R, &[("team", "other")]).await;
+    let untagged_volume = acct.volumes_of(R, &untagged).await[0].clone();
+    let mut planted = Vec::new();
+    for days in [-3, -2, -1] {
+        let delete_on = (Utc::now() + Duration::days(days)).format("%Y-%m-%d").to_string();
+        planted.push(
+            acct.make_snapshot(R, &untagged_volume, &[("DeleteOn", &delete_on), ("ebs-snapper:config", "a-broken")]).await,
+        );
+    }
     let (code, out, err) = run(&acct, &["--region", R]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "us-east-1: created 1, not due 0, ignored 0, skipped 0, failed 0\n");
     assert!(err.contains("skipping invalid configuration a-broken: match: is empty"), "{err}");
+    let out = acct.cli().args(["clean", "--region", R]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let of_untagged: Vec<String> =
+        acct.snapshots(R).await.into_iter().filter(|s| s.volume_id == untagged_volume).map(|s| s.id).collect();
+    planted.sort();
+    assert_eq!(of_untagged, planted, "the untagged instance is neither snapshotted nor cleaned");
 }
 
 #[tokio::test]

@@ -18,6 +18,9 @@ use crate::schedule::Schedule;
 pub const STATE_FILTER: &str = "instance-state-name";
 /// Instance states the tool snapshots.
 pub const SELECTED_STATES: [&str; 2] = ["running", "stopped"];
+/// Instance states whose volumes keep their configuration's minimum in the clean job: every
+/// state but `terminated`, so a volume never loses its minimum while its instance changes state.
+pub const RETAINED_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
 
 const TOP_LEVEL_KEYS: [&str; 5] = ["match", "snapshot", "ignore", "ignore_retention", "replication"];
 const SNAPSHOT_KEYS: [&str; 3] = ["retention", "minimum", "frequency"];
@@ -155,6 +158,14 @@ impl Configuration {
             None => SELECTED_STATES.iter().map(|s| s.to_string()).collect(),
         };
         out.push(Filter { name: STATE_FILTER.to_string(), values: states });
+        out
+    }
+
+    /// The filters the clean job matches instances with: the `match` filters, with every state
+    /// but `terminated` (a state in `match` says what to snapshot, not whose snapshots to keep).
+    pub fn retention_filters(&self) -> Vec<Filter> {
+        let mut out: Vec<Filter> = self.filters.iter().filter(|f| f.name != STATE_FILTER).cloned().collect();
+        out.push(Filter { name: STATE_FILTER.to_string(), values: RETAINED_STATES.map(String::from).to_vec() });
         out
     }
 }
@@ -448,6 +459,18 @@ mod tests {
     fn cron_frequency() {
         let c = strict(r#"{"match": {"tag:b": "y"}, "snapshot": {"retention": "1 day", "minimum": 1, "frequency": "0 1 ? * SUN"}}"#).unwrap();
         assert!(matches!(c.snapshot.frequency, Schedule::Cron(_)));
+    }
+
+    #[test]
+    fn retention_filters_keep_every_state_but_terminated() {
+        for text in [SPEC_EXAMPLE.to_string(), SPEC_EXAMPLE.replace(r#""tag:backup": "yes","#, r#""tag:backup": "yes", "instance-state-name": "running","#)] {
+            let c = strict(&text).unwrap();
+            let f = c.retention_filters();
+            let states = &f.iter().find(|f| f.name == STATE_FILTER).unwrap().values;
+            assert_eq!(states, &["pending", "running", "stopping", "stopped", "shutting-down"], "{text}");
+            assert_eq!(f.iter().filter(|f| f.name == STATE_FILTER).count(), 1);
+            assert!(f.iter().any(|f| f.name == "tag:backup"));
+        }
     }
 
     #[test]

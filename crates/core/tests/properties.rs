@@ -134,3 +134,225 @@ proptest! {
         prop_assert_eq!(second.to_json(), json);
     }
 }
+
+// ---- Planner properties: random inventories and snapshot histories ----
+
+mod planners {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use chrono::{Duration, NaiveDate, TimeZone, Utc};
+    use ebs_snapper_core::tags::{DELETE_ON, TAG_CONFIG, TAG_INSTANCE};
+    use ebs_snapper_core::{
+        plan_retention, plan_snapshots, Attachment, ConfigurationSet, Instance, Inventory, RetentionAction,
+        Snapshot, SnapshotState, StoredConfiguration, Tags, VolumeAction, Volume,
+    };
+    use proptest::prelude::*;
+
+    /// One random scene: configurations, instances (each matched by some configurations) with
+    /// volumes, orphan volumes, and every volume's snapshot history.
+    #[derive(Debug, Clone)]
+    struct Scene {
+        configs: ConfigurationSet,
+        inventory: Inventory,
+        ignored_volumes: BTreeSet<String>,
+    }
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 6, 15).unwrap()
+    }
+
+    /// (age in days, DeleteOn: none / unparseable / days from today, state, config tag)
+    type SnapSpec = (i64, Option<Option<i64>>, u8, Option<u8>);
+
+    fn scene() -> impl Strategy<Value = Scene> {
+        let config = (0u32..5, any::<bool>(), "(1|6|24) hours");
+        let instance = (proptest::collection::vec(any::<bool>(), 3), 1usize..3);
+        let snap = (0i64..60, proptest::option::of(proptest::option::of(-30i64..30)), 0u8..10, proptest::option::of(0u8..4));
+        (
+            proptest::collection::vec(config, 1..4),
+            proptest::collection::vec(instance, 0..5),
+            1usize..3,
+            proptest::collection::vec(proptest::collection::vec(snap, 0..8), 16),
+            proptest::collection::vec(any::<bool>(), 16),
+        )
+            .prop_map(|(configs, instances, orphans, histories, ignore)| build(configs, instances, orphans, histories, ignore))
+    }
+
+    fn build(
+        configs: Vec<(u32, bool, String)>,
+        instances: Vec<(Vec<bool>, usize)>,
+        orphans: usize,
+        histories: Vec<Vec<SnapSpec>>,
+        ignore: Vec<bool>,
+    ) -> Scene {
+        let mut inventory = Inventory { region: "us-east-1".into(), ..Default::default() };
+        let mut volumes = Vec::new();
+        for (i, (matched_by, n)) in instances.iter().enumerate() {
+            let id = format!("i-{i}");
+            let vols: Vec<String> = (0..*n).map(|v| format!("vol-{i}-{v}")).collect();
+            for (c, m) in matched_by.iter().enumerate().take(configs.len()) {
+                if *m {
+                    inventory.matched.entry(format!("c{c}")).or_default().push(id.clone());
+                }
+            }
+            for v in &vols {
+                inventory.volumes.insert(v.clone(), Volume { id: v.clone(), tags: Tags::new() });
+            }
+            volumes.extend(vols.iter().map(|v| (v.clone(), Some(id.clone()))));
+            inventory.instances.insert(
+                id.clone(),
+                Instance {
+                    id,
+                    state: "running".into(),
+                    image_id: None,
+                    tags: Tags::new(),
+                    volumes: vols.iter().map(|v| Attachment { device: "/dev/sdf".into(), volume_id: v.clone() }).collect(),
+                },
+            );
+        }
+        volumes.extend((0..orphans).map(|o| (format!("vol-orphan-{o}"), None)));
+        let noon = Utc.with_ymd_and_hms(2026, 6, 15, 12, 0, 0).unwrap();
+        let mut ignored_ids = Vec::new();
+        let mut ignored_volumes = BTreeSet::new();
+        for (k, ((volume, instance), history)) in volumes.iter().zip(histories).enumerate() {
+            if ignore[k] && k % 3 == 0 {
+                ignored_ids.push(volume.clone());
+            }
+            if ignore[k] && k % 3 == 1 {
+                ignored_volumes.insert(volume.clone());
+            }
+            for (n, (age, delete_on, state, config)) in history.into_iter().enumerate() {
+                let id = format!("snap-{k}-{n}");
+                if ignore[(k + n) % 16] && n % 4 == 3 {
+                    ignored_ids.push(id.clone());
+                }
+                let mut tags = Tags::new();
+                match delete_on {
+                    None => {}
+                    Some(None) => {
+                        tags.insert(DELETE_ON.into(), "soon".into());
+                    }
+                    Some(Some(days)) => {
+                        tags.insert(DELETE_ON.into(), (today() + Duration::days(days)).format("%Y-%m-%d").to_string());
+                    }
+                }
+                if let Some(c) = config {
+                    tags.insert(TAG_CONFIG.into(), format!("c{c}"));
+                }
+                if let Some(i) = instance {
+                    tags.insert(TAG_INSTANCE.into(), i.clone());
+                }
+                inventory.snapshots.push(Snapshot {
+                    id,
+                    is_copy: false,
+                    volume_id: Some(volume.clone()),
+                    start_time: noon - Duration::days(age) - Duration::minutes(n as i64),
+                    state: match state {
+                        0 => SnapshotState::Pending,
+                        1 => SnapshotState::Error,
+                        _ => SnapshotState::Completed,
+                    },
+                    tags,
+                    description: String::new(),
+                });
+            }
+        }
+        let ignore_list = serde_json::to_string(&ignored_ids).unwrap();
+        let stored: Vec<StoredConfiguration> = configs
+            .iter()
+            .enumerate()
+            .map(|(c, (minimum, ignore_retention, frequency))| StoredConfiguration {
+                id: format!("c{c}"),
+                text: format!(
+                    r#"{{"match": {{"tag:backup": "c{c}"}}, "snapshot": {{"retention": "5 days", "minimum": {minimum}, "frequency": "{frequency}"}}, "ignore_retention": {ignore_retention}, "ignore": {ignore_list}}}"#
+                ),
+            })
+            .collect();
+        Scene { configs: ConfigurationSet::from_stored(&stored), inventory, ignored_volumes }
+    }
+
+    /// The volume's minimum as SPEC §5 defines it, computed here apart from the planner: the
+    /// first configuration (by id) matching its instance, else the largest minimum among the live
+    /// configurations its snapshots name; `None` when undetermined.
+    fn minimum_of(scene: &Scene, volume: &str, snaps: &[&Snapshot]) -> Option<u32> {
+        for named in &scene.configs.valid {
+            let matched = scene.inventory.matched.get(&named.id).into_iter().flatten();
+            if matched.filter_map(|i| scene.inventory.instances.get(i)).any(|i| i.volumes.iter().any(|a| a.volume_id == volume)) {
+                return Some(named.configuration.snapshot.minimum);
+            }
+        }
+        snaps
+            .iter()
+            .filter_map(|s| s.tags.get(TAG_CONFIG))
+            .filter_map(|c| scene.configs.get(c))
+            .map(|c| c.configuration.snapshot.minimum)
+            .max()
+    }
+
+    fn is_ignored(scene: &Scene, s: &Snapshot) -> bool {
+        let ids = scene.configs.ignored_ids();
+        ids.contains(&s.id)
+            || s.volume_id.as_ref().is_some_and(|v| ids.contains(v) || scene.ignored_volumes.contains(v))
+            || s.tags.get(TAG_INSTANCE).is_some_and(|i| ids.contains(i))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn retention_keeps_each_minimum_deletes_oldest_first_and_touches_nothing_it_must_not(scene in scene()) {
+            let plan = plan_retention(&scene.configs, &scene.inventory, &scene.ignored_volumes, today());
+            // The plan is a function of its input: planned twice (dry run, then run), the same.
+            prop_assert_eq!(&plan.decisions, &plan_retention(&scene.configs, &scene.inventory, &scene.ignored_volumes, today()).decisions);
+            let deleted: BTreeSet<&str> = plan.deletes().map(|d| d.snapshot_id).collect();
+            let by_id: BTreeMap<&str, &Snapshot> = scene.inventory.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
+            for id in &deleted {
+                let s = by_id[id];
+                let delete_on = s.tags.get(DELETE_ON).and_then(|d| ebs_snapper_core::parse_delete_on(d));
+                prop_assert!(delete_on.is_some_and(|d| d <= today()), "{} deleted before its DeleteOn or without one", id);
+                prop_assert_eq!(s.state, SnapshotState::Completed, "{} is not completed", id);
+                prop_assert!(!is_ignored(&scene, s), "{} is ignored", id);
+            }
+            let mut by_volume: BTreeMap<&str, Vec<&Snapshot>> = BTreeMap::new();
+            for s in &scene.inventory.snapshots {
+                if s.tags.contains_key(DELETE_ON) {
+                    by_volume.entry(s.volume_id.as_deref().unwrap()).or_default().push(s);
+                }
+            }
+            for (volume, snaps) in &by_volume {
+                let completed = snaps.iter().filter(|s| s.state == SnapshotState::Completed).count();
+                let gone = snaps.iter().filter(|s| deleted.contains(s.id.as_str())).count();
+                match minimum_of(&scene, volume, snaps) {
+                    Some(minimum) => prop_assert!(
+                        completed - gone >= (minimum as usize).min(completed),
+                        "{} dropped to {} of minimum {}", volume, completed - gone, minimum
+                    ),
+                    None if !scene.configs.ignore_retention() => prop_assert_eq!(gone, 0, "{} has no known minimum", volume),
+                    None => {}
+                }
+                // Oldest first: no expired snapshot kept by the minimum is older than one deleted.
+                let newest_deleted = snaps.iter().filter(|s| deleted.contains(s.id.as_str())).map(|s| s.start_time).max();
+                let kept_by_minimum = plan.decisions.iter().filter(|d| d.volume_id == Some(volume) && matches!(d.action, RetentionAction::Keep(ebs_snapper_core::Keep::Minimum { .. })));
+                for d in kept_by_minimum {
+                    prop_assert!(newest_deleted.is_none_or(|n| by_id[d.snapshot_id].start_time >= n), "{} kept, an newer one deleted", d.snapshot_id);
+                }
+            }
+        }
+
+        #[test]
+        fn snapshots_are_planned_only_for_matched_volumes_that_are_not_ignored(scene in scene()) {
+            let now = Utc.with_ymd_and_hms(2026, 6, 15, 12, 0, 0).unwrap();
+            let plan = plan_snapshots(&scene.configs, &scene.inventory, now, "0.0.0");
+            let ids = scene.configs.ignored_ids();
+            let matched: BTreeSet<&str> = scene.inventory.matched.values().flatten().map(String::as_str).collect();
+            for d in &plan.decisions {
+                prop_assert!(matched.contains(d.instance_id.as_str()), "{} was never matched", d.instance_id);
+                if let VolumeAction::Create { request, .. } = &d.action {
+                    prop_assert!(!ids.contains(&d.volume_id) && !ids.contains(&d.instance_id), "{} is ignored", d.volume_id);
+                    prop_assert_eq!(&request.volume_id, &d.volume_id);
+                }
+            }
+            prop_assert_eq!(plan.decisions.len(), plan_snapshots(&scene.configs, &scene.inventory, now, "0.0.0").decisions.len());
+        }
+    }
+}

@@ -56,7 +56,14 @@ pub struct Strict {
     pub lambda_update_for: std::time::Duration,
     /// S3 answers with an ETag that is not the object's MD5 (as under SSE-KMS).
     pub s3_etag_not_md5: bool,
+    /// Another account's snapshot, shared with this one: `DescribeSnapshots` lists it unless
+    /// the request asks for own snapshots only (`OwnerIds=self`). It carries `DeleteOn` long
+    /// past and replication tags, so any job that saw it would act on it.
+    pub foreign_snapshot: Option<String>,
 }
+
+/// The account that owns [`Strict::foreign_snapshot`].
+pub const FOREIGN_ACCOUNT: &str = "999988887777";
 
 impl Strict {
     /// Every behaviour on, with short delays.
@@ -67,6 +74,7 @@ impl Strict {
             pending_for: std::time::Duration::from_millis(1500),
             lambda_update_for: std::time::Duration::from_secs(2),
             s3_etag_not_md5: true,
+            foreign_snapshot: Some("snap-0f0f0f0f0f0f0f0f0".to_string()),
         }
     }
 }
@@ -351,6 +359,7 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
                     note_made(&s, &operation, status, &body);
                     if operation == "DescribeSnapshots" && status == 200 {
                         body = as_aws_lists(&s, &strict, &body);
+                        body = with_shared(&strict, &req, body);
                     }
                     if service == "lambda" && status < 300 {
                         body = as_aws_lambda(&s, &strict, &req, body);
@@ -453,7 +462,8 @@ fn empty_first_page(s: &State, req: &mut Request, operation: &str) -> Option<Str
     let body = String::from_utf8_lossy(&req.body).into_owned();
     let ours = body.split('&').find_map(|kv| kv.strip_prefix("NextToken=")).filter(|t| t.starts_with("strict-page-"));
     if let Some(token) = ours {
-        if s.tokens.lock().unwrap().remove(token) {
+        // (The token stays valid: a retried request carries it again.)
+        if s.tokens.lock().unwrap().contains(token) {
             let rest: Vec<&str> = body.split('&').filter(|kv| !kv.starts_with("NextToken=")).collect();
             req.body = rest.join("&").into_bytes();
         }
@@ -497,6 +507,29 @@ fn as_aws_lists(s: &State, strict: &Strict, body: &[u8]) -> Vec<u8> {
         }
     }
     format!("{}<snapshotSet>{out}{}", &xml[..open], &xml[close..]).into_bytes()
+}
+
+/// A `DescribeSnapshots` answer that also lists the snapshot another account shared with this
+/// one, when the request did not ask for own snapshots only (nor for given ids or volumes).
+fn with_shared(strict: &Strict, req: &Request, body: Vec<u8>) -> Vec<u8> {
+    let Some(id) = &strict.foreign_snapshot else { return body };
+    let query = String::from_utf8_lossy(&req.body);
+    let narrowed = ["Owner.1=self", "SnapshotId.1=", "=volume-id", "=snapshot-id"].iter().any(|k| query.contains(k));
+    let xml = String::from_utf8_lossy(&body).into_owned();
+    let Some(at) = xml.find("<snapshotSet>").map(|i| i + "<snapshotSet>".len()) else { return body };
+    if narrowed || query.contains("NextToken=") {
+        return body;
+    }
+    let item = format!(
+        "<item><snapshotId>{id}</snapshotId><volumeId>vol-0f0f0f0f0f0f0f0f0</volumeId><status>completed</status>\
+         <startTime>2020-01-01T00:00:00.000Z</startTime><progress>100%</progress><ownerId>{FOREIGN_ACCOUNT}</ownerId>\
+         <volumeSize>8</volumeSize><description>shared with this account</description><encrypted>false</encrypted>\
+         <tagSet><item><key>DeleteOn</key><value>2000-01-01</value></item>\
+         <item><key>replication_dst_region</key><value>eu-west-1</value></item>\
+         <item><key>replication_src_region</key><value>us-west-2</value></item>\
+         <item><key>replication_snapshot_id</key><value>snap-00000000000000000</value></item></tagSet></item>"
+    );
+    format!("{}{item}{}", &xml[..at], &xml[at..]).into_bytes()
 }
 
 /// The `<item>...</item>` elements at the top level of `xml` (items nest: tags are items too).

@@ -77,9 +77,20 @@ impl Account {
 
     /// The SDK configuration for this account in `region`.
     pub async fn sdk(&self, region: &str) -> aws_config::SdkConfig {
+        self.sdk_via(region, &endpoint(), aws_config::retry::RetryConfig::standard()).await
+    }
+
+    /// The same, through another endpoint (a fault proxy) and with the given retries.
+    pub async fn sdk_via(
+        &self,
+        region: &str,
+        endpoint: &str,
+        retry: aws_config::retry::RetryConfig,
+    ) -> aws_config::SdkConfig {
         aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
-            .endpoint_url(endpoint())
+            .endpoint_url(endpoint)
+            .retry_config(retry)
             .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
                 &self.access_key,
                 &self.secret_key,
@@ -333,8 +344,16 @@ impl Account {
     }
 
     /// Every request the emulator recorded with this account's credentials.
+    ///
+    /// Panics when the emulator is not recording (`MOTO_RECORD=0`) or recorded nothing of this
+    /// account: every count would then be zero, and "made no such call" would pass vacuously.
     pub fn recorded(&self) -> Vec<Recorded> {
         use base64::Engine;
+        assert_eq!(
+            std::env::var("EBS_SNAPPER_TEST_RECORDING").as_deref(),
+            Ok("1"),
+            "the emulator is not recording requests (MOTO_RECORD=0?): call counts cannot be checked"
+        );
         let path = std::env::var("MOTO_RECORDER_FILEPATH").expect("MOTO_RECORDER_FILEPATH is set by scripts/test.sh");
         let text = std::fs::read_to_string(path).expect("read the emulator's recording");
         let needle = format!("Credential={}/", self.access_key);
@@ -365,6 +384,7 @@ impl Account {
             };
             out.push(Recorded { action, url, headers, body });
         }
+        assert!(!out.is_empty(), "the emulator recorded no request of account {}: is recording on?", self.id);
         out
     }
 
