@@ -1,10 +1,13 @@
 //! Snapshot frequency: an interval (`12 hours`) or a cron expression (always UTC), and the due
 //! rule of SPEC §4.4 as a pure function.
 //!
-//! Cron forms:
-//! - classic, 5 fields `min hour dom month dow`, day-of-week 0-7 (0 and 7 = Sunday);
-//! - AWS, 6 fields `min hour dom month dow year`, day-of-week 1-7 (1 = Sunday);
-//! - either wrapped as `cron(...)`; names, ranges, lists, steps, `?`, `L`, `W`, `#`;
+//! Cron forms, told apart by the wrapper, never by guessing (SPEC §2):
+//! - bare text is the Python tool's dialect (its `crontab` package), so stored configurations
+//!   keep their meaning: 5 fields `min hour dom month dow`, 6 with a trailing `year`, 7 with a
+//!   leading `second`; day-of-week 0-7 (0 and 7 = Sunday, 1 = Monday); `?` reads as `*`;
+//! - `cron(...)` is AWS's (EventBridge) dialect: 6 fields `min hour dom month dow year`,
+//!   day-of-week 1-7 (1 = Sunday); 5 fields inside it are read as the classic form;
+//! - names, ranges, lists, steps, `?`, `L`, `W`, `#` in both;
 //! - the nicknames `@hourly @daily @weekly @monthly @yearly @annually`.
 
 use std::fmt;
@@ -78,7 +81,7 @@ impl Schedule {
             Ok(d) => Ok(Schedule::Interval(d)),
             Err(duration_err) => {
                 let fields = trimmed.split_whitespace().count();
-                if fields == 5 || fields == 6 {
+                if (5..=7).contains(&fields) {
                     CronSchedule::parse(trimmed).map(Schedule::Cron)
                 } else {
                     let reason = match duration_err {
@@ -86,7 +89,7 @@ impl Schedule {
                     };
                     Err(ScheduleError::Unrecognised {
                         text: text.to_string(),
-                        reason: format!("as a duration: {reason}; as cron: expected 5 or 6 fields, found {fields}"),
+                        reason: format!("as a duration: {reason}; as cron: expected 5 to 7 fields, found {fields}"),
                     })
                 }
             }
@@ -116,7 +119,8 @@ impl CronSchedule {
     pub fn parse(text: &str) -> Result<CronSchedule, ScheduleError> {
         let err = |reason: String| ScheduleError::Cron { text: text.to_string(), reason };
         let mut body = text.trim();
-        if body.get(..5).is_some_and(|head| head.eq_ignore_ascii_case("cron(")) {
+        let wrapped = body.get(..5).is_some_and(|head| head.eq_ignore_ascii_case("cron("));
+        if wrapped {
             body = body[5..].strip_suffix(')').ok_or_else(|| err("cron( is not closed by )".to_string()))?.trim();
         }
         let fields: Vec<&str> = body.split_whitespace().collect();
@@ -132,24 +136,36 @@ impl CronSchedule {
             }
             CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build().parse(&nickname)
         } else {
-            match fields.len() {
-                // Classic: croner's default POSIX mode (0-7, 0 and 7 = Sunday); it inserts seconds.
-                5 => CronParser::builder()
+            // croner reads six fields as seconds-first: the seconds and the year are spelled out.
+            let posix = |with_seconds: String| {
+                CronParser::builder().seconds(Seconds::Required).year(Year::Required).build().parse(&with_seconds)
+            };
+            match (wrapped, fields.len()) {
+                // Classic: croner's POSIX mode (0-7, 0 and 7 = Sunday); it inserts seconds.
+                (_, 5) => CronParser::builder()
                     .seconds(Seconds::Optional)
                     .year(Year::Disallowed)
                     .build()
                     .parse(&fields.join(" ")),
-                // AWS: min hour dom month dow year, 1 = Sunday. croner reads six fields as
-                // seconds-first, so spell out the seconds and use Quartz weekday numbering.
-                6 => CronParser::builder()
+                // AWS, only as cron(...): min hour dom month dow year, 1 = Sunday (Quartz).
+                (true, 6) => CronParser::builder()
                     .seconds(Seconds::Required)
                     .year(Year::Required)
                     .alternative_weekdays(true)
                     .build()
                     .parse(&format!("0 {}", fields.join(" "))),
-                n => {
+                // The Python tool's `crontab` dialect: a trailing year...
+                (false, 6) => posix(format!("0 {}", fields.join(" "))),
+                // ... and a leading second.
+                (false, 7) => posix(fields.join(" ")),
+                (true, n) => {
                     return Err(err(format!(
-                        "expected 5 fields (min hour day month weekday) or 6 (AWS: min hour day month weekday year), found {n}"
+                        "cron(...) is AWS's form: 6 fields (min hour day month weekday year), found {n}"
+                    )))
+                }
+                (false, n) => {
+                    return Err(err(format!(
+                        "expected 5 fields (min hour day month weekday), 6 (and a year) or 7 (a second first), found {n}"
                     )))
                 }
             }
@@ -261,11 +277,26 @@ mod tests {
     }
 
     #[test]
+    fn bare_text_is_the_python_tools_dialect_and_cron_wrapped_is_aws() {
+        // Stored by the Python tool (its `crontab` package): six fields end with the year, and
+        // 1 is Monday. 2026-11-30 is a Monday.
+        let from = t(2026, 11, 25, 0, 0);
+        assert_eq!(cron("0 5 * * 1 *").next_due(from), Some(t(2026, 11, 30, 5, 0)), "Mondays 05:00");
+        assert_eq!(cron("0 5 * * 0 2026").next_due(from), Some(t(2026, 11, 29, 5, 0)), "Sundays 05:00");
+        assert_eq!(cron("0 5 * * ? *").next_due(from), Some(t(2026, 11, 25, 5, 0)), "? is *");
+        // Seven fields begin with the seconds.
+        assert_eq!(cron("30 0 5 * * 1 *").next_due(from), Some(Utc.with_ymd_and_hms(2026, 11, 30, 5, 0, 30).unwrap()));
+        // AWS's dialect only inside cron(...): 1 is Sunday, 2 Monday.
+        assert_eq!(cron("cron(0 5 ? * 2 *)").next_due(from), Some(t(2026, 11, 30, 5, 0)), "Mondays 05:00");
+        assert_eq!(cron("cron(0 5 ? * 1 *)").next_due(from), Some(t(2026, 11, 29, 5, 0)), "Sundays 05:00");
+    }
+
+    #[test]
     fn weekday_numbering_differs_between_classic_and_aws() {
         // 2016-07-24 is a Sunday.
         let classic_sunday_0 = cron("0 1 * * 0");
         let classic_sunday_7 = cron("0 1 * * 7");
-        let aws_sunday_1 = cron("0 1 ? * 1 *");
+        let aws_sunday_1 = cron("cron(0 1 ? * 1 *)");
         let aws_name = cron("cron(0 1 ? * SUN *)");
         let from = t(2016, 7, 20, 0, 0);
         for s in [&classic_sunday_0, &classic_sunday_7, &aws_sunday_1, &aws_name] {
