@@ -43,7 +43,14 @@ pub struct DeployOptions {
     pub artifacts: PathBuf,
     /// Time between stack status polls.
     pub poll: Duration,
+    /// The stack may be the Python tool's: move from it (keeping its table) instead of refusing.
+    pub replace_python_stack: bool,
 }
+
+/// The logical id of the Python tool's configuration table. Its template gives the table no
+/// `DeletionPolicy`, so any update of its stack whose template lacks this logical id deletes the
+/// table and every configuration in it.
+pub const PYTHON_TABLE: &str = "EbsSnapshotConfigurationTable";
 
 fn fail(message: impl Into<String>) -> AwsError {
     AwsError::Deploy { message: message.into() }
@@ -275,6 +282,30 @@ async fn deploy_stack(
         Some((status, _)) if status.ends_with("_IN_PROGRESS") => {
             return Err(fail(format!("stack {stack} is busy ({status}); try again when it has finished")));
         }
+        Some((_, existing)) if physical_ids(cfn, stack, region).await?.contains_key(PYTHON_TABLE) => {
+            if !opts.replace_python_stack {
+                return Err(fail(format!(
+                    "stack {stack} is the Python tool's: updating it would delete its table {PYTHON_TABLE} and every \
+                     configuration in it, so nothing was changed. Run `ebs-snapper deploy --replace-python-stack` to \
+                     move: it sets DeletionPolicy Retain on that table, deletes the Python stack (the table and its items \
+                     stay), then creates this tool's stack on the same table"
+                )));
+            }
+            replace_python_stack(cfn, stack, region, &existing, opts.poll, say, progress).await?;
+            // The table stays, outside any stack: this stack uses it and does not create it.
+            let mut overrides = opts.parameters.clone();
+            overrides.retain(|(k, _)| k != "CreateTable");
+            overrides.push(("CreateTable".to_string(), "false".to_string()));
+            let params = stack_parameters(template_parameters, None, &overrides, &fixed).map_err(fail)?;
+            let mut req = cfn
+                .create_stack()
+                .stack_name(stack)
+                .set_parameters(Some(to_cfn(params)))
+                .capabilities(Capability::CapabilityIam);
+            req = if use_body { req.template_body(template_text) } else { req.template_url(&template_url) };
+            req.send().await.map_err(|e| AwsError::call("CreateStack", region, e))?;
+            progress(format!("stack {stack}: creating on the Python tool's table"));
+        }
         Some((_, existing)) => {
             let params =
                 stack_parameters(template_parameters, Some(&existing), &opts.parameters, &fixed).map_err(fail)?;
@@ -379,6 +410,76 @@ async fn failure_reason(cfn: &aws_sdk_cloudformation::Client, stack: &str, regio
 }
 
 /// Logical id -> physical id of every resource of the stack (one paginated listing).
+/// Moves off the Python tool's stack without touching its data: its template is updated to
+/// retain the configuration table (every parameter keeps its value), then the stack is deleted.
+async fn replace_python_stack(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack: &str,
+    region: &str,
+    existing: &[(String, String)],
+    poll: Duration,
+    say: &mut dyn FnMut(String),
+    progress: &mut dyn FnMut(String),
+) -> Result<(), AwsError> {
+    let physical = physical_ids(cfn, stack, region).await?;
+    let table = physical.get(PYTHON_TABLE).cloned().unwrap_or_default();
+    let body = cfn
+        .get_template()
+        .stack_name(stack)
+        .send()
+        .await
+        .map_err(|e| AwsError::call("GetTemplate", region, e))?
+        .template_body
+        .unwrap_or_default();
+    let mut template: serde_json::Value = serde_json::from_str(&body).map_err(|_| {
+        fail(format!(
+            "the template of stack {stack} is not JSON, so it was not changed; set DeletionPolicy Retain on \
+             {PYTHON_TABLE} by hand, delete the stack, then deploy with --parameter CreateTable=false"
+        ))
+    })?;
+    let resource = template["Resources"].get_mut(PYTHON_TABLE).ok_or_else(|| fail(format!("{PYTHON_TABLE} is not in the template of {stack}")))?;
+    let retained = resource.get("DeletionPolicy").and_then(|p| p.as_str()) == Some("Retain");
+    if !retained {
+        resource["DeletionPolicy"] = "Retain".into();
+        resource["UpdateReplacePolicy"] = "Retain".into();
+        // Every parameter keeps its value: given as it is shown, or, for a NoEcho one (shown as
+        // `****`), as the previous value.
+        let previous: Vec<Parameter> = existing
+            .iter()
+            .map(|(k, v)| match v.as_str() {
+                "****" => Parameter::builder().parameter_key(k).use_previous_value(true).build(),
+                _ => Parameter::builder().parameter_key(k).parameter_value(v).build(),
+            })
+            .collect();
+        cfn.update_stack()
+            .stack_name(stack)
+            .template_body(template.to_string())
+            .set_parameters(Some(previous))
+            .capabilities(Capability::CapabilityIam)
+            .capabilities(Capability::CapabilityNamedIam)
+            .send()
+            .await
+            .map_err(|e| AwsError::call("UpdateStack", region, e))?;
+        progress(format!("stack {stack}: retaining table {table}"));
+        let status = wait(cfn, stack, region, poll, progress).await?;
+        if status != "UPDATE_COMPLETE" {
+            return Err(fail(format!(
+                "stack {stack} ended {status} while retaining its table, so it was not deleted: {}",
+                failure_reason(cfn, stack, region).await
+            )));
+        }
+    }
+    say(format!("stack {stack}: table {table} retained"));
+    cfn.delete_stack().stack_name(stack).send().await.map_err(|e| AwsError::call("DeleteStack", region, e))?;
+    progress(format!("stack {stack}: deleting the Python tool's stack"));
+    let status = wait(cfn, stack, region, poll, progress).await?;
+    if status != "DELETE_COMPLETE" {
+        return Err(fail(format!("stack {stack} ended {status}: {}", failure_reason(cfn, stack, region).await)));
+    }
+    say(format!("stack {stack}: the Python tool's stack deleted; table {table} kept"));
+    Ok(())
+}
+
 async fn physical_ids(
     cfn: &aws_sdk_cloudformation::Client,
     stack: &str,

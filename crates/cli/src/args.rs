@@ -122,6 +122,10 @@ pub struct DeployArgs {
     /// Where the zips are: DIR/<function>/bootstrap.zip.
     #[arg(long, default_value = "target/lambda")]
     pub artifacts: PathBuf,
+    /// Replace the Python tool's stack of the same name, keeping its configuration table and
+    /// every item in it (see README, "Moving from the Python tool").
+    #[arg(long = "replace-python-stack")]
+    pub replace_python_stack: bool,
     /// Milliseconds between stack status checks while waiting.
     #[arg(long, default_value_t = 5000, hide = true)]
     pub poll_ms: u64,

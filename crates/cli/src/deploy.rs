@@ -37,6 +37,7 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &DeployArgs) -> Result<Exit
         functions: args.functions.clone(),
         artifacts: args.artifacts.clone(),
         poll: Duration::from_millis(args.poll_ms),
+        replace_python_stack: args.replace_python_stack,
     };
     let mut out_err = None;
     let mut say = |text: String| {

@@ -202,3 +202,68 @@ async fn deploy_against_the_stricter_aws_skips_unchanged_code_and_waits_for_upda
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains(&format!("function ebs-snapper-{a}-create-snapshot: code updated, published version 1")), "{out}");
 }
+
+/// Moving from the Python tool's live stack: same stack name, its table under the logical id
+/// `EbsSnapshotConfigurationTable` without a DeletionPolicy. An update in place would delete
+/// every configuration; deploy refuses it, and `--replace-python-stack` moves over keeping
+/// the table and every item.
+#[tokio::test]
+async fn deploy_over_the_python_stack_keeps_the_table_and_every_configuration() {
+    let acct = Account::new().await;
+    let a = acct.id.clone();
+    let cfn = aws_sdk_cloudformation::Client::new(&acct.sdk("us-east-1").await);
+    let stack = format!("ebs-snapper-{a}");
+    let template = std::fs::read_to_string(root().join("crates/cli/tests/fixtures/python-stack.json")).unwrap();
+    cfn.create_stack()
+        .stack_name(&stack)
+        .template_body(template)
+        .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityIam)
+        .send()
+        .await
+        .expect("the Python stack");
+    for _ in 0..100 {
+        let out = cfn.describe_stacks().stack_name(&stack).send().await.unwrap();
+        if out.stacks()[0].stack_status().unwrap().as_str() == "CREATE_COMPLETE" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let python_config = r#"{"match": {"tag:backup": "yes"}, "snapshot": {"retention": "4 days", "minimum": "5", "frequency": "0 5 * * 1 *"}}"#;
+    acct.put_raw("us-east-1", "weekly", python_config).await;
+    acct.put_raw("us-east-1", "web", &support::backup_config("1 day", "")).await;
+    let items = acct.items("us-east-1").await;
+    assert_eq!(items.len(), 2);
+
+    // Without the flag, with or without CreateTable=false: refused, nothing changed.
+    for extra in [&[][..], &["--parameter", "CreateTable=false"][..]] {
+        let (code, out, err) = deploy(&acct, "us-east-1", artifacts("v1").path(), extra);
+        assert_eq!(code, 1, "{out}\n{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("is the Python tool's") && err.contains("--replace-python-stack"), "{err}");
+        assert_eq!(acct.items("us-east-1").await, items, "every configuration is still there");
+        let resources = cfn.list_stack_resources().stack_name(&stack).send().await.unwrap();
+        assert!(resources.stack_resource_summaries().iter().any(|r| r.logical_resource_id() == Some("EbsSnapshotConfigurationTable")));
+    }
+
+    // With it: the table and its items stay, and this tool's stack runs on them.
+    let (code, out, err) = deploy(&acct, "us-east-1", artifacts("v1").path(), &["--replace-python-stack"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("table ebs_snapshot_configuration retained"), "{out}");
+    assert!(out.contains(&format!("stack {stack}: CREATE_COMPLETE")), "{out}");
+    assert_eq!(acct.items("us-east-1").await, items, "every configuration is still there");
+    assert_eq!(stack_parameters(&acct, "us-east-1").await["CreateTable"], "false");
+    let resources = cfn.list_stack_resources().stack_name(&stack).send().await.unwrap();
+    let logical: Vec<&str> = resources.stack_resource_summaries().iter().filter_map(|r| r.logical_resource_id()).collect();
+    assert!(logical.contains(&"CreateSnapshotFunction") && !logical.contains(&"EbsSnapshotConfigurationTable"), "{logical:?}");
+    let out = acct.cli().args(["configure", "-l"]).output().unwrap();
+    assert_eq!(text(&out.stdout), format!("aws_account_id,id\n{a},web\n{a},weekly\n"));
+    // The jobs read them: the Python tool's weekly cron (1 = Monday) is understood.
+    let out = acct.cli().args(["snapshot", "--region", "us-east-1", "--dry-run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("invalid"), "{}", text(&out.stderr));
+
+    // A later deploy is an ordinary update of this tool's stack.
+    let (code, out, err) = deploy(&acct, "us-east-1", artifacts("v1").path(), &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(acct.items("us-east-1").await, items);
+}
