@@ -6,6 +6,13 @@ Run as moto_server is (same arguments). Each change below is AWS's documented be
   values, with InvalidParameterValue (moto either ignores the filter or fails with a 500).
 - A snapshot made by CopySnapshot reports its volume as vol-ffffffff (moto reports the source
   snapshot's volume).
+- S3 refuses a request whose x-amz-expected-bucket-owner is not the bucket's owner (403
+  AccessDenied), as S3 does; moto ignores the header.
+- Requests arrive over TLS, as the SDK sends them to AWS: a bucket policy statement that denies
+  requests without TLS (aws:SecureTransport false) does not apply to them (moto, serving plain
+  HTTP on loopback, and misreading conditions on Deny, would refuse everything).
+- GetBucketVersioning answers with S3's root element, VersioningConfiguration (moto's
+  GetBucketVersioningResponse is unreadable to the Rust SDK).
 - DescribeSnapshots and DescribeVolumes answer pages of at most MaxResults, with a NextToken
   (moto returns everything at once, so no test could cross a page boundary).
 
@@ -13,12 +20,17 @@ What must be switchable per test (lost answers, empty first pages, snapshots pen
 listed) is done by the test bed's proxy instead (crates/cli/tests/support/faults.rs).
 """
 
+import json
 import sys
 
 from moto.core.responses import ActionResult
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models import elastic_block_store, instances
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+from moto.s3 import responses as s3_responses
+from moto.s3.exceptions import AccessDeniedByLock
+from moto.s3 import models as s3_models
+from moto.s3.models import s3_backends
 from moto.server import main
 
 # DescribeInstances filter names (EC2 API reference), besides tag:KEY.
@@ -237,6 +249,64 @@ def describe_volumes(self):
     return _page(self, "Volumes", list(volumes))
 
 
+def _check_expected_owner(response, request, full_url):
+    expected = request.headers.get("x-amz-expected-bucket-owner")
+    bucket = response.parse_bucket_name_from_url(request, full_url)
+    owner = s3_backends.bucket_accounts.get(bucket) if bucket else None
+    if expected and owner and owner[1] != expected:
+        raise AccessDeniedByLock()
+
+
+_bucket_response = s3_responses.S3Response._bucket_response
+_key_response = s3_responses.S3Response._key_response
+
+
+def bucket_response(self, request, full_url):
+    _check_expected_owner(self, request, full_url)
+    return _bucket_response(self, request, full_url)
+
+
+def key_response(self, request, full_url):
+    _check_expected_owner(self, request, full_url)
+    return _key_response(self, request, full_url)
+
+
+_get_permission = s3_models.FakeBucket.get_permission
+
+
+def _over_tls(statement):
+    condition = statement.get("Condition") or {}
+    return statement.get("Effect") == "Deny" and condition == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def get_permission(self, action, resource):
+    if self.policy is None:
+        return _get_permission(self, action, resource)
+    policy = json.loads(self.policy.decode())
+    statements = policy.get("Statement", [])
+    if isinstance(statements, dict):
+        statements = [statements]
+    kept = [st for st in statements if not _over_tls(st)]
+    if len(kept) == len(statements):
+        return _get_permission(self, action, resource)
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+
+    if not kept:
+        return PermissionResult.NEUTRAL
+    return IAMPolicy(json.dumps(dict(policy, Statement=kept))).is_action_permitted(action, resource)
+
+
+def get_bucket_versioning(self):
+    status = self.backend.get_bucket_versioning(self.bucket_name)
+    inner = f"<Status>{status}</Status>" if status else ""
+    body = f'<?xml version="1.0" encoding="UTF-8"?>\n<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{inner}</VersioningConfiguration>'
+    return 200, {"content-type": "application/xml"}, body
+
+
+s3_responses.S3Response.get_bucket_versioning = get_bucket_versioning
+s3_models.FakeBucket.get_permission = get_permission
+s3_responses.S3Response._bucket_response = bucket_response
+s3_responses.S3Response._key_response = key_response
 ElasticBlockStore.describe_snapshots = describe_snapshots
 ElasticBlockStore.describe_volumes = describe_volumes
 instances.InstanceBackend.describe_instances = describe_instances

@@ -11,7 +11,8 @@ use aws_sdk_lambda::client::Waiters as _;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, ChecksumAlgorithm, ChecksumMode, CreateBucketConfiguration, PublicAccessBlockConfiguration, ServerSideEncryption,
-    ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule, BucketVersioningStatus,
+    VersioningConfiguration,
 };
 use base64::Engine;
 use ebs_snapper_core::deploy_plan::{
@@ -45,6 +46,8 @@ pub struct DeployOptions {
     pub poll: Duration,
     /// The stack may be the Python tool's: move from it (keeping its table) instead of refusing.
     pub replace_python_stack: bool,
+    /// The code bucket, when not the default `ebs-snapper-ACCOUNT[-REGION]`.
+    pub bucket: Option<String>,
 }
 
 /// The logical id of the Python tool's configuration table. Its template gives the table no
@@ -69,7 +72,7 @@ pub async fn deploy(
 ) -> Result<(), AwsError> {
     let region = opts.region.as_str();
     let config = aws.in_region(region);
-    let bucket = bucket_name(&opts.account, region);
+    let bucket = opts.bucket.clone().unwrap_or_else(|| bucket_name(&opts.account, region));
     let stack = stack_name(&opts.account);
 
     // Everything local is read and checked before any AWS call.
@@ -93,10 +96,11 @@ pub async fn deploy(
 
     let s3 = aws_sdk_s3::Client::new(&config);
     if opts.upload {
-        ensure_bucket(&s3, &bucket, region, say).await?;
-        upload(&s3, &bucket, &template_key, template_text.as_bytes(), say).await?;
+        let bucket = Bucket { name: &bucket, owner: &opts.account };
+        ensure_bucket(&s3, bucket, region, say).await?;
+        upload(&s3, bucket, &template_key, template_text.as_bytes(), say).await?;
         for (_, key, bytes) in &zips {
-            upload(&s3, &bucket, key, bytes, say).await?;
+            upload(&s3, bucket, key, bytes, say).await?;
         }
     }
 
@@ -119,33 +123,55 @@ pub async fn deploy(
     Ok(())
 }
 
+/// The code bucket, and the account that must own it. Its default name is predictable, so
+/// every S3 call says whose bucket it expects (`ExpectedBucketOwner`): a bucket of that name in
+/// another account is refused by S3 itself, never written to.
+#[derive(Debug, Clone, Copy)]
+struct Bucket<'a> {
+    name: &'a str,
+    owner: &'a str,
+}
+
 async fn ensure_bucket(
     s3: &aws_sdk_s3::Client,
-    bucket: &str,
+    bucket: Bucket<'_>,
     region: &str,
     say: &mut dyn FnMut(String),
 ) -> Result<(), AwsError> {
-    match s3.head_bucket().bucket(bucket).send().await {
+    let name = bucket.name;
+    match s3.head_bucket().bucket(name).expected_bucket_owner(bucket.owner).send().await {
         Ok(_) => {
-            say(format!("bucket {bucket} exists"));
+            say(format!("bucket {name} exists"));
+            check_bucket(s3, bucket, say).await;
             return Ok(());
         }
-        Err(e) => {
-            let status = e.raw_response().map(|r| r.status().as_u16());
-            if status != Some(404) {
-                return Err(AwsError::call("HeadBucket", region, e));
+        Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
+            Some(404) => {}
+            Some(403) => {
+                return Err(fail(format!(
+                    "bucket {name} exists but is not this account's ({}), or denies it access; nothing was \
+                     uploaded. Choose another with --bucket NAME",
+                    bucket.owner
+                )))
             }
-        }
+            _ => return Err(AwsError::call("HeadBucket", region, e)),
+        },
     }
-    let mut create = s3.create_bucket().bucket(bucket);
+    let mut create = s3.create_bucket().bucket(name);
     if region != "us-east-1" {
         create = create.create_bucket_configuration(
             CreateBucketConfiguration::builder().location_constraint(BucketLocationConstraint::from(region)).build(),
         );
     }
-    create.send().await.map_err(|e| AwsError::call("CreateBucket", region, e))?;
+    create.send().await.map_err(|e| match e.as_service_error() {
+        Some(se) if se.is_bucket_already_exists() => {
+            fail(format!("bucket {name} is another account's; nothing was uploaded. Choose another with --bucket NAME"))
+        }
+        _ => AwsError::call("CreateBucket", region, e),
+    })?;
     s3.put_public_access_block()
-        .bucket(bucket)
+        .bucket(name)
+        .expected_bucket_owner(bucket.owner)
         .public_access_block_configuration(
             PublicAccessBlockConfiguration::builder()
                 .block_public_acls(true)
@@ -166,26 +192,72 @@ async fn ensure_bucket(
         .build()
         .map_err(|e| fail(e.to_string()))?;
     s3.put_bucket_encryption()
-        .bucket(bucket)
+        .bucket(name)
+        .expected_bucket_owner(bucket.owner)
         .server_side_encryption_configuration(encryption)
         .send()
         .await
         .map_err(|e| AwsError::call("PutBucketEncryption", region, e))?;
-    say(format!("bucket {bucket} created (private, encrypted)"));
+    s3.put_bucket_versioning()
+        .bucket(name)
+        .expected_bucket_owner(bucket.owner)
+        .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+        .send()
+        .await
+        .map_err(|e| AwsError::call("PutBucketVersioning", region, e))?;
+    s3.put_bucket_policy()
+        .bucket(name)
+        .expected_bucket_owner(bucket.owner)
+        .policy(tls_only_policy(name))
+        .send()
+        .await
+        .map_err(|e| AwsError::call("PutBucketPolicy", region, e))?;
+    say(format!("bucket {name} created (private, encrypted, versioned, TLS only)"));
     Ok(())
+}
+
+/// A bucket policy refusing every request not made over TLS.
+fn tls_only_policy(bucket: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "TlsOnly",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [format!("arn:aws:s3:::{bucket}"), format!("arn:aws:s3:::{bucket}/*")],
+            "Condition": { "Bool": { "aws:SecureTransport": "false" } }
+        }]
+    })
+    .to_string()
+}
+
+/// Says what an existing bucket lacks of what deploy would have set (it is not changed: it may
+/// be shared, with settings of its own).
+async fn check_bucket(s3: &aws_sdk_s3::Client, bucket: Bucket<'_>, say: &mut dyn FnMut(String)) {
+    let name = bucket.name;
+    let versioning = s3.get_bucket_versioning().bucket(name).expected_bucket_owner(bucket.owner).send().await;
+    if !versioning.is_ok_and(|v| v.status() == Some(&BucketVersioningStatus::Enabled)) {
+        say(format!("bucket {name}: versioning is not enabled (deploy enables it on the buckets it creates)"));
+    }
+    if s3.get_bucket_encryption().bucket(name).expected_bucket_owner(bucket.owner).send().await.is_err() {
+        say(format!("bucket {name}: no default encryption could be read"));
+    }
 }
 
 /// Uploads unless the object already holds these bytes, by S3's SHA-256 checksum of the object
 /// (an ETag is the MD5 only for some objects: not under SSE-KMS, not for multipart uploads).
 async fn upload(
     s3: &aws_sdk_s3::Client,
-    bucket: &str,
+    bucket: Bucket<'_>,
     key: &str,
     bytes: &[u8],
     say: &mut dyn FnMut(String),
 ) -> Result<(), AwsError> {
+    let (owner, bucket) = (bucket.owner, bucket.name);
     let sha256 = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes));
-    if let Ok(head) = s3.head_object().bucket(bucket).key(key).checksum_mode(ChecksumMode::Enabled).send().await {
+    let head = s3.head_object().bucket(bucket).key(key).expected_bucket_owner(owner).checksum_mode(ChecksumMode::Enabled);
+    if let Ok(head) = head.send().await {
         if head.checksum_sha256() == Some(sha256.as_str()) {
             say(format!("unchanged s3://{bucket}/{key}"));
             return Ok(());
@@ -193,6 +265,7 @@ async fn upload(
     }
     s3.put_object()
         .bucket(bucket)
+        .expected_bucket_owner(owner)
         .key(key)
         .checksum_algorithm(ChecksumAlgorithm::Sha256)
         .body(ByteStream::from(bytes.to_vec()))

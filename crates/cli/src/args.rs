@@ -122,6 +122,9 @@ pub struct DeployArgs {
     /// Where the zips are: DIR/<function>/bootstrap.zip.
     #[arg(long, default_value = "target/lambda")]
     pub artifacts: PathBuf,
+    /// The code bucket (default: ebs-snapper-ACCOUNT, plus -REGION outside us-east-1).
+    #[arg(long)]
+    pub bucket: Option<String>,
     /// Replace the Python tool's stack of the same name, keeping its configuration table and
     /// every item in it (see README, "Moving from the Python tool").
     #[arg(long = "replace-python-stack")]

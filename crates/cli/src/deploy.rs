@@ -38,6 +38,7 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &DeployArgs) -> Result<Exit
         artifacts: args.artifacts.clone(),
         poll: Duration::from_millis(args.poll_ms),
         replace_python_stack: args.replace_python_stack,
+        bucket: args.bucket.clone(),
     };
     let mut out_err = None;
     let mut say = |text: String| {

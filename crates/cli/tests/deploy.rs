@@ -57,7 +57,13 @@ async fn first_deploy_creates_everything_and_a_second_changes_nothing() {
     let zips = artifacts("v1");
     let (code, out, err) = deploy(&acct, "us-east-1", zips.path(), &[]);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
-    assert!(out.contains(&format!("bucket ebs-snapper-{a} created (private, encrypted)")), "{out}");
+    assert!(out.contains(&format!("bucket ebs-snapper-{a} created (private, encrypted, versioned, TLS only)")), "{out}");
+    let s3 = aws_sdk_s3::Client::new(&acct.sdk("us-east-1").await);
+    let bucket = format!("ebs-snapper-{a}");
+    let versioning = s3.get_bucket_versioning().bucket(&bucket).send().await.unwrap();
+    assert_eq!(versioning.status().map(|s| s.as_str()), Some("Enabled"));
+    let policy = s3.get_bucket_policy().bucket(&bucket).send().await.unwrap();
+    assert!(policy.policy().unwrap().contains("aws:SecureTransport"), "TLS only");
     assert!(out.contains(&format!("uploaded s3://ebs-snapper-{a}/ebs-snapper/create-snapshot.zip")), "{out}");
     assert!(out.contains(&format!("stack ebs-snapper-{a}: CREATE_COMPLETE")), "{out}");
     assert!(err.contains("CREATE_IN_PROGRESS") || err.contains("creating"), "progress is shown: {err}");
@@ -266,4 +272,27 @@ async fn deploy_over_the_python_stack_keeps_the_table_and_every_configuration() 
     let (code, out, err) = deploy(&acct, "us-east-1", artifacts("v1").path(), &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(acct.items("us-east-1").await, items);
+}
+
+/// The bucket name is predictable: someone else may own `ebs-snapper-ACCOUNT`. Deploy must
+/// then stop with a line naming the problem, never upload into it.
+#[tokio::test]
+async fn a_code_bucket_of_another_account_is_refused_and_never_written() {
+    let acct = Account::new().await;
+    let other = Account::new().await;
+    let squatted = format!("ebs-snapper-{}", acct.id);
+    let s3 = aws_sdk_s3::Client::new(&other.sdk("us-east-1").await);
+    s3.create_bucket().bucket(&squatted).send().await.expect("the other account takes the name");
+    let (code, out, err) = deploy(&acct, "us-east-1", artifacts("v1").path(), &[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("bucket {squatted}")) && err.contains("--bucket"), "{err}");
+    let objects = s3.list_objects_v2().bucket(&squatted).send().await.unwrap();
+    assert_eq!(objects.key_count(), Some(0), "nothing was uploaded into it");
+    assert!(!acct.recorded().iter().any(|r| r.action.starts_with("PUT ")), "no upload was even tried");
+    // --bucket takes another name, which this account creates and owns.
+    let mine = format!("ebs-snapper-code-{}", acct.id);
+    let (code, out, err) = deploy(&acct, "us-east-1", artifacts("v1").path(), &["--bucket", &mine]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(stack_parameters(&acct, "us-east-1").await["CodeBucket"], mine);
 }
