@@ -4,15 +4,16 @@
 //! makes the calls. Everything happens in the tool region.
 
 use std::path::{Path, PathBuf};
+
 use std::time::Duration;
 
 use aws_sdk_cloudformation::types::{Capability, Parameter};
 use aws_sdk_lambda::client::Waiters as _;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    BucketLocationConstraint, ChecksumAlgorithm, ChecksumMode, CreateBucketConfiguration, PublicAccessBlockConfiguration, ServerSideEncryption,
-    ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule, BucketVersioningStatus,
-    VersioningConfiguration,
+    BucketLocationConstraint, BucketVersioningStatus, ChecksumAlgorithm, ChecksumMode, CreateBucketConfiguration,
+    PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, VersioningConfiguration,
 };
 use base64::Engine;
 use ebs_snapper_core::deploy_plan::{
@@ -36,10 +37,10 @@ pub struct DeployOptions {
     pub upload: bool,
     pub stack: bool,
     pub parameters: Vec<(String, String)>,
-    /// The CloudFormation template file.
-    pub template: PathBuf,
-    /// `lambda.json`.
-    pub functions: PathBuf,
+    /// The CloudFormation template.
+    pub template: Document,
+    /// The function list (`lambda.json`).
+    pub functions: Document,
     /// Where the zips are: `{artifacts}/{binary}/bootstrap.zip`.
     pub artifacts: PathBuf,
     /// Time between stack status polls.
@@ -54,6 +55,14 @@ pub struct DeployOptions {
 /// `DeletionPolicy`, so any update of its stack whose template lacks this logical id deletes the
 /// table and every configuration in it.
 pub const PYTHON_TABLE: &str = "EbsSnapshotConfigurationTable";
+
+/// A text deploy reads: the one built into the binary, or a file given instead.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// Its file name (the template's is also its key in the bucket).
+    pub name: String,
+    pub text: String,
+}
 
 fn fail(message: impl Into<String>) -> AwsError {
     AwsError::Deploy { message: message.into() }
@@ -76,23 +85,24 @@ pub async fn deploy(
     let stack = stack_name(&opts.account);
 
     // Everything local is read and checked before any AWS call.
-    let functions = FunctionList::parse(&String::from_utf8_lossy(&read(&opts.functions, "")?)).map_err(fail)?;
-    let template_text =
-        String::from_utf8(read(&opts.template, "")?).map_err(|_| fail("the template is not UTF-8 text"))?;
-    let template: serde_json::Value = serde_json::from_str(&template_text)
-        .map_err(|e| fail(format!("{} is not JSON: {e}", opts.template.display())))?;
+    let functions = FunctionList::parse(&opts.functions.text).map_err(fail)?;
+    let template_text = opts.template.text.clone();
+    let template: serde_json::Value =
+        serde_json::from_str(&template_text).map_err(|e| fail(format!("{} is not JSON: {e}", opts.template.name)))?;
     let template_parameters: Vec<String> =
         template["Parameters"].as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default();
     stack_parameters(&template_parameters, None, &opts.parameters, &[]).map_err(fail)?;
     let mut zips = Vec::new();
     for f in &functions.functions {
         let path = opts.artifacts.join(&f.binary).join("bootstrap.zip");
-        let bytes = read(&path, "; build the zips with scripts/package.sh (or leave out -n)")?;
+        let bytes = read(
+            &path,
+            "; build the zips with scripts/package.sh (or leave out -n), or give their folder with --from",
+        )?;
         zips.push((f, format!("{CODE_PREFIX}/{}.zip", f.binary), bytes));
     }
 
-    let template_key =
-        format!("{CODE_PREFIX}/{}", opts.template.file_name().and_then(|n| n.to_str()).unwrap_or("template.json"));
+    let template_key = format!("{CODE_PREFIX}/{}", opts.template.name);
 
     let s3 = aws_sdk_s3::Client::new(&config);
     if opts.upload {
@@ -256,7 +266,8 @@ async fn upload(
 ) -> Result<(), AwsError> {
     let (owner, bucket) = (bucket.owner, bucket.name);
     let sha256 = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes));
-    let head = s3.head_object().bucket(bucket).key(key).expected_bucket_owner(owner).checksum_mode(ChecksumMode::Enabled);
+    let head =
+        s3.head_object().bucket(bucket).key(key).expected_bucket_owner(owner).checksum_mode(ChecksumMode::Enabled);
     if let Ok(head) = head.send().await {
         if head.checksum_sha256() == Some(sha256.as_str()) {
             say(format!("unchanged s3://{bucket}/{key}"));
@@ -510,7 +521,9 @@ async fn replace_python_stack(
              {PYTHON_TABLE} by hand, delete the stack, then deploy with --parameter CreateTable=false"
         ))
     })?;
-    let resource = template["Resources"].get_mut(PYTHON_TABLE).ok_or_else(|| fail(format!("{PYTHON_TABLE} is not in the template of {stack}")))?;
+    let resource = template["Resources"]
+        .get_mut(PYTHON_TABLE)
+        .ok_or_else(|| fail(format!("{PYTHON_TABLE} is not in the template of {stack}")))?;
     let retained = resource.get("DeletionPolicy").and_then(|p| p.as_str()) == Some("Retain");
     if !retained {
         resource["DeletionPolicy"] = "Retain".into();

@@ -12,17 +12,17 @@
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
 use aws_smithy_runtime_api::client::retries::classifiers::{
     ClassifyRetry, RetryAction, RetryClassifierPriority, RetryReason,
 };
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
-use aws_smithy_types::retry::ErrorKind;
 use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::retry::ErrorKind;
 use ebs_snapper_core::SnapshotRequest;
 use futures::stream::{self, StreamExt};
 use tracing::{info, warn};
@@ -220,7 +220,11 @@ async fn create_snapshot(
             Ok(None) => return Outcome::Failed(e),
             Err(verify) => {
                 warn!(region, volume_id = %request.volume_id, error = %verify, "could not verify; not trying again");
-                return Outcome::Failed(AwsError::Unverified { operation: "CreateSnapshot", first: Box::new(e), verify: Box::new(verify) });
+                return Outcome::Failed(AwsError::Unverified {
+                    operation: "CreateSnapshot",
+                    first: Box::new(e),
+                    verify: Box::new(verify),
+                });
             }
         }
     }
@@ -249,10 +253,8 @@ async fn newest_since(
 
 /// The own copy of `source` in the client's region (tagged `replication_snapshot_id`), if any.
 async fn copy_of(client: &aws_sdk_ec2::Client, region: &str, source: &str) -> Result<Option<String>, AwsError> {
-    let filters = vec![ec2_filter(
-        &format!("tag:{}", ebs_snapper_core::tags::REPLICATION_SNAPSHOT_ID),
-        [source.to_string()],
-    )];
+    let filters =
+        vec![ec2_filter(&format!("tag:{}", ebs_snapper_core::tags::REPLICATION_SNAPSHOT_ID), [source.to_string()])];
     let found = describe_own_snapshots(client, region, filters, SnapshotDetail::Bare).await?;
     Ok(found.into_iter().next().map(|s| s.id))
 }

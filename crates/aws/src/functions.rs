@@ -213,7 +213,12 @@ pub async fn replication(aws: &Aws, env: &Environment, inv: Invocation) -> Resul
 /// A worker given a schedule's event (a rule pointed at the worker itself) does what its fanout
 /// would: it invokes itself once per region with work. A scheduled run is never dropped, and the
 /// event's `region` (where the rule lives) is never taken for a work order.
-async fn fan_out_to_self(aws: &Aws, env: &Environment, inv: Invocation, worker: Worker) -> Result<Value, FunctionError> {
+async fn fan_out_to_self(
+    aws: &Aws,
+    env: &Environment,
+    inv: Invocation,
+    worker: Worker,
+) -> Result<Value, FunctionError> {
     let account = account(&inv)?;
     let own = env.own_function.clone().ok_or(FunctionError::Env("AWS_LAMBDA_FUNCTION_NAME"))?;
     let region = install_region(aws);

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use ebs_snapper_core::{
-    copy_request, peer_regions, plan_replication, plan_retention, plan_snapshots, ActionReport, ConfigurationSet, Inventory,
-    PeerListing, RegionReport, ReplicationAction, VolumeAction, VERSION,
+    copy_request, peer_regions, plan_replication, plan_retention, plan_snapshots, ActionReport, ConfigurationSet,
+    Inventory, PeerListing, RegionReport, ReplicationAction, VolumeAction, VERSION,
 };
 use tracing::warn;
 
@@ -151,7 +151,8 @@ fn new_report(job: &str, inventory: &Inventory, opts: &JobOptions<'_>, warnings:
     for (id, error) in &inventory.failed_configs {
         report.failed += 1;
         report.errors.push(format!("configuration {id}: {error}"));
-        let mut a = action("match", &format!("configuration {id}"), "its instances could not be listed".into(), "failed");
+        let mut a =
+            action("match", &format!("configuration {id}"), "its instances could not be listed".into(), "failed");
         a.config_id = Some(id.clone());
         a.error = Some(error.clone());
         report.actions.push(a);
@@ -430,7 +431,12 @@ async fn replication_unleased(
     let listing_failures: Vec<String> = peers
         .iter()
         .filter(|(peer, listing)| listing.is_err() && enabled.contains(peer))
-        .map(|(peer, listing)| format!("could not list {peer}; nothing to or from it was done: {}", listing.as_ref().err().map(String::as_str).unwrap_or("")))
+        .map(|(peer, listing)| {
+            format!(
+                "could not list {peer}; nothing to or from it was done: {}",
+                listing.as_ref().err().map(String::as_str).unwrap_or("")
+            )
+        })
         .collect();
     let plan = plan_replication(region, &local, &peers, &configs.ignored_ids());
     drop((local, peers));

@@ -113,15 +113,16 @@ pub struct DeployArgs {
     /// Build for arm64 (set --parameter Architecture=arm64 too).
     #[arg(long)]
     pub arm64: bool,
-    /// The CloudFormation template.
-    #[arg(long, default_value = "cloudformation/ebs-snapper.json")]
-    pub template: PathBuf,
-    /// The function list.
-    #[arg(long, default_value = "lambda.json")]
-    pub functions: PathBuf,
-    /// Where the zips are: DIR/<function>/bootstrap.zip.
-    #[arg(long, default_value = "target/lambda")]
-    pub artifacts: PathBuf,
+    /// A CloudFormation template to deploy instead of the one built into this binary.
+    #[arg(long)]
+    pub template: Option<PathBuf>,
+    /// A function list to use instead of the one built into this binary.
+    #[arg(long)]
+    pub functions: Option<PathBuf>,
+    /// The folder of release zips (DIR/<function>/bootstrap.zip); default: target/lambda of the
+    /// checkout this binary was built from.
+    #[arg(long = "from", visible_alias = "artifacts", value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
     /// The code bucket (default: ebs-snapper-ACCOUNT, plus -REGION outside us-east-1).
     #[arg(long)]
     pub bucket: Option<String>,

@@ -1,10 +1,10 @@
 //! `ebs-snapper deploy`: build (scripts/package.sh), then bucket, uploads, stack and function code.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ebs_snapper_aws::deploy::{deploy, DeployOptions};
+use ebs_snapper_aws::deploy::{deploy, DeployOptions, Document};
 use ebs_snapper_aws::{caller_account_id, is_account_id, Aws};
 use ebs_snapper_core::deploy_plan::parse_parameter;
 
@@ -33,9 +33,9 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &DeployArgs) -> Result<Exit
         upload: !args.no_upload,
         stack: !args.no_stack,
         parameters,
-        template: args.template.clone(),
-        functions: args.functions.clone(),
-        artifacts: args.artifacts.clone(),
+        template: document(args.template.as_deref(), "ebs-snapper.json", TEMPLATE)?,
+        functions: document(args.functions.as_deref(), "lambda.json", FUNCTIONS)?,
+        artifacts: args.artifacts.clone().unwrap_or_else(|| checkout().join("target/lambda")),
         poll: Duration::from_millis(args.poll_ms),
         replace_python_stack: args.replace_python_stack,
         bucket: args.bucket.clone(),
@@ -56,17 +56,41 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &DeployArgs) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-/// Builds and zips the functions with the project's packaging script.
+/// The template and the function list this binary was built with: deploy works from any
+/// directory, and deploys what matches its own code.
+const TEMPLATE: &str = include_str!("../../../cloudformation/ebs-snapper.json");
+const FUNCTIONS: &str = include_str!("../../../lambda.json");
+
+/// The source checkout this binary was built from (where the zips are built).
+fn checkout() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A file given on the command line, or the text built in.
+fn document(path: Option<&Path>, name: &str, built_in: &str) -> Result<Document, CliError> {
+    match path {
+        None => Ok(Document { name: name.to_string(), text: built_in.to_string() }),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(name).to_string();
+            Ok(Document { name, text })
+        }
+    }
+}
+
+/// Builds and zips the functions with the packaging script of the checkout this binary was
+/// built from.
 fn build(arm64: bool) -> Result<(), CliError> {
-    let script = Path::new("scripts/package.sh");
+    let script = checkout().join("scripts/package.sh");
     if !script.exists() {
-        return Err(CliError::Usage(
-            "no scripts/package.sh here: run deploy from a source checkout, or pass -n with the zips in --artifacts"
-                .into(),
-        ));
+        return Err(CliError::Usage(format!(
+            "{} is not there (this binary was moved from its checkout): pass -n and --from DIR, the folder of the release zips",
+            script.display()
+        )));
     }
     let mut cmd = std::process::Command::new("bash");
-    cmd.arg(script);
+    cmd.arg(&script).current_dir(checkout());
     if arm64 {
         cmd.arg("--arm64");
     }

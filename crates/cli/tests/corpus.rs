@@ -47,7 +47,9 @@ fn every_bad_configuration_is_rejected_by_the_parser() {
         // or (a filter EC2 refuses) valid here and refused by EC2, which the run reports.
         match Configuration::parse(&text, Strictness::Lenient) {
             Ok(parsed) if expected.contains("unknown key") => assert!(!parsed.warnings.is_empty(), "{file}"),
-            Ok(_) => assert!(expected.contains("DescribeInstances filter") || expected.contains("at most 200"), "{file}"),
+            Ok(_) => {
+                assert!(expected.contains("DescribeInstances filter") || expected.contains("at most 200"), "{file}")
+            }
             Err(e) => assert_eq!(e.to_string(), err, "{file}"),
         }
     }

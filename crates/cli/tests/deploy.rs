@@ -57,7 +57,10 @@ async fn first_deploy_creates_everything_and_a_second_changes_nothing() {
     let zips = artifacts("v1");
     let (code, out, err) = deploy(&acct, "us-east-1", zips.path(), &[]);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
-    assert!(out.contains(&format!("bucket ebs-snapper-{a} created (private, encrypted, versioned, TLS only)")), "{out}");
+    assert!(
+        out.contains(&format!("bucket ebs-snapper-{a} created (private, encrypted, versioned, TLS only)")),
+        "{out}"
+    );
     let s3 = aws_sdk_s3::Client::new(&acct.sdk("us-east-1").await);
     let bucket = format!("ebs-snapper-{a}");
     let versioning = s3.get_bucket_versioning().bucket(&bucket).send().await.unwrap();
@@ -183,7 +186,11 @@ async fn deploy_against_the_stricter_aws_skips_unchanged_code_and_waits_for_upda
     let acct = Account::new().await;
     let a = acct.id.clone();
     let proxy = FaultProxy::start(FaultPlan::none()).await;
-    proxy.set_strict(Strict { lambda_update_for: std::time::Duration::from_secs(2), s3_etag_not_md5: true, ..Strict::default() });
+    proxy.set_strict(Strict {
+        lambda_update_for: std::time::Duration::from_secs(2),
+        s3_etag_not_md5: true,
+        ..Strict::default()
+    });
     let through_proxy = |dir: &Path| {
         let out = acct
             .cli()
@@ -206,7 +213,10 @@ async fn deploy_against_the_stricter_aws_skips_unchanged_code_and_waits_for_upda
     // New code: each version is published once its update is no longer in progress.
     let (code, out, err) = through_proxy(artifacts("v2").path());
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains(&format!("function ebs-snapper-{a}-create-snapshot: code updated, published version 1")), "{out}");
+    assert!(
+        out.contains(&format!("function ebs-snapper-{a}-create-snapshot: code updated, published version 1")),
+        "{out}"
+    );
 }
 
 /// Moving from the Python tool's live stack: same stack name, its table under the logical id
@@ -248,7 +258,10 @@ async fn deploy_over_the_python_stack_keeps_the_table_and_every_configuration() 
         assert!(err.contains("is the Python tool's") && err.contains("--replace-python-stack"), "{err}");
         assert_eq!(acct.items("us-east-1").await, items, "every configuration is still there");
         let resources = cfn.list_stack_resources().stack_name(&stack).send().await.unwrap();
-        assert!(resources.stack_resource_summaries().iter().any(|r| r.logical_resource_id() == Some("EbsSnapshotConfigurationTable")));
+        assert!(resources
+            .stack_resource_summaries()
+            .iter()
+            .any(|r| r.logical_resource_id() == Some("EbsSnapshotConfigurationTable")));
     }
 
     // With it: the table and its items stay, and this tool's stack runs on them.
@@ -259,8 +272,12 @@ async fn deploy_over_the_python_stack_keeps_the_table_and_every_configuration() 
     assert_eq!(acct.items("us-east-1").await, items, "every configuration is still there");
     assert_eq!(stack_parameters(&acct, "us-east-1").await["CreateTable"], "false");
     let resources = cfn.list_stack_resources().stack_name(&stack).send().await.unwrap();
-    let logical: Vec<&str> = resources.stack_resource_summaries().iter().filter_map(|r| r.logical_resource_id()).collect();
-    assert!(logical.contains(&"CreateSnapshotFunction") && !logical.contains(&"EbsSnapshotConfigurationTable"), "{logical:?}");
+    let logical: Vec<&str> =
+        resources.stack_resource_summaries().iter().filter_map(|r| r.logical_resource_id()).collect();
+    assert!(
+        logical.contains(&"CreateSnapshotFunction") && !logical.contains(&"EbsSnapshotConfigurationTable"),
+        "{logical:?}"
+    );
     let out = acct.cli().args(["configure", "-l"]).output().unwrap();
     assert_eq!(text(&out.stdout), format!("aws_account_id,id\n{a},web\n{a},weekly\n"));
     // The jobs read them: the Python tool's weekly cron (1 = Monday) is understood.
@@ -295,4 +312,32 @@ async fn a_code_bucket_of_another_account_is_refused_and_never_written() {
     let (code, out, err) = deploy(&acct, "us-east-1", artifacts("v1").path(), &["--bucket", &mine]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(stack_parameters(&acct, "us-east-1").await["CodeBucket"], mine);
+}
+
+/// Deploy works from any directory: the template and function list are built into the binary,
+/// and the zips are given with --from.
+#[tokio::test]
+async fn deploy_works_from_any_directory() {
+    let acct = Account::new().await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let zips = artifacts("v1");
+    let out = acct
+        .cli()
+        .current_dir(elsewhere.path())
+        .args(["deploy", "-n", "--poll-ms", "100", "--from"])
+        .arg(zips.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("stack ebs-snapper-{}: CREATE_COMPLETE", acct.id)));
+    // A file given instead that is not there: one line, exit 2, nothing done.
+    let out = acct
+        .cli()
+        .current_dir(elsewhere.path())
+        .args(["deploy", "-n", "--template", "no-such.json", "--from"])
+        .arg(zips.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read no-such.json"), "{}", text(&out.stderr));
 }

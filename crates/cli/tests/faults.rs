@@ -348,13 +348,17 @@ async fn replication_under_twenty_percent_faults_copies_once_and_deletes_only_or
     };
     // A replica (a copy) in R whose source is gone, and one whose source exists.
     let gone = tagged_for_replication(&acct, WEST, "eu-west-1").await;
-    let orphan = acct
-        .make_copy(R, WEST, &gone, &[("replication_src_region", WEST), ("replication_snapshot_id", &gone)])
-        .await;
+    let orphan =
+        acct.make_copy(R, WEST, &gone, &[("replication_src_region", WEST), ("replication_snapshot_id", &gone)]).await;
     acct.ec2(WEST).await.delete_snapshot().snapshot_id(&gone).send().await.unwrap();
     let kept_source = sources.iter().next().unwrap().clone();
     let kept_replica = acct
-        .make_copy(R, WEST, &kept_source, &[("replication_src_region", WEST), ("replication_snapshot_id", &kept_source)])
+        .make_copy(
+            R,
+            WEST,
+            &kept_source,
+            &[("replication_src_region", WEST), ("replication_snapshot_id", &kept_source)],
+        )
         .await;
     let proxy = FaultProxy::start(FaultPlan::every_call(21, 0.2)).await;
     proxy.set_strict(Strict::on());
@@ -428,7 +432,12 @@ async fn two_concurrent_runs_create_no_duplicates() {
         let expected = if report["failed"] == 0 { 0 } else { 1 };
         assert_eq!(out.status.code(), Some(expected), "{}", text(&out.stderr));
         created += report["created"].as_u64().unwrap();
-        unverified += report["errors"].as_array().unwrap().iter().filter(|e| e.to_string().contains("could not be verified")).count();
+        unverified += report["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e.to_string().contains("could not be verified"))
+            .count();
         docs.push(doc);
     }
     // The runs overlapped: one found the region's lease held by the other and watched it (a
@@ -528,7 +537,10 @@ async fn a_configuration_aws_refuses_fails_alone_and_the_others_snapshot_and_cle
         assert_eq!(code, 1, "{job}: the refused configuration is a failure: {err}");
         let report = &doc["regions"][0];
         assert_eq!(report["failed"], 1, "{job}: {report:#}");
-        assert_eq!(actions(&doc, R, "failed"), BTreeSet::from([("match".to_string(), "configuration a-python".to_string())]));
+        assert_eq!(
+            actions(&doc, R, "failed"),
+            BTreeSet::from([("match".to_string(), "configuration a-python".to_string())])
+        );
         let errors = report["errors"].to_string();
         assert!(errors.contains("configuration a-python") && errors.contains("InvalidParameterValue"), "{errors}");
         if job == "snapshot" {
@@ -580,7 +592,12 @@ async fn a_lost_answer_never_makes_a_second_snapshot_or_copy() {
     let (code, doc, err) = run(&acct, &proxy, "replication", &["--region", WEST]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(doc["regions"][0]["copied"], 1, "{doc:#}");
-    let copies = acct.snapshots(R).await.into_iter().filter(|s| s.tag("replication_snapshot_id") == Some(source.as_str())).count();
+    let copies = acct
+        .snapshots(R)
+        .await
+        .into_iter()
+        .filter(|s| s.tag("replication_snapshot_id") == Some(source.as_str()))
+        .count();
     assert_eq!(copies, 1);
 }
 
@@ -610,7 +627,10 @@ async fn a_lease_that_cannot_be_written_leaves_the_region_and_says_so() {
     assert_eq!(code, 1, "{err}");
     let report = &doc["regions"][0];
     assert_eq!((report["created"].as_u64(), report["failed"].as_u64()), (Some(0), Some(1)), "{report:#}");
-    assert!(report["errors"].to_string().contains("could not take the snapshot lease of region us-east-1"), "{report:#}");
+    assert!(
+        report["errors"].to_string().contains("could not take the snapshot lease of region us-east-1"),
+        "{report:#}"
+    );
     let vols = by_volume(&acct.snapshots(R).await).into_keys().collect::<BTreeSet<_>>();
     assert!(vols.is_disjoint(&f.due), "nothing was snapshotted without the lease");
 }
@@ -644,7 +664,8 @@ async fn another_accounts_shared_snapshot_is_never_touched() {
     // counted by the proxy.
     let strict = Strict::on();
     let foreign = strict.foreign_snapshot.clone().unwrap();
-    let proxy = FaultProxy::start(FaultPlan::every_call(4, 1.0).only_naming(&[&foreign]).kinds(&[Fault::Internal])).await;
+    let proxy =
+        FaultProxy::start(FaultPlan::every_call(4, 1.0).only_naming(&[&foreign]).kinds(&[Fault::Internal])).await;
     proxy.set_strict(strict);
     for job in ["snapshot", "clean", "replication"] {
         let (code, doc, err) = run(&acct, &proxy, job, &[]);

@@ -80,7 +80,12 @@ async fn copy_of_a_deleted_source_is_deleted_and_a_live_one_kept() {
     acct.ec2(SRC).await.delete_snapshot().snapshot_id(&gone).send().await.unwrap();
     // A snapshot of a volume restored from the copy carries the copy's tags, but is no copy:
     // it is kept although the source it names is gone.
-    let copy_of_gone = acct.snapshots(DST).await.into_iter().find(|s| s.tag("replication_snapshot_id") == Some(gone.as_str())).unwrap();
+    let copy_of_gone = acct
+        .snapshots(DST)
+        .await
+        .into_iter()
+        .find(|s| s.tag("replication_snapshot_id") == Some(gone.as_str()))
+        .unwrap();
     assert_eq!(copy_of_gone.volume_id, "vol-ffffffff", "EC2 reports a copy's volume so");
     let i = acct.launch(DST, &[]).await;
     let restored = acct.volumes_of(DST, &i).await[0].clone();

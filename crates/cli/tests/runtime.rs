@@ -220,11 +220,7 @@ async fn every_function_takes_the_real_scheduled_event_as_every_region() {
     let vol = acct.volumes_of(R, &acct.launch(R, &[("other", "x")]).await).await[0].clone();
     acct.make_snapshot(R, &vol, &[("replication_dst_region", "eu-west-1")]).await;
     let mut lambda = LambdaHarness::new(&acct).await;
-    for (name, binary) in [
-        ("create", "create-snapshot"),
-        ("clean", "clean-snapshot"),
-        ("replication", "replication"),
-    ] {
+    for (name, binary) in [("create", "create-snapshot"), ("clean", "clean-snapshot"), ("replication", "replication")] {
         lambda.start(&acct, name, binary, &[]).await;
     }
     lambda.start(&acct, "fanout-snapshot", "fanout-snapshot", &[("CREATE_SNAPSHOT_FUNCTION", "create")]).await;
@@ -253,7 +249,10 @@ async fn every_function_takes_the_real_scheduled_event_as_every_region() {
     lambda.wait_finished("create", 5, WAIT).await;
     lambda.wait_finished("clean", 5, WAIT).await;
     lambda.wait_finished("replication", 2, WAIT).await;
-    assert_eq!(acct.snapshots("eu-west-1").await.iter().filter(|s| s.tag("replication_src_region").is_some()).count(), 1);
+    assert_eq!(
+        acct.snapshots("eu-west-1").await.iter().filter(|s| s.tag("replication_src_region").is_some()).count(),
+        1
+    );
     let ours = acct.snapshots(R).await.into_iter().filter(|s| s.tag("DeleteOn").is_some()).count();
     assert_eq!(ours, 1, "one volume in {R} is backed up, snapshotted once");
 }

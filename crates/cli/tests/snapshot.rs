@@ -153,7 +153,8 @@ async fn invalid_configuration_is_skipped_with_a_warning_naming_it() {
     for days in [-3, -2, -1] {
         let delete_on = (Utc::now() + Duration::days(days)).format("%Y-%m-%d").to_string();
         planted.push(
-            acct.make_snapshot(R, &untagged_volume, &[("DeleteOn", &delete_on), ("ebs-snapper:config", "a-broken")]).await,
+            acct.make_snapshot(R, &untagged_volume, &[("DeleteOn", &delete_on), ("ebs-snapper:config", "a-broken")])
+                .await,
         );
     }
     let (code, out, err) = run(&acct, &["--region", R]);

@@ -463,7 +463,11 @@ mod tests {
 
     #[test]
     fn retention_filters_keep_every_state_but_terminated() {
-        for text in [SPEC_EXAMPLE.to_string(), SPEC_EXAMPLE.replace(r#""tag:backup": "yes","#, r#""tag:backup": "yes", "instance-state-name": "running","#)] {
+        for text in [
+            SPEC_EXAMPLE.to_string(),
+            SPEC_EXAMPLE
+                .replace(r#""tag:backup": "yes","#, r#""tag:backup": "yes", "instance-state-name": "running","#),
+        ] {
             let c = strict(&text).unwrap();
             let f = c.retention_filters();
             let states = &f.iter().find(|f| f.name == STATE_FILTER).unwrap().values;

@@ -196,7 +196,9 @@ mod tests {
 
     #[test]
     fn documented_names_and_tags_are_known() {
-        for name in ["instance-id", "instance-state-name", "tag-key", "tag:backup", "tag:aws:autoscaling:groupName", "vpc-id"] {
+        for name in
+            ["instance-id", "instance-state-name", "tag-key", "tag:backup", "tag:aws:autoscaling:groupName", "vpc-id"]
+        {
             assert!(is_instance_filter(name), "{name}");
         }
         for name in ["instance_id", "tag:", "Instance-Id", "tag-value-x", "", "name"] {

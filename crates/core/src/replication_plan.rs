@@ -313,7 +313,11 @@ mod tests {
         );
         let got = actions(&p);
         assert_eq!(got[0], ("snap-copy", "delete".to_string()));
-        assert!(got.iter().any(|(id, a)| *id == "snap-restored" && a.contains("not a copy (its volume is vol-restored); kept")), "{got:?}");
+        assert!(
+            got.iter()
+                .any(|(id, a)| *id == "snap-restored" && a.contains("not a copy (its volume is vol-restored); kept")),
+            "{got:?}"
+        );
         assert!(got.iter().any(|(id, a)| *id == "snap-dated" && a.contains("lives by its own date")), "{got:?}");
         assert_eq!(got.iter().filter(|(_, a)| a == "delete").count(), 1);
     }

@@ -266,29 +266,23 @@ pub fn plan_retention<'a>(
                         RetentionAction::Keep(Keep::Unparseable(raw.clone()))
                     }
                     Some(d) if d > today => RetentionAction::Keep(Keep::NotExpired(d)),
-                    Some(delete_on) => {
-                        match volume_config {
-                            Some(named) => {
-                                config_id = Some(named.id.as_str());
-                                let minimum = named.configuration.snapshot.minimum.max(floor);
-                                if count > minimum as usize {
-                                    count -= 1;
-                                    RetentionAction::Delete(Delete::Expired {
-                                        delete_on,
-                                        count_before: count + 1,
-                                        minimum,
-                                    })
-                                } else {
-                                    RetentionAction::Keep(Keep::Minimum { minimum, count })
-                                }
+                    Some(delete_on) => match volume_config {
+                        Some(named) => {
+                            config_id = Some(named.id.as_str());
+                            let minimum = named.configuration.snapshot.minimum.max(floor);
+                            if count > minimum as usize {
+                                count -= 1;
+                                RetentionAction::Delete(Delete::Expired { delete_on, count_before: count + 1, minimum })
+                            } else {
+                                RetentionAction::Keep(Keep::Minimum { minimum, count })
                             }
-                            None if ignore_retention && !any_failed => {
-                                count = count.saturating_sub(1);
-                                RetentionAction::Delete(Delete::IgnoreRetention { delete_on })
-                            }
-                            None => RetentionAction::Keep(Keep::Undetermined),
                         }
-                    }
+                        None if ignore_retention && !any_failed => {
+                            count = count.saturating_sub(1);
+                            RetentionAction::Delete(Delete::IgnoreRetention { delete_on })
+                        }
+                        None => RetentionAction::Keep(Keep::Undetermined),
+                    },
                 }
             };
             plan.decisions.push(RetentionDecision {

@@ -58,7 +58,8 @@ fn copyable(key: &str, value: &str) -> bool {
 /// `false`, `0`, `off`, in any case).
 pub fn asks_for_backup(tags: &Tags) -> bool {
     tags.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("backup") && !["no", "false", "0", "off"].iter().any(|no| v.trim().eq_ignore_ascii_case(no))
+        k.eq_ignore_ascii_case("backup")
+            && !["no", "false", "0", "off"].iter().any(|no| v.trim().eq_ignore_ascii_case(no))
     })
 }
 

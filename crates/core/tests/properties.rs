@@ -143,8 +143,8 @@ mod planners {
     use chrono::{Duration, NaiveDate, TimeZone, Utc};
     use ebs_snapper_core::tags::{DELETE_ON, TAG_CONFIG, TAG_INSTANCE};
     use ebs_snapper_core::{
-        plan_retention, plan_snapshots, Attachment, ConfigurationSet, Instance, Inventory, RetentionAction,
-        Snapshot, SnapshotState, StoredConfiguration, Tags, VolumeAction, Volume,
+        plan_retention, plan_snapshots, Attachment, ConfigurationSet, Instance, Inventory, RetentionAction, Snapshot,
+        SnapshotState, StoredConfiguration, Tags, Volume, VolumeAction,
     };
     use proptest::prelude::*;
 
@@ -167,7 +167,8 @@ mod planners {
     fn scene() -> impl Strategy<Value = Scene> {
         let config = (0u32..5, any::<bool>(), "(1|6|24) hours");
         let instance = (proptest::collection::vec(any::<bool>(), 3), 1usize..3);
-        let snap = (0i64..60, proptest::option::of(proptest::option::of(-30i64..30)), 0u8..10, proptest::option::of(0u8..4));
+        let snap =
+            (0i64..60, proptest::option::of(proptest::option::of(-30i64..30)), 0u8..10, proptest::option::of(0u8..4));
         (
             proptest::collection::vec(config, 1..4),
             proptest::collection::vec(instance, 0..5),
@@ -175,7 +176,9 @@ mod planners {
             proptest::collection::vec(proptest::collection::vec(snap, 0..8), 16),
             proptest::collection::vec(any::<bool>(), 16),
         )
-            .prop_map(|(configs, instances, orphans, histories, ignore)| build(configs, instances, orphans, histories, ignore))
+            .prop_map(|(configs, instances, orphans, histories, ignore)| {
+                build(configs, instances, orphans, histories, ignore)
+            })
     }
 
     fn build(
@@ -206,7 +209,10 @@ mod planners {
                     state: "running".into(),
                     image_id: None,
                     tags: Tags::new(),
-                    volumes: vols.iter().map(|v| Attachment { device: "/dev/sdf".into(), volume_id: v.clone() }).collect(),
+                    volumes: vols
+                        .iter()
+                        .map(|v| Attachment { device: "/dev/sdf".into(), volume_id: v.clone() })
+                        .collect(),
                 },
             );
         }
@@ -277,7 +283,10 @@ mod planners {
     fn minimum_of(scene: &Scene, volume: &str, snaps: &[&Snapshot]) -> Option<u32> {
         for named in &scene.configs.valid {
             let matched = scene.inventory.matched.get(&named.id).into_iter().flatten();
-            if matched.filter_map(|i| scene.inventory.instances.get(i)).any(|i| i.volumes.iter().any(|a| a.volume_id == volume)) {
+            if matched
+                .filter_map(|i| scene.inventory.instances.get(i))
+                .any(|i| i.volumes.iter().any(|a| a.volume_id == volume))
+            {
                 return Some(named.configuration.snapshot.minimum);
             }
         }

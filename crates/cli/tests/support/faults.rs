@@ -321,13 +321,22 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
         };
         let index = {
             let mut seen = s.seen.lock().unwrap();
-            seen.push(Seen { service: service.clone(), operation: operation.clone(), region, fault, at: s.started.elapsed() });
+            seen.push(Seen {
+                service: service.clone(),
+                operation: operation.clone(),
+                region,
+                fault,
+                at: s.started.elapsed(),
+            });
             seen.len()
         };
         let strict = s.strict.lock().unwrap().clone();
         if service == "ec2" && strict.empty_first_pages {
             if let Some(page) = empty_first_page(&s, &mut req, &operation) {
-                if respond(&mut w, 200, &[("content-type", "text/xml;charset=UTF-8".into())], page.as_bytes()).await.is_err() {
+                if respond(&mut w, 200, &[("content-type", "text/xml;charset=UTF-8".into())], page.as_bytes())
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 continue;
@@ -335,7 +344,10 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
         }
         if service == "lambda" {
             if let Some(refusal) = lambda_update_in_progress(&s, &strict, &req) {
-                let headers = [("content-type", "application/json".to_string()), ("x-amzn-errortype", "ResourceConflictException".to_string())];
+                let headers = [
+                    ("content-type", "application/json".to_string()),
+                    ("x-amzn-errortype", "ResourceConflictException".to_string()),
+                ];
                 if respond(&mut w, 409, &headers, refusal.as_bytes()).await.is_err() {
                     return;
                 }
