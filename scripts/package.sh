@@ -40,6 +40,21 @@ out_dir="${CARGO_TARGET_DIR:-target}"
 [[ ${#target[@]} -gt 0 ]] && out_dir="$out_dir/aarch64-unknown-linux-gnu"
 [[ "$profile" == dev ]] && out_dir="$out_dir/debug" || out_dir="$out_dir/release"
 
+# Each binary must start on Lambda: the architecture the stack runs it on, and no glibc newer
+# than provided.al2023's 2.34. A release build that fails this is not zipped; a debug build
+# (tests only, never deployed) is only warned about.
+arch=x86_64
+[[ ${#target[@]} -gt 0 ]] && arch=arm64
+binaries=()
+for f in "${functions[@]}"; do binaries+=("$out_dir/$f"); done
+if ! python3 scripts/lib/elf_check.py "$arch" "${binaries[@]}"; then
+  if [[ "$profile" == release ]]; then
+    echo "error: these binaries cannot start on Lambda (see above); nothing was zipped" >&2
+    exit 1
+  fi
+  echo "warning: a release build of these would be refused (debug zips are for tests only)" >&2
+fi
+
 mkdir -p target/lambda
 echo "$profile${target[*]:+ ${target[*]}}" > target/lambda/PROFILE
 for f in "${functions[@]}"; do

@@ -45,6 +45,9 @@ if [[ "$checked" -ne 5 ]]; then
 fi
 echo "ok: five zips, each with an executable bootstrap"
 
+step "packaging checks: each function binary can start on Lambda (architecture, glibc)"
+run python3 -m unittest scripts/lib/test_elf_check.py
+
 step "cargo test --workspace"
 run cargo test --workspace --no-fail-fast "${cargo_args[@]}"
 

@@ -346,16 +346,11 @@ async fn deploy_stack(
     let fixed = vec![("CodeBucket".to_string(), bucket.to_string())];
     let template_url = format!("https://{bucket}.s3.{region}.amazonaws.com/{template_key}");
     let use_body = template_text.len() <= MAX_TEMPLATE_BODY;
+    let template = if use_body { TemplateSource::Body(template_text) } else { TemplateSource::Url(&template_url) };
     match stack_status(cfn, stack, region).await? {
         None => {
             let params = stack_parameters(template_parameters, None, &opts.parameters, &fixed).map_err(fail)?;
-            let mut req = cfn
-                .create_stack()
-                .stack_name(stack)
-                .set_parameters(Some(to_cfn(params)))
-                .capabilities(Capability::CapabilityIam);
-            req = if use_body { req.template_body(template_text) } else { req.template_url(&template_url) };
-            req.send().await.map_err(|e| AwsError::call("CreateStack", region, e))?;
+            create_stack(cfn, stack, region, params, template).await?;
             progress(format!("stack {stack}: creating"));
         }
         Some((status, _)) if status == "ROLLBACK_COMPLETE" => {
@@ -381,13 +376,7 @@ async fn deploy_stack(
             overrides.retain(|(k, _)| k != "CreateTable");
             overrides.push(("CreateTable".to_string(), "false".to_string()));
             let params = stack_parameters(template_parameters, None, &overrides, &fixed).map_err(fail)?;
-            let mut req = cfn
-                .create_stack()
-                .stack_name(stack)
-                .set_parameters(Some(to_cfn(params)))
-                .capabilities(Capability::CapabilityIam);
-            req = if use_body { req.template_body(template_text) } else { req.template_url(&template_url) };
-            req.send().await.map_err(|e| AwsError::call("CreateStack", region, e))?;
+            create_stack(cfn, stack, region, params, template).await?;
             progress(format!("stack {stack}: creating on the Python tool's table"));
         }
         Some((_, existing)) => {
@@ -402,7 +391,10 @@ async fn deploy_stack(
                 .stack_name(stack)
                 .set_parameters(Some(to_cfn(params)))
                 .capabilities(Capability::CapabilityIam);
-            req = if use_body { req.template_body(template_text) } else { req.template_url(&template_url) };
+            req = match template {
+                TemplateSource::Body(body) => req.template_body(body),
+                TemplateSource::Url(url) => req.template_url(url),
+            };
             match req.send().await {
                 Ok(_) => progress(format!("stack {stack}: updating")),
                 Err(e) => {
@@ -494,6 +486,32 @@ async fn failure_reason(cfn: &aws_sdk_cloudformation::Client, stack: &str, regio
 }
 
 /// Logical id -> physical id of every resource of the stack (one paginated listing).
+/// Where CloudFormation reads the template: the request body (up to 51,200 bytes), or S3.
+#[derive(Debug, Clone, Copy)]
+enum TemplateSource<'a> {
+    Body(&'a str),
+    Url(&'a str),
+}
+
+async fn create_stack(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack: &str,
+    region: &str,
+    params: Vec<StackParameter>,
+    template: TemplateSource<'_>,
+) -> Result<(), AwsError> {
+    let req = cfn
+        .create_stack()
+        .stack_name(stack)
+        .set_parameters(Some(to_cfn(params)))
+        .capabilities(Capability::CapabilityIam);
+    let req = match template {
+        TemplateSource::Body(body) => req.template_body(body),
+        TemplateSource::Url(url) => req.template_url(url),
+    };
+    req.send().await.map(|_| ()).map_err(|e| AwsError::call("CreateStack", region, e))
+}
+
 /// Moves off the Python tool's stack without touching its data: its template is updated to
 /// retain the configuration table (every parameter keeps its value), then the stack is deleted.
 async fn replace_python_stack(

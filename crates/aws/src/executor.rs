@@ -64,6 +64,11 @@ impl ClassifyRetry for OnlyThrottlesRetried {
     }
 }
 
+/// The configuration of a create or copy call: [`OnlyThrottlesRetried`] has the last say.
+fn only_throttles_retried() -> aws_sdk_ec2::config::Builder {
+    aws_sdk_ec2::config::Builder::default().retry_classifier(OnlyThrottlesRetried)
+}
+
 /// Whether a failed call may have been carried out by AWS: anything but a refusal AWS answered
 /// with a 4xx (throttling included), or an attempt stopped before it was sent.
 fn outcome_unknown<E: std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> bool {
@@ -186,7 +191,7 @@ async fn create_snapshot(
             .description(&request.description)
             .tag_specifications(snapshot_tags(&request.tags))
             .customize()
-            .config_override(aws_sdk_ec2::config::Builder::default().retry_classifier(OnlyThrottlesRetried))
+            .config_override(only_throttles_retried())
             .interceptor(WithinBudget(budget.clone()))
             .send()
             .await;
@@ -211,21 +216,48 @@ async fn create_snapshot(
             };
         }
         warn!(region, volume_id = %request.volume_id, error = %e, "the answer to CreateSnapshot was lost; looking for the snapshot");
-        match until_listed(|| newest_since(client, region, &request.volume_id, since)).await {
-            Ok(Some(id)) => {
+        let find = || newest_since(client, region, &request.volume_id, since);
+        match after_lost_answer("CreateSnapshot", e, tries, budget, find).await {
+            AfterLoss::Found(id) => {
                 info!(region = %region, volume_id = %request.volume_id, snapshot_id = %id, "created snapshot (found after a lost answer)");
                 return Outcome::Done(Some(id));
             }
-            Ok(None) if tries < VERIFIED_TRIES && budget.mutation_may_start().await => continue,
-            Ok(None) => return Outcome::Failed(e),
-            Err(verify) => {
-                warn!(region, volume_id = %request.volume_id, error = %verify, "could not verify; not trying again");
-                return Outcome::Failed(AwsError::Unverified {
-                    operation: "CreateSnapshot",
-                    first: Box::new(e),
-                    verify: Box::new(verify),
-                });
-            }
+            AfterLoss::TryAgain => continue,
+            AfterLoss::GiveUp(e) => return Outcome::Failed(e),
+        }
+    }
+}
+
+/// What follows a create or copy whose answer was lost.
+enum AfterLoss {
+    /// It was done: the snapshot it made.
+    Found(String),
+    /// Verified not done: it may be tried again.
+    TryAgain,
+    /// Not found after the last try, or not verifiable: reported, never repeated blindly.
+    GiveUp(AwsError),
+}
+
+/// Looks for the effect of a mutation whose answer was lost (`find`, for up to the listing lag)
+/// and says whether it was done, may be tried again, or must be given up.
+async fn after_lost_answer<F, Fut>(
+    operation: &'static str,
+    error: AwsError,
+    tries: u32,
+    budget: &TimeBudget,
+    find: F,
+) -> AfterLoss
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<String>, AwsError>>,
+{
+    match until_listed(find).await {
+        Ok(Some(id)) => AfterLoss::Found(id),
+        Ok(None) if tries < VERIFIED_TRIES && budget.mutation_may_start().await => AfterLoss::TryAgain,
+        Ok(None) => AfterLoss::GiveUp(error),
+        Err(verify) => {
+            warn!(operation, error = %verify, "could not verify whether it was done; not trying again");
+            AfterLoss::GiveUp(AwsError::Unverified { operation, first: Box::new(error), verify: Box::new(verify) })
         }
     }
 }
@@ -321,7 +353,7 @@ pub async fn copy_snapshots(
                 .description(&request.description)
                 .tag_specifications(snapshot_tags(&request.tags))
                 .customize()
-                .config_override(aws_sdk_ec2::config::Builder::default().retry_classifier(OnlyThrottlesRetried))
+                .config_override(only_throttles_retried())
                 .interceptor(WithinBudget(budget.clone()))
                 .send()
                 .await;
@@ -329,17 +361,11 @@ pub async fn copy_snapshots(
                 Err(e) if outcome_unknown(&e) => {
                     let e = AwsError::call("CopySnapshot", dst, e);
                     warn!(destination = dst, source_id = %request.source_id, error = %e, "the answer to CopySnapshot was lost; looking for the copy");
-                    match until_listed(|| copy_of(client, dst, &request.source_id)).await {
-                        Ok(Some(id)) => break Ok(Some(id)),
-                        Ok(None) if tries < VERIFIED_TRIES && budget.mutation_may_start().await => continue,
-                        Ok(None) => break Err(Err(e)),
-                        Err(verify) => {
-                            break Err(Err(AwsError::Unverified {
-                                operation: "CopySnapshot",
-                                first: Box::new(e),
-                                verify: Box::new(verify),
-                            }))
-                        }
+                    let find = || copy_of(client, dst, &request.source_id);
+                    match after_lost_answer("CopySnapshot", e, tries, budget, find).await {
+                        AfterLoss::Found(id) => break Ok(Some(id)),
+                        AfterLoss::TryAgain => continue,
+                        AfterLoss::GiveUp(e) => break Err(Err(e)),
                     }
                 }
                 Err(e) => break Err(Ok(e)),

@@ -163,9 +163,11 @@ impl CronSchedule {
                         "cron(...) is AWS's form: 6 fields (min hour day month weekday year), found {n}"
                     )))
                 }
-                (false, n) => return Err(err(format!(
+                (false, n) => {
+                    return Err(err(format!(
                     "expected 5 fields (min hour day month weekday), 6 (and a year) or 7 (a second first), found {n}"
-                ))),
+                )))
+                }
             }
         }
         .map_err(|e| err(e.to_string()))?;
