@@ -57,6 +57,8 @@ fi
 
 mkdir -p target/lambda
 echo "$profile${target[*]:+ ${target[*]}}" > target/lambda/PROFILE
+# deploy sets the stack's Architecture from this.
+echo "$arch" > target/lambda/ARCH
 for f in "${functions[@]}"; do
   dir="target/lambda/$f"
   mkdir -p "$dir"

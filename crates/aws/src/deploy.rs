@@ -102,6 +102,7 @@ pub async fn deploy(
         zips.push((f, format!("{CODE_PREFIX}/{}.zip", f.binary), bytes));
     }
 
+    zips_architecture(&opts.artifacts, &opts.parameters)?;
     let template_key = format!("{CODE_PREFIX}/{}", opts.template.name);
 
     let s3 = aws_sdk_s3::Client::new(&config);
@@ -343,7 +344,11 @@ async fn deploy_stack(
     progress: &mut dyn FnMut(String),
 ) -> Result<(), AwsError> {
     let region = opts.region.as_str();
-    let fixed = vec![("CodeBucket".to_string(), bucket.to_string())];
+    let mut fixed = vec![("CodeBucket".to_string(), bucket.to_string())];
+    // The stack runs the functions on the architecture the zips were built for.
+    if let Some(arch) = zips_architecture(&opts.artifacts, &opts.parameters)? {
+        fixed.push(("Architecture".to_string(), arch));
+    }
     let template_url = format!("https://{bucket}.s3.{region}.amazonaws.com/{template_key}");
     let use_body = template_text.len() <= MAX_TEMPLATE_BODY;
     let template = if use_body { TemplateSource::Body(template_text) } else { TemplateSource::Url(&template_url) };
@@ -486,6 +491,27 @@ async fn failure_reason(cfn: &aws_sdk_cloudformation::Client, stack: &str, regio
 }
 
 /// Logical id -> physical id of every resource of the stack (one paginated listing).
+/// The architecture the zips in `artifacts` were built for (`ARCH`, written by
+/// scripts/package.sh after checking every binary), if known. A `--parameter Architecture` that
+/// disagrees is refused: the stack's architecture follows the zips, never a second flag.
+fn zips_architecture(artifacts: &Path, overrides: &[(String, String)]) -> Result<Option<String>, AwsError> {
+    let Ok(text) = std::fs::read_to_string(artifacts.join("ARCH")) else { return Ok(None) };
+    let arch = text.trim().to_string();
+    if arch != "x86_64" && arch != "arm64" {
+        return Err(fail(format!("{}: {arch:?} is not x86_64 or arm64", artifacts.join("ARCH").display())));
+    }
+    if let Some((_, asked)) = overrides.iter().rev().find(|(k, _)| k == "Architecture") {
+        if *asked != arch {
+            return Err(fail(format!(
+                "--parameter Architecture={asked}, but the zips in {} are built for {arch}; leave the parameter \
+                 out (the stack follows the zips) or build for {asked}",
+                artifacts.display()
+            )));
+        }
+    }
+    Ok(Some(arch))
+}
+
 /// Where CloudFormation reads the template: the request body (up to 51,200 bytes), or S3.
 #[derive(Debug, Clone, Copy)]
 enum TemplateSource<'a> {

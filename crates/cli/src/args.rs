@@ -110,7 +110,7 @@ pub struct DeployArgs {
     /// Stack parameter KEY=VALUE (repeatable); others keep their values.
     #[arg(long = "parameter", value_name = "KEY=VALUE")]
     pub parameters: Vec<String>,
-    /// Build for arm64 (set --parameter Architecture=arm64 too).
+    /// Build for arm64 (the stack's Architecture follows the zips).
     #[arg(long)]
     pub arm64: bool,
     /// A CloudFormation template to deploy instead of the one built into this binary.

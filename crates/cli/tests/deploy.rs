@@ -341,3 +341,19 @@ async fn deploy_works_from_any_directory() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("cannot read no-such.json"), "{}", text(&out.stderr));
 }
+
+/// The stack's Architecture follows the zips (scripts/package.sh writes what it built for);
+/// a parameter that says otherwise is refused before anything is done.
+#[tokio::test]
+async fn the_stacks_architecture_follows_the_zips() {
+    let acct = Account::new().await;
+    let zips = artifacts("v1");
+    std::fs::write(zips.path().join("ARCH"), "arm64\n").unwrap();
+    let (code, out, err) = deploy(&acct, "us-east-1", zips.path(), &["--parameter", "Architecture=x86_64"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("--parameter Architecture=x86_64, but the zips") && err.contains("built for arm64"), "{err}");
+    assert!(acct.recorded().iter().all(|r| r.action == "GetCallerIdentity"), "nothing was done");
+    let (code, out, err) = deploy(&acct, "us-east-1", zips.path(), &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(stack_parameters(&acct, "us-east-1").await["Architecture"], "arm64");
+}
