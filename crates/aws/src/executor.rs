@@ -22,6 +22,7 @@ use aws_smithy_runtime_api::client::retries::classifiers::{
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::retry::ErrorKind;
 use ebs_snapper_core::SnapshotRequest;
 use futures::stream::{self, StreamExt};
@@ -64,6 +65,9 @@ impl ClassifyRetry for OnlyThrottlesRetried {
     }
 }
 
+/// Error codes with which AWS refuses a call before doing anything, for its rate.
+const THROTTLED: [&str; 4] = ["RequestLimitExceeded", "Throttling", "ThrottlingException", "RequestThrottled"];
+
 /// The configuration of a create or copy call: [`OnlyThrottlesRetried`] has the last say.
 fn only_throttles_retried() -> aws_sdk_ec2::config::Builder {
     aws_sdk_ec2::config::Builder::default().retry_classifier(OnlyThrottlesRetried)
@@ -71,8 +75,10 @@ fn only_throttles_retried() -> aws_sdk_ec2::config::Builder {
 
 /// Whether a failed call may have been carried out by AWS: anything but a refusal AWS answered
 /// with a 4xx (throttling included), or an attempt stopped before it was sent.
-fn outcome_unknown<E: std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> bool {
+fn outcome_unknown<E: std::error::Error + ProvideErrorMetadata + 'static>(e: &SdkError<E, HttpResponse>) -> bool {
     match e {
+        // Throttling (EC2 answers it with a 503) is a refusal before anything was done.
+        SdkError::ServiceError(s) if s.err().code().is_some_and(|c| THROTTLED.contains(&c)) => false,
         SdkError::ServiceError(s) => s.raw().status().is_server_error(),
         SdkError::ConstructionFailure(_) => false,
         _ => !not_sent(e),
@@ -393,4 +399,29 @@ pub async fn copy_snapshots(
         });
     }
     outcomes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::operation::create_snapshot::CreateSnapshotError;
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    fn answered(status: u16, code: &str) -> SdkError<CreateSnapshotError, HttpResponse> {
+        let err = CreateSnapshotError::generic(ErrorMetadata::builder().code(code).build());
+        SdkError::service_error(err, HttpResponse::new(status.try_into().unwrap(), SdkBody::empty()))
+    }
+
+    #[test]
+    fn only_an_answer_that_proves_nothing_was_done_is_a_known_outcome() {
+        // Refused before acting: throttling (a 503 on EC2) and client errors.
+        assert!(!outcome_unknown(&answered(503, "RequestLimitExceeded")));
+        assert!(!outcome_unknown(&answered(400, "InvalidVolume.NotFound")));
+        // May have been done: a server error, or no answer at all.
+        assert!(outcome_unknown(&answered(500, "InternalError")));
+        assert!(outcome_unknown(&answered(503, "Unavailable")));
+        let timeout: SdkError<CreateSnapshotError, HttpResponse> = SdkError::timeout_error("no answer in time");
+        assert!(outcome_unknown(&timeout));
+    }
 }
