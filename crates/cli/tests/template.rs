@@ -126,6 +126,8 @@ fn table_is_retained_on_demand_recoverable_and_encrypted() {
     assert_eq!(tables.len(), 1);
     let table = &tables[0].1;
     assert_eq!(table["DeletionPolicy"], "Retain");
+    assert_eq!(table["UpdateReplacePolicy"], "Retain");
+    assert_eq!(table["Properties"]["DeletionProtectionEnabled"], true, "no one deletes it by mistake either");
     assert_eq!(table["Properties"]["BillingMode"], "PAY_PER_REQUEST");
     assert_eq!(table["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], true);
     assert_eq!(table["Properties"]["SSESpecification"]["SSEEnabled"], true);
@@ -190,4 +192,20 @@ fn optional_alarm_topic_and_cost_center() {
         assert_eq!(f["Properties"]["Tags"]["Fn::If"][0], "HasCostCenter");
     }
     assert!(t["Parameters"]["Architecture"]["AllowedValues"].as_array().unwrap().contains(&Value::from("arm64")));
+}
+
+#[test]
+fn alarms_say_when_they_clear_and_functions_log_json_to_their_own_group() {
+    let t = template();
+    let alarms = resources_of(&t, "AWS::CloudWatch::Alarm");
+    assert!(!alarms.is_empty());
+    for (id, alarm) in &alarms {
+        assert!(alarm["Properties"]["AlarmActions"].is_object(), "{id}");
+        assert_eq!(alarm["Properties"]["OKActions"], alarm["Properties"]["AlarmActions"], "{id}: OK actions as the Python tool had");
+    }
+    for (id, function) in resources_of(&t, "AWS::Lambda::Function") {
+        let logging = &function["Properties"]["LoggingConfig"];
+        assert_eq!(logging["LogFormat"], "JSON", "{id}");
+        assert_eq!(logging["LogGroup"]["Ref"], format!("{id}Logs"), "{id}");
+    }
 }
