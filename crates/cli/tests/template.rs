@@ -86,37 +86,174 @@ fn delete_snapshot_only_on_dated_snapshots_or_replicas() {
 fn create_tags_only_while_creating_or_copying() {
     let s: Vec<Value> =
         statements(&template()).into_iter().filter(|s| actions(s).iter().any(|a| a == "ec2:CreateTags")).collect();
-    assert_eq!(s.len(), 1);
+    // One per role that makes snapshots, each only for the call that role makes.
+    let mut conditions: Vec<Value> =
+        s.iter().map(|s| s["Condition"]["StringEquals"]["ec2:CreateAction"].clone()).collect();
+    conditions.sort_by_key(|c| c.to_string());
+    assert_eq!(conditions, vec![serde_json::json!(["CopySnapshot"]), serde_json::json!(["CreateSnapshot"])]);
+    let t = template();
+    let tags_of = |function: &str| -> Vec<Value> {
+        role_statements(&t, function)
+            .into_iter()
+            .filter(|s| actions(s).iter().any(|a| a == "ec2:CreateTags" || a == "ec2:DeleteSnapshot"))
+            .map(|s| s["Condition"].clone())
+            .collect()
+    };
     assert_eq!(
-        s[0]["Condition"]["StringEquals"]["ec2:CreateAction"],
-        serde_json::json!(["CreateSnapshot", "CopySnapshot"])
+        tags_of("CreateSnapshotFunction"),
+        vec![serde_json::json!({"StringEquals": {"ec2:CreateAction": ["CreateSnapshot"]}})]
+    );
+    assert_eq!(
+        tags_of("CleanSnapshotFunction"),
+        vec![serde_json::json!({"Null": {"aws:ResourceTag/DeleteOn": "false"}})]
+    );
+    assert_eq!(
+        tags_of("ReplicationFunction"),
+        vec![
+            serde_json::json!({"StringEquals": {"ec2:CreateAction": ["CopySnapshot"]}}),
+            serde_json::json!({"Null": {"aws:ResourceTag/replication_src_region": "false"}})
+        ]
     );
 }
 
+/// The statements of one function's own role.
+fn role_statements(t: &Value, function: &str) -> Vec<Value> {
+    let role = t["Resources"][function]["Properties"]["Role"]["Fn::GetAtt"][0].as_str().unwrap();
+    assert_eq!(role, format!("{function}Role"), "{function} has a role of its own");
+    let props = &t["Resources"][role]["Properties"];
+    assert_eq!(props["PermissionsBoundary"]["Fn::If"][0], "HasPermissionsBoundary", "{role}: optional boundary");
+    props["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["PolicyDocument"]["Statement"].as_array().unwrap().clone())
+        .collect()
+}
+
 #[test]
-fn invoke_only_the_workers_and_switch_only_the_replication_rule() {
-    let st = statements(&template());
-    let invoke: Vec<&Value> = st.iter().filter(|s| actions(s).iter().any(|a| a == "lambda:InvokeFunction")).collect();
-    assert_eq!(invoke.len(), 1);
-    let resources: Vec<String> = invoke[0]["Resource"].as_array().unwrap().iter().map(sub).collect();
-    assert_eq!(resources.len(), 3);
-    assert!(resources.iter().any(|r| r.ends_with("${AWS::StackName}-create-snapshot")));
-    assert!(resources.iter().any(|r| r.ends_with("${AWS::StackName}-clean-snapshot")));
-    assert!(resources.iter().any(|r| r.ends_with("${AWS::StackName}-replication")));
-    let rules: Vec<&Value> = st.iter().filter(|s| actions(s).iter().any(|a| a.starts_with("events:"))).collect();
-    assert_eq!(rules.len(), 1);
-    assert!(sub(&rules[0]["Resource"]).ends_with(":rule/${AWS::StackName}-replication"));
-    // Configurations are read-only to the functions; they write only their region leases, whose
-    // partition key no configuration can have.
-    let dynamo: Vec<&Value> = st.iter().filter(|s| actions(s).iter().any(|a| a.starts_with("dynamodb:"))).collect();
-    assert_eq!(dynamo.len(), 2);
-    assert_eq!(actions(dynamo[0]), vec!["dynamodb:Query", "dynamodb:GetItem"], "configurations: read-only");
-    assert_eq!(actions(dynamo[1]), vec!["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]);
-    let leading = &dynamo[1]["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"];
-    assert_eq!(
-        leading.as_array().map(|a| a.iter().map(sub).collect::<Vec<_>>()),
-        Some(vec!["lease#${AWS::AccountId}".to_string()])
-    );
+fn each_function_has_a_role_with_only_what_it_does() {
+    let t = template();
+    let expected: [(&str, &[&str], &str); 5] = [
+        (
+            "FanoutCreateSnapshotFunction",
+            &[
+                "dynamodb:Query",
+                "ec2:DescribeInstances",
+                "ec2:DescribeRegions",
+                "events:DescribeRule",
+                "events:DisableRule",
+                "events:EnableRule",
+                "lambda:InvokeFunction",
+                "logs:CreateLogStream",
+                "logs:PutLogEvents",
+            ],
+            "create-snapshot",
+        ),
+        (
+            "CreateSnapshotFunction",
+            &[
+                "dynamodb:DeleteItem",
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:Query",
+                "dynamodb:UpdateItem",
+                "ec2:CreateSnapshot",
+                "ec2:CreateTags",
+                "ec2:DescribeInstances",
+                "ec2:DescribeRegions",
+                "ec2:DescribeSnapshots",
+                "ec2:DescribeVolumes",
+                "lambda:InvokeFunction",
+                "logs:CreateLogStream",
+                "logs:PutLogEvents",
+            ],
+            "create-snapshot",
+        ),
+        (
+            "FanoutCleanSnapshotFunction",
+            &[
+                "dynamodb:Query",
+                "ec2:DescribeInstances",
+                "ec2:DescribeRegions",
+                "ec2:DescribeSnapshots",
+                "lambda:InvokeFunction",
+                "logs:CreateLogStream",
+                "logs:PutLogEvents",
+            ],
+            "clean-snapshot",
+        ),
+        (
+            "CleanSnapshotFunction",
+            &[
+                "dynamodb:Query",
+                "ec2:DeleteSnapshot",
+                "ec2:DescribeInstances",
+                "ec2:DescribeRegions",
+                "ec2:DescribeSnapshots",
+                "lambda:InvokeFunction",
+                "logs:CreateLogStream",
+                "logs:PutLogEvents",
+            ],
+            "clean-snapshot",
+        ),
+        (
+            "ReplicationFunction",
+            &[
+                "dynamodb:DeleteItem",
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:Query",
+                "dynamodb:UpdateItem",
+                "ec2:CopySnapshot",
+                "ec2:CreateTags",
+                "ec2:DeleteSnapshot",
+                "ec2:DescribeRegions",
+                "ec2:DescribeSnapshots",
+                "lambda:InvokeFunction",
+                "logs:CreateLogStream",
+                "logs:PutLogEvents",
+            ],
+            "replication",
+        ),
+    ];
+    assert_eq!(resources_of(&t, "AWS::IAM::Role").len(), 5, "one role per function, no shared role");
+    for (function, allowed, invokes) in expected {
+        let st = role_statements(&t, function);
+        let mut got: Vec<String> = st.iter().flat_map(actions).collect();
+        got.sort();
+        got.dedup();
+        assert_eq!(got, allowed.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "{function}");
+        // It invokes only its worker (a fanout) or itself (continuations, scheduled fan-out).
+        for s in st.iter().filter(|s| actions(s).iter().any(|a| a == "lambda:InvokeFunction")) {
+            let targets: Vec<String> = s["Resource"].as_array().unwrap().iter().map(sub).collect();
+            assert_eq!(targets.len(), 1, "{function}");
+            assert!(
+                targets[0].ends_with(&format!(":function:${{AWS::StackName}}-{invokes}")),
+                "{function}: {targets:?}"
+            );
+        }
+        // Reads and writes of the table are limited by partition key: configurations of this
+        // account are read, and only its lease items are written.
+        for s in st.iter().filter(|s| actions(s).iter().any(|a| a.starts_with("dynamodb:"))) {
+            let keys: Vec<String> = s["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{function}: {s} is not limited by dynamodb:LeadingKeys"))
+                .iter()
+                .map(sub)
+                .collect();
+            let writes = actions(s).iter().any(|a| a != "dynamodb:Query" && a != "dynamodb:GetItem");
+            if writes {
+                assert_eq!(keys, ["lease#${AWS::AccountId}"], "{function}: writes only lease items");
+            } else {
+                assert!(keys.contains(&"${AWS::AccountId}".to_string()), "{function}: {keys:?}");
+            }
+        }
+        // The replication rule is switched by the snapshot fanout only, and only that rule.
+        for s in st.iter().filter(|s| actions(s).iter().any(|a| a.starts_with("events:"))) {
+            assert_eq!(function, "FanoutCreateSnapshotFunction");
+            assert!(sub(&s["Resource"]).ends_with(":rule/${AWS::StackName}-replication"));
+        }
+    }
 }
 
 #[test]
@@ -201,7 +338,10 @@ fn alarms_say_when_they_clear_and_functions_log_json_to_their_own_group() {
     assert!(!alarms.is_empty());
     for (id, alarm) in &alarms {
         assert!(alarm["Properties"]["AlarmActions"].is_object(), "{id}");
-        assert_eq!(alarm["Properties"]["OKActions"], alarm["Properties"]["AlarmActions"], "{id}: OK actions as the Python tool had");
+        assert_eq!(
+            alarm["Properties"]["OKActions"], alarm["Properties"]["AlarmActions"],
+            "{id}: OK actions as the Python tool had"
+        );
     }
     for (id, function) in resources_of(&t, "AWS::Lambda::Function") {
         let logging = &function["Properties"]["LoggingConfig"];
