@@ -166,6 +166,7 @@ fn each_function_has_a_role_with_only_what_it_does() {
                 "lambda:InvokeFunction",
                 "logs:CreateLogStream",
                 "logs:PutLogEvents",
+                "sqs:SendMessage",
             ],
             "create-snapshot",
         ),
@@ -193,6 +194,7 @@ fn each_function_has_a_role_with_only_what_it_does() {
                 "lambda:InvokeFunction",
                 "logs:CreateLogStream",
                 "logs:PutLogEvents",
+                "sqs:SendMessage",
             ],
             "clean-snapshot",
         ),
@@ -212,6 +214,7 @@ fn each_function_has_a_role_with_only_what_it_does() {
                 "lambda:InvokeFunction",
                 "logs:CreateLogStream",
                 "logs:PutLogEvents",
+                "sqs:SendMessage",
             ],
             "replication",
         ),
@@ -296,7 +299,7 @@ fn functions_agree_with_lambda_json() {
         let alarm = &t["Resources"][format!("{}Errors", f.logical_id)];
         assert_eq!(alarm["Type"], "AWS::CloudWatch::Alarm");
         assert_eq!(alarm["Properties"]["MetricName"], "Errors");
-        assert_eq!(alarm["Properties"]["AlarmActions"]["Fn::If"][0], "HasAlarmTopic");
+        assert_eq!(alarm["Properties"]["AlarmActions"][0]["Fn::If"][0], "HasAlarmTopic");
         match &f.schedule {
             Some(s) => {
                 let rule = &t["Resources"][&s.rule];
@@ -337,7 +340,15 @@ fn alarms_say_when_they_clear_and_functions_log_json_to_their_own_group() {
     let alarms = resources_of(&t, "AWS::CloudWatch::Alarm");
     assert!(!alarms.is_empty());
     for (id, alarm) in &alarms {
-        assert!(alarm["Properties"]["AlarmActions"].is_object(), "{id}");
+        // The topic given, and the email topic when an address is given.
+        assert_eq!(
+            alarm["Properties"]["AlarmActions"],
+            serde_json::json!([
+                {"Fn::If": ["HasAlarmTopic", {"Ref": "AlarmTopicArn"}, {"Ref": "AWS::NoValue"}]},
+                {"Fn::If": ["HasAlarmEmail", {"Ref": "AlarmEmailTopic"}, {"Ref": "AWS::NoValue"}]}
+            ]),
+            "{id}"
+        );
         assert_eq!(
             alarm["Properties"]["OKActions"], alarm["Properties"]["AlarmActions"],
             "{id}: OK actions as the Python tool had"
@@ -348,4 +359,45 @@ fn alarms_say_when_they_clear_and_functions_log_json_to_their_own_group() {
         assert_eq!(logging["LogFormat"], "JSON", "{id}");
         assert_eq!(logging["LogGroup"]["Ref"], format!("{id}Logs"), "{id}");
     }
+}
+
+#[test]
+fn failed_worker_invocations_are_not_retried_blindly_and_land_in_a_watched_queue() {
+    let t = template();
+    let configs = resources_of(&t, "AWS::Lambda::EventInvokeConfig");
+    let mut configured: Vec<String> =
+        configs.iter().map(|(_, c)| c["Properties"]["FunctionName"]["Ref"].as_str().unwrap().to_string()).collect();
+    configured.sort();
+    assert_eq!(configured, ["CleanSnapshotFunction", "CreateSnapshotFunction", "ReplicationFunction"]);
+    for (id, c) in &configs {
+        let p = &c["Properties"];
+        // A region run that failed has reported its failures; running it again blindly would
+        // only repeat them (the next schedule plans afresh).
+        assert_eq!(p["MaximumRetryAttempts"], 0, "{id}");
+        assert!(p["MaximumEventAgeInSeconds"].as_u64().unwrap() <= 3600, "{id}");
+        assert_eq!(
+            p["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0], "FailedInvocationsQueue",
+            "{id}"
+        );
+        // The function's role may send there, and only there.
+        let function = p["FunctionName"]["Ref"].as_str().unwrap();
+        let sends: Vec<Value> = role_statements(&t, function)
+            .into_iter()
+            .filter(|s| actions(s).iter().any(|a| a.starts_with("sqs:")))
+            .collect();
+        assert_eq!(sends.len(), 1, "{function}");
+        assert_eq!(actions(&sends[0]), ["sqs:SendMessage"]);
+        assert_eq!(sends[0]["Resource"]["Fn::GetAtt"][0], "FailedInvocationsQueue");
+    }
+    let queue = &t["Resources"]["FailedInvocationsQueue"];
+    assert_eq!(queue["Properties"]["SqsManagedSseEnabled"], true);
+    let alarm = &t["Resources"]["FailedInvocationsAlarm"]["Properties"];
+    assert_eq!(alarm["MetricName"], "ApproximateNumberOfMessagesVisible");
+    assert_eq!(alarm["Dimensions"][0]["Value"]["Fn::GetAtt"][0], "FailedInvocationsQueue");
+    // An email address, when given, gets a topic and a subscription of its own.
+    assert_eq!(t["Parameters"]["AlarmEmail"]["Default"], "");
+    for id in ["AlarmEmailTopic", "AlarmEmailSubscription"] {
+        assert_eq!(t["Resources"][id]["Condition"], "HasAlarmEmail", "{id}");
+    }
+    assert_eq!(t["Resources"]["AlarmEmailSubscription"]["Properties"]["Protocol"], "email");
 }
