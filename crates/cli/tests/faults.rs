@@ -14,8 +14,11 @@ use support::{date, text, Account, Snap};
 const R: &str = "us-east-1";
 const WEST: &str = "us-west-2";
 /// Short enough that a killed run's lease runs out within the test, long enough that renewals
-/// delayed by throttling (the SDK's adaptive retry can hold a request for seconds) keep it.
-const LEASE_SECONDS: &str = "12";
+/// delayed by throttling (the SDK's adaptive retry can hold a request for seconds) keep it, and
+/// that the third of it kept free after the last mutation (8 s) outlasts the emulator's delays
+/// when every test binary loads it at once (at 12 s, a mutation sent inside the window once
+/// landed after the next holder had listed).
+const LEASE_SECONDS: &str = "24";
 
 fn config(minimum: u32, frequency: &str, extra: &str) -> String {
     format!(
