@@ -284,6 +284,22 @@ pub async fn describe_own_snapshots(
     Ok(out)
 }
 
+/// The account's own snapshots with these ids (one paginated call per 200 ids); ids not found
+/// (gone, or not listed yet) are simply missing from the answer.
+pub async fn describe_own_snapshots_by_id(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    ids: &[String],
+    detail: SnapshotDetail,
+) -> Result<Vec<Snapshot>, AwsError> {
+    let mut out = Vec::new();
+    for batch in ids.chunks(IDS_PER_BATCH) {
+        let filters = vec![ec2_filter("snapshot-id", batch.iter().cloned())];
+        out.extend(describe_own_snapshots(client, region, filters, detail).await?);
+    }
+    Ok(out)
+}
+
 /// The clean job's inventory: the instances each configuration matches, and the account's own
 /// snapshots tagged `DeleteOn` (paginated). Also the volumes of ignored instances (one call),
 /// whose snapshots are never deleted.

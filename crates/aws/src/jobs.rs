@@ -16,7 +16,8 @@ use crate::config_store::{table_name, ConfigStore};
 use crate::error::AwsError;
 use crate::executor::{copy_snapshots, create_snapshots, delete_snapshots, Outcome};
 use crate::inventory::{
-    describe_own_snapshots, ec2_filter, gather, gather_for_clean, listing_lag, until_listed, SnapshotDetail,
+    describe_own_snapshots, describe_own_snapshots_by_id, ec2_filter, gather, gather_for_clean, listing_lag,
+    until_listed, SnapshotDetail,
 };
 use crate::lease::{Lease, LeaseScope, Taken};
 use crate::sdk::Aws;
@@ -110,14 +111,8 @@ async fn settled(aws: &Aws, region: &str, report: &RegionReport) -> bool {
     }
     let client = aws_sdk_ec2::Client::new(&aws.in_region(region));
     let all_listed = || async {
-        for batch in created.chunks(crate::inventory::IDS_PER_BATCH) {
-            let filters = vec![ec2_filter("snapshot-id", batch.iter().cloned())];
-            let found = describe_own_snapshots(&client, region, filters, SnapshotDetail::Bare).await?;
-            if found.len() < batch.len() {
-                return Ok(None);
-            }
-        }
-        Ok(Some(()))
+        let found = describe_own_snapshots_by_id(&client, region, &created, SnapshotDetail::Bare).await?;
+        Ok((found.len() >= created.len()).then_some(()))
     };
     matches!(until_listed(all_listed).await, Ok(Some(())))
 }
@@ -353,13 +348,11 @@ async fn with_full_sources(
         .filter(|d| matches!(d.action, ReplicationAction::Copy(_)))
         .map(|d| d.snapshot_id.clone())
         .collect();
-    let mut full = BTreeMap::new();
-    for batch in ids.chunks(crate::inventory::IDS_PER_BATCH) {
-        let filters = vec![ec2_filter("snapshot-id", batch.iter().cloned())];
-        for s in describe_own_snapshots(client, region, filters, SnapshotDetail::Full).await? {
-            full.insert(s.id.clone(), s);
-        }
-    }
+    let full: BTreeMap<String, _> = describe_own_snapshots_by_id(client, region, &ids, SnapshotDetail::Full)
+        .await?
+        .into_iter()
+        .map(|s| (s.id.clone(), s))
+        .collect();
     for d in &mut plan.decisions {
         if let ReplicationAction::Copy(request) = &d.action {
             d.action = match full.get(&d.snapshot_id) {
