@@ -17,7 +17,7 @@ fleet() { "$VENV_DIR/bin/python" scripts/lib/demo_fleet.py "$@"; }
 say "Setup" "Python tools into .venv, a debug build of the CLI and the five functions, their zips."
 ensure_venv >/dev/null
 cargo build --quiet --workspace --bins
-scripts/package.sh --debug >/dev/null
+scripts/package.sh --debug --host >/dev/null
 MOTO_RECORD=0 start_moto
 echo "AWS emulator at $AWS_ENDPOINT_URL (pid $MOTO_PID), dummy credentials; the account is the emulator's default."
 

@@ -4,7 +4,8 @@
 #   scripts/test.sh            all tests
 #   scripts/test.sh -- ARGS    extra arguments for `cargo test` (e.g. a test name filter)
 #
-# It creates a project-local Python venv (.venv, ignored by git) with pinned moto, starts
+# It creates a project-local Python venv (.venv, ignored by git) with pinned moto and cfn-lint
+# (and .venv-checkov with pinned checkov, which wants its own boto3), starts
 # moto_server on 127.0.0.1 on a free port, points the AWS SDK at it with dummy credentials,
 # runs `cargo test` for the whole workspace, and stops the server by PID on any exit.
 set -euo pipefail
@@ -22,6 +23,11 @@ step "cfn-lint cloudformation/ebs-snapper.json"
 run "$VENV_DIR/bin/cfn-lint" cloudformation/ebs-snapper.json
 echo "ok: the template is lint-clean"
 
+step "checkov on every template (pinned, in .venv-checkov; skips must carry reasons)"
+source scripts/lib/checkov_scan.sh
+ensure_checkov
+checkov_scan
+
 step "moto server on loopback"
 start_moto
 echo "moto listening at $AWS_ENDPOINT_URL (pid $MOTO_PID, log target/moto.log)"
@@ -30,7 +36,7 @@ step "build every binary (tests start the function binaries as Lambda does)"
 run cargo build --workspace --bins
 
 step "package the functions (debug) and check each zip holds an executable bootstrap"
-run scripts/package.sh --debug
+run scripts/package.sh --debug --host
 # An assignment fails the script when the command fails (a loop over `$(...)` would not).
 functions=$(python3 -c 'import json; [print(f["binary"]) for f in json.load(open("lambda.json"))["functions"]]')
 checked=0
@@ -62,5 +68,16 @@ if grep -E '^aws-' <<<"$core_tree"; then
   exit 1
 fi
 echo "ok: cargo tree -p ebs-snapper-core shows no aws-* crate"
+
+step "function binaries do not link what only deploy uses"
+for f in $functions; do
+  tree=$(cargo tree -p "$f" --edges normal --prefix none)
+  grep -q "^$f " <<<"$tree" || { echo "FAIL: cargo tree did not list $f" >&2; exit 1; }
+  if grep -E '^aws-sdk-(s3|cloudformation) ' <<<"$tree"; then
+    echo "FAIL: $f links the S3 or CloudFormation SDK (deploy belongs to the CLI)" >&2
+    exit 1
+  fi
+done
+echo "ok: no function binary links aws-sdk-s3 or aws-sdk-cloudformation"
 
 step "done"

@@ -4,6 +4,9 @@
 MOTO_VERSION="5.2.5"
 CFN_LINT_VERSION="1.51.0"
 VENV_DIR="${VENV_DIR:-$PWD/.venv}"
+# checkov pins an older boto3 than moto needs, so it has a venv of its own.
+CHECKOV_VERSION="3.3.30"
+SCAN_VENV_DIR="${SCAN_VENV_DIR:-$PWD/.venv-checkov}"
 
 # Each step says how long the one before it took, and the total so far.
 STEP_STARTED=$SECONDS
@@ -28,6 +31,18 @@ sys.exit(m.version('moto') != '${MOTO_VERSION}' or m.version('cfn-lint') != '${C
   fi
   [[ -x "$VENV_DIR/bin/python" ]] || run python3 -m venv "$VENV_DIR"
   run "$VENV_DIR/bin/pip" install --quiet --disable-pip-version-check "moto[server]==${MOTO_VERSION}" "cfn-lint==${CFN_LINT_VERSION}"
+}
+
+# Creates .venv-checkov with the pinned checkov unless it already has it.
+ensure_checkov() {
+  if [[ -x "$SCAN_VENV_DIR/bin/checkov" ]] && "$SCAN_VENV_DIR/bin/python" -c "
+import importlib.metadata as m, sys
+sys.exit(m.version('checkov') != '${CHECKOV_VERSION}')" 2>/dev/null; then
+    echo "ok: $SCAN_VENV_DIR has checkov ${CHECKOV_VERSION}"
+    return
+  fi
+  [[ -x "$SCAN_VENV_DIR/bin/python" ]] || run python3 -m venv "$SCAN_VENV_DIR"
+  run "$SCAN_VENV_DIR/bin/pip" install --quiet --disable-pip-version-check "checkov==${CHECKOV_VERSION}"
 }
 
 # Starts moto_server on a free loopback port and exports the AWS environment for it.

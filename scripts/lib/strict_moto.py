@@ -17,7 +17,7 @@ Run as moto_server is (same arguments). Each change below is AWS's documented be
   (moto returns everything at once, so no test could cross a page boundary).
 
 What must be switchable per test (lost answers, empty first pages, snapshots pending or not yet
-listed) is done by the test bed's proxy instead (crates/cli/tests/support/faults.rs).
+listed) is done by the test bed's proxy instead (crates/cli/tests/e2e/support/faults.rs).
 """
 
 import json

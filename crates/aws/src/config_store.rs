@@ -52,7 +52,7 @@ impl ConfigStore {
         >,
     ) -> AwsError
     where
-        E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+        E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let e = AwsError::call(operation, &self.region, err);
         if e.code() == Some("ResourceNotFoundException") {

@@ -18,10 +18,6 @@ pub enum AwsError {
     #[error("could not determine the AWS account id ({message}); pass -a ACCOUNT or configure AWS credentials")]
     Account { message: String },
 
-    /// A deploy step that failed for a reason of its own (a missing file, a rolled-back stack).
-    #[error("deploy: {message}")]
-    Deploy { message: String },
-
     /// A mutation whose answer was lost, and whose effect could not be looked up either: it is
     /// not tried again (it may have been done).
     #[error("{first}; whether it was done could not be verified ({verify}), so it was not tried again")]
@@ -34,6 +30,10 @@ pub enum AwsError {
         /// The AWS error code, when AWS answered with one.
         code: Option<String>,
         message: String,
+        /// The SDK's error, kept for whoever walks the chain (the message above is its one-line
+        /// summary, so the chain is not printed twice).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -51,7 +51,7 @@ impl AwsError {
     /// full error chain on one line (connection refused, timeout, missing credentials...).
     pub fn call<E>(operation: &'static str, region: &str, err: SdkError<E, HttpResponse>) -> AwsError
     where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let code = err.code().map(str::to_string);
         let message = match (&code, err.message(), &err) {
@@ -63,10 +63,28 @@ impl AwsError {
             }
             _ => one_line(&DisplayErrorContext(&err).to_string()),
         };
-        AwsError::Call { operation, region: region.to_string(), code, message }
+        AwsError::Call { operation, region: region.to_string(), code, message, source: Box::new(err) }
     }
 }
 
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::operation::create_snapshot::CreateSnapshotError;
+
+    #[test]
+    fn a_call_error_is_one_line_and_keeps_the_sdk_error_as_its_source() {
+        let sdk: SdkError<CreateSnapshotError, HttpResponse> =
+            SdkError::timeout_error("the operation timed out\nafter 30 s");
+        let e = AwsError::call("CreateSnapshot", "eu-west-1", sdk);
+        let text = e.to_string();
+        assert!(text.starts_with("CreateSnapshot in eu-west-1 failed: "), "{text}");
+        assert!(!text.contains('\n'), "{text}");
+        let source = std::error::Error::source(&e).expect("the SDK error is kept");
+        assert!(source.downcast_ref::<SdkError<CreateSnapshotError, HttpResponse>>().is_some());
+    }
 }

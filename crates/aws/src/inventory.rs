@@ -223,29 +223,45 @@ async fn describe_instances(
     Ok(out)
 }
 
+/// Runs `describe` once per batch of at most [`IDS_PER_BATCH`] ids (EC2's limit on the values
+/// of one filter) and joins the answers in order. The one place that batching is written.
+pub(crate) async fn in_batches<'a, T, F, Fut>(ids: &'a [String], mut describe: F) -> Result<Vec<T>, AwsError>
+where
+    F: FnMut(&'a [String]) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, AwsError>>,
+{
+    let mut out = Vec::new();
+    for batch in ids.chunks(IDS_PER_BATCH) {
+        out.extend(describe(batch).await?);
+    }
+    Ok(out)
+}
+
 async fn describe_volumes(
     client: &aws_sdk_ec2::Client,
     region: &str,
     ids: &[String],
 ) -> Result<BTreeMap<String, Volume>, AwsError> {
-    let mut out = BTreeMap::new();
-    for batch in ids.chunks(IDS_PER_BATCH) {
+    let volumes = in_batches(ids, |batch| async move {
         let mut pages = client
             .describe_volumes()
             .filters(ec2_filter("volume-id", batch.iter().cloned()))
             .max_results(VOLUME_PAGE)
             .into_paginator()
             .send();
+        let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| AwsError::call("DescribeVolumes", region, e))?;
-            for v in page.volumes() {
-                if let Some(id) = v.volume_id() {
-                    out.insert(id.to_string(), Volume { id: id.to_string(), tags: tags_of(v.tags()) });
-                }
-            }
+            out.extend(
+                page.volumes()
+                    .iter()
+                    .filter_map(|v| Some(Volume { id: v.volume_id()?.to_string(), tags: tags_of(v.tags()) })),
+            );
         }
-    }
-    Ok(out)
+        Ok(out)
+    })
+    .await?;
+    Ok(volumes.into_iter().map(|v| (v.id.clone(), v)).collect())
 }
 
 async fn describe_snapshots_of_volumes(
@@ -253,12 +269,11 @@ async fn describe_snapshots_of_volumes(
     region: &str,
     volume_ids: &[String],
 ) -> Result<Vec<Snapshot>, AwsError> {
-    let mut out = Vec::new();
-    for batch in volume_ids.chunks(IDS_PER_BATCH) {
+    in_batches(volume_ids, |batch| {
         let filters = vec![ec2_filter("volume-id", batch.iter().cloned())];
-        out.extend(describe_own_snapshots(client, region, filters, SnapshotDetail::Bare).await?);
-    }
-    Ok(out)
+        describe_own_snapshots(client, region, filters, SnapshotDetail::Bare)
+    })
+    .await
 }
 
 /// The account's own snapshots matching `filters` (paginated, largest pages).
@@ -292,12 +307,11 @@ pub async fn describe_own_snapshots_by_id(
     ids: &[String],
     detail: SnapshotDetail,
 ) -> Result<Vec<Snapshot>, AwsError> {
-    let mut out = Vec::new();
-    for batch in ids.chunks(IDS_PER_BATCH) {
+    in_batches(ids, |batch| {
         let filters = vec![ec2_filter("snapshot-id", batch.iter().cloned())];
-        out.extend(describe_own_snapshots(client, region, filters, detail).await?);
-    }
-    Ok(out)
+        describe_own_snapshots(client, region, filters, detail)
+    })
+    .await
 }
 
 /// The clean job's inventory: the instances each configuration matches, and the account's own
@@ -317,13 +331,13 @@ pub async fn gather_for_clean(
     )
     .await?;
     let ignored_instances: Vec<String> = configs.ignored_ids().into_iter().filter(|id| id.starts_with("i-")).collect();
-    let mut ignored_volumes = BTreeSet::new();
-    for batch in ignored_instances.chunks(IDS_PER_BATCH) {
+    let ignored = in_batches(&ignored_instances, |batch| async move {
         let filters = [ebs_snapper_core::Filter { name: "instance-id".into(), values: batch.to_vec() }];
-        for instance in describe_instances(client, region, &filters).await? {
-            ignored_volumes.extend(instance.volumes.into_iter().map(|a| a.volume_id));
-        }
-    }
+        describe_instances(client, region, &filters).await
+    })
+    .await?;
+    let ignored_volumes: BTreeSet<String> =
+        ignored.into_iter().flat_map(|i| i.volumes.into_iter().map(|a| a.volume_id)).collect();
     info!(
         region,
         instances = inventory.instances.len(),
@@ -331,4 +345,48 @@ pub async fn gather_for_clean(
         "gathered clean-up inventory"
     );
     Ok((inventory, ignored_volumes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn batches_hold_at_most_two_hundred_ids_and_answers_keep_their_order() {
+        let ids: Vec<String> = (0..401).map(|i| format!("vol-{i}")).collect();
+        let mut sizes = Vec::new();
+        let all = block_on(in_batches(&ids, |batch| {
+            sizes.push(batch.len());
+            let answer: Vec<String> = batch.to_vec();
+            async move { Ok::<_, AwsError>(answer) }
+        }))
+        .unwrap();
+        assert_eq!(sizes, [200, 200, 1]);
+        assert_eq!(all, ids);
+        let none = block_on(in_batches(&[], |_| async { Ok::<Vec<String>, AwsError>(vec![]) }));
+        assert!(none.unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_failed_batch_fails_the_whole_answer() {
+        let ids: Vec<String> = (0..300).map(|i| format!("i-{i}")).collect();
+        let mut calls = 0;
+        let out = block_on(in_batches(&ids, |batch| {
+            calls += 1;
+            let first = batch[0].clone();
+            async move {
+                if first == "i-200" {
+                    Err(AwsError::Account { message: "denied".into() })
+                } else {
+                    Ok(vec![first])
+                }
+            }
+        }));
+        assert!(out.is_err());
+        assert_eq!(calls, 2);
+    }
 }

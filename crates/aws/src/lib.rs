@@ -1,16 +1,15 @@
 //! Everything in ebs-snapper that talks to AWS: SDK loading, the account id, the configuration
 //! store, region discovery, inventory, executors, the replication rule, the dispatcher that
-//! invokes workers, and the jobs and Lambda handlers built from them.
+//! invokes workers, and the jobs built from them. The Lambda handlers are in `crates/lambda`,
+//! deploy (which only the CLI does) in the CLI crate.
 
 pub mod account;
 pub mod budget;
 pub mod config_store;
-pub mod deploy;
 pub mod dispatcher;
 pub mod error;
 pub mod executor;
 pub mod fleet_check;
-pub mod functions;
 pub mod inventory;
 pub mod jobs;
 pub mod lease;

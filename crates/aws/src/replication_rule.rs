@@ -17,6 +17,17 @@ pub enum RuleChange {
     Unchanged,
 }
 
+impl RuleChange {
+    /// The word the fanout reports (`replication_rule` in its result).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleChange::Enabled => "enabled",
+            RuleChange::Disabled => "disabled",
+            RuleChange::Unchanged => "unchanged",
+        }
+    }
+}
+
 /// Sets the rule's state to `enabled`; changes nothing when it already is.
 pub async fn set_replication_rule(aws: &Aws, region: &str, rule: &str, enabled: bool) -> Result<RuleChange, AwsError> {
     let client = aws_sdk_eventbridge::Client::new(&aws.in_region(region));

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ebs_snapper_aws::deploy::{deploy, DeployOptions, Document};
+use crate::deployment::{deploy, DeployOptions, Document};
 use ebs_snapper_aws::{caller_account_id, is_account_id, Aws};
 use ebs_snapper_core::deploy_plan::parse_parameter;
 

@@ -17,6 +17,8 @@ pub enum CliError {
     InvalidConfiguration(#[from] ConfigError),
     #[error(transparent)]
     Aws(#[from] AwsError),
+    #[error(transparent)]
+    Deploy(#[from] crate::deployment::DeployError),
     #[error("could not read {what}: {source}")]
     Read { what: &'static str, source: std::io::Error },
     #[error("build failed: {0}")]

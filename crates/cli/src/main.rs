@@ -4,6 +4,7 @@
 mod args;
 mod configure;
 mod deploy;
+mod deployment;
 mod error;
 mod jobs;
 mod output;

@@ -22,7 +22,10 @@ pub struct FunctionSpec {
     pub logical_id: String,
     /// Cargo binary, and the name of its zip.
     pub binary: String,
+    /// Default memory, MB: the template's default of `memory_parameter`.
     pub memory: u32,
+    /// Template parameter holding this function's memory (the Python tool's names).
+    pub memory_parameter: String,
     pub timeout: u32,
     #[serde(default)]
     pub schedule: Option<Schedule>,
@@ -70,6 +73,32 @@ pub enum StackParameter {
 /// Value CloudFormation shows for a `NoEcho` parameter.
 pub const MASKED: &str = "****";
 
+/// Parameters of an earlier template that were renamed, each with what replaces it: a value
+/// the stack has, or one given with `--parameter`, carries over to every new name (unless that
+/// name has its own value). This tool's first release had one `MemorySize` for every function;
+/// the memory parameters now carry the Python tool's names, so its stacks keep their values too.
+pub const RENAMED_PARAMETERS: &[(&str, &[&str])] =
+    &[("MemorySize", &["LambdaMemoryFanout", "LambdaMemorySnapshot", "LambdaMemoryClean", "LambdaMemoryReplication"])];
+
+/// `params` with every renamed parameter replaced by its new names (a value already given under
+/// a new name wins over the old one), for the names the template has.
+pub fn rename_parameters(template: &[String], params: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in params {
+        match RENAMED_PARAMETERS.iter().find(|(old, _)| old == k && !template.contains(k)) {
+            Some((_, new)) => {
+                for n in new.iter().filter(|n| template.iter().any(|t| t == *n)) {
+                    if !params.iter().any(|(pk, _)| pk == n) {
+                        out.push((n.to_string(), v.clone()));
+                    }
+                }
+            }
+            None => out.push((k.clone(), v.clone())),
+        }
+    }
+    out
+}
+
 /// The parameters of a create (`existing` = None) or an update (`existing` = the stack's current
 /// parameters, name and value): overrides win; on update every other parameter the stack already
 /// has keeps its value (sent explicitly, or as "use previous value" when the value is masked),
@@ -81,6 +110,9 @@ pub fn stack_parameters(
     overrides: &[(String, String)],
     fixed: &[(String, String)],
 ) -> Result<Vec<StackParameter>, String> {
+    let overrides = &rename_parameters(template, overrides);
+    let existing = existing.map(|e| rename_parameters(template, e));
+    let existing = existing.as_deref();
     for (k, _) in overrides {
         if !template.contains(k) {
             return Err(format!(
@@ -163,6 +195,33 @@ mod tests {
         );
         let bad = stack_parameters(&template, None, &[("Nope".into(), "1".into())], &fixed).unwrap_err();
         assert!(bad.starts_with("--parameter Nope: the template has no such parameter"));
+    }
+
+    #[test]
+    fn renamed_parameters_carry_their_values() {
+        let template = names(&["CodeBucket", "LambdaMemoryFanout", "LambdaMemorySnapshot", "LambdaMemoryClean"]);
+        let existing: Vec<(String, String)> =
+            [("CodeBucket", "b"), ("MemorySize", "256")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        // A stack of the first release: its MemorySize goes to every memory parameter.
+        let update = stack_parameters(&template, Some(&existing), &[], &[]).unwrap();
+        assert_eq!(
+            update,
+            vec![
+                StackParameter::Value("CodeBucket".into(), "b".into()),
+                StackParameter::Value("LambdaMemoryFanout".into(), "256".into()),
+                StackParameter::Value("LambdaMemorySnapshot".into(), "256".into()),
+                StackParameter::Value("LambdaMemoryClean".into(), "256".into()),
+            ]
+        );
+        // `--parameter MemorySize=512` means every function; a new name given too wins for its own.
+        let overrides =
+            vec![("MemorySize".to_string(), "512".to_string()), ("LambdaMemoryClean".to_string(), "1024".to_string())];
+        let update = stack_parameters(&template, Some(&existing), &overrides, &[]).unwrap();
+        assert!(update.contains(&StackParameter::Value("LambdaMemoryFanout".into(), "512".into())), "{update:?}");
+        assert!(update.contains(&StackParameter::Value("LambdaMemoryClean".into(), "1024".into())), "{update:?}");
+        // A template that still has the old name keeps it as it is.
+        let old = names(&["MemorySize"]);
+        assert_eq!(rename_parameters(&old, &existing), existing);
     }
 
     #[test]

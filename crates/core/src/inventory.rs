@@ -77,14 +77,6 @@ impl<const N: usize> From<[(String, String); N]> for Tags {
     }
 }
 
-impl std::ops::Index<&str> for Tags {
-    type Output = String;
-
-    fn index(&self, key: &str) -> &String {
-        self.get(key).unwrap_or_else(|| panic!("no tag {key:?}"))
-    }
-}
-
 impl IntoIterator for Tags {
     type Item = (String, String);
     type IntoIter = std::vec::IntoIter<(String, String)>;

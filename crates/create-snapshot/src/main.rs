@@ -1,4 +1,4 @@
-//! The `create-snapshot` Lambda function (see `ebs_snapper_aws::functions::create_snapshot`).
+//! The `create-snapshot` Lambda function (see `ebs_snapper_lambda::handlers::create_snapshot`).
 // The handler's future nests the Lambda runtime's and the AWS SDK's futures deeply.
 #![recursion_limit = "256"]
 
@@ -7,7 +7,7 @@
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     ebs_snapper_lambda::serve(|aws, env, invocation| async move {
-        ebs_snapper_aws::functions::create_snapshot(&aws, &env, invocation).await
+        ebs_snapper_lambda::handlers::create_snapshot(&aws, &env, invocation).await
     })
     .await
 }

@@ -1,11 +1,13 @@
-//! Lambda runtime glue shared by the five functions: logging, SDK loading, the adapter from the
-//! runtime's event and context to the handlers in `ebs_snapper_aws::functions`, and errors as
+//! The five Lambda functions' handlers (`handlers`) and the runtime glue they share: logging,
+//! SDK loading, the adapter from the runtime's event and context to a handler, and errors as
 //! function errors with one clear message.
+
+pub mod handlers;
 
 use std::future::Future;
 
-use ebs_snapper_aws::functions::{Environment, FunctionError, Invocation};
 use ebs_snapper_aws::Aws;
+use handlers::{Environment, FunctionError, Invocation};
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;
 

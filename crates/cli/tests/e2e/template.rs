@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use ebs_snapper_core::deploy_plan::FunctionList;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -146,6 +146,7 @@ fn each_function_has_a_role_with_only_what_it_does() {
                 "lambda:InvokeFunction",
                 "logs:CreateLogStream",
                 "logs:PutLogEvents",
+                "sqs:SendMessage",
             ],
             "create-snapshot",
         ),
@@ -180,6 +181,7 @@ fn each_function_has_a_role_with_only_what_it_does() {
                 "lambda:InvokeFunction",
                 "logs:CreateLogStream",
                 "logs:PutLogEvents",
+                "sqs:SendMessage",
             ],
             "clean-snapshot",
         ),
@@ -281,13 +283,18 @@ fn functions_agree_with_lambda_json() {
     let in_template: BTreeSet<String> = resources_of(&t, "AWS::Lambda::Function").into_iter().map(|(k, _)| k).collect();
     let in_list: BTreeSet<String> = list.functions.iter().map(|f| f.logical_id.clone()).collect();
     assert_eq!(in_template, in_list);
-    assert_eq!(t["Parameters"]["MemorySize"]["Default"], 128);
+    assert!(t["Parameters"].get("MemorySize").is_none(), "renamed to the Python tool's LambdaMemory* names");
     for f in &list.functions {
         let r = &t["Resources"][&f.logical_id]["Properties"];
         assert_eq!(r["Runtime"], "provided.al2023");
         assert_eq!(r["Handler"], "bootstrap");
         assert_eq!(r["Timeout"], f.timeout);
-        assert_eq!(f.memory, 128, "lambda.json memory is the MemorySize default");
+        // Each function's memory is its own parameter, named as the Python tool named it, and
+        // lambda.json's figure is that parameter's default.
+        assert!(f.memory_parameter.starts_with("LambdaMemory"), "{}", f.memory_parameter);
+        assert_eq!(r["MemorySize"]["Ref"], f.memory_parameter.as_str(), "{}", f.logical_id);
+        assert_eq!(t["Parameters"][&f.memory_parameter]["Default"], f.memory, "{}", f.logical_id);
+        assert_eq!(t["Parameters"][&f.memory_parameter]["MinValue"], 128);
         assert!(sub(&r["Code"]["S3Key"]).ends_with(&format!("/{}.zip", f.binary)));
         assert!(sub(&r["FunctionName"]).ends_with(&format!("-{}", f.binary)));
         let env: BTreeSet<String> = r["Environment"]["Variables"].as_object().unwrap().keys().cloned().collect();
@@ -368,12 +375,24 @@ fn failed_worker_invocations_are_not_retried_blindly_and_land_in_a_watched_queue
     let mut configured: Vec<String> =
         configs.iter().map(|(_, c)| c["Properties"]["FunctionName"]["Ref"].as_str().unwrap().to_string()).collect();
     configured.sort();
-    assert_eq!(configured, ["CleanSnapshotFunction", "CreateSnapshotFunction", "ReplicationFunction"]);
+    assert_eq!(
+        configured,
+        [
+            "CleanSnapshotFunction",
+            "CreateSnapshotFunction",
+            "FanoutCleanSnapshotFunction",
+            "FanoutCreateSnapshotFunction",
+            "ReplicationFunction"
+        ]
+    );
     for (id, c) in &configs {
         let p = &c["Properties"];
         // A region run that failed has reported its failures; running it again blindly would
-        // only repeat them (the next schedule plans afresh).
-        assert_eq!(p["MaximumRetryAttempts"], 0, "{id}");
+        // only repeat them (the next schedule plans afresh). A fanout only lists regions and
+        // invokes workers, which hold leases: it keeps Lambda's two retries, as the Python
+        // tool's fanouts had, so one throttled listing does not skip a schedule.
+        let fanout = p["FunctionName"]["Ref"].as_str().unwrap().starts_with("Fanout");
+        assert_eq!(p["MaximumRetryAttempts"], if fanout { 2 } else { 0 }, "{id}");
         assert!(p["MaximumEventAgeInSeconds"].as_u64().unwrap() <= 3600, "{id}");
         assert_eq!(
             p["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0], "FailedInvocationsQueue",
@@ -390,7 +409,10 @@ fn failed_worker_invocations_are_not_retried_blindly_and_land_in_a_watched_queue
         assert_eq!(sends[0]["Resource"]["Fn::GetAtt"][0], "FailedInvocationsQueue");
     }
     let queue = &t["Resources"]["FailedInvocationsQueue"];
-    assert_eq!(queue["Properties"]["SqsManagedSseEnabled"], true);
+    assert_eq!(
+        queue["Properties"]["SqsManagedSseEnabled"]["Fn::If"],
+        json!(["HasKmsKey", {"Ref": "AWS::NoValue"}, true])
+    );
     let alarm = &t["Resources"]["FailedInvocationsAlarm"]["Properties"];
     assert_eq!(alarm["MetricName"], "ApproximateNumberOfMessagesVisible");
     assert_eq!(alarm["Dimensions"][0]["Value"]["Fn::GetAtt"][0], "FailedInvocationsQueue");
@@ -400,4 +422,75 @@ fn failed_worker_invocations_are_not_retried_blindly_and_land_in_a_watched_queue
         assert_eq!(t["Resources"][id]["Condition"], "HasAlarmEmail", "{id}");
     }
     assert_eq!(t["Resources"]["AlarmEmailSubscription"]["Properties"]["Protocol"], "email");
+}
+
+/// The optional `KmsKeyArn` encrypts everything the stack stores with that key, and the roles
+/// get exactly what using it takes, only through the services that use it.
+#[test]
+fn an_optional_kms_key_reaches_everything_the_stack_stores() {
+    let t = template();
+    assert_eq!(t["Parameters"]["KmsKeyArn"]["Default"], "");
+    let with_key = |v: &Value| v["Fn::If"] == json!(["HasKmsKey", {"Ref": "KmsKeyArn"}, {"Ref": "AWS::NoValue"}]);
+    let table = &t["Resources"]["ConfigurationTable"]["Properties"]["SSESpecification"];
+    assert!(with_key(&table["KMSMasterKeyId"]), "{table}");
+    assert_eq!(table["SSEType"], "KMS");
+    assert!(with_key(&t["Resources"]["FailedInvocationsQueue"]["Properties"]["KmsMasterKeyId"]));
+    for (id, group) in resources_of(&t, "AWS::Logs::LogGroup") {
+        assert!(with_key(&group["Properties"]["KmsKeyId"]), "{id}");
+    }
+    let functions = resources_of(&t, "AWS::Lambda::Function");
+    for (id, f) in &functions {
+        assert!(with_key(&f["Properties"]["KmsKeyArn"]), "{id}");
+    }
+    let policy = &t["Resources"]["KmsKeyPolicy"];
+    assert_eq!(policy["Condition"], "HasKmsKey");
+    let mut roles: Vec<String> = policy["Properties"]["Roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["Ref"].as_str().unwrap().to_string())
+        .collect();
+    roles.sort();
+    let mut expected: Vec<String> = functions.iter().map(|(id, _)| format!("{id}Role")).collect();
+    expected.sort();
+    assert_eq!(roles, expected, "every role, and only through the key policy");
+    let statements = policy["Properties"]["PolicyDocument"]["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 1);
+    assert_eq!(actions(&statements[0]), ["kms:Decrypt", "kms:GenerateDataKey"]);
+    assert_eq!(statements[0]["Resource"]["Ref"], "KmsKeyArn");
+    let via: Vec<String> =
+        statements[0]["Condition"]["StringEquals"]["kms:ViaService"].as_array().unwrap().iter().map(sub).collect();
+    assert_eq!(
+        via,
+        [
+            "lambda.${AWS::Region}.amazonaws.com",
+            "dynamodb.${AWS::Region}.amazonaws.com",
+            "sqs.${AWS::Region}.amazonaws.com"
+        ]
+    );
+}
+
+/// Reserved concurrency is optional and off by default; the scanner's exceptions are few, named
+/// per resource, and each says why.
+#[test]
+fn reserved_concurrency_is_optional_and_scanner_exceptions_are_explained() {
+    let t = template();
+    assert_eq!(t["Parameters"]["ReservedConcurrency"]["Default"], "");
+    for (id, f) in resources_of(&t, "AWS::Lambda::Function") {
+        assert_eq!(
+            f["Properties"]["ReservedConcurrentExecutions"]["Fn::If"],
+            json!(["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]),
+            "{id}"
+        );
+    }
+    let mut skipped = BTreeSet::new();
+    for (id, r) in t["Resources"].as_object().unwrap() {
+        for skip in r["Metadata"]["checkov"]["skip"].as_array().into_iter().flatten() {
+            let check = skip["id"].as_str().unwrap();
+            assert!(skip["comment"].as_str().is_some_and(|c| c.len() > 40), "{id}: {check} has no reason");
+            skipped.insert(check.to_string());
+        }
+    }
+    let allowed: BTreeSet<String> = ["CKV_AWS_116", "CKV_AWS_117"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(skipped, allowed, "a new exception is argued in README's security section first");
 }

@@ -159,9 +159,7 @@ fn splitmix(mut x: u64) -> u64 {
 /// A request the proxy saw.
 #[derive(Debug, Clone)]
 pub struct Seen {
-    pub service: String,
     pub operation: String,
-    pub region: String,
     /// `None` when forwarded.
     pub fault: Option<Fault>,
     /// When it arrived, from the proxy's start.
@@ -321,13 +319,7 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
         };
         let index = {
             let mut seen = s.seen.lock().unwrap();
-            seen.push(Seen {
-                service: service.clone(),
-                operation: operation.clone(),
-                region,
-                fault,
-                at: s.started.elapsed(),
-            });
+            seen.push(Seen { operation: operation.clone(), fault, at: s.started.elapsed() });
             seen.len()
         };
         let strict = s.strict.lock().unwrap().clone();

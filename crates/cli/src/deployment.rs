@@ -1,4 +1,6 @@
-//! `ebs-snapper deploy`: the code bucket, uploads, the stack, and function code updates.
+//! The calls of `ebs-snapper deploy`: the code bucket, uploads, the stack, and function code
+//! updates. Only the CLI deploys, so this lives here and the Lambda functions never link the S3
+//! or CloudFormation SDKs.
 //!
 //! The rules (names, parameters, pruning) are in `ebs_snapper_core::deploy_plan`; this module
 //! makes the calls. Everything happens in the tool region.
@@ -22,8 +24,18 @@ use ebs_snapper_core::deploy_plan::{
 use sha2::Digest as _;
 use sha2::Sha256;
 
-use crate::error::AwsError;
-use crate::sdk::Aws;
+use ebs_snapper_aws::{Aws, AwsError};
+use thiserror::Error;
+
+/// Why a deploy stopped: an AWS call that failed, or a step refused for a reason of its own (a
+/// missing file, a rolled-back stack, a bucket of another owner, the Python tool's stack).
+#[derive(Debug, Error)]
+pub enum DeployError {
+    #[error("deploy: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+}
 
 /// The key prefix of everything deploy uploads (the template's `CodePrefix` default).
 pub const CODE_PREFIX: &str = "ebs-snapper";
@@ -64,11 +76,11 @@ pub struct Document {
     pub text: String,
 }
 
-fn fail(message: impl Into<String>) -> AwsError {
-    AwsError::Deploy { message: message.into() }
+fn fail(message: impl Into<String>) -> DeployError {
+    DeployError::Refused(message.into())
 }
 
-fn read(path: &Path, hint: &str) -> Result<Vec<u8>, AwsError> {
+fn read(path: &Path, hint: &str) -> Result<Vec<u8>, DeployError> {
     std::fs::read(path).map_err(|e| fail(format!("cannot read {}: {e}{hint}", path.display())))
 }
 
@@ -78,7 +90,7 @@ pub async fn deploy(
     opts: &DeployOptions,
     say: &mut dyn FnMut(String),
     progress: &mut dyn FnMut(String),
-) -> Result<(), AwsError> {
+) -> Result<(), DeployError> {
     let region = opts.region.as_str();
     let config = aws.in_region(region);
     let bucket = opts.bucket.clone().unwrap_or_else(|| bucket_name(&opts.account, region));
@@ -109,9 +121,9 @@ pub async fn deploy(
     if opts.upload {
         let bucket = Bucket { name: &bucket, owner: &opts.account };
         ensure_bucket(&s3, bucket, region, say).await?;
-        upload(&s3, bucket, &template_key, template_text.as_bytes(), say).await?;
+        upload(&s3, bucket, region, &template_key, template_text.as_bytes(), say).await?;
         for (_, key, bytes) in &zips {
-            upload(&s3, bucket, key, bytes, say).await?;
+            upload(&s3, bucket, region, key, bytes, say).await?;
         }
     }
 
@@ -148,7 +160,7 @@ async fn ensure_bucket(
     bucket: Bucket<'_>,
     region: &str,
     say: &mut dyn FnMut(String),
-) -> Result<(), AwsError> {
+) -> Result<(), DeployError> {
     let name = bucket.name;
     match s3.head_bucket().bucket(name).expected_bucket_owner(bucket.owner).send().await {
         Ok(_) => {
@@ -165,7 +177,7 @@ async fn ensure_bucket(
                     bucket.owner
                 )))
             }
-            _ => return Err(AwsError::call("HeadBucket", region, e)),
+            _ => return Err(AwsError::call("HeadBucket", region, e).into()),
         },
     }
     let mut create = s3.create_bucket().bucket(name);
@@ -178,7 +190,7 @@ async fn ensure_bucket(
         Some(se) if se.is_bucket_already_exists() => {
             fail(format!("bucket {name} is another account's; nothing was uploaded. Choose another with --bucket NAME"))
         }
-        _ => AwsError::call("CreateBucket", region, e),
+        _ => AwsError::call("CreateBucket", region, e).into(),
     })?;
     s3.put_public_access_block()
         .bucket(name)
@@ -261,10 +273,11 @@ async fn check_bucket(s3: &aws_sdk_s3::Client, bucket: Bucket<'_>, say: &mut dyn
 async fn upload(
     s3: &aws_sdk_s3::Client,
     bucket: Bucket<'_>,
+    region: &str,
     key: &str,
     bytes: &[u8],
     say: &mut dyn FnMut(String),
-) -> Result<(), AwsError> {
+) -> Result<(), DeployError> {
     let (owner, bucket) = (bucket.owner, bucket.name);
     let sha256 = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes));
     let head =
@@ -283,7 +296,7 @@ async fn upload(
         .body(ByteStream::from(bytes.to_vec()))
         .send()
         .await
-        .map_err(|e| AwsError::call("PutObject", bucket, e))?;
+        .map_err(|e| AwsError::call("PutObject", region, e))?;
     say(format!("uploaded s3://{bucket}/{key}"));
     Ok(())
 }
@@ -293,7 +306,7 @@ async fn stack_status(
     cfn: &aws_sdk_cloudformation::Client,
     stack: &str,
     region: &str,
-) -> Result<Option<(String, Vec<(String, String)>)>, AwsError> {
+) -> Result<Option<(String, Vec<(String, String)>)>, DeployError> {
     match cfn.describe_stacks().stack_name(stack).send().await {
         Ok(out) => Ok(out.stacks().first().map(|s| {
             (
@@ -308,16 +321,18 @@ async fn stack_status(
         })),
         Err(e) => {
             let e = AwsError::call("DescribeStacks", region, e);
-            if e.to_string().contains("does not exist") {
+            // CloudFormation answers ValidationError for both a missing stack and a bad request;
+            // only the message tells them apart.
+            if e.code() == Some("ValidationError") && e.to_string().contains("does not exist") {
                 Ok(None)
             } else {
-                Err(e)
+                Err(e.into())
             }
         }
     }
 }
 
-async fn stack_exists(cfn: &aws_sdk_cloudformation::Client, stack: &str, region: &str) -> Result<bool, AwsError> {
+async fn stack_exists(cfn: &aws_sdk_cloudformation::Client, stack: &str, region: &str) -> Result<bool, DeployError> {
     Ok(stack_status(cfn, stack, region).await?.is_some_and(|(status, _)| status != "DELETE_COMPLETE"))
 }
 
@@ -342,7 +357,7 @@ async fn deploy_stack(
     template_parameters: &[String],
     say: &mut dyn FnMut(String),
     progress: &mut dyn FnMut(String),
-) -> Result<(), AwsError> {
+) -> Result<(), DeployError> {
     let region = opts.region.as_str();
     let mut fixed = vec![("CodeBucket".to_string(), bucket.to_string())];
     // The stack runs the functions on the architecture the zips were built for.
@@ -380,7 +395,9 @@ async fn deploy_stack(
             let mut overrides = opts.parameters.clone();
             overrides.retain(|(k, _)| k != "CreateTable");
             overrides.push(("CreateTable".to_string(), "false".to_string()));
-            let params = stack_parameters(template_parameters, None, &overrides, &fixed).map_err(fail)?;
+            // The parameters both templates have (schedules, CostCenter, the memory of each
+            // function) keep the values the Python stack had.
+            let params = stack_parameters(template_parameters, Some(&existing), &overrides, &fixed).map_err(fail)?;
             create_stack(cfn, stack, region, params, template).await?;
             progress(format!("stack {stack}: creating on the Python tool's table"));
         }
@@ -404,11 +421,11 @@ async fn deploy_stack(
                 Ok(_) => progress(format!("stack {stack}: updating")),
                 Err(e) => {
                     let e = AwsError::call("UpdateStack", region, e);
-                    if e.to_string().contains("No updates are to be performed") {
+                    if e.code() == Some("ValidationError") && e.to_string().contains("No updates are to be performed") {
                         say(format!("stack {stack}: no changes"));
                         return Ok(());
                     }
-                    return Err(e);
+                    return Err(e.into());
                 }
             }
         }
@@ -431,7 +448,7 @@ async fn unchanged(
     template_text: &str,
     params: &[StackParameter],
     existing: &[(String, String)],
-) -> Result<bool, AwsError> {
+) -> Result<bool, DeployError> {
     let same_values = existing.len() == params.len()
         && params.iter().all(|p| match p {
             StackParameter::Value(k, v) => existing.iter().any(|(ek, ev)| ek == k && ev == v),
@@ -452,7 +469,7 @@ async fn wait(
     region: &str,
     poll: Duration,
     progress: &mut dyn FnMut(String),
-) -> Result<String, AwsError> {
+) -> Result<String, DeployError> {
     let mut last = String::new();
     loop {
         let status =
@@ -494,7 +511,7 @@ async fn failure_reason(cfn: &aws_sdk_cloudformation::Client, stack: &str, regio
 /// The architecture the zips in `artifacts` were built for (`ARCH`, written by
 /// scripts/package.sh after checking every binary), if known. A `--parameter Architecture` that
 /// disagrees is refused: the stack's architecture follows the zips, never a second flag.
-fn zips_architecture(artifacts: &Path, overrides: &[(String, String)]) -> Result<Option<String>, AwsError> {
+fn zips_architecture(artifacts: &Path, overrides: &[(String, String)]) -> Result<Option<String>, DeployError> {
     let Ok(text) = std::fs::read_to_string(artifacts.join("ARCH")) else { return Ok(None) };
     let arch = text.trim().to_string();
     if arch != "x86_64" && arch != "arm64" {
@@ -525,7 +542,7 @@ async fn create_stack(
     region: &str,
     params: Vec<StackParameter>,
     template: TemplateSource<'_>,
-) -> Result<(), AwsError> {
+) -> Result<(), DeployError> {
     let req = cfn
         .create_stack()
         .stack_name(stack)
@@ -535,7 +552,7 @@ async fn create_stack(
         TemplateSource::Body(body) => req.template_body(body),
         TemplateSource::Url(url) => req.template_url(url),
     };
-    req.send().await.map(|_| ()).map_err(|e| AwsError::call("CreateStack", region, e))
+    req.send().await.map(|_| ()).map_err(|e| AwsError::call("CreateStack", region, e).into())
 }
 
 /// Moves off the Python tool's stack without touching its data: its template is updated to
@@ -548,7 +565,7 @@ async fn replace_python_stack(
     poll: Duration,
     say: &mut dyn FnMut(String),
     progress: &mut dyn FnMut(String),
-) -> Result<(), AwsError> {
+) -> Result<(), DeployError> {
     let physical = physical_ids(cfn, stack, region).await?;
     let table = physical.get(PYTHON_TABLE).cloned().unwrap_or_default();
     let body = cfn
@@ -614,7 +631,7 @@ async fn physical_ids(
     cfn: &aws_sdk_cloudformation::Client,
     stack: &str,
     region: &str,
-) -> Result<std::collections::BTreeMap<String, String>, AwsError> {
+) -> Result<std::collections::BTreeMap<String, String>, DeployError> {
     let summaries: Vec<_> = cfn
         .list_stack_resources()
         .stack_name(stack)
@@ -636,12 +653,9 @@ async fn physical_ids(
 const MAX_UPDATE_WAIT: Duration = Duration::from_secs(600);
 
 /// Waits (the SDK's waiter) until the function's `LastUpdateStatus` is `Successful`.
-async fn wait_until_updated(lambda: &aws_sdk_lambda::Client, name: &str) -> Result<(), AwsError> {
+async fn wait_until_updated(lambda: &aws_sdk_lambda::Client, name: &str) -> Result<(), DeployError> {
     lambda.wait_until_function_updated().function_name(name).wait(MAX_UPDATE_WAIT).await.map(|_| ()).map_err(|e| {
-        fail(format!(
-            "function {name}: its update did not finish: {}",
-            aws_smithy_types::error::display::DisplayErrorContext(&e)
-        ))
+        fail(format!("function {name}: its update did not finish: {}", aws_sdk_lambda::error::DisplayErrorContext(&e)))
     })
 }
 
@@ -653,7 +667,7 @@ async fn update_code(
     zip: &[u8],
     region: &str,
     say: &mut dyn FnMut(String),
-) -> Result<(), AwsError> {
+) -> Result<(), DeployError> {
     let local = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(zip));
     let current =
         lambda.get_function().function_name(name).send().await.map_err(|e| AwsError::call("GetFunction", region, e))?;

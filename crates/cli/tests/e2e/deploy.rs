@@ -1,6 +1,6 @@
 //! `ebs-snapper deploy` into the AWS emulator: bucket, uploads, stack, function code and versions.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 
@@ -123,10 +123,20 @@ async fn changed_zip_updates_code_publishes_and_keeps_two_versions() {
 async fn parameter_override_changes_only_that_parameter() {
     let acct = Account::new().await;
     let zips = artifacts("v1");
-    let (code, _, err) = deploy(&acct, "us-east-1", zips.path(), &["--parameter", "MemorySize=256"]);
+    // The first release's `MemorySize` still means every function; a function's own parameter wins.
+    let (code, _, err) = deploy(
+        &acct,
+        "us-east-1",
+        zips.path(),
+        &["--parameter", "MemorySize=256", "--parameter", "LambdaMemoryClean=512"],
+    );
     assert_eq!(code, 0, "{err}");
     let before = stack_parameters(&acct, "us-east-1").await;
-    assert_eq!(before["MemorySize"], "256");
+    assert!(!before.contains_key("MemorySize"));
+    assert_eq!(before["LambdaMemoryFanout"], "256");
+    assert_eq!(before["LambdaMemorySnapshot"], "256");
+    assert_eq!(before["LambdaMemoryReplication"], "256");
+    assert_eq!(before["LambdaMemoryClean"], "512");
     let (code, out, err) =
         deploy(&acct, "us-east-1", zips.path(), &["--parameter", "CreateScheduleExpression=rate(1 hour)"]);
     assert_eq!(code, 0, "{out}\n{err}");
@@ -142,6 +152,81 @@ async fn parameter_override_changes_only_that_parameter() {
     assert!(err.contains("--parameter NoSuchParameter: the template has no such parameter"), "{err}");
     let (code, _, err) = deploy(&acct, "us-east-1", zips.path(), &["--parameter", "novalue"]);
     assert_eq!(code, 2, "{err}");
+}
+
+/// A stack deployed by the first release has one `MemorySize`; the next deploy gives its value
+/// to each function's own memory parameter instead of falling back to the defaults.
+#[tokio::test]
+async fn a_first_release_stacks_memory_size_carries_over() {
+    let acct = Account::new().await;
+    let zips = artifacts("v1");
+    // The code bucket and zips, without a stack.
+    let (code, out, err) = deploy(&acct, "us-east-1", zips.path(), &["-o"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    // The first release's template: the four memory parameters were one `MemorySize`.
+    let mut old: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("cloudformation/ebs-snapper.json")).unwrap())
+            .unwrap();
+    let params = old["Parameters"].as_object_mut().unwrap();
+    let memory = params["LambdaMemoryFanout"].clone();
+    params.retain(|k, _| !k.starts_with("LambdaMemory"));
+    params.insert("MemorySize".into(), memory);
+    for (_, r) in old["Resources"].as_object_mut().unwrap().iter_mut() {
+        if r["Type"] == "AWS::Lambda::Function" {
+            r["Properties"]["MemorySize"] = serde_json::json!({"Ref": "MemorySize"});
+        }
+    }
+    let cfn = aws_sdk_cloudformation::Client::new(&acct.sdk("us-east-1").await);
+    let stack = format!("ebs-snapper-{}", acct.id);
+    cfn.create_stack()
+        .stack_name(&stack)
+        .template_body(old.to_string())
+        .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityIam)
+        .parameters(python_parameter("CodeBucket", &format!("ebs-snapper-{}", acct.id)))
+        .parameters(python_parameter("MemorySize", "384"))
+        .send()
+        .await
+        .expect("the first release's stack");
+    let before = stack_parameters(&acct, "us-east-1").await;
+    assert_eq!(before.get("MemorySize").map(String::as_str), Some("384"), "{before:?}");
+    assert!(!before.contains_key("LambdaMemoryFanout"), "{before:?}");
+
+    let (code, out, err) = deploy(&acct, "us-east-1", zips.path(), &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let after = stack_parameters(&acct, "us-east-1").await;
+    for p in ["LambdaMemoryFanout", "LambdaMemorySnapshot", "LambdaMemoryClean", "LambdaMemoryReplication"] {
+        assert_eq!(after[p], "384", "{p}");
+    }
+}
+
+/// Without `KmsKeyArn` the stack has no key policy; an update that gives one adds it. (Taking
+/// the key away again is an ordinary conditional delete on AWS; the emulator cannot update a
+/// stack whose conditional IAM policy goes away, so that direction is not run here.)
+#[tokio::test]
+async fn an_optional_kms_key_is_applied_by_an_update() {
+    let acct = Account::new().await;
+    let zips = artifacts("v1");
+    let cfn = aws_sdk_cloudformation::Client::new(&acct.sdk("us-east-1").await);
+    let stack = format!("ebs-snapper-{}", acct.id);
+    let resources = || async {
+        let out = cfn.list_stack_resources().stack_name(&stack).send().await.unwrap();
+        out.stack_resource_summaries()
+            .iter()
+            .filter_map(|s| s.logical_resource_id().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    let (code, out, err) = deploy(&acct, "us-east-1", zips.path(), &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!resources().await.contains(&"KmsKeyPolicy".to_string()));
+
+    let key = format!("arn:aws:kms:us-east-1:{}:key/0b6c0b0e-1111-4222-8333-444455556666", acct.id);
+    let (code, out, err) = deploy(&acct, "us-east-1", zips.path(), &["--parameter", &format!("KmsKeyArn={key}")]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("UPDATE_COMPLETE"), "{out}");
+    // (The emulator's stacks do not pass `KmsKeyArn` on to the functions; the template test
+    // checks that every function, log group, the table and the queue use it.)
+    assert_eq!(stack_parameters(&acct, "us-east-1").await["KmsKeyArn"], key);
+    assert!(resources().await.contains(&"KmsKeyPolicy".to_string()));
 }
 
 #[tokio::test]
@@ -219,6 +304,10 @@ async fn deploy_against_the_stricter_aws_skips_unchanged_code_and_waits_for_upda
     );
 }
 
+fn python_parameter(key: &str, value: &str) -> aws_sdk_cloudformation::types::Parameter {
+    aws_sdk_cloudformation::types::Parameter::builder().parameter_key(key).parameter_value(value).build()
+}
+
 /// Moving from the Python tool's live stack: same stack name, its table under the logical id
 /// `EbsSnapshotConfigurationTable` without a DeletionPolicy. An update in place would delete
 /// every configuration; deploy refuses it, and `--replace-python-stack` moves over keeping
@@ -234,6 +323,9 @@ async fn deploy_over_the_python_stack_keeps_the_table_and_every_configuration() 
         .stack_name(&stack)
         .template_body(template)
         .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityIam)
+        // Values an operator set on the Python stack, under its parameter names.
+        .parameters(python_parameter("LambdaMemorySnapshot", "512"))
+        .parameters(python_parameter("CreateScheduleExpression", "rate(1 hour)"))
         .send()
         .await
         .expect("the Python stack");
@@ -270,7 +362,16 @@ async fn deploy_over_the_python_stack_keeps_the_table_and_every_configuration() 
     assert!(out.contains("table ebs_snapshot_configuration retained"), "{out}");
     assert!(out.contains(&format!("stack {stack}: CREATE_COMPLETE")), "{out}");
     assert_eq!(acct.items("us-east-1").await, items, "every configuration is still there");
-    assert_eq!(stack_parameters(&acct, "us-east-1").await["CreateTable"], "false");
+    let params = stack_parameters(&acct, "us-east-1").await;
+    assert_eq!(params["CreateTable"], "false");
+    // The parameters both tools have keep the Python stack's values, set or default.
+    assert_eq!(params["LambdaMemorySnapshot"], "512");
+    assert_eq!(params["LambdaMemoryClean"], "256");
+    assert_eq!(params["LambdaMemoryFanout"], "128");
+    assert_eq!(params["CreateScheduleExpression"], "rate(1 hour)");
+    let lambda = aws_sdk_lambda::Client::new(&acct.sdk("us-east-1").await);
+    let create = lambda.get_function_configuration().function_name(format!("{stack}-create-snapshot")).send().await;
+    assert_eq!(create.unwrap().memory_size(), Some(512));
     let resources = cfn.list_stack_resources().stack_name(&stack).send().await.unwrap();
     let logical: Vec<&str> =
         resources.stack_resource_summaries().iter().filter_map(|r| r.logical_resource_id()).collect();

@@ -9,15 +9,15 @@ use serde_json::{json, Value};
 use thiserror::Error;
 use tracing::{error, info, warn};
 
-use crate::account::account_from_arn;
-use crate::budget::TimeBudget;
-use crate::dispatcher::Dispatcher;
-use crate::error::AwsError;
-use crate::jobs::{clean_region, load_configurations, replication_region, snapshot_region, JobOptions};
-use crate::lease::LeaseScope;
-use crate::regions::{enabled_regions, regions_with_work, Probe};
-use crate::replication_rule::{set_replication_rule, RULE_ENV};
-use crate::sdk::Aws;
+use ebs_snapper_aws::account::account_from_arn;
+use ebs_snapper_aws::budget::TimeBudget;
+use ebs_snapper_aws::dispatcher::Dispatcher;
+use ebs_snapper_aws::error::AwsError;
+use ebs_snapper_aws::jobs::{clean_region, load_configurations, replication_region, snapshot_region, JobOptions};
+use ebs_snapper_aws::lease::LeaseScope;
+use ebs_snapper_aws::regions::{enabled_regions, regions_with_work, Probe};
+use ebs_snapper_aws::replication_rule::{set_replication_rule, RULE_ENV};
+use ebs_snapper_aws::sdk::Aws;
 
 /// One invocation: the event and what the runtime's context tells.
 #[derive(Debug, Clone)]
@@ -113,7 +113,7 @@ pub async fn fanout_snapshot(aws: &Aws, env: &Environment, inv: Invocation) -> R
     let mut failures = Vec::new();
     let rule = match &env.replication_rule {
         Some(rule) => match set_replication_rule(aws, &region, rule, configs.replication_enabled()).await {
-            Ok(change) => format!("{change:?}").to_lowercase(),
+            Ok(change) => change.as_str().to_string(),
             Err(e) => {
                 error!(error = %e, "could not switch the replication rule");
                 failures.push(e.to_string());

@@ -1,6 +1,6 @@
 //! `ebs-snapper snapshot` through the built binary against the AWS emulator.
 
-mod support;
+use crate::support;
 
 use chrono::{Duration, Utc};
 use support::{backup_config, text, Account};

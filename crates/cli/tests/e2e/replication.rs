@@ -1,8 +1,8 @@
 //! `ebs-snapper replication` and the replication function against the emulator.
 
-mod support;
+use crate::support;
 
-use ebs_snapper_aws::functions::{replication, Environment, Invocation};
+use ebs_snapper_lambda::handlers::{replication, Environment, Invocation};
 use serde_json::json;
 use support::{text, Account};
 

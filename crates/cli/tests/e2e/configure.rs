@@ -1,6 +1,6 @@
 //! `ebs-snapper configure` through the built binary against the AWS emulator.
 
-mod support;
+use crate::support;
 
 use support::{text, Account};
 

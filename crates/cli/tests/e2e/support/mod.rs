@@ -3,7 +3,6 @@
 //! Each test gets a fresh AWS account: moto partitions all state by account, and credentials
 //! from STS `AssumeRole` into `arn:aws:iam::<account>:role/...` act in that account. So tests
 //! share one server without sharing state.
-#![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -229,7 +228,6 @@ fn ec2_tags(resource: aws_sdk_ec2::types::ResourceType, tags: Tags) -> aws_sdk_e
 pub struct Snap {
     pub id: String,
     pub volume_id: String,
-    pub state: String,
     pub description: String,
     pub tags: std::collections::BTreeMap<String, String>,
 }
@@ -309,7 +307,6 @@ impl Account {
             .map(|s| Snap {
                 id: s.snapshot_id().unwrap().to_string(),
                 volume_id: s.volume_id().unwrap_or("").to_string(),
-                state: s.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
                 description: s.description().unwrap_or("").to_string(),
                 tags: s
                     .tags()

@@ -3,7 +3,7 @@
 //! connection (`support::faults`). Afterwards the end state is the fault-free one, or the run
 //! reported exactly what it could not do; and nothing it must not touch was touched.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -4,7 +4,7 @@
 //! ceil(instances/1000) instance pages per configuration + ceil(volumes/200) volume batches +
 //! snapshot pages + one call per mutation. Fails if EC2 calls exceed 1.1 x the minimum.
 
-mod support;
+use crate::support;
 
 use support::{date, text, Account};
 

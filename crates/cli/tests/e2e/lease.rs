@@ -1,12 +1,12 @@
 //! The region lease (SPEC §10.7): where it is kept, and what a run does while another holds it.
 //! Concurrent and killed runs under faults are in `faults.rs`.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use ebs_snapper_aws::functions::{create_snapshot, Environment, Invocation};
+use ebs_snapper_lambda::handlers::{create_snapshot, Environment, Invocation};
 use serde_json::json;
 use support::{backup_config, text, Account, TABLE};
 

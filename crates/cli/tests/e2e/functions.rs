@@ -1,9 +1,9 @@
 //! The Lambda handlers called directly with events, against the AWS emulator. (The real
 //! binaries under the Lambda runtime protocol are tested separately.)
 
-mod support;
+use crate::support;
 
-use ebs_snapper_aws::functions::{create_snapshot, fanout_snapshot, Environment, FunctionError, Invocation};
+use ebs_snapper_lambda::handlers::{create_snapshot, fanout_snapshot, Environment, FunctionError, Invocation};
 use serde_json::{json, Value};
 use support::{backup_config, Account};
 

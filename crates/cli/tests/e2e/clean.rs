@@ -1,8 +1,8 @@
 //! `ebs-snapper clean` through the built binary, and the clean handlers, against the emulator.
 
-mod support;
+use crate::support;
 
-use ebs_snapper_aws::functions::{clean_snapshot, fanout_clean, Environment, Invocation};
+use ebs_snapper_lambda::handlers::{clean_snapshot, fanout_clean, Environment, Invocation};
 use serde_json::json;
 use support::{date, text, Account};
 

@@ -1,7 +1,7 @@
 //! The function binaries run as Lambda runs them: each process polls a Runtime API, and the
 //! Lambda `Invoke` endpoint hands asynchronous invocations to the worker processes.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

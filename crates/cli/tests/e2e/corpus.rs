@@ -1,12 +1,12 @@
 //! The bad-input corpus (tests/corpus): every malformed configuration and event gives one clear
 //! error naming the problem; nothing is stored, invoked or deleted; nothing panics.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 
-use ebs_snapper_aws::functions::{create_snapshot, Environment, FunctionError, Invocation};
 use ebs_snapper_core::{Configuration, Strictness};
+use ebs_snapper_lambda::handlers::{create_snapshot, Environment, FunctionError, Invocation};
 use support::{text, Account};
 
 /// Longest acceptable error line.

@@ -1,0 +1,18 @@
+//! The end-to-end tests: the CLI, the Lambda functions and deploy against the AWS emulator
+//! (`scripts/test.sh` starts it), one module per area. One test binary, so the AWS SDK is
+//! linked once, not once per area.
+
+mod support;
+
+mod budget;
+mod clean;
+mod configure;
+mod corpus;
+mod deploy;
+mod faults;
+mod functions;
+mod lease;
+mod replication;
+mod runtime;
+mod snapshot;
+mod template;
