@@ -2,7 +2,7 @@
 //! region, instances matched by several configurations, and instances tagged `backup` that no
 //! configuration matches.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use ebs_snapper_core::ConfigurationSet;
 use futures::stream::{self, StreamExt};
@@ -59,20 +59,18 @@ pub async fn check_fleet(aws: &Aws, configs: &ConfigurationSet, regions: &[Strin
         for (id, e) in &inv.failed_configs {
             check.failed_configs.push((region.clone(), id.clone(), e.clone()));
         }
-        let mut by_instance: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for named in &configs.valid {
-            for id in inv.matched.get(&named.id).into_iter().flatten() {
-                matched_somewhere.insert(named.id.clone());
-                by_instance.entry(id.as_str()).or_default().push(named.id.clone());
-            }
+        // The same owner rule as the jobs (`Inventory::claims`).
+        let claims = inv.claims(configs);
+        let owned: BTreeSet<&str> = claims.owned.iter().map(|&(_, instance)| instance).collect();
+        for &(named, _) in &claims.owned {
+            matched_somewhere.insert(named.id.clone());
         }
-        for (instance, ids) in &by_instance {
-            if ids.len() > 1 {
-                check.overlaps.push((region.clone(), instance.to_string(), ids.clone()));
-            }
+        for (instance, ids) in &claims.overlaps {
+            matched_somewhere.extend(ids.iter().map(|id| id.to_string()));
+            check.overlaps.push((region.clone(), instance.to_string(), ids.iter().map(|id| id.to_string()).collect()));
         }
         for instance in tagged {
-            if !by_instance.contains_key(instance.id.as_str()) {
+            if !owned.contains(instance.id.as_str()) {
                 check.unconfigured.push((region.clone(), instance.id));
             }
         }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use chrono::NaiveDate;
 
@@ -162,18 +162,13 @@ pub fn plan_retention<'a>(
         ));
     }
 
-    // Volume -> the configuration that owns it (first configuration by id matching its instance).
+    // Volume -> the configuration that owns its instance (the one owner rule,
+    // `Inventory::claims`); a multi-attached volume goes with its first owned instance.
     let mut volume_owner: FxHashMap<&str, &str> = FxHashMap::default();
-    let mut claimed: FxHashSet<&str> = FxHashSet::default();
-    for named in &configs.valid {
-        for instance_id in inventory.matched.get(&named.id).into_iter().flatten() {
-            if !claimed.insert(instance_id.as_str()) {
-                continue;
-            }
-            if let Some(instance) = inventory.instances.get(instance_id) {
-                for att in &instance.volumes {
-                    volume_owner.entry(att.volume_id.as_str()).or_insert(named.id.as_str());
-                }
+    for &(named, instance_id) in &inventory.claims(configs).owned {
+        if let Some(instance) = inventory.instances.get(instance_id) {
+            for att in &instance.volumes {
+                volume_owner.entry(att.volume_id.as_str()).or_insert(named.id.as_str());
             }
         }
     }

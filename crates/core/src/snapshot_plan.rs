@@ -1,6 +1,6 @@
 //! The snapshot planner: configurations + inventory + now -> one decision per volume (SPEC §4).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
@@ -135,78 +135,67 @@ pub fn plan_snapshots(
         }
     }
 
-    // Which configuration each instance belongs to: the first in id order.
-    let mut owner: HashMap<&str, &str> = HashMap::new();
-    let mut overlaps: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    // Which configuration each instance belongs to (the one owner rule, `Inventory::claims`).
+    let claims = inventory.claims(configs);
     let mut seen_volumes: HashSet<&str> = HashSet::new();
 
-    for named in &configs.valid {
-        let Some(instance_ids) = inventory.matched.get(&named.id) else { continue };
+    for &(named, instance_id) in &claims.owned {
         let policy = &named.configuration.snapshot;
-        for instance_id in instance_ids {
-            if let Some(first) = owner.get(instance_id.as_str()) {
-                if *first != named.id {
-                    overlaps.entry(instance_id.as_str()).or_default().push(named.id.as_str());
-                }
+        let Some(instance) = inventory.instances.get(instance_id) else { continue };
+        let instance_ignored = ignored.contains(&instance.id);
+        for att in &instance.volumes {
+            // A multi-attached volume is decided once, by its first instance.
+            if !seen_volumes.insert(att.volume_id.as_str()) {
                 continue;
             }
-            owner.insert(instance_id.as_str(), named.id.as_str());
-            let Some(instance) = inventory.instances.get(instance_id) else { continue };
-            let instance_ignored = ignored.contains(&instance.id);
-            for att in &instance.volumes {
-                // A multi-attached volume is decided once, by its first instance.
-                if !seen_volumes.insert(att.volume_id.as_str()) {
-                    continue;
-                }
-                let action = if instance_ignored {
-                    VolumeAction::IgnoredInstance
-                } else if ignored.contains(&att.volume_id) {
-                    VolumeAction::IgnoredVolume
-                } else if let Some(volume) = inventory.volumes.get(&att.volume_id) {
-                    let last = last.get(att.volume_id.as_str()).copied();
-                    match due(&policy.frequency, last, now) {
-                        d @ (Due::NoSnapshot | Due::Due { .. }) => VolumeAction::Create {
-                            request: SnapshotRequest {
-                                volume_id: att.volume_id.clone(),
-                                description: snapshot_description(
-                                    &instance.id,
-                                    version,
-                                    instance.image_id.as_deref(),
-                                    &att.volume_id,
-                                ),
-                                tags: snapshot_tags(
-                                    &instance.tags,
-                                    &volume.tags,
-                                    delete_on(now, policy.retention),
-                                    &instance.id,
-                                    &att.device,
-                                    &named.id,
-                                ),
-                            },
-                            due: d,
+            let action = if instance_ignored {
+                VolumeAction::IgnoredInstance
+            } else if ignored.contains(&att.volume_id) {
+                VolumeAction::IgnoredVolume
+            } else if let Some(volume) = inventory.volumes.get(&att.volume_id) {
+                let last = last.get(att.volume_id.as_str()).copied();
+                match due(&policy.frequency, last, now) {
+                    d @ (Due::NoSnapshot | Due::Due { .. }) => VolumeAction::Create {
+                        request: SnapshotRequest {
+                            volume_id: att.volume_id.clone(),
+                            description: snapshot_description(
+                                &instance.id,
+                                version,
+                                instance.image_id.as_deref(),
+                                &att.volume_id,
+                            ),
+                            tags: snapshot_tags(
+                                &instance.tags,
+                                &volume.tags,
+                                delete_on(now, policy.retention),
+                                &instance.id,
+                                &att.device,
+                                &named.id,
+                            ),
                         },
-                        Due::NotUntil(until) => VolumeAction::NotDue { last: last.unwrap_or(now), until },
-                        Due::Never => VolumeAction::NeverDue { last: last.unwrap_or(now) },
-                    }
-                } else {
-                    VolumeAction::VolumeNotFound
-                };
-                plan.decisions.push(VolumeDecision {
-                    volume_id: att.volume_id.clone(),
-                    instance_id: instance.id.clone(),
-                    device: att.device.clone(),
-                    config_id: named.id.clone(),
-                    action,
-                });
-            }
+                        due: d,
+                    },
+                    Due::NotUntil(until) => VolumeAction::NotDue { last: last.unwrap_or(now), until },
+                    Due::Never => VolumeAction::NeverDue { last: last.unwrap_or(now) },
+                }
+            } else {
+                VolumeAction::VolumeNotFound
+            };
+            plan.decisions.push(VolumeDecision {
+                volume_id: att.volume_id.clone(),
+                instance_id: instance.id.clone(),
+                device: att.device.clone(),
+                config_id: named.id.clone(),
+                action,
+            });
         }
     }
-    for (instance_id, others) in overlaps {
+    for (instance_id, ids) in &claims.overlaps {
         plan.warnings.push(format!(
             "instance {instance_id} is matched by configurations {} and {}; {} applies",
-            owner[instance_id],
-            others.join(", "),
-            owner[instance_id]
+            ids[0],
+            ids[1..].join(", "),
+            ids[0]
         ));
     }
     plan
@@ -219,6 +208,7 @@ mod tests {
     use crate::inventory::{Attachment, Instance, Snapshot, Tags, Volume};
     use crate::tags::{DELETE_ON, TAG_CONFIG};
     use chrono::TimeZone;
+    use std::collections::BTreeMap;
 
     fn t(d: u32, h: u32, m: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2020, 1, d, h, m, 0).unwrap()
@@ -343,6 +333,22 @@ mod tests {
         let inv = inventory(&[("a", &["i-1"])], vec![instance("i-1", &["vol-1"])], vec![]);
         let plan = plan_snapshots(&c, &inv, t(6, 12, 0), "v");
         assert_eq!(plan.decisions[0].action, VolumeAction::IgnoredVolume);
+    }
+
+    /// The one owner rule the snapshot and retention planners and the fleet check share.
+    #[test]
+    fn claims_give_each_instance_to_the_first_configuration_by_id() {
+        let c = configs(&[("b", &cfg("1 week", &[])), ("a", &cfg("1 day", &[])), ("c", &cfg("1 day", &[]))]);
+        let inv = inventory(
+            &[("a", &["i-2", "i-1"]), ("b", &["i-1", "i-3"]), ("c", &["i-1", "i-3"])],
+            vec![instance("i-1", &["vol-1"]), instance("i-2", &["vol-2"]), instance("i-3", &["vol-3"])],
+            vec![],
+        );
+        let claims = inv.claims(&c);
+        let owned: Vec<(&str, &str)> = claims.owned.iter().map(|(n, i)| (n.id.as_str(), *i)).collect();
+        assert_eq!(owned, [("a", "i-2"), ("a", "i-1"), ("b", "i-3")]);
+        let overlaps: Vec<(&str, Vec<&str>)> = claims.overlaps.iter().map(|(i, ids)| (*i, ids.clone())).collect();
+        assert_eq!(overlaps, [("i-1", vec!["a", "b", "c"]), ("i-3", vec!["b", "c"])]);
     }
 
     #[test]
