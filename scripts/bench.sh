@@ -9,6 +9,7 @@
 #      and ten snapshots each; same release zips)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib/functions.sh
 source scripts/lib/emulator.sh
 
 step "1. planner scaling and peak RSS ($(date -u +%Y-%m-%d))"
@@ -27,7 +28,7 @@ stop_moto
 step "4. function binaries (release)"
 if [[ "${BUILD:-0}" == 1 ]]; then scripts/package.sh >/dev/null; fi
 if [[ "$(cat target/lambda/PROFILE 2>/dev/null)" == release ]]; then
-  python3 scripts/lib/coldstart.py 9 $(python3 -c 'import json; [print(f["binary"]) for f in json.load(open("lambda.json"))["functions"]]')
+  python3 scripts/lib/coldstart.py 9 $(lambda_functions)
 else
   echo "no release zips in target/lambda: run scripts/package.sh (or BUILD=1 scripts/bench.sh)"
 fi
@@ -35,7 +36,7 @@ fi
 step "5. peak RSS of each function on the large synthetic region (release)"
 if [[ "$(cat target/lambda/PROFILE 2>/dev/null)" == release ]]; then
   python3 scripts/lib/large_run.py "${VOLUMES:-10000}" target/lambda \
-    $(python3 -c 'import json; [print(f["binary"]) for f in json.load(open("lambda.json"))["functions"]]')
+    $(lambda_functions)
 else
   echo "no release zips in target/lambda: run scripts/package.sh (or BUILD=1 scripts/bench.sh)"
 fi

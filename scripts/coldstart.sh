@@ -7,6 +7,7 @@
 #   SKIP_BUILD=1 scripts/coldstart.sh   use the zips already in target/lambda
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib/functions.sh
 runs="${1:-9}"
 [[ "${SKIP_BUILD:-0}" == 1 ]] || scripts/package.sh
-python3 scripts/lib/coldstart.py "$runs" $(python3 -c 'import json; [print(f["binary"]) for f in json.load(open("lambda.json"))["functions"]]')
+python3 scripts/lib/coldstart.py "$runs" $(lambda_functions)

@@ -14,6 +14,7 @@
 # publishes no version when nothing changed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib/functions.sh
 
 profile=release
 level=-9
@@ -53,7 +54,7 @@ elif [[ ${#target[@]} -gt 0 ]]; then
   export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 fi
 
-mapfile -t functions < <(python3 -c 'import json; [print(f["binary"]) for f in json.load(open("lambda.json"))["functions"]]')
+mapfile -t functions < <(lambda_functions)
 packages=()
 for f in "${functions[@]}"; do packages+=(-p "$f"); done
 

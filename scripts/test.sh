@@ -11,6 +11,7 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib/functions.sh
 source scripts/lib/emulator.sh
 
 cargo_args=()
@@ -38,7 +39,7 @@ run cargo build --workspace --bins
 step "package the functions (debug) and check each zip holds an executable bootstrap"
 run scripts/package.sh --debug --host
 # An assignment fails the script when the command fails (a loop over `$(...)` would not).
-functions=$(python3 -c 'import json; [print(f["binary"]) for f in json.load(open("lambda.json"))["functions"]]')
+functions=$(lambda_functions)
 checked=0
 for f in $functions; do
   unzip -Z1 "target/lambda/$f/bootstrap.zip" | grep -qx bootstrap || { echo "FAIL: $f zip has no bootstrap" >&2; exit 1; }

@@ -21,10 +21,9 @@ use aws_smithy_runtime_api::client::retries::classifiers::{
 };
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::retry::ErrorKind;
-use ebs_snapper_core::SnapshotRequest;
+use ebs_snapper_core::{Executed, SnapshotRequest};
 use futures::stream::{self, StreamExt};
 use tracing::{info, warn};
 
@@ -100,7 +99,10 @@ const DELETE_SKIPPABLE: [&str; 2] = ["InvalidSnapshot.InUse", "InvalidSnapshot.N
 /// Snapshot-creation errors that leave the volume due for the next run (a warning, not a failure).
 const CREATE_SKIPPABLE: [&str; 2] = ["ConcurrentSnapshotLimitExceeded", "SnapshotCreationPerVolumeRateExceeded"];
 
-const NOT_SENT: &str = "not sent: the run's time or its region lease ran out before this attempt";
+/// The error [`WithinBudget`] stops an attempt with.
+#[derive(Debug, thiserror::Error)]
+#[error("not sent: the run's time or its region lease ran out before this attempt")]
+struct NotSent;
 
 /// Checks the budget right before each attempt of a mutation goes out, retries included: a
 /// retry held back by the SDK's backoff or rate limiter must not reach AWS after the region
@@ -122,42 +124,38 @@ impl Intercept for WithinBudget {
         if self.0.allows_mutation() {
             Ok(())
         } else {
-            Err(NOT_SENT.into())
+            Err(Box::new(NotSent))
         }
     }
 }
 
-/// Whether a failed mutation was stopped by [`WithinBudget`] (so never reached AWS).
+/// Whether a failed mutation was stopped by [`WithinBudget`] (so never reached AWS): its
+/// [`NotSent`] is somewhere in the error's chain of causes.
 fn not_sent<E: std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> bool {
-    !matches!(e, SdkError::ServiceError(_)) && DisplayErrorContext(e).to_string().contains(NOT_SENT)
-}
-
-/// The outcome of one mutation.
-#[derive(Debug)]
-pub enum Outcome {
-    /// Done; the id of the snapshot created, when there is one.
-    Done(Option<String>),
-    /// Not done for a known, harmless reason.
-    Skipped(String),
-    Failed(AwsError),
-    /// Not started: the time budget ran out.
-    Deferred,
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<NotSent>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Runs `mutate` on every item, at most [`MUTATION_CONCURRENCY`] at once, starting none after the
 /// budget ends (those are `Deferred`); outcomes in item order.
-async fn bounded<'a, T, F, Fut>(items: &'a [T], budget: &TimeBudget, mutate: F) -> Vec<Outcome>
+async fn bounded<'a, T, F, Fut>(items: &'a [T], budget: &TimeBudget, mutate: F) -> Vec<Executed>
 where
     F: Fn(&'a T) -> Fut,
-    Fut: std::future::Future<Output = Outcome>,
+    Fut: std::future::Future<Output = Executed>,
 {
-    let mut outcomes: Vec<(usize, Outcome)> = stream::iter(items.iter().enumerate())
+    let mut outcomes: Vec<(usize, Executed)> = stream::iter(items.iter().enumerate())
         .map(|(i, item)| {
             // The future does nothing until polled, and it is polled only when a slot is free.
             let work = mutate(item);
             async move {
                 if !budget.mutation_may_start().await {
-                    return (i, Outcome::Deferred);
+                    return (i, Executed::Deferred);
                 }
                 (i, work.await)
             }
@@ -175,7 +173,7 @@ pub async fn create_snapshots(
     region: &str,
     requests: &[&SnapshotRequest],
     budget: &TimeBudget,
-) -> Vec<Outcome> {
+) -> Vec<Executed> {
     bounded(requests, budget, |request| create_snapshot(client, region, request, budget)).await
 }
 
@@ -184,7 +182,7 @@ async fn create_snapshot(
     region: &str,
     request: &SnapshotRequest,
     budget: &TimeBudget,
-) -> Outcome {
+) -> Executed {
     // Any snapshot of the volume started after this (less a margin for AWS's clock) is one a
     // lost answer made: the volume was due, so its newest snapshot was older than that.
     let since = chrono::Utc::now() - chrono::Duration::minutes(5);
@@ -202,11 +200,11 @@ async fn create_snapshot(
             .send()
             .await;
         let e = match result {
-            Err(e) if not_sent(&e) => return Outcome::Deferred,
+            Err(e) if not_sent(&e) => return Executed::Deferred,
             Ok(out) => {
                 let id = out.snapshot_id().map(str::to_string);
                 info!(region = %region, volume_id = %request.volume_id, snapshot_id = %id.as_deref().unwrap_or("?"), "created snapshot");
-                return Outcome::Done(id);
+                return Executed::Done(id);
             }
             Err(e) => e,
         };
@@ -215,10 +213,10 @@ async fn create_snapshot(
         if !unknown {
             return if e.code().is_some_and(|c| CREATE_SKIPPABLE.contains(&c)) {
                 warn!(region, volume_id = %request.volume_id, error = %e, "snapshot not created now; the volume stays due");
-                Outcome::Skipped(e.to_string())
+                Executed::Skipped(e.to_string())
             } else {
                 warn!(region, volume_id = %request.volume_id, error = %e, "snapshot creation failed");
-                Outcome::Failed(e)
+                Executed::Failed(e.to_string())
             };
         }
         warn!(region, volume_id = %request.volume_id, error = %e, "the answer to CreateSnapshot was lost; looking for the snapshot");
@@ -226,10 +224,10 @@ async fn create_snapshot(
         match after_lost_answer("CreateSnapshot", e, tries, budget, find).await {
             AfterLoss::Found(id) => {
                 info!(region = %region, volume_id = %request.volume_id, snapshot_id = %id, "created snapshot (found after a lost answer)");
-                return Outcome::Done(Some(id));
+                return Executed::Done(Some(id));
             }
             AfterLoss::TryAgain => continue,
-            AfterLoss::GiveUp(e) => return Outcome::Failed(e),
+            AfterLoss::GiveUp(e) => return Executed::Failed(e.to_string()),
         }
     }
 }
@@ -303,26 +301,26 @@ pub async fn delete_snapshots(
     region: &str,
     ids: &[&str],
     budget: &TimeBudget,
-) -> Vec<Outcome> {
+) -> Vec<Executed> {
     bounded(ids, budget, |id| delete_snapshot(client, region, id, budget)).await
 }
 
 /// Deletes one snapshot. Used by the clean job and for replicas whose source is gone.
-pub async fn delete_snapshot(client: &aws_sdk_ec2::Client, region: &str, id: &str, budget: &TimeBudget) -> Outcome {
+pub async fn delete_snapshot(client: &aws_sdk_ec2::Client, region: &str, id: &str, budget: &TimeBudget) -> Executed {
     match client.delete_snapshot().snapshot_id(id).customize().interceptor(WithinBudget(budget.clone())).send().await {
-        Err(e) if not_sent(&e) => Outcome::Deferred,
+        Err(e) if not_sent(&e) => Executed::Deferred,
         Ok(_) => {
             info!(region = %region, snapshot_id = %id, "deleted snapshot");
-            Outcome::Done(None)
+            Executed::Done(None)
         }
         Err(e) => {
             let e = AwsError::call("DeleteSnapshot", region, e);
             if e.code().is_some_and(|c| DELETE_SKIPPABLE.contains(&c)) {
                 warn!(region, snapshot_id = id, error = %e, "snapshot not deleted");
-                Outcome::Skipped(e.to_string())
+                Executed::Skipped(e.to_string())
             } else {
                 warn!(region, snapshot_id = id, error = %e, "snapshot deletion failed");
-                Outcome::Failed(e)
+                Executed::Failed(e.to_string())
             }
         }
     }
@@ -334,18 +332,18 @@ pub async fn copy_snapshots(
     aws: &crate::sdk::Aws,
     requests: &[&ebs_snapper_core::CopyRequest],
     budget: &TimeBudget,
-) -> Vec<Outcome> {
+) -> Vec<Executed> {
     let mut clients: std::collections::BTreeMap<&str, aws_sdk_ec2::Client> = std::collections::BTreeMap::new();
     let mut stopped: std::collections::BTreeMap<&str, String> = std::collections::BTreeMap::new();
     let mut outcomes = Vec::with_capacity(requests.len());
     for request in requests {
         let dst = request.destination_region.as_str();
         if let Some(why) = stopped.get(dst) {
-            outcomes.push(Outcome::Skipped(format!("copies to {dst} stopped for this run: {why}")));
+            outcomes.push(Executed::Skipped(format!("copies to {dst} stopped for this run: {why}")));
             continue;
         }
         if !budget.mutation_may_start().await {
-            outcomes.push(Outcome::Deferred);
+            outcomes.push(Executed::Deferred);
             continue;
         }
         let client = clients.entry(dst).or_insert_with(|| aws_sdk_ec2::Client::new(&aws.in_region(dst)));
@@ -379,21 +377,21 @@ pub async fn copy_snapshots(
             }
         };
         outcomes.push(match result {
-            Err(Err(e)) => Outcome::Failed(e),
-            Err(Ok(e)) if not_sent(&e) => Outcome::Deferred,
+            Err(Err(e)) => Executed::Failed(e.to_string()),
+            Err(Ok(e)) if not_sent(&e) => Executed::Deferred,
             Ok(id) => {
                 info!(region = %request.source_region, destination = dst, source_id = %request.source_id, copy_id = id.as_deref().unwrap_or("?"), "copied snapshot");
-                Outcome::Done(id)
+                Executed::Done(id)
             }
             Err(Ok(e)) => {
                 let e = AwsError::call("CopySnapshot", dst, e);
                 if e.code() == Some("ResourceLimitExceeded") {
                     warn!(destination = dst, error = %e, "stopping copies to this region for this run");
                     stopped.insert(dst, e.to_string());
-                    Outcome::Skipped(e.to_string())
+                    Executed::Skipped(e.to_string())
                 } else {
                     warn!(destination = dst, source_id = %request.source_id, error = %e, "copy failed");
-                    Outcome::Failed(e)
+                    Executed::Failed(e.to_string())
                 }
             }
         });

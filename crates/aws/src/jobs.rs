@@ -5,16 +5,17 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use ebs_snapper_core::tags::{DELETE_ON, REPLICATION_DST, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, REPLICATION_TAGS};
 use ebs_snapper_core::{
-    copy_request, peer_regions, plan_replication, plan_retention, plan_snapshots, ActionReport, ConfigurationSet,
-    Inventory, PeerListing, RegionReport, ReplicationAction, VolumeAction, VERSION,
+    peer_regions, plan_replication, plan_retention, plan_snapshots, ConfigurationSet, Job, PeerListing, RegionReport,
+    ReportOptions, VERSION,
 };
 use tracing::warn;
 
 use crate::budget::TimeBudget;
 use crate::config_store::{table_name, ConfigStore};
 use crate::error::AwsError;
-use crate::executor::{copy_snapshots, create_snapshots, delete_snapshots, Outcome};
+use crate::executor::{copy_snapshots, create_snapshots, delete_snapshots};
 use crate::inventory::{
     describe_own_snapshots, describe_own_snapshots_by_id, ec2_filter, gather, gather_for_clean, listing_lag,
     until_listed, SnapshotDetail,
@@ -35,9 +36,8 @@ pub struct JobOptions<'a> {
 }
 
 impl JobOptions<'_> {
-    /// Whether an action with this outcome goes into the report's list.
-    fn records(&self, outcome: &str) -> bool {
-        self.every_action || outcome != "none"
+    fn report(&self) -> ReportOptions {
+        ReportOptions { dry_run: self.dry_run, every_action: self.every_action }
     }
 }
 
@@ -46,7 +46,7 @@ impl JobOptions<'_> {
 /// passed to another run. When another run holds the lease for the whole wait, nothing is done
 /// here and the report says so; when the lease cannot be written at all, the work runs without
 /// it (a warning).
-async fn holding_lease<'a, F, Fut>(aws: &Aws, job: &str, region: &str, opts: JobOptions<'a>, work: F) -> RegionReport
+async fn holding_lease<'a, F, Fut>(aws: &Aws, job: Job, region: &str, opts: JobOptions<'a>, work: F) -> RegionReport
 where
     F: FnOnce(JobOptions<'a>) -> Fut,
     Fut: std::future::Future<Output = RegionReport>,
@@ -100,14 +100,9 @@ async fn settled(aws: &Aws, region: &str, report: &RegionReport) -> bool {
     if report.copied > 0 {
         return false;
     }
-    let created: Vec<String> = report
-        .actions
-        .iter()
-        .filter(|a| a.action == "create" && a.outcome == "done")
-        .filter_map(|a| a.result_id.clone())
-        .collect();
+    let created: Vec<String> = report.created_ids().map(str::to_string).collect();
     if created.is_empty() {
-        return report.failed == 0 || report.job != "snapshot";
+        return report.failed == 0 || report.job != Job::Snapshot;
     }
     let client = aws_sdk_ec2::Client::new(&aws.in_region(region));
     let all_listed = || async {
@@ -134,38 +129,31 @@ pub async fn load_configurations(aws: &Aws, tool_region: &str, account: &str) ->
     Ok(set)
 }
 
-/// A job's report for a region, with the plan's warnings logged and kept, and each
-/// configuration that could not be evaluated reported as a failed action of its own.
-fn new_report(job: &str, inventory: &Inventory, opts: &JobOptions<'_>, warnings: &[String]) -> RegionReport {
-    let region = inventory.region.as_str();
-    let mut report = RegionReport::new(job, region, opts.dry_run);
+/// Logs a plan's warnings (the report keeps them too).
+fn log_warnings(region: &str, warnings: &[String]) {
     for w in warnings {
         warn!(region, "{w}");
     }
-    report.warnings.extend(warnings.iter().cloned());
-    for (id, error) in &inventory.failed_configs {
-        report.failed += 1;
-        report.errors.push(format!("configuration {id}: {error}"));
-        let mut a =
-            action("match", &format!("configuration {id}"), "its instances could not be listed".into(), "failed");
-        a.config_id = Some(id.clone());
-        a.error = Some(error.clone());
-        report.actions.push(a);
-    }
-    report
 }
 
-fn action(action: &str, resource: &str, reason: String, outcome: &str) -> ActionReport {
-    ActionReport {
-        action: action.to_string(),
-        resource: resource.to_string(),
-        instance_id: None,
-        device: None,
-        config_id: None,
-        reason,
-        outcome: outcome.to_string(),
-        result_id: None,
-        error: None,
+/// Runs `job` in one region: the snapshot and replication jobs hold the region's lease, the
+/// clean job takes none (two runs plan the same deletions from the same listing, and the second
+/// one's are skipped as not found). `enabled`: the account's enabled regions, the peers
+/// replication may list.
+pub async fn run_region(
+    aws: &Aws,
+    job: Job,
+    configs: &ConfigurationSet,
+    region: &str,
+    enabled: &[String],
+    now: DateTime<Utc>,
+    opts: JobOptions<'_>,
+) -> RegionReport {
+    // Boxed: each job's future is large, and one state machine holding all three is too deep.
+    match job {
+        Job::Snapshot => Box::pin(snapshot_region(aws, configs, region, now, opts)).await,
+        Job::Clean => Box::pin(clean_region(aws, configs, region, now, opts)).await,
+        Job::Replication => Box::pin(replication_region(aws, configs, region, enabled, opts)).await,
     }
 }
 
@@ -177,9 +165,10 @@ pub async fn snapshot_region(
     now: DateTime<Utc>,
     opts: JobOptions<'_>,
 ) -> RegionReport {
-    holding_lease(aws, "snapshot", region, opts, |opts| snapshot_unleased(aws, configs, region, now, opts)).await
+    holding_lease(aws, Job::Snapshot, region, opts, |opts| snapshot_unleased(aws, configs, region, now, opts)).await
 }
 
+/// gather -> plan -> execute -> report.
 async fn snapshot_unleased(
     aws: &Aws,
     configs: &ConfigurationSet,
@@ -192,84 +181,21 @@ async fn snapshot_unleased(
         Ok(inventory) => inventory,
         Err(e) => {
             warn!(region, error = %e, "could not gather the inventory");
-            return RegionReport::failed("snapshot", region, opts.dry_run, e.to_string());
+            return RegionReport::failed(Job::Snapshot, region, opts.dry_run, e.to_string());
         }
     };
     let plan = plan_snapshots(configs, &inventory, now, VERSION);
-    let mut report = new_report("snapshot", &inventory, &opts, &plan.warnings);
-
-    let mut to_create = Vec::new();
-    for decision in &plan.decisions {
-        let (kind, outcome) = match &decision.action {
-            VolumeAction::Create { request, .. } => {
-                to_create.push((report.actions.len(), request));
-                ("create", "planned")
-            }
-            VolumeAction::NotDue { .. } | VolumeAction::NeverDue { .. } => {
-                report.not_due += 1;
-                ("not_due", "none")
-            }
-            VolumeAction::IgnoredVolume | VolumeAction::IgnoredInstance => {
-                report.ignored += 1;
-                ("ignored", "none")
-            }
-            VolumeAction::VolumeNotFound => {
-                report.skipped += 1;
-                ("skipped", "none")
-            }
-        };
-        if !opts.records(outcome) {
-            continue;
-        }
-        let mut a = action(kind, &decision.volume_id, decision.reason(), outcome);
-        a.instance_id = Some(decision.instance_id.clone());
-        a.device = Some(decision.device.clone());
-        a.config_id = Some(decision.config_id.clone());
-        report.actions.push(a);
-    }
-    if opts.dry_run || to_create.is_empty() {
-        return report;
-    }
-
-    let requests: Vec<_> = to_create.iter().map(|(_, r)| *r).collect();
-    let outcomes = create_snapshots(&client, region, &requests, &opts.budget).await;
-    for ((index, _), outcome) in to_create.iter().zip(outcomes) {
-        if record_outcome(&mut report, *index, outcome) {
-            report.created += 1;
-        }
-    }
-    report
+    log_warnings(region, &plan.warnings);
+    let created = if opts.dry_run {
+        Vec::new()
+    } else {
+        let requests: Vec<_> = plan.requests().map(|(_, request)| request).collect();
+        create_snapshots(&client, region, &requests, &opts.budget).await
+    };
+    plan.report(&inventory.failed_configs, created, opts.report())
 }
 
-/// Records a mutation's outcome on its action and in the counts; true when it was done.
-fn record_outcome(report: &mut RegionReport, index: usize, outcome: Outcome) -> bool {
-    let a = &mut report.actions[index];
-    match outcome {
-        Outcome::Done(id) => {
-            a.outcome = "done".into();
-            a.result_id = id;
-            return true;
-        }
-        Outcome::Skipped(why) => {
-            report.skipped += 1;
-            a.outcome = "skipped".into();
-            a.error = Some(why);
-        }
-        Outcome::Failed(e) => {
-            report.failed += 1;
-            a.outcome = "failed".into();
-            report.errors.push(format!("{}: {e}", a.resource));
-            a.error = Some(e.to_string());
-        }
-        Outcome::Deferred => {
-            report.deferred += 1;
-            a.outcome = "deferred".into();
-        }
-    }
-    false
-}
-
-/// Runs the clean job in one region.
+/// Runs the clean job in one region: gather -> plan -> execute -> report.
 pub async fn clean_region(
     aws: &Aws,
     configs: &ConfigurationSet,
@@ -282,94 +208,30 @@ pub async fn clean_region(
         Ok(found) => found,
         Err(e) => {
             warn!(region, error = %e, "could not gather the inventory");
-            return RegionReport::failed("clean", region, opts.dry_run, e.to_string());
+            return RegionReport::failed(Job::Clean, region, opts.dry_run, e.to_string());
         }
     };
     let plan = plan_retention(configs, &inventory, &ignored_volumes, now.date_naive());
-    let mut report = new_report("clean", &inventory, &opts, &plan.warnings);
-
-    let mut to_delete = Vec::new();
-    for decision in &plan.decisions {
-        let kind = if decision.is_delete() {
-            to_delete.push((report.actions.len(), decision.snapshot_id));
-            "delete"
-        } else {
-            if matches!(decision.action, ebs_snapper_core::RetentionAction::Keep(ebs_snapper_core::Keep::Ignored(_))) {
-                report.ignored += 1;
-            }
-            report.kept += 1;
-            if !opts.records("none") {
-                continue;
-            }
-            "keep"
-        };
-        let mut a =
-            action(kind, decision.snapshot_id, decision.reason(), if kind == "delete" { "planned" } else { "none" });
-        a.config_id = decision.config_id.map(str::to_string);
-        if let Some(v) = decision.volume_id {
-            a.reason = format!("{} (volume {v})", a.reason);
-        }
-        report.actions.push(a);
-    }
-    if opts.dry_run || to_delete.is_empty() {
-        return report;
-    }
-    let ids: Vec<&str> = to_delete.iter().map(|(_, id)| *id).collect();
-    let outcomes = delete_snapshots(&client, region, &ids, &opts.budget).await;
-    for ((index, _), outcome) in to_delete.iter().zip(outcomes) {
-        if record_outcome(&mut report, *index, outcome) {
-            report.deleted += 1;
-        }
-    }
-    report
+    log_warnings(region, &plan.warnings);
+    let deleted = if opts.dry_run {
+        Vec::new()
+    } else {
+        delete_snapshots(&client, region, &plan.delete_ids(), &opts.budget).await
+    };
+    plan.report(&inventory.failed_configs, deleted, opts.report())
 }
 
 /// What the replication planner reads of a region's snapshots: only the replication tags (the
-/// sources to copy are read again in full; see [`with_full_sources`]).
-const PEER_DETAIL: SnapshotDetail = SnapshotDetail::Tags(&[
-    ebs_snapper_core::tags::DELETE_ON,
-    ebs_snapper_core::tags::REPLICATION_DST,
-    ebs_snapper_core::tags::REPLICATION_SRC,
-    ebs_snapper_core::tags::REPLICATION_SNAPSHOT_ID,
-]);
-
-/// The listings carry only the replication tags (a region may hold 100,000 tagged snapshots);
-/// a copy takes its source's tags and description, so the few sources to copy are read again in
-/// full (one `DescribeSnapshots` per 200) and their copy requests made from that. A source gone
-/// since the listing is skipped.
-async fn with_full_sources(
-    client: &aws_sdk_ec2::Client,
-    region: &str,
-    mut plan: ebs_snapper_core::ReplicationPlan,
-) -> Result<ebs_snapper_core::ReplicationPlan, AwsError> {
-    let ids: Vec<String> = plan
-        .decisions
-        .iter()
-        .filter(|d| matches!(d.action, ReplicationAction::Copy(_)))
-        .map(|d| d.snapshot_id.clone())
-        .collect();
-    let full: BTreeMap<String, _> = describe_own_snapshots_by_id(client, region, &ids, SnapshotDetail::Full)
-        .await?
-        .into_iter()
-        .map(|s| (s.id.clone(), s))
-        .collect();
-    for d in &mut plan.decisions {
-        if let ReplicationAction::Copy(request) = &d.action {
-            d.action = match full.get(&d.snapshot_id) {
-                Some(source) => ReplicationAction::Copy(copy_request(region, &request.destination_region, source)),
-                None => ReplicationAction::Skip("the source is gone since it was listed".to_string()),
-            };
-        }
-    }
-    Ok(plan)
-}
+/// sources to copy are read again in full; see [`ebs_snapper_core::ReplicationPlan::copy_requests`]).
+const PEER_DETAIL: SnapshotDetail =
+    SnapshotDetail::Tags(&[DELETE_ON, REPLICATION_DST, REPLICATION_SRC, REPLICATION_SNAPSHOT_ID]);
 
 /// One filter value that matches every replication tag key (`replication_dst_region`,
 /// `replication_src_region`, `replication_snapshot_id`), so each listing is one paginated call.
 /// (A multi-valued `tag-key` filter would do too on EC2, but the emulator mishandles it; the
 /// planner checks the exact tags either way.)
 pub(crate) fn replication_filter() -> aws_sdk_ec2::types::Filter {
-    ec2_filter("tag-key", ["replication_*".to_string()])
+    ec2_filter("tag-key", [REPLICATION_TAGS.to_string()])
 }
 
 /// Runs the replication job in one region: replicas whose source is gone are deleted first,
@@ -384,7 +246,7 @@ pub async fn replication_region(
     enabled: &[String],
     opts: JobOptions<'_>,
 ) -> RegionReport {
-    holding_lease(aws, "replication", region, opts, |opts| replication_unleased(aws, configs, region, enabled, opts))
+    holding_lease(aws, Job::Replication, region, opts, |opts| replication_unleased(aws, configs, region, enabled, opts))
         .await
 }
 
@@ -400,7 +262,7 @@ async fn replication_unleased(
         Ok(local) => local,
         Err(e) => {
             warn!(region, error = %e, "could not list snapshots tagged for replication");
-            return RegionReport::failed("replication", region, opts.dry_run, e.to_string());
+            return RegionReport::failed(Job::Replication, region, opts.dry_run, e.to_string());
         }
     };
     // Exactly the peer regions the tags name, each listed once, concurrently.
@@ -431,63 +293,28 @@ async fn replication_unleased(
             )
         })
         .collect();
-    let plan = plan_replication(region, &local, &peers, &configs.ignored_ids());
+    let mut plan = plan_replication(region, &local, &peers, &configs.ignored_ids());
     drop((local, peers));
-    let plan = match with_full_sources(&client, region, plan).await {
-        Ok(plan) => plan,
+    // The listings carry only the replication tags (a region may hold 100,000 tagged
+    // snapshots); a copy takes its source's tags and description, so the few sources to copy
+    // are read again in full (one `DescribeSnapshots` per 200) and their requests made from that.
+    let sources = match describe_own_snapshots_by_id(&client, region, &plan.copy_sources(), SnapshotDetail::Full).await
+    {
+        Ok(sources) => sources,
         Err(e) => {
             warn!(region, error = %e, "could not read the snapshots to copy");
-            return RegionReport::failed("replication", region, opts.dry_run, e.to_string());
+            return RegionReport::failed(Job::Replication, region, opts.dry_run, e.to_string());
         }
     };
-    let mut report = RegionReport::new("replication", region, opts.dry_run);
-    report.failed += listing_failures.len();
-    report.errors.extend(listing_failures);
-
-    let mut deletes = Vec::new();
-    let mut copies = Vec::new();
-    for decision in &plan.decisions {
-        let (kind, outcome) = match &decision.action {
-            ReplicationAction::DeleteReplica { .. } => {
-                deletes.push((report.actions.len(), decision.snapshot_id.as_str()));
-                ("delete", "planned")
-            }
-            ReplicationAction::Copy(request) => {
-                copies.push((report.actions.len(), request));
-                ("copy", "planned")
-            }
-            ReplicationAction::InSync(_) => {
-                report.in_sync += 1;
-                ("in_sync", "none")
-            }
-            ReplicationAction::Skip(why) => {
-                if why == "ignored" {
-                    report.ignored += 1;
-                } else {
-                    report.skipped += 1;
-                }
-                ("skip", "none")
-            }
-        };
-        if opts.records(outcome) {
-            report.actions.push(action(kind, &decision.snapshot_id, decision.reason(), outcome));
-        }
-    }
-    if opts.dry_run {
-        return report;
-    }
-    // Clean-up before copy.
-    let ids: Vec<&str> = deletes.iter().map(|(_, id)| *id).collect();
-    for ((index, _), outcome) in deletes.iter().zip(delete_snapshots(&client, region, &ids, &opts.budget).await) {
-        if record_outcome(&mut report, *index, outcome) {
-            report.deleted += 1;
-        }
-    }
-    let requests: Vec<_> = copies.iter().map(|(_, r)| *r).collect();
-    for ((index, _), outcome) in copies.iter().zip(copy_snapshots(aws, &requests, &opts.budget).await) {
-        if record_outcome(&mut report, *index, outcome) {
-            report.copied += 1;
-        }
-    }
-    report
+    let requests = plan.copy_requests(&sources);
+    drop(sources);
+    let (deleted, copied) = if opts.dry_run {
+        (Vec::new(), Vec::new())
+    } else {
+        // Clean-up before copy.
+        let deleted = delete_snapshots(&client, region, &plan.delete_ids(), &opts.budget).await;
+        let requests: Vec<_> = requests.iter().collect();
+        (deleted, copy_snapshots(aws, &requests, &opts.budget).await)
+    };
+    plan.report(listing_failures, deleted, copied, opts.report())
 }

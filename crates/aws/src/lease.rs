@@ -28,6 +28,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
+use ebs_snapper_core::Job;
 use tracing::{debug, warn};
 
 use crate::budget::{epoch_ms, TimeBudget};
@@ -172,7 +173,7 @@ impl LeaseItem {
     }
 
     /// Moves this run's lease on to `until` (seconds since the epoch), if it still owns it.
-    async fn extend(&self, until: u64) -> Result<(), String> {
+    async fn extend(&self, until: u64) -> Result<(), AwsError> {
         self.client
             .update_item()
             .table_name(&self.table)
@@ -187,11 +188,11 @@ impl LeaseItem {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| AwsError::call("UpdateItem", &self.region, e).to_string())
+            .map_err(|e| AwsError::call("UpdateItem", &self.region, e))
     }
 
     /// Deletes this run's lease, if it still owns it.
-    async fn delete(&self) -> Result<(), String> {
+    async fn delete(&self) -> Result<(), AwsError> {
         self.client
             .delete_item()
             .table_name(&self.table)
@@ -202,12 +203,12 @@ impl LeaseItem {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| AwsError::call("DeleteItem", &self.region, e).to_string())
+            .map_err(|e| AwsError::call("DeleteItem", &self.region, e))
     }
 
     /// Hands this run's lease over to whoever comes next, but only after `hold` by the taker's
     /// own clock: a new version with that hold, which a taker must see stand that long.
-    async fn hand_over(&self, holder: &str, hold: Duration) -> Result<(), String> {
+    async fn hand_over(&self, holder: &str, hold: Duration) -> Result<(), AwsError> {
         self.client
             .update_item()
             .table_name(&self.table)
@@ -223,7 +224,7 @@ impl LeaseItem {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| AwsError::call("UpdateItem", &self.region, e).to_string())
+            .map_err(|e| AwsError::call("UpdateItem", &self.region, e))
     }
 }
 
@@ -252,7 +253,7 @@ fn new_owner(holder: &str) -> String {
 
 impl Lease {
     /// Takes the lease of `job` in `region`, waiting up to `wait` while another run holds it.
-    pub async fn take(aws: &Aws, scope: &LeaseScope, job: &str, region: &str, wait: Duration) -> Taken {
+    pub async fn take(aws: &Aws, scope: &LeaseScope, job: Job, region: &str, wait: Duration) -> Taken {
         let item = LeaseItem {
             client: aws_sdk_dynamodb::Client::new(&aws.in_region(&scope.table_region)),
             table: table_name(),
@@ -272,7 +273,7 @@ impl Lease {
             let seen = observed.as_ref().filter(|o| o.since.elapsed() >= o.hold).map(|o| o.version.clone());
             match item.write(&scope.holder, period, seen.as_deref()).await {
                 Ok(_) => {
-                    debug!(region, job, owner = %item.owner, "took the lease");
+                    debug!(region, job = %job, owner = %item.owner, "took the lease");
                     let safe_until = Arc::new(AtomicU64::new(safe_until(sent_at, period)));
                     let renewer = tokio::spawn(renew(item.clone(), period, safe_until.clone()));
                     return Taken::Held(Lease { item, period, safe_until, renewer });
@@ -299,7 +300,7 @@ impl Lease {
                         return Taken::Unavailable(e);
                     }
                     errors += 1;
-                    warn!(region, job, error = %e, "could not write the lease; trying again");
+                    warn!(region, job = %job, error = %e, "could not write the lease; trying again");
                     if errors > LEASE_ATTEMPTS {
                         return Taken::Failed(e);
                     }
@@ -309,7 +310,7 @@ impl Lease {
                 let holder = observed.map(|o| o.holder).unwrap_or_else(|| "another run".to_string());
                 return Taken::Busy { holder };
             }
-            debug!(region, job, "another run holds the lease; waiting");
+            debug!(region, job = %job, "another run holds the lease; waiting");
             tokio::time::sleep(poll).await;
         }
     }

@@ -1,6 +1,10 @@
 //! Region discovery (SPEC §3): enabled regions, each probed concurrently (bounded) for the work a
 //! job needs. Regions that refuse us (not opted in, not authorised) are skipped with a warning.
 
+use std::collections::BTreeSet;
+
+use ebs_snapper_core::tags::{DELETE_ON, REPLICATION_TAGS};
+use ebs_snapper_core::Job;
 use futures::stream::{self, StreamExt};
 use tracing::{debug, warn};
 
@@ -17,26 +21,43 @@ pub const PROBE_CONCURRENCY: usize = 8;
 /// Error codes meaning "this region is not for us": skipped with a warning.
 const REFUSED: [&str; 3] = ["AuthFailure", "OptInRequired", "UnauthorizedOperation"];
 
-/// What makes a region worth visiting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Probe {
-    /// A running or stopped instance (snapshot job).
-    Instances,
-    /// A running or stopped instance, or an own snapshot tagged `DeleteOn` (clean job).
-    InstancesOrDeleteOn,
-    /// An own snapshot tagged `replication_dst_region` or `replication_src_region`.
-    Replication,
-}
-
 /// Outcome of region discovery.
 #[derive(Debug, Default)]
 pub struct Regions {
-    /// Regions with work, sorted.
+    /// The account's enabled regions, sorted.
+    pub enabled: Vec<String>,
+    /// Regions with work (or the regions asked for), sorted.
     pub with_work: Vec<String>,
     /// Regions skipped because AWS refused us there, with the reason.
     pub refused: Vec<(String, String)>,
     /// Regions whose probe failed otherwise; they are reported as failed.
     pub failed: Vec<(String, AwsError)>,
+}
+
+/// Why regions to work could not be chosen.
+#[derive(Debug, thiserror::Error)]
+pub enum RegionsError {
+    /// A region asked for is not one of the account's enabled regions.
+    #[error("{0} is not an enabled region of this account")]
+    NotEnabled(String),
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+}
+
+/// The regions a run of `job` works in, the one path of the CLI, the fanouts and the workers:
+/// the enabled regions are listed; the regions `asked` for are checked against them, or, when
+/// none are asked for, every enabled region is probed for the job's work.
+pub async fn regions_to_work(aws: &Aws, job: Job, asked: &[String]) -> Result<Regions, RegionsError> {
+    let enabled = enabled_regions(aws).await?;
+    if asked.is_empty() {
+        let found = regions_with_work(aws, &enabled, job).await;
+        return Ok(Regions { enabled, ..found });
+    }
+    if let Some(r) = asked.iter().find(|r| !enabled.contains(r)) {
+        return Err(RegionsError::NotEnabled(r.clone()));
+    }
+    let asked: BTreeSet<String> = asked.iter().cloned().collect();
+    Ok(Regions { enabled, with_work: asked.into_iter().collect(), ..Default::default() })
 }
 
 /// Enabled regions of the account (`DescribeRegions` without opt-in regions not opted in).
@@ -60,11 +81,11 @@ pub async fn enabled_regions(aws: &Aws) -> Result<Vec<String>, AwsError> {
 }
 
 /// Probes `candidates` concurrently and keeps those with work for the job.
-pub async fn regions_with_work(aws: &Aws, candidates: &[String], probe: Probe) -> Regions {
+async fn regions_with_work(aws: &Aws, candidates: &[String], job: Job) -> Regions {
     let results: Vec<(String, Result<bool, AwsError>)> = stream::iter(candidates.iter().cloned())
         .map(|region| async move {
             let client = aws_sdk_ec2::Client::new(&aws.in_region(&region));
-            let r = has_work(&client, &region, probe).await;
+            let r = has_work(&client, &region, job).await;
             (region, r)
         })
         .buffer_unordered(PROBE_CONCURRENCY)
@@ -88,16 +109,16 @@ pub async fn regions_with_work(aws: &Aws, candidates: &[String], probe: Probe) -
     out
 }
 
-async fn has_work(client: &aws_sdk_ec2::Client, region: &str, probe: Probe) -> Result<bool, AwsError> {
-    match probe {
-        Probe::Instances => has_instances(client, region).await,
-        Probe::InstancesOrDeleteOn => {
-            Ok(has_instances(client, region).await? || has_tagged_snapshots(client, region, &["DeleteOn"]).await?)
+/// Whether `region` has work for `job`: a running or stopped instance (snapshot); that, or an
+/// own snapshot tagged `DeleteOn` (clean); an own snapshot with a replication tag (replication).
+async fn has_work(client: &aws_sdk_ec2::Client, region: &str, job: Job) -> Result<bool, AwsError> {
+    match job {
+        Job::Snapshot => has_instances(client, region).await,
+        Job::Clean => {
+            Ok(has_instances(client, region).await? || has_tagged_snapshots(client, region, &[DELETE_ON]).await?)
         }
-        Probe::Replication => {
-            // Any replication tag key; see jobs::replication_filter.
-            has_tagged_snapshots(client, region, &["replication_*"]).await
-        }
+        // Any replication tag key; see jobs::replication_filter.
+        Job::Replication => has_tagged_snapshots(client, region, &[REPLICATION_TAGS]).await,
     }
 }
 

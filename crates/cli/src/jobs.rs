@@ -1,16 +1,12 @@
 //! `ebs-snapper snapshot` (and the other jobs): run in-process for each region, print one
 //! summary line per region, or the plan with `--dry-run`, or one JSON document with `--json`.
 
-use std::collections::BTreeSet;
 use std::process::ExitCode;
 
 use chrono::Utc;
-use ebs_snapper_aws::regions::{enabled_regions, regions_with_work, Probe};
-use ebs_snapper_aws::{
-    caller_account_id, clean_region, load_configurations, replication_region, snapshot_region, Aws, JobOptions,
-    LeaseScope, TimeBudget,
-};
-use ebs_snapper_core::{is_region_name, RegionReport};
+use ebs_snapper_aws::regions::{regions_to_work, RegionsError};
+use ebs_snapper_aws::{caller_account_id, load_configurations, run_region, Aws, JobOptions, LeaseScope, TimeBudget};
+use ebs_snapper_core::{is_region_name, Job, RegionReport};
 use futures::stream::{self, StreamExt};
 use serde_json::json;
 use tracing::warn;
@@ -21,31 +17,6 @@ use crate::output::line;
 
 /// Regions worked on at once.
 const REGION_CONCURRENCY: usize = 4;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Job {
-    Snapshot,
-    Clean,
-    Replication,
-}
-
-impl Job {
-    fn name(self) -> &'static str {
-        match self {
-            Job::Snapshot => "snapshot",
-            Job::Clean => "clean",
-            Job::Replication => "replication",
-        }
-    }
-
-    fn probe(self) -> Probe {
-        match self {
-            Job::Snapshot => Probe::Instances,
-            Job::Clean => Probe::InstancesOrDeleteOn,
-            Job::Replication => Probe::Replication,
-        }
-    }
-}
 
 pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Result<ExitCode, CliError> {
     for r in &args.regions {
@@ -58,46 +29,31 @@ pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Resu
     let lease = LeaseScope {
         table_region: tool_region.to_string(),
         account: account.clone(),
-        holder: format!("ebs-snapper {} (pid {})", job.name(), std::process::id()),
+        holder: format!("ebs-snapper {} (pid {})", job, std::process::id()),
     };
     let opts =
         JobOptions { dry_run: args.dry_run, budget: TimeBudget::unlimited(), lease: Some(&lease), every_action: true };
 
     let mut reports: Vec<RegionReport> = Vec::new();
-    // Replication follows snapshot tags, not configurations; the other jobs need a configuration.
-    if configs.valid.is_empty() && job != Job::Replication {
+    if configs.valid.is_empty() && job.needs_configurations() {
         warn!("no valid configurations for account {account}: nothing to do");
     } else {
-        let enabled = enabled_regions(aws).await?;
-        let regions: Vec<String> = if args.regions.is_empty() {
-            let found = regions_with_work(aws, &enabled, job.probe()).await;
-            for (region, e) in found.failed {
-                reports.push(RegionReport::failed(job.name(), &region, args.dry_run, e.to_string()));
+        let regions = match regions_to_work(aws, job, &args.regions).await {
+            Ok(regions) => regions,
+            Err(RegionsError::NotEnabled(r)) => {
+                return Err(CliError::Usage(format!("--region {r} is not an enabled region of this account")))
             }
-            found.with_work
-        } else {
-            let asked: BTreeSet<&String> = args.regions.iter().collect();
-            if let Some(r) = asked.iter().find(|r| !enabled.contains(r)) {
-                return Err(CliError::Usage(format!("--region {r} is not an enabled region of this account")));
-            }
-            asked.into_iter().cloned().collect()
+            Err(RegionsError::Aws(e)) => return Err(e.into()),
         };
+        for (region, e) in &regions.failed {
+            reports.push(RegionReport::failed(job, region, args.dry_run, e.to_string()));
+        }
         let now = Utc::now();
-        let enabled = &enabled;
-        let progress = Progress::new(job.name(), regions.len());
+        let enabled = &regions.enabled;
+        let progress = Progress::new(job.as_str(), regions.with_work.len());
         let progress = &progress;
-        let done: Vec<RegionReport> = stream::iter(regions)
-            .map(|region| {
-                let configs = &configs;
-                let opts = opts.clone();
-                async move {
-                    match job {
-                        Job::Snapshot => snapshot_region(aws, configs, &region, now, opts).await,
-                        Job::Clean => clean_region(aws, configs, &region, now, opts).await,
-                        Job::Replication => replication_region(aws, configs, &region, enabled, opts).await,
-                    }
-                }
-            })
+        let done: Vec<RegionReport> = stream::iter(regions.with_work.iter())
+            .map(|region| run_region(aws, job, &configs, region, enabled, now, opts.clone()))
             .buffered(REGION_CONCURRENCY)
             .inspect(|report| progress.region_done(&report.region))
             .collect()
@@ -109,7 +65,7 @@ pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Resu
 
     let failed = reports.iter().any(|r| r.failed > 0);
     if args.json {
-        let doc = json!({ "job": job.name(), "account": account, "dry_run": args.dry_run, "regions": reports });
+        let doc = json!({ "job": job, "account": account, "dry_run": args.dry_run, "regions": reports });
         line(&serde_json::to_string_pretty(&doc).expect("reports serialise"))?;
     } else {
         for report in &reports {

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ebs_snapper_aws::Aws;
+use ebs_snapper_core::Job;
 use tracing_subscriber::EnvFilter;
 
 use crate::args::{Cli, Command};
@@ -54,9 +55,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let aws = Aws::load(Some(&cli.tool_region)).await;
     match &cli.command {
-        Command::Snapshot(args) => jobs::run(&aws, &cli.tool_region, jobs::Job::Snapshot, args).await,
-        Command::Clean(args) => jobs::run(&aws, &cli.tool_region, jobs::Job::Clean, args).await,
-        Command::Replication(args) => jobs::run(&aws, &cli.tool_region, jobs::Job::Replication, args).await,
+        Command::Snapshot(args) => jobs::run(&aws, &cli.tool_region, Job::Snapshot, args).await,
+        Command::Clean(args) => jobs::run(&aws, &cli.tool_region, Job::Clean, args).await,
+        Command::Replication(args) => jobs::run(&aws, &cli.tool_region, Job::Replication, args).await,
         Command::Deploy(args) => deploy::run(&aws, &cli.tool_region, args).await,
         Command::Configure(args) => match configure::run(&aws, &cli.tool_region, args).await? {
             configure::Outcome::Done => Ok(ExitCode::SUCCESS),

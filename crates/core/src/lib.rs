@@ -21,12 +21,15 @@ pub mod snapshot_plan;
 pub mod tags;
 
 pub use inventory::{Attachment, Instance, Inventory, Snapshot, SnapshotState, Tags, Volume};
-pub use snapshot_plan::{plan_snapshots, SnapshotCounts, SnapshotPlan, SnapshotRequest, VolumeAction, VolumeDecision};
+pub use snapshot_plan::{plan_snapshots, SnapshotPlan, SnapshotRequest, VolumeAction, VolumeDecision};
 
 /// The version written into snapshot descriptions.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub mod fleet;
+pub mod job;
 pub mod report;
-pub use report::{ActionReport, RegionReport};
+pub use job::Job;
+pub use report::{Action, ActionReport, Executed, Outcome, RegionReport, ReportOptions};
 pub mod event;
 pub use event::{is_region_name, is_scheduled_event, EventError, WorkerEvent, MAX_CONTINUATIONS};
 pub mod retention_plan;

@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+use crate::job::Job;
 use crate::report::RegionReport;
 
 pub const NAMESPACE: &str = "EbsSnapper";
@@ -11,9 +12,9 @@ pub const NAMESPACE: &str = "EbsSnapper";
 pub fn emf(function: &str, report: &RegionReport, timestamp_ms: i64) -> Value {
     let metrics: [(&str, usize); 5] = [
         ("SnapshotsCreated", report.created),
-        ("SnapshotsDeleted", if report.job == "replication" { 0 } else { report.deleted }),
+        ("SnapshotsDeleted", if report.job == Job::Replication { 0 } else { report.deleted }),
         ("SnapshotsCopied", report.copied),
-        ("ReplicasDeleted", if report.job == "replication" { report.deleted } else { 0 }),
+        ("ReplicasDeleted", if report.job == Job::Replication { report.deleted } else { 0 }),
         ("Failures", report.failed),
     ];
     let mut doc = json!({
@@ -40,7 +41,7 @@ mod tests {
 
     #[test]
     fn emf_document() {
-        let mut r = RegionReport::new("replication", "us-east-1", false);
+        let mut r = RegionReport::new(Job::Replication, "us-east-1", false);
         r.copied = 2;
         r.deleted = 1;
         r.failed = 1;
@@ -55,7 +56,7 @@ mod tests {
             (Some(2), Some(1), Some(0))
         );
         assert_eq!(d["Failures"], 1);
-        let mut c = RegionReport::new("clean", "eu-west-1", false);
+        let mut c = RegionReport::new(Job::Clean, "eu-west-1", false);
         c.deleted = 3;
         assert_eq!(emf("clean-snapshot", &c, 0)["SnapshotsDeleted"], 3);
     }

@@ -8,6 +8,8 @@ use rustc_hash::FxHashMap;
 
 use crate::event::is_region_name;
 use crate::inventory::{Snapshot, SnapshotState};
+use crate::job::Job;
+use crate::report::{Action, ActionReport, Executed, RegionReport, ReportOptions};
 use crate::tags::{DELETE_ON, REPLICATION_DST, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC};
 
 /// Copies in flight (pending replicas) allowed per destination region.
@@ -30,7 +32,12 @@ pub struct CopyRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplicationAction {
-    Copy(CopyRequest),
+    /// Copy this source into `destination_region`. The request is made by
+    /// [`ReplicationPlan::copy_requests`] from the source read in full (the planner sees only
+    /// the replication tags of each snapshot).
+    Copy {
+        destination_region: String,
+    },
     /// Delete this replica: its source is gone.
     DeleteReplica {
         source_region: String,
@@ -38,6 +45,8 @@ pub enum ReplicationAction {
     },
     /// Nothing to do: the copy exists, or the replica's source still does.
     InSync(String),
+    /// The snapshot, its volume or (for a replica) its source is in an `ignore` list.
+    Ignored,
     Skip(String),
 }
 
@@ -51,7 +60,8 @@ pub struct ReplicationDecision {
 impl ReplicationDecision {
     pub fn reason(&self) -> String {
         match &self.action {
-            ReplicationAction::Copy(c) => format!("copy to {} (not there yet)", c.destination_region),
+            ReplicationAction::Copy { destination_region } => format!("copy to {destination_region} (not there yet)"),
+            ReplicationAction::Ignored => "ignored".to_string(),
             ReplicationAction::DeleteReplica { source_region, source_id } => {
                 format!("replica of {source_id}, which is gone from {source_region}")
             }
@@ -65,6 +75,86 @@ pub struct ReplicationPlan {
     pub region: String,
     /// Replica deletions first (clean-up before copy), then copies, then the rest.
     pub decisions: Vec<ReplicationDecision>,
+}
+
+impl ReplicationPlan {
+    /// The sources to copy, in the plan's order: to be read in full for their requests.
+    pub fn copy_sources(&self) -> Vec<String> {
+        self.decisions
+            .iter()
+            .filter(|d| matches!(d.action, ReplicationAction::Copy { .. }))
+            .map(|d| d.snapshot_id.clone())
+            .collect()
+    }
+
+    /// The request of each copy, made once from its source read in full (`sources`: what
+    /// [`Self::copy_sources`] named and EC2 still listed), in the order of the plan's copies. A
+    /// source gone since the planner's listing turns its copy into a skip.
+    pub fn copy_requests(&mut self, sources: &[Snapshot]) -> Vec<CopyRequest> {
+        let by_id: FxHashMap<&str, &Snapshot> = sources.iter().map(|s| (s.id.as_str(), s)).collect();
+        let mut requests = Vec::new();
+        for d in &mut self.decisions {
+            let ReplicationAction::Copy { destination_region } = &d.action else { continue };
+            match by_id.get(d.snapshot_id.as_str()) {
+                Some(source) => requests.push(copy_request(&self.region, destination_region, source)),
+                None => d.action = ReplicationAction::Skip("the source is gone since it was listed".to_string()),
+            }
+        }
+        requests
+    }
+
+    /// The replica deletions, in the plan's order.
+    pub fn delete_ids(&self) -> Vec<&str> {
+        self.decisions
+            .iter()
+            .filter(|d| matches!(d.action, ReplicationAction::DeleteReplica { .. }))
+            .map(|d| d.snapshot_id.as_str())
+            .collect()
+    }
+
+    /// The report of this plan. `deleted` and `copied`: what became of each of
+    /// [`Self::delete_ids`] and [`Self::copy_requests`], in their order (empty for a dry run);
+    /// `listing_failures`: the peer regions that could not be listed, each a failure.
+    pub fn report(
+        &self,
+        listing_failures: Vec<String>,
+        deleted: Vec<Executed>,
+        copied: Vec<Executed>,
+        opts: ReportOptions,
+    ) -> RegionReport {
+        let mut report = RegionReport::new(Job::Replication, &self.region, opts.dry_run);
+        report.failed += listing_failures.len();
+        report.errors.extend(listing_failures);
+        let (mut deleted, mut copied) = (deleted.into_iter(), copied.into_iter());
+        for decision in &self.decisions {
+            let listed = |action: Action| ActionReport::new(action, &decision.snapshot_id, decision.reason());
+            match &decision.action {
+                ReplicationAction::DeleteReplica { .. } => {
+                    if report.mutation(listed(Action::Delete), deleted.next()) {
+                        report.deleted += 1;
+                    }
+                }
+                ReplicationAction::Copy { .. } => {
+                    if report.mutation(listed(Action::Copy), copied.next()) {
+                        report.copied += 1;
+                    }
+                }
+                ReplicationAction::InSync(_) => {
+                    report.in_sync += 1;
+                    report.note(opts, || listed(Action::InSync));
+                }
+                ReplicationAction::Ignored => {
+                    report.ignored += 1;
+                    report.note(opts, || listed(Action::Skip));
+                }
+                ReplicationAction::Skip(_) => {
+                    report.skipped += 1;
+                    report.note(opts, || listed(Action::Skip));
+                }
+            }
+        }
+        report
+    }
 }
 
 /// The peer regions the local snapshots' tags name (valid region names other than `region`).
@@ -114,7 +204,7 @@ pub fn plan_replication(
                 continue;
             };
             if is_ignored || ignored.contains(src_id) {
-                skips.push(skip("ignored".to_string()));
+                skips.push(ReplicationDecision { snapshot_id: s.id.clone(), action: ReplicationAction::Ignored });
             } else if s.state != SnapshotState::Completed {
                 skips.push(skip(format!("replica is {}, not completed", state_name(s.state))));
             } else if src_region == region || !is_region_name(src_region) {
@@ -163,7 +253,7 @@ pub fn plan_replication(
         // Outgoing: a source to copy.
         let Some(dst) = s.tags.get(REPLICATION_DST) else { continue };
         if is_ignored {
-            skips.push(skip("ignored".to_string()));
+            skips.push(ReplicationDecision { snapshot_id: s.id.clone(), action: ReplicationAction::Ignored });
         } else if s.state != SnapshotState::Completed {
             skips.push(skip(format!("source is {}, not completed", state_name(s.state))));
         } else if dst == region || !is_region_name(dst) {
@@ -183,7 +273,7 @@ pub fn plan_replication(
                         *in_flight.entry(dst.as_str()).or_default() += 1;
                         copies.push(ReplicationDecision {
                             snapshot_id: s.id.clone(),
-                            action: ReplicationAction::Copy(copy_request(region, dst, s)),
+                            action: ReplicationAction::Copy { destination_region: dst.clone() },
                         });
                     }
                 }
@@ -285,7 +375,8 @@ mod tests {
             .iter()
             .map(|d| {
                 let kind = match &d.action {
-                    ReplicationAction::Copy(_) => "copy".to_string(),
+                    ReplicationAction::Copy { .. } => "copy".to_string(),
+                    ReplicationAction::Ignored => "skip: ignored".to_string(),
                     ReplicationAction::DeleteReplica { .. } => "delete".to_string(),
                     ReplicationAction::InSync(why) => format!("in sync: {why}"),
                     ReplicationAction::Skip(why) => format!("skip: {why}"),
@@ -331,7 +422,9 @@ mod tests {
         )];
         assert_eq!(peer_regions("us-west-1", &local), ["us-east-1".to_string()].into());
         let p = plan_replication("us-west-1", &local, &peers(vec![("us-east-1", Ok(vec![]))]), &BTreeSet::new());
-        let ReplicationAction::Copy(c) = &p.decisions[0].action else { panic!("{:?}", p.decisions) };
+        let mut p = p;
+        let requests = p.copy_requests(&local);
+        let [c] = &requests[..] else { panic!("{:?}", p.decisions) };
         assert_eq!(c.destination_region, "us-east-1");
         assert_eq!(c.source_region, "us-west-1");
         assert_eq!(c.description, "desc of snap-1");
@@ -343,6 +436,30 @@ mod tests {
                 ("Name".to_string(), "Snapshot_Name".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn a_source_gone_before_its_full_read_is_skipped_and_reported_so() {
+        let tagged = [("replication_dst_region", "us-east-1")];
+        let local =
+            vec![snap("snap-1", SnapshotState::Completed, &tagged), snap("snap-2", SnapshotState::Completed, &tagged)];
+        let mut p = plan_replication("us-west-1", &local, &peers(vec![("us-east-1", Ok(vec![]))]), &BTreeSet::new());
+        assert_eq!(p.copy_sources(), ["snap-1", "snap-2"]);
+        // Only snap-2 is still there when the sources are read in full.
+        let requests = p.copy_requests(&local[1..]);
+        assert_eq!(requests.iter().map(|r| r.source_id.as_str()).collect::<Vec<_>>(), ["snap-2"]);
+        assert_eq!(actions(&p)[0], ("snap-1", "skip: the source is gone since it was listed".to_string()));
+        let opts = ReportOptions { dry_run: false, every_action: true };
+        let report = p.report(
+            vec!["could not list eu-west-1".into()],
+            vec![],
+            vec![Executed::Done(Some("snap-c".into()))],
+            opts,
+        );
+        assert_eq!((report.copied, report.skipped, report.failed), (1, 1, 1));
+        let copy = report.actions.iter().find(|a| a.action == Action::Copy).unwrap();
+        assert_eq!((copy.resource.as_str(), copy.result_id.as_deref()), ("snap-2", Some("snap-c")));
+        assert_eq!(report.summary_line(), "us-west-1: copied 1, deleted 0, in sync 0, ignored 0, skipped 1, failed 1");
     }
 
     #[test]
@@ -439,12 +556,12 @@ mod tests {
         let p =
             plan_replication("us-east-1", &local, &peers(vec![("us-west-1", Err("timeout".into()))]), &BTreeSet::new());
         assert!(
-            p.decisions.iter().all(|d| matches!(d.action, ReplicationAction::Skip(_))),
+            p.decisions.iter().all(|d| matches!(d.action, ReplicationAction::Skip(_) | ReplicationAction::Ignored)),
             "a failed listing deletes nothing"
         );
         let p = plan_replication("us-east-1", &local, &BTreeMap::new(), &BTreeSet::new());
         assert!(
-            p.decisions.iter().all(|d| matches!(d.action, ReplicationAction::Skip(_))),
+            p.decisions.iter().all(|d| matches!(d.action, ReplicationAction::Skip(_) | ReplicationAction::Ignored)),
             "no listing deletes nothing"
         );
     }
@@ -470,6 +587,10 @@ mod tests {
             &peers(vec![("us-west-1", Ok(vec![]))]),
             &["r-ign".to_string()].into(),
         );
-        assert!(p.decisions.iter().all(|d| matches!(d.action, ReplicationAction::Skip(_))), "{:?}", p.decisions);
+        assert!(
+            p.decisions.iter().all(|d| matches!(d.action, ReplicationAction::Skip(_) | ReplicationAction::Ignored)),
+            "{:?}",
+            p.decisions
+        );
     }
 }

@@ -1,12 +1,89 @@
 //! What a job did in one region: the summary the CLI prints and the Lambda workers return.
+//!
+//! Each planner turns its plan, plus what became of the mutations it asked for, into a
+//! [`RegionReport`] (`SnapshotPlan::report` and the others): the job only gathers, plans,
+//! executes and hands the outcomes over, in the plan's order.
 
 use serde::Serialize;
+
+use crate::job::Job;
+
+/// What an action is. The names are those of the JSON output and the dry-run listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Snapshot a volume (snapshot job).
+    Create,
+    NotDue,
+    Ignored,
+    /// A volume that could not be snapshotted for a known reason (snapshot job).
+    Skipped,
+    /// Delete a snapshot (clean job) or a replica (replication job).
+    Delete,
+    Keep,
+    /// Copy a snapshot to another region (replication job).
+    Copy,
+    InSync,
+    /// A snapshot the replication job leaves alone, with the reason.
+    Skip,
+    /// A configuration whose instances could not be listed.
+    Match,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::NotDue => "not_due",
+            Action::Ignored => "ignored",
+            Action::Skipped => "skipped",
+            Action::Delete => "delete",
+            Action::Keep => "keep",
+            Action::Copy => "copy",
+            Action::InSync => "in_sync",
+            Action::Skip => "skip",
+            Action::Match => "match",
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What became of an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Not a mutation: nothing to do.
+    None,
+    /// A mutation not (yet) executed: a dry run.
+    Planned,
+    Done,
+    Skipped,
+    Failed,
+    /// Left for a continuation: the time ran out before it started.
+    Deferred,
+}
+
+/// What the executor made of one mutation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Executed {
+    /// Done; the id of the snapshot created or copied, when there is one.
+    Done(Option<String>),
+    /// Not done for a known, harmless reason.
+    Skipped(String),
+    Failed(String),
+    /// Not started: the time budget ran out.
+    Deferred,
+}
 
 /// One action of a job, planned or done, with its reason and outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ActionReport {
-    /// `create`, `not_due`, `ignored`, `skipped`, `delete`, `keep`, `copy`...
-    pub action: String,
+    pub action: Action,
     /// The volume or snapshot acted on.
     pub resource: String,
     /// Context: instance, device, configuration.
@@ -17,8 +94,7 @@ pub struct ActionReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_id: Option<String>,
     pub reason: String,
-    /// `planned` (dry run or not a mutation), `done`, `skipped`, `failed`, `deferred`.
-    pub outcome: String,
+    pub outcome: Outcome,
     /// The snapshot created or copied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result_id: Option<String>,
@@ -26,10 +102,36 @@ pub struct ActionReport {
     pub error: Option<String>,
 }
 
+impl ActionReport {
+    pub fn new(action: Action, resource: &str, reason: String) -> ActionReport {
+        ActionReport {
+            action,
+            resource: resource.to_string(),
+            instance_id: None,
+            device: None,
+            config_id: None,
+            reason,
+            outcome: Outcome::None,
+            result_id: None,
+            error: None,
+        }
+    }
+}
+
+/// How much a report keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportOptions {
+    pub dry_run: bool,
+    /// Record every decision in the report (the CLI prints them), or only the mutations and
+    /// count the rest (a Lambda worker returns counts; 100,000 kept snapshots would cost tens of
+    /// megabytes of report).
+    pub every_action: bool,
+}
+
 /// The summary of one job in one region.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RegionReport {
-    pub job: String,
+    pub job: Job,
     pub region: String,
     pub dry_run: bool,
     /// Snapshots created (snapshot job).
@@ -60,39 +162,137 @@ pub struct RegionReport {
 }
 
 impl RegionReport {
-    pub fn new(job: &str, region: &str, dry_run: bool) -> RegionReport {
-        RegionReport { job: job.to_string(), region: region.to_string(), dry_run, ..Default::default() }
+    pub fn new(job: Job, region: &str, dry_run: bool) -> RegionReport {
+        RegionReport {
+            job,
+            region: region.to_string(),
+            dry_run,
+            created: 0,
+            deleted: 0,
+            copied: 0,
+            not_due: 0,
+            kept: 0,
+            in_sync: 0,
+            ignored: 0,
+            skipped: 0,
+            failed: 0,
+            deferred: 0,
+            continued: false,
+            actions: Vec::new(),
+            warnings: Vec::new(),
+            errors: Vec::new(),
+        }
     }
 
     /// A region whose run could not even start (inventory or listing failed).
-    pub fn failed(job: &str, region: &str, dry_run: bool, error: String) -> RegionReport {
+    pub fn failed(job: Job, region: &str, dry_run: bool, error: String) -> RegionReport {
         let mut r = RegionReport::new(job, region, dry_run);
         r.failed = 1;
         r.errors.push(error);
         r
     }
 
+    /// A report for a plan: its warnings kept, and each configuration that could not be
+    /// evaluated (`failed_configs`: id -> error) reported as a failed action of its own.
+    pub(crate) fn for_plan<'a>(
+        job: Job,
+        region: &str,
+        opts: ReportOptions,
+        warnings: &[String],
+        failed_configs: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> RegionReport {
+        let mut report = RegionReport::new(job, region, opts.dry_run);
+        report.warnings.extend(warnings.iter().cloned());
+        for (id, error) in failed_configs {
+            report.failed += 1;
+            report.errors.push(format!("configuration {id}: {error}"));
+            let mut a = ActionReport::new(
+                Action::Match,
+                &format!("configuration {id}"),
+                "its instances could not be listed".into(),
+            );
+            a.config_id = Some(id.clone());
+            a.error = Some(error.clone());
+            a.outcome = Outcome::Failed;
+            report.actions.push(a);
+        }
+        report
+    }
+
+    /// Lists a decision that is not a mutation (the caller counts it) when every action is kept.
+    pub(crate) fn note(&mut self, opts: ReportOptions, action: impl FnOnce() -> ActionReport) {
+        if opts.every_action {
+            self.actions.push(action());
+        }
+    }
+
+    /// Lists a mutation with what became of it (`None`: not executed, a dry run) and counts
+    /// its outcome; true when it was done.
+    pub(crate) fn mutation(&mut self, mut action: ActionReport, executed: Option<Executed>) -> bool {
+        let done = match executed {
+            None => {
+                action.outcome = Outcome::Planned;
+                false
+            }
+            Some(Executed::Done(id)) => {
+                action.outcome = Outcome::Done;
+                action.result_id = id;
+                true
+            }
+            Some(Executed::Skipped(why)) => {
+                self.skipped += 1;
+                action.outcome = Outcome::Skipped;
+                action.error = Some(why);
+                false
+            }
+            Some(Executed::Failed(e)) => {
+                self.failed += 1;
+                action.outcome = Outcome::Failed;
+                self.errors.push(format!("{}: {e}", action.resource));
+                action.error = Some(e);
+                false
+            }
+            Some(Executed::Deferred) => {
+                self.deferred += 1;
+                action.outcome = Outcome::Deferred;
+                false
+            }
+        };
+        self.actions.push(action);
+        done
+    }
+
+    /// The snapshots this run created and EC2 acknowledged.
+    pub fn created_ids(&self) -> impl Iterator<Item = &str> {
+        self.actions
+            .iter()
+            .filter(|a| a.action == Action::Create && a.outcome == Outcome::Done)
+            .filter_map(|a| a.result_id.as_deref())
+    }
+
     /// The one-line summary: `us-east-1: created 2, not due 3, ignored 1, skipped 0, failed 0`.
     /// A dry run counts planned actions: `would create 2`.
     pub fn summary_line(&self) -> String {
         let kept = self.kept;
-        let mut parts = match (self.job.as_str(), self.dry_run) {
-            ("snapshot", false) => vec![format!("created {}", self.created), format!("not due {}", self.not_due)],
-            ("snapshot", true) => {
-                vec![format!("would create {}", self.planned("create")), format!("not due {}", self.not_due)]
+        let mut parts = match (self.job, self.dry_run) {
+            (Job::Snapshot, false) => vec![format!("created {}", self.created), format!("not due {}", self.not_due)],
+            (Job::Snapshot, true) => {
+                vec![format!("would create {}", self.planned(Action::Create)), format!("not due {}", self.not_due)]
             }
-            ("clean", false) => vec![format!("deleted {}", self.deleted), format!("kept {kept}")],
-            ("clean", true) => vec![format!("would delete {}", self.planned("delete")), format!("kept {kept}")],
-            (_, false) => {
+            (Job::Clean, false) => vec![format!("deleted {}", self.deleted), format!("kept {kept}")],
+            (Job::Clean, true) => {
+                vec![format!("would delete {}", self.planned(Action::Delete)), format!("kept {kept}")]
+            }
+            (Job::Replication, false) => {
                 vec![
                     format!("copied {}", self.copied),
                     format!("deleted {}", self.deleted),
                     format!("in sync {}", self.in_sync),
                 ]
             }
-            (_, true) => vec![
-                format!("would copy {}", self.planned("copy")),
-                format!("would delete {}", self.planned("delete")),
+            (Job::Replication, true) => vec![
+                format!("would copy {}", self.planned(Action::Copy)),
+                format!("would delete {}", self.planned(Action::Delete)),
                 format!("in sync {}", self.in_sync),
             ],
         };
@@ -105,8 +305,8 @@ impl RegionReport {
         format!("{}: {}", self.region, parts.join(", "))
     }
 
-    fn planned(&self, action: &str) -> usize {
-        self.actions.iter().filter(|a| a.action == action && a.outcome == "planned").count()
+    fn planned(&self, action: Action) -> usize {
+        self.actions.iter().filter(|a| a.action == action && a.outcome == Outcome::Planned).count()
     }
 }
 
@@ -116,26 +316,36 @@ mod tests {
 
     #[test]
     fn summary_lines() {
-        let mut r = RegionReport::new("snapshot", "us-east-1", false);
+        let mut r = RegionReport::new(Job::Snapshot, "us-east-1", false);
         r.created = 2;
         r.not_due = 3;
         r.ignored = 1;
         assert_eq!(r.summary_line(), "us-east-1: created 2, not due 3, ignored 1, skipped 0, failed 0");
-        let mut d = RegionReport::new("snapshot", "us-west-2", true);
-        d.actions.push(ActionReport {
-            action: "create".into(),
-            resource: "vol-1".into(),
-            instance_id: None,
-            device: None,
-            config_id: None,
-            reason: "r".into(),
-            outcome: "planned".into(),
-            result_id: None,
-            error: None,
-        });
+        let mut d = RegionReport::new(Job::Snapshot, "us-west-2", true);
+        d.mutation(ActionReport::new(Action::Create, "vol-1", "r".into()), None);
         assert_eq!(d.summary_line(), "us-west-2: would create 1, not due 0, ignored 0, skipped 0, failed 0");
-        let f = RegionReport::failed("snapshot", "eu-west-1", false, "boom".into());
+        let f = RegionReport::failed(Job::Snapshot, "eu-west-1", false, "boom".into());
         assert_eq!(f.failed, 1);
         assert_eq!(f.summary_line(), "eu-west-1: created 0, not due 0, ignored 0, skipped 0, failed 1");
+    }
+
+    #[test]
+    fn each_outcome_is_counted_and_named_as_in_the_json_output() {
+        let mut r = RegionReport::new(Job::Clean, "us-east-1", false);
+        let a = |id: &str| ActionReport::new(Action::Delete, id, "expired".into());
+        assert!(r.mutation(a("snap-1"), Some(Executed::Done(None))));
+        assert!(!r.mutation(a("snap-2"), Some(Executed::Skipped("in use".into()))));
+        assert!(!r.mutation(a("snap-3"), Some(Executed::Failed("denied".into()))));
+        assert!(!r.mutation(a("snap-4"), Some(Executed::Deferred)));
+        assert_eq!((r.skipped, r.failed, r.deferred), (1, 1, 1));
+        assert_eq!(r.errors, ["snap-3: denied"]);
+        let doc = serde_json::to_value(&r).unwrap();
+        assert_eq!(doc["job"], "clean");
+        let outcomes: Vec<&str> =
+            doc["actions"].as_array().unwrap().iter().map(|a| a["outcome"].as_str().unwrap()).collect();
+        assert_eq!(outcomes, ["done", "skipped", "failed", "deferred"]);
+        assert_eq!(doc["actions"][1]["error"], "in use");
+        assert_eq!(serde_json::to_value(Action::NotDue).unwrap(), "not_due");
+        assert_eq!(serde_json::to_value(Outcome::None).unwrap(), "none");
     }
 }

@@ -14,6 +14,8 @@ use chrono::NaiveDate;
 
 use crate::configurations::ConfigurationSet;
 use crate::inventory::{Inventory, Snapshot, SnapshotState};
+use crate::job::Job;
+use crate::report::{Action, ActionReport, Executed, RegionReport, ReportOptions};
 use crate::tags::{DELETE_ON, TAG_CONFIG, TAG_INSTANCE};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +98,49 @@ pub struct RetentionPlan<'a> {
 impl<'a> RetentionPlan<'a> {
     pub fn deletes(&self) -> impl Iterator<Item = &RetentionDecision<'a>> {
         self.decisions.iter().filter(|d| d.is_delete())
+    }
+
+    /// The ids to delete, in the plan's order.
+    pub fn delete_ids(&self) -> Vec<&'a str> {
+        self.deletes().map(|d| d.snapshot_id).collect()
+    }
+
+    /// The report of this plan. `deleted`: what became of each of [`Self::delete_ids`], in that
+    /// order (empty for a dry run). `failed_configs`: as for the snapshot plan.
+    pub fn report<'b>(
+        &self,
+        failed_configs: impl IntoIterator<Item = (&'b String, &'b String)>,
+        deleted: Vec<Executed>,
+        opts: ReportOptions,
+    ) -> RegionReport {
+        let mut report = RegionReport::for_plan(Job::Clean, &self.region, opts, &self.warnings, failed_configs);
+        let mut deleted = deleted.into_iter();
+        for decision in &self.decisions {
+            let listed = |action: Action| {
+                let reason = match decision.volume_id {
+                    Some(v) => format!("{} (volume {v})", decision.reason()),
+                    None => decision.reason(),
+                };
+                let mut a = ActionReport::new(action, decision.snapshot_id, reason);
+                a.config_id = decision.config_id.map(str::to_string);
+                a
+            };
+            match &decision.action {
+                RetentionAction::Delete(_) => {
+                    if report.mutation(listed(Action::Delete), deleted.next()) {
+                        report.deleted += 1;
+                    }
+                }
+                RetentionAction::Keep(keep) => {
+                    if matches!(keep, Keep::Ignored(_)) {
+                        report.ignored += 1;
+                    }
+                    report.kept += 1;
+                    report.note(opts, || listed(Action::Keep));
+                }
+            }
+        }
+        report
     }
 }
 

@@ -6,6 +6,8 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
 use crate::configurations::ConfigurationSet;
 use crate::inventory::{Inventory, SnapshotState};
+use crate::job::Job;
+use crate::report::{Action, ActionReport, Executed, RegionReport, ReportOptions};
 use crate::schedule::{due, Due};
 use crate::tags::{snapshot_description, snapshot_tags};
 
@@ -75,16 +77,8 @@ pub struct SnapshotPlan {
     pub warnings: Vec<String>,
 }
 
-/// Counts of a plan's decisions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SnapshotCounts {
-    pub due: usize,
-    pub not_due: usize,
-    pub ignored: usize,
-    pub skipped: usize,
-}
-
 impl SnapshotPlan {
+    /// The snapshots to create, in the plan's order.
     pub fn requests(&self) -> impl Iterator<Item = (&VolumeDecision, &SnapshotRequest)> {
         self.decisions.iter().filter_map(|d| match &d.action {
             VolumeAction::Create { request, .. } => Some((d, request)),
@@ -92,17 +86,46 @@ impl SnapshotPlan {
         })
     }
 
-    pub fn counts(&self) -> SnapshotCounts {
-        let mut c = SnapshotCounts::default();
-        for d in &self.decisions {
-            match d.action {
-                VolumeAction::Create { .. } => c.due += 1,
-                VolumeAction::NotDue { .. } | VolumeAction::NeverDue { .. } => c.not_due += 1,
-                VolumeAction::IgnoredVolume | VolumeAction::IgnoredInstance => c.ignored += 1,
-                VolumeAction::VolumeNotFound => c.skipped += 1,
+    /// The report of this plan. `created`: what became of each request of [`Self::requests`],
+    /// in that order (empty for a dry run: the creates are reported planned).
+    /// `failed_configs`: the configurations whose instances could not be listed (id -> error).
+    pub fn report<'a>(
+        &self,
+        failed_configs: impl IntoIterator<Item = (&'a String, &'a String)>,
+        created: Vec<Executed>,
+        opts: ReportOptions,
+    ) -> RegionReport {
+        let mut report = RegionReport::for_plan(Job::Snapshot, &self.region, opts, &self.warnings, failed_configs);
+        let mut created = created.into_iter();
+        for decision in &self.decisions {
+            let listed = |action: Action| {
+                let mut a = ActionReport::new(action, &decision.volume_id, decision.reason());
+                a.instance_id = Some(decision.instance_id.clone());
+                a.device = Some(decision.device.clone());
+                a.config_id = Some(decision.config_id.clone());
+                a
+            };
+            match &decision.action {
+                VolumeAction::Create { .. } => {
+                    if report.mutation(listed(Action::Create), created.next()) {
+                        report.created += 1;
+                    }
+                }
+                VolumeAction::NotDue { .. } | VolumeAction::NeverDue { .. } => {
+                    report.not_due += 1;
+                    report.note(opts, || listed(Action::NotDue));
+                }
+                VolumeAction::IgnoredVolume | VolumeAction::IgnoredInstance => {
+                    report.ignored += 1;
+                    report.note(opts, || listed(Action::Ignored));
+                }
+                VolumeAction::VolumeNotFound => {
+                    report.skipped += 1;
+                    report.note(opts, || listed(Action::Skipped));
+                }
             }
         }
-        c
+        report
     }
 }
 
@@ -210,6 +233,21 @@ mod tests {
     use chrono::TimeZone;
     use std::collections::BTreeMap;
 
+    #[derive(Debug, Default, PartialEq, Eq)]
+    struct Counts {
+        due: usize,
+        not_due: usize,
+        ignored: usize,
+        skipped: usize,
+    }
+
+    /// The plan's counts, as its dry-run report gives them.
+    fn counts(plan: &SnapshotPlan) -> Counts {
+        let report = plan.report(&BTreeMap::new(), Vec::new(), ReportOptions { dry_run: true, every_action: false });
+        // Without every action, only the mutations (the creates) are listed.
+        Counts { due: report.actions.len(), not_due: report.not_due, ignored: report.ignored, skipped: report.skipped }
+    }
+
     fn t(d: u32, h: u32, m: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2020, 1, d, h, m, 0).unwrap()
     }
@@ -279,7 +317,7 @@ mod tests {
         let c = configs(&[("a", &cfg("2 hours", &[]))]);
         let inv = inventory(&[("a", &["i-1"])], vec![instance("i-1", &["vol-1", "vol-2"])], vec![]);
         let plan = plan_snapshots(&c, &inv, t(6, 12, 0), "9.9.9");
-        assert_eq!(plan.counts(), SnapshotCounts { due: 2, ..Default::default() });
+        assert_eq!(counts(&plan), Counts { due: 2, ..Default::default() });
         let (d, r) = plan.requests().next().unwrap();
         assert_eq!(d.device, "/dev/xvda");
         assert_eq!(r.description, "Created from i-1 by EbsSnapper(9.9.9) for ami-1 from vol-1");
@@ -324,7 +362,7 @@ mod tests {
         assert_eq!(by_vol["vol-1"], &VolumeAction::IgnoredVolume);
         assert_eq!(by_vol["vol-2"], &VolumeAction::IgnoredInstance);
         assert!(matches!(by_vol["vol-3"], VolumeAction::Create { .. }));
-        assert_eq!(plan.counts(), SnapshotCounts { due: 1, ignored: 2, ..Default::default() });
+        assert_eq!(counts(&plan), Counts { due: 1, ignored: 2, ..Default::default() });
     }
 
     #[test]
@@ -394,7 +432,7 @@ mod tests {
         inv.volumes.clear();
         let plan = plan_snapshots(&c, &inv, t(6, 12, 0), "v");
         assert_eq!(plan.decisions[0].action, VolumeAction::VolumeNotFound);
-        assert_eq!(plan.counts().skipped, 1);
+        assert_eq!(counts(&plan).skipped, 1);
     }
 
     #[test]

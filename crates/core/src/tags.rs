@@ -11,6 +11,8 @@ pub const TAG_CONFIG: &str = "ebs-snapper:config";
 pub const REPLICATION_DST: &str = "replication_dst_region";
 pub const REPLICATION_SRC: &str = "replication_src_region";
 pub const REPLICATION_SNAPSHOT_ID: &str = "replication_snapshot_id";
+/// A tag-key filter value that matches each of the three replication tags (EC2 filters take `*`).
+pub const REPLICATION_TAGS: &str = "replication_*";
 
 /// AWS allows at most 50 tags per resource.
 pub const MAX_TAGS: usize = 50;

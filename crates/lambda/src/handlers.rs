@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::Utc;
-use ebs_snapper_core::{is_scheduled_event, RegionReport, WorkerEvent, MAX_CONTINUATIONS};
+use ebs_snapper_core::{is_scheduled_event, Job, RegionReport, WorkerEvent, MAX_CONTINUATIONS};
 use serde_json::{json, Value};
 use thiserror::Error;
 use tracing::{error, info, warn};
@@ -13,9 +13,9 @@ use ebs_snapper_aws::account::account_from_arn;
 use ebs_snapper_aws::budget::TimeBudget;
 use ebs_snapper_aws::dispatcher::Dispatcher;
 use ebs_snapper_aws::error::AwsError;
-use ebs_snapper_aws::jobs::{clean_region, load_configurations, replication_region, snapshot_region, JobOptions};
+use ebs_snapper_aws::jobs::{load_configurations, run_region, JobOptions};
 use ebs_snapper_aws::lease::LeaseScope;
-use ebs_snapper_aws::regions::{enabled_regions, regions_with_work, Probe};
+use ebs_snapper_aws::regions::{regions_to_work, RegionsError};
 use ebs_snapper_aws::replication_rule::{set_replication_rule, RULE_ENV};
 use ebs_snapper_aws::sdk::Aws;
 
@@ -72,6 +72,15 @@ pub enum FunctionError {
     Failed { failed: usize, summary: Value },
 }
 
+impl From<RegionsError> for FunctionError {
+    fn from(e: RegionsError) -> FunctionError {
+        match e {
+            RegionsError::NotEnabled(region) => FunctionError::UnknownRegion(region),
+            RegionsError::Aws(e) => FunctionError::Aws(e),
+        }
+    }
+}
+
 impl FunctionError {
     /// The error type Lambda reports for this error.
     pub fn kind(&self) -> &'static str {
@@ -124,9 +133,9 @@ pub async fn fanout_snapshot(aws: &Aws, env: &Environment, inv: Invocation) -> R
     };
     if configs.valid.is_empty() {
         warn!(account = %account, "no valid configurations: nothing to snapshot");
-        return finish_fanout(json!({ "job": "snapshot", "regions": [], "replication_rule": rule }), failures);
+        return finish_fanout(json!({ "job": Job::Snapshot, "regions": [], "replication_rule": rule }), failures);
     }
-    fan_out(aws, &region, &worker, Probe::Instances, json!({ "job": "snapshot", "replication_rule": rule }), failures)
+    fan_out(aws, &region, &worker, Job::Snapshot, json!({ "job": Job::Snapshot, "replication_rule": rule }), failures)
         .await
 }
 
@@ -134,12 +143,11 @@ async fn fan_out(
     aws: &Aws,
     region: &str,
     worker: &str,
-    probe: Probe,
+    job: Job,
     mut summary: Value,
     mut failures: Vec<String>,
 ) -> Result<Value, FunctionError> {
-    let candidates = enabled_regions(aws).await?;
-    let found = regions_with_work(aws, &candidates, probe).await;
+    let found = regions_to_work(aws, job, &[]).await?;
     for (r, e) in &found.failed {
         error!(region = %r, error = %e, "region probe failed");
         failures.push(e.to_string());
@@ -181,19 +189,19 @@ pub async fn fanout_clean(aws: &Aws, env: &Environment, inv: Invocation) -> Resu
     let configs = load_configurations(aws, &region, &account).await?;
     if configs.valid.is_empty() {
         warn!(account = %account, "no valid configurations: nothing to clean");
-        return finish_fanout(json!({ "job": "clean", "regions": [] }), Vec::new());
+        return finish_fanout(json!({ "job": Job::Clean, "regions": [] }), Vec::new());
     }
-    fan_out(aws, &region, &worker, Probe::InstancesOrDeleteOn, json!({ "job": "clean" }), Vec::new()).await
+    fan_out(aws, &region, &worker, Job::Clean, json!({ "job": Job::Clean }), Vec::new()).await
 }
 
 /// The snapshot worker for one region.
 pub async fn create_snapshot(aws: &Aws, env: &Environment, inv: Invocation) -> Result<Value, FunctionError> {
-    run_worker(aws, env, inv, Worker::Snapshot).await
+    run_worker(aws, env, inv, Job::Snapshot).await
 }
 
 /// The clean worker for one region.
 pub async fn clean_snapshot(aws: &Aws, env: &Environment, inv: Invocation) -> Result<Value, FunctionError> {
-    run_worker(aws, env, inv, Worker::Clean).await
+    run_worker(aws, env, inv, Job::Clean).await
 }
 
 /// The replication function: an event without a region (the schedule's) fans out to the regions
@@ -205,56 +213,36 @@ pub async fn clean_snapshot(aws: &Aws, env: &Environment, inv: Invocation) -> Re
 pub async fn replication(aws: &Aws, env: &Environment, inv: Invocation) -> Result<Value, FunctionError> {
     let is_worker_event = inv.payload.get("region").is_some() || inv.payload.get("Records").is_some();
     if is_worker_event && !is_scheduled_event(&inv.payload) {
-        return run_worker(aws, env, inv, Worker::Replication).await;
+        return run_worker(aws, env, inv, Job::Replication).await;
     }
-    fan_out_to_self(aws, env, inv, Worker::Replication).await
+    fan_out_to_self(aws, env, inv, Job::Replication).await
 }
 
 /// A worker given a schedule's event (a rule pointed at the worker itself) does what its fanout
 /// would: it invokes itself once per region with work. A scheduled run is never dropped, and the
 /// event's `region` (where the rule lives) is never taken for a work order.
-async fn fan_out_to_self(
-    aws: &Aws,
-    env: &Environment,
-    inv: Invocation,
-    worker: Worker,
-) -> Result<Value, FunctionError> {
+async fn fan_out_to_self(aws: &Aws, env: &Environment, inv: Invocation, job: Job) -> Result<Value, FunctionError> {
     let account = account(&inv)?;
     let own = env.own_function.clone().ok_or(FunctionError::Env("AWS_LAMBDA_FUNCTION_NAME"))?;
     let region = install_region(aws);
-    let (job, probe) = match worker {
-        Worker::Snapshot => ("snapshot", Probe::Instances),
-        Worker::Clean => ("clean", Probe::InstancesOrDeleteOn),
-        Worker::Replication => ("replication", Probe::Replication),
-    };
-    if !matches!(worker, Worker::Replication) {
+    if job.needs_configurations() {
         let configs = load_configurations(aws, &region, &account).await?;
         if configs.valid.is_empty() {
             warn!(account = %account, "no valid configurations: nothing to do");
             return finish_fanout(json!({ "job": job, "regions": [] }), Vec::new());
         }
     }
-    fan_out(aws, &region, &own, probe, json!({ "job": job }), Vec::new()).await
+    fan_out(aws, &region, &own, job, json!({ "job": job }), Vec::new()).await
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Worker {
-    Snapshot,
-    Clean,
-    Replication,
-}
-
-async fn run_worker(aws: &Aws, env: &Environment, inv: Invocation, worker: Worker) -> Result<Value, FunctionError> {
+async fn run_worker(aws: &Aws, env: &Environment, inv: Invocation, job: Job) -> Result<Value, FunctionError> {
     if is_scheduled_event(&inv.payload) {
-        return fan_out_to_self(aws, env, inv, worker).await;
+        return fan_out_to_self(aws, env, inv, job).await;
     }
     let event = WorkerEvent::parse(&inv.payload)?;
     let account = account(&inv)?;
     let region = install_region(aws);
-    let enabled = enabled_regions(aws).await?;
-    if !enabled.contains(&event.region) {
-        return Err(FunctionError::UnknownRegion(event.region));
-    }
+    let regions = regions_to_work(aws, job, std::slice::from_ref(&event.region)).await?;
     let configs = load_configurations(aws, &region, &account).await?;
     let lease = LeaseScope {
         table_region: region.clone(),
@@ -263,12 +251,7 @@ async fn run_worker(aws: &Aws, env: &Environment, inv: Invocation, worker: Worke
     };
     let opts =
         JobOptions { dry_run: false, budget: budget_for(inv.deadline), lease: Some(&lease), every_action: false };
-    // Boxed: each job's future is large, and one state machine holding all three is too deep.
-    let mut report = match worker {
-        Worker::Snapshot => Box::pin(snapshot_region(aws, &configs, &event.region, Utc::now(), opts)).await,
-        Worker::Clean => Box::pin(clean_region(aws, &configs, &event.region, Utc::now(), opts)).await,
-        Worker::Replication => Box::pin(replication_region(aws, &configs, &event.region, &enabled, opts)).await,
-    };
+    let mut report = run_region(aws, job, &configs, &event.region, &regions.enabled, Utc::now(), opts).await;
     continue_if_needed(aws, env, &region, &event, &mut report).await;
     emit_metrics(env, &report);
     finish_worker(report)

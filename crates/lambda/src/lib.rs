@@ -68,6 +68,12 @@ where
 /// Logs to stdout, which Lambda sends to CloudWatch: JSON lines when `AWS_LAMBDA_LOG_FORMAT=JSON`,
 /// plain text otherwise (no colour codes, no timestamp: Lambda adds one). The level comes from
 /// `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else info.
+///
+/// This is `lambda_runtime::tracing::init_default_subscriber` with two differences, which is why
+/// it is not used: that one leaves ANSI colours on (the workspace's `tracing-subscriber` has the
+/// `ansi` feature for the CLI, so the functions would write escape codes into CloudWatch), and it
+/// reads the variable as one level only, so a directive list such as
+/// `ebs_snapper_aws=debug,aws_smithy_runtime=warn` silently became `info`.
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let level =

@@ -140,8 +140,9 @@ async fn no_attempt_of_a_mutation_is_sent_once_the_lease_ran_out() {
     use std::sync::atomic::AtomicU64;
     use std::sync::Arc;
 
-    use ebs_snapper_aws::executor::{delete_snapshot, Outcome};
+    use ebs_snapper_aws::executor::delete_snapshot;
     use ebs_snapper_aws::TimeBudget;
+    use ebs_snapper_core::Executed;
 
     let acct = Account::new().await;
     let i = acct.launch(R, &[]).await;
@@ -152,14 +153,14 @@ async fn no_attempt_of_a_mutation_is_sent_once_the_lease_ran_out() {
     let past = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 - 1000;
     let budget = TimeBudget::unlimited().with_lease(Arc::new(AtomicU64::new(past)), Duration::ZERO);
     let outcome = delete_snapshot(&ec2, R, &snap, &budget).await;
-    assert!(matches!(outcome, Outcome::Deferred), "{outcome:?}");
+    assert!(matches!(outcome, Executed::Deferred), "{outcome:?}");
     assert_eq!(acct.count("DeleteSnapshot", None), 0, "nothing reached AWS");
     assert_eq!(acct.snapshots(R).await.len(), 1);
 
     // Within the lease, the same call goes through.
     let future = past + 120_000;
     let budget = TimeBudget::unlimited().with_lease(Arc::new(AtomicU64::new(future)), Duration::ZERO);
-    assert!(matches!(delete_snapshot(&ec2, R, &snap, &budget).await, Outcome::Done(_)));
+    assert!(matches!(delete_snapshot(&ec2, R, &snap, &budget).await, Executed::Done(_)));
     assert!(acct.snapshots(R).await.is_empty());
 }
 
@@ -170,8 +171,9 @@ async fn a_retry_held_back_past_the_lease_is_never_sent() {
     use std::sync::atomic::AtomicU64;
     use std::sync::Arc;
 
-    use ebs_snapper_aws::executor::{delete_snapshot, Outcome};
+    use ebs_snapper_aws::executor::delete_snapshot;
     use ebs_snapper_aws::TimeBudget;
+    use ebs_snapper_core::Executed;
     use support::faults::{Fault, FaultPlan, FaultProxy};
 
     let acct = Account::new().await;
@@ -195,7 +197,7 @@ async fn a_retry_held_back_past_the_lease_is_never_sent() {
     let budget = TimeBudget::unlimited().with_lease(Arc::new(AtomicU64::new(until)), Duration::ZERO);
 
     let outcome = delete_snapshot(&ec2, R, &snap, &budget).await;
-    assert!(matches!(outcome, Outcome::Deferred), "{outcome:?}");
+    assert!(matches!(outcome, Executed::Deferred), "{outcome:?}");
     let attempts: Vec<Duration> =
         proxy.seen().iter().filter(|s| s.operation == "DeleteSnapshot").map(|s| s.at).collect();
     assert!(attempts.len() >= 2, "the first attempt and a retry went out within the lease: {attempts:?}");

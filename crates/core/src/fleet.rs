@@ -1,0 +1,139 @@
+//! The instance-based findings of `configure -c`: configurations that match no instance in any
+//! region, instances matched by several configurations, and instances tagged `backup` that no
+//! configuration matches. The AWS crate fetches each region's inventory; the analysis is here.
+
+use std::collections::BTreeSet;
+
+use crate::configurations::ConfigurationSet;
+use crate::inventory::{Instance, Inventory};
+use crate::tags::asks_for_backup;
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FleetFindings {
+    /// Valid configurations that matched no instance in any region (only when every region
+    /// answered: with a region unchecked, "matched nothing" could be wrong).
+    pub unmatched: Vec<String>,
+    /// (region, instance, configuration ids in order; the first applies).
+    pub overlaps: Vec<(String, String, Vec<String>)>,
+    /// (region, instance) tagged `backup` without a matching configuration.
+    pub unconfigured: Vec<(String, String)>,
+    /// (region, error): regions that could not be checked.
+    pub failed: Vec<(String, String)>,
+    /// (region, configuration, error): configurations whose instances EC2 would not list.
+    pub failed_configs: Vec<(String, String, String)>,
+    matched_somewhere: BTreeSet<String>,
+}
+
+impl FleetFindings {
+    /// Adds one region: `inventory` as the snapshot job gathers it (the same owner rule,
+    /// [`Inventory::claims`]), `live` every running or stopped instance of the region.
+    pub fn add_region(&mut self, configs: &ConfigurationSet, inventory: &Inventory, live: &[Instance]) {
+        let region = &inventory.region;
+        for (id, e) in &inventory.failed_configs {
+            self.failed_configs.push((region.clone(), id.clone(), e.clone()));
+        }
+        let claims = inventory.claims(configs);
+        let owned: BTreeSet<&str> = claims.owned.iter().map(|&(_, instance)| instance).collect();
+        for &(named, _) in &claims.owned {
+            self.matched_somewhere.insert(named.id.clone());
+        }
+        for (instance, ids) in &claims.overlaps {
+            self.matched_somewhere.extend(ids.iter().map(|id| id.to_string()));
+            self.overlaps.push((region.clone(), instance.to_string(), ids.iter().map(|id| id.to_string()).collect()));
+        }
+        for instance in live.iter().filter(|i| asks_for_backup(&i.tags) && !owned.contains(i.id.as_str())) {
+            self.unconfigured.push((region.clone(), instance.id.clone()));
+        }
+    }
+
+    /// A region that could not be checked.
+    pub fn region_failed(&mut self, region: &str, error: String) {
+        self.failed.push((region.to_string(), error));
+    }
+
+    /// The findings, sorted, with the unmatched configurations when every region answered.
+    pub fn finish(mut self, configs: &ConfigurationSet) -> FleetFindings {
+        if self.failed.is_empty() && self.failed_configs.is_empty() {
+            self.unmatched = configs
+                .valid
+                .iter()
+                .filter(|c| !self.matched_somewhere.contains(&c.id))
+                .map(|c| c.id.clone())
+                .collect();
+        }
+        self.overlaps.sort();
+        self.unconfigured.sort();
+        self.failed.sort();
+        self.failed_configs.sort();
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::configurations::StoredConfiguration;
+
+    fn configs(ids: &[&str]) -> ConfigurationSet {
+        let text = r#"{"match": {"tag:backup": "yes"}, "snapshot": {"retention": "5 days", "minimum": 1, "frequency": "1 day"}}"#;
+        ConfigurationSet::from_stored(
+            &ids.iter()
+                .map(|id| StoredConfiguration { id: id.to_string(), text: text.to_string() })
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    fn instance(id: &str, backup: Option<&str>) -> Instance {
+        Instance {
+            id: id.into(),
+            state: "running".into(),
+            image_id: None,
+            tags: backup.map(|v| ("Backup".to_string(), v.to_string())).into_iter().collect(),
+            volumes: Vec::new(),
+        }
+    }
+
+    fn inventory(region: &str, matched: &[(&str, &[&str])], instances: &[Instance]) -> Inventory {
+        Inventory {
+            region: region.into(),
+            matched: matched
+                .iter()
+                .map(|(c, ids)| (c.to_string(), ids.iter().map(|i| i.to_string()).collect()))
+                .collect(),
+            instances: instances.iter().map(|i| (i.id.clone(), i.clone())).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn overlaps_unconfigured_and_unmatched_across_regions() {
+        let set = configs(&["a", "b", "c"]);
+        let live = [instance("i-1", Some("yes")), instance("i-2", Some("YES")), instance("i-3", Some("no"))];
+        let mut f = FleetFindings::default();
+        f.add_region(&set, &inventory("us-east-1", &[("a", &["i-1"]), ("b", &["i-1"])], &live[..1]), &live);
+        f.add_region(&set, &inventory("eu-west-1", &[], &[]), &[instance("i-9", Some("true"))]);
+        let f = f.finish(&set);
+        assert_eq!(f.overlaps, [("us-east-1".to_string(), "i-1".to_string(), vec!["a".to_string(), "b".to_string()])]);
+        // i-2 asks for a backup and nobody owns it; i-3 says no.
+        assert_eq!(
+            f.unconfigured,
+            [("eu-west-1".to_string(), "i-9".to_string()), ("us-east-1".to_string(), "i-2".to_string())]
+        );
+        assert_eq!(f.unmatched, ["c"]);
+    }
+
+    #[test]
+    fn nothing_is_called_unmatched_while_a_region_or_configuration_is_unchecked() {
+        let set = configs(&["a"]);
+        let mut f = FleetFindings::default();
+        f.region_failed("ap-south-1", "AuthFailure".into());
+        assert!(f.finish(&set).unmatched.is_empty());
+        let mut f = FleetFindings::default();
+        let mut inv = inventory("us-east-1", &[], &[]);
+        inv.failed_configs.insert("a".into(), "bad filter".into());
+        f.add_region(&set, &inv, &[]);
+        let f = f.finish(&set);
+        assert!(f.unmatched.is_empty());
+        assert_eq!(f.failed_configs, [("us-east-1".to_string(), "a".to_string(), "bad filter".to_string())]);
+    }
+}
