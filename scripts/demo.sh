@@ -41,6 +41,12 @@ fleet snapshots us-east-1
 fleet snapshots us-west-2
 snapper snapshot --region us-east-1
 
+say "Policies" "The payments configuration keeps daily, weekly and monthly tiers, leaves out scratch volumes, takes pay-1's root and data volumes as one crash-consistent set (one call), and tags every snapshot Team=payments. A fresh volume is due for every tier: one snapshot serves all three, kept for the longest retention."
+snapper configure -s payments '{"match": {"tag:backup": "tiered"}, "schedules": [{"name": "daily", "frequency": "cron(0 3 * * ? *)", "retention": "8 days", "minimum": 7}, {"name": "weekly", "frequency": "cron(0 3 ? * SUN *)", "retention": "35 days", "minimum": 4}, {"name": "monthly", "frequency": "cron(0 3 1 * ? *)", "retention": "400 days", "minimum": 12, "archive": true}], "exclude_tags": {"kind": "scratch"}, "consistency": "instance", "tags": {"Team": "payments"}}'
+snapper snapshot --region us-east-1 --dry-run | grep "$PAY_INSTANCE"
+snapper snapshot --region us-east-1
+fleet snapshots us-east-1 | grep -E "^snapshot |$PAY_INSTANCE"
+
 say "Clean" "Six planted snapshots of one volume expired 2 to 40 days ago; with minimum 3 and one fresh snapshot, the dry run plans to delete the 4 oldest and keep 2; then clean does it."
 fleet expire us-east-1
 snapper clean --region us-east-1 --dry-run | grep -v "not expired"

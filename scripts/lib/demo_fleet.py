@@ -33,8 +33,12 @@ def fleet():
     ignored = launch("us-east-1", {"Name": "scratch-1", "backup": "yes"})
     replicated = launch("us-west-2", {"Name": "ledger-1", "backup": "daily", "replication_dst_region": "us-east-1"})
     launch("us-west-2", {"Name": "archive-1", "backup": "weekly"}, data_volumes=0)
+    pay = launch("us-east-1", {"Name": "pay-1", "backup": "tiered"}, data_volumes=2)
+    scratch = ec2("us-east-1").describe_volumes(Filters=[{"Name": "tag:Name", "Values": ["pay-1-data1"]}])["Volumes"][0]["VolumeId"]
+    ec2("us-east-1").create_tags(Resources=[scratch], Tags=[{"Key": "kind", "Value": "scratch"}])
+    print(f"PAY_INSTANCE={pay}")
     print(f"IGNORED_INSTANCE={ignored}")
-    print(f"FLEET='web {web}, db {db} (two data volumes), stopped {stopped}, ignored {ignored} in us-east-1; ledger {replicated} in us-west-2, tagged for replication to us-east-1'")
+    print(f"FLEET='web {web}, db {db} (two data volumes), stopped {stopped}, ignored {ignored}, pay {pay} (two data volumes, one scratch) in us-east-1; ledger {replicated} in us-west-2, tagged for replication to us-east-1'")
 
 
 def snapshots(region):
@@ -43,8 +47,9 @@ def snapshots(region):
     for s in sorted(snaps, key=lambda s: s["SnapshotId"]):
         tags = {t["Key"]: t["Value"] for t in s.get("Tags", [])}
         rows.append((s["SnapshotId"], s.get("VolumeId", ""), tags.get("ebs-snapper:instance-id", "-"), tags.get("DeleteOn", "-"),
-                     tags.get("Name", "-"), tags.get("replication_dst_region", tags.get("replication_src_region", "-"))))
-    header = ("snapshot", "volume", "instance", "DeleteOn", "Name", "replication")
+                     tags.get("Name", "-"), tags.get("replication_dst_region", tags.get("replication_src_region", "-")),
+                     tags.get("ebs-snapper:tier", "-"), "set" if "ebs-snapper:set" in tags else "-"))
+    header = ("snapshot", "volume", "instance", "DeleteOn", "Name", "replication", "tier", "set")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths))
     print(f"{region}: {len(rows)} snapshot(s)")

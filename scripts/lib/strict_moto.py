@@ -15,6 +15,7 @@ Run as moto_server is (same arguments). Each change below is AWS's documented be
   GetBucketVersioningResponse is unreadable to the Rust SDK).
 - DescribeSnapshots and DescribeVolumes answer pages of at most MaxResults, with a NextToken
   (moto returns everything at once, so no test could cross a page boundary).
+- CreateSnapshots leaves out the volumes named in ExcludeDataVolumeIds (moto snapshots them).
 
 What must be switchable per test (lost answers, empty first pages, snapshots pending or not yet
 listed) is done by the test bed's proxy instead (crates/cli/tests/e2e/support/faults.rs).
@@ -219,6 +220,28 @@ def copy_snapshot(self, *args, **kwargs):
     return snapshot
 
 
+_create_snapshots = elastic_block_store.EBSBackend.create_snapshots
+
+
+def create_snapshots(self, instance_spec, description, tags):
+    excluded = instance_spec.get("ExcludeDataVolumeIds") or instance_spec.get("ExcludeDataVolumeId") or []
+    if isinstance(excluded, dict):
+        excluded = list(excluded.values())
+    if not excluded:
+        return _create_snapshots(self, instance_spec, description, tags)
+    instance = self.get_instance(instance_spec["InstanceId"])
+    exclude_boot = str(instance_spec.get("ExcludeBootVolume", False)).lower() == "true"
+    volumes = [
+        m.volume_id
+        for device, m in instance.get_block_device_mapping
+        if m.volume_id not in excluded and not (exclude_boot and device == instance.root_device_name)
+    ]
+    snapshots = [self.create_snapshot(v, description=description) for v in volumes]
+    for snapshot in snapshots:
+        snapshot.add_tags(tags)
+    return snapshots
+
+
 def _page(response, key, items):
     """One page of `items` as AWS answers: at most MaxResults, then a NextToken."""
     max_results = response._get_param("MaxResults")
@@ -312,6 +335,7 @@ ElasticBlockStore.describe_volumes = describe_volumes
 instances.InstanceBackend.describe_instances = describe_instances
 instances.InstanceBackend.get_reservations_by_instance_ids = get_reservations_by_instance_ids
 elastic_block_store.EBSBackend.copy_snapshot = copy_snapshot
+elastic_block_store.EBSBackend.create_snapshots = create_snapshots
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,7 @@
 //! the call would have made is looked for (for up to the listing lag, since listings are
 //! eventually consistent) and only when it is not there is the call tried again.
 
-use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::{InstanceSpecification, ResourceType, Tag, TagSpecification, TargetStorageTier};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
@@ -23,6 +23,8 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::retry::ErrorKind;
+use ebs_snapper_core::snapshot_plan::{SetExecuted, SetRequest};
+use ebs_snapper_core::tags::TAG_SET;
 use ebs_snapper_core::{Executed, SnapshotRequest};
 use futures::stream::{self, StreamExt};
 use tracing::{info, warn};
@@ -143,19 +145,21 @@ fn not_sent<E: std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> bo
 }
 
 /// Runs `mutate` on every item, at most [`MUTATION_CONCURRENCY`] at once, starting none after the
-/// budget ends (those are `Deferred`); outcomes in item order.
-async fn bounded<'a, T, F, Fut>(items: &'a [T], budget: &TimeBudget, mutate: F) -> Vec<Executed>
+/// budget ends (those are `deferred`); outcomes in item order.
+async fn bounded<'a, T, O, F, Fut>(items: &'a [T], budget: &TimeBudget, deferred: O, mutate: F) -> Vec<O>
 where
+    O: Clone,
     F: Fn(&'a T) -> Fut,
-    Fut: std::future::Future<Output = Executed>,
+    Fut: std::future::Future<Output = O>,
 {
-    let mut outcomes: Vec<(usize, Executed)> = stream::iter(items.iter().enumerate())
+    let mut outcomes: Vec<(usize, O)> = stream::iter(items.iter().enumerate())
         .map(|(i, item)| {
             // The future does nothing until polled, and it is polled only when a slot is free.
             let work = mutate(item);
+            let deferred = deferred.clone();
             async move {
                 if !budget.mutation_may_start().await {
-                    return (i, Executed::Deferred);
+                    return (i, deferred);
                 }
                 (i, work.await)
             }
@@ -174,7 +178,7 @@ pub async fn create_snapshots(
     requests: &[&SnapshotRequest],
     budget: &TimeBudget,
 ) -> Vec<Executed> {
-    bounded(requests, budget, |request| create_snapshot(client, region, request, budget)).await
+    bounded(requests, budget, Executed::Deferred, |request| create_snapshot(client, region, request, budget)).await
 }
 
 async fn create_snapshot(
@@ -233,9 +237,9 @@ async fn create_snapshot(
 }
 
 /// What follows a create or copy whose answer was lost.
-enum AfterLoss {
-    /// It was done: the snapshot it made.
-    Found(String),
+enum AfterLoss<T = String> {
+    /// It was done: the snapshot (or snapshots) it made.
+    Found(T),
     /// Verified not done: it may be tried again.
     TryAgain,
     /// Not found after the last try, or not verifiable: reported, never repeated blindly.
@@ -244,16 +248,16 @@ enum AfterLoss {
 
 /// Looks for the effect of a mutation whose answer was lost (`find`, for up to the listing lag)
 /// and says whether it was done, may be tried again, or must be given up.
-async fn after_lost_answer<F, Fut>(
+async fn after_lost_answer<T, F, Fut>(
     operation: &'static str,
     error: AwsError,
     tries: u32,
     budget: &TimeBudget,
     find: F,
-) -> AfterLoss
+) -> AfterLoss<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<String>, AwsError>>,
+    Fut: std::future::Future<Output = Result<Option<T>, AwsError>>,
 {
     match until_listed(find).await {
         Ok(Some(id)) => AfterLoss::Found(id),
@@ -264,6 +268,138 @@ where
             AfterLoss::GiveUp(AwsError::Unverified { operation, first: Box::new(error), verify: Box::new(verify) })
         }
     }
+}
+
+/// Takes the crash-consistent sets, one `CreateSnapshots` each, at most
+/// [`MUTATION_CONCURRENCY`] at once; outcomes in set order. As for one snapshot, a lost answer
+/// is never repeated blindly: the set is looked for by its `ebs-snapper:set` tag.
+pub async fn create_snapshot_sets(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    sets: &[&SetRequest],
+    budget: &TimeBudget,
+) -> Vec<SetExecuted> {
+    let deferred = SetExecuted { outcome: Executed::Deferred, snapshots: Vec::new() };
+    bounded(sets, budget, deferred, |set| create_snapshot_set(client, region, set, budget)).await
+}
+
+async fn create_snapshot_set(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    set: &SetRequest,
+    budget: &TimeBudget,
+) -> SetExecuted {
+    let only = |outcome: Executed| SetExecuted { outcome, snapshots: Vec::new() };
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let spec = InstanceSpecification::builder()
+            .instance_id(&set.instance_id)
+            .exclude_boot_volume(set.exclude_boot)
+            .set_exclude_data_volume_ids(
+                (!set.exclude_data_volumes.is_empty()).then(|| set.exclude_data_volumes.clone()),
+            )
+            .build();
+        let result = client
+            .create_snapshots()
+            .instance_specification(spec)
+            .description(&set.description)
+            .tag_specifications(snapshot_tags(&set.tags))
+            .customize()
+            .config_override(only_throttles_retried())
+            .interceptor(WithinBudget(budget.clone()))
+            .send()
+            .await;
+        let e = match result {
+            Err(e) if not_sent(&e) => return only(Executed::Deferred),
+            Ok(out) => {
+                let snapshots: Vec<(String, String)> = out
+                    .snapshots()
+                    .iter()
+                    .filter_map(|s| Some((s.volume_id()?.to_string(), s.snapshot_id()?.to_string())))
+                    .collect();
+                info!(region = %region, instance_id = %set.instance_id, set = %set.set_id, snapshots = snapshots.len(), "created a crash-consistent set");
+                return SetExecuted { outcome: Executed::Done(None), snapshots };
+            }
+            Err(e) => e,
+        };
+        let unknown = outcome_unknown(&e);
+        let e = AwsError::call("CreateSnapshots", region, e);
+        if !unknown {
+            return if e.code().is_some_and(|c| CREATE_SKIPPABLE.contains(&c)) {
+                warn!(region, instance_id = %set.instance_id, error = %e, "set not created now; the instance stays due");
+                only(Executed::Skipped(e.to_string()))
+            } else {
+                warn!(region, instance_id = %set.instance_id, error = %e, "set creation failed");
+                only(Executed::Failed(e.to_string()))
+            };
+        }
+        warn!(region, instance_id = %set.instance_id, error = %e, "the answer to CreateSnapshots was lost; looking for the set");
+        let find = || set_snapshots(client, region, &set.set_id);
+        match after_lost_answer("CreateSnapshots", e, tries, budget, find).await {
+            AfterLoss::Found(snapshots) => {
+                info!(region = %region, instance_id = %set.instance_id, set = %set.set_id, "created a crash-consistent set (found after a lost answer)");
+                return SetExecuted { outcome: Executed::Done(None), snapshots };
+            }
+            AfterLoss::TryAgain => continue,
+            AfterLoss::GiveUp(e) => return only(Executed::Failed(e.to_string())),
+        }
+    }
+}
+
+/// The (volume, snapshot) pairs of the set tagged `set_id`, if it is listed.
+async fn set_snapshots(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    set_id: &str,
+) -> Result<Option<Vec<(String, String)>>, AwsError> {
+    let filters = vec![ec2_filter(&format!("tag:{TAG_SET}"), [set_id.to_string()])];
+    let found = describe_own_snapshots(client, region, filters, SnapshotDetail::Bare).await?;
+    let pairs: Vec<(String, String)> = found.into_iter().filter_map(|s| Some((s.volume_id?, s.id))).collect();
+    Ok((!pairs.is_empty()).then_some(pairs))
+}
+
+/// Archive errors that are logged and skipped: the snapshot is gone, or is being archived or
+/// restored already.
+const ARCHIVE_SKIPPABLE: [&str; 2] = ["InvalidSnapshot.NotFound", "IncorrectState"];
+
+/// Moves the snapshots to the archive storage tier (`ModifySnapshotTier`), at most
+/// [`MUTATION_CONCURRENCY`] at once; outcomes in input order. Asking twice is harmless, so the
+/// SDK's retries stand.
+pub async fn archive_snapshots(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    ids: &[&str],
+    budget: &TimeBudget,
+) -> Vec<Executed> {
+    bounded(ids, budget, Executed::Deferred, |id| async move {
+        let sent = client
+            .modify_snapshot_tier()
+            .snapshot_id(*id)
+            .storage_tier(TargetStorageTier::Archive)
+            .customize()
+            .interceptor(WithinBudget(budget.clone()))
+            .send()
+            .await;
+        match sent {
+            Err(e) if not_sent(&e) => Executed::Deferred,
+            Ok(_) => {
+                info!(region = %region, snapshot_id = %id, "moved snapshot to the archive tier");
+                Executed::Done(None)
+            }
+            Err(e) => {
+                let e = AwsError::call("ModifySnapshotTier", region, e);
+                if e.code().is_some_and(|c| ARCHIVE_SKIPPABLE.contains(&c)) {
+                    warn!(region, snapshot_id = %id, error = %e, "snapshot not archived");
+                    Executed::Skipped(e.to_string())
+                } else {
+                    warn!(region, snapshot_id = %id, error = %e, "archiving failed");
+                    Executed::Failed(e.to_string())
+                }
+            }
+        }
+    })
+    .await
 }
 
 /// The newest own snapshot of `volume` started at or after `since`, if any.
@@ -302,7 +438,7 @@ pub async fn delete_snapshots(
     ids: &[&str],
     budget: &TimeBudget,
 ) -> Vec<Executed> {
-    bounded(ids, budget, |id| delete_snapshot(client, region, id, budget)).await
+    bounded(ids, budget, Executed::Deferred, |id| delete_snapshot(client, region, id, budget)).await
 }
 
 /// Deletes one snapshot. Used by the clean job and for replicas whose source is gone.

@@ -7,7 +7,7 @@ use ebs_snapper_core::ConfigurationSet;
 use futures::stream::{self, StreamExt};
 
 use crate::error::AwsError;
-use crate::inventory::{live_instances, match_instances, Matching};
+use crate::inventory::{live_instances, match_instances, with_volumes, Matching};
 use crate::regions::PROBE_CONCURRENCY;
 use crate::sdk::Aws;
 
@@ -16,7 +16,9 @@ pub async fn check_fleet(aws: &Aws, configs: &ConfigurationSet, regions: &[Strin
         .map(|region| async move {
             let client = aws_sdk_ec2::Client::new(&aws.in_region(&region));
             let r = async {
-                let inventory = match_instances(&client, &region, configs, Matching::Snapshot).await?;
+                let mut inventory = match_instances(&client, &region, configs, Matching::Snapshot).await?;
+                // Volume tags decide `exclude_tags`.
+                with_volumes(&client, &region, &mut inventory).await?;
                 let live = live_instances(&client, &region).await?;
                 Ok::<_, AwsError>((inventory, live))
             }

@@ -44,8 +44,16 @@ pub enum SnapshotDetail {
 }
 
 /// The tags the retention planner reads.
-pub const RETENTION_TAGS: [&str; 3] =
-    [ebs_snapper_core::tags::DELETE_ON, ebs_snapper_core::tags::TAG_INSTANCE, ebs_snapper_core::tags::TAG_CONFIG];
+pub const RETENTION_TAGS: [&str; 4] = [
+    ebs_snapper_core::tags::DELETE_ON,
+    ebs_snapper_core::tags::TAG_INSTANCE,
+    ebs_snapper_core::tags::TAG_CONFIG,
+    ebs_snapper_core::tags::TAG_TIER,
+];
+
+/// The tags the snapshot planner reads: the tier a snapshot was taken for (each tier is due on
+/// its own snapshots).
+pub const DUE_TAGS: [&str; 1] = [ebs_snapper_core::tags::TAG_TIER];
 
 /// How long EC2's listings may lag a mutation (EC2's API is eventually consistent: a new
 /// snapshot may be missing from `DescribeSnapshots` for a few seconds):
@@ -99,6 +107,7 @@ pub(crate) fn to_snapshot(s: &aws_sdk_ec2::types::Snapshot, detail: SnapshotDeta
         state: SnapshotState::parse(s.state().map(|s| s.as_str()).unwrap_or("")),
         tags,
         description,
+        archived: s.storage_tier() == Some(&aws_sdk_ec2::types::StorageTier::Archive),
     })
 }
 
@@ -110,10 +119,7 @@ pub async fn gather(
     configs: &ConfigurationSet,
 ) -> Result<Inventory, AwsError> {
     let mut inventory = match_instances(client, region, configs, Matching::Snapshot).await?;
-    let volume_ids: BTreeSet<String> =
-        inventory.instances.values().flat_map(|i| i.volumes.iter().map(|a| a.volume_id.clone())).collect();
-    let volume_ids: Vec<String> = volume_ids.into_iter().collect();
-    inventory.volumes = describe_volumes(client, region, &volume_ids).await?;
+    let volume_ids = with_volumes(client, region, &mut inventory).await?;
     inventory.snapshots = describe_snapshots_of_volumes(client, region, &volume_ids).await?;
     info!(
         region,
@@ -123,6 +129,20 @@ pub async fn gather(
         "gathered inventory"
     );
     Ok(inventory)
+}
+
+/// Fills `inventory.volumes` with the volumes attached to its instances (one `DescribeVolumes`
+/// per 200), and returns their ids.
+pub async fn with_volumes(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    inventory: &mut Inventory,
+) -> Result<Vec<String>, AwsError> {
+    let volume_ids: BTreeSet<String> =
+        inventory.instances.values().flat_map(|i| i.volumes.iter().map(|a| a.volume_id.clone())).collect();
+    let volume_ids: Vec<String> = volume_ids.into_iter().collect();
+    inventory.volumes = describe_volumes(client, region, &volume_ids).await?;
+    Ok(volume_ids)
 }
 
 /// Which instances a configuration matches: running or stopped ones (to snapshot), or those in
@@ -205,6 +225,7 @@ async fn describe_instances(
                     id: id.to_string(),
                     state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
                     image_id: i.image_id().map(str::to_string),
+                    root_device: i.root_device_name().map(str::to_string),
                     tags: tags_of(i.tags()),
                     volumes: i
                         .block_device_mappings()
@@ -271,7 +292,7 @@ async fn describe_snapshots_of_volumes(
 ) -> Result<Vec<Snapshot>, AwsError> {
     in_batches(volume_ids, |batch| {
         let filters = vec![ec2_filter("volume-id", batch.iter().cloned())];
-        describe_own_snapshots(client, region, filters, SnapshotDetail::Bare)
+        describe_own_snapshots(client, region, filters, SnapshotDetail::Tags(&DUE_TAGS))
     })
     .await
 }

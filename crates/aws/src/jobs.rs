@@ -15,7 +15,7 @@ use tracing::warn;
 use crate::budget::TimeBudget;
 use crate::config_store::{table_name, ConfigStore};
 use crate::error::AwsError;
-use crate::executor::{copy_snapshots, create_snapshots, delete_snapshots};
+use crate::executor::{archive_snapshots, copy_snapshots, create_snapshot_sets, create_snapshots, delete_snapshots};
 use crate::inventory::{
     describe_own_snapshots, describe_own_snapshots_by_id, ec2_filter, gather, gather_for_clean, listing_lag,
     until_listed, SnapshotDetail,
@@ -186,13 +186,16 @@ async fn snapshot_unleased(
     };
     let plan = plan_snapshots(configs, &inventory, now, VERSION);
     log_warnings(region, &plan.warnings);
-    let created = if opts.dry_run {
-        Vec::new()
+    let (created, sets) = if opts.dry_run {
+        (Vec::new(), Vec::new())
     } else {
         let requests: Vec<_> = plan.requests().map(|(_, request)| request).collect();
-        create_snapshots(&client, region, &requests, &opts.budget).await
+        let sets: Vec<_> = plan.sets.iter().collect();
+        // One after the other, so that no more than the executor's bound is in flight.
+        let created = create_snapshots(&client, region, &requests, &opts.budget).await;
+        (created, create_snapshot_sets(&client, region, &sets, &opts.budget).await)
     };
-    plan.report(&inventory.failed_configs, created, opts.report())
+    plan.report(&inventory.failed_configs, created, sets, opts.report())
 }
 
 /// Runs the clean job in one region: gather -> plan -> execute -> report.
@@ -213,12 +216,13 @@ pub async fn clean_region(
     };
     let plan = plan_retention(configs, &inventory, &ignored_volumes, now.date_naive());
     log_warnings(region, &plan.warnings);
-    let deleted = if opts.dry_run {
-        Vec::new()
+    let (deleted, archived) = if opts.dry_run {
+        (Vec::new(), Vec::new())
     } else {
-        delete_snapshots(&client, region, &plan.delete_ids(), &opts.budget).await
+        let deleted = delete_snapshots(&client, region, &plan.delete_ids(), &opts.budget).await;
+        (deleted, archive_snapshots(&client, region, &plan.archive_ids(), &opts.budget).await)
     };
-    plan.report(&inventory.failed_configs, deleted, opts.report())
+    plan.report(&inventory.failed_configs, deleted, archived, opts.report())
 }
 
 /// What the replication planner reads of a region's snapshots: only the replication tags (the

@@ -189,6 +189,15 @@ async fn check(aws: &Aws, store: &ConfigStore, account: &str) -> Result<Vec<Stri
     for invalid in &set.invalid {
         findings.push(format!("configuration {} is invalid and is skipped: {}", invalid.id, invalid.error));
     }
+    let now = chrono::Utc::now();
+    for named in &set.valid {
+        for tier in named.configuration.tiers_never_due(now) {
+            findings.push(format!(
+                "configuration {}: tier {tier} can never be due (its schedule does not fire after now)",
+                named.id
+            ));
+        }
+    }
     for (id, warning) in &set.warnings {
         findings.push(format!("configuration {id}: {warning}"));
     }
@@ -211,6 +220,13 @@ async fn check(aws: &Aws, store: &ConfigStore, account: &str) -> Result<Vec<Stri
             "instance {instance} in {region} is matched by configurations {}; {} applies",
             ids.join(", "),
             ids[0]
+        ));
+    }
+    for (region, instance, volume, ids) in &fleet.excluded {
+        findings.push(format!(
+            "volume {volume} of instance {instance} in {region} is excluded by every configuration that matches it \
+             ({}); it is never snapshotted",
+            ids.join(", ")
         ));
     }
     for (region, instance) in &fleet.unconfigured {

@@ -26,6 +26,16 @@ fn planners(c: &mut Criterion) {
             b.iter(|| black_box(plan_retention(&configs, inv, &BTreeSet::new(), now.date_naive())))
         });
     }
+    // Four tiers on the large case (SPEC §11; target: the same 100 ms).
+    let configs = synthetic::tiered_configurations();
+    let inventory = synthetic::tiered_inventory(10_000, 10, now);
+    let label = format!("10000 volumes, {} snapshots, 4 tiers", inventory.snapshots.len());
+    group.bench_with_input(BenchmarkId::new("plan_snapshots", &label), &inventory, |b, inv| {
+        b.iter(|| black_box(plan_snapshots(&configs, inv, now, "bench")))
+    });
+    group.bench_with_input(BenchmarkId::new("plan_retention", &label), &inventory, |b, inv| {
+        b.iter(|| black_box(plan_retention(&configs, inv, &BTreeSet::new(), now.date_naive())))
+    });
     group.finish();
 }
 

@@ -1,6 +1,8 @@
 //! A synthetic region for benchmarks: `volumes` volumes on `volumes / 2` instances (two each),
 //! `per_volume` snapshots per volume spread over the last weeks, a third of them expired, and
-//! two configurations (one matching every instance, one matching a tenth of them).
+//! two configurations (one matching every instance, one matching a tenth of them). The tiered
+//! variant gives the configuration that matches every instance four tiers, and each snapshot
+//! the tiers it was taken for.
 
 use chrono::{DateTime, Duration, Utc};
 use ebs_snapper_core::{
@@ -18,6 +20,41 @@ pub fn configurations() -> ConfigurationSet {
             text: r#"{"match": {"tag:tier": "gold"}, "snapshot": {"retention": "30 days", "minimum": 10, "frequency": "0 */6 * * *"}}"#.into(),
         },
     ])
+}
+
+/// The same configurations, the first with four tiers (SPEC §11), the last archived.
+pub fn tiered_configurations() -> ConfigurationSet {
+    ConfigurationSet::from_stored(&[
+        StoredConfiguration {
+            id: "all".into(),
+            text: r#"{"match": {"tag:backup": "yes"}, "schedules": [
+                {"name": "daily", "frequency": "1 day", "retention": "14 days", "minimum": 7},
+                {"name": "weekly", "frequency": "7 days", "retention": "35 days", "minimum": 4},
+                {"name": "monthly", "frequency": "30 days", "retention": "400 days", "minimum": 12},
+                {"name": "yearly", "frequency": "365 days", "retention": "2000 days", "minimum": 3, "archive": true}],
+                "exclude_tags": {"scratch": "*"}, "tags": {"Team": "payments"}}"#
+                .into(),
+        },
+        StoredConfiguration {
+            id: "some".into(),
+            text: r#"{"match": {"tag:tier": "gold"}, "snapshot": {"retention": "30 days", "minimum": 10, "frequency": "0 */6 * * *"}}"#.into(),
+        },
+    ])
+}
+
+/// [`inventory`] with each snapshot tagged with the tiers it was taken for: every one daily,
+/// every seventh also weekly, every thirtieth also monthly and yearly.
+pub fn tiered_inventory(volumes: usize, per_volume: usize, now: DateTime<Utc>) -> Inventory {
+    let mut inv = inventory(volumes, per_volume, now);
+    for (n, s) in inv.snapshots.iter_mut().enumerate() {
+        let tiers = match n % 30 {
+            0 => "daily,weekly,monthly,yearly",
+            k if k % 7 == 0 => "daily,weekly",
+            _ => "daily",
+        };
+        s.tags.insert("ebs-snapper:tier".to_string(), tiers.to_string());
+    }
+    inv
 }
 
 /// An EC2-like id: the prefix and 17 hex digits that look random (real ids share no long prefix,
@@ -58,6 +95,7 @@ pub fn inventory(volumes: usize, per_volume: usize, now: DateTime<Utc>) -> Inven
                 id: instance_id.clone(),
                 state: "running".into(),
                 image_id: Some("ami-1".into()),
+                root_device: Some("/dev/xvda".into()),
                 tags: tags.clone(),
                 volumes: vols,
             },
@@ -85,6 +123,7 @@ pub fn inventory(volumes: usize, per_volume: usize, now: DateTime<Utc>) -> Inven
                 ]
                 .into(),
                 description: String::new(),
+                archived: false,
             });
         }
     }

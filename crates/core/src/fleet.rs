@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use crate::configurations::ConfigurationSet;
 use crate::inventory::{Instance, Inventory};
+use crate::snapshot_plan::exclusion;
 use crate::tags::asks_for_backup;
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -21,6 +22,9 @@ pub struct FleetFindings {
     pub failed: Vec<(String, String)>,
     /// (region, configuration, error): configurations whose instances EC2 would not list.
     pub failed_configs: Vec<(String, String, String)>,
+    /// (region, instance, volume, configuration ids): volumes that every configuration matching
+    /// their instance excludes (`exclude_boot`, `exclude_tags`): never snapshotted.
+    pub excluded: Vec<(String, String, String, Vec<String>)>,
     matched_somewhere: BTreeSet<String>,
 }
 
@@ -40,6 +44,27 @@ impl FleetFindings {
         for (instance, ids) in &claims.overlaps {
             self.matched_somewhere.extend(ids.iter().map(|id| id.to_string()));
             self.overlaps.push((region.clone(), instance.to_string(), ids.iter().map(|id| id.to_string()).collect()));
+        }
+        for &(named, instance_id) in &claims.owned {
+            let Some(instance) = inventory.instances.get(instance_id) else { continue };
+            let matching: Vec<&str> = match claims.overlaps.get(instance_id) {
+                Some(ids) => ids.clone(),
+                None => vec![named.id.as_str()],
+            };
+            for att in &instance.volumes {
+                let tags = inventory.volumes.get(&att.volume_id).map(|v| &v.tags);
+                let excluded_by_all = matching.iter().all(|id| {
+                    configs.get(id).is_some_and(|c| exclusion(&c.configuration, instance, att, tags).is_some())
+                });
+                if excluded_by_all {
+                    self.excluded.push((
+                        region.clone(),
+                        instance.id.clone(),
+                        att.volume_id.clone(),
+                        matching.iter().map(|id| id.to_string()).collect(),
+                    ));
+                }
+            }
         }
         for instance in live.iter().filter(|i| asks_for_backup(&i.tags) && !owned.contains(i.id.as_str())) {
             self.unconfigured.push((region.clone(), instance.id.clone()));
@@ -65,6 +90,7 @@ impl FleetFindings {
         self.unconfigured.sort();
         self.failed.sort();
         self.failed_configs.sort();
+        self.excluded.sort();
         self
     }
 }
@@ -88,6 +114,7 @@ mod tests {
             id: id.into(),
             state: "running".into(),
             image_id: None,
+            root_device: None,
             tags: backup.map(|v| ("Backup".to_string(), v.to_string())).into_iter().collect(),
             volumes: Vec::new(),
         }
@@ -135,5 +162,54 @@ mod tests {
         let f = f.finish(&set);
         assert!(f.unmatched.is_empty());
         assert_eq!(f.failed_configs, [("us-east-1".to_string(), "a".to_string(), "bad filter".to_string())]);
+    }
+
+    #[test]
+    fn a_volume_every_matching_configuration_excludes_is_found() {
+        let text = |extra: &str| {
+            format!(
+                r#"{{"match": {{"tag:backup": "yes"}}, "snapshot": {{"retention": "5 days", "minimum": 1, "frequency": "1 day"}}{extra}}}"#
+            )
+        };
+        let set = ConfigurationSet::from_stored(&[
+            StoredConfiguration { id: "a".into(), text: text(r#", "exclude_boot": true"#) },
+            StoredConfiguration { id: "b".into(), text: text(r#", "exclude_tags": {"scratch": "*"}"#) },
+        ]);
+        let mut i = instance("i-1", None);
+        i.root_device = Some("/dev/xvda".into());
+        i.volumes = vec![
+            crate::inventory::Attachment { device: "/dev/xvda".into(), volume_id: "vol-root".into() },
+            crate::inventory::Attachment { device: "/dev/xvdf".into(), volume_id: "vol-scratch".into() },
+        ];
+        let mut inv = inventory("us-east-1", &[("a", &["i-1"]), ("b", &["i-1"])], &[i]);
+        for (v, tags) in [("vol-root", vec![("scratch", "yes")]), ("vol-scratch", vec![])] {
+            let tags = tags.into_iter().map(|(k, val)| (k.to_string(), val.to_string())).collect();
+            inv.volumes.insert(v.into(), crate::inventory::Volume { id: v.into(), tags });
+        }
+        let mut f = FleetFindings::default();
+        f.add_region(&set, &inv, &[]);
+        // vol-root: a excludes the boot volume, b its tag; vol-scratch is neither boot nor tagged.
+        assert_eq!(
+            f.finish(&set).excluded,
+            [(
+                "us-east-1".to_string(),
+                "i-1".to_string(),
+                "vol-root".to_string(),
+                vec!["a".to_string(), "b".to_string()]
+            )]
+        );
+    }
+
+    #[test]
+    fn a_tier_whose_cron_years_are_past_is_never_due() {
+        let c = crate::config::Configuration::parse(
+            r#"{"match": {"tag:b": "y"}, "schedules": [
+                {"name": "daily", "frequency": "1 day", "retention": "1 day", "minimum": 1},
+                {"name": "y2020", "frequency": "cron(0 3 1 1 ? 2020)", "retention": "1 day", "minimum": 1}]}"#,
+            crate::config::Strictness::Strict,
+        )
+        .unwrap()
+        .configuration;
+        assert_eq!(c.tiers_never_due(chrono::Utc::now()), ["y2020"]);
     }
 }

@@ -99,6 +99,8 @@ pub struct Instance {
     /// `running`, `stopped`, ...
     pub state: String,
     pub image_id: Option<String>,
+    /// The device name of the root volume (`RootDeviceName`), when EC2 reports one.
+    pub root_device: Option<String>,
     pub tags: Tags,
     /// Attached EBS volumes in block-device order.
     pub volumes: Vec<Attachment>,
@@ -141,6 +143,8 @@ pub struct Snapshot {
     pub state: SnapshotState,
     pub tags: Tags,
     pub description: String,
+    /// In EC2's archive storage tier (`StorageTier` = `archive`).
+    pub archived: bool,
 }
 
 /// A region's inventory for the snapshot and clean jobs.

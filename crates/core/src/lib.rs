@@ -10,7 +10,7 @@ pub mod duration;
 pub mod error;
 pub mod schedule;
 
-pub use config::{Configuration, Filter, SnapshotPolicy, Strictness};
+pub use config::{Configuration, Consistency, Filter, Strictness, TagValues, Tier};
 pub use configurations::{ConfigurationSet, InvalidConfiguration, NamedConfiguration, StoredConfiguration};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, DurationError, ScheduleError};
@@ -19,6 +19,7 @@ pub mod instance_filters;
 pub mod inventory;
 pub mod snapshot_plan;
 pub mod tags;
+pub mod tiers;
 
 pub use inventory::{Attachment, Instance, Inventory, Snapshot, SnapshotState, Tags, Volume};
 pub use snapshot_plan::{plan_snapshots, SnapshotPlan, SnapshotRequest, VolumeAction, VolumeDecision};

@@ -10,10 +10,11 @@ pub const NAMESPACE: &str = "EbsSnapper";
 
 /// The EMF document for one region run of `function`, stamped `timestamp_ms`.
 pub fn emf(function: &str, report: &RegionReport, timestamp_ms: i64) -> Value {
-    let metrics: [(&str, usize); 5] = [
+    let metrics: [(&str, usize); 6] = [
         ("SnapshotsCreated", report.created),
         ("SnapshotsDeleted", if report.job == Job::Replication { 0 } else { report.deleted }),
         ("SnapshotsCopied", report.copied),
+        ("SnapshotsArchived", report.archived),
         ("ReplicasDeleted", if report.job == Job::Replication { report.deleted } else { 0 }),
         ("Failures", report.failed),
     ];
@@ -48,7 +49,7 @@ mod tests {
         let d = emf("replication", &r, 1_700_000_000_000);
         assert_eq!(d["_aws"]["CloudWatchMetrics"][0]["Namespace"], "EbsSnapper");
         assert_eq!(d["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["function", "region"]]));
-        assert_eq!(d["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().len(), 5);
+        assert_eq!(d["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().len(), 6);
         assert_eq!(d["_aws"]["Timestamp"], 1_700_000_000_000i64);
         assert_eq!((d["function"].as_str(), d["region"].as_str()), (Some("replication"), Some("us-east-1")));
         assert_eq!(
@@ -58,6 +59,8 @@ mod tests {
         assert_eq!(d["Failures"], 1);
         let mut c = RegionReport::new(Job::Clean, "eu-west-1", false);
         c.deleted = 3;
+        c.archived = 2;
         assert_eq!(emf("clean-snapshot", &c, 0)["SnapshotsDeleted"], 3);
+        assert_eq!(emf("clean-snapshot", &c, 0)["SnapshotsArchived"], 2);
     }
 }

@@ -363,6 +363,7 @@ mod tests {
             state,
             tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Tags>(),
             description: format!("desc of {id}"),
+            archived: false,
         }
     }
 

@@ -20,6 +20,8 @@ pub enum Action {
     Skipped,
     /// Delete a snapshot (clean job) or a replica (replication job).
     Delete,
+    /// Move a snapshot to the archive storage tier (clean job).
+    Archive,
     Keep,
     /// Copy a snapshot to another region (replication job).
     Copy,
@@ -38,6 +40,7 @@ impl Action {
             Action::Ignored => "ignored",
             Action::Skipped => "skipped",
             Action::Delete => "delete",
+            Action::Archive => "archive",
             Action::Keep => "keep",
             Action::Copy => "copy",
             Action::InSync => "in_sync",
@@ -140,6 +143,8 @@ pub struct RegionReport {
     pub deleted: usize,
     /// Snapshots copied (replication job).
     pub copied: usize,
+    /// Snapshots moved to the archive storage tier (clean job).
+    pub archived: usize,
     /// Volumes not due (snapshot job).
     pub not_due: usize,
     /// Snapshots kept (clean job): not expired, or held by the minimum, ignored or unparseable.
@@ -170,6 +175,7 @@ impl RegionReport {
             created: 0,
             deleted: 0,
             copied: 0,
+            archived: 0,
             not_due: 0,
             kept: 0,
             in_sync: 0,
@@ -279,9 +285,21 @@ impl RegionReport {
             (Job::Snapshot, true) => {
                 vec![format!("would create {}", self.planned(Action::Create)), format!("not due {}", self.not_due)]
             }
-            (Job::Clean, false) => vec![format!("deleted {}", self.deleted), format!("kept {kept}")],
+            (Job::Clean, false) => {
+                let mut parts = vec![format!("deleted {}", self.deleted)];
+                if self.archived > 0 || self.actions.iter().any(|a| a.action == Action::Archive) {
+                    parts.push(format!("archived {}", self.archived));
+                }
+                parts.push(format!("kept {kept}"));
+                parts
+            }
             (Job::Clean, true) => {
-                vec![format!("would delete {}", self.planned(Action::Delete)), format!("kept {kept}")]
+                let mut parts = vec![format!("would delete {}", self.planned(Action::Delete))];
+                if self.planned(Action::Archive) > 0 {
+                    parts.push(format!("would archive {}", self.planned(Action::Archive)));
+                }
+                parts.push(format!("kept {kept}"));
+                parts
             }
             (Job::Replication, false) => {
                 vec![

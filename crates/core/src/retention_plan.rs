@@ -17,6 +17,7 @@ use crate::inventory::{Inventory, Snapshot, SnapshotState};
 use crate::job::Job;
 use crate::report::{Action, ActionReport, Executed, RegionReport, ReportOptions};
 use crate::tags::{DELETE_ON, TAG_CONFIG, TAG_INSTANCE};
+use crate::tiers::{carried_by, TierSet};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Keep {
@@ -30,6 +31,11 @@ pub enum Keep {
     Ignored(String),
     /// Deleting it would leave fewer than the minimum.
     Minimum { minimum: u32, count: usize },
+    /// Among the newest `minimum` completed snapshots of a tier it carries (`tier` is named for
+    /// a configuration written with `schedules`).
+    Newest { tier: Option<String>, minimum: u32 },
+    /// Already in EC2's archive storage tier.
+    Archived,
     /// An orphan whose minimum cannot be determined, and `ignore_retention` is off.
     Undetermined,
 }
@@ -40,11 +46,27 @@ pub enum Delete {
     Expired { delete_on: NaiveDate, count_before: usize, minimum: u32 },
     /// Expired orphan with undetermined minimum, deleted because `ignore_retention` is set.
     IgnoreRetention { delete_on: NaiveDate },
+    /// Expired, and not among the newest `minimum` of any tier it carries (`schedules`).
+    ExpiredTiers { delete_on: NaiveDate, tiers: String },
 }
+
+/// Why a snapshot moves to the archive storage tier (SPEC §11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archive {
+    /// The tier with `archive: true` it carries.
+    pub tier: String,
+    pub delete_on: NaiveDate,
+}
+
+/// A snapshot is archived only when it is kept at least this long still: EC2 charges an
+/// archived snapshot for 90 days at least, and restoring one takes hours.
+pub const ARCHIVE_MIN_DAYS: i64 = 90;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetentionAction {
     Delete(Delete),
+    /// Kept, in the archive storage tier from now on (`ModifySnapshotTier`).
+    Archive(Archive),
     Keep(Keep),
 }
 
@@ -73,6 +95,19 @@ impl RetentionDecision<'_> {
             RetentionAction::Delete(Delete::IgnoreRetention { delete_on }) => {
                 format!("expired {delete_on}, minimum unknown, ignore_retention is set")
             }
+            RetentionAction::Delete(Delete::ExpiredTiers { delete_on, tiers }) => {
+                format!("expired {delete_on}, not among the newest minimum of tier {tiers}")
+            }
+            RetentionAction::Archive(Archive { tier, delete_on }) => {
+                format!("archive (tier {tier}): not the newest, kept until {delete_on}")
+            }
+            RetentionAction::Keep(Keep::Newest { tier: Some(tier), minimum }) => {
+                format!("expired, but among the newest {minimum} of tier {tier}")
+            }
+            RetentionAction::Keep(Keep::Newest { tier: None, minimum }) => {
+                format!("expired, but among the newest {minimum} completed")
+            }
+            RetentionAction::Keep(Keep::Archived) => "in the archive tier, not expired".to_string(),
             RetentionAction::Keep(Keep::NotExpired(d)) => format!("not expired until {d}"),
             RetentionAction::Keep(Keep::Unparseable(t)) => format!("DeleteOn {t:?} is not a date (YYYY-MM-DD); kept"),
             RetentionAction::Keep(Keep::NotCompleted(s)) => format!("state {s:?}, not completed"),
@@ -105,16 +140,27 @@ impl<'a> RetentionPlan<'a> {
         self.deletes().map(|d| d.snapshot_id).collect()
     }
 
+    /// The ids to move to the archive tier, in the plan's order.
+    pub fn archive_ids(&self) -> Vec<&'a str> {
+        self.decisions
+            .iter()
+            .filter(|d| matches!(d.action, RetentionAction::Archive(_)))
+            .map(|d| d.snapshot_id)
+            .collect()
+    }
+
     /// The report of this plan. `deleted`: what became of each of [`Self::delete_ids`], in that
     /// order (empty for a dry run). `failed_configs`: as for the snapshot plan.
     pub fn report<'b>(
         &self,
         failed_configs: impl IntoIterator<Item = (&'b String, &'b String)>,
         deleted: Vec<Executed>,
+        archived: Vec<Executed>,
         opts: ReportOptions,
     ) -> RegionReport {
         let mut report = RegionReport::for_plan(Job::Clean, &self.region, opts, &self.warnings, failed_configs);
         let mut deleted = deleted.into_iter();
+        let mut archived = archived.into_iter();
         for decision in &self.decisions {
             let listed = |action: Action| {
                 let reason = match decision.volume_id {
@@ -129,6 +175,11 @@ impl<'a> RetentionPlan<'a> {
                 RetentionAction::Delete(_) => {
                     if report.mutation(listed(Action::Delete), deleted.next()) {
                         report.deleted += 1;
+                    }
+                }
+                RetentionAction::Archive(_) => {
+                    if report.mutation(listed(Action::Archive), archived.next()) {
+                        report.archived += 1;
                     }
                 }
                 RetentionAction::Keep(keep) => {
@@ -195,7 +246,7 @@ pub fn plan_retention<'a>(
         .failed_configs
         .keys()
         .filter_map(|id| configs.get(id))
-        .map(|named| named.configuration.snapshot.minimum)
+        .map(|named| named.configuration.largest_minimum())
         .max()
         .unwrap_or(0);
     let mut plan = RetentionPlan { region: inventory.region.clone(), ..Default::default() };
@@ -288,12 +339,37 @@ pub fn plan_retention<'a>(
                     .filter_map(|&i| tagged[i as usize].1.snapshot.tags.get(TAG_CONFIG))
                     .filter_map(|id| configs.get(id))
                     .max_by(|a, b| {
-                        a.configuration.snapshot.minimum.cmp(&b.configuration.snapshot.minimum).then(b.id.cmp(&a.id))
+                        a.configuration.largest_minimum().cmp(&b.configuration.largest_minimum()).then(b.id.cmp(&a.id))
                     })
             });
-        for &i in group.iter() {
+        // Per tier, the newest `minimum` completed snapshots carrying it are protected (SPEC
+        // §11; for a `snapshot` configuration, the one tier holds every snapshot of the volume).
+        let tiers = volume_config.map(|named| named.configuration.tiers.as_slice()).unwrap_or(&[]);
+        let carried: Vec<TierSet> =
+            group.iter().map(|&i| carried_by(&tagged[i as usize].1.snapshot.tags, tiers)).collect();
+        let mut protected: Vec<TierSet> = vec![TierSet::default(); group.len()];
+        let mut newest_completed: Option<usize> = None;
+        {
+            let mut quota: Vec<u32> = tiers.iter().map(|t| t.minimum.max(floor)).collect();
+            for (k, &i) in group.iter().enumerate().rev() {
+                if tagged[i as usize].1.snapshot.state != SnapshotState::Completed {
+                    continue;
+                }
+                newest_completed.get_or_insert(k);
+                for t in carried[k].indices() {
+                    if let Some(q) = quota.get_mut(t).filter(|q| **q > 0) {
+                        *q -= 1;
+                        protected[k].insert(t);
+                    }
+                }
+            }
+        }
+        let archive_from =
+            today.checked_add_signed(chrono::TimeDelta::days(ARCHIVE_MIN_DAYS)).unwrap_or(NaiveDate::MAX);
+        for (k, &i) in group.iter().enumerate() {
             let Tagged { snapshot: s, raw, delete_on } = tagged[i as usize].1;
             let mut config_id = None;
+            let protecting = protected[k].indices().next().and_then(|t| tiers.get(t));
             let action = if let Some(what) = ignored_reason(s, &ignored, ignored_volumes) {
                 RetentionAction::Keep(Keep::Ignored(what))
             } else if s.state != SnapshotState::Completed {
@@ -305,16 +381,53 @@ pub fn plan_retention<'a>(
                             .push(format!("snapshot {} has DeleteOn {raw:?}, which is not a date; it is kept", s.id));
                         RetentionAction::Keep(Keep::Unparseable(raw.clone()))
                     }
-                    Some(d) if d > today => RetentionAction::Keep(Keep::NotExpired(d)),
+                    Some(d) if d > today => {
+                        config_id = volume_config.map(|named| named.id.as_str());
+                        if s.archived {
+                            RetentionAction::Keep(Keep::Archived)
+                        } else {
+                            // Archived: a tier with `archive` it carries, not the volume's newest, kept
+                            // 90 days more at least, and no tier without `archive` holding it.
+                            let archive_tier = carried[k].indices().filter_map(|t| tiers.get(t)).find(|t| t.archive);
+                            let held = protected[k].indices().filter_map(|t| tiers.get(t)).any(|t| !t.archive);
+                            match archive_tier {
+                                Some(tier) if newest_completed != Some(k) && d >= archive_from && !held => {
+                                    RetentionAction::Archive(Archive { tier: tier.name.clone(), delete_on: d })
+                                }
+                                _ => RetentionAction::Keep(Keep::NotExpired(d)),
+                            }
+                        }
+                    }
                     Some(delete_on) => match volume_config {
+                        Some(named) if named.configuration.tiered => {
+                            config_id = Some(named.id.as_str());
+                            match protecting {
+                                Some(tier) => RetentionAction::Keep(Keep::Newest {
+                                    tier: Some(tier.name.clone()),
+                                    minimum: tier.minimum.max(floor),
+                                }),
+                                None => {
+                                    count -= 1;
+                                    RetentionAction::Delete(Delete::ExpiredTiers {
+                                        delete_on,
+                                        tiers: carried[k].names(tiers),
+                                    })
+                                }
+                            }
+                        }
                         Some(named) => {
                             config_id = Some(named.id.as_str());
-                            let minimum = named.configuration.snapshot.minimum.max(floor);
-                            if count > minimum as usize {
+                            let minimum = named.configuration.largest_minimum().max(floor);
+                            if count <= minimum as usize {
+                                RetentionAction::Keep(Keep::Minimum { minimum, count })
+                            } else if protecting.is_some() {
+                                // More than the minimum remain, but not of the newest: when
+                                // retention was lengthened, an older snapshot may outlive newer
+                                // expired ones, and the newest `minimum` are kept all the same.
+                                RetentionAction::Keep(Keep::Newest { tier: None, minimum })
+                            } else {
                                 count -= 1;
                                 RetentionAction::Delete(Delete::Expired { delete_on, count_before: count + 1, minimum })
-                            } else {
-                                RetentionAction::Keep(Keep::Minimum { minimum, count })
                             }
                         }
                         None if ignore_retention && !any_failed => {
@@ -342,6 +455,7 @@ mod tests {
     use crate::configurations::StoredConfiguration;
     use crate::inventory::{Attachment, Instance, Tags};
     use chrono::{DateTime, Duration, TimeZone, Utc};
+    use std::collections::BTreeMap;
 
     fn today() -> NaiveDate {
         NaiveDate::from_ymd_opt(2020, 6, 15).unwrap()
@@ -377,6 +491,7 @@ mod tests {
             state: SnapshotState::Completed,
             tags: [(DELETE_ON.to_string(), date)].into(),
             description: String::new(),
+            archived: false,
         }
     }
 
@@ -390,6 +505,7 @@ mod tests {
                     id: instance.to_string(),
                     state: "running".into(),
                     image_id: None,
+                    root_device: None,
                     tags: Tags::new(),
                     volumes: vols
                         .iter()
@@ -618,5 +734,103 @@ mod tests {
         let inv = inventory(&[("a", "i-1", &["vol-1"])], snaps);
         let p = plan(&c, &inv);
         assert!(deleted(&p).is_empty());
+    }
+
+    fn tiered(extra: &str) -> String {
+        format!(
+            r#"{{"match": {{"tag:backup": "yes"}}, "schedules": [
+                {{"name": "daily", "frequency": "1 day", "retention": "8 days", "minimum": 2}},
+                {{"name": "weekly", "frequency": "7 days", "retention": "35 days", "minimum": 1}},
+                {{"name": "monthly", "frequency": "30 days", "retention": "400 days", "minimum": 1, "archive": true}}]{extra}}}"#
+        )
+    }
+
+    fn in_tier(id: &str, age: i64, delete_on: i64, tier: &str) -> Snapshot {
+        let mut s = snap(id, "vol-1", age, delete_on);
+        s.tags.insert(crate::tags::TAG_TIER.into(), tier.into());
+        s
+    }
+
+    fn actions<'a>(p: &'a RetentionPlan<'a>) -> BTreeMap<&'a str, String> {
+        p.decisions.iter().map(|d| (d.snapshot_id, d.reason())).collect()
+    }
+
+    #[test]
+    fn each_tier_keeps_its_own_newest_minimum_and_the_rest_expire_oldest_first() {
+        let c = configs(&[("a", tiered(""))]);
+        let inv = inventory(
+            &[("a", "i-1", &["vol-1"])],
+            vec![
+                in_tier("w-old", 40, -5, "weekly"),
+                in_tier("w-new", 30, -1, "weekly"),
+                in_tier("d1", 12, -4, "daily"),
+                in_tier("d2", 11, -3, "daily,weekly"),
+                in_tier("d3", 10, -2, "daily"),
+                in_tier("d4", 9, -1, "daily"),
+                in_tier("d5", 1, 7, "daily"),
+            ],
+        );
+        let p = plan(&c, &inv);
+        // daily keeps d5 and d4 (its newest two, d5 not even expired); weekly keeps d2, its newest.
+        assert_eq!(deleted(&p), ["w-old", "w-new", "d1", "d3"]);
+        let why = actions(&p);
+        assert_eq!(why["d4"], "expired, but among the newest 2 of tier daily");
+        assert_eq!(why["d2"], "expired, but among the newest 1 of tier weekly");
+        assert!(
+            why["w-old"].starts_with("expired 2020-06-10, not among the newest minimum of tier weekly"),
+            "{}",
+            why["w-old"]
+        );
+    }
+
+    #[test]
+    fn newest_minimum_is_kept_when_an_older_snapshot_outlives_newer_expired_ones() {
+        // Retention was lengthened: the oldest snapshot expires after the newer ones.
+        let c = configs(&[("a", cfg(2, ""))]);
+        let snaps = vec![
+            snap("old-long", "vol-1", 10, 30),
+            snap("b", "vol-1", 5, -2),
+            snap("c", "vol-1", 4, -1),
+            snap("d", "vol-1", 1, 4),
+        ];
+        let inv = inventory(&[("a", "i-1", &["vol-1"])], snaps);
+        let p = plan(&c, &inv);
+        // Counting alone would delete b and c (4 > 2, 3 > 2) and leave old-long and d; the
+        // newest two, c and d, are kept instead.
+        assert_eq!(deleted(&p), ["b"]);
+        assert_eq!(actions(&p)["c"], "expired, but among the newest 2 completed");
+    }
+
+    #[test]
+    fn archive_moves_an_archive_tiers_older_snapshots_kept_ninety_days_more() {
+        let c = configs(&[("a", tiered(""))]);
+        let mut archived = in_tier("m-done", 120, 280, "monthly");
+        archived.archived = true;
+        let inv = inventory(
+            &[("a", "i-1", &["vol-1"])],
+            vec![
+                archived,
+                in_tier("m-old", 90, 310, "monthly"),
+                in_tier("m-soon", 80, 60, "monthly"),
+                in_tier("m-weekly", 60, 340, "monthly,weekly"),
+                in_tier("m-new", 30, 370, "monthly"),
+            ],
+        );
+        let p = plan(&c, &inv);
+        assert_eq!(p.archive_ids(), ["m-old"]);
+        let why = actions(&p);
+        assert_eq!(why["m-old"], "archive (tier monthly): not the newest, kept until 2021-04-21");
+        assert_eq!(why["m-done"], "in the archive tier, not expired");
+        assert!(why["m-soon"].starts_with("not expired"), "deleted within 90 days: {}", why["m-soon"]);
+        assert!(why["m-weekly"].starts_with("not expired"), "weekly's minimum holds it: {}", why["m-weekly"]);
+        assert!(why["m-new"].starts_with("not expired"), "the newest is never archived: {}", why["m-new"]);
+        let opts = ReportOptions { dry_run: true, every_action: true };
+        assert_eq!(
+            p.report(&BTreeMap::new(), vec![], vec![], opts).summary_line(),
+            "us-east-1: would delete 0, would archive 1, kept 4, ignored 0, skipped 0, failed 0"
+        );
+        let opts = ReportOptions { dry_run: false, every_action: false };
+        let report = p.report(&BTreeMap::new(), vec![], vec![Executed::Done(None)], opts);
+        assert_eq!(report.summary_line(), "us-east-1: deleted 0, archived 1, kept 4, ignored 0, skipped 0, failed 0");
     }
 }

@@ -1,15 +1,19 @@
-//! The snapshot planner: configurations + inventory + now -> one decision per volume (SPEC §4).
+//! The snapshot planner: configurations + inventory + now -> one decision per volume (SPEC §4,
+//! §11): which tiers are due, which volumes are selected, and which are taken together as an
+//! instance's crash-consistent set.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
-use crate::configurations::ConfigurationSet;
-use crate::inventory::{Inventory, SnapshotState};
+use crate::config::{Configuration, Consistency, TagValues};
+use crate::configurations::{ConfigurationSet, NamedConfiguration};
+use crate::inventory::{Attachment, Instance, Inventory, SnapshotState, Tags};
 use crate::job::Job;
 use crate::report::{Action, ActionReport, Executed, RegionReport, ReportOptions};
 use crate::schedule::{due, Due};
-use crate::tags::{snapshot_description, snapshot_tags};
+use crate::tags::{set_description, snapshot_description, snapshot_tags, Provenance, TAG_TIER};
+use crate::tiers::{carried, TierSet};
 
 /// A complete `CreateSnapshot` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,18 +24,48 @@ pub struct SnapshotRequest {
     pub tags: Vec<(String, String)>,
 }
 
+/// A complete `CreateSnapshots` request: one crash-consistent set of an instance's selected
+/// volumes, every snapshot with the same tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetRequest {
+    pub instance_id: String,
+    /// The `ebs-snapper:set` id shared by the set's snapshots: the instance and the run's time,
+    /// so a lost answer can be looked up by it.
+    pub set_id: String,
+    /// The volumes in the set (those selected).
+    pub volume_ids: Vec<String>,
+    /// `ExcludeBootVolume`: the root volume is attached but not selected.
+    pub exclude_boot: bool,
+    /// `ExcludeDataVolumeIds`: the other attached volumes not selected.
+    pub exclude_data_volumes: Vec<String>,
+    pub description: String,
+    pub tags: Vec<(String, String)>,
+}
+
+/// What became of a set: the outcome of its one call, and the snapshot of each volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetExecuted {
+    pub outcome: Executed,
+    /// (volume id, snapshot id) of each snapshot the call made.
+    pub snapshots: Vec<(String, String)>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VolumeAction {
-    /// Take a snapshot now.
-    Create { request: SnapshotRequest, due: Due },
-    /// The newest snapshot is recent enough.
-    NotDue { last: DateTime<Utc>, until: DateTime<Utc> },
-    /// A cron schedule that never fires again after the newest snapshot.
+    /// Take a snapshot now, for the tiers that are due.
+    Create { request: SnapshotRequest, due: Due, tiers: Option<String> },
+    /// Taken now with its instance's other selected volumes: the plan's `sets[set]`.
+    InSet { set: usize, due: Option<Due>, tiers: Option<String> },
+    /// The newest snapshot (of the tier due soonest) is recent enough.
+    NotDue { last: DateTime<Utc>, until: DateTime<Utc>, tier: Option<String> },
+    /// A cron schedule that never fires again after the newest snapshot (of every tier).
     NeverDue { last: DateTime<Utc> },
     /// The volume id is in an `ignore` list.
     IgnoredVolume,
     /// The instance id is in an `ignore` list.
     IgnoredInstance,
+    /// Not selected by `exclude_boot` or `exclude_tags`: the reason.
+    Excluded(String),
     /// DescribeVolumes did not return the volume (detached or deleted meanwhile).
     VolumeNotFound,
 }
@@ -45,25 +79,45 @@ pub struct VolumeDecision {
     pub action: VolumeAction,
 }
 
+const TIME: &str = "%Y-%m-%d %H:%M UTC";
+
+fn due_reason(due: &Due) -> String {
+    match due {
+        Due::NoSnapshot => "no pending or completed snapshot".to_string(),
+        Due::Due { since } => format!("due since {}", since.format(TIME)),
+        _ => "due".to_string(),
+    }
+}
+
+fn for_tiers(tiers: &Option<String>) -> String {
+    match tiers {
+        Some(t) if t.contains(',') => format!(" (tiers {t})"),
+        Some(t) => format!(" (tier {t})"),
+        None => String::new(),
+    }
+}
+
 impl VolumeDecision {
-    /// The reason, for people.
+    /// The reason, for people; a tiered configuration's decisions name the tier that made them.
     pub fn reason(&self) -> String {
         match &self.action {
-            VolumeAction::Create { due: Due::NoSnapshot, .. } => "no pending or completed snapshot".to_string(),
-            VolumeAction::Create { due: Due::Due { since }, .. } => {
-                format!("due since {}", since.format("%Y-%m-%d %H:%M UTC"))
+            VolumeAction::Create { due, tiers, .. } => format!("{}{}", due_reason(due), for_tiers(tiers)),
+            VolumeAction::InSet { due, tiers, .. } => {
+                let why = match due {
+                    Some(d) => due_reason(d),
+                    None => "its instance is due".to_string(),
+                };
+                format!("{why}{}, in a crash-consistent set of instance {}", for_tiers(tiers), self.instance_id)
             }
-            VolumeAction::Create { .. } => "due".to_string(),
-            VolumeAction::NotDue { last, until } => format!(
-                "not due until {} (last snapshot {})",
-                until.format("%Y-%m-%d %H:%M UTC"),
-                last.format("%Y-%m-%d %H:%M UTC")
-            ),
+            VolumeAction::NotDue { last, until, tier } => {
+                format!("not due until {}{} (last snapshot {})", until.format(TIME), for_tiers(tier), last.format(TIME))
+            }
             VolumeAction::NeverDue { last } => {
-                format!("schedule never fires after the last snapshot ({})", last.format("%Y-%m-%d %H:%M UTC"))
+                format!("schedule never fires after the last snapshot ({})", last.format(TIME))
             }
             VolumeAction::IgnoredVolume => "volume is ignored".to_string(),
             VolumeAction::IgnoredInstance => "instance is ignored".to_string(),
+            VolumeAction::Excluded(why) => format!("excluded: {why}"),
             VolumeAction::VolumeNotFound => "volume not found".to_string(),
         }
     }
@@ -73,12 +127,14 @@ impl VolumeDecision {
 pub struct SnapshotPlan {
     pub region: String,
     pub decisions: Vec<VolumeDecision>,
+    /// The crash-consistent sets to take, each one `CreateSnapshots`.
+    pub sets: Vec<SetRequest>,
     /// Problems worth telling the operator (overlapping configurations...).
     pub warnings: Vec<String>,
 }
 
 impl SnapshotPlan {
-    /// The snapshots to create, in the plan's order.
+    /// The snapshots to create one by one, in the plan's order.
     pub fn requests(&self) -> impl Iterator<Item = (&VolumeDecision, &SnapshotRequest)> {
         self.decisions.iter().filter_map(|d| match &d.action {
             VolumeAction::Create { request, .. } => Some((d, request)),
@@ -86,13 +142,21 @@ impl SnapshotPlan {
         })
     }
 
+    /// The mutations the plan asks for: one per volume snapshot and one per set.
+    pub fn mutations(&self) -> usize {
+        self.requests().count() + self.sets.len()
+    }
+
     /// The report of this plan. `created`: what became of each request of [`Self::requests`],
-    /// in that order (empty for a dry run: the creates are reported planned).
-    /// `failed_configs`: the configurations whose instances could not be listed (id -> error).
+    /// in that order, and `sets` of each of [`Self::sets`] (both empty for a dry run: the
+    /// creates are reported planned). `failed_configs`: the configurations whose instances could
+    /// not be listed (id -> error). A set's volumes are reported one by one, each with its
+    /// snapshot.
     pub fn report<'a>(
         &self,
         failed_configs: impl IntoIterator<Item = (&'a String, &'a String)>,
         created: Vec<Executed>,
+        sets: Vec<SetExecuted>,
         opts: ReportOptions,
     ) -> RegionReport {
         let mut report = RegionReport::for_plan(Job::Snapshot, &self.region, opts, &self.warnings, failed_configs);
@@ -111,11 +175,25 @@ impl SnapshotPlan {
                         report.created += 1;
                     }
                 }
+                VolumeAction::InSet { set, .. } => {
+                    let executed = sets.get(*set).map(|done| match &done.outcome {
+                        Executed::Done(_) => {
+                            match done.snapshots.iter().find(|(volume, _)| *volume == decision.volume_id) {
+                                Some((_, snapshot)) => Executed::Done(Some(snapshot.clone())),
+                                None => Executed::Failed("CreateSnapshots made no snapshot of this volume".to_string()),
+                            }
+                        }
+                        other => other.clone(),
+                    });
+                    if report.mutation(listed(Action::Create), executed) {
+                        report.created += 1;
+                    }
+                }
                 VolumeAction::NotDue { .. } | VolumeAction::NeverDue { .. } => {
                     report.not_due += 1;
                     report.note(opts, || listed(Action::NotDue));
                 }
-                VolumeAction::IgnoredVolume | VolumeAction::IgnoredInstance => {
+                VolumeAction::IgnoredVolume | VolumeAction::IgnoredInstance | VolumeAction::Excluded(_) => {
                     report.ignored += 1;
                     report.note(opts, || listed(Action::Ignored));
                 }
@@ -135,6 +213,102 @@ pub fn delete_on(now: DateTime<Utc>, retention: std::time::Duration) -> NaiveDat
     now.checked_add_signed(retention).map(|t| t.date_naive()).unwrap_or(NaiveDate::MAX)
 }
 
+/// The tag (key, value) of `tags` that `exclude_tags` names, if any, as `key=value`.
+pub fn excluding_tag(exclude: &[(String, TagValues)], tags: &Tags) -> Option<String> {
+    exclude.iter().find_map(|(key, values)| {
+        let value = tags.get(key)?;
+        values.matches(value).then(|| format!("{key}={value}"))
+    })
+}
+
+/// Why a configuration does not select an attached volume, if it does not (`exclude_boot`,
+/// `exclude_tags` on the instance or the volume).
+pub fn exclusion(
+    configuration: &Configuration,
+    instance: &Instance,
+    att: &Attachment,
+    volume_tags: Option<&Tags>,
+) -> Option<String> {
+    if let Some(tag) = excluding_tag(&configuration.exclude_tags, &instance.tags) {
+        return Some(format!("instance tag {tag} (exclude_tags)"));
+    }
+    if configuration.exclude_boot && instance.root_device.as_deref() == Some(att.device.as_str()) {
+        return Some(format!("boot volume {} (exclude_boot)", att.device));
+    }
+    volume_tags
+        .and_then(|tags| excluding_tag(&configuration.exclude_tags, tags))
+        .map(|tag| format!("volume tag {tag} (exclude_tags)"))
+}
+
+/// A volume's pending and completed snapshots as the due rule reads them: per distinct
+/// `ebs-snapper:tier` value (a handful per volume), the newest start time.
+type History<'a> = Vec<(Option<&'a str>, DateTime<Utc>)>;
+
+/// Which of a configuration's tiers are due for a volume with this history.
+struct TierDue {
+    /// The due tiers, and the due state of the first of them.
+    due: Option<(TierSet, Due)>,
+    /// When nothing is due: the tier due soonest, when, and its newest snapshot.
+    next: Option<(usize, DateTime<Utc>, DateTime<Utc>)>,
+    /// The newest snapshot of any tier (for a schedule that never fires again).
+    last: Option<DateTime<Utc>>,
+}
+
+fn tiers_due(configuration: &Configuration, history: Option<&History<'_>>, now: DateTime<Utc>) -> TierDue {
+    let tiers = &configuration.tiers;
+    let mut newest: [Option<DateTime<Utc>>; crate::config::MAX_TIERS] = [None; crate::config::MAX_TIERS];
+    let mut last = None;
+    for &(tag, start) in history.map(|h| h.as_slice()).unwrap_or(&[]) {
+        last = last.max(Some(start));
+        for i in carried(tag, tiers).indices() {
+            if let Some(slot) = newest.get_mut(i) {
+                *slot = (*slot).max(Some(start));
+            }
+        }
+    }
+    let mut out = TierDue { due: None, next: None, last };
+    for (i, tier) in tiers.iter().enumerate() {
+        match due(&tier.frequency, newest[i], now) {
+            d @ (Due::NoSnapshot | Due::Due { .. }) => match &mut out.due {
+                Some((set, _)) => set.insert(i),
+                None => out.due = Some((TierSet::of(i), d)),
+            },
+            Due::NotUntil(until) => {
+                if out.next.is_none_or(|(_, soonest, _)| until < soonest) {
+                    out.next = Some((i, until, newest[i].unwrap_or(now)));
+                }
+            }
+            Due::Never => {}
+        }
+    }
+    out
+}
+
+/// The tag value and `DeleteOn` of a snapshot taken for the `due` tiers: the longest retention
+/// among them decides the date.
+fn tier_tag_and_delete_on(
+    configuration: &Configuration,
+    due: TierSet,
+    now: DateTime<Utc>,
+) -> (Option<String>, NaiveDate) {
+    let retention =
+        due.indices().filter_map(|i| configuration.tiers.get(i)).map(|t| t.retention).max().unwrap_or_default();
+    let tag = configuration.tiered.then(|| due.names(&configuration.tiers));
+    (tag, delete_on(now, retention))
+}
+
+/// The not-due decision of a volume with nothing due.
+fn not_due(configuration: &Configuration, found: &TierDue, now: DateTime<Utc>) -> VolumeAction {
+    match found.next {
+        Some((i, until, last)) => VolumeAction::NotDue {
+            last,
+            until,
+            tier: configuration.tiered.then(|| configuration.tiers[i].name.clone()),
+        },
+        None => VolumeAction::NeverDue { last: found.last.unwrap_or(now) },
+    }
+}
+
 /// Plans the snapshots of one region. `version` goes into descriptions.
 pub fn plan_snapshots(
     configs: &ConfigurationSet,
@@ -145,14 +319,16 @@ pub fn plan_snapshots(
     let ignored = configs.ignored_ids();
     let mut plan = SnapshotPlan { region: inventory.region.clone(), ..Default::default() };
 
-    // Newest pending/completed start time per volume (errored snapshots do not count).
-    let mut last: HashMap<&str, DateTime<Utc>> = HashMap::new();
+    // Each volume's pending and completed snapshots (errored snapshots do not count).
+    let mut history: FxHashMap<&str, History<'_>> = FxHashMap::default();
     for s in &inventory.snapshots {
         if matches!(s.state, SnapshotState::Pending | SnapshotState::Completed) {
             if let Some(v) = s.volume_id.as_deref() {
-                let entry = last.entry(v).or_insert(s.start_time);
-                if s.start_time > *entry {
-                    *entry = s.start_time;
+                let tag = s.tags.get(TAG_TIER).map(String::as_str);
+                let entries = history.entry(v).or_default();
+                match entries.iter_mut().find(|(t, _)| *t == tag) {
+                    Some((_, newest)) => *newest = (*newest).max(s.start_time),
+                    None => entries.push((tag, s.start_time)),
                 }
             }
         }
@@ -160,46 +336,59 @@ pub fn plan_snapshots(
 
     // Which configuration each instance belongs to (the one owner rule, `Inventory::claims`).
     let claims = inventory.claims(configs);
-    let mut seen_volumes: HashSet<&str> = HashSet::new();
+    let mut seen_volumes: FxHashSet<&str> = FxHashSet::default();
 
     for &(named, instance_id) in &claims.owned {
-        let policy = &named.configuration.snapshot;
+        let configuration = &named.configuration;
         let Some(instance) = inventory.instances.get(instance_id) else { continue };
         let instance_ignored = ignored.contains(&instance.id);
+        // The volumes this configuration selects, with what is due for each.
+        let mut selected: Vec<(usize, TierDue)> = Vec::new();
         for att in &instance.volumes {
             // A multi-attached volume is decided once, by its first instance.
             if !seen_volumes.insert(att.volume_id.as_str()) {
                 continue;
             }
+            let volume = inventory.volumes.get(&att.volume_id);
             let action = if instance_ignored {
                 VolumeAction::IgnoredInstance
             } else if ignored.contains(&att.volume_id) {
                 VolumeAction::IgnoredVolume
-            } else if let Some(volume) = inventory.volumes.get(&att.volume_id) {
-                let last = last.get(att.volume_id.as_str()).copied();
-                match due(&policy.frequency, last, now) {
-                    d @ (Due::NoSnapshot | Due::Due { .. }) => VolumeAction::Create {
-                        request: SnapshotRequest {
-                            volume_id: att.volume_id.clone(),
-                            description: snapshot_description(
-                                &instance.id,
-                                version,
-                                instance.image_id.as_deref(),
-                                &att.volume_id,
-                            ),
-                            tags: snapshot_tags(
-                                &instance.tags,
-                                &volume.tags,
-                                delete_on(now, policy.retention),
-                                &instance.id,
-                                &att.device,
-                                &named.id,
-                            ),
-                        },
-                        due: d,
-                    },
-                    Due::NotUntil(until) => VolumeAction::NotDue { last: last.unwrap_or(now), until },
-                    Due::Never => VolumeAction::NeverDue { last: last.unwrap_or(now) },
+            } else if let Some(why) = exclusion(configuration, instance, att, volume.map(|v| &v.tags)) {
+                VolumeAction::Excluded(why)
+            } else if let Some(volume) = volume {
+                let found = tiers_due(configuration, history.get(att.volume_id.as_str()), now);
+                match (&found.due, configuration.consistency) {
+                    (_, Consistency::Instance) => {
+                        selected.push((plan.decisions.len(), found));
+                        VolumeAction::VolumeNotFound // decided below, with the instance
+                    }
+                    (Some((tiers, d)), Consistency::Volume) => {
+                        let (tier, delete_on) = tier_tag_and_delete_on(configuration, *tiers, now);
+                        let provenance = Provenance {
+                            delete_on,
+                            instance_id: &instance.id,
+                            device: Some(&att.device),
+                            config_id: &named.id,
+                            tier: tier.clone(),
+                            set: None,
+                        };
+                        VolumeAction::Create {
+                            request: SnapshotRequest {
+                                volume_id: att.volume_id.clone(),
+                                description: snapshot_description(
+                                    &instance.id,
+                                    version,
+                                    instance.image_id.as_deref(),
+                                    &att.volume_id,
+                                ),
+                                tags: snapshot_tags(&instance.tags, &volume.tags, &provenance, &configuration.tags),
+                            },
+                            due: d.clone(),
+                            tiers: tier,
+                        }
+                    }
+                    (None, Consistency::Volume) => not_due(configuration, &found, now),
                 }
             } else {
                 VolumeAction::VolumeNotFound
@@ -212,6 +401,9 @@ pub fn plan_snapshots(
                 action,
             });
         }
+        if configuration.consistency == Consistency::Instance {
+            plan_set(&mut plan, named, instance, inventory, selected, now, version);
+        }
     }
     for (instance_id, ids) in &claims.overlaps {
         plan.warnings.push(format!(
@@ -222,6 +414,80 @@ pub fn plan_snapshots(
         ));
     }
     plan
+}
+
+/// Decides an instance's selected volumes under `consistency: "instance"`: when any of them is
+/// due, all of them go into one set (tagged for every tier due on any of them); otherwise each
+/// is not due on its own terms.
+fn plan_set(
+    plan: &mut SnapshotPlan,
+    named: &NamedConfiguration,
+    instance: &Instance,
+    inventory: &Inventory,
+    selected: Vec<(usize, TierDue)>,
+    now: DateTime<Utc>,
+    version: &str,
+) {
+    let configuration = &named.configuration;
+    let due = selected.iter().filter_map(|(_, f)| f.due.as_ref().map(|(t, _)| *t)).reduce(TierSet::union);
+    let Some(due) = due else {
+        for (index, found) in &selected {
+            plan.decisions[*index].action = not_due(configuration, found, now);
+        }
+        return;
+    };
+    let (tier, delete_on) = tier_tag_and_delete_on(configuration, due, now);
+    let set_id = format!("{}-{}", instance.id, now.format("%Y%m%dT%H%M%SZ"));
+    let volume_ids: Vec<String> = selected.iter().map(|(i, _)| plan.decisions[*i].volume_id.clone()).collect();
+    // Every snapshot of the set carries the same tags: the instance's, and of the volumes' tags
+    // those all the set's volumes share.
+    let shared: Tags = match volume_ids.split_first() {
+        Some((head, rest)) => inventory
+            .volumes
+            .get(head)
+            .map(|v| {
+                v.tags
+                    .iter()
+                    .filter(|(k, val)| {
+                        rest.iter().all(|id| inventory.volumes.get(id).and_then(|o| o.tags.get(k)) == Some(*val))
+                    })
+                    .map(|(k, val)| (k.clone(), val.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        None => Tags::new(),
+    };
+    let provenance = Provenance {
+        delete_on,
+        instance_id: &instance.id,
+        device: None,
+        config_id: &named.id,
+        tier: tier.clone(),
+        set: Some(&set_id),
+    };
+    let tags = snapshot_tags(&instance.tags, &shared, &provenance, &configuration.tags);
+    let boot = instance.root_device.as_deref();
+    let in_set = |att: &&Attachment| volume_ids.contains(&att.volume_id);
+    let exclude_boot = instance.volumes.iter().any(|a| Some(a.device.as_str()) == boot && !in_set(&a));
+    let exclude_data_volumes: Vec<String> = instance
+        .volumes
+        .iter()
+        .filter(|a| Some(a.device.as_str()) != boot && !in_set(a))
+        .map(|a| a.volume_id.clone())
+        .collect();
+    let set = plan.sets.len();
+    plan.sets.push(SetRequest {
+        instance_id: instance.id.clone(),
+        set_id: set_id.clone(),
+        description: set_description(&instance.id, version, instance.image_id.as_deref(), volume_ids.len()),
+        volume_ids,
+        exclude_boot,
+        exclude_data_volumes,
+        tags,
+    });
+    for (index, found) in selected {
+        plan.decisions[index].action = VolumeAction::InSet { set, due: found.due.map(|(_, d)| d), tiers: tier.clone() };
+    }
 }
 
 #[cfg(test)]
@@ -243,7 +509,8 @@ mod tests {
 
     /// The plan's counts, as its dry-run report gives them.
     fn counts(plan: &SnapshotPlan) -> Counts {
-        let report = plan.report(&BTreeMap::new(), Vec::new(), ReportOptions { dry_run: true, every_action: false });
+        let report =
+            plan.report(&BTreeMap::new(), Vec::new(), Vec::new(), ReportOptions { dry_run: true, every_action: false });
         // Without every action, only the mutations (the creates) are listed.
         Counts { due: report.actions.len(), not_due: report.not_due, ignored: report.ignored, skipped: report.skipped }
     }
@@ -273,6 +540,7 @@ mod tests {
             id: id.into(),
             state: "running".into(),
             image_id: Some("ami-1".into()),
+            root_device: Some("/dev/xvda".into()),
             tags: [("Name".to_string(), format!("name-{id}")), ("backup".to_string(), "yes".to_string())].into(),
             volumes: vols
                 .iter()
@@ -309,6 +577,7 @@ mod tests {
             state,
             tags: Tags::new(),
             description: String::new(),
+            archived: false,
         }
     }
 
@@ -343,7 +612,7 @@ mod tests {
         let plan = plan_snapshots(&c, &inv, now, "v");
         let by_vol: BTreeMap<&str, &VolumeAction> =
             plan.decisions.iter().map(|d| (d.volume_id.as_str(), &d.action)).collect();
-        assert_eq!(by_vol["vol-1"], &VolumeAction::NotDue { last: t(6, 11, 0), until: t(6, 12, 54) });
+        assert_eq!(by_vol["vol-1"], &VolumeAction::NotDue { last: t(6, 11, 0), until: t(6, 12, 54), tier: None });
         assert!(matches!(by_vol["vol-2"], VolumeAction::NotDue { .. }));
         assert!(matches!(by_vol["vol-3"], VolumeAction::Create { due: Due::Due { .. }, .. }), "{:?}", by_vol["vol-3"]);
     }
@@ -442,5 +711,183 @@ mod tests {
             NaiveDate::from_ymd_opt(2020, 1, 7).unwrap()
         );
         assert_eq!(delete_on(t(6, 12, 0), std::time::Duration::from_secs(u64::MAX / 4)), NaiveDate::MAX);
+    }
+
+    const TIERED: &str = r#"{"match": {"tag:backup": "yes"}, "schedules": [
+        {"name": "daily", "frequency": "1 day", "retention": "8 days", "minimum": 7},
+        {"name": "weekly", "frequency": "7 days", "retention": "35 days", "minimum": 4},
+        {"name": "monthly", "frequency": "30 days", "retention": "400 days", "minimum": 12}]}"#;
+
+    fn with_tier(mut s: Snapshot, tier: &str) -> Snapshot {
+        s.tags.insert(crate::tags::TAG_TIER.into(), tier.into());
+        s
+    }
+
+    fn tag<'a>(r: &'a [(String, String)], key: &str) -> Option<&'a str> {
+        r.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_fresh_volume_is_due_for_every_tier_and_kept_for_the_longest() {
+        let c = configs(&[("a", TIERED)]);
+        let inv = inventory(&[("a", &["i-1"])], vec![instance("i-1", &["vol-1"])], vec![]);
+        let plan = plan_snapshots(&c, &inv, t(6, 12, 0), "v");
+        let (d, r) = plan.requests().next().unwrap();
+        assert_eq!(tag(&r.tags, crate::tags::TAG_TIER), Some("daily,weekly,monthly"));
+        // now + 400 days
+        assert_eq!(tag(&r.tags, DELETE_ON), Some("2021-02-09"));
+        assert_eq!(d.reason(), "no pending or completed snapshot (tiers daily,weekly,monthly)");
+    }
+
+    #[test]
+    fn each_tier_is_due_on_its_own_snapshots_and_untagged_ones_count_as_the_first() {
+        let c = configs(&[("a", TIERED)]);
+        let now = t(20, 12, 0);
+        let inv = inventory(
+            &[("a", &["i-1"])],
+            vec![instance("i-1", &["vol-1", "vol-2"])],
+            vec![
+                // vol-1: daily 2 days ago (due), weekly 3 days ago, monthly 10 days ago (not due)
+                with_tier(snap("d", "vol-1", t(18, 12, 0), SnapshotState::Completed), "daily"),
+                with_tier(snap("w", "vol-1", t(17, 12, 0), SnapshotState::Completed), "weekly,monthly"),
+                // vol-2: an untagged snapshot an hour ago is a daily one: only weekly and monthly
+                // are due (they have none)
+                snap("u", "vol-2", t(20, 11, 0), SnapshotState::Completed),
+            ],
+        );
+        let plan = plan_snapshots(&c, &inv, now, "v");
+        let tiers: Vec<(String, Option<String>)> = plan
+            .requests()
+            .map(|(d, r)| (d.volume_id.clone(), tag(&r.tags, crate::tags::TAG_TIER).map(String::from)))
+            .collect();
+        assert_eq!(
+            tiers,
+            [
+                ("vol-1".to_string(), Some("daily".to_string())),
+                ("vol-2".to_string(), Some("weekly,monthly".to_string()))
+            ]
+        );
+        let (_, r) = plan.requests().next().unwrap();
+        assert_eq!(tag(&r.tags, DELETE_ON), Some("2020-01-28"), "daily alone: 8 days");
+        let (_, r) = plan.requests().nth(1).unwrap();
+        assert_eq!(tag(&r.tags, DELETE_ON), Some("2021-02-23"), "weekly and monthly: the longer, 400 days");
+
+        // A day later than the daily snapshot + 1 hour: nothing due on vol-1 but daily, which
+        // the dry run names.
+        let plan = plan_snapshots(&c, &inv, t(18, 13, 0), "v");
+        let d = plan.decisions.iter().find(|d| d.volume_id == "vol-1").unwrap();
+        assert_eq!(
+            d.action,
+            VolumeAction::NotDue { last: t(18, 12, 0), until: t(19, 11, 45), tier: Some("daily".into()) }
+        );
+        assert!(d.reason().contains("(tier daily)"), "{}", d.reason());
+    }
+
+    #[test]
+    fn a_snapshot_configuration_tags_no_tier_and_keeps_its_part_one_tags() {
+        let c = configs(&[("a", &cfg("2 hours", &[]))]);
+        let inv = inventory(&[("a", &["i-1"])], vec![instance("i-1", &["vol-1"])], vec![]);
+        let plan = plan_snapshots(&c, &inv, t(6, 12, 0), "v");
+        let (_, r) = plan.requests().next().unwrap();
+        assert_eq!(tag(&r.tags, crate::tags::TAG_TIER), None);
+        assert_eq!(tag(&r.tags, crate::tags::TAG_DEVICE), Some("/dev/xvda"));
+    }
+
+    fn selection(extra: &str) -> String {
+        format!(
+            r#"{{"match": {{"tag:backup": "yes"}}, "snapshot": {{"retention": "5 days", "minimum": 5, "frequency": "1 day"}}{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn excluded_boot_and_tagged_volumes_and_instances_are_ignored_with_the_reason() {
+        let c = configs(&[(
+            "a",
+            &selection(
+                r#", "exclude_boot": true, "exclude_tags": {"skip": "*", "tier": ["scratch", "tmp"]}, "tags": {"Team": "payments", "Name": "configured"}"#,
+            ),
+        )]);
+        let mut inv = inventory(
+            &[("a", &["i-1", "i-2"])],
+            vec![
+                instance("i-1", &["vol-boot", "vol-data", "vol-tmp", "vol-skip"]),
+                instance("i-2", &["vol-boot9", "vol-9"]),
+            ],
+            vec![],
+        );
+        inv.volumes.get_mut("vol-tmp").unwrap().tags.insert("tier".into(), "tmp".into());
+        inv.volumes.get_mut("vol-skip").unwrap().tags.insert("skip".into(), "".into());
+        inv.instances.get_mut("i-2").unwrap().tags.insert("skip".into(), "yes".into());
+        let plan = plan_snapshots(&c, &inv, t(6, 12, 0), "v");
+        let reasons: BTreeMap<&str, String> =
+            plan.decisions.iter().map(|d| (d.volume_id.as_str(), d.reason())).collect();
+        assert_eq!(reasons["vol-boot"], "excluded: boot volume /dev/xvda (exclude_boot)");
+        assert_eq!(reasons["vol-tmp"], "excluded: volume tag tier=tmp (exclude_tags)");
+        assert_eq!(reasons["vol-skip"], "excluded: volume tag skip= (exclude_tags)");
+        assert_eq!(reasons["vol-9"], "excluded: instance tag skip=yes (exclude_tags)");
+        assert_eq!(counts(&plan), Counts { due: 1, ignored: 5, ..Default::default() });
+        let (d, r) = plan.requests().next().unwrap();
+        assert_eq!(d.volume_id, "vol-data");
+        // Configured tags win over copied ones (the instance's Name).
+        assert_eq!(tag(&r.tags, "Name"), Some("configured"));
+        assert_eq!(tag(&r.tags, "Team"), Some("payments"));
+    }
+
+    #[test]
+    fn an_instance_set_takes_every_selected_volume_once_any_is_due() {
+        let c = configs(&[(
+            "a",
+            &selection(r#", "consistency": "instance", "exclude_boot": true, "ignore": ["vol-ign"]"#),
+        )]);
+        let now = t(6, 12, 0);
+        let mut inv = inventory(
+            &[("a", &["i-1", "i-2"])],
+            vec![instance("i-1", &["vol-boot", "vol-a", "vol-b", "vol-ign"]), instance("i-2", &["vol-boot2", "vol-c"])],
+            vec![
+                // vol-a was snapshotted an hour ago, vol-b two days ago: the instance is due.
+                snap("sa", "vol-a", t(6, 11, 0), SnapshotState::Completed),
+                snap("sb", "vol-b", t(4, 12, 0), SnapshotState::Completed),
+                // i-2's only selected volume is recent: not due.
+                snap("sc", "vol-c", t(6, 11, 0), SnapshotState::Completed),
+            ],
+        );
+        for v in ["vol-a", "vol-b"] {
+            inv.volumes.get_mut(v).unwrap().tags.insert("Shared".into(), "same".into());
+        }
+        inv.volumes.get_mut("vol-a").unwrap().tags.insert("Own".into(), "a".into());
+        let plan = plan_snapshots(&c, &inv, now, "v");
+        assert_eq!(plan.requests().count(), 0, "no volume is snapshotted alone");
+        let [set] = &plan.sets[..] else { panic!("{:?}", plan.sets) };
+        assert_eq!(set.instance_id, "i-1");
+        assert_eq!(set.volume_ids, ["vol-a", "vol-b"]);
+        assert!(set.exclude_boot);
+        assert_eq!(set.exclude_data_volumes, ["vol-ign"]);
+        assert_eq!(set.set_id, "i-1-20200106T120000Z");
+        assert_eq!(tag(&set.tags, crate::tags::TAG_SET), Some("i-1-20200106T120000Z"));
+        assert_eq!(tag(&set.tags, crate::tags::TAG_DEVICE), None);
+        assert_eq!(tag(&set.tags, "Shared"), Some("same"), "a tag every volume of the set has");
+        assert_eq!(tag(&set.tags, "Own"), None, "a tag one volume has is not on all the set");
+        assert_eq!(plan.mutations(), 1);
+        let by_vol: BTreeMap<&str, &VolumeAction> =
+            plan.decisions.iter().map(|d| (d.volume_id.as_str(), &d.action)).collect();
+        assert!(matches!(by_vol["vol-a"], VolumeAction::InSet { set: 0, due: None, .. }), "{:?}", by_vol["vol-a"]);
+        assert!(matches!(by_vol["vol-b"], VolumeAction::InSet { set: 0, due: Some(_), .. }));
+        assert!(matches!(by_vol["vol-c"], VolumeAction::NotDue { .. }));
+
+        // The report: one snapshot per volume from the set's one call, or the call's failure.
+        let opts = ReportOptions { dry_run: false, every_action: false };
+        let done = SetExecuted {
+            outcome: Executed::Done(None),
+            snapshots: vec![("vol-a".into(), "snap-a".into()), ("vol-b".into(), "snap-b".into())],
+        };
+        let report = plan.report(&BTreeMap::new(), vec![], vec![done], opts);
+        assert_eq!(report.created, 2);
+        assert_eq!(report.created_ids().collect::<Vec<_>>(), ["snap-a", "snap-b"]);
+        let partial = SetExecuted { outcome: Executed::Done(None), snapshots: vec![("vol-a".into(), "snap-a".into())] };
+        let report = plan.report(&BTreeMap::new(), vec![], vec![partial], opts);
+        assert_eq!((report.created, report.failed), (1, 1));
+        let failed = SetExecuted { outcome: Executed::Failed("denied".into()), snapshots: vec![] };
+        let report = plan.report(&BTreeMap::new(), vec![], vec![failed], opts);
+        assert_eq!((report.created, report.failed), (0, 2));
     }
 }

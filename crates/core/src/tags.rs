@@ -8,6 +8,10 @@ pub const DELETE_ON: &str = "DeleteOn";
 pub const TAG_INSTANCE: &str = "ebs-snapper:instance-id";
 pub const TAG_DEVICE: &str = "ebs-snapper:device";
 pub const TAG_CONFIG: &str = "ebs-snapper:config";
+/// The tiers a snapshot was taken for, `,`-joined in schedule order (SPEC §11).
+pub const TAG_TIER: &str = "ebs-snapper:tier";
+/// The id shared by the snapshots of one crash-consistent set (SPEC §11).
+pub const TAG_SET: &str = "ebs-snapper:set";
 pub const REPLICATION_DST: &str = "replication_dst_region";
 pub const REPLICATION_SRC: &str = "replication_src_region";
 pub const REPLICATION_SNAPSHOT_ID: &str = "replication_snapshot_id";
@@ -55,6 +59,14 @@ fn copyable(key: &str, value: &str) -> bool {
         && key != REPLICATION_SNAPSHOT_ID
 }
 
+/// Whether `key` is one this tool or AWS sets itself: never taken from a configuration's `tags`.
+pub fn is_reserved_key(key: &str) -> bool {
+    key.to_ascii_lowercase().starts_with("aws:")
+        || key == DELETE_ON
+        || key.starts_with("ebs-snapper:")
+        || [REPLICATION_DST, REPLICATION_SRC, REPLICATION_SNAPSHOT_ID].contains(&key)
+}
+
 /// Whether an instance's tags ask for a backup, as the Python tool's check read them: a tag
 /// whose key is `backup` in any case (`Backup`, `BACKUP`), unless its value says no (`no`,
 /// `false`, `0`, `off`, in any case).
@@ -65,16 +77,30 @@ pub fn asks_for_backup(tags: &Tags) -> bool {
     })
 }
 
+/// What this tool writes on a new snapshot besides the tags it copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance<'a> {
+    pub delete_on: NaiveDate,
+    pub instance_id: &'a str,
+    /// `None` on the snapshots of a crash-consistent set, which all carry the same tags.
+    pub device: Option<&'a str>,
+    pub config_id: &'a str,
+    /// `ebs-snapper:tier`, for a configuration written with `schedules`.
+    pub tier: Option<String>,
+    /// `ebs-snapper:set`, for the snapshots of a crash-consistent set.
+    pub set: Option<&'a str>,
+}
+
 /// The tags of a new snapshot, in order, at most [`MAX_TAGS`]: `DeleteOn`, the provenance tags,
-/// `replication_dst_region` when present, then the instance tags merged with the volume tags
-/// (the volume's value wins on the same key), priority keys first, the rest by key.
+/// `replication_dst_region` when present, the configuration's own `tags`, then the instance
+/// tags merged with the volume tags (the volume's value wins), priority keys first, the rest by
+/// key. Configured tags win over copied tags of the same key. Only copied tags are ever cut:
+/// a configuration has at most [`crate::config::MAX_CONFIGURED_TAGS`].
 pub fn snapshot_tags(
     instance_tags: &Tags,
     volume_tags: &Tags,
-    delete_on: NaiveDate,
-    instance_id: &str,
-    device: &str,
-    config_id: &str,
+    provenance: &Provenance<'_>,
+    configured: &[(String, String)],
 ) -> Vec<(String, String)> {
     let mut merged: Tags =
         instance_tags.iter().filter(|(k, v)| copyable(k, v)).map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -82,13 +108,25 @@ pub fn snapshot_tags(
         merged.insert(k.clone(), v.clone());
     }
     let mut out = vec![
-        (DELETE_ON.to_string(), delete_on.format("%Y-%m-%d").to_string()),
-        (TAG_INSTANCE.to_string(), instance_id.to_string()),
-        (TAG_DEVICE.to_string(), device.to_string()),
-        (TAG_CONFIG.to_string(), config_id.to_string()),
+        (DELETE_ON.to_string(), provenance.delete_on.format("%Y-%m-%d").to_string()),
+        (TAG_INSTANCE.to_string(), provenance.instance_id.to_string()),
     ];
+    if let Some(device) = provenance.device {
+        out.push((TAG_DEVICE.to_string(), device.to_string()));
+    }
+    out.push((TAG_CONFIG.to_string(), provenance.config_id.to_string()));
+    if let Some(tier) = &provenance.tier {
+        out.push((TAG_TIER.to_string(), tier.clone()));
+    }
+    if let Some(set) = provenance.set {
+        out.push((TAG_SET.to_string(), set.to_string()));
+    }
     if let Some(v) = merged.remove(REPLICATION_DST) {
         out.push((REPLICATION_DST.to_string(), v));
+    }
+    for (k, v) in configured {
+        merged.remove(k);
+        out.push((k.clone(), v.clone()));
     }
     for key in PRIORITY_KEYS {
         if let Some(v) = merged.remove(key) {
@@ -100,10 +138,19 @@ pub fn snapshot_tags(
     out
 }
 
-/// `Created from {instance} by EbsSnapper({version}) for {ami} from {volume}`, cut to 255 chars.
 pub fn snapshot_description(instance_id: &str, version: &str, image_id: Option<&str>, volume_id: &str) -> String {
     let text = format!(
         "Created from {instance_id} by EbsSnapper({version}) for {} from {volume_id}",
+        image_id.unwrap_or("unknown-ami")
+    );
+    truncate_chars(&text, MAX_DESCRIPTION)
+}
+
+/// The description of the snapshots of a crash-consistent set (one `CreateSnapshots` call
+/// gives them all the same).
+pub fn set_description(instance_id: &str, version: &str, image_id: Option<&str>, volumes: usize) -> String {
+    let text = format!(
+        "Created from {instance_id} by EbsSnapper({version}) for {} (crash-consistent set of {volumes} volumes)",
         image_id.unwrap_or("unknown-ami")
     );
     truncate_chars(&text, MAX_DESCRIPTION)
@@ -125,9 +172,22 @@ mod tests {
         NaiveDate::from_ymd_opt(2020, 1, 6).unwrap()
     }
 
+    /// The tags of a Part I snapshot (one tier, one volume).
+    fn part1(
+        instance: &Tags,
+        volume: &Tags,
+        instance_id: &str,
+        device: &str,
+        config_id: &str,
+    ) -> Vec<(String, String)> {
+        let provenance =
+            Provenance { delete_on: day(), instance_id, device: Some(device), config_id, tier: None, set: None };
+        snapshot_tags(instance, volume, &provenance, &[])
+    }
+
     #[test]
     fn merge_order_and_volume_wins() {
-        let out = snapshot_tags(
+        let out = part1(
             &tags(&[
                 ("Name", "Foo"),
                 ("Service", "Bar"),
@@ -136,7 +196,6 @@ mod tests {
                 ("Empty", ""),
             ]),
             &tags(&[("Service", "Baz"), ("zeta", "z"), ("Billing1", "b1")]),
-            day(),
             "i-1",
             "/dev/sda1",
             "cfg",
@@ -158,7 +217,7 @@ mod tests {
         let mut volume: Tags = (0..20).map(|i| (format!("vtag{i:02}"), "v".to_string())).collect();
         volume.insert(REPLICATION_DST.into(), "us-west-2".into());
         volume.insert("Name".into(), "n".into());
-        let out = snapshot_tags(&instance, &volume, day(), "i-1", "/dev/xvdf", "cfg");
+        let out = part1(&instance, &volume, "i-1", "/dev/xvdf", "cfg");
         assert_eq!(out.len(), MAX_TAGS);
         assert!(out.iter().any(|(k, _)| k == DELETE_ON));
         assert!(out.iter().any(|(k, v)| k == REPLICATION_DST && v == "us-west-2"));
@@ -170,7 +229,7 @@ mod tests {
 
     #[test]
     fn own_and_replica_markers_are_not_copied() {
-        let out = snapshot_tags(
+        let out = part1(
             &tags(&[
                 ("DeleteOn", "1999-01-01"),
                 ("ebs-snapper:config", "other"),
@@ -179,7 +238,6 @@ mod tests {
                 ("AWS:x", "y"),
             ]),
             &Tags::new(),
-            day(),
             "i-1",
             "/dev/sda1",
             "cfg",
@@ -187,6 +245,40 @@ mod tests {
         assert_eq!(out.len(), 4);
         assert_eq!(out[0], (DELETE_ON.to_string(), "2020-01-06".to_string()));
         assert_eq!(out[3], (TAG_CONFIG.to_string(), "cfg".to_string()));
+    }
+
+    #[test]
+    fn tier_set_and_configured_tags_are_never_cut_and_win_over_copied_ones() {
+        let instance: Tags = (0..60).map(|i| (format!("itag{i:02}"), "v".to_string())).collect();
+        let mut volume = tags(&[("Team", "copied"), (REPLICATION_DST, "eu-west-1")]);
+        volume.insert("Name".into(), "n".into());
+        let configured: Vec<(String, String)> = (0..40)
+            .map(|i| (format!("ctag{i:02}"), "c".to_string()))
+            .chain([("Team".into(), "payments".into())])
+            .take(40)
+            .collect();
+        let provenance = Provenance {
+            delete_on: day(),
+            instance_id: "i-1",
+            device: None,
+            config_id: "cfg",
+            tier: Some("daily,weekly".into()),
+            set: Some("i-1-20200106T0300Z"),
+        };
+        let out = snapshot_tags(&instance, &volume, &provenance, &configured);
+        assert_eq!(out.len(), MAX_TAGS);
+        let keys: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys[..6], [DELETE_ON, TAG_INSTANCE, TAG_CONFIG, TAG_TIER, TAG_SET, REPLICATION_DST]);
+        assert!(!keys.contains(&TAG_DEVICE), "a set's snapshots carry no device");
+        for (k, _) in &configured {
+            assert!(keys.contains(&k.as_str()), "{k} was cut");
+        }
+        let configured = [("Team".to_string(), "payments".to_string())];
+        let out = snapshot_tags(&Tags::new(), &volume, &provenance, &configured);
+        assert_eq!(
+            out.iter().filter(|(k, _)| k == "Team").collect::<Vec<_>>(),
+            [&("Team".to_string(), "payments".to_string())]
+        );
     }
 
     #[test]

@@ -208,6 +208,7 @@ mod planners {
                     id,
                     state: "running".into(),
                     image_id: None,
+                    root_device: None,
                     tags: Tags::new(),
                     volumes: vols
                         .iter()
@@ -260,6 +261,7 @@ mod planners {
                     },
                     tags,
                     description: String::new(),
+                    archived: false,
                 });
             }
         }
@@ -287,14 +289,14 @@ mod planners {
                 .filter_map(|i| scene.inventory.instances.get(i))
                 .any(|i| i.volumes.iter().any(|a| a.volume_id == volume))
             {
-                return Some(named.configuration.snapshot.minimum);
+                return Some(named.configuration.largest_minimum());
             }
         }
         snaps
             .iter()
             .filter_map(|s| s.tags.get(TAG_CONFIG))
             .filter_map(|c| scene.configs.get(c))
-            .map(|c| c.configuration.snapshot.minimum)
+            .map(|c| c.configuration.largest_minimum())
             .max()
     }
 
@@ -362,6 +364,140 @@ mod planners {
                 }
             }
             prop_assert_eq!(plan.decisions.len(), plan_snapshots(&scene.configs, &scene.inventory, now, "0.0.0").decisions.len());
+        }
+    }
+}
+
+/// Tiers (SPEC §11): for random snapshot histories of one volume under a tiered configuration,
+/// no tier drops below its minimum, deletions are oldest-first within each tier, and archiving
+/// keeps to its rules.
+mod tiers {
+    use std::collections::BTreeSet;
+
+    use chrono::{Duration, NaiveDate, TimeZone, Utc};
+    use ebs_snapper_core::retention_plan::ARCHIVE_MIN_DAYS;
+    use ebs_snapper_core::tags::{DELETE_ON, TAG_TIER};
+    use ebs_snapper_core::tiers::carried_by;
+    use ebs_snapper_core::{
+        plan_retention, Attachment, ConfigurationSet, Instance, Inventory, Keep, RetentionAction, Snapshot,
+        SnapshotState, StoredConfiguration, Tags,
+    };
+    use proptest::prelude::*;
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 6, 15).unwrap()
+    }
+
+    const NAMES: [&str; 4] = ["daily", "weekly", "monthly", "yearly"];
+
+    /// (tiers: (minimum, archive)), history oldest first: (tier bits, DeleteOn days from today,
+    /// completed, archived already)
+    type Spec = (Vec<(u32, bool)>, Vec<(u8, i64, bool, bool)>);
+
+    fn spec() -> impl Strategy<Value = Spec> {
+        (
+            proptest::collection::vec((0u32..4, any::<bool>()), 1..=4),
+            proptest::collection::vec(
+                (0u8..32, -40i64..400, proptest::bool::weighted(0.9), proptest::bool::weighted(0.1)),
+                0..24,
+            ),
+        )
+    }
+
+    fn scene(spec: &Spec) -> (ConfigurationSet, Inventory) {
+        let (tiers, history) = spec;
+        let schedules: Vec<String> = tiers
+            .iter()
+            .enumerate()
+            .map(|(i, (minimum, archive))| {
+                format!(r#"{{"name": "{}", "frequency": "1 day", "retention": "1 day", "minimum": {minimum}, "archive": {archive}}}"#, NAMES[i])
+            })
+            .collect();
+        let text = format!(r#"{{"match": {{"tag:backup": "yes"}}, "schedules": [{}]}}"#, schedules.join(","));
+        let configs = ConfigurationSet::from_stored(&[StoredConfiguration { id: "c".into(), text }]);
+        let mut inventory = Inventory { region: "us-east-1".into(), ..Default::default() };
+        inventory.matched.insert("c".into(), vec!["i-1".into()]);
+        inventory.instances.insert(
+            "i-1".into(),
+            Instance {
+                id: "i-1".into(),
+                state: "running".into(),
+                image_id: None,
+                root_device: None,
+                tags: Tags::new(),
+                volumes: vec![Attachment { device: "/dev/sda1".into(), volume_id: "vol-1".into() }],
+            },
+        );
+        let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        for (n, (bits, delete_on, completed, archived)) in history.iter().enumerate() {
+            let mut tags: Tags =
+                [(DELETE_ON.to_string(), (today() + Duration::days(*delete_on)).format("%Y-%m-%d").to_string())].into();
+            // Bit 4 names an unknown tier; no bit at all leaves the tag off.
+            let mut names: Vec<&str> = (0..tiers.len()).filter(|i| bits & (1 << i) != 0).map(|i| NAMES[i]).collect();
+            if bits & 16 != 0 {
+                names.push("gone");
+            }
+            if !names.is_empty() {
+                tags.insert(TAG_TIER.into(), names.join(","));
+            }
+            inventory.snapshots.push(Snapshot {
+                id: format!("snap-{n:02}"),
+                volume_id: Some("vol-1".into()),
+                is_copy: false,
+                start_time: start + Duration::hours(n as i64),
+                state: if *completed { SnapshotState::Completed } else { SnapshotState::Pending },
+                tags,
+                description: String::new(),
+                archived: *archived,
+            });
+        }
+        (configs, inventory)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn no_tier_drops_below_its_minimum_and_deletions_are_oldest_first(spec in spec()) {
+            let (configs, inventory) = scene(&spec);
+            let tiers = &configs.valid[0].configuration.tiers;
+            let plan = plan_retention(&configs, &inventory, &BTreeSet::new(), today());
+            let deleted: BTreeSet<&str> = plan.deletes().map(|d| d.snapshot_id).collect();
+            let archived: BTreeSet<&str> = plan.archive_ids().into_iter().collect();
+            prop_assert!(deleted.is_disjoint(&archived));
+            let snaps = &inventory.snapshots; // oldest first
+            for (t, tier) in tiers.iter().enumerate() {
+                let carrying: Vec<&Snapshot> = snaps
+                    .iter()
+                    .filter(|s| s.state == SnapshotState::Completed && carried_by(&s.tags, tiers).contains(t))
+                    .collect();
+                let left = carrying.iter().filter(|s| !deleted.contains(s.id.as_str())).count();
+                prop_assert!(left >= (tier.minimum as usize).min(carrying.len()),
+                    "tier {} left with {} of minimum {}", tier.name, left, tier.minimum);
+                // Within the tier, every deleted snapshot is older than every one the tier's minimum kept.
+                let newest_deleted = carrying.iter().rposition(|s| deleted.contains(s.id.as_str()));
+                for d in &plan.decisions {
+                    if let RetentionAction::Keep(Keep::Newest { tier: Some(name), .. }) = &d.action {
+                        if name == &tier.name {
+                            let kept = carrying.iter().position(|s| s.id == d.snapshot_id).expect("carries its tier");
+                            prop_assert!(newest_deleted.is_none_or(|n| n < kept), "{} kept, a newer one deleted", d.snapshot_id);
+                        }
+                    }
+                }
+            }
+            let newest_completed = snaps.iter().rev().find(|s| s.state == SnapshotState::Completed).map(|s| s.id.as_str());
+            for s in snaps {
+                let delete_on = ebs_snapper_core::parse_delete_on(&s.tags.get(DELETE_ON).unwrap()[..]).unwrap();
+                if deleted.contains(s.id.as_str()) {
+                    prop_assert!(delete_on <= today() && s.state == SnapshotState::Completed, "{} deleted early", s.id);
+                }
+                if archived.contains(s.id.as_str()) {
+                    prop_assert!(Some(s.id.as_str()) != newest_completed, "{} is the newest", s.id);
+                    prop_assert!(delete_on >= today() + Duration::days(ARCHIVE_MIN_DAYS), "{} is deleted within 90 days", s.id);
+                    prop_assert!(!s.archived && s.state == SnapshotState::Completed);
+                    prop_assert!(carried_by(&s.tags, tiers).indices().any(|t| tiers[t].archive), "{} carries no archive tier", s.id);
+                }
+            }
         }
     }
 }

@@ -322,6 +322,7 @@ fn finish_worker(report: RegionReport) -> Result<Value, FunctionError> {
         "created": report.created,
         "deleted": report.deleted,
         "copied": report.copied,
+        "archived": report.archived,
         "not_due": report.not_due,
         "kept": report.kept,
         "in_sync": report.in_sync,

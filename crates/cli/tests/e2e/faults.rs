@@ -589,6 +589,19 @@ async fn a_lost_answer_never_makes_a_second_snapshot_or_copy() {
     assert_eq!(doc["regions"][0]["created"].as_u64().unwrap() as usize, f.due.len(), "{doc:#}");
     check_snapshot_state(&f, &acct.snapshots(R).await, &BTreeSet::new());
 
+    // The same for crash-consistent sets: each lost answer is found by the set's tag.
+    let acct_sets = Account::new().await;
+    let f = fleet(&acct_sets, 3, "1 day").await;
+    let stored = acct_sets.items(R).await[0].1.clone();
+    let with_sets = stored.trim_end().trim_end_matches('}').to_string() + r#", "consistency": "instance"}"#;
+    acct_sets.put_raw(R, "cfg", &with_sets).await;
+    proxy.set_plan(FaultPlan::every_call(7, 1.0).only_operations(&["CreateSnapshots"]).kinds(&[Fault::LostAnswer]));
+    let (code, doc, err) = run(&acct_sets, &proxy, "snapshot", &["--region", R]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(doc["regions"][0]["created"].as_u64().unwrap() as usize, f.due.len(), "{doc:#}");
+    assert_eq!(acct_sets.count("CreateSnapshots", None), 3, "one call per instance, none repeated");
+    check_snapshot_state(&f, &acct_sets.snapshots(R).await, &BTreeSet::new());
+
     // The same for copies.
     let source = tagged_for_replication(&acct, WEST, R).await;
     proxy.set_plan(FaultPlan::every_call(6, 1.0).only_operations(&["CopySnapshot"]).kinds(&[Fault::LostAnswer]));

@@ -12,6 +12,7 @@ mod deploy;
 mod faults;
 mod functions;
 mod lease;
+mod policies;
 mod replication;
 mod runtime;
 mod snapshot;

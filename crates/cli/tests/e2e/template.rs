@@ -83,6 +83,22 @@ fn delete_snapshot_only_on_dated_snapshots_or_replicas() {
 }
 
 #[test]
+fn archive_only_snapshots_this_tool_tagged_with_a_tier() {
+    let archives: Vec<Value> = statements(&template())
+        .into_iter()
+        .filter(|s| actions(s).iter().any(|a| a == "ec2:ModifySnapshotTier"))
+        .collect();
+    let [s] = &archives[..] else { panic!("one statement allows ModifySnapshotTier: {archives:?}") };
+    assert_eq!(actions(s), vec!["ec2:ModifySnapshotTier"]);
+    assert_eq!(s["Condition"], serde_json::json!({"Null": {"aws:ResourceTag/ebs-snapper:tier": "false"}}));
+    assert!(sub(&s["Resource"][0]).contains(":snapshot/"));
+    let creates: Vec<Value> =
+        statements(&template()).into_iter().filter(|s| actions(s).iter().any(|a| a == "ec2:CreateSnapshots")).collect();
+    let [c] = &creates[..] else { panic!("{creates:?}") };
+    assert_eq!(actions(c), vec!["ec2:CreateSnapshot", "ec2:CreateSnapshots"], "the same resources as CreateSnapshot");
+}
+
+#[test]
 fn create_tags_only_while_creating_or_copying() {
     let s: Vec<Value> =
         statements(&template()).into_iter().filter(|s| actions(s).iter().any(|a| a == "ec2:CreateTags")).collect();
@@ -90,7 +106,10 @@ fn create_tags_only_while_creating_or_copying() {
     let mut conditions: Vec<Value> =
         s.iter().map(|s| s["Condition"]["StringEquals"]["ec2:CreateAction"].clone()).collect();
     conditions.sort_by_key(|c| c.to_string());
-    assert_eq!(conditions, vec![serde_json::json!(["CopySnapshot"]), serde_json::json!(["CreateSnapshot"])]);
+    assert_eq!(
+        conditions,
+        vec![serde_json::json!(["CopySnapshot"]), serde_json::json!(["CreateSnapshot", "CreateSnapshots"])]
+    );
     let t = template();
     let tags_of = |function: &str| -> Vec<Value> {
         role_statements(&t, function)
@@ -101,7 +120,7 @@ fn create_tags_only_while_creating_or_copying() {
     };
     assert_eq!(
         tags_of("CreateSnapshotFunction"),
-        vec![serde_json::json!({"StringEquals": {"ec2:CreateAction": ["CreateSnapshot"]}})]
+        vec![serde_json::json!({"StringEquals": {"ec2:CreateAction": ["CreateSnapshot", "CreateSnapshots"]}})]
     );
     assert_eq!(
         tags_of("CleanSnapshotFunction"),
@@ -159,6 +178,7 @@ fn each_function_has_a_role_with_only_what_it_does() {
                 "dynamodb:Query",
                 "dynamodb:UpdateItem",
                 "ec2:CreateSnapshot",
+                "ec2:CreateSnapshots",
                 "ec2:CreateTags",
                 "ec2:DescribeInstances",
                 "ec2:DescribeRegions",
@@ -193,6 +213,7 @@ fn each_function_has_a_role_with_only_what_it_does() {
                 "ec2:DescribeInstances",
                 "ec2:DescribeRegions",
                 "ec2:DescribeSnapshots",
+                "ec2:ModifySnapshotTier",
                 "lambda:InvokeFunction",
                 "logs:CreateLogStream",
                 "logs:PutLogEvents",

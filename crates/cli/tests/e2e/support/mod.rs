@@ -230,6 +230,8 @@ pub struct Snap {
     pub volume_id: String,
     pub description: String,
     pub tags: std::collections::BTreeMap<String, String>,
+    /// In the archive storage tier.
+    pub archived: bool,
 }
 
 impl Snap {
@@ -313,6 +315,7 @@ impl Account {
                     .iter()
                     .map(|t| (t.key().unwrap().to_string(), t.value().unwrap_or("").to_string()))
                     .collect(),
+                archived: s.storage_tier() == Some(&aws_sdk_ec2::types::StorageTier::Archive),
             })
             .collect();
         snaps.sort_by(|a, b| a.id.cmp(&b.id));
