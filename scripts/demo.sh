@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole product on this machine, against a local AWS emulator: deploy, configure, snapshot,
-# clean, replicate, check. Nothing leaves the machine. Run from the project root:
+# clean, replicate, keep disaster-recovery copies, check. Nothing leaves the machine. Run from the project root:
 #
 #   scripts/demo.sh
 #
@@ -41,8 +41,10 @@ fleet snapshots us-east-1
 fleet snapshots us-west-2
 snapper snapshot --region us-east-1
 
-say "Policies" "The payments configuration keeps daily, weekly and monthly tiers, leaves out scratch volumes, takes pay-1's root and data volumes as one crash-consistent set (one call), and tags every snapshot Team=payments. A fresh volume is due for every tier: one snapshot serves all three, kept for the longest retention."
-snapper configure -s payments '{"match": {"tag:backup": "tiered"}, "schedules": [{"name": "daily", "frequency": "cron(0 3 * * ? *)", "retention": "8 days", "minimum": 7}, {"name": "weekly", "frequency": "cron(0 3 ? * SUN *)", "retention": "35 days", "minimum": 4}, {"name": "monthly", "frequency": "cron(0 3 1 * ? *)", "retention": "400 days", "minimum": 12, "archive": true}], "exclude_tags": {"kind": "scratch"}, "consistency": "instance", "tags": {"Team": "payments"}}'
+say "Policies" "The payments configuration keeps daily, weekly and monthly tiers, leaves out scratch volumes, takes pay-1's root and data volumes as one crash-consistent set (one call), tags every snapshot Team=payments, and keeps disaster-recovery copies in eu-west-1 under that region's own KMS key. A fresh volume is due for every tier: one snapshot serves all three, kept for the longest retention."
+DR_KEY=$(fleet key eu-west-1)
+echo "KMS key for the copies: $DR_KEY"
+snapper configure -s payments '{"match": {"tag:backup": "tiered"}, "schedules": [{"name": "daily", "frequency": "cron(0 3 * * ? *)", "retention": "8 days", "minimum": 7}, {"name": "weekly", "frequency": "cron(0 3 ? * SUN *)", "retention": "35 days", "minimum": 4}, {"name": "monthly", "frequency": "cron(0 3 1 * ? *)", "retention": "400 days", "minimum": 12, "archive": true}], "exclude_tags": {"kind": "scratch"}, "consistency": "instance", "tags": {"Team": "payments"}, "copies": [{"region": "eu-west-1", "retention": "90 days", "minimum": 3, "kms_key": "'"$DR_KEY"'"}]}'
 snapper snapshot --region us-east-1 --dry-run | grep "$PAY_INSTANCE"
 snapper snapshot --region us-east-1
 fleet snapshots us-east-1 | grep -E "^snapshot |$PAY_INSTANCE"
@@ -52,12 +54,22 @@ fleet expire us-east-1
 snapper clean --region us-east-1 --dry-run | grep -v "not expired"
 snapper clean --region us-east-1
 
-say "Replication" "The ledger's two snapshots in us-west-2 carry replication_dst_region=us-east-1 (copied from the instance's tags): each gets one copy there, tagged with its source; a second run copies nothing."
+say "Replication" "The ledger's two snapshots in us-west-2 carry replication_dst_region=us-east-1 (copied from the instance's tags): each gets one copy there, tagged with its source; the payments snapshots in us-east-1 carry ebs-snapper:copy-to=eu-west-1 and get their disaster-recovery copies there. A second run copies nothing."
 snapper replication
 snapper replication --region us-west-2
 fleet snapshots us-east-1 | grep -E "^snapshot |us-west-2"
 
+say "Disaster-recovery copies" "Each copy in eu-west-1 is encrypted with the configured key and carries its own DeleteOn (copy date + 90 days) and its source volume. Delete pay-1's snapshots in us-east-1: the copies stay, because they live by their own date, and clean in eu-west-1 counts them per source volume against that region's minimum of 3."
+fleet copies eu-west-1
+fleet drop us-east-1 "$PAY_INSTANCE"
+snapper replication --region eu-west-1 --dry-run
+snapper clean --region eu-west-1 --dry-run
+fleet copies eu-west-1 | head -1
+
 say "Check" "configure -c reports what an operator should look at: here an instance tagged backup=weekly that no configuration matches."
 snapper configure -c
+
+say "Status" "What is protected, volume by volume, worst first (the ignored instance's and the excluded scratch volume are not listed): pay-1's two volumes come first as never, since the demo deleted their snapshots (their copies in eu-west-1 remain); every other selected volume is ok, and COPIES says whether its newest snapshot has been copied. It only reads."
+snapper status
 
 say "Done" "The emulator stops now; nothing was sent beyond this machine."

@@ -3,6 +3,9 @@
   demo_fleet.py fleet             create the demo fleet; prints the ids the demo needs as shell vars
   demo_fleet.py snapshots REGION  print the account's snapshots in REGION as a table
   demo_fleet.py expire REGION     plant expired snapshots (DeleteOn in the past) in REGION
+  demo_fleet.py key REGION        create a KMS key in REGION; prints its ARN
+  demo_fleet.py copies REGION     print the disaster-recovery copies in REGION as a table
+  demo_fleet.py drop REGION INSTANCE  delete every snapshot of INSTANCE's volumes in REGION
 """
 import sys
 from datetime import date, timedelta
@@ -69,4 +72,40 @@ def expire(region):
     print(f"planted 6 expired snapshots of {volume} (web-1 root), DeleteOn 2 to 40 days ago")
 
 
-{"fleet": lambda: fleet(), "snapshots": lambda: snapshots(sys.argv[2]), "expire": lambda: expire(sys.argv[2])}[sys.argv[1]]()
+def key(region):
+    print(boto3.client("kms", region_name=region).create_key(Description="ebs-snapper demo: DR copies")["KeyMetadata"]["Arn"])
+
+
+def copies(region):
+    rows = []
+    for s in ec2(region).describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "tag-key", "Values": ["ebs-snapper:volume-id"]}])["Snapshots"]:
+        tags = {t["Key"]: t["Value"] for t in s.get("Tags", [])}
+        rows.append((s["SnapshotId"], tags.get("replication_snapshot_id", "-"), tags.get("replication_src_region", "-"),
+                     tags.get("ebs-snapper:volume-id", "-"), tags.get("DeleteOn", "-"), "yes" if s.get("Encrypted") else "no",
+                     s.get("KmsKeyId", "-").rsplit("/", 1)[-1]))
+    header = ("copy", "source", "from", "source volume", "DeleteOn", "encrypted", "key")
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths))
+    print(f"{region}: {len(rows)} disaster-recovery cop{'y' if len(rows) == 1 else 'ies'}")
+    print(line(header))
+    for r in sorted(rows):
+        print(line(r))
+
+
+def drop(region, instance):
+    c = ec2(region)
+    n = 0
+    for s in c.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "tag:ebs-snapper:instance-id", "Values": [instance]}])["Snapshots"]:
+        c.delete_snapshot(SnapshotId=s["SnapshotId"])
+        n += 1
+    print(f"deleted {n} snapshot(s) of {instance} in {region}")
+
+
+{
+    "fleet": lambda: fleet(),
+    "snapshots": lambda: snapshots(sys.argv[2]),
+    "expire": lambda: expire(sys.argv[2]),
+    "key": lambda: key(sys.argv[2]),
+    "copies": lambda: copies(sys.argv[2]),
+    "drop": lambda: drop(sys.argv[2], sys.argv[3]),
+}[sys.argv[1]]()

@@ -12,6 +12,7 @@ one-event Lambda Runtime API, with every AWS endpoint pointed at this server, an
   python3 large_run.py VOLUMES DIR FUNCTION...
 
 where DIR holds DIR/<function>/bootstrap (target/lambda after scripts/package.sh) or DIR/<function>.
+FUNCTION may also be `status`: the CLI's report (DIR/ebs-snapper) over the same region, read only.
 
 Prints a Markdown table: function, event, what it did, peak RSS, wall time.
 """
@@ -229,6 +230,12 @@ class Account:
             with self.lock:
                 region.snapshots.pop(params.get("SnapshotId"), None)
             body = "<return>true</return>"
+        elif action == "GetCallerIdentity":  # STS, for the CLI
+            return 200, (
+                '<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult>'
+                f"<Arn>arn:aws:iam::{ACCOUNT}:user/large-run</Arn><UserId>large-run</UserId><Account>{ACCOUNT}</Account>"
+                "</GetCallerIdentityResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></GetCallerIdentityResponse>"
+            )
         else:
             return 400, f"<Response><Errors><Error><Code>InvalidAction</Code><Message>{action} is not served here</Message></Error></Errors><RequestID>1</RequestID></Response>"
         return 200, f'<{action}Response xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>1</requestId>{body}</{action}Response>'
@@ -352,6 +359,46 @@ def run_function(binary, name, event, aws_port):
     return result["hwm_kb"] / 1024, elapsed, result["response"]
 
 
+# Runs argv[1:] with inherited stdout, then prints its peak RSS as the last line of stderr.
+PEAK_OF_CHILD = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write(f"\\npeak_rss_kb={usage.ru_maxrss}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def run_status(binary, aws_port):
+    """Runs `ebs-snapper status --region SOURCE --json`; returns (peak RSS MB, seconds, the summary)."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "AWS_REGION": SOURCE,
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{aws_port}",
+    }
+    start = time.perf_counter()
+    # The peak RSS is read by a small Python parent with wait4: a child forked from this process
+    # would count this process's memory too (the kernel carries the pre-exec image's high-water
+    # mark into ru_maxrss), and this process holds the whole synthetic account.
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PEAK_OF_CHILD, binary, "status", "--region", SOURCE, "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    out, err = proc.communicate(timeout=900)
+    elapsed = time.perf_counter() - start
+    err = err.decode(errors="replace")
+    peak_kb = int(re.search(r"peak_rss_kb=(\d+)\s*$", err).group(1)) if "peak_rss_kb=" in err else 0
+    if proc.returncode != 0:
+        raise SystemExit(f"status failed ({proc.returncode}): {err[-2000:]}")
+    summary = json.loads(out)["summary"]
+    return peak_kb / 1024, elapsed, summary
+
+
 def main():
     volumes, bin_dir, names = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
     account = Account(volumes)
@@ -376,6 +423,15 @@ def main():
     for name in names:
         event = events.get(name, scheduled)
         before = dict(account.counts)
+        if name == "status":  # the CLI's read-only report, not a function
+            binary = os.path.join(bin_dir, "ebs-snapper")
+            rss, secs, summary = run_status(binary, port)
+            worst = max(worst, rss)
+            calls = {k: v - before.get(k, 0) for k, v in account.counts.items() if v - before.get(k, 0)}
+            calls_text = ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
+            verdicts = ", ".join(f"{k} {v}" for k, v in summary.items())
+            print(f"| ebs-snapper status | `--region {SOURCE}` | {calls_text} | {verdicts} | {rss:.1f} | {secs:.1f} |")
+            continue
         binary = os.path.join(bin_dir, name, "bootstrap")  # a packaged function (target/lambda)
         if not os.path.exists(binary):
             binary = os.path.join(bin_dir, name)  # a build directory (target/debug)

@@ -16,15 +16,28 @@ Run as moto_server is (same arguments). Each change below is AWS's documented be
 - DescribeSnapshots and DescribeVolumes answer pages of at most MaxResults, with a NextToken
   (moto returns everything at once, so no test could cross a page boundary).
 - CreateSnapshots leaves out the volumes named in ExcludeDataVolumeIds (moto snapshots them).
+- A filter with several values matches a resource one of whose values matches one of them,
+  wildcards included (moto compares a resource's tag keys with several values as sets, with no
+  wildcard: tag-key ["replication_*", "ebs-snapper:copy-to"] matched nothing tagged
+  replication_dst_region).
+- CopySnapshot with a KmsKeyId requires Encrypted (InvalidParameterDependency), and a key ARN
+  must be in the destination region (moto accepts both).
+
+And one thing only a test bed does: a history. A snapshot created with the tag
+test-bed:start-time (RFC 3339) or test-bed:state, or a volume with test-bed:create-time, gets
+that time (or state) instead of now (completed), and the tag is removed, as if it had been made then (AWS has no such call; moto none either).
 
 What must be switchable per test (lost answers, empty first pages, snapshots pending or not yet
 listed) is done by the test bed's proxy instead (crates/cli/tests/e2e/support/faults.rs).
 """
 
+import fnmatch
 import json
 import sys
+from datetime import datetime, timezone
 
 from moto.core.responses import ActionResult
+from moto.ec2 import utils as ec2_utils
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models import elastic_block_store, instances
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
@@ -211,7 +224,31 @@ class _CopiedVolume:
         return getattr(self._volume, name)
 
 
+_is_filter_matching = ec2_utils.is_filter_matching
+
+
+def is_filter_matching(obj, name, wanted):
+    value = obj.get_filter_value(name)
+    if isinstance(wanted, list) and len(wanted) > 1 and isinstance(value, (list, set, tuple)):
+        return any(fnmatch.fnmatchcase(str(v), pattern) for v in value for pattern in wanted)
+    return _is_filter_matching(obj, name, wanted)
+
+
 _copy_snapshot = elastic_block_store.EBSBackend.copy_snapshot
+_copy_snapshot_response = ElasticBlockStore.copy_snapshot
+
+
+def copy_snapshot_response(self):
+    kms_key_id = self._get_param("KmsKeyId")
+    if kms_key_id:
+        if str(self._get_param("Encrypted", "false")).lower() != "true":
+            raise EC2ClientError(
+                "InvalidParameterDependency", "The parameter KmsKeyId requires the parameter Encrypted to be set."
+            )
+        parts = kms_key_id.split(":")
+        if kms_key_id.startswith("arn:") and (len(parts) < 6 or parts[3] != self.region):
+            raise EC2ClientError("InvalidParameterValue", f"Value ({kms_key_id}) for parameter kmsKeyId is invalid.")
+    return _copy_snapshot_response(self)
 
 
 def copy_snapshot(self, *args, **kwargs):
@@ -240,6 +277,33 @@ def create_snapshots(self, instance_spec, description, tags):
     for snapshot in snapshots:
         snapshot.add_tags(tags)
     return snapshots
+
+
+HISTORY_TAGS = {
+    "test-bed:start-time": ("snapshots", "start_time"),
+    "test-bed:create-time": ("volumes", "create_time"),
+    "test-bed:state": ("snapshots", "status"),
+}
+
+
+def _backdate(backend):
+    for key, (collection, attr) in HISTORY_TAGS.items():
+        for resource_id, resource in getattr(backend, collection).items():
+            value = backend.tags.get(resource_id, {}).pop(key, None)
+            if value and attr == "status":
+                setattr(resource, attr, value)
+            elif value:
+                when = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
+                setattr(resource, attr, when.replace(tzinfo=None) if getattr(resource, attr).tzinfo is None else when)
+
+
+def _with_history(respond):
+    def handler(self):
+        result = respond(self)
+        _backdate(self.ec2_backend)
+        return result
+
+    return handler
 
 
 def _page(response, key, items):
@@ -331,11 +395,15 @@ s3_models.FakeBucket.get_permission = get_permission
 s3_responses.S3Response._bucket_response = bucket_response
 s3_responses.S3Response._key_response = key_response
 ElasticBlockStore.describe_snapshots = describe_snapshots
+ElasticBlockStore.copy_snapshot = copy_snapshot_response
+ec2_utils.is_filter_matching = is_filter_matching
 ElasticBlockStore.describe_volumes = describe_volumes
 instances.InstanceBackend.describe_instances = describe_instances
 instances.InstanceBackend.get_reservations_by_instance_ids = get_reservations_by_instance_ids
 elastic_block_store.EBSBackend.copy_snapshot = copy_snapshot
 elastic_block_store.EBSBackend.create_snapshots = create_snapshots
+ElasticBlockStore.create_snapshot = _with_history(ElasticBlockStore.create_snapshot)
+ElasticBlockStore.create_volume = _with_history(ElasticBlockStore.create_volume)
 
 if __name__ == "__main__":
     sys.exit(main())

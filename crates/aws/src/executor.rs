@@ -492,6 +492,10 @@ pub async fn copy_snapshots(
                 .source_snapshot_id(&request.source_id)
                 .description(&request.description)
                 .tag_specifications(snapshot_tags(&request.tags))
+                // A disaster-recovery copy under its destination's key (EC2 requires Encrypted
+                // with a KmsKeyId).
+                .set_encrypted(request.kms_key.is_some().then_some(true))
+                .set_kms_key_id(request.kms_key.clone())
                 .customize()
                 .config_override(only_throttles_retried())
                 .interceptor(WithinBudget(budget.clone()))

@@ -44,16 +44,20 @@ pub enum SnapshotDetail {
 }
 
 /// The tags the retention planner reads.
-pub const RETENTION_TAGS: [&str; 4] = [
+pub const RETENTION_TAGS: [&str; 6] = [
     ebs_snapper_core::tags::DELETE_ON,
     ebs_snapper_core::tags::TAG_INSTANCE,
     ebs_snapper_core::tags::TAG_CONFIG,
     ebs_snapper_core::tags::TAG_TIER,
+    // A disaster-recovery copy is kept with the copies of its source volume.
+    ebs_snapper_core::tags::REPLICATION_SRC,
+    ebs_snapper_core::tags::TAG_VOLUME,
 ];
 
 /// The tags the snapshot planner reads: the tier a snapshot was taken for (each tier is due on
-/// its own snapshots).
-pub const DUE_TAGS: [&str; 1] = [ebs_snapper_core::tags::TAG_TIER];
+/// its own snapshots); and the destinations of its copies, which the status report checks.
+pub const DUE_TAGS: [&str; 3] =
+    [ebs_snapper_core::tags::TAG_TIER, ebs_snapper_core::tags::REPLICATION_DST, ebs_snapper_core::tags::TAG_COPY_TO];
 
 /// How long EC2's listings may lag a mutation (EC2's API is eventually consistent: a new
 /// snapshot may be missing from `DescribeSnapshots` for a few seconds):
@@ -198,9 +202,10 @@ pub async fn match_instances(
 
 /// Every running or stopped instance of the region (paginated).
 pub async fn live_instances(client: &aws_sdk_ec2::Client, region: &str) -> Result<Vec<Instance>, AwsError> {
+    use ebs_snapper_core::config::{SELECTED_STATES, STATE_FILTER};
     let filters = [ebs_snapper_core::Filter {
-        name: "instance-state-name".into(),
-        values: vec!["running".into(), "stopped".into()],
+        name: STATE_FILTER.into(),
+        values: SELECTED_STATES.iter().map(|s| s.to_string()).collect(),
     }];
     describe_instances(client, region, &filters).await
 }
@@ -273,11 +278,13 @@ async fn describe_volumes(
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| AwsError::call("DescribeVolumes", region, e))?;
-            out.extend(
-                page.volumes()
-                    .iter()
-                    .filter_map(|v| Some(Volume { id: v.volume_id()?.to_string(), tags: tags_of(v.tags()) })),
-            );
+            out.extend(page.volumes().iter().filter_map(|v| {
+                Some(Volume {
+                    id: v.volume_id()?.to_string(),
+                    tags: tags_of(v.tags()),
+                    created: v.create_time().map(|t| to_chrono(Some(t))),
+                })
+            }));
         }
         Ok(out)
     })

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use ebs_snapper_core::tags::{DELETE_ON, REPLICATION_DST, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, REPLICATION_TAGS};
+use ebs_snapper_core::tags::{
+    DELETE_ON, REPLICATION_DST, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, REPLICATION_TAGS, TAG_CONFIG, TAG_COPY_TO,
+};
 use ebs_snapper_core::{
     peer_regions, plan_replication, plan_retention, plan_snapshots, ConfigurationSet, Job, PeerListing, RegionReport,
     ReportOptions, VERSION,
@@ -225,17 +227,24 @@ pub async fn clean_region(
     plan.report(&inventory.failed_configs, deleted, archived, opts.report())
 }
 
-/// What the replication planner reads of a region's snapshots: only the replication tags (the
-/// sources to copy are read again in full; see [`ebs_snapper_core::ReplicationPlan::copy_requests`]).
-const PEER_DETAIL: SnapshotDetail =
-    SnapshotDetail::Tags(&[DELETE_ON, REPLICATION_DST, REPLICATION_SRC, REPLICATION_SNAPSHOT_ID]);
+/// What the replication planner reads of a region's snapshots: only the replication tags, the
+/// disaster-recovery destinations and the configuration that asks for them (the sources to copy
+/// are read again in full; see [`ebs_snapper_core::ReplicationPlan::copy_requests`]).
+const PEER_DETAIL: SnapshotDetail = SnapshotDetail::Tags(&[
+    DELETE_ON,
+    REPLICATION_DST,
+    REPLICATION_SRC,
+    REPLICATION_SNAPSHOT_ID,
+    TAG_COPY_TO,
+    TAG_CONFIG,
+]);
 
-/// One filter value that matches every replication tag key (`replication_dst_region`,
-/// `replication_src_region`, `replication_snapshot_id`), so each listing is one paginated call.
-/// (A multi-valued `tag-key` filter would do too on EC2, but the emulator mishandles it; the
-/// planner checks the exact tags either way.)
+/// One `tag-key` filter whose values match every replication tag key (`replication_*`: the
+/// destination, source region and source id) and `ebs-snapper:copy-to`; EC2 matches a snapshot
+/// carrying any of them, so each listing is one paginated call. (The test bed's emulator is
+/// made to do the same; moto alone compares several values as a set.)
 pub(crate) fn replication_filter() -> aws_sdk_ec2::types::Filter {
-    ec2_filter("tag-key", [REPLICATION_TAGS.to_string()])
+    ec2_filter("tag-key", [REPLICATION_TAGS.to_string(), TAG_COPY_TO.to_string()])
 }
 
 /// Runs the replication job in one region: replicas whose source is gone are deleted first,
@@ -297,7 +306,7 @@ async fn replication_unleased(
             )
         })
         .collect();
-    let mut plan = plan_replication(region, &local, &peers, &configs.ignored_ids());
+    let mut plan = plan_replication(region, &local, &peers, configs, &configs.ignored_ids());
     drop((local, peers));
     // The listings carry only the replication tags (a region may hold 100,000 tagged
     // snapshots); a copy takes its source's tags and description, so the few sources to copy
@@ -310,7 +319,7 @@ async fn replication_unleased(
             return RegionReport::failed(Job::Replication, region, opts.dry_run, e.to_string());
         }
     };
-    let requests = plan.copy_requests(&sources);
+    let requests = plan.copy_requests(&sources, chrono::Utc::now());
     drop(sources);
     let (deleted, copied) = if opts.dry_run {
         (Vec::new(), Vec::new())

@@ -16,6 +16,7 @@ pub mod lease;
 pub mod regions;
 pub mod replication_rule;
 pub mod sdk;
+pub mod status;
 
 pub use account::{account_from_arn, caller_account_id, is_account_id};
 pub use budget::TimeBudget;

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use ebs_snapper_core::tags::{DELETE_ON, REPLICATION_TAGS};
+use ebs_snapper_core::config::{SELECTED_STATES, STATE_FILTER};
+use ebs_snapper_core::tags::{DELETE_ON, REPLICATION_TAGS, TAG_COPY_TO};
 use ebs_snapper_core::Job;
 use futures::stream::{self, StreamExt};
 use tracing::{debug, warn};
@@ -110,15 +111,17 @@ async fn regions_with_work(aws: &Aws, candidates: &[String], job: Job) -> Region
 }
 
 /// Whether `region` has work for `job`: a running or stopped instance (snapshot); that, or an
-/// own snapshot tagged `DeleteOn` (clean); an own snapshot with a replication tag (replication).
+/// own snapshot tagged `DeleteOn` (clean); an own snapshot with a replication tag or
+/// `ebs-snapper:copy-to` (replication).
 async fn has_work(client: &aws_sdk_ec2::Client, region: &str, job: Job) -> Result<bool, AwsError> {
     match job {
         Job::Snapshot => has_instances(client, region).await,
         Job::Clean => {
             Ok(has_instances(client, region).await? || has_tagged_snapshots(client, region, &[DELETE_ON]).await?)
         }
-        // Any replication tag key; see jobs::replication_filter.
-        Job::Replication => has_tagged_snapshots(client, region, &[REPLICATION_TAGS]).await,
+        // Any replication tag key, or a disaster-recovery destination; see
+        // jobs::replication_filter.
+        Job::Replication => has_tagged_snapshots(client, region, &[REPLICATION_TAGS, TAG_COPY_TO]).await,
     }
 }
 
@@ -128,7 +131,7 @@ async fn has_work(client: &aws_sdk_ec2::Client, region: &str, job: Job) -> Resul
 async fn has_instances(client: &aws_sdk_ec2::Client, region: &str) -> Result<bool, AwsError> {
     let mut pages = client
         .describe_instances()
-        .filters(ec2_filter("instance-state-name", ["running".to_string(), "stopped".to_string()]))
+        .filters(ec2_filter(STATE_FILTER, SELECTED_STATES.map(String::from)))
         .max_results(PROBE_PAGE)
         .into_paginator()
         .send();

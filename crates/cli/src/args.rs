@@ -46,6 +46,8 @@ pub enum Command {
     Deploy(DeployArgs),
     /// Get, set, delete, list or check the configurations stored for an account.
     Configure(ConfigureArgs),
+    /// Show what is protected: one row per selected volume with its newest snapshot and a verdict.
+    Status(StatusArgs),
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +91,19 @@ pub struct JobArgs {
     #[arg(long = "dry-run", visible_alias = "dry_run")]
     pub dry_run: bool,
     /// Print one JSON document instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this region (repeatable); default: every enabled region with instances.
+    #[arg(short = 'r', long = "region", value_name = "REGION")]
+    pub regions: Vec<String>,
+    /// Only this account (repeatable); default: the caller's account.
+    #[arg(short = 'a', long = "account", value_name = "ID")]
+    pub accounts: Vec<String>,
+    /// Print one JSON document `{"volumes": [...], "summary": {...}}` instead of the table.
     #[arg(long)]
     pub json: bool,
 }

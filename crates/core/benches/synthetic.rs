@@ -86,7 +86,11 @@ pub fn inventory(volumes: usize, per_volume: usize, now: DateTime<Utc>) -> Inven
         for a in &vols {
             inv.volumes.insert(
                 a.volume_id.clone(),
-                Volume { id: a.volume_id.clone(), tags: [("Name".to_string(), format!("{instance_id}-data"))].into() },
+                Volume {
+                    id: a.volume_id.clone(),
+                    tags: [("Name".to_string(), format!("{instance_id}-data"))].into(),
+                    created: None,
+                },
             );
         }
         inv.instances.insert(

@@ -22,7 +22,7 @@ pub const SELECTED_STATES: [&str; 2] = ["running", "stopped"];
 /// state but `terminated`, so a volume never loses its minimum while its instance changes state.
 pub const RETAINED_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
 
-const TOP_LEVEL_KEYS: [&str; 10] = [
+const TOP_LEVEL_KEYS: [&str; 11] = [
     "match",
     "snapshot",
     "schedules",
@@ -33,9 +33,13 @@ const TOP_LEVEL_KEYS: [&str; 10] = [
     "exclude_tags",
     "consistency",
     "tags",
+    "copies",
 ];
 const SNAPSHOT_KEYS: [&str; 3] = ["retention", "minimum", "frequency"];
 const TIER_KEYS: [&str; 5] = ["name", "frequency", "retention", "minimum", "archive"];
+const COPY_KEYS: [&str; 4] = ["region", "retention", "minimum", "kms_key"];
+/// Disaster-recovery destinations a configuration may have (SPEC §12).
+pub const MAX_COPIES: usize = 3;
 
 /// Tiers a configuration may have (SPEC §11).
 pub const MAX_TIERS: usize = 4;
@@ -108,6 +112,20 @@ impl TagValues {
     }
 }
 
+/// One disaster-recovery destination (SPEC §12): every snapshot of the configuration is copied
+/// into `region`, where the copy lives by its own `DeleteOn`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyDestination {
+    pub region: String,
+    /// The copy's `DeleteOn` is the copy date + this; without it, the source's `DeleteOn`.
+    pub retention: Option<Duration>,
+    /// The copies of one source volume kept at least in `region`; without it, the
+    /// configuration's largest minimum.
+    pub minimum: Option<u32>,
+    /// The KMS key (an ARN in `region`) the copy is encrypted with; without it, EC2's default.
+    pub kms_key: Option<String>,
+}
+
 /// A valid configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Configuration {
@@ -128,6 +146,8 @@ pub struct Configuration {
     pub consistency: Consistency,
     /// Added to every snapshot, over copied tags of the same key.
     pub tags: Vec<(String, String)>,
+    /// Disaster-recovery destinations, 0 to [`MAX_COPIES`], regions unique.
+    pub copies: Vec<CopyDestination>,
 }
 
 /// A parsed configuration with the warnings parsing produced (unknown keys in lenient mode).
@@ -150,12 +170,10 @@ impl Configuration {
         let top = value.as_object().ok_or_else(|| {
             ConfigError::new("configuration", format!("must be a JSON object, found {}", kind(value)))
         })?;
-        if top.contains_key("copies") && strictness == Strictness::Strict {
-            return Err(ConfigError::new("copies", "disaster-recovery copies are not available in this release"));
-        }
         check_keys(top, "", &TOP_LEVEL_KEYS, strictness, &mut warnings)?;
 
         let filters = parse_match(top.get("match"), strictness)?;
+        let copies = parse_copies(top.get("copies"), &filters, strictness, &mut warnings)?;
 
         let (tiers, tiered) = match (top.get("snapshot"), top.get("schedules")) {
             (Some(_), Some(_)) => {
@@ -204,6 +222,7 @@ impl Configuration {
                 exclude_tags: parse_exclude_tags(top.get("exclude_tags"))?,
                 consistency: parse_consistency(top.get("consistency"))?,
                 tags: parse_tags(top.get("tags"))?,
+                copies,
             },
             warnings,
         })
@@ -222,6 +241,24 @@ impl Configuration {
             .filter(|t| crate::schedule::due(&t.frequency, Some(now), now) == crate::schedule::Due::Never)
             .map(|t| t.name.as_str())
             .collect()
+    }
+
+    /// The value of `ebs-snapper:copy-to` on a new snapshot in `region`: the destinations other
+    /// than `region`, joined by `,` (`None` when there are none).
+    pub fn copy_to(&self, region: &str) -> Option<String> {
+        let regions: Vec<&str> = self.copies.iter().map(|c| c.region.as_str()).filter(|r| *r != region).collect();
+        (!regions.is_empty()).then(|| regions.join(","))
+    }
+
+    /// The destination `region`, if the configuration copies there.
+    pub fn copy_destination(&self, region: &str) -> Option<&CopyDestination> {
+        self.copies.iter().find(|c| c.region == region)
+    }
+
+    /// How many copies of one source volume are kept at least in `region`: the destination's
+    /// `minimum`, else the configuration's largest.
+    pub fn copy_minimum(&self, region: &str) -> u32 {
+        self.copy_destination(region).and_then(|c| c.minimum).unwrap_or_else(|| self.largest_minimum())
     }
 
     /// The largest minimum of any tier: what the configuration keeps at least, per volume.
@@ -301,6 +338,25 @@ impl Configuration {
         }
         if self.consistency != Consistency::Volume {
             doc["consistency"] = Value::String(self.consistency.as_str().into());
+        }
+        if !self.copies.is_empty() {
+            doc["copies"] = self
+                .copies
+                .iter()
+                .map(|c| {
+                    let mut entry = serde_json::json!({ "region": c.region });
+                    if let Some(r) = c.retention {
+                        entry["retention"] = Value::String(canonical_duration(r));
+                    }
+                    if let Some(m) = c.minimum {
+                        entry["minimum"] = m.into();
+                    }
+                    if let Some(k) = &c.kms_key {
+                        entry["kms_key"] = Value::String(k.clone());
+                    }
+                    entry
+                })
+                .collect();
         }
         if !self.tags.is_empty() {
             doc["tags"] = self
@@ -664,6 +720,122 @@ fn parse_tags(value: Option<&Value>) -> Result<Vec<(String, String)>, ConfigErro
     Ok(out)
 }
 
+/// `copies`: up to [`MAX_COPIES`] destinations, each a region name (unique, and not a region the
+/// `match` confines the instances to with `availability-zone`), with an optional `retention`
+/// (longer than zero), `minimum` and `kms_key` (a KMS key ARN in that region).
+fn parse_copies(
+    value: Option<&Value>,
+    filters: &[Filter],
+    strictness: Strictness,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<CopyDestination>, ConfigError> {
+    const FIELD: &str = "copies";
+    let items = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(ConfigError::new(FIELD, format!("must be a list of destinations, found {}", kind(other))))
+        }
+    };
+    if items.len() > MAX_COPIES {
+        return Err(ConfigError::new(FIELD, format!("has {} destinations; at most {MAX_COPIES}", items.len())));
+    }
+    // The regions the instances are confined to, when `match` names availability zones: a
+    // copy there would be a copy into its own region.
+    let source_regions: BTreeSet<String> = filters
+        .iter()
+        .filter(|f| f.name == "availability-zone")
+        .flat_map(|f| f.values.iter())
+        .filter_map(|zone| zone_region(zone))
+        .collect();
+    let mut out: Vec<CopyDestination> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = |key: &str| format!("{FIELD}[{i}].{key}");
+        let obj = item.as_object().ok_or_else(|| {
+            ConfigError::new(format!("{FIELD}[{i}]"), format!("must be an object with a region, found {}", kind(item)))
+        })?;
+        check_keys(obj, &format!("{FIELD}[{i}]."), &COPY_KEYS, strictness, warnings)?;
+        let region = match obj.get("region") {
+            None => {
+                return Err(ConfigError::new(field("region"), "is required (an AWS region name such as eu-west-1)"))
+            }
+            Some(Value::String(r)) if crate::event::is_region_name(r.trim()) => r.trim().to_string(),
+            Some(Value::String(r)) => {
+                return Err(ConfigError::new(
+                    field("region"),
+                    format!("{} is not an AWS region name", crate::error::Shown(r)),
+                ))
+            }
+            Some(other) => {
+                return Err(ConfigError::new(field("region"), format!("must be a region name, found {}", kind(other))))
+            }
+        };
+        if out.iter().any(|c| c.region == region) {
+            return Err(ConfigError::new(field("region"), format!("{region} is listed twice")));
+        }
+        if source_regions.contains(&region) {
+            return Err(ConfigError::new(
+                field("region"),
+                format!("{region} is the source region (match.availability-zone); a copy must go to another region"),
+            ));
+        }
+        let retention = match obj.get("retention") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_retention(Some(v), &field("retention"))?),
+        };
+        let minimum = match obj.get("minimum") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_minimum(Some(v), &field("minimum"))?),
+        };
+        let kms_key = match obj.get("kms_key") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(arn)) => {
+                Some(parse_kms_key(arn.trim(), &region).map_err(|p| ConfigError::new(field("kms_key"), p))?)
+            }
+            Some(other) => {
+                return Err(ConfigError::new(field("kms_key"), format!("must be a KMS key ARN, found {}", kind(other))))
+            }
+        };
+        out.push(CopyDestination { region, retention, minimum, kms_key });
+    }
+    Ok(out)
+}
+
+/// The region of an availability zone name (`us-east-1a` -> `us-east-1`).
+fn zone_region(zone: &str) -> Option<String> {
+    let region = zone.trim().trim_end_matches(|c: char| c.is_ascii_lowercase());
+    (region.len() < zone.trim().len() && crate::event::is_region_name(region)).then(|| region.to_string())
+}
+
+/// A KMS key ARN in `region`: `arn:PARTITION:kms:REGION:ACCOUNT:key/KEY-ID`. Only a key ARN: the
+/// template grants the function roles exactly these keys, and an alias or a bare id names no
+/// key an IAM policy can grant.
+fn parse_kms_key(arn: &str, region: &str) -> Result<String, String> {
+    let shown = crate::error::Shown(arn);
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [prefix, partition, service, key_region, account, resource] = parts.as_slice() else {
+        return Err(format!("{shown} is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)"));
+    };
+    let key_id = resource.strip_prefix("key/").unwrap_or("");
+    let id_ok =
+        !key_id.is_empty() && key_id.len() <= 128 && key_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if *prefix != "arn"
+        || !partition.starts_with("aws")
+        || *service != "kms"
+        || account.len() != 12
+        || !account.chars().all(|c| c.is_ascii_digit())
+        || !id_ok
+    {
+        return Err(format!("{shown} is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)"));
+    }
+    if *key_region != region {
+        return Err(format!(
+            "the key is in {key_region}, not in {region}: a copy is encrypted with a key of its own region"
+        ));
+    }
+    Ok(arn.to_string())
+}
+
 fn parse_ignore(value: Option<&Value>) -> Result<BTreeSet<String>, ConfigError> {
     const FIELD: &str = "ignore";
     let mut out = BTreeSet::new();
@@ -858,7 +1030,7 @@ mod tests {
             r#"{{"match": {{"tag:b": "y"}}, "snapshot": {{"retention": "1 day", "minimum": 1, "frequency": "1 day"}}, "{key}": 1}}"#
         );
         let e = err(&text);
-        assert_eq!(e, format!("{}... (5000 characters): unknown key (known keys: match, snapshot, schedules, ignore, ignore_retention, replication, exclude_boot, exclude_tags, consistency, tags)", "k".repeat(60)));
+        assert_eq!(e, format!("{}... (5000 characters): unknown key (known keys: match, snapshot, schedules, ignore, ignore_retention, replication, exclude_boot, exclude_tags, consistency, tags, copies)", "k".repeat(60)));
         let text = format!(
             r#"{{"match": {{"{key}": []}}, "snapshot": {{"retention": "1 day", "minimum": 1, "frequency": "1 day"}}}}"#
         );
@@ -999,17 +1171,75 @@ mod tests {
                 )),
                 "tags: has 41 tags; at most 40",
             ),
+            (base(r#", "copies": {"region": "us-west-2"}"#), "copies: must be a list of destinations, found an object"),
             (
-                base(r#", "copies": [{"region": "us-west-2"}]"#),
-                "copies: disaster-recovery copies are not available in this release",
+                base(
+                    r#", "copies": [{"region": "us-west-1"}, {"region": "us-west-2"}, {"region": "eu-west-1"}, {"region": "eu-west-2"}]"#,
+                ),
+                "copies: has 4 destinations; at most 3",
             ),
+            (base(r#", "copies": ["us-west-2"]"#), "copies[0]: must be an object with a region, found a string"),
+            (base(r#", "copies": [{"retention": "7 days"}]"#), "copies[0].region: is required"),
+            (base(r#", "copies": [{"region": "mars-1"}]"#), "copies[0].region: \"mars-1\" is not an AWS region name"),
+            (
+                base(r#", "copies": [{"region": "us-west-2"}, {"region": "us-west-2"}]"#),
+                "copies[1].region: us-west-2 is listed twice",
+            ),
+            (
+                r#"{"match": {"availability-zone": "eu-west-1a"}, "snapshot": {"retention": "7 days", "minimum": 1, "frequency": "1 day"}, "copies": [{"region": "eu-west-1"}]}"#.to_string(),
+                "copies[0].region: eu-west-1 is the source region",
+            ),
+            (base(r#", "copies": [{"region": "us-west-2", "retention": "0 days"}]"#), "copies[0].retention: "),
+            (base(r#", "copies": [{"region": "us-west-2", "minimum": -1}]"#), "copies[0].minimum: -1 is not a whole number"),
+            (
+                base(r#", "copies": [{"region": "us-west-2", "kms_key": "arn:aws:kms:us-east-1:111122223333:key/abc"}]"#),
+                "copies[0].kms_key: the key is in us-east-1, not in us-west-2",
+            ),
+            (
+                base(r#", "copies": [{"region": "us-west-2", "kms_key": "alias/backup"}]"#),
+                "copies[0].kms_key: \"alias/backup\" is not a KMS key ARN",
+            ),
+            (
+                base(r#", "copies": [{"region": "us-west-2", "kms_key": "arn:aws:kms:us-west-2:1111:key/abc"}]"#),
+                "copies[0].kms_key: \"arn:aws:kms:us-west-2:1111:key/abc\" is not a KMS key ARN",
+            ),
+            (base(r#", "copies": [{"region": "us-west-2", "keep": 3}]"#), "copies[0].keep: unknown key"),
         ];
         for (text, expected) in cases {
             let got = err(&text);
             assert!(got.starts_with(expected), "{text}\n got: {got}\nwant: {expected}");
         }
-        // Read leniently at run time, an unavailable key is a warning, not a stop to backups.
-        let p = Configuration::parse(&base(r#", "copies": []"#), Strictness::Lenient).unwrap();
-        assert!(p.warnings.iter().any(|w| w.starts_with("copies: unknown key")), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn copies_parse_and_read_back() {
+        let base = |extra: &str| {
+            format!(
+                r#"{{"match": {{"tag:b": "y"}}, "snapshot": {{"retention": "1 day", "minimum": 2, "frequency": "1 day"}}{extra}}}"#
+            )
+        };
+        let text = base(
+            r#", "copies": [{"region": "eu-west-1", "retention": "90 days", "minimum": 3,
+                "kms_key": "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
+                {"region": "us-west-2"}]"#,
+        );
+        let c = Configuration::parse(&text, Strictness::Strict).unwrap().configuration;
+        assert_eq!(c.copies.len(), 2);
+        assert_eq!(c.copies[0].retention, Some(Duration::from_secs(90 * 86_400)));
+        assert_eq!(c.copies[0].minimum, Some(3));
+        assert_eq!(
+            c.copies[1],
+            CopyDestination { region: "us-west-2".into(), retention: None, minimum: None, kms_key: None }
+        );
+        assert_eq!(c.copy_to("us-east-1").as_deref(), Some("eu-west-1,us-west-2"));
+        assert_eq!(c.copy_to("eu-west-1").as_deref(), Some("us-west-2"), "never a copy into its own region");
+        assert_eq!(c.copy_minimum("eu-west-1"), 3);
+        assert_eq!(c.copy_minimum("us-west-2"), c.largest_minimum());
+        let back = Configuration::parse(&c.to_json().to_string(), Strictness::Strict).unwrap().configuration;
+        assert_eq!(back, c);
+        // Read leniently at run time, an unknown key in a destination is a warning.
+        let p = Configuration::parse(&base(r#", "copies": [{"region": "us-west-2", "keep": 3}]"#), Strictness::Lenient)
+            .unwrap();
+        assert!(p.warnings.iter().any(|w| w.starts_with("copies[0].keep: unknown key")), "{:?}", p.warnings);
     }
 }

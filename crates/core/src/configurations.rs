@@ -78,9 +78,10 @@ impl ConfigurationSet {
         self.valid.iter().any(|c| c.configuration.ignore_retention)
     }
 
-    /// True when any valid configuration asks for replication.
+    /// True when any valid configuration asks for replication, or for disaster-recovery
+    /// copies (which the replication job makes).
     pub fn replication_enabled(&self) -> bool {
-        self.valid.iter().any(|c| c.configuration.replication)
+        self.valid.iter().any(|c| c.configuration.replication || !c.configuration.copies.is_empty())
     }
 }
 
@@ -135,5 +136,16 @@ mod tests {
         assert!(!set.ignore_retention());
         assert!(!set.replication_enabled());
         assert!(!set.is_empty());
+    }
+
+    /// Disaster-recovery copies are made by the replication job, so a configuration with
+    /// `copies` switches the replication schedule on as `replication` does (SPEC §12).
+    #[test]
+    fn copies_enable_replication() {
+        let with_copies = GOOD.replace(", \"ignore\"", ", \"copies\": [{\"region\": \"eu-west-1\"}], \"ignore\"");
+        let set = ConfigurationSet::from_stored(&[item("dr", &with_copies)]);
+        assert!(set.invalid.is_empty(), "{:?}", set.invalid.first().map(|c| c.error.to_string()));
+        assert!(set.replication_enabled());
+        assert!(!ConfigurationSet::from_stored(&[item("plain", GOOD)]).replication_enabled());
     }
 }

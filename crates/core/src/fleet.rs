@@ -184,7 +184,7 @@ mod tests {
         let mut inv = inventory("us-east-1", &[("a", &["i-1"]), ("b", &["i-1"])], &[i]);
         for (v, tags) in [("vol-root", vec![("scratch", "yes")]), ("vol-scratch", vec![])] {
             let tags = tags.into_iter().map(|(k, val)| (k.to_string(), val.to_string())).collect();
-            inv.volumes.insert(v.into(), crate::inventory::Volume { id: v.into(), tags });
+            inv.volumes.insert(v.into(), crate::inventory::Volume { id: v.into(), tags, created: None });
         }
         let mut f = FleetFindings::default();
         f.add_region(&set, &inv, &[]);

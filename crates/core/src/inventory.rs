@@ -110,6 +110,8 @@ pub struct Instance {
 pub struct Volume {
     pub id: String,
     pub tags: Tags,
+    /// When the volume was created (`CreateTime`), when EC2 says.
+    pub created: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

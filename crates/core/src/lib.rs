@@ -10,7 +10,7 @@ pub mod duration;
 pub mod error;
 pub mod schedule;
 
-pub use config::{Configuration, Consistency, Filter, Strictness, TagValues, Tier};
+pub use config::{Configuration, Consistency, CopyDestination, Filter, Strictness, TagValues, Tier};
 pub use configurations::{ConfigurationSet, InvalidConfiguration, NamedConfiguration, StoredConfiguration};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, DurationError, ScheduleError};
@@ -18,6 +18,7 @@ pub use schedule::{due, CronSchedule, Due, Schedule};
 pub mod instance_filters;
 pub mod inventory;
 pub mod snapshot_plan;
+pub mod status;
 pub mod tags;
 pub mod tiers;
 

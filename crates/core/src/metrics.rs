@@ -18,6 +18,14 @@ pub fn emf(function: &str, report: &RegionReport, timestamp_ms: i64) -> Value {
         ("ReplicasDeleted", if report.job == Job::Replication { report.deleted } else { 0 }),
         ("Failures", report.failed),
     ];
+    let mut metrics = metrics.to_vec();
+    if report.job == Job::Snapshot {
+        metrics.extend([
+            ("VolumesOk", report.volumes.ok),
+            ("VolumesNever", report.volumes.never),
+            ("VolumesOverdue", report.volumes.overdue),
+        ]);
+    }
     let mut doc = json!({
         "_aws": {
             "Timestamp": timestamp_ms,
@@ -35,6 +43,27 @@ pub fn emf(function: &str, report: &RegionReport, timestamp_ms: i64) -> Value {
     }
     doc
 }
+
+/// The heartbeat of a snapshot fanout run that succeeded (`SnapshotRunHeartbeat` = 1, dimension
+/// `function`): the template's alarm fires when none came for 24 hours, whatever the reason the
+/// schedule went silent (rule disabled, role broken, every run failing).
+pub fn heartbeat(function: &str, timestamp_ms: i64) -> Value {
+    json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["function"]],
+                "Metrics": [{"Name": HEARTBEAT, "Unit": "Count"}],
+            }],
+        },
+        "function": function,
+        HEARTBEAT: 1,
+    })
+}
+
+/// The heartbeat metric's name.
+pub const HEARTBEAT: &str = "SnapshotRunHeartbeat";
 
 #[cfg(test)]
 mod tests {
@@ -57,6 +86,14 @@ mod tests {
             (Some(2), Some(1), Some(0))
         );
         assert_eq!(d["Failures"], 1);
+        let mut s = RegionReport::new(Job::Snapshot, "eu-west-1", false);
+        s.volumes.overdue = 2;
+        let d = emf("create-snapshot", &s, 0);
+        assert_eq!((d["VolumesOverdue"].as_u64(), d["VolumesOk"].as_u64()), (Some(2), Some(0)));
+        assert_eq!(d["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().len(), 9);
+        let h = heartbeat("ebs-snapper-fanout-snapshot", 5);
+        assert_eq!((h[HEARTBEAT].as_u64(), h["function"].as_str()), (Some(1), Some("ebs-snapper-fanout-snapshot")));
+        assert_eq!(h["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], HEARTBEAT);
         let mut c = RegionReport::new(Job::Clean, "eu-west-1", false);
         c.deleted = 3;
         c.archived = 2;

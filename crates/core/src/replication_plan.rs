@@ -1,16 +1,24 @@
-//! The replication planner (SPEC §6): a region's own snapshots tagged for replication, plus the
-//! listings of the peer regions those tags name -> copies to make, replicas to delete, and
-//! every skip with its reason.
+//! The replication planner (SPEC §6, §12): a region's own snapshots tagged for replication
+//! (`replication_dst_region`) or for disaster-recovery copies (`ebs-snapper:copy-to`), plus the
+//! listings of the peer regions those tags name -> copies to make, replicas to delete, and every
+//! skip with its reason.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use rustc_hash::FxHashMap;
 
+use crate::configurations::ConfigurationSet;
 use crate::event::is_region_name;
 use crate::inventory::{Snapshot, SnapshotState};
 use crate::job::Job;
 use crate::report::{Action, ActionReport, Executed, RegionReport, ReportOptions};
-use crate::tags::{DELETE_ON, REPLICATION_DST, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC};
+use crate::retention_plan::parse_delete_on;
+use crate::snapshot_plan::delete_on;
+use crate::tags::{
+    DELETE_ON, REPLICATION_DST, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, TAG_CONFIG, TAG_COPY_TO, TAG_VOLUME,
+};
 
 /// Copies in flight (pending replicas) allowed per destination region.
 pub const MAX_IN_FLIGHT: usize = 20;
@@ -28,6 +36,39 @@ pub struct CopyRequest {
     pub description: String,
     /// Tags of the copy, applied atomically.
     pub tags: Vec<(String, String)>,
+    /// The KMS key the copy is encrypted with (a disaster-recovery copy's `kms_key`).
+    pub kms_key: Option<String>,
+}
+
+/// What a disaster-recovery copy takes from the configuration that made its source (SPEC §12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrCopy {
+    pub config_id: String,
+    /// The destination's `retention`: the copy's `DeleteOn` is the copy date + this.
+    pub retention: Option<Duration>,
+    /// When neither `retention` nor a readable `DeleteOn` on the source tells the copy's date:
+    /// the configuration's longest tier retention.
+    pub fallback_retention: Duration,
+    pub kms_key: Option<String>,
+}
+
+/// The destinations of a snapshot: its `ebs-snapper:copy-to` regions (disaster-recovery copies),
+/// then its `replication_dst_region` unless a copy already goes there (one copy per region).
+pub fn destinations(s: &Snapshot) -> Vec<(&str, bool)> {
+    let mut out: Vec<(&str, bool)> = Vec::new();
+    if let Some(copy_to) = s.tags.get(TAG_COPY_TO) {
+        for r in copy_to.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            if !out.iter().any(|(d, _)| *d == r) {
+                out.push((r, true));
+            }
+        }
+    }
+    if let Some(dst) = s.tags.get(REPLICATION_DST) {
+        if !out.iter().any(|(d, _)| *d == dst.as_str()) {
+            out.push((dst.as_str(), false));
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +78,8 @@ pub enum ReplicationAction {
     /// the replication tags of each snapshot).
     Copy {
         destination_region: String,
+        /// `Some` for a disaster-recovery copy (`ebs-snapper:copy-to`), `None` for a replica.
+        dr: Option<DrCopy>,
     },
     /// Delete this replica: its source is gone.
     DeleteReplica {
@@ -48,6 +91,8 @@ pub enum ReplicationAction {
     /// The snapshot, its volume or (for a replica) its source is in an `ignore` list.
     Ignored,
     Skip(String),
+    /// Nothing can be done until an operator acts (a failure in the report).
+    Failed(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,12 +105,19 @@ pub struct ReplicationDecision {
 impl ReplicationDecision {
     pub fn reason(&self) -> String {
         match &self.action {
-            ReplicationAction::Copy { destination_region } => format!("copy to {destination_region} (not there yet)"),
+            ReplicationAction::Copy { destination_region, dr: None } => {
+                format!("copy to {destination_region} (not there yet)")
+            }
+            ReplicationAction::Copy { destination_region, dr: Some(dr) } => {
+                format!("disaster-recovery copy to {destination_region} (configuration {})", dr.config_id)
+            }
             ReplicationAction::Ignored => "ignored".to_string(),
             ReplicationAction::DeleteReplica { source_region, source_id } => {
                 format!("replica of {source_id}, which is gone from {source_region}")
             }
-            ReplicationAction::InSync(why) | ReplicationAction::Skip(why) => why.clone(),
+            ReplicationAction::InSync(why) | ReplicationAction::Skip(why) | ReplicationAction::Failed(why) => {
+                why.clone()
+            }
         }
     }
 }
@@ -78,26 +130,33 @@ pub struct ReplicationPlan {
 }
 
 impl ReplicationPlan {
-    /// The sources to copy, in the plan's order: to be read in full for their requests.
+    /// The sources to copy, each once, in the plan's order: to be read in full for their
+    /// requests.
     pub fn copy_sources(&self) -> Vec<String> {
+        let mut seen = BTreeSet::new();
         self.decisions
             .iter()
             .filter(|d| matches!(d.action, ReplicationAction::Copy { .. }))
+            .filter(|d| seen.insert(d.snapshot_id.as_str()))
             .map(|d| d.snapshot_id.clone())
             .collect()
     }
 
     /// The request of each copy, made once from its source read in full (`sources`: what
     /// [`Self::copy_sources`] named and EC2 still listed), in the order of the plan's copies. A
-    /// source gone since the planner's listing turns its copy into a skip.
-    pub fn copy_requests(&mut self, sources: &[Snapshot]) -> Vec<CopyRequest> {
+    /// source gone since the planner's listing turns its copy into a skip. `now` dates a
+    /// disaster-recovery copy's `DeleteOn`.
+    pub fn copy_requests(&mut self, sources: &[Snapshot], now: DateTime<Utc>) -> Vec<CopyRequest> {
         let by_id: FxHashMap<&str, &Snapshot> = sources.iter().map(|s| (s.id.as_str(), s)).collect();
         let mut requests = Vec::new();
         for d in &mut self.decisions {
-            let ReplicationAction::Copy { destination_region } = &d.action else { continue };
-            match by_id.get(d.snapshot_id.as_str()) {
-                Some(source) => requests.push(copy_request(&self.region, destination_region, source)),
-                None => d.action = ReplicationAction::Skip("the source is gone since it was listed".to_string()),
+            let ReplicationAction::Copy { destination_region, dr } = &d.action else { continue };
+            match (by_id.get(d.snapshot_id.as_str()), dr) {
+                (Some(source), None) => requests.push(copy_request(&self.region, destination_region, source)),
+                (Some(source), Some(dr)) => {
+                    requests.push(dr_copy_request(&self.region, destination_region, source, dr, now))
+                }
+                (None, _) => d.action = ReplicationAction::Skip("the source is gone since it was listed".to_string()),
             }
         }
         requests
@@ -151,6 +210,11 @@ impl ReplicationPlan {
                     report.skipped += 1;
                     report.note(opts, || listed(Action::Skip));
                 }
+                ReplicationAction::Failed(why) => {
+                    report.failed += 1;
+                    report.errors.push(format!("{}: {why}", decision.snapshot_id));
+                    report.note(opts, || listed(Action::Skip));
+                }
             }
         }
         report
@@ -161,20 +225,29 @@ impl ReplicationPlan {
 pub fn peer_regions(region: &str, local: &[Snapshot]) -> BTreeSet<String> {
     local
         .iter()
-        .flat_map(|s| [s.tags.get(REPLICATION_DST), s.tags.get(REPLICATION_SRC)])
-        .flatten()
-        .filter(|r| r.as_str() != region && is_region_name(r))
-        .cloned()
+        .flat_map(|s| {
+            destinations(s).into_iter().map(|(r, _)| r).chain(s.tags.get(REPLICATION_SRC).map(String::as_str))
+        })
+        .filter(|r| *r != region && is_region_name(r))
+        .map(str::to_string)
         .collect()
 }
 
+/// Whether `source` (a listed snapshot) is still meant to have its copy in `region`.
+fn copies_to(source: &Snapshot, region: &str) -> bool {
+    destinations(source).iter().any(|(d, _)| *d == region)
+}
+
 /// Plans replication for `region`. `local`: the region's own snapshots tagged
-/// `replication_dst_region` or `replication_src_region`; `peers`: the listing of each region in
-/// [`peer_regions`]; `ignored`: ids never touched.
+/// `replication_dst_region`, `replication_src_region` or `ebs-snapper:copy-to`; `peers`: the
+/// listing of each region in [`peer_regions`]; `configs`: what a disaster-recovery copy's
+/// retention and key are read from (the configuration its source names); `ignored`: ids never
+/// touched.
 pub fn plan_replication(
     region: &str,
     local: &[Snapshot],
     peers: &BTreeMap<String, PeerListing>,
+    configs: &ConfigurationSet,
     ignored: &BTreeSet<String>,
 ) -> ReplicationPlan {
     let mut deletes = Vec::new();
@@ -212,10 +285,7 @@ pub fn plan_replication(
             } else {
                 match indexes.get(src_region.as_str()) {
                     Some(Ok(source)) => {
-                        let source_present = source
-                            .by_id
-                            .get(src_id.as_str())
-                            .is_some_and(|x| x.tags.get(REPLICATION_DST).map(String::as_str) == Some(region));
+                        let source_present = source.by_id.get(src_id.as_str()).is_some_and(|x| copies_to(x, region));
                         if source_present {
                             skips.push(ReplicationDecision {
                                 snapshot_id: s.id.clone(),
@@ -250,35 +320,59 @@ pub fn plan_replication(
             continue;
         }
 
-        // Outgoing: a source to copy.
-        let Some(dst) = s.tags.get(REPLICATION_DST) else { continue };
+        // Outgoing: a source to copy, into each of its destinations.
+        let wanted = destinations(s);
+        if wanted.is_empty() {
+            continue;
+        }
         if is_ignored {
             skips.push(ReplicationDecision { snapshot_id: s.id.clone(), action: ReplicationAction::Ignored });
-        } else if s.state != SnapshotState::Completed {
+            continue;
+        }
+        if s.state != SnapshotState::Completed {
             skips.push(skip(format!("source is {}, not completed", state_name(s.state))));
-        } else if dst == region || !is_region_name(dst) {
-            skips.push(skip(format!("{REPLICATION_DST} {dst:?} is not another region")));
-        } else {
-            match indexes.get(dst.as_str()) {
-                Some(Ok(destination)) => {
-                    let existing = destination.by_source.get(s.id.as_str());
-                    if let Some(copy) = existing {
-                        skips.push(ReplicationDecision {
-                            snapshot_id: s.id.clone(),
-                            action: ReplicationAction::InSync(format!("already copied to {dst} as {}", copy.id)),
-                        });
-                    } else if in_flight.get(dst.as_str()).copied().unwrap_or(0) >= MAX_IN_FLIGHT {
-                        skips.push(skip(format!("{dst} already has {MAX_IN_FLIGHT} copies in flight")));
-                    } else {
-                        *in_flight.entry(dst.as_str()).or_default() += 1;
-                        copies.push(ReplicationDecision {
-                            snapshot_id: s.id.clone(),
-                            action: ReplicationAction::Copy { destination_region: dst.clone() },
-                        });
+            continue;
+        }
+        for (dst, dr) in wanted {
+            let decide = |action| ReplicationDecision { snapshot_id: s.id.clone(), action };
+            let tag = if dr { TAG_COPY_TO } else { REPLICATION_DST };
+            if dst == region || !is_region_name(dst) {
+                skips.push(decide(ReplicationAction::Skip(format!("{tag} {dst:?} is not another region"))));
+                continue;
+            }
+            let destination = match indexes.get(dst) {
+                Some(Ok(destination)) => destination,
+                Some(Err(e)) => {
+                    skips.push(decide(ReplicationAction::Skip(format!("destination {dst} could not be listed ({e})"))));
+                    continue;
+                }
+                None => {
+                    skips.push(decide(ReplicationAction::Skip(format!("destination {dst} was not listed"))));
+                    continue;
+                }
+            };
+            if let Some(copy) = destination.by_source.get(s.id.as_str()) {
+                skips.push(decide(ReplicationAction::InSync(format!("already copied to {dst} as {}", copy.id))));
+                continue;
+            }
+            let dr = if dr {
+                match dr_copy(s, dst, configs) {
+                    Ok(dr) => Some(dr),
+                    Err(action) => {
+                        skips.push(decide(action));
+                        continue;
                     }
                 }
-                Some(Err(e)) => skips.push(skip(format!("destination {dst} could not be listed ({e})"))),
-                None => skips.push(skip(format!("destination {dst} was not listed"))),
+            } else {
+                None
+            };
+            if in_flight.get(dst).copied().unwrap_or(0) >= MAX_IN_FLIGHT {
+                skips.push(decide(ReplicationAction::Skip(format!(
+                    "{dst} already has {MAX_IN_FLIGHT} copies in flight"
+                ))));
+            } else {
+                *in_flight.entry(dst).or_default() += 1;
+                copies.push(decide(ReplicationAction::Copy { destination_region: dst.to_string(), dr }));
             }
         }
     }
@@ -286,6 +380,35 @@ pub fn plan_replication(
     decisions.extend(copies);
     decisions.extend(skips);
     ReplicationPlan { region: region.to_string(), decisions }
+}
+
+/// What the disaster-recovery copy of `s` into `dst` takes from the configuration that made
+/// `s`, or why it is not made: a configuration that is gone, or no longer copies to `dst`, is a
+/// skip (the operator changed it); one that is stored but invalid is a failure (its key and
+/// retention cannot be known, and a copy without its key must not be made).
+fn dr_copy(s: &Snapshot, dst: &str, configs: &ConfigurationSet) -> Result<DrCopy, ReplicationAction> {
+    let Some(config_id) = s.tags.get(TAG_CONFIG) else {
+        return Err(ReplicationAction::Failed(format!(
+            "tagged {TAG_COPY_TO} without {TAG_CONFIG}: the copy's key and retention are unknown; not copied"
+        )));
+    };
+    if configs.invalid.iter().any(|c| &c.id == config_id) {
+        return Err(ReplicationAction::Failed(format!(
+            "configuration {config_id} is invalid: the copy's key and retention are unknown; not copied to {dst}"
+        )));
+    }
+    let Some(named) = configs.get(config_id) else {
+        return Err(ReplicationAction::Skip(format!("configuration {config_id} is gone; not copied to {dst}")));
+    };
+    let Some(destination) = named.configuration.copy_destination(dst) else {
+        return Err(ReplicationAction::Skip(format!("configuration {config_id} no longer copies to {dst}")));
+    };
+    Ok(DrCopy {
+        config_id: config_id.clone(),
+        retention: destination.retention,
+        fallback_retention: named.configuration.tiers.iter().map(|t| t.retention).max().unwrap_or_default(),
+        kms_key: destination.kms_key.clone(),
+    })
 }
 
 struct PeerIndex<'a> {
@@ -319,14 +442,23 @@ impl<'a> PeerIndex<'a> {
 pub fn copy_request(region: &str, dst: &str, s: &Snapshot) -> CopyRequest {
     let mut tags =
         vec![(REPLICATION_SRC.to_string(), region.to_string()), (REPLICATION_SNAPSHOT_ID.to_string(), s.id.clone())];
-    tags.extend(
-        s.tags
-            .iter()
-            .filter(|(k, _)| {
-                ![DELETE_ON, REPLICATION_DST, REPLICATION_SRC, REPLICATION_SNAPSHOT_ID].contains(&k.as_str())
-            })
-            .map(|(k, v)| (k.clone(), v.clone())),
-    );
+    tags.extend(carried_tags(s, &[DELETE_ON, REPLICATION_DST, REPLICATION_SRC, REPLICATION_SNAPSHOT_ID]));
+    request(region, dst, s, tags, None)
+}
+
+/// The source's tags a copy carries after its own: all but `excluded`.
+fn carried_tags<'a>(s: &'a Snapshot, excluded: &'a [&str]) -> impl Iterator<Item = (String, String)> + 'a {
+    s.tags.iter().filter(|(k, _)| !excluded.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone()))
+}
+
+/// The request copying `s` from `region` into `dst` with `tags` (cut to what EC2 takes).
+fn request(
+    region: &str,
+    dst: &str,
+    s: &Snapshot,
+    mut tags: Vec<(String, String)>,
+    kms_key: Option<String>,
+) -> CopyRequest {
     tags.truncate(crate::tags::MAX_TAGS);
     CopyRequest {
         source_id: s.id.clone(),
@@ -334,7 +466,34 @@ pub fn copy_request(region: &str, dst: &str, s: &Snapshot) -> CopyRequest {
         destination_region: dst.to_string(),
         description: s.description.clone(),
         tags,
+        kms_key,
     }
+}
+
+/// The disaster-recovery copy of `s` (in `region`) into `dst` (SPEC §12): the two replica tags,
+/// its own `DeleteOn` (`now` + the destination's retention, else the source's `DeleteOn`) and the
+/// source volume, then the source's other tags but `ebs-snapper:copy-to` and the replication
+/// tags; encrypted with the destination's key when it has one.
+pub fn dr_copy_request(region: &str, dst: &str, s: &Snapshot, dr: &DrCopy, now: DateTime<Utc>) -> CopyRequest {
+    let source_date = s.tags.get(DELETE_ON).and_then(|d| parse_delete_on(d));
+    let date = match (dr.retention, source_date) {
+        (Some(retention), _) => delete_on(now, retention),
+        (None, Some(date)) => date,
+        (None, None) => delete_on(now, dr.fallback_retention),
+    };
+    let mut tags = vec![
+        (REPLICATION_SRC.to_string(), region.to_string()),
+        (REPLICATION_SNAPSHOT_ID.to_string(), s.id.clone()),
+        (DELETE_ON.to_string(), date.format("%Y-%m-%d").to_string()),
+    ];
+    if let Some(volume) = s.volume_id.as_ref().or(s.tags.get(TAG_VOLUME)) {
+        tags.push((TAG_VOLUME.to_string(), volume.clone()));
+    }
+    tags.extend(carried_tags(
+        s,
+        &[DELETE_ON, TAG_COPY_TO, TAG_VOLUME, REPLICATION_DST, REPLICATION_SRC, REPLICATION_SNAPSHOT_ID],
+    ));
+    request(region, dst, s, tags, dr.kms_key.clone())
 }
 
 fn state_name(state: SnapshotState) -> &'static str {
@@ -367,6 +526,15 @@ mod tests {
         }
     }
 
+    fn plan(
+        region: &str,
+        local: &[Snapshot],
+        peers: &BTreeMap<String, PeerListing>,
+        ignored: &BTreeSet<String>,
+    ) -> ReplicationPlan {
+        plan_replication(region, local, peers, &ConfigurationSet::default(), ignored)
+    }
+
     fn peers(entries: Vec<(&str, PeerListing)>) -> BTreeMap<String, PeerListing> {
         entries.into_iter().map(|(r, l)| (r.to_string(), l)).collect()
     }
@@ -381,6 +549,7 @@ mod tests {
                     ReplicationAction::DeleteReplica { .. } => "delete".to_string(),
                     ReplicationAction::InSync(why) => format!("in sync: {why}"),
                     ReplicationAction::Skip(why) => format!("skip: {why}"),
+                    ReplicationAction::Failed(why) => format!("failed: {why}"),
                 };
                 (d.snapshot_id.as_str(), kind)
             })
@@ -397,12 +566,7 @@ mod tests {
         restored.volume_id = Some("vol-restored".into());
         let mut dated = snap("snap-dated", SnapshotState::Completed, &tags);
         dated.tags.insert(DELETE_ON.into(), "2030-01-01".into());
-        let p = plan_replication(
-            "us-west-2",
-            &[copy, restored, dated],
-            &peers(vec![("us-east-1", Ok(vec![]))]),
-            &BTreeSet::new(),
-        );
+        let p = plan("us-west-2", &[copy, restored, dated], &peers(vec![("us-east-1", Ok(vec![]))]), &BTreeSet::new());
         let got = actions(&p);
         assert_eq!(got[0], ("snap-copy", "delete".to_string()));
         assert!(
@@ -422,9 +586,9 @@ mod tests {
             &[("replication_dst_region", "us-east-1"), ("Name", "Snapshot_Name"), ("DeleteOn", "2020-01-05")],
         )];
         assert_eq!(peer_regions("us-west-1", &local), ["us-east-1".to_string()].into());
-        let p = plan_replication("us-west-1", &local, &peers(vec![("us-east-1", Ok(vec![]))]), &BTreeSet::new());
+        let p = plan("us-west-1", &local, &peers(vec![("us-east-1", Ok(vec![]))]), &BTreeSet::new());
         let mut p = p;
-        let requests = p.copy_requests(&local);
+        let requests = p.copy_requests(&local, Utc::now());
         let [c] = &requests[..] else { panic!("{:?}", p.decisions) };
         assert_eq!(c.destination_region, "us-east-1");
         assert_eq!(c.source_region, "us-west-1");
@@ -444,10 +608,10 @@ mod tests {
         let tagged = [("replication_dst_region", "us-east-1")];
         let local =
             vec![snap("snap-1", SnapshotState::Completed, &tagged), snap("snap-2", SnapshotState::Completed, &tagged)];
-        let mut p = plan_replication("us-west-1", &local, &peers(vec![("us-east-1", Ok(vec![]))]), &BTreeSet::new());
+        let mut p = plan("us-west-1", &local, &peers(vec![("us-east-1", Ok(vec![]))]), &BTreeSet::new());
         assert_eq!(p.copy_sources(), ["snap-1", "snap-2"]);
         // Only snap-2 is still there when the sources are read in full.
-        let requests = p.copy_requests(&local[1..]);
+        let requests = p.copy_requests(&local[1..], Utc::now());
         assert_eq!(requests.iter().map(|r| r.source_id.as_str()).collect::<Vec<_>>(), ["snap-2"]);
         assert_eq!(actions(&p)[0], ("snap-1", "skip: the source is gone since it was listed".to_string()));
         let opts = ReportOptions { dry_run: false, every_action: true };
@@ -469,7 +633,7 @@ mod tests {
             snap("p", SnapshotState::Pending, &[("replication_dst_region", "us-east-1")]),
             snap("e", SnapshotState::Error, &[("replication_dst_region", "us-east-1")]),
         ];
-        let p = plan_replication("us-west-1", &local, &peers(vec![("us-east-1", Ok(vec![]))]), &BTreeSet::new());
+        let p = plan("us-west-1", &local, &peers(vec![("us-east-1", Ok(vec![]))]), &BTreeSet::new());
         assert_eq!(
             actions(&p),
             vec![
@@ -493,7 +657,7 @@ mod tests {
         let local: Vec<Snapshot> = (0..3)
             .map(|n| snap(&format!("src-{n}"), SnapshotState::Completed, &[("replication_dst_region", "us-east-1")]))
             .collect();
-        let p = plan_replication("us-west-1", &local, &peers(vec![("us-east-1", Ok(in_flight))]), &BTreeSet::new());
+        let p = plan("us-west-1", &local, &peers(vec![("us-east-1", Ok(in_flight))]), &BTreeSet::new());
         let a = actions(&p);
         assert_eq!(a[0], ("src-0", "copy".to_string()));
         assert_eq!(a[1], ("src-1", "skip: us-east-1 already has 20 copies in flight".to_string()));
@@ -514,7 +678,7 @@ mod tests {
             SnapshotState::Completed,
             &[("replication_snapshot_id", "done"), ("replication_src_region", "us-west-1")],
         );
-        let p = plan_replication(
+        let p = plan(
             "us-west-1",
             &local,
             &peers(vec![("us-east-1", Ok(vec![existing])), ("eu-west-1", Err("AuthFailure".into()))]),
@@ -548,19 +712,18 @@ mod tests {
             // Still exists but now replicates elsewhere: its copy here is no longer wanted.
             snap("snap-moved", SnapshotState::Completed, &[("replication_dst_region", "eu-west-1")]),
         ];
-        let p = plan_replication("us-east-1", &local, &peers(vec![("us-west-1", Ok(source_side))]), &BTreeSet::new());
+        let p = plan("us-east-1", &local, &peers(vec![("us-west-1", Ok(source_side))]), &BTreeSet::new());
         let a = actions(&p);
         assert_eq!(a[0], ("r-gone", "delete".to_string()), "deletes come first");
         assert!(a.contains(&("r-untagged-src", "delete".into())));
         assert!(a.contains(&("r-alive", "in sync: source snap-alive still in us-west-1".into())));
 
-        let p =
-            plan_replication("us-east-1", &local, &peers(vec![("us-west-1", Err("timeout".into()))]), &BTreeSet::new());
+        let p = plan("us-east-1", &local, &peers(vec![("us-west-1", Err("timeout".into()))]), &BTreeSet::new());
         assert!(
             p.decisions.iter().all(|d| matches!(d.action, ReplicationAction::Skip(_) | ReplicationAction::Ignored)),
             "a failed listing deletes nothing"
         );
-        let p = plan_replication("us-east-1", &local, &BTreeMap::new(), &BTreeSet::new());
+        let p = plan("us-east-1", &local, &BTreeMap::new(), &BTreeSet::new());
         assert!(
             p.decisions.iter().all(|d| matches!(d.action, ReplicationAction::Skip(_) | ReplicationAction::Ignored)),
             "no listing deletes nothing"
@@ -582,16 +745,122 @@ mod tests {
             ),
             snap("r-noid", SnapshotState::Completed, &[("replication_src_region", "us-west-1")]),
         ];
-        let p = plan_replication(
-            "us-east-1",
-            &local,
-            &peers(vec![("us-west-1", Ok(vec![]))]),
-            &["r-ign".to_string()].into(),
-        );
+        let p = plan("us-east-1", &local, &peers(vec![("us-west-1", Ok(vec![]))]), &["r-ign".to_string()].into());
         assert!(
             p.decisions.iter().all(|d| matches!(d.action, ReplicationAction::Skip(_) | ReplicationAction::Ignored)),
             "{:?}",
             p.decisions
         );
+    }
+
+    fn dr_configs() -> ConfigurationSet {
+        use crate::configurations::StoredConfiguration;
+        let text = r#"{"match": {"tag:backup": "yes"},
+            "snapshot": {"retention": "7 days", "minimum": 2, "frequency": "1 day"},
+            "copies": [{"region": "us-west-2", "retention": "90 days", "minimum": 3,
+                        "kms_key": "arn:aws:kms:us-west-2:111122223333:key/k1"},
+                       {"region": "eu-west-1"}]}"#;
+        ConfigurationSet::from_stored(&[
+            StoredConfiguration { id: "dr".into(), text: text.into() },
+            StoredConfiguration { id: "broken".into(), text: "{".into() },
+        ])
+    }
+
+    fn dr_source(id: &str, config: &str, copy_to: &str) -> Snapshot {
+        let mut s = snap(
+            id,
+            SnapshotState::Completed,
+            &[(DELETE_ON, "2020-01-08"), (TAG_CONFIG, config), (TAG_COPY_TO, copy_to), ("Name", "web")],
+        );
+        s.volume_id = Some("vol-src".into());
+        s
+    }
+
+    #[test]
+    fn a_dr_copy_goes_to_each_destination_with_its_own_date_key_and_volume() {
+        let configs = dr_configs();
+        let local = [dr_source("snap-a", "dr", "us-west-2,eu-west-1")];
+        let listings = peers(vec![("us-west-2", Ok(vec![])), ("eu-west-1", Ok(vec![]))]);
+        assert_eq!(peer_regions("us-east-1", &local), ["eu-west-1".to_string(), "us-west-2".to_string()].into());
+        let mut p = plan_replication("us-east-1", &local, &listings, &configs, &BTreeSet::new());
+        assert_eq!(p.copy_sources(), ["snap-a"], "a source is read once for all its destinations");
+        let now = Utc.with_ymd_and_hms(2020, 1, 1, 12, 0, 0).unwrap();
+        let requests = p.copy_requests(&local, now);
+        assert_eq!(requests.len(), 2);
+        let tags = |r: &CopyRequest| r.tags.iter().cloned().collect::<BTreeMap<String, String>>();
+        let west = requests.iter().find(|r| r.destination_region == "us-west-2").unwrap();
+        assert_eq!(west.kms_key.as_deref(), Some("arn:aws:kms:us-west-2:111122223333:key/k1"));
+        let w = tags(west);
+        assert_eq!(w[DELETE_ON], "2020-03-31", "copy date + 90 days");
+        assert_eq!(w[TAG_VOLUME], "vol-src");
+        assert_eq!(w[TAG_CONFIG], "dr");
+        assert_eq!(w[REPLICATION_SRC], "us-east-1");
+        assert_eq!(w[REPLICATION_SNAPSHOT_ID], "snap-a");
+        assert_eq!(w["Name"], "web");
+        assert!(!w.contains_key(TAG_COPY_TO) && !w.contains_key(REPLICATION_DST), "{w:?}");
+        let eu = requests.iter().find(|r| r.destination_region == "eu-west-1").unwrap();
+        assert_eq!(eu.kms_key, None);
+        assert_eq!(tags(eu)[DELETE_ON], "2020-01-08", "no retention: the source's DeleteOn");
+        assert_eq!(tags(eu)[TAG_VOLUME], "vol-src");
+    }
+
+    #[test]
+    fn a_dr_copy_whose_configuration_is_gone_is_skipped_and_an_invalid_one_fails() {
+        let configs = dr_configs();
+        let local = [
+            dr_source("snap-gone", "deleted", "us-west-2"),
+            dr_source("snap-broken", "broken", "us-west-2"),
+            dr_source("snap-moved", "dr", "ap-south-1"),
+        ];
+        let listings = peers(vec![("us-west-2", Ok(vec![])), ("ap-south-1", Ok(vec![]))]);
+        let p = plan_replication("us-east-1", &local, &listings, &configs, &BTreeSet::new());
+        let a = actions(&p);
+        assert!(
+            a.contains(&("snap-gone", "skip: configuration deleted is gone; not copied to us-west-2".into())),
+            "{a:?}"
+        );
+        assert!(a
+            .iter()
+            .any(|(id, x)| *id == "snap-broken" && x.starts_with("failed: configuration broken is invalid")));
+        assert!(a.contains(&("snap-moved", "skip: configuration dr no longer copies to ap-south-1".into())), "{a:?}");
+        let report = p.report(Vec::new(), Vec::new(), Vec::new(), ReportOptions { dry_run: false, every_action: true });
+        assert_eq!((report.failed, report.skipped, report.copied), (1, 2, 0));
+        assert!(report.errors[0].starts_with("snap-broken: configuration broken is invalid"), "{:?}", report.errors);
+    }
+
+    #[test]
+    fn one_copy_per_region_when_both_tags_name_it_and_a_present_source_keeps_its_copy_in_sync() {
+        let configs = dr_configs();
+        let mut both = dr_source("snap-b", "dr", "us-west-2");
+        both.tags.insert(REPLICATION_DST.into(), "us-west-2".into());
+        let p = plan_replication(
+            "us-east-1",
+            std::slice::from_ref(&both),
+            &peers(vec![("us-west-2", Ok(vec![]))]),
+            &configs,
+            &BTreeSet::new(),
+        );
+        assert_eq!(p.decisions.len(), 1);
+        assert!(matches!(&p.decisions[0].action, ReplicationAction::Copy { dr: Some(_), .. }), "{:?}", p.decisions);
+
+        // In the destination: the copy of a source still tagged for it is in sync; once the
+        // source is gone the copy lives by its own DeleteOn.
+        let mut copy = snap(
+            "snap-copy",
+            SnapshotState::Completed,
+            &[(REPLICATION_SRC, "us-east-1"), (REPLICATION_SNAPSHOT_ID, "snap-b"), (DELETE_ON, "2020-03-31")],
+        );
+        copy.is_copy = true;
+        let present = plan_replication(
+            "us-west-2",
+            std::slice::from_ref(&copy),
+            &peers(vec![("us-east-1", Ok(vec![dr_source("snap-b", "dr", "us-west-2")]))]),
+            &configs,
+            &BTreeSet::new(),
+        );
+        assert!(matches!(present.decisions[0].action, ReplicationAction::InSync(_)), "{:?}", present.decisions);
+        let gone =
+            plan_replication("us-west-2", &[copy], &peers(vec![("us-east-1", Ok(vec![]))]), &configs, &BTreeSet::new());
+        assert!(actions(&gone)[0].1.contains("lives by its own date"), "{:?}", gone.decisions);
     }
 }

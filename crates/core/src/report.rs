@@ -131,6 +131,14 @@ pub struct ReportOptions {
     pub every_action: bool,
 }
 
+/// The selected volumes of a snapshot run by their protection when the run began.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Protection {
+    pub ok: usize,
+    pub never: usize,
+    pub overdue: usize,
+}
+
 /// The summary of one job in one region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RegionReport {
@@ -161,6 +169,8 @@ pub struct RegionReport {
     pub deferred: usize,
     /// Whether a continuation was started for the deferred work.
     pub continued: bool,
+    /// Snapshot job: the selected volumes by protection when the run began.
+    pub volumes: Protection,
     pub actions: Vec<ActionReport>,
     pub warnings: Vec<String>,
     pub errors: Vec<String>,
@@ -184,6 +194,7 @@ impl RegionReport {
             failed: 0,
             deferred: 0,
             continued: false,
+            volumes: Protection::default(),
             actions: Vec::new(),
             warnings: Vec::new(),
             errors: Vec::new(),

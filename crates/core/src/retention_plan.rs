@@ -12,11 +12,12 @@ use rustc_hash::FxHashMap;
 
 use chrono::NaiveDate;
 
+use crate::config::{Tier, DEFAULT_TIER};
 use crate::configurations::ConfigurationSet;
 use crate::inventory::{Inventory, Snapshot, SnapshotState};
 use crate::job::Job;
 use crate::report::{Action, ActionReport, Executed, RegionReport, ReportOptions};
-use crate::tags::{DELETE_ON, TAG_CONFIG, TAG_INSTANCE};
+use crate::tags::{DELETE_ON, REPLICATION_SRC, TAG_CONFIG, TAG_INSTANCE, TAG_VOLUME};
 use crate::tiers::{carried_by, TierSet};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,6 +209,13 @@ pub fn parse_delete_on(text: &str) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(digits(0..4)? as i32, digits(5..7)?, digits(8..10)?)
 }
 
+/// The source volume of a disaster-recovery copy (a copy carrying `replication_src_region` and
+/// `ebs-snapper:volume-id`), by which its copies are kept together.
+fn copied_volume(s: &Snapshot) -> Option<&str> {
+    s.tags.get(REPLICATION_SRC)?;
+    s.tags.get(TAG_VOLUME).map(String::as_str)
+}
+
 /// Why a snapshot is ignored, if it is: its id, its volume or its instance is ignored.
 fn ignored_reason(s: &Snapshot, ignored: &BTreeSet<String>, ignored_volumes: &BTreeSet<String>) -> Option<String> {
     if ignored.is_empty() && ignored_volumes.is_empty() {
@@ -269,9 +277,28 @@ pub fn plan_retention<'a>(
         }
     }
 
+    // A disaster-recovery copy (SPEC §12) is kept by the copies of its source volume in this
+    // region: one tier whose minimum is the destination's (else the configuration's largest).
+    let copy_tiers: FxHashMap<&str, [Tier; 1]> = configs
+        .valid
+        .iter()
+        .map(|named| {
+            let c = &named.configuration;
+            let tier = Tier {
+                name: DEFAULT_TIER.to_string(),
+                retention: c.tiers[0].retention,
+                minimum: c.copy_minimum(&inventory.region),
+                frequency: c.tiers[0].frequency.clone(),
+                archive: false,
+            };
+            (named.id.as_str(), [tier])
+        })
+        .collect();
+
     // Only snapshots carrying DeleteOn are considered. They are grouped by volume (a snapshot
-    // without a volume is its own group) with one hash lookup each, then laid out group by group
-    // in one flat array, so the whole plan is a few passes over indices.
+    // without a volume is its own group; a disaster-recovery copy goes with the copies of its
+    // source volume, `ebs-snapper:volume-id`) with one hash lookup each, then laid out group by
+    // group in one flat array, so the whole plan is a few passes over indices.
     struct Tagged<'s> {
         snapshot: &'s Snapshot,
         raw: &'s String,
@@ -282,7 +309,10 @@ pub fn plan_retention<'a>(
     let mut tagged: Vec<(u32, Tagged)> = Vec::new();
     for s in &inventory.snapshots {
         let Some(raw) = s.tags.get(DELETE_ON) else { continue };
-        let key = s.volume_id.as_deref().unwrap_or(&s.id);
+        let key = match copied_volume(s) {
+            Some(source_volume) => source_volume,
+            None => s.volume_id.as_deref().unwrap_or(&s.id),
+        };
         let next = group_keys.len() as u32;
         let group = *group_of.entry(key).or_insert(next);
         if group == next {
@@ -324,13 +354,16 @@ pub fn plan_retention<'a>(
         let mut count =
             group.iter().filter(|&&i| tagged[i as usize].1.snapshot.state == SnapshotState::Completed).count();
         // One minimum for the whole volume: the configuration owning it now, or for an orphan
-        // the live configuration with the largest minimum among those its snapshots name (so
-        // the newest are always the ones kept, whichever configuration made them).
+        // (and for disaster-recovery copies, whose volume is in another region) the live
+        // configuration with the largest minimum among those its snapshots name (so the newest
+        // are always the ones kept, whichever configuration made them).
+        let copies = copied_volume(tagged[group[0] as usize].1.snapshot).is_some();
         let volume_config = tagged[group[0] as usize]
             .1
             .snapshot
             .volume_id
             .as_deref()
+            .filter(|_| !copies)
             .and_then(|v| volume_owner.get(v))
             .and_then(|id| configs.get(id))
             .or_else(|| {
@@ -339,12 +372,23 @@ pub fn plan_retention<'a>(
                     .filter_map(|&i| tagged[i as usize].1.snapshot.tags.get(TAG_CONFIG))
                     .filter_map(|id| configs.get(id))
                     .max_by(|a, b| {
-                        a.configuration.largest_minimum().cmp(&b.configuration.largest_minimum()).then(b.id.cmp(&a.id))
+                        let minimum = |n: &crate::configurations::NamedConfiguration| {
+                            if copies {
+                                n.configuration.copy_minimum(&inventory.region)
+                            } else {
+                                n.configuration.largest_minimum()
+                            }
+                        };
+                        minimum(a).cmp(&minimum(b)).then(b.id.cmp(&a.id))
                     })
             });
         // Per tier, the newest `minimum` completed snapshots carrying it are protected (SPEC
         // §11; for a `snapshot` configuration, the one tier holds every snapshot of the volume).
-        let tiers = volume_config.map(|named| named.configuration.tiers.as_slice()).unwrap_or(&[]);
+        let tiers: &[Tier] = match volume_config {
+            Some(named) if copies => copy_tiers.get(named.id.as_str()).map(|t| t.as_slice()).unwrap_or(&[]),
+            Some(named) => named.configuration.tiers.as_slice(),
+            None => &[],
+        };
         let carried: Vec<TierSet> =
             group.iter().map(|&i| carried_by(&tagged[i as usize].1.snapshot.tags, tiers)).collect();
         let mut protected: Vec<TierSet> = vec![TierSet::default(); group.len()];
@@ -399,7 +443,7 @@ pub fn plan_retention<'a>(
                         }
                     }
                     Some(delete_on) => match volume_config {
-                        Some(named) if named.configuration.tiered => {
+                        Some(named) if named.configuration.tiered && !copies => {
                             config_id = Some(named.id.as_str());
                             match protecting {
                                 Some(tier) => RetentionAction::Keep(Keep::Newest {
@@ -417,7 +461,7 @@ pub fn plan_retention<'a>(
                         }
                         Some(named) => {
                             config_id = Some(named.id.as_str());
-                            let minimum = named.configuration.largest_minimum().max(floor);
+                            let minimum = tiers.iter().map(|t| t.minimum).max().unwrap_or(0).max(floor);
                             if count <= minimum as usize {
                                 RetentionAction::Keep(Keep::Minimum { minimum, count })
                             } else if protecting.is_some() {
@@ -832,5 +876,42 @@ mod tests {
         let opts = ReportOptions { dry_run: false, every_action: false };
         let report = p.report(&BTreeMap::new(), vec![], vec![Executed::Done(None)], opts);
         assert_eq!(report.summary_line(), "us-east-1: deleted 0, archived 1, kept 4, ignored 0, skipped 0, failed 0");
+    }
+
+    /// A disaster-recovery copy in us-east-1 of a snapshot of `source_volume` (EC2 reports no
+    /// volume for a copy), made by configuration `config`.
+    fn dr_copy(id: &str, source_volume: &str, config: &str, age: i64, delete_on: i64) -> Snapshot {
+        let mut s = tagged(snap(id, "unused", age, delete_on), config);
+        s.volume_id = None;
+        s.is_copy = true;
+        s.tags.insert(REPLICATION_SRC.to_string(), "eu-west-1".to_string());
+        s.tags.insert(TAG_VOLUME.to_string(), source_volume.to_string());
+        s
+    }
+
+    #[test]
+    fn dr_copies_are_kept_by_source_volume_under_the_destinations_minimum() {
+        let c = configs(&[("dr", cfg(5, r#", "copies": [{"region": "us-east-1", "minimum": 2}]"#))]);
+        // Four expired copies of vol-a, three of vol-b, one unexpired of vol-c; no volume here.
+        let mut snaps: Vec<Snapshot> = (0..4).map(|n| dr_copy(&format!("a{n}"), "vol-a", "dr", 20 - n, -1)).collect();
+        snaps.extend((0..3).map(|n| dr_copy(&format!("b{n}"), "vol-b", "dr", 20 - n, -1)));
+        snaps.push(dr_copy("c0", "vol-c", "dr", 1, 30));
+        let inv = inventory(&[], snaps);
+        let p = plan(&c, &inv);
+        // Each source volume keeps its newest two (the destination's minimum, not the
+        // configuration's five), and the copies of different volumes are never counted together.
+        assert_eq!(deleted(&p), vec!["a0", "a1", "b0"]);
+        let kept = |id: &str| p.decisions.iter().find(|d| d.snapshot_id == id).unwrap().reason();
+        assert_eq!(kept("a3"), "expired, but 2 completed <= minimum 2");
+        assert!(kept("c0").starts_with("not expired"));
+
+        // Without a destination minimum, the configuration's; with the configuration gone, kept
+        // (its minimum is unknown), as any orphan.
+        let c = configs(&[("dr", cfg(3, r#", "copies": [{"region": "us-east-1"}]"#))]);
+        let p = plan(&c, &inv);
+        assert_eq!(deleted(&p), vec!["a0"]);
+        let none = configs(&[]);
+        let p = plan(&none, &inv);
+        assert!(deleted(&p).is_empty());
     }
 }

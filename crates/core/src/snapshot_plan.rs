@@ -2,6 +2,8 @@
 //! §11): which tiers are due, which volumes are selected, and which are taken together as an
 //! instance's crash-consistent set.
 
+use std::collections::BTreeSet;
+
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
@@ -12,6 +14,7 @@ use crate::inventory::{Attachment, Instance, Inventory, SnapshotState, Tags};
 use crate::job::Job;
 use crate::report::{Action, ActionReport, Executed, RegionReport, ReportOptions};
 use crate::schedule::{due, Due};
+use crate::status::Verdict;
 use crate::tags::{set_description, snapshot_description, snapshot_tags, Provenance, TAG_TIER};
 use crate::tiers::{carried, TierSet};
 
@@ -126,6 +129,8 @@ impl VolumeDecision {
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotPlan {
     pub region: String,
+    /// When it was planned.
+    pub now: DateTime<Utc>,
     pub decisions: Vec<VolumeDecision>,
     /// The crash-consistent sets to take, each one `CreateSnapshots`.
     pub sets: Vec<SetRequest>,
@@ -169,6 +174,12 @@ impl SnapshotPlan {
                 a.config_id = Some(decision.config_id.clone());
                 a
             };
+            match protection(&decision.action, self.now) {
+                Some(Verdict::Never) => report.volumes.never += 1,
+                Some(Verdict::Overdue) => report.volumes.overdue += 1,
+                Some(_) => report.volumes.ok += 1,
+                None => {}
+            }
             match &decision.action {
                 VolumeAction::Create { .. } => {
                     if report.mutation(listed(Action::Create), created.next()) {
@@ -204,6 +215,29 @@ impl SnapshotPlan {
             }
         }
         report
+    }
+}
+
+/// A selected volume's protection as the run found it, before taking anything (the per-run
+/// metric; `ebs-snapper status` gives the full verdicts): `never` without a pending or
+/// completed snapshot, `overdue` when it became due more than the status report's slack ago,
+/// otherwise `ok`. `None` for a volume not selected.
+fn protection(action: &VolumeAction, now: DateTime<Utc>) -> Option<Verdict> {
+    let of_due = |due: &Due| match due {
+        Due::NoSnapshot => Verdict::Never,
+        Due::Due { since } if now - *since > crate::status::OVERDUE_SLACK + crate::status::JOB_INTERVAL => {
+            Verdict::Overdue
+        }
+        _ => Verdict::Ok,
+    };
+    match action {
+        VolumeAction::Create { due, .. } => Some(of_due(due)),
+        VolumeAction::InSet { due, .. } => Some(due.as_ref().map(of_due).unwrap_or(Verdict::Ok)),
+        VolumeAction::NotDue { .. } | VolumeAction::NeverDue { .. } => Some(Verdict::Ok),
+        VolumeAction::IgnoredVolume
+        | VolumeAction::IgnoredInstance
+        | VolumeAction::Excluded(_)
+        | VolumeAction::VolumeNotFound => None,
     }
 }
 
@@ -317,7 +351,7 @@ pub fn plan_snapshots(
     version: &str,
 ) -> SnapshotPlan {
     let ignored = configs.ignored_ids();
-    let mut plan = SnapshotPlan { region: inventory.region.clone(), ..Default::default() };
+    let mut plan = SnapshotPlan { region: inventory.region.clone(), now, ..Default::default() };
 
     // Each volume's pending and completed snapshots (errored snapshots do not count).
     let mut history: FxHashMap<&str, History<'_>> = FxHashMap::default();
@@ -338,9 +372,14 @@ pub fn plan_snapshots(
     let claims = inventory.claims(configs);
     let mut seen_volumes: FxHashSet<&str> = FxHashSet::default();
 
+    let mut copy_to_self: BTreeSet<&str> = BTreeSet::new();
     for &(named, instance_id) in &claims.owned {
         let configuration = &named.configuration;
         let Some(instance) = inventory.instances.get(instance_id) else { continue };
+        let copy_to = configuration.copy_to(&inventory.region);
+        if configuration.copy_destination(&inventory.region).is_some() {
+            copy_to_self.insert(named.id.as_str());
+        }
         let instance_ignored = ignored.contains(&instance.id);
         // The volumes this configuration selects, with what is due for each.
         let mut selected: Vec<(usize, TierDue)> = Vec::new();
@@ -372,6 +411,7 @@ pub fn plan_snapshots(
                             config_id: &named.id,
                             tier: tier.clone(),
                             set: None,
+                            copy_to: copy_to.as_deref(),
                         };
                         VolumeAction::Create {
                             request: SnapshotRequest {
@@ -405,6 +445,13 @@ pub fn plan_snapshots(
             plan_set(&mut plan, named, instance, inventory, selected, now, version);
         }
     }
+    for id in copy_to_self {
+        plan.warnings.push(format!(
+            "configuration {id} copies to {region}, the region of these snapshots: they are not copied there (a copy \
+             goes to another region)",
+            region = inventory.region
+        ));
+    }
     for (instance_id, ids) in &claims.overlaps {
         plan.warnings.push(format!(
             "instance {instance_id} is matched by configurations {} and {}; {} applies",
@@ -437,6 +484,7 @@ fn plan_set(
         return;
     };
     let (tier, delete_on) = tier_tag_and_delete_on(configuration, due, now);
+    let copy_to = configuration.copy_to(&inventory.region);
     let set_id = format!("{}-{}", instance.id, now.format("%Y%m%dT%H%M%SZ"));
     let volume_ids: Vec<String> = selected.iter().map(|(i, _)| plan.decisions[*i].volume_id.clone()).collect();
     // Every snapshot of the set carries the same tags: the instance's, and of the volumes' tags
@@ -464,6 +512,7 @@ fn plan_set(
         config_id: &named.id,
         tier: tier.clone(),
         set: Some(&set_id),
+        copy_to: copy_to.as_deref(),
     };
     let tags = snapshot_tags(&instance.tags, &shared, &provenance, &configuration.tags);
     let boot = instance.root_device.as_deref();
@@ -560,7 +609,8 @@ mod tests {
         }
         for i in instances {
             for a in &i.volumes {
-                inv.volumes.insert(a.volume_id.clone(), Volume { id: a.volume_id.clone(), tags: Tags::new() });
+                inv.volumes
+                    .insert(a.volume_id.clone(), Volume { id: a.volume_id.clone(), tags: Tags::new(), created: None });
             }
             inv.instances.insert(i.id.clone(), i);
         }
@@ -587,6 +637,8 @@ mod tests {
         let inv = inventory(&[("a", &["i-1"])], vec![instance("i-1", &["vol-1", "vol-2"])], vec![]);
         let plan = plan_snapshots(&c, &inv, t(6, 12, 0), "9.9.9");
         assert_eq!(counts(&plan), Counts { due: 2, ..Default::default() });
+        let opts = ReportOptions { dry_run: true, every_action: false };
+        assert_eq!(plan.report(&BTreeMap::new(), vec![], vec![], opts).volumes.never, 2);
         let (d, r) = plan.requests().next().unwrap();
         assert_eq!(d.device, "/dev/xvda");
         assert_eq!(r.description, "Created from i-1 by EbsSnapper(9.9.9) for ami-1 from vol-1");
@@ -613,6 +665,14 @@ mod tests {
         let by_vol: BTreeMap<&str, &VolumeAction> =
             plan.decisions.iter().map(|d| (d.volume_id.as_str(), &d.action)).collect();
         assert_eq!(by_vol["vol-1"], &VolumeAction::NotDue { last: t(6, 11, 0), until: t(6, 12, 54), tier: None });
+        // vol-3 became due at 10:54, 66 minutes ago: not yet overdue (1 h + one job interval).
+        let opts = ReportOptions { dry_run: true, every_action: false };
+        assert_eq!(
+            plan.report(&BTreeMap::new(), vec![], vec![], opts).volumes,
+            crate::report::Protection { ok: 3, never: 0, overdue: 0 }
+        );
+        let later = plan_snapshots(&c, &inv, t(6, 12, 30), "v");
+        assert_eq!(later.report(&BTreeMap::new(), vec![], vec![], opts).volumes.overdue, 1);
         assert!(matches!(by_vol["vol-2"], VolumeAction::NotDue { .. }));
         assert!(matches!(by_vol["vol-3"], VolumeAction::Create { due: Due::Due { .. }, .. }), "{:?}", by_vol["vol-3"]);
     }

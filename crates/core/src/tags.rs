@@ -12,6 +12,10 @@ pub const TAG_CONFIG: &str = "ebs-snapper:config";
 pub const TAG_TIER: &str = "ebs-snapper:tier";
 /// The id shared by the snapshots of one crash-consistent set (SPEC §11).
 pub const TAG_SET: &str = "ebs-snapper:set";
+/// The disaster-recovery destinations of a snapshot, `,`-joined (SPEC §12).
+pub const TAG_COPY_TO: &str = "ebs-snapper:copy-to";
+/// On a disaster-recovery copy: the source snapshot's volume, by which copies are kept.
+pub const TAG_VOLUME: &str = "ebs-snapper:volume-id";
 pub const REPLICATION_DST: &str = "replication_dst_region";
 pub const REPLICATION_SRC: &str = "replication_src_region";
 pub const REPLICATION_SNAPSHOT_ID: &str = "replication_snapshot_id";
@@ -89,10 +93,12 @@ pub struct Provenance<'a> {
     pub tier: Option<String>,
     /// `ebs-snapper:set`, for the snapshots of a crash-consistent set.
     pub set: Option<&'a str>,
+    /// `ebs-snapper:copy-to`, for a configuration with `copies`.
+    pub copy_to: Option<&'a str>,
 }
 
 /// The tags of a new snapshot, in order, at most [`MAX_TAGS`]: `DeleteOn`, the provenance tags,
-/// `replication_dst_region` when present, the configuration's own `tags`, then the instance
+/// `ebs-snapper:copy-to` and `replication_dst_region` when present, the configuration's own `tags`, then the instance
 /// tags merged with the volume tags (the volume's value wins), priority keys first, the rest by
 /// key. Configured tags win over copied tags of the same key. Only copied tags are ever cut:
 /// a configuration has at most [`crate::config::MAX_CONFIGURED_TAGS`].
@@ -120,6 +126,9 @@ pub fn snapshot_tags(
     }
     if let Some(set) = provenance.set {
         out.push((TAG_SET.to_string(), set.to_string()));
+    }
+    if let Some(copy_to) = provenance.copy_to {
+        out.push((TAG_COPY_TO.to_string(), copy_to.to_string()));
     }
     if let Some(v) = merged.remove(REPLICATION_DST) {
         out.push((REPLICATION_DST.to_string(), v));
@@ -180,8 +189,15 @@ mod tests {
         device: &str,
         config_id: &str,
     ) -> Vec<(String, String)> {
-        let provenance =
-            Provenance { delete_on: day(), instance_id, device: Some(device), config_id, tier: None, set: None };
+        let provenance = Provenance {
+            delete_on: day(),
+            instance_id,
+            device: Some(device),
+            config_id,
+            tier: None,
+            set: None,
+            copy_to: None,
+        };
         snapshot_tags(instance, volume, &provenance, &[])
     }
 
@@ -264,6 +280,7 @@ mod tests {
             config_id: "cfg",
             tier: Some("daily,weekly".into()),
             set: Some("i-1-20200106T0300Z"),
+            copy_to: None,
         };
         let out = snapshot_tags(&instance, &volume, &provenance, &configured);
         assert_eq!(out.len(), MAX_TAGS);

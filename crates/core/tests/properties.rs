@@ -199,7 +199,7 @@ mod planners {
                 }
             }
             for v in &vols {
-                inventory.volumes.insert(v.clone(), Volume { id: v.clone(), tags: Tags::new() });
+                inventory.volumes.insert(v.clone(), Volume { id: v.clone(), tags: Tags::new(), created: None });
             }
             volumes.extend(vols.iter().map(|v| (v.clone(), Some(id.clone()))));
             inventory.instances.insert(

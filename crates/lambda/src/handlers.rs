@@ -135,8 +135,24 @@ pub async fn fanout_snapshot(aws: &Aws, env: &Environment, inv: Invocation) -> R
         warn!(account = %account, "no valid configurations: nothing to snapshot");
         return finish_fanout(json!({ "job": Job::Snapshot, "regions": [], "replication_rule": rule }), failures);
     }
-    fan_out(aws, &region, &worker, Job::Snapshot, json!({ "job": Job::Snapshot, "replication_rule": rule }), failures)
-        .await
+    let summary = fan_out(
+        aws,
+        &region,
+        &worker,
+        Job::Snapshot,
+        json!({ "job": Job::Snapshot, "replication_rule": rule }),
+        failures,
+    )
+    .await?;
+    emit_heartbeat(env);
+    Ok(summary)
+}
+
+/// The snapshot fanout's heartbeat (an Embedded Metric Format line), printed only when the run
+/// succeeded: the template alarms when none came for 24 hours.
+fn emit_heartbeat(env: &Environment) {
+    let function = env.own_function.as_deref().unwrap_or("ebs-snapper");
+    println!("{}", ebs_snapper_core::metrics::heartbeat(function, Utc::now().timestamp_millis()));
 }
 
 async fn fan_out(
@@ -331,6 +347,7 @@ fn finish_worker(report: RegionReport) -> Result<Value, FunctionError> {
         "failed": report.failed,
         "deferred": report.deferred,
         "continued": report.continued,
+        "volumes": report.volumes,
         "warnings": capped(&report.warnings),
         "errors": capped(&report.errors),
     });

@@ -15,10 +15,7 @@ fn config(minimum: u32, extra: &str) -> String {
 }
 
 async fn account_with(json: &str) -> Account {
-    let acct = Account::new().await;
-    acct.create_table(R).await;
-    acct.put_raw(R, "cfg", json).await;
-    acct
+    Account::with_configs(R, &[("cfg", json)]).await
 }
 
 fn run(acct: &Account, args: &[&str]) -> (i32, String, String) {

@@ -84,13 +84,7 @@ async fn invalid_configurations_exit_2_with_one_line_and_store_nothing() {
         (format!(r#"{{"match": {{"tag:b": "y"}}, {snap}, "retension": "1 day"}}"#), "retension: unknown key"),
     ];
     for (json, expected) in cases {
-        let out = acct.cli().args(["configure", "-s", "bad", &json]).output().unwrap();
-        let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{json}: {err}");
-        assert_eq!(err.lines().count(), 1, "one line for {json}: {err}");
-        assert!(err.contains(expected), "{json}\n  stderr: {err}\n  expected: {expected}");
-        assert!(!err.contains("panicked"), "{err}");
-        assert!(text(&out.stdout).is_empty());
+        acct.assert_refused(&json, expected);
     }
     assert!(acct.items("us-east-1").await.is_empty(), "nothing may be stored");
 }
@@ -173,7 +167,7 @@ async fn check_reports_invalid_stored_configurations() {
         text(&out.stdout),
         format!(
             "{a}: configuration broken is invalid and is skipped: match: is empty; it would select every instance, so it is not allowed\n\
-             {a}: configuration typo: replicaton: unknown key (known keys: match, snapshot, schedules, ignore, ignore_retention, replication, exclude_boot, exclude_tags, consistency, tags); ignored\n"
+             {a}: configuration typo: replicaton: unknown key (known keys: match, snapshot, schedules, ignore, ignore_retention, replication, exclude_boot, exclude_tags, consistency, tags, copies); ignored\n"
         )
     );
     let out = acct.cli().args(["configure", "-c", "-e", "customer-7"]).output().unwrap();

@@ -43,14 +43,10 @@ fn every_bad_configuration_is_rejected_by_the_parser() {
         let err = Configuration::parse(&text, Strictness::Strict).map(|_| ()).expect_err(&file).to_string();
         assert!(err.contains(&expected), "{file}: {err:?} should contain {expected:?}");
         assert!(!err.contains('\n') && err.len() <= MAX_LINE, "{file}: one readable line, got {} chars", err.len());
-        // At run time the same text is either invalid, or valid with a warning for an unknown key
-        // (or one not available yet),
+        // At run time the same text is either invalid, or valid with a warning for an unknown key,
         // or (a filter EC2 refuses) valid here and refused by EC2, which the run reports.
         match Configuration::parse(&text, Strictness::Lenient) {
-            // A key of a later release (DR copies): a warning, so backups go on.
-            Ok(parsed) if expected.contains("unknown key") || expected.contains("not available in this release") => {
-                assert!(!parsed.warnings.is_empty(), "{file}")
-            }
+            Ok(parsed) if expected.contains("unknown key") => assert!(!parsed.warnings.is_empty(), "{file}"),
             Ok(_) => {
                 assert!(expected.contains("DescribeInstances filter") || expected.contains("at most 200"), "{file}")
             }

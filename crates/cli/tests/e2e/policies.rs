@@ -9,15 +9,6 @@ use support::{date, text, Account};
 
 const R: &str = "us-east-1";
 
-async fn account_with(configs: &[(&str, &str)]) -> Account {
-    let acct = Account::new().await;
-    acct.create_table(R).await;
-    for (id, json) in configs {
-        acct.put_raw(R, id, json).await;
-    }
-    acct
-}
-
 fn run(acct: &Account, job: &str, args: &[&str]) -> (i32, String, String) {
     let out = acct.cli().arg(job).args(args).output().unwrap();
     (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
@@ -35,7 +26,7 @@ fn tiered(extra: &str) -> String {
 
 #[tokio::test]
 async fn each_tier_is_due_on_its_own_snapshots_and_one_snapshot_serves_every_due_tier() {
-    let acct = account_with(&[("tiers", &tiered(""))]).await;
+    let acct = Account::with_configs(R, &[("tiers", &tiered(""))]).await;
     let i = acct.launch(R, &[("backup", "yes")]).await;
     let root = acct.volumes_of(R, &i).await[0].clone();
 
@@ -55,7 +46,7 @@ async fn each_tier_is_due_on_its_own_snapshots_and_one_snapshot_serves_every_due
     assert_eq!(snaps[0].tag("DeleteOn"), Some(date(400).as_str()));
 
     // A weekly-and-monthly snapshot alone (as if the daily one had expired): only daily is due.
-    let acct = account_with(&[("tiers", &tiered(""))]).await;
+    let acct = Account::with_configs(R, &[("tiers", &tiered(""))]).await;
     let i = acct.launch(R, &[("backup", "yes")]).await;
     let root = acct.volumes_of(R, &i).await[0].clone();
     acct.make_snapshot(R, &root, &[("DeleteOn", &date(30)), ("ebs-snapper:tier", "weekly,monthly")]).await;
@@ -72,7 +63,7 @@ async fn each_tier_is_due_on_its_own_snapshots_and_one_snapshot_serves_every_due
 
 #[tokio::test]
 async fn retention_keeps_each_tiers_newest_minimum_and_archives_the_monthly_ones() {
-    let acct = account_with(&[("tiers", &tiered(""))]).await;
+    let acct = Account::with_configs(R, &[("tiers", &tiered(""))]).await;
     let i = acct.launch(R, &[("backup", "yes")]).await;
     let root = acct.volumes_of(R, &i).await[0].clone();
     // Oldest first; the DeleteOn dates rise with age too, so the order is the same either way.
@@ -124,12 +115,15 @@ async fn retention_keeps_each_tiers_newest_minimum_and_archives_the_monthly_ones
 
 #[tokio::test]
 async fn excluded_volumes_are_ignored_with_the_reason_and_configured_tags_win() {
-    let acct = account_with(&[(
-        "sel",
-        r#"{"match": {"tag:backup": "yes"}, "snapshot": {"retention": "5 days", "minimum": 1, "frequency": "1 day"},
+    let acct = Account::with_configs(
+        R,
+        &[(
+            "sel",
+            r#"{"match": {"tag:backup": "yes"}, "snapshot": {"retention": "5 days", "minimum": 1, "frequency": "1 day"},
             "exclude_boot": true, "exclude_tags": {"ebs-snapper:skip": "*", "kind": ["scratch", "tmp"]},
             "tags": {"Team": "payments", "Name": "from-config"}}"#,
-    )])
+        )],
+    )
     .await;
     let i = acct.launch(R, &[("backup", "yes"), ("Name", "from-instance")]).await;
     let data = acct.attach_volume(R, &i, "/dev/xvdf", &[("kind", "data")]).await;
@@ -163,11 +157,14 @@ async fn excluded_volumes_are_ignored_with_the_reason_and_configured_tags_win() 
 
 #[tokio::test]
 async fn an_instance_set_is_one_call_and_leaves_out_what_is_not_selected() {
-    let acct = account_with(&[(
-        "set",
-        r#"{"match": {"tag:backup": "yes"}, "snapshot": {"retention": "5 days", "minimum": 1, "frequency": "1 day"},
+    let acct = Account::with_configs(
+        R,
+        &[(
+            "set",
+            r#"{"match": {"tag:backup": "yes"}, "snapshot": {"retention": "5 days", "minimum": 1, "frequency": "1 day"},
             "consistency": "instance", "exclude_tags": {"kind": "scratch"}}"#,
-    )])
+        )],
+    )
     .await;
     let i = acct.launch(R, &[("backup", "yes")]).await;
     let root = acct.volumes_of(R, &i).await[0].clone();
@@ -214,11 +211,14 @@ async fn an_instance_set_is_one_call_and_leaves_out_what_is_not_selected() {
 /// volumes each, 100 `CreateSnapshots` and nothing else that mutates.
 #[tokio::test]
 async fn a_hundred_instance_sets_take_one_call_each() {
-    let acct = account_with(&[(
-        "set",
-        r#"{"match": {"tag:backup": "yes"}, "snapshot": {"retention": "5 days", "minimum": 1, "frequency": "1 day"},
+    let acct = Account::with_configs(
+        R,
+        &[(
+            "set",
+            r#"{"match": {"tag:backup": "yes"}, "snapshot": {"retention": "5 days", "minimum": 1, "frequency": "1 day"},
             "consistency": "instance"}"#,
-    )])
+        )],
+    )
     .await;
     let ec2 = acct.ec2(R).await;
     let out = ec2
@@ -263,10 +263,15 @@ async fn a_hundred_instance_sets_take_one_call_each() {
 
 #[tokio::test]
 async fn the_workers_run_tiers_sets_and_archive_as_the_cli_does() {
-    let acct = account_with(&[(
-        "tiers",
-        &tiered(r#", "consistency": "instance", "exclude_tags": {"kind": "scratch"}, "tags": {"Team": "payments"}"#),
-    )])
+    let acct = Account::with_configs(
+        R,
+        &[(
+            "tiers",
+            &tiered(
+                r#", "consistency": "instance", "exclude_tags": {"kind": "scratch"}, "tags": {"Team": "payments"}"#,
+            ),
+        )],
+    )
     .await;
     let i = acct.launch(R, &[("backup", "yes")]).await;
     acct.attach_volume(R, &i, "/dev/xvdf", &[]).await;
@@ -318,7 +323,7 @@ async fn the_workers_run_tiers_sets_and_archive_as_the_cli_does() {
 
 #[tokio::test]
 async fn configure_refuses_bad_policies_and_the_check_finds_dead_tiers_and_excluded_volumes() {
-    let acct = account_with(&[]).await;
+    let acct = Account::with_configs(R, &[]).await;
     let set = |json: &str| {
         let out = acct.cli().args(["configure", "-s", "bad", json]).output().unwrap();
         (out.status.code(), text(&out.stderr))

@@ -54,7 +54,15 @@ async fn fanout_invokes_the_worker_which_snapshots() {
     assert_eq!(emf.len(), 2, "{:#?}", lambda.logs("create"));
     assert!(emf.iter().all(|m| m["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "EbsSnapper"
         && m["SnapshotsCreated"] == 1
+        && m["VolumesNever"] == 1
         && m["function"] == "create"));
+    // The fanout's heartbeat, which the template alarms on when it stops.
+    let heartbeat = emf_lines(&lambda.logs("fanout"));
+    assert_eq!(heartbeat.len(), 1, "{:#?}", lambda.logs("fanout"));
+    assert_eq!(
+        (heartbeat[0]["SnapshotRunHeartbeat"].as_u64(), heartbeat[0]["function"].as_str()),
+        (Some(1), Some("fanout"))
+    );
     // Every mutation is logged with its region and ids.
     let logs = lambda.logs("create").join("\n");
     assert!(

@@ -7,15 +7,6 @@ use support::{backup_config, text, Account};
 
 const R: &str = "us-east-1";
 
-async fn account_with(configs: &[(&str, &str)]) -> Account {
-    let acct = Account::new().await;
-    acct.create_table(R).await;
-    for (id, json) in configs {
-        acct.put_raw(R, id, json).await;
-    }
-    acct
-}
-
 fn run(acct: &Account, args: &[&str]) -> (i32, String, String) {
     let out = acct.cli().arg("snapshot").args(args).output().unwrap();
     (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
@@ -23,10 +14,13 @@ fn run(acct: &Account, args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test]
 async fn snapshots_every_attached_volume_with_tags_and_description() {
-    let acct = account_with(&[(
-        "daily",
-        r#"{"match":{"tag:backup":"yes"},"snapshot":{"retention":"5 days","minimum":5,"frequency":"2 hours"}}"#,
-    )])
+    let acct = Account::with_configs(
+        R,
+        &[(
+            "daily",
+            r#"{"match":{"tag:backup":"yes"},"snapshot":{"retention":"5 days","minimum":5,"frequency":"2 hours"}}"#,
+        )],
+    )
     .await;
     let i = acct.launch(R, &[("backup", "yes"), ("Name", "Foo"), ("Service", "Bar")]).await;
     let data = acct.attach_volume(R, &i, "/dev/xvdf", &[("Service", "Baz")]).await;
@@ -92,7 +86,7 @@ async fn ignored_instance_and_volume_get_nothing() {
 
 #[tokio::test]
 async fn stopped_included_terminated_not_and_both_regions_done() {
-    let acct = account_with(&[("cfg", &backup_config("1 day", ""))]).await;
+    let acct = Account::with_configs(R, &[("cfg", &backup_config("1 day", ""))]).await;
     let stopped = acct.launch(R, &[("backup", "yes")]).await;
     acct.stop(R, &stopped).await;
     let gone = acct.launch(R, &[("backup", "yes")]).await;
@@ -117,7 +111,7 @@ async fn stopped_included_terminated_not_and_both_regions_done() {
 
 #[tokio::test]
 async fn sixty_tags_are_cut_to_fifty_keeping_delete_on_and_replication() {
-    let acct = account_with(&[("cfg", &backup_config("1 day", ""))]).await;
+    let acct = Account::with_configs(R, &[("cfg", &backup_config("1 day", ""))]).await;
     let itags: Vec<(String, String)> = (0..30).map(|n| (format!("itag{n:02}"), "v".to_string())).collect();
     let mut itag_refs: Vec<(&str, &str)> = itags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     itag_refs.push(("backup", "yes"));
@@ -138,10 +132,13 @@ async fn sixty_tags_are_cut_to_fifty_keeping_delete_on_and_replication() {
 
 #[tokio::test]
 async fn invalid_configuration_is_skipped_with_a_warning_naming_it() {
-    let acct = account_with(&[
-        ("a-broken", r#"{"match": {}, "snapshot": {"retention": "1 day", "minimum": 1, "frequency": "1 day"}}"#),
-        ("b-good", &backup_config("1 day", "")),
-    ])
+    let acct = Account::with_configs(
+        R,
+        &[
+            ("a-broken", r#"{"match": {}, "snapshot": {"retention": "1 day", "minimum": 1, "frequency": "1 day"}}"#),
+            ("b-good", &backup_config("1 day", "")),
+        ],
+    )
     .await;
     acct.launch(R, &[("backup", "yes")]).await;
     // Invariant 8: an instance no valid configuration matches, with expired snapshots naming the
@@ -171,7 +168,7 @@ async fn invalid_configuration_is_skipped_with_a_warning_naming_it() {
 
 #[tokio::test]
 async fn dry_run_lists_and_creates_nothing() {
-    let acct = account_with(&[("cfg", &backup_config("1 day", ""))]).await;
+    let acct = Account::with_configs(R, &[("cfg", &backup_config("1 day", ""))]).await;
     let i = acct.launch(R, &[("backup", "yes")]).await;
     let root = acct.volumes_of(R, &i).await[0].clone();
     let (code, out, err) = run(&acct, &["--region", R, "--dry-run"]);
@@ -189,7 +186,7 @@ async fn dry_run_lists_and_creates_nothing() {
 
 #[tokio::test]
 async fn json_output_is_one_document() {
-    let acct = account_with(&[("cfg", &backup_config("1 day", ""))]).await;
+    let acct = Account::with_configs(R, &[("cfg", &backup_config("1 day", ""))]).await;
     acct.launch(R, &[("backup", "yes")]).await;
     let (code, out, err) = run(&acct, &["--region", R, "--json"]);
     assert_eq!(code, 0, "{err}");
@@ -206,7 +203,7 @@ async fn json_output_is_one_document() {
 
 #[tokio::test]
 async fn bad_region_arguments_exit_2() {
-    let acct = account_with(&[("cfg", &backup_config("1 day", ""))]).await;
+    let acct = Account::with_configs(R, &[("cfg", &backup_config("1 day", ""))]).await;
     let (code, _, err) = run(&acct, &["--region", "mars-north-1x"]);
     assert_eq!(code, 2, "{err}");
     assert_eq!(err, "error: --region \"mars-north-1x\" is not an AWS region name (see 'ebs-snapper --help')\n");
@@ -229,7 +226,7 @@ async fn not_deployed_is_exit_1() {
 async fn describe_calls_do_not_grow_with_instances() {
     let mut counts = Vec::new();
     for n in [5usize, 25] {
-        let acct = account_with(&[("cfg", &backup_config("1 day", ""))]).await;
+        let acct = Account::with_configs(R, &[("cfg", &backup_config("1 day", ""))]).await;
         for k in 0..n {
             let i = acct.launch(R, &[("backup", "yes")]).await;
             acct.attach_volume(R, &i, "/dev/xvdf", &[]).await;
@@ -274,7 +271,7 @@ async fn describe_calls_do_not_grow_with_instances() {
 
 #[tokio::test]
 async fn configure_check_reports_instance_findings() {
-    let acct = account_with(&[
+    let acct = Account::with_configs(R, &[
         ("a-all", &backup_config("1 day", "")),
         ("b-web", r#"{"match": {"tag:role": "web"}, "snapshot": {"retention": "1 day", "minimum": 1, "frequency": "1 day"}}"#),
         ("c-none", r#"{"match": {"tag:role": "nothing"}, "snapshot": {"retention": "1 day", "minimum": 1, "frequency": "1 day"}}"#),
@@ -302,7 +299,7 @@ async fn configure_check_reports_instance_findings() {
 /// Per-region progress goes to stderr only when it is a terminal.
 #[tokio::test]
 async fn progress_only_on_a_terminal() {
-    let acct = account_with(&[("cfg", &backup_config("1 day", ""))]).await;
+    let acct = Account::with_configs(R, &[("cfg", &backup_config("1 day", ""))]).await;
     acct.launch(R, &[("backup", "yes")]).await;
     let (_, _, piped_err) = run(&acct, &["--dry-run"]);
     assert!(!piped_err.contains("regions"), "no progress when stderr is not a terminal: {piped_err}");

@@ -491,6 +491,53 @@ fn an_optional_kms_key_reaches_everything_the_stack_stores() {
     );
 }
 
+/// `CopyKmsKeyArns` (SPEC §12): the replication role, and only it, may use exactly those keys,
+/// and only through EC2; granting is only for an AWS resource. Without keys, no policy.
+#[test]
+fn copy_keys_are_granted_to_replication_only_through_ec2() {
+    let t = template();
+    let p = &t["Parameters"]["CopyKmsKeyArns"];
+    assert_eq!(p["Default"], "");
+    let pattern = regex::Regex::new(p["AllowedPattern"].as_str().unwrap()).unwrap();
+    let key = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    for ok in ["", key, &format!("{key},arn:aws:kms:us-west-2:111122223333:key/k2")] {
+        assert!(pattern.is_match(ok), "{ok:?}");
+    }
+    for bad in ["alias/backup", "arn:aws:kms:eu-west-1:111122223333:alias/b", &format!("{key},"), "*"] {
+        assert!(!pattern.is_match(bad), "{bad:?}");
+    }
+    let policy = &t["Resources"]["CopyKmsKeyPolicy"];
+    assert_eq!(policy["Condition"], "HasCopyKmsKeys");
+    assert_eq!(
+        t["Conditions"]["HasCopyKmsKeys"],
+        json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "CopyKmsKeyArns"}, ""]}]})
+    );
+    assert_eq!(policy["Properties"]["Roles"], json!([{"Ref": "ReplicationFunctionRole"}]));
+    let statements = policy["Properties"]["PolicyDocument"]["Statement"].as_array().unwrap();
+    let keys = json!({"Fn::Split": [",", {"Ref": "CopyKmsKeyArns"}]});
+    let mut granted = Vec::new();
+    for s in statements {
+        assert_eq!(s["Effect"], "Allow");
+        assert_eq!(s["Resource"], keys, "only the listed keys");
+        assert_eq!(s["Condition"]["StringLike"]["kms:ViaService"], "ec2.*.amazonaws.com", "only through EC2");
+        granted.extend(actions(s));
+    }
+    granted.sort();
+    assert_eq!(
+        granted,
+        [
+            "kms:CreateGrant",
+            "kms:Decrypt",
+            "kms:DescribeKey",
+            "kms:GenerateDataKeyWithoutPlaintext",
+            "kms:ReEncryptFrom",
+            "kms:ReEncryptTo"
+        ]
+    );
+    let grant = statements.iter().find(|s| actions(s) == ["kms:CreateGrant"]).unwrap();
+    assert_eq!(grant["Condition"]["Bool"]["kms:GrantIsForAWSResource"], "true");
+}
+
 /// Reserved concurrency is optional and off by default; the scanner's exceptions are few, named
 /// per resource, and each says why.
 #[test]
@@ -514,4 +561,49 @@ fn reserved_concurrency_is_optional_and_scanner_exceptions_are_explained() {
     }
     let allowed: BTreeSet<String> = ["CKV_AWS_116", "CKV_AWS_117"].iter().map(|s| s.to_string()).collect();
     assert_eq!(skipped, allowed, "a new exception is argued in README's security section first");
+}
+
+#[test]
+fn a_dashboard_of_the_metrics_and_an_alarm_when_snapshot_runs_stop() {
+    let t = template();
+    let dashboard = &t["Resources"]["Dashboard"];
+    assert_eq!(dashboard["Type"], "AWS::CloudWatch::Dashboard");
+    let body = dashboard["Properties"]["DashboardBody"]["Fn::Sub"].as_str().expect("a body with the stack's names");
+    let doc: Value = serde_json::from_str(body).expect("the body is JSON");
+    let text = doc.to_string();
+    for metric in [
+        "SnapshotsCreated",
+        "SnapshotsDeleted",
+        "SnapshotsCopied",
+        "SnapshotsArchived",
+        "Failures",
+        "VolumesOk",
+        "VolumesNever",
+        "VolumesOverdue",
+        "SnapshotRunHeartbeat",
+        "Invocations",
+    ] {
+        assert!(text.contains(metric), "the dashboard shows {metric}");
+    }
+    // Every metric the functions emit is on it (the names come from the code).
+    let report = ebs_snapper_core::RegionReport::new(ebs_snapper_core::Job::Snapshot, "us-east-1", false);
+    let emf = ebs_snapper_core::metrics::emf("f", &report, 0);
+    for m in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap() {
+        let name = m["Name"].as_str().unwrap();
+        assert!(text.contains(name), "{name} is emitted but not on the dashboard");
+    }
+
+    let alarm = &t["Resources"]["SnapshotHeartbeatAlarm"]["Properties"];
+    assert_eq!(alarm["Namespace"], ebs_snapper_core::metrics::NAMESPACE);
+    assert_eq!(alarm["MetricName"], ebs_snapper_core::metrics::HEARTBEAT);
+    assert_eq!(alarm["Dimensions"][0]["Value"]["Ref"], "FanoutCreateSnapshotFunction");
+    let window = alarm["Period"].as_u64().unwrap() * alarm["EvaluationPeriods"].as_u64().unwrap();
+    assert_eq!(window, 24 * 3600, "24 hours without a heartbeat");
+    assert_eq!(alarm["DatapointsToAlarm"], alarm["EvaluationPeriods"]);
+    assert_eq!(alarm["TreatMissingData"], "breaching", "silence is what it alarms on");
+    assert_eq!(
+        (alarm["ComparisonOperator"].as_str(), alarm["Threshold"].as_u64()),
+        (Some("LessThanThreshold"), Some(1))
+    );
+    assert_eq!(alarm["AlarmActions"][0]["Fn::If"][1]["Ref"], "AlarmTopicArn", "wired to the alarm topic");
 }

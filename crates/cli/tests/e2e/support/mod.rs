@@ -101,6 +101,16 @@ impl Account {
             .await
     }
 
+    /// A fresh account with the table in `region` holding `configs` (id, JSON text) as stored.
+    pub async fn with_configs(region: &str, configs: &[(&str, &str)]) -> Account {
+        let acct = Account::new().await;
+        acct.create_table(region).await;
+        for (id, json) in configs {
+            acct.put_raw(region, id, json).await;
+        }
+        acct
+    }
+
     pub async fn dynamodb(&self, region: &str) -> aws_sdk_dynamodb::Client {
         aws_sdk_dynamodb::Client::new(&self.sdk(region).await)
     }
@@ -168,6 +178,18 @@ impl Account {
         cmd
     }
 
+    /// `configure -s bad JSON` is refused as bad input: exit 2, one line on stderr containing
+    /// `expected` (field: problem), no panic, nothing on stdout.
+    pub fn assert_refused(&self, json: &str, expected: &str) {
+        let out = self.cli().args(["configure", "-s", "bad", json]).output().unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{json}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line for {json}: {err}");
+        assert!(err.contains(expected), "{json}\n  stderr: {err}\n  expected: {expected}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(text(&out.stdout).is_empty(), "{json}: nothing on stdout");
+    }
+
     /// Any command with the same environment as [`Account::cli`].
     pub fn cli_env(&self, mut cmd: std::process::Command) -> std::process::Command {
         for (k, v) in self.credential_env() {
@@ -232,6 +254,8 @@ pub struct Snap {
     pub tags: std::collections::BTreeMap<String, String>,
     /// In the archive storage tier.
     pub archived: bool,
+    pub encrypted: bool,
+    pub kms_key_id: Option<String>,
 }
 
 impl Snap {
@@ -316,6 +340,8 @@ impl Account {
                     .map(|t| (t.key().unwrap().to_string(), t.value().unwrap_or("").to_string()))
                     .collect(),
                 archived: s.storage_tier() == Some(&aws_sdk_ec2::types::StorageTier::Archive),
+                encrypted: s.encrypted() == Some(true),
+                kms_key_id: s.kms_key_id().map(str::to_string),
             })
             .collect();
         snaps.sort_by(|a, b| a.id.cmp(&b.id));

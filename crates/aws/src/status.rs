@@ -1,0 +1,59 @@
+//! The fetching half of `ebs-snapper status` (SPEC §14): each region's inventory as the snapshot
+//! job gathers it (batched, no call per volume), and the copies of each volume's newest snapshot
+//! in their destinations. Reads only. The verdicts are [`ebs_snapper_core::status`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use ebs_snapper_core::status::{volume_statuses, VolumeStatus};
+use ebs_snapper_core::tags::REPLICATION_SNAPSHOT_ID;
+use ebs_snapper_core::ConfigurationSet;
+
+use crate::error::AwsError;
+use crate::inventory::{describe_own_snapshots, ec2_filter, gather, in_batches, SnapshotDetail};
+use crate::sdk::Aws;
+
+/// The status of every selected volume in `region`.
+pub async fn region_status(
+    aws: &Aws,
+    account: &str,
+    configs: &ConfigurationSet,
+    region: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<VolumeStatus>, AwsError> {
+    let client = aws_sdk_ec2::Client::new(&aws.in_region(region));
+    let inventory = gather(&client, region, configs).await?;
+    let mut rows = volume_statuses(account, configs, &inventory, &BTreeMap::new(), now);
+    drop(inventory);
+    // Each row's newest snapshot tagged for a copy, by destination: one listing per destination
+    // and 200 sources finds which have their copy there.
+    let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for row in &rows {
+        if let Some(id) = &row.newest_id {
+            for dst in row.copies.keys() {
+                wanted.entry(dst.clone()).or_default().push(id.clone());
+            }
+        }
+    }
+    let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (dst, sources) in &wanted {
+        let dst_client = aws_sdk_ec2::Client::new(&aws.in_region(dst));
+        let copies = in_batches(sources, |batch| {
+            let filters = vec![ec2_filter(&format!("tag:{REPLICATION_SNAPSHOT_ID}"), batch.iter().cloned())];
+            describe_own_snapshots(&dst_client, dst, filters, SnapshotDetail::Tags(&[REPLICATION_SNAPSHOT_ID]))
+        })
+        .await?;
+        for copy in copies {
+            if let Some(source) = copy.tags.get(REPLICATION_SNAPSHOT_ID) {
+                found.entry(source.clone()).or_default().insert(dst.clone());
+            }
+        }
+    }
+    for row in &mut rows {
+        let Some(id) = &row.newest_id else { continue };
+        for (dst, in_sync) in row.copies.iter_mut() {
+            *in_sync = found.get(id).is_some_and(|regions| regions.contains(dst));
+        }
+    }
+    Ok(rows)
+}

@@ -1,0 +1,169 @@
+//! `ebs-snapper status`: one row per selected volume with its newest completed snapshot, its count
+//! against the minimum, when it is next due, its copies and a verdict, worst first; then the
+//! summary line. `--json`: one document. Reads only.
+
+use std::process::ExitCode;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use ebs_snapper_aws::regions::{regions_to_work, RegionsError};
+use ebs_snapper_aws::status::region_status;
+use ebs_snapper_aws::{caller_account_id, is_account_id, load_configurations, Aws};
+use ebs_snapper_core::status::{worst_first, Summary, VolumeStatus};
+use ebs_snapper_core::{is_region_name, Job};
+use futures::stream::{self, StreamExt};
+use serde_json::json;
+
+use crate::args::StatusArgs;
+use crate::error::CliError;
+use crate::output::line;
+
+/// Regions read at once.
+const REGION_CONCURRENCY: usize = 4;
+
+pub async fn run(aws: &Aws, tool_region: &str, args: &StatusArgs) -> Result<ExitCode, CliError> {
+    for r in &args.regions {
+        if !is_region_name(r) {
+            return Err(CliError::Usage(format!("--region {r:?} is not an AWS region name")));
+        }
+    }
+    for a in &args.accounts {
+        if !is_account_id(a) {
+            return Err(CliError::Usage(format!("--account {a:?} is not an AWS account id (12 digits)")));
+        }
+    }
+    let account = caller_account_id(aws).await?;
+    if let Some(other) = args.accounts.iter().find(|a| **a != account) {
+        return Err(CliError::Usage(format!(
+            "--account {other}: only the caller's account ({account}) can be read; member accounts are not available \
+             in this release"
+        )));
+    }
+    let configs = load_configurations(aws, tool_region, &account).await?;
+    let now = Utc::now();
+    let mut rows: Vec<VolumeStatus> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    if !configs.valid.is_empty() {
+        let regions = match regions_to_work(aws, Job::Snapshot, &args.regions).await {
+            Ok(regions) => regions,
+            Err(RegionsError::NotEnabled(r)) => {
+                return Err(CliError::Usage(format!("--region {r} is not an enabled region of this account")))
+            }
+            Err(RegionsError::Aws(e)) => return Err(e.into()),
+        };
+        failures.extend(regions.failed.iter().map(|(r, e)| format!("{r}: {e}")));
+        let found: Vec<_> = stream::iter(regions.with_work.iter())
+            .map(|region| {
+                let (configs, account) = (&configs, &account);
+                async move { (region, region_status(aws, account, configs, region, now).await) }
+            })
+            .buffered(REGION_CONCURRENCY)
+            .collect()
+            .await;
+        for (region, result) in found {
+            match result {
+                Ok(found) => rows.extend(found),
+                Err(e) => failures.push(format!("{region}: {e}")),
+            }
+        }
+    }
+    worst_first(&mut rows);
+    let summary = Summary::of(rows.iter().map(|r| &r.verdict));
+    if args.json {
+        let doc = json!({ "volumes": rows, "summary": summary });
+        line(&serde_json::to_string_pretty(&doc).expect("the status serialises"))?;
+    } else {
+        for row in table(&rows, now) {
+            line(&row)?;
+        }
+        line(&summary.line())?;
+    }
+    for f in &failures {
+        eprintln!("error: {f}");
+    }
+    // The report was made only if every region could be read.
+    Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The rows as an aligned table with a header (none when there are no rows).
+fn table(rows: &[VolumeStatus], now: DateTime<Utc>) -> Vec<String> {
+    if rows.is_empty() {
+        return Vec::new();
+    }
+    let header = [
+        "VERDICT",
+        "ACCOUNT",
+        "REGION",
+        "INSTANCE",
+        "VOLUME",
+        "CONFIG",
+        "TIER",
+        "NEWEST",
+        "AGE",
+        "COMPLETED",
+        "NEXT DUE",
+        "COPIES",
+    ]
+    .map(String::from);
+    let cells: Vec<[String; 12]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.verdict.as_str().to_string(),
+                r.account.clone(),
+                r.region.clone(),
+                r.instance.clone(),
+                r.volume.clone(),
+                r.configuration.clone(),
+                r.tier.clone(),
+                r.newest.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)).unwrap_or_else(|| "-".into()),
+                r.age_seconds.map(age).unwrap_or_else(|| "-".into()),
+                format!("{}/{}", r.completed, r.minimum),
+                match r.next_due {
+                    Some(t) if t <= now => "now".to_string(),
+                    Some(t) => t.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    None => "never".to_string(),
+                },
+                if r.copies.is_empty() {
+                    "-".to_string()
+                } else {
+                    r.copies
+                        .iter()
+                        .map(|(d, ok)| format!("{d}:{}", if *ok { "in-sync" } else { "missing" }))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> =
+        (0..12).map(|i| cells.iter().map(|c| c[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
+    std::iter::once(&header)
+        .chain(cells.iter())
+        .map(|c| {
+            c.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
+        })
+        .collect()
+}
+
+/// An age for people: `45m`, `5h 3m`, `3d 4h`.
+fn age(seconds: i64) -> String {
+    let (d, h, m) = (seconds / 86_400, seconds % 86_400 / 3_600, seconds % 3_600 / 60);
+    match (d, h) {
+        (0, 0) => format!("{m}m"),
+        (0, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_for_people() {
+        assert_eq!(age(59), "0m");
+        assert_eq!(age(45 * 60), "45m");
+        assert_eq!(age(5 * 3600 + 3 * 60), "5h 3m");
+        assert_eq!(age(3 * 86_400 + 4 * 3600 + 59), "3d 4h");
+    }
+}

@@ -1,0 +1,169 @@
+//! `ebs-snapper status` (SPEC §14) against the emulator, with snapshot histories planted in the
+//! test bed (its stricter AWS backdates a snapshot or volume tagged `test-bed:start-time` /
+//! `test-bed:create-time`, and sets `test-bed:state`).
+
+use crate::support;
+
+use chrono::{Duration, SecondsFormat, Utc};
+use support::{text, Account};
+
+const R: &str = "us-east-1";
+const WEST: &str = "us-west-2";
+
+fn ago(hours: i64) -> String {
+    (Utc::now() - Duration::hours(hours)).to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// One instance whose data volumes (the boot volume is excluded) show each verdict.
+struct Scene {
+    acct: Account,
+    ok: String,
+    never: String,
+    overdue: String,
+    below: String,
+    error: String,
+    copied: String,
+}
+
+async fn scene() -> Scene {
+    let acct = Account::new().await;
+    acct.create_table(R).await;
+    acct.put_raw(
+        R,
+        "daily",
+        r#"{"match": {"tag:backup": "yes"}, "snapshot": {"retention": "7 days", "minimum": 3, "frequency": "1 day"}, "exclude_boot": true}"#,
+    )
+    .await;
+    let i = acct.launch(R, &[("backup", "yes")]).await;
+    let old = ago(24 * 10);
+    let vol = |device: &'static str| {
+        let (acct, i, old) = (&acct, i.clone(), old.clone());
+        async move { acct.attach_volume(R, &i, device, &[("test-bed:create-time", &old)]).await }
+    };
+    let ok = vol("/dev/xvdf").await;
+    let never = vol("/dev/xvdg").await;
+    let overdue = vol("/dev/xvdh").await;
+    let below = vol("/dev/xvdi").await;
+    let error = vol("/dev/xvdj").await;
+    let copied = vol("/dev/xvdk").await;
+    let plant = |volume: &String, hours: i64, extra: &'static [(&'static str, &'static str)]| {
+        let (acct, volume) = (&acct, volume.clone());
+        async move {
+            let start = ago(hours);
+            let mut tags = vec![("test-bed:start-time", start.as_str()), ("ebs-snapper:config", "daily")];
+            tags.extend_from_slice(extra);
+            acct.make_snapshot(R, &volume, &tags).await
+        }
+    };
+    for h in [2, 26, 50] {
+        plant(&ok, h, &[]).await;
+    }
+    for h in [30, 54, 78] {
+        plant(&overdue, h, &[]).await;
+    }
+    plant(&below, 2, &[]).await;
+    for h in [26, 50] {
+        plant(&error, h, &[]).await;
+    }
+    plant(&error, 1, &[("test-bed:state", "error")]).await;
+    for h in [26, 50] {
+        plant(&copied, h, &[]).await;
+    }
+    let newest = plant(&copied, 2, &[("replication_dst_region", WEST)]).await;
+    acct.make_copy(WEST, R, &newest, &[("replication_src_region", R), ("replication_snapshot_id", &newest)]).await;
+    Scene { acct, ok, never, overdue, below, error, copied }
+}
+
+#[tokio::test]
+async fn each_verdict_worst_first_with_the_summary_and_no_write_call() {
+    let s = scene().await;
+    let before = s.acct.recorded().len();
+    let out = s.acct.cli().args(["status", "--region", R]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("VERDICT ") && lines[0].contains(" ACCOUNT "), "{stdout}");
+    assert_eq!(*lines.last().unwrap(), "6 volumes: ok 2, never 1, overdue 1, below-minimum 1, error 1");
+    let verdict_of = |volume: &str| {
+        lines.iter().find(|l| l.contains(volume)).map(|l| l.split_whitespace().next().unwrap().to_string())
+    };
+    assert_eq!(verdict_of(&s.ok).as_deref(), Some("ok"));
+    assert_eq!(verdict_of(&s.never).as_deref(), Some("never"));
+    assert_eq!(verdict_of(&s.overdue).as_deref(), Some("overdue"));
+    assert_eq!(verdict_of(&s.below).as_deref(), Some("below-minimum"));
+    assert_eq!(verdict_of(&s.error).as_deref(), Some("error"));
+    let order: Vec<&str> = lines[1..lines.len() - 1].iter().map(|l| l.split_whitespace().next().unwrap()).collect();
+    assert_eq!(order, ["error", "never", "overdue", "below-minimum", "ok", "ok"], "worst first");
+    let copied = lines.iter().find(|l| l.contains(&s.copied)).unwrap();
+    assert!(copied.contains("us-west-2:in-sync") && copied.contains("3/3"), "{copied}");
+    // Columns line up: every row's verdict column is as wide as the widest.
+    let width = lines[0].find("ACCOUNT").unwrap();
+    assert!(lines[1..lines.len() - 1].iter().all(|l| l[width..].starts_with(s.acct.id.as_str())), "{stdout}");
+
+    let calls: Vec<String> = s.acct.recorded().into_iter().skip(before).map(|r| r.action).collect();
+    let writes: Vec<&String> = calls
+        .iter()
+        .filter(|a| !a.starts_with("Describe") && !["Query", "GetCallerIdentity"].contains(&a.as_str()))
+        .collect();
+    assert!(writes.is_empty(), "status makes no write call: {writes:?}");
+    // Batched as the jobs are: one listing each, whatever the number of volumes.
+    let count = |a: &str| calls.iter().filter(|c| c.as_str() == a).count();
+    assert_eq!((count("DescribeVolumes"), count("DescribeSnapshots")), (1, 2), "{calls:?}");
+}
+
+#[tokio::test]
+async fn json_is_one_document_with_the_spec_keys() {
+    let s = scene().await;
+    let out = s.acct.cli().args(["status", "--region", R, "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["summary"]["volumes"], 6);
+    assert_eq!(doc["summary"]["below-minimum"], 1);
+    let volumes = doc["volumes"].as_array().unwrap();
+    let keys: Vec<&str> = volumes[0].as_object().unwrap().keys().map(String::as_str).collect();
+    for key in [
+        "account",
+        "region",
+        "instance",
+        "volume",
+        "configuration",
+        "tier",
+        "newest",
+        "age_seconds",
+        "completed",
+        "minimum",
+        "next_due",
+        "copies",
+        "verdict",
+    ] {
+        assert!(keys.contains(&key), "{key} missing: {keys:?}");
+    }
+    let never = volumes.iter().find(|v| v["volume"] == s.never.as_str()).unwrap();
+    assert_eq!((never["newest"].is_null(), never["verdict"].as_str()), (true, Some("never")));
+    let ok = volumes.iter().find(|v| v["volume"] == s.ok.as_str()).unwrap();
+    assert_eq!(
+        (ok["completed"].as_u64(), ok["minimum"].as_u64(), ok["tier"].as_str()),
+        (Some(3), Some(3), Some("default"))
+    );
+    let age = ok["age_seconds"].as_i64().unwrap();
+    assert!((7100..7300).contains(&age), "the newest is two hours old: {age}");
+    assert!(ok["newest"].as_str().unwrap().ends_with('Z'), "UTC: {}", ok["newest"]);
+    let copied = volumes.iter().find(|v| v["volume"] == s.copied.as_str()).unwrap();
+    assert_eq!(copied["copies"], serde_json::json!({"us-west-2": true}));
+}
+
+#[tokio::test]
+async fn other_accounts_and_bad_arguments_are_refused() {
+    let acct = Account::new().await;
+    acct.create_table(R).await;
+    let out = acct.cli().args(["status", "--account", "123"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--account \"123\" is not an AWS account id"), "{}", text(&out.stderr));
+    let out = acct.cli().args(["status", "--account", "999988887777"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("member accounts are not available"), "{}", text(&out.stderr));
+    // No configuration: an empty report, exit 0.
+    let out = acct.cli().args(["status"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "0 volumes: ok 0, never 0, overdue 0, below-minimum 0, error 0\n");
+}
