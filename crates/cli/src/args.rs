@@ -145,6 +145,15 @@ pub struct DeployArgs {
     /// every item in it (see README, "Moving from the Python tool").
     #[arg(long = "replace-python-stack")]
     pub replace_python_stack: bool,
+    /// Install the member role in this (member) account instead, trusting the ebs-snapper
+    /// deployment of account DEPLOYMENT (stack ebs-snapper-member, from cloudformation/member.json);
+    /// run with the member account's credentials. Nothing is built or uploaded.
+    #[arg(
+        long,
+        value_name = "DEPLOYMENT",
+        conflicts_with_all = ["account", "no_build", "no_upload", "no_stack", "arm64", "functions", "artifacts", "bucket", "replace_python_stack"]
+    )]
+    pub member: Option<String>,
     /// Milliseconds between stack status checks while waiting.
     #[arg(long, default_value_t = 5000, hide = true)]
     pub poll_ms: u64,

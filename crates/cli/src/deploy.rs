@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::deployment::{deploy, DeployOptions, Document};
+use crate::deployment::{deploy, deploy_member, DeployOptions, Document, MemberOptions};
 use ebs_snapper_aws::{caller_account_id, is_account_id, Aws};
 use ebs_snapper_core::deploy_plan::parse_parameter;
 
@@ -15,6 +15,9 @@ use crate::output::line;
 pub async fn run(aws: &Aws, tool_region: &str, args: &DeployArgs) -> Result<ExitCode, CliError> {
     let parameters =
         args.parameters.iter().map(|p| parse_parameter(p)).collect::<Result<Vec<_>, _>>().map_err(CliError::Usage)?;
+    if let Some(deployment) = &args.member {
+        return member(aws, tool_region, deployment, args, parameters).await;
+    }
     if let Some(account) = &args.account {
         if !is_account_id(account) {
             return Err(CliError::Usage(format!("-a {account:?} is not an AWS account id (12 digits)")));
@@ -40,26 +43,67 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &DeployArgs) -> Result<Exit
         replace_python_stack: args.replace_python_stack,
         bucket: args.bucket.clone(),
     };
-    let mut out_err = None;
-    let mut say = |text: String| {
-        if out_err.is_none() {
+    let mut report = Report::default();
+    deploy(aws, &opts, &mut |text| report.say(text), &mut progress).await?;
+    report.finish()
+}
+
+/// Deploy's report: one line on stdout per step done; the first failed write is kept.
+#[derive(Default)]
+struct Report {
+    failed: Option<CliError>,
+}
+
+impl Report {
+    fn say(&mut self, text: String) {
+        if self.failed.is_none() {
             if let Err(e) = line(&text) {
-                out_err = Some(e);
+                self.failed = Some(e);
             }
         }
-    };
-    let mut progress = |text: String| eprintln!("{text}");
-    deploy(aws, &opts, &mut say, &mut progress).await?;
-    if let Some(e) = out_err {
-        return Err(e);
     }
-    Ok(ExitCode::SUCCESS)
+
+    fn finish(self) -> Result<ExitCode, CliError> {
+        self.failed.map_or(Ok(ExitCode::SUCCESS), Err)
+    }
+}
+
+/// The waiting goes to stderr, so stdout stays the report.
+fn progress(text: String) {
+    eprintln!("{text}");
+}
+
+/// `deploy --member DEPLOYMENT`: the member role's stack in the caller's account.
+async fn member(
+    aws: &Aws,
+    tool_region: &str,
+    deployment: &str,
+    args: &DeployArgs,
+    parameters: Vec<(String, String)>,
+) -> Result<ExitCode, CliError> {
+    if !is_account_id(deployment) {
+        return Err(CliError::Usage(format!("--member {deployment:?} is not an AWS account id (12 digits)")));
+    }
+    if parameters.iter().any(|(k, _)| k == "DeploymentAccountId") {
+        return Err(CliError::Usage("--parameter DeploymentAccountId: given by --member".to_string()));
+    }
+    let opts = MemberOptions {
+        region: tool_region.to_string(),
+        deployment_account: deployment.to_string(),
+        template: document(args.template.as_deref(), "member.json", MEMBER_TEMPLATE)?,
+        parameters,
+        poll: Duration::from_millis(args.poll_ms),
+    };
+    let mut report = Report::default();
+    deploy_member(aws, &opts, &mut |text| report.say(text), &mut progress).await?;
+    report.finish()
 }
 
 /// The template and the function list this binary was built with: deploy works from any
 /// directory, and deploys what matches its own code.
 const TEMPLATE: &str = include_str!("../../../cloudformation/ebs-snapper.json");
 const FUNCTIONS: &str = include_str!("../../../lambda.json");
+const MEMBER_TEMPLATE: &str = include_str!("../../../cloudformation/member.json");
 
 /// The source checkout this binary was built from (where the zips are built).
 fn checkout() -> PathBuf {

@@ -367,19 +367,15 @@ async fn deploy_stack(
     let template_url = format!("https://{bucket}.s3.{region}.amazonaws.com/{template_key}");
     let use_body = template_text.len() <= MAX_TEMPLATE_BODY;
     let template = if use_body { TemplateSource::Body(template_text) } else { TemplateSource::Url(&template_url) };
-    match stack_status(cfn, stack, region).await? {
+    let status = stack_status(cfn, stack, region).await?;
+    if let Some(e) = status.as_ref().and_then(|(status, _)| unusable(stack, region, status)) {
+        return Err(e);
+    }
+    match status {
         None => {
             let params = stack_parameters(template_parameters, None, &opts.parameters, &fixed).map_err(fail)?;
-            create_stack(cfn, stack, region, params, template).await?;
+            create_stack(cfn, stack, region, params, template, Capability::CapabilityIam).await?;
             progress(format!("stack {stack}: creating"));
-        }
-        Some((status, _)) if status == "ROLLBACK_COMPLETE" => {
-            return Err(fail(format!(
-                "stack {stack} is in ROLLBACK_COMPLETE after a failed create; delete it (aws cloudformation delete-stack --stack-name {stack} --region {region}) and deploy again"
-            )));
-        }
-        Some((status, _)) if status.ends_with("_IN_PROGRESS") => {
-            return Err(fail(format!("stack {stack} is busy ({status}); try again when it has finished")));
         }
         Some((_, existing)) if physical_ids(cfn, stack, region).await?.contains_key(PYTHON_TABLE) => {
             if !opts.replace_python_stack {
@@ -398,45 +394,150 @@ async fn deploy_stack(
             // The parameters both templates have (schedules, CostCenter, the memory of each
             // function) keep the values the Python stack had.
             let params = stack_parameters(template_parameters, Some(&existing), &overrides, &fixed).map_err(fail)?;
-            create_stack(cfn, stack, region, params, template).await?;
+            create_stack(cfn, stack, region, params, template, Capability::CapabilityIam).await?;
             progress(format!("stack {stack}: creating on the Python tool's table"));
         }
         Some((_, existing)) => {
             let params =
                 stack_parameters(template_parameters, Some(&existing), &opts.parameters, &fixed).map_err(fail)?;
-            if unchanged(cfn, stack, region, template_text, &params, &existing).await? {
-                say(format!("stack {stack}: no changes"));
+            let change = Change { params, template, template_text, existing: &existing };
+            if !update_stack(cfn, stack, region, change, Capability::CapabilityIam, say, progress).await? {
                 return Ok(());
-            }
-            let mut req = cfn
-                .update_stack()
-                .stack_name(stack)
-                .set_parameters(Some(to_cfn(params)))
-                .capabilities(Capability::CapabilityIam);
-            req = match template {
-                TemplateSource::Body(body) => req.template_body(body),
-                TemplateSource::Url(url) => req.template_url(url),
-            };
-            match req.send().await {
-                Ok(_) => progress(format!("stack {stack}: updating")),
-                Err(e) => {
-                    let e = AwsError::call("UpdateStack", region, e);
-                    if e.code() == Some("ValidationError") && e.to_string().contains("No updates are to be performed") {
-                        say(format!("stack {stack}: no changes"));
-                        return Ok(());
-                    }
-                    return Err(e.into());
-                }
             }
         }
     }
-    let final_status = wait(cfn, stack, region, opts.poll, progress).await?;
+    settle(cfn, stack, region, opts.poll, say, progress).await
+}
+
+/// Why a stack in `status` cannot be deployed over, if it cannot: a failed create, or busy.
+fn unusable(stack: &str, region: &str, status: &str) -> Option<DeployError> {
+    if status == "ROLLBACK_COMPLETE" {
+        return Some(fail(format!(
+            "stack {stack} is in ROLLBACK_COMPLETE after a failed create; delete it (aws cloudformation delete-stack --stack-name {stack} --region {region}) and deploy again"
+        )));
+    }
+    status
+        .ends_with("_IN_PROGRESS")
+        .then(|| fail(format!("stack {stack} is busy ({status}); try again when it has finished")))
+}
+
+/// An update of a stack: its parameters, its template, and what it has now.
+struct Change<'a> {
+    params: Vec<StackParameter>,
+    template: TemplateSource<'a>,
+    template_text: &'a str,
+    existing: &'a [(String, String)],
+}
+
+/// Starts an update of `stack`; false (said as "no changes") when it would change nothing.
+async fn update_stack(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack: &str,
+    region: &str,
+    change: Change<'_>,
+    capability: Capability,
+    say: &mut dyn FnMut(String),
+    progress: &mut dyn FnMut(String),
+) -> Result<bool, DeployError> {
+    if unchanged(cfn, stack, region, change.template_text, &change.params, change.existing).await? {
+        say(format!("stack {stack}: no changes"));
+        return Ok(false);
+    }
+    let mut req =
+        cfn.update_stack().stack_name(stack).set_parameters(Some(to_cfn(change.params))).capabilities(capability);
+    req = match change.template {
+        TemplateSource::Body(body) => req.template_body(body),
+        TemplateSource::Url(url) => req.template_url(url),
+    };
+    match req.send().await {
+        Ok(_) => {
+            progress(format!("stack {stack}: updating"));
+            Ok(true)
+        }
+        Err(e) => {
+            let e = AwsError::call("UpdateStack", region, e);
+            if e.code() == Some("ValidationError") && e.to_string().contains("No updates are to be performed") {
+                say(format!("stack {stack}: no changes"));
+                return Ok(false);
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Waits for a create or update to end; an end other than complete is an error with its cause.
+async fn settle(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack: &str,
+    region: &str,
+    poll: Duration,
+    say: &mut dyn FnMut(String),
+    progress: &mut dyn FnMut(String),
+) -> Result<(), DeployError> {
+    let final_status = wait(cfn, stack, region, poll, progress).await?;
     if final_status == "CREATE_COMPLETE" || final_status == "UPDATE_COMPLETE" {
         say(format!("stack {stack}: {final_status}"));
         Ok(())
     } else {
         Err(fail(format!("stack {stack} ended {final_status}: {}", failure_reason(cfn, stack, region).await)))
     }
+}
+
+/// The stack `deploy --member` creates in a member account (SPEC §13).
+pub const MEMBER_STACK: &str = "ebs-snapper-member";
+
+/// What `deploy --member` deploys, and where.
+#[derive(Debug, Clone)]
+pub struct MemberOptions {
+    /// The tool region: where the member stack goes.
+    pub region: String,
+    /// The account whose function roles the member role trusts (and its `ExternalId`).
+    pub deployment_account: String,
+    /// `cloudformation/member.json`, or a file given instead.
+    pub template: Document,
+    pub parameters: Vec<(String, String)>,
+    /// Time between stack status polls.
+    pub poll: Duration,
+}
+
+/// Creates or updates the member stack with the caller's credentials, trusting the deployment
+/// account; nothing is built or uploaded.
+pub async fn deploy_member(
+    aws: &Aws,
+    opts: &MemberOptions,
+    say: &mut dyn FnMut(String),
+    progress: &mut dyn FnMut(String),
+) -> Result<(), DeployError> {
+    let MemberOptions { region, deployment_account, template, parameters: overrides, poll } = opts;
+    let (region, poll) = (region.as_str(), *poll);
+    let parsed: serde_json::Value =
+        serde_json::from_str(&template.text).map_err(|e| fail(format!("{} is not JSON: {e}", template.name)))?;
+    let names: Vec<String> = parsed["Parameters"].as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default();
+    let fixed = [("DeploymentAccountId".to_string(), deployment_account.to_string())];
+    stack_parameters(&names, None, overrides, &fixed).map_err(fail)?;
+    let cfn = aws_sdk_cloudformation::Client::new(&aws.in_region(region));
+    let stack = MEMBER_STACK;
+    let source = TemplateSource::Body(&template.text);
+    // The role has a name (MemberRoleName), which CloudFormation only creates when told.
+    let capability = Capability::CapabilityNamedIam;
+    match stack_status(&cfn, stack, region).await? {
+        None => {
+            let params = stack_parameters(&names, None, overrides, &fixed).map_err(fail)?;
+            create_stack(&cfn, stack, region, params, source, capability).await?;
+            progress(format!("stack {stack}: creating"));
+        }
+        Some((status, existing)) => {
+            if let Some(e) = unusable(stack, region, &status) {
+                return Err(e);
+            }
+            let params = stack_parameters(&names, Some(&existing), overrides, &fixed).map_err(fail)?;
+            let change = Change { params, template: source, template_text: &template.text, existing: &existing };
+            if !update_stack(&cfn, stack, region, change, capability, say, progress).await? {
+                return Ok(());
+            }
+        }
+    }
+    settle(&cfn, stack, region, poll, say, progress).await
 }
 
 /// True when the stack already has this template and these parameter values, so an update
@@ -542,12 +643,9 @@ async fn create_stack(
     region: &str,
     params: Vec<StackParameter>,
     template: TemplateSource<'_>,
+    capability: Capability,
 ) -> Result<(), DeployError> {
-    let req = cfn
-        .create_stack()
-        .stack_name(stack)
-        .set_parameters(Some(to_cfn(params)))
-        .capabilities(Capability::CapabilityIam);
+    let req = cfn.create_stack().stack_name(stack).set_parameters(Some(to_cfn(params))).capabilities(capability);
     let req = match template {
         TemplateSource::Body(body) => req.template_body(body),
         TemplateSource::Url(url) => req.template_url(url),

@@ -452,3 +452,88 @@ async fn the_stacks_architecture_follows_the_zips() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(stack_parameters(&acct, "us-east-1").await["Architecture"], "arm64");
 }
+
+/// `deploy --member DEPLOYMENT` (SPEC §13), with the member account's credentials: the member
+/// stack and its role, trusting only the deployment's function roles with its account id as the
+/// `ExternalId`; no bucket, upload or function; a second deploy changes nothing; bad use is one
+/// line and changes nothing.
+#[tokio::test]
+async fn member_deploy_creates_the_role_the_deployment_assumes() {
+    let member = Account::new().await;
+    let deployment = "111122223333";
+    let run = |extra: &[&str]| {
+        let out = member
+            .cli()
+            .args(["-t", "us-east-1", "deploy", "--poll-ms", "100", "--member", deployment])
+            .args(extra)
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    };
+    // Usage errors exit 2; a parameter the template lacks is refused as the main deploy does.
+    for (bad, exit) in [
+        (vec!["-a", "123456789012"], 2),
+        (vec!["-n"], 2),
+        (vec!["--parameter", "DeploymentAccountId=222233334444"], 2),
+        (vec!["--parameter", "NoSuchParameter=1"], 1),
+    ] {
+        let (code, _, err) = run(&bad);
+        assert_eq!(code, exit, "{bad:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{bad:?}: {err}");
+    }
+    let out = member.cli().args(["deploy", "--member", "1234"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--member \"1234\" is not an AWS account id (12 digits)"),
+        "{}",
+        text(&out.stderr)
+    );
+    let cfn = aws_sdk_cloudformation::Client::new(&member.sdk("us-east-1").await);
+    assert!(cfn.describe_stacks().stack_name("ebs-snapper-member").send().await.is_err(), "bad use creates no stack");
+
+    let (code, out, err) = run(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("stack ebs-snapper-member: CREATE_COMPLETE"), "{out}");
+    let iam = aws_sdk_iam::Client::new(&member.sdk("us-east-1").await);
+    let role = iam.get_role().role_name("ebs-snapper-member").send().await.unwrap();
+    let role = role.role().unwrap();
+    assert!(role.arn().contains(&member.id), "{}", role.arn());
+    let trust = role.assume_role_policy_document().unwrap_or_default();
+    let trust = percent_decode(trust);
+    let trust: serde_json::Value = serde_json::from_str(&trust).unwrap_or_else(|e| panic!("{e}: {trust}"));
+    let statement = &trust["Statement"][0];
+    assert_eq!(statement["Principal"]["AWS"], format!("arn:aws:iam::{deployment}:root"), "{trust}");
+    assert_eq!(statement["Condition"]["StringEquals"]["sts:ExternalId"], deployment, "{trust}");
+    assert_eq!(
+        statement["Condition"]["ArnLike"]["aws:PrincipalArn"],
+        format!("arn:aws:iam::{deployment}:role/ebs-snapper-{deployment}/*"),
+        "the deployment's function roles, under its stack's path: {trust}"
+    );
+    let actions: Vec<String> = member.recorded().iter().map(|r| r.action.clone()).collect();
+    for never in ["CreateBucket", "PutObject", "CreateFunction", "UpdateFunctionCode"] {
+        assert!(!actions.iter().any(|a| a == never), "{never} in {actions:?}");
+    }
+
+    let (code, out, err) = run(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("stack ebs-snapper-member: no changes"), "{out}");
+}
+
+/// A policy document as IAM returns it (URL-encoded).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -607,3 +607,89 @@ fn a_dashboard_of_the_metrics_and_an_alarm_when_snapshot_runs_stop() {
     );
     assert_eq!(alarm["AlarmActions"][0]["Fn::If"][1]["Ref"], "AlarmTopicArn", "wired to the alarm topic");
 }
+
+fn member_template() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(root().join("cloudformation/member.json")).unwrap()).unwrap()
+}
+
+/// `cloudformation/member.json` (SPEC §13): one role, named by `MemberRoleName`, that only the
+/// deployment account's function roles may assume, with the deployment's account id as the
+/// `ExternalId`; it may do in EC2 exactly what those roles may do, under the same resources and
+/// conditions, and nothing else (the copy keys as in the deployment).
+#[test]
+fn the_member_role_trusts_only_the_deployments_function_roles_and_may_do_what_they_do() {
+    let main = template();
+    let member = member_template();
+    assert_eq!(member["Parameters"]["MemberRoleName"]["Default"], "ebs-snapper-member");
+    assert_eq!(member["Parameters"]["DeploymentAccountId"]["AllowedPattern"], "^[0-9]{12}$");
+    let roles = resources_of(&member, "AWS::IAM::Role");
+    assert_eq!(roles.len(), 1, "one member role");
+    let role = &roles[0].1["Properties"];
+    assert_eq!(role["RoleName"], json!({"Ref": "MemberRoleName"}));
+
+    let trust = role["AssumeRolePolicyDocument"]["Statement"].as_array().unwrap();
+    assert_eq!(trust.len(), 1, "{trust:?}");
+    assert_eq!(trust[0]["Effect"], "Allow");
+    assert_eq!(trust[0]["Action"], "sts:AssumeRole");
+    assert_eq!(sub(&trust[0]["Principal"]["AWS"]), "arn:${AWS::Partition}:iam::${DeploymentAccountId}:root");
+    assert_eq!(trust[0]["Condition"]["StringEquals"]["sts:ExternalId"], json!({"Ref": "DeploymentAccountId"}));
+    // The deployment's function roles, and only they, live under the IAM path of its stack
+    // (generated role names are cut to 64 characters, so a name pattern could miss them).
+    for (id, r) in resources_of(&main, "AWS::IAM::Role") {
+        assert_eq!(sub(&r["Properties"]["Path"]), "/${AWS::StackName}/", "{id}");
+    }
+    let trusted = &trust[0]["Condition"]["ArnLike"]["aws:PrincipalArn"]["Fn::If"];
+    assert_eq!(trusted[0], "DefaultDeploymentStackName");
+    assert_eq!(
+        sub(&trusted[1]),
+        "arn:${AWS::Partition}:iam::${DeploymentAccountId}:role/ebs-snapper-${DeploymentAccountId}/*",
+        "the stack deploy names"
+    );
+    assert_eq!(sub(&trusted[2]), "arn:${AWS::Partition}:iam::${DeploymentAccountId}:role/${DeploymentStackName}/*");
+    assert_eq!(
+        member["Conditions"]["DefaultDeploymentStackName"],
+        json!({"Fn::Equals": [{"Ref": "DeploymentStackName"}, ""]})
+    );
+
+    // What the member role may do: each action with its resource and condition, as the
+    // deployment's roles grant it (the tag-on-create condition is the union of theirs).
+    let granted = |statements: Vec<Value>| -> BTreeSet<(String, String, String)> {
+        let mut out = BTreeSet::new();
+        for s in statements {
+            for a in actions(&s).into_iter().filter(|a| a.starts_with("ec2:")) {
+                let mut condition = s["Condition"].clone();
+                if let Some(create) = condition.pointer_mut("/StringEquals/ec2:CreateAction") {
+                    for c in create.as_array().unwrap().clone() {
+                        out.insert((a.clone(), s["Resource"].to_string(), c.as_str().unwrap().to_string()));
+                    }
+                    continue;
+                }
+                out.insert((a, s["Resource"].to_string(), condition.take().to_string()));
+            }
+        }
+        out
+    };
+    let member_statements: Vec<Value> = role["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["PolicyDocument"]["Statement"].as_array().unwrap().clone())
+        .collect();
+    for s in &member_statements {
+        assert_eq!(s["Effect"], "Allow");
+        for a in actions(s) {
+            assert!(a.starts_with("ec2:"), "only EC2 in the role's own policy: {a}");
+        }
+    }
+    assert_eq!(granted(member_statements), granted(statements(&main)));
+
+    let keys = &member["Resources"]["CopyKmsKeyPolicy"];
+    assert_eq!(keys["Condition"], "HasCopyKmsKeys");
+    assert_eq!(keys["Properties"]["Roles"], json!([{"Ref": "MemberRole"}]));
+    assert_eq!(
+        keys["Properties"]["PolicyDocument"], main["Resources"]["CopyKmsKeyPolicy"]["Properties"]["PolicyDocument"],
+        "the copy keys, only through EC2, as in the deployment"
+    );
+    assert_eq!(resources_of(&member, "AWS::IAM::Policy").len(), 1);
+    assert_eq!(member["Resources"].as_object().unwrap().len(), 2, "a role and its optional key policy");
+}
