@@ -36,6 +36,20 @@ echo "moto listening at $AWS_ENDPOINT_URL (pid $MOTO_PID, log target/moto.log)"
 step "build every binary (tests start the function binaries as Lambda does)"
 run cargo build --workspace --bins
 
+step "the plain build and the test build share one compiled SDK (else CI compiles it twice)"
+# The test build also compiles every test target here, which `cargo test` below would anyway.
+sdk_rlib() {
+  cargo build --workspace --bins "$@" --message-format=json >target/build-artifacts.json
+  grep -o 'libaws_sdk_ec2-[0-9a-f]*\.rlib' target/build-artifacts.json | sort -u | tr '\n' ' '
+}
+plain=$(sdk_rlib)
+tested=$(sdk_rlib --tests)
+if [[ -z "$plain" || "$plain" != "$tested" ]]; then
+  echo "FAIL: the SDK is compiled twice ($plain, $tested): a dev-dependency turns on a feature the SDK depends on; ask for it in crates/aws/Cargo.toml too" >&2
+  exit 1
+fi
+echo "ok: one SDK ($plain)"
+
 step "package the functions (debug) and check each zip holds an executable bootstrap"
 run scripts/package.sh --debug --host
 # An assignment fails the script when the command fails (a loop over `$(...)` would not).

@@ -190,10 +190,8 @@ async fn create_snapshot(
     // Any snapshot of the volume started after this (less a margin for AWS's clock) is one a
     // lost answer made: the volume was due, so its newest snapshot was older than that.
     let since = chrono::Utc::now() - chrono::Duration::minutes(5);
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let result = client
+    let send = || async {
+        let out = client
             .create_snapshot()
             .volume_id(&request.volume_id)
             .description(&request.description)
@@ -203,35 +201,77 @@ async fn create_snapshot(
             .interceptor(WithinBudget(budget.clone()))
             .send()
             .await;
-        let e = match result {
-            Err(e) if not_sent(&e) => return Executed::Deferred,
-            Ok(out) => {
-                let id = out.snapshot_id().map(str::to_string);
-                info!(region = %region, volume_id = %request.volume_id, snapshot_id = %id.as_deref().unwrap_or("?"), "created snapshot");
-                return Executed::Done(id);
-            }
+        out.map(|out| out.snapshot_id().map(str::to_string))
+    };
+    let find = || async { Ok(newest_since(client, region, &request.volume_id, since).await?.map(Some)) };
+    match send_verified("CreateSnapshot", region, budget, send, find).await {
+        Sent::Done(id) => {
+            info!(region = %region, volume_id = %request.volume_id, snapshot_id = %id.as_deref().unwrap_or("?"), "created snapshot");
+            Executed::Done(id)
+        }
+        Sent::Held => Executed::Deferred,
+        Sent::Refused(e) if e.code().is_some_and(|c| CREATE_SKIPPABLE.contains(&c)) => {
+            warn!(region, volume_id = %request.volume_id, error = %e, "snapshot not created now; the volume stays due");
+            Executed::Skipped(e.to_string())
+        }
+        Sent::Refused(e) | Sent::Lost(e) => {
+            warn!(region, volume_id = %request.volume_id, error = %e, "snapshot creation failed");
+            Executed::Failed(e.to_string())
+        }
+    }
+}
+
+/// How a mutation whose answer may be lost ended.
+enum Sent<T> {
+    /// Done: its answer, or what a lost answer was found to have made.
+    Done(T),
+    /// Never sent: the run's time or its region lease ran out first.
+    Held,
+    /// Refused by AWS, so nothing was done.
+    Refused(AwsError),
+    /// Its answer was lost and it was not found (after the last try), or could not be looked for.
+    Lost(AwsError),
+}
+
+/// Sends a create or copy (`send`) whose answer may be lost. A lost answer (a server error, a
+/// timeout, no answer) is settled by looking for what it would have made (`find`, for up to the
+/// listing lag), never by sending again blindly; only when that is verified absent is it sent
+/// again, at most [`VERIFIED_TRIES`] times in all.
+async fn send_verified<T, E, S, SF, F, FF>(
+    operation: &'static str,
+    region: &str,
+    budget: &TimeBudget,
+    mut send: S,
+    mut find: F,
+) -> Sent<T>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    S: FnMut() -> SF,
+    SF: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    F: FnMut() -> FF,
+    FF: std::future::Future<Output = Result<Option<T>, AwsError>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let e = match send().await {
+            Ok(done) => return Sent::Done(done),
+            Err(e) if not_sent(&e) => return Sent::Held,
             Err(e) => e,
         };
         let unknown = outcome_unknown(&e);
-        let e = AwsError::call("CreateSnapshot", region, e);
+        let e = AwsError::call(operation, region, e);
         if !unknown {
-            return if e.code().is_some_and(|c| CREATE_SKIPPABLE.contains(&c)) {
-                warn!(region, volume_id = %request.volume_id, error = %e, "snapshot not created now; the volume stays due");
-                Executed::Skipped(e.to_string())
-            } else {
-                warn!(region, volume_id = %request.volume_id, error = %e, "snapshot creation failed");
-                Executed::Failed(e.to_string())
-            };
+            return Sent::Refused(e);
         }
-        warn!(region, volume_id = %request.volume_id, error = %e, "the answer to CreateSnapshot was lost; looking for the snapshot");
-        let find = || newest_since(client, region, &request.volume_id, since);
-        match after_lost_answer("CreateSnapshot", e, tries, budget, find).await {
-            AfterLoss::Found(id) => {
-                info!(region = %region, volume_id = %request.volume_id, snapshot_id = %id, "created snapshot (found after a lost answer)");
-                return Executed::Done(Some(id));
+        warn!(operation, region, error = %e, "the answer was lost; looking for what it made");
+        match after_lost_answer(operation, e, tries, budget, &mut find).await {
+            AfterLoss::Found(done) => {
+                info!(operation, region, "done after all (found after a lost answer)");
+                return Sent::Done(done);
             }
             AfterLoss::TryAgain => continue,
-            AfterLoss::GiveUp(e) => return Executed::Failed(e.to_string()),
+            AfterLoss::GiveUp(e) => return Sent::Lost(e),
         }
     }
 }
@@ -290,9 +330,7 @@ async fn create_snapshot_set(
     budget: &TimeBudget,
 ) -> SetExecuted {
     let only = |outcome: Executed| SetExecuted { outcome, snapshots: Vec::new() };
-    let mut tries = 0;
-    loop {
-        tries += 1;
+    let send = || async {
         let spec = InstanceSpecification::builder()
             .instance_id(&set.instance_id)
             .exclude_boot_volume(set.exclude_boot)
@@ -300,7 +338,7 @@ async fn create_snapshot_set(
                 (!set.exclude_data_volumes.is_empty()).then(|| set.exclude_data_volumes.clone()),
             )
             .build();
-        let result = client
+        let out = client
             .create_snapshots()
             .instance_specification(spec)
             .description(&set.description)
@@ -310,39 +348,27 @@ async fn create_snapshot_set(
             .interceptor(WithinBudget(budget.clone()))
             .send()
             .await;
-        let e = match result {
-            Err(e) if not_sent(&e) => return only(Executed::Deferred),
-            Ok(out) => {
-                let snapshots: Vec<(String, String)> = out
-                    .snapshots()
-                    .iter()
-                    .filter_map(|s| Some((s.volume_id()?.to_string(), s.snapshot_id()?.to_string())))
-                    .collect();
-                info!(region = %region, instance_id = %set.instance_id, set = %set.set_id, snapshots = snapshots.len(), "created a crash-consistent set");
-                return SetExecuted { outcome: Executed::Done(None), snapshots };
-            }
-            Err(e) => e,
-        };
-        let unknown = outcome_unknown(&e);
-        let e = AwsError::call("CreateSnapshots", region, e);
-        if !unknown {
-            return if e.code().is_some_and(|c| CREATE_SKIPPABLE.contains(&c)) {
-                warn!(region, instance_id = %set.instance_id, error = %e, "set not created now; the instance stays due");
-                only(Executed::Skipped(e.to_string()))
-            } else {
-                warn!(region, instance_id = %set.instance_id, error = %e, "set creation failed");
-                only(Executed::Failed(e.to_string()))
-            };
+        out.map(|out| {
+            out.snapshots()
+                .iter()
+                .filter_map(|s| Some((s.volume_id()?.to_string(), s.snapshot_id()?.to_string())))
+                .collect::<Vec<_>>()
+        })
+    };
+    let find = || set_snapshots(client, region, &set.set_id);
+    match send_verified("CreateSnapshots", region, budget, send, find).await {
+        Sent::Done(snapshots) => {
+            info!(region = %region, instance_id = %set.instance_id, set = %set.set_id, snapshots = snapshots.len(), "created a crash-consistent set");
+            SetExecuted { outcome: Executed::Done(None), snapshots }
         }
-        warn!(region, instance_id = %set.instance_id, error = %e, "the answer to CreateSnapshots was lost; looking for the set");
-        let find = || set_snapshots(client, region, &set.set_id);
-        match after_lost_answer("CreateSnapshots", e, tries, budget, find).await {
-            AfterLoss::Found(snapshots) => {
-                info!(region = %region, instance_id = %set.instance_id, set = %set.set_id, "created a crash-consistent set (found after a lost answer)");
-                return SetExecuted { outcome: Executed::Done(None), snapshots };
-            }
-            AfterLoss::TryAgain => continue,
-            AfterLoss::GiveUp(e) => return only(Executed::Failed(e.to_string())),
+        Sent::Held => only(Executed::Deferred),
+        Sent::Refused(e) if e.code().is_some_and(|c| CREATE_SKIPPABLE.contains(&c)) => {
+            warn!(region, instance_id = %set.instance_id, error = %e, "set not created now; the instance stays due");
+            only(Executed::Skipped(e.to_string()))
+        }
+        Sent::Refused(e) | Sent::Lost(e) => {
+            warn!(region, instance_id = %set.instance_id, error = %e, "set creation failed");
+            only(Executed::Failed(e.to_string()))
         }
     }
 }
@@ -483,10 +509,8 @@ pub async fn copy_snapshots(
             continue;
         }
         let client = clients.entry(dst).or_insert_with(|| aws_sdk_ec2::Client::new(&aws.in_region(dst)));
-        let mut tries = 0;
-        let result = loop {
-            tries += 1;
-            let result = client
+        let send = || async {
+            let out = client
                 .copy_snapshot()
                 .source_region(&request.source_region)
                 .source_snapshot_id(&request.source_id)
@@ -501,38 +525,23 @@ pub async fn copy_snapshots(
                 .interceptor(WithinBudget(budget.clone()))
                 .send()
                 .await;
-            match result {
-                Err(e) if outcome_unknown(&e) => {
-                    let e = AwsError::call("CopySnapshot", dst, e);
-                    warn!(destination = dst, source_id = %request.source_id, error = %e, "the answer to CopySnapshot was lost; looking for the copy");
-                    let find = || copy_of(client, dst, &request.source_id);
-                    match after_lost_answer("CopySnapshot", e, tries, budget, find).await {
-                        AfterLoss::Found(id) => break Ok(Some(id)),
-                        AfterLoss::TryAgain => continue,
-                        AfterLoss::GiveUp(e) => break Err(Err(e)),
-                    }
-                }
-                Err(e) => break Err(Ok(e)),
-                Ok(out) => break Ok(out.snapshot_id().map(str::to_string)),
-            }
+            out.map(|out| out.snapshot_id().map(str::to_string))
         };
-        outcomes.push(match result {
-            Err(Err(e)) => Executed::Failed(e.to_string()),
-            Err(Ok(e)) if not_sent(&e) => Executed::Deferred,
-            Ok(id) => {
+        let find = || async { Ok(copy_of(client, dst, &request.source_id).await?.map(Some)) };
+        outcomes.push(match send_verified("CopySnapshot", dst, budget, send, find).await {
+            Sent::Done(id) => {
                 info!(region = %request.source_region, destination = dst, source_id = %request.source_id, copy_id = id.as_deref().unwrap_or("?"), "copied snapshot");
                 Executed::Done(id)
             }
-            Err(Ok(e)) => {
-                let e = AwsError::call("CopySnapshot", dst, e);
-                if e.code() == Some("ResourceLimitExceeded") {
-                    warn!(destination = dst, error = %e, "stopping copies to this region for this run");
-                    stopped.insert(dst, e.to_string());
-                    Executed::Skipped(e.to_string())
-                } else {
-                    warn!(destination = dst, source_id = %request.source_id, error = %e, "copy failed");
-                    Executed::Failed(e.to_string())
-                }
+            Sent::Held => Executed::Deferred,
+            Sent::Refused(e) if e.code() == Some("ResourceLimitExceeded") => {
+                warn!(destination = dst, error = %e, "stopping copies to this region for this run");
+                stopped.insert(dst, e.to_string());
+                Executed::Skipped(e.to_string())
+            }
+            Sent::Refused(e) | Sent::Lost(e) => {
+                warn!(destination = dst, source_id = %request.source_id, error = %e, "copy failed");
+                Executed::Failed(e.to_string())
             }
         });
     }
