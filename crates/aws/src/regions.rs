@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use ebs_snapper_core::config::{SELECTED_STATES, STATE_FILTER};
-use ebs_snapper_core::tags::{DELETE_ON, REPLICATION_TAGS, TAG_COPY_TO};
+use ebs_snapper_core::tags::DELETE_ON;
 use ebs_snapper_core::Job;
 use futures::stream::{self, StreamExt};
 use tracing::{debug, warn};
@@ -117,11 +117,12 @@ async fn has_work(client: &aws_sdk_ec2::Client, region: &str, job: Job) -> Resul
     match job {
         Job::Snapshot => has_instances(client, region).await,
         Job::Clean => {
-            Ok(has_instances(client, region).await? || has_tagged_snapshots(client, region, &[DELETE_ON]).await?)
+            let dated = ec2_filter("tag-key", [DELETE_ON.to_string()]);
+            Ok(has_instances(client, region).await? || has_snapshots(client, region, dated).await?)
         }
-        // Any replication tag key, or a disaster-recovery destination; see
-        // jobs::replication_filter.
-        Job::Replication => has_tagged_snapshots(client, region, &[REPLICATION_TAGS, TAG_COPY_TO]).await,
+        // What the replication job lists: any replication tag key, or a disaster-recovery
+        // destination.
+        Job::Replication => has_snapshots(client, region, crate::jobs::replication_filter()).await,
     }
 }
 
@@ -144,15 +145,14 @@ async fn has_instances(client: &aws_sdk_ec2::Client, region: &str) -> Result<boo
     Ok(false)
 }
 
-/// Whether any own snapshot carries one of the tag `keys` (pages followed as for instances).
-async fn has_tagged_snapshots(client: &aws_sdk_ec2::Client, region: &str, keys: &[&str]) -> Result<bool, AwsError> {
-    let mut pages = client
-        .describe_snapshots()
-        .owner_ids("self")
-        .filters(ec2_filter("tag-key", keys.iter().map(|k| k.to_string())))
-        .max_results(PROBE_PAGE)
-        .into_paginator()
-        .send();
+/// Whether any own snapshot matches `filter` (pages followed as for instances).
+async fn has_snapshots(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    filter: aws_sdk_ec2::types::Filter,
+) -> Result<bool, AwsError> {
+    let mut pages =
+        client.describe_snapshots().owner_ids("self").filters(filter).max_results(PROBE_PAGE).into_paginator().send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| AwsError::call("DescribeSnapshots", region, e))?;
         if !page.snapshots().is_empty() {

@@ -4,12 +4,12 @@ use std::io::Read;
 
 use ebs_snapper_aws::fleet_check::check_fleet;
 use ebs_snapper_aws::regions::enabled_regions;
-use ebs_snapper_aws::{caller_account_id, is_account_id, Aws, AwsError, ConfigStore};
+use ebs_snapper_aws::{caller_account_id, Aws, AwsError, ConfigStore};
 use ebs_snapper_core::{Configuration, ConfigurationSet, Strictness};
 use tracing::info;
 
 use crate::args::ConfigureArgs;
-use crate::error::CliError;
+use crate::error::{check_account, CliError};
 use crate::output::line;
 
 /// Largest configuration id DynamoDB accepts as a range key.
@@ -82,9 +82,7 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &ConfigureArgs) -> Result<O
     // Check the whole command line before any AWS call.
     let action = action(args)?;
     if let Some(account) = &args.account {
-        if !is_account_id(account) {
-            return Err(CliError::Usage(format!("-a {account:?} is not an AWS account id (12 digits)")));
-        }
+        check_account("-a", account)?;
     }
     // Validate the configuration before asking anything of AWS: a bad one stores nothing.
     let set_text = match &action {

@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::deployment::{deploy, deploy_member, DeployOptions, Document, MemberOptions};
-use ebs_snapper_aws::{caller_account_id, is_account_id, Aws};
+use ebs_snapper_aws::{caller_account_id, Aws};
 use ebs_snapper_core::deploy_plan::parse_parameter;
 
 use crate::args::DeployArgs;
-use crate::error::CliError;
+use crate::error::{check_account, CliError};
 use crate::output::line;
 
 pub async fn run(aws: &Aws, tool_region: &str, args: &DeployArgs) -> Result<ExitCode, CliError> {
@@ -19,9 +19,7 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &DeployArgs) -> Result<Exit
         return member(aws, tool_region, deployment, args, parameters).await;
     }
     if let Some(account) = &args.account {
-        if !is_account_id(account) {
-            return Err(CliError::Usage(format!("-a {account:?} is not an AWS account id (12 digits)")));
-        }
+        check_account("-a", account)?;
     }
     if !args.no_build {
         build(args.arm64)?;
@@ -81,9 +79,7 @@ async fn member(
     args: &DeployArgs,
     parameters: Vec<(String, String)>,
 ) -> Result<ExitCode, CliError> {
-    if !is_account_id(deployment) {
-        return Err(CliError::Usage(format!("--member {deployment:?} is not an AWS account id (12 digits)")));
-    }
+    check_account("--member", deployment)?;
     if parameters.iter().any(|(k, _)| k == "DeploymentAccountId") {
         return Err(CliError::Usage("--parameter DeploymentAccountId: given by --member".to_string()));
     }

@@ -3,8 +3,9 @@
 
 use std::process::ExitCode;
 
-use ebs_snapper_aws::AwsError;
-use ebs_snapper_core::ConfigError;
+use ebs_snapper_aws::regions::RegionsError;
+use ebs_snapper_aws::{is_account_id, AwsError};
+use ebs_snapper_core::{is_region_name, ConfigError};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -33,5 +34,34 @@ impl CliError {
             CliError::Usage(_) | CliError::InvalidConfiguration(_) => ExitCode::from(2),
             _ => ExitCode::from(1),
         }
+    }
+}
+
+impl From<RegionsError> for CliError {
+    fn from(e: RegionsError) -> Self {
+        match e {
+            RegionsError::NotEnabled(r) => {
+                CliError::Usage(format!("--region {r} is not an enabled region of this account"))
+            }
+            RegionsError::Aws(e) => e.into(),
+        }
+    }
+}
+
+/// Refuses an account id that is not 12 digits, naming the flag it came with (`-a`,
+/// `--account`, `--member`), before any AWS call.
+pub fn check_account(flag: &str, account: &str) -> Result<(), CliError> {
+    if is_account_id(account) {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!("{flag} {account:?} is not an AWS account id (12 digits)")))
+    }
+}
+
+/// Refuses a `--region` that is not a region name, before any AWS call.
+pub fn check_regions(regions: &[String]) -> Result<(), CliError> {
+    match regions.iter().find(|r| !is_region_name(r)) {
+        Some(r) => Err(CliError::Usage(format!("--region {r:?} is not an AWS region name"))),
+        None => Ok(()),
     }
 }

@@ -4,26 +4,22 @@
 use std::process::ExitCode;
 
 use chrono::Utc;
-use ebs_snapper_aws::regions::{regions_to_work, RegionsError};
+use ebs_snapper_aws::regions::regions_to_work;
 use ebs_snapper_aws::{caller_account_id, load_configurations, run_region, Aws, JobOptions, LeaseScope, TimeBudget};
-use ebs_snapper_core::{is_region_name, Job, RegionReport};
+use ebs_snapper_core::{Job, RegionReport};
 use futures::stream::{self, StreamExt};
 use serde_json::json;
 use tracing::warn;
 
 use crate::args::JobArgs;
-use crate::error::CliError;
+use crate::error::{check_regions, CliError};
 use crate::output::line;
 
-/// Regions worked on at once.
-const REGION_CONCURRENCY: usize = 4;
+/// Regions worked on (or, by `status`, read) at once.
+pub const REGION_CONCURRENCY: usize = 4;
 
 pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Result<ExitCode, CliError> {
-    for r in &args.regions {
-        if !is_region_name(r) {
-            return Err(CliError::Usage(format!("--region {r:?} is not an AWS region name")));
-        }
-    }
+    check_regions(&args.regions)?;
     let account = caller_account_id(aws).await?;
     let configs = load_configurations(aws, tool_region, &account).await?;
     let lease = LeaseScope {
@@ -38,13 +34,7 @@ pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Resu
     if configs.valid.is_empty() && job.needs_configurations() {
         warn!("no valid configurations for account {account}: nothing to do");
     } else {
-        let regions = match regions_to_work(aws, job, &args.regions).await {
-            Ok(regions) => regions,
-            Err(RegionsError::NotEnabled(r)) => {
-                return Err(CliError::Usage(format!("--region {r} is not an enabled region of this account")))
-            }
-            Err(RegionsError::Aws(e)) => return Err(e.into()),
-        };
+        let regions = regions_to_work(aws, job, &args.regions).await?;
         for (region, e) in &regions.failed {
             reports.push(RegionReport::failed(job, region, args.dry_run, e.to_string()));
         }

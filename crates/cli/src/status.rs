@@ -5,31 +5,23 @@
 use std::process::ExitCode;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use ebs_snapper_aws::regions::{regions_to_work, RegionsError};
+use ebs_snapper_aws::regions::regions_to_work;
 use ebs_snapper_aws::status::region_status;
-use ebs_snapper_aws::{caller_account_id, is_account_id, load_configurations, Aws};
+use ebs_snapper_aws::{caller_account_id, load_configurations, Aws};
 use ebs_snapper_core::status::{worst_first, Summary, VolumeStatus};
-use ebs_snapper_core::{is_region_name, Job};
+use ebs_snapper_core::Job;
 use futures::stream::{self, StreamExt};
 use serde_json::json;
 
 use crate::args::StatusArgs;
-use crate::error::CliError;
+use crate::error::{check_account, check_regions, CliError};
+use crate::jobs::REGION_CONCURRENCY;
 use crate::output::line;
 
-/// Regions read at once.
-const REGION_CONCURRENCY: usize = 4;
-
 pub async fn run(aws: &Aws, tool_region: &str, args: &StatusArgs) -> Result<ExitCode, CliError> {
-    for r in &args.regions {
-        if !is_region_name(r) {
-            return Err(CliError::Usage(format!("--region {r:?} is not an AWS region name")));
-        }
-    }
+    check_regions(&args.regions)?;
     for a in &args.accounts {
-        if !is_account_id(a) {
-            return Err(CliError::Usage(format!("--account {a:?} is not an AWS account id (12 digits)")));
-        }
+        check_account("--account", a)?;
     }
     let account = caller_account_id(aws).await?;
     if let Some(other) = args.accounts.iter().find(|a| **a != account) {
@@ -43,13 +35,7 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &StatusArgs) -> Result<Exit
     let mut rows: Vec<VolumeStatus> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     if !configs.valid.is_empty() {
-        let regions = match regions_to_work(aws, Job::Snapshot, &args.regions).await {
-            Ok(regions) => regions,
-            Err(RegionsError::NotEnabled(r)) => {
-                return Err(CliError::Usage(format!("--region {r} is not an enabled region of this account")))
-            }
-            Err(RegionsError::Aws(e)) => return Err(e.into()),
-        };
+        let regions = regions_to_work(aws, Job::Snapshot, &args.regions).await?;
         failures.extend(regions.failed.iter().map(|(r, e)| format!("{r}: {e}")));
         let found: Vec<_> = stream::iter(regions.with_work.iter())
             .map(|region| {

@@ -76,6 +76,11 @@ pub struct Tier {
     pub archive: bool,
 }
 
+/// The largest minimum among `tiers` (0 for none): what they keep at least, per volume.
+pub fn largest_minimum(tiers: &[Tier]) -> u32 {
+    tiers.iter().map(|t| t.minimum).max().unwrap_or(0)
+}
+
 /// Which snapshots are taken together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Consistency {
@@ -263,7 +268,7 @@ impl Configuration {
 
     /// The largest minimum of any tier: what the configuration keeps at least, per volume.
     pub fn largest_minimum(&self) -> u32 {
-        self.tiers.iter().map(|t| t.minimum).max().unwrap_or(0)
+        largest_minimum(&self.tiers)
     }
 
     /// The configuration as canonical JSON: what [`Configuration::parse`] reads back to an equal

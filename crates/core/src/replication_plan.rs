@@ -17,7 +17,8 @@ use crate::report::{Action, ActionReport, Executed, RegionReport, ReportOptions}
 use crate::retention_plan::parse_delete_on;
 use crate::snapshot_plan::delete_on;
 use crate::tags::{
-    DELETE_ON, REPLICATION_DST, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, TAG_CONFIG, TAG_COPY_TO, TAG_VOLUME,
+    delete_on_value, DELETE_ON, REPLICATION_DST, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, TAG_CONFIG, TAG_COPY_TO,
+    TAG_VOLUME,
 };
 
 /// Copies in flight (pending replicas) allowed per destination region.
@@ -484,7 +485,7 @@ pub fn dr_copy_request(region: &str, dst: &str, s: &Snapshot, dr: &DrCopy, now: 
     let mut tags = vec![
         (REPLICATION_SRC.to_string(), region.to_string()),
         (REPLICATION_SNAPSHOT_ID.to_string(), s.id.clone()),
-        (DELETE_ON.to_string(), date.format("%Y-%m-%d").to_string()),
+        (DELETE_ON.to_string(), delete_on_value(date)),
     ];
     if let Some(volume) = s.volume_id.as_ref().or(s.tags.get(TAG_VOLUME)) {
         tags.push((TAG_VOLUME.to_string(), volume.clone()));

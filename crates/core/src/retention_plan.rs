@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 
 use chrono::NaiveDate;
 
-use crate::config::{Tier, DEFAULT_TIER};
+use crate::config::{largest_minimum, Tier, DEFAULT_TIER};
 use crate::configurations::ConfigurationSet;
 use crate::inventory::{Inventory, Snapshot, SnapshotState};
 use crate::job::Job;
@@ -461,7 +461,7 @@ pub fn plan_retention<'a>(
                         }
                         Some(named) => {
                             config_id = Some(named.id.as_str());
-                            let minimum = tiers.iter().map(|t| t.minimum).max().unwrap_or(0).max(floor);
+                            let minimum = largest_minimum(tiers).max(floor);
                             if count <= minimum as usize {
                                 RetentionAction::Keep(Keep::Minimum { minimum, count })
                             } else if protecting.is_some() {

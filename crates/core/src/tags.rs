@@ -102,6 +102,12 @@ pub struct Provenance<'a> {
 /// tags merged with the volume tags (the volume's value wins), priority keys first, the rest by
 /// key. Configured tags win over copied tags of the same key. Only copied tags are ever cut:
 /// a configuration has at most [`crate::config::MAX_CONFIGURED_TAGS`].
+/// The value of a `DeleteOn` tag for `date` (`YYYY-MM-DD`, as the Python tool writes it and
+/// [`crate::retention_plan::parse_delete_on`] reads it).
+pub fn delete_on_value(date: chrono::NaiveDate) -> String {
+    date.format("%Y-%m-%d").to_string()
+}
+
 pub fn snapshot_tags(
     instance_tags: &Tags,
     volume_tags: &Tags,
@@ -114,7 +120,7 @@ pub fn snapshot_tags(
         merged.insert(k.clone(), v.clone());
     }
     let mut out = vec![
-        (DELETE_ON.to_string(), provenance.delete_on.format("%Y-%m-%d").to_string()),
+        (DELETE_ON.to_string(), delete_on_value(provenance.delete_on)),
         (TAG_INSTANCE.to_string(), provenance.instance_id.to_string()),
     ];
     if let Some(device) = provenance.device {
