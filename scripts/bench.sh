@@ -7,6 +7,8 @@
 #      scripts/package.sh first, or set BUILD=1 to build them here; slow)
 #   5. each function's peak RSS on the large synthetic region (VOLUMES volumes, default 10,000,
 #      and ten snapshots each; same release zips)
+#   6. the snapshot fanout over ACCOUNTS member accounts (default 50) x 4 regions: wall time and
+#      calls per account and per (account, region)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib/functions.sh
@@ -22,7 +24,7 @@ step "3. AWS call budget (emulator with request recording)"
 ensure_venv >/dev/null
 start_moto >/dev/null
 cargo build --quiet -p ebs-snapper-cli --bins
-cargo test --quiet -p ebs-snapper-cli --test e2e budget:: -- --ignored --nocapture 2>/dev/null | grep -E "^\|"
+cargo test --quiet -p ebs-snapper-cli --test e2e budget::call_budget -- --ignored --nocapture 2>/dev/null | grep -E "^\|"
 stop_moto
 
 step "4. function binaries (release)"
@@ -40,3 +42,9 @@ if [[ "$(cat target/lambda/PROFILE 2>/dev/null)" == release ]]; then
 else
   echo "no release zips in target/lambda: run scripts/package.sh (or BUILD=1 scripts/bench.sh)"
 fi
+
+step "6. snapshot fanout over ${ACCOUNTS:-50} member accounts x 4 regions (emulator)"
+start_moto >/dev/null
+ACCOUNTS="${ACCOUNTS:-50}" cargo test --quiet -p ebs-snapper-cli --test e2e budget::fanout_over_many_accounts -- \
+  --ignored --nocapture 2>/dev/null | grep -E "^\|"
+stop_moto

@@ -23,6 +23,17 @@ Run as moto_server is (same arguments). Each change below is AWS's documented be
 - CopySnapshot with a KmsKeyId requires Encrypted (InvalidParameterDependency), and a key ARN
   must be in the destination region (moto accepts both).
 
+- AssumeRole into a role is refused (AccessDenied) unless the role exists and its trust policy
+  allows the caller: an Allow statement for sts:AssumeRole whose Principal names the caller's
+  account (root or id) or the caller itself, and whose conditions all hold (StringEquals,
+  StringLike, ArnEquals and ArnLike on sts:ExternalId, aws:PrincipalArn and
+  aws:PrincipalAccount; any other condition fails). moto lets anyone assume anything, even a
+  role that does not exist. The test bed's own root (moto's default account, whose credentials
+  the tests start from) keeps moto's behaviour: it is how a test gets a fresh account.
+- A stack update changes an IAM role's trust policy and inline policies (moto keeps the old
+  ones), and a template's AWS::NoValue inside a list leaves no element there (moto leaves a
+  null, e.g. a trust statement chosen away by Fn::If).
+
 And one thing only a test bed does: a history. A snapshot created with the tag
 test-bed:start-time (RFC 3339) or test-bed:state, or a volume with test-bed:create-time, gets
 that time (or state) instead of now (completed), and the tag is removed, as if it had been made then (AWS has no such call; moto none either).
@@ -46,6 +57,10 @@ from moto.s3.exceptions import AccessDeniedByLock
 from moto.s3 import models as s3_models
 from moto.s3.models import s3_backends
 from moto.server import main
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.iam.models import Role, iam_backends
+from moto.sts.exceptions import STSClientError
+from moto.sts.responses import TokenResponse
 
 # DescribeInstances filter names (EC2 API reference), besides tag:KEY.
 INSTANCE_FILTERS = {
@@ -381,6 +396,123 @@ def get_permission(self, action, resource):
     if not kept:
         return PermissionResult.NEUTRAL
     return IAMPolicy(json.dumps(dict(policy, Statement=kept))).is_action_permitted(action, resource)
+
+
+class _AccessDenied(STSClientError):
+    def __init__(self, message):
+        super().__init__("AccessDenied", message)
+
+
+def _values(v):
+    return v if isinstance(v, list) else [v]
+
+
+def _condition_holds(operator, key, wanted, context):
+    if key.lower() not in context:
+        return False
+    have = context[key.lower()]
+    if operator in ("StringEquals", "ArnEquals"):
+        return any(have == w for w in _values(wanted))
+    if operator in ("StringLike", "ArnLike"):
+        return any(fnmatch.fnmatchcase(have, w) for w in _values(wanted))
+    return False
+
+
+def _trust_allows(document, caller_account, caller_arn, context):
+    doc = json.loads(document) if isinstance(document, str) else document
+    for st in _values(doc.get("Statement", [])):
+        if not isinstance(st, dict) or st.get("Effect") != "Allow":
+            continue
+        if not any(a in ("sts:AssumeRole", "sts:*", "*") for a in _values(st.get("Action", []))):
+            continue
+        principal = st.get("Principal", {})
+        names = ["*"] if principal == "*" else _values(principal.get("AWS", [])) if isinstance(principal, dict) else []
+        if not any(
+            n in ("*", caller_account, caller_arn) or n.endswith(f":iam::{caller_account}:root") for n in names
+        ):
+            continue
+        conditions = st.get("Condition", {})
+        if all(
+            _condition_holds(op, key, wanted, context)
+            for op, pairs in conditions.items()
+            for key, wanted in pairs.items()
+        ):
+            return True
+    return False
+
+
+_moto_assume_role = TokenResponse.assume_role
+
+
+def assume_role(self):
+    caller_account = self.current_account
+    if caller_account == DEFAULT_ACCOUNT_ID:
+        return _moto_assume_role(self)
+    role_arn = self._get_param("RoleArn") or ""
+    caller = self.backend.get_assumed_role_from_access_key(self.get_access_key())
+    caller_arn = caller.role_arn if caller else f"arn:aws:iam::{caller_account}:user/moto"
+    denied = _AccessDenied(
+        f"User: {caller.arn if caller else caller_arn} is not authorized to perform: sts:AssumeRole on resource: {role_arn}"
+    )
+    parts = role_arn.split(":")
+    if len(parts) < 6:
+        raise denied
+    try:
+        role = iam_backends[parts[4]]["aws"].get_role_by_arn(role_arn)
+    except Exception:
+        raise denied
+    context = {"aws:principalarn": caller_arn, "aws:principalaccount": caller_account}
+    external_id = self._get_param("ExternalId")
+    if external_id is not None:
+        context["sts:externalid"] = external_id
+    if not _trust_allows(role.assume_role_policy_document, caller_account, caller_arn, context):
+        raise denied
+    return _moto_assume_role(self)
+
+
+TokenResponse.assume_role = assume_role
+
+
+def _without_novalue(value):
+    """A template value as CloudFormation hands it on: AWS::NoValue (None here) leaves no trace."""
+    if isinstance(value, list):
+        return [_without_novalue(v) for v in value if v is not None]
+    if isinstance(value, dict):
+        return {k: _without_novalue(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def _role_properties(cloudformation_json):
+    props = cloudformation_json["Properties"]
+    for key in ("AssumeRolePolicyDocument", "Policies"):
+        if key in props and not isinstance(props[key], str):
+            props[key] = _without_novalue(props[key])
+    return props
+
+
+_moto_role_create = Role.create_from_cloudformation_json.__func__
+_moto_role_update = Role.update_from_cloudformation_json.__func__
+
+
+def role_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+    _role_properties(cloudformation_json)
+    return _moto_role_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+
+
+def role_update(cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name):
+    props = _role_properties(cloudformation_json)
+    role = _moto_role_update(cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name)
+    document = props["AssumeRolePolicyDocument"]
+    role.assume_role_policy_document = document if isinstance(document, str) else json.dumps(document, default=str)
+    for name in list(role.policies):
+        role.delete_policy(name)
+    for policy in props.get("Policies", []):
+        role.put_policy(policy["PolicyName"], policy["PolicyDocument"])
+    return role
+
+
+Role.create_from_cloudformation_json = classmethod(role_create)
+Role.update_from_cloudformation_json = classmethod(role_update)
 
 
 def get_bucket_versioning(self):

@@ -84,6 +84,39 @@ impl ConfigStore {
         Ok(out)
     }
 
+    /// The accounts that have configurations (SPEC §13), sorted: one paginated `Scan` reading
+    /// only the key. Lease items (`lease#...`) are not accounts; an item under any other key
+    /// that is not an account id is logged and left out.
+    pub async fn accounts(&self) -> Result<Vec<String>, AwsError> {
+        let items = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .projection_expression("#a")
+            .expression_attribute_names("#a", ACCOUNT_KEY)
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| self.error("Scan", e))?;
+        let mut accounts = std::collections::BTreeSet::new();
+        let mut odd = std::collections::BTreeSet::new();
+        for item in &items {
+            let Some(key) = item.get(ACCOUNT_KEY).and_then(|a| a.as_s().ok()) else { continue };
+            if ebs_snapper_core::is_account_id(key) {
+                accounts.insert(key.clone());
+            } else if !key.starts_with(crate::lease::LEASE_PREFIX) {
+                odd.insert(key.clone());
+            }
+        }
+        for key in odd {
+            warn!(key = %key, "table items under {key:?}, which is not an account id: left out");
+        }
+        Ok(accounts.into_iter().collect())
+    }
+
     /// One configuration, or `None` when the account has no such id.
     pub async fn get(&self, account: &str, id: &str) -> Result<Option<StoredConfiguration>, AwsError> {
         let out = self

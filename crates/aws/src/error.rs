@@ -15,6 +15,13 @@ pub enum AwsError {
     )]
     NotDeployed { table: String, region: String },
 
+    /// A member account whose role could not be assumed: that account is not worked.
+    #[error(
+        "account {account} could not be reached through role {role} ({message}); install the member role there \
+         (`ebs-snapper deploy --member DEPLOYMENT_ACCOUNT`, README \"Member accounts\")"
+    )]
+    Member { account: String, role: String, message: String },
+
     #[error("could not determine the AWS account id ({message}); pass -a ACCOUNT or configure AWS credentials")]
     Account { message: String },
 

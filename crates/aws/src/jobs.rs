@@ -55,7 +55,7 @@ where
 {
     let Some(scope) = opts.lease.filter(|_| !opts.dry_run) else { return work(opts).await };
     let wait = opts.budget.remaining().unwrap_or(MAX_LEASE_WAIT).min(MAX_LEASE_WAIT);
-    match Lease::take(aws, scope, job, region, wait).await {
+    match Lease::take(scope, job, region, wait).await {
         Taken::Held(lease) => {
             let bounded = JobOptions { budget: lease.bound(&opts.budget), ..opts };
             let report = work(bounded).await;

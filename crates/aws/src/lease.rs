@@ -44,9 +44,12 @@ const LEASE_ATTEMPTS: u32 = 3;
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
 pub const LEASE_ENV: &str = "EBS_SNAPPER_LEASE_SECONDS";
 
+/// What begins the partition key of every lease item.
+pub const LEASE_PREFIX: &str = "lease#";
+
 /// The partition key of an account's leases.
 pub fn lease_partition(account: &str) -> String {
-    format!("lease#{account}")
+    format!("{LEASE_PREFIX}{account}")
 }
 
 /// The lease period: `EBS_SNAPPER_LEASE_SECONDS` (1 to 900), else two minutes.
@@ -62,8 +65,12 @@ pub fn lease_period() -> Duration {
 /// Where leases are kept, and who asks for them.
 #[derive(Debug, Clone)]
 pub struct LeaseScope {
+    /// The deployment account's SDK configuration: the table is always the deployment's, also
+    /// when the run works in a member account.
+    pub table: Aws,
     /// The tool region (where the configuration table is).
     pub table_region: String,
+    /// The account worked in (leases are per account, job and region).
     pub account: String,
     /// Who holds the lease, for people: `cli`, or the function's request id.
     pub holder: String,
@@ -253,9 +260,9 @@ fn new_owner(holder: &str) -> String {
 
 impl Lease {
     /// Takes the lease of `job` in `region`, waiting up to `wait` while another run holds it.
-    pub async fn take(aws: &Aws, scope: &LeaseScope, job: Job, region: &str, wait: Duration) -> Taken {
+    pub async fn take(scope: &LeaseScope, job: Job, region: &str, wait: Duration) -> Taken {
         let item = LeaseItem {
-            client: aws_sdk_dynamodb::Client::new(&aws.in_region(&scope.table_region)),
+            client: aws_sdk_dynamodb::Client::new(&scope.table.in_region(&scope.table_region)),
             table: table_name(),
             region: scope.table_region.clone(),
             partition: lease_partition(&scope.account),
@@ -280,7 +287,12 @@ impl Lease {
                 }
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
                     match item.observe(period).await {
-                        Ok(None) => continue, // released meanwhile: try again at once
+                        // Released meanwhile: try again at once, for a free item (the version
+                        // seen is gone with it, and a write on it could never succeed).
+                        Ok(None) => {
+                            observed = None;
+                            continue;
+                        }
                         Ok(Some((version, hold, holder))) => {
                             if observed.as_ref().is_none_or(|o| o.version != version) {
                                 observed = Some(Observed { version, since: tokio::time::Instant::now(), hold, holder });

@@ -71,6 +71,9 @@ pub struct ConfigureArgs {
     /// AWS account id (12 digits); default: the caller's account (STS).
     #[arg(short = 'a', long = "aws_account_id", visible_alias = "account")]
     pub account: Option<String>,
+    /// The role assumed in member accounts (the stack's MemberRoleName), for -c.
+    #[arg(long = "member-role", value_name = "NAME", default_value = ebs_snapper_aws::account::DEFAULT_MEMBER_ROLE)]
+    pub member_role: String,
     /// With -c: text put before the account on every finding line (`EXTRA,ACCOUNT: ...`).
     #[arg(short = 'e', long = "extra")]
     pub extra: Option<String>,
@@ -87,6 +90,8 @@ pub struct JobArgs {
     /// Only this region (repeatable); default: every enabled region with work.
     #[arg(short = 'r', long = "region", value_name = "REGION")]
     pub regions: Vec<String>,
+    #[command(flatten)]
+    pub accounts: AccountArgs,
     /// Print the plan, each action with its reason, and change nothing.
     #[arg(long = "dry-run", visible_alias = "dry_run")]
     pub dry_run: bool,
@@ -95,14 +100,35 @@ pub struct JobArgs {
     pub json: bool,
 }
 
+/// Which accounts a job or the status report covers (SPEC §13).
+#[derive(Debug, Args)]
+pub struct AccountArgs {
+    /// Only this account (repeatable): the caller's own, or a member reached through its member
+    /// role; default: the caller's account.
+    #[arg(short = 'a', long = "account", value_name = "ID")]
+    pub accounts: Vec<String>,
+    /// Every account with configurations in the table (and the caller's own).
+    #[arg(long = "all-accounts", conflicts_with = "accounts")]
+    pub all_accounts: bool,
+    /// The role assumed in member accounts (the stack's MemberRoleName).
+    #[arg(long = "member-role", value_name = "NAME", default_value = ebs_snapper_aws::account::DEFAULT_MEMBER_ROLE)]
+    pub member_role: String,
+}
+
+impl AccountArgs {
+    /// Whether the command was given accounts at all (the output then names each one).
+    pub fn named(&self) -> bool {
+        self.all_accounts || !self.accounts.is_empty()
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Only this region (repeatable); default: every enabled region with instances.
     #[arg(short = 'r', long = "region", value_name = "REGION")]
     pub regions: Vec<String>,
-    /// Only this account (repeatable); default: the caller's account.
-    #[arg(short = 'a', long = "account", value_name = "ID")]
-    pub accounts: Vec<String>,
+    #[command(flatten)]
+    pub accounts: AccountArgs,
     /// Print one JSON document `{"volumes": [...], "summary": {...}}` instead of the table.
     #[arg(long)]
     pub json: bool,

@@ -2,12 +2,14 @@
 
 use std::io::Read;
 
+use ebs_snapper_aws::account::reach;
 use ebs_snapper_aws::fleet_check::check_fleet;
 use ebs_snapper_aws::regions::enabled_regions;
 use ebs_snapper_aws::{caller_account_id, Aws, AwsError, ConfigStore};
 use ebs_snapper_core::{Configuration, ConfigurationSet, Strictness};
 use tracing::info;
 
+use crate::accounts::check_role_name;
 use crate::args::ConfigureArgs;
 use crate::error::{check_account, CliError};
 use crate::output::line;
@@ -136,12 +138,26 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &ConfigureArgs) -> Result<O
             }
         }
         Action::Check => {
-            let prefix = match &args.extra {
-                Some(extra) => format!("{extra},{account}"),
+            check_role_name(&args.member_role)?;
+            let home = match &args.account {
+                Some(_) => caller_account_id(aws).await?,
                 None => account.clone(),
             };
-            for finding in check(aws, &store, &account).await? {
-                line(&format!("{prefix}: {finding}"))?;
+            // Without -a: the caller's account, then every member account in the table.
+            let mut accounts = vec![account.clone()];
+            if args.account.is_none() {
+                if let Ok(all) = store.accounts().await {
+                    accounts.extend(all.into_iter().filter(|a| *a != account));
+                }
+            }
+            for account in &accounts {
+                let prefix = match &args.extra {
+                    Some(extra) => format!("{extra},{account}"),
+                    None => account.clone(),
+                };
+                for finding in check_account_setup(aws, &store, &home, account, &args.member_role).await? {
+                    line(&format!("{prefix}: {finding}"))?;
+                }
             }
             Ok(Outcome::Done)
         }
@@ -172,7 +188,23 @@ fn one_line_json(text: &str) -> String {
     }
 }
 
-/// The problems `configure -c` reports, one line each.
+/// The problems `configure -c` reports for one account, one line each: a member account is
+/// first reached through its role (a finding when it cannot be), and its instances are checked
+/// in it.
+async fn check_account_setup(
+    aws: &Aws,
+    store: &ConfigStore,
+    home: &str,
+    account: &str,
+    role: &str,
+) -> Result<Vec<String>, CliError> {
+    match reach(aws, home, account, role, "ebs-snapper-cli-check").await {
+        Ok(reached) => check(&reached.aws, store, account).await,
+        Err(e) => Ok(vec![format!("{e}; its configurations are not run")]),
+    }
+}
+
+/// The problems `configure -c` reports, one line each (`aws` acts in `account`).
 async fn check(aws: &Aws, store: &ConfigStore, account: &str) -> Result<Vec<String>, CliError> {
     let items = match store.list(account).await {
         Ok(items) => items,

@@ -5,12 +5,13 @@ use std::process::ExitCode;
 
 use chrono::Utc;
 use ebs_snapper_aws::regions::regions_to_work;
-use ebs_snapper_aws::{caller_account_id, load_configurations, run_region, Aws, JobOptions, LeaseScope, TimeBudget};
+use ebs_snapper_aws::{load_configurations, run_region, Aws, JobOptions, LeaseScope, TimeBudget};
 use ebs_snapper_core::{Job, RegionReport};
 use futures::stream::{self, StreamExt};
 use serde_json::json;
 use tracing::warn;
 
+use crate::accounts::{covered, Covered};
 use crate::args::JobArgs;
 use crate::error::{check_regions, CliError};
 use crate::output::line;
@@ -20,11 +21,94 @@ pub const REGION_CONCURRENCY: usize = 4;
 
 pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Result<ExitCode, CliError> {
     check_regions(&args.regions)?;
-    let account = caller_account_id(aws).await?;
-    let configs = load_configurations(aws, tool_region, &account).await?;
+    let covered = covered(aws, tool_region, &args.accounts).await?;
+    let mut done: Vec<(String, Result<Vec<RegionReport>, CliError>)> = Vec::new();
+    for account in &covered.accounts {
+        let result = run_account(aws, tool_region, job, args, &covered, account).await;
+        // The caller's own account failing outright (no table, no region listing) fails the
+        // command as before; a member's failure is reported and the others still run.
+        match result {
+            Err(e) if !args.accounts.named() => return Err(e),
+            result => done.push((account.clone(), result)),
+        }
+    }
+
+    let failed = done.iter().any(|(_, r)| r.as_ref().map_or(true, |reports| reports.iter().any(|r| r.failed > 0)));
+    if args.json {
+        line(&serde_json::to_string_pretty(&json_document(job, args, &covered, &done)).expect("reports serialise"))?;
+    } else {
+        for (account, result) in &done {
+            let prefix = if args.accounts.named() { format!("{account} ") } else { String::new() };
+            let reports = match result {
+                Ok(reports) => reports,
+                Err(e) => {
+                    eprintln!("error: account {account}: {e}");
+                    continue;
+                }
+            };
+            for report in reports {
+                if args.dry_run {
+                    for a in &report.actions {
+                        let context = match (&a.instance_id, &a.device, &a.config_id) {
+                            (Some(i), Some(d), Some(c)) => format!(" ({i} {d}, configuration {c})"),
+                            (None, None, Some(c)) => format!(" (configuration {c})"),
+                            _ => String::new(),
+                        };
+                        line(&format!(
+                            "{prefix}{}: {} {}{context}: {}",
+                            report.region, a.action, a.resource, a.reason
+                        ))?;
+                    }
+                }
+                line(&format!("{prefix}{}", report.summary_line()))?;
+                for e in &report.errors {
+                    eprintln!("error: {prefix}{}: {e}", report.region);
+                }
+            }
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// The `--json` document: as before accounts for the caller's own account, and with
+/// `--account`/`--all-accounts` one entry per account (an unreachable one with its error).
+fn json_document(
+    job: Job,
+    args: &JobArgs,
+    covered: &Covered,
+    done: &[(String, Result<Vec<RegionReport>, CliError>)],
+) -> serde_json::Value {
+    if !args.accounts.named() {
+        let regions = done.first().and_then(|(_, r)| r.as_ref().ok()).cloned().unwrap_or_default();
+        return json!({ "job": job, "account": covered.home, "dry_run": args.dry_run, "regions": regions });
+    }
+    let accounts: Vec<serde_json::Value> = done
+        .iter()
+        .map(|(account, result)| match result {
+            Ok(regions) => json!({ "account": account, "regions": regions }),
+            Err(e) => json!({ "account": account, "regions": [], "error": e.to_string() }),
+        })
+        .collect();
+    json!({ "job": job, "dry_run": args.dry_run, "accounts": accounts })
+}
+
+/// The job in one account: its configurations (from the caller's table), its regions with work,
+/// each region under its lease (per account, job and region), at most
+/// [`REGION_CONCURRENCY`] at once.
+async fn run_account(
+    aws: &Aws,
+    tool_region: &str,
+    job: Job,
+    args: &JobArgs,
+    covered: &Covered,
+    account: &str,
+) -> Result<Vec<RegionReport>, CliError> {
+    let reached = covered.reach(aws, account, &args.accounts.member_role, &format!("ebs-snapper-cli-{job}")).await?;
+    let configs = load_configurations(aws, tool_region, account).await?;
     let lease = LeaseScope {
+        table: aws.clone(),
         table_region: tool_region.to_string(),
-        account: account.clone(),
+        account: account.to_string(),
         holder: format!("ebs-snapper {} (pid {})", job, std::process::id()),
     };
     let opts =
@@ -33,49 +117,27 @@ pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Resu
     let mut reports: Vec<RegionReport> = Vec::new();
     if configs.valid.is_empty() && job.needs_configurations() {
         warn!("no valid configurations for account {account}: nothing to do");
-    } else {
-        let regions = regions_to_work(aws, job, &args.regions).await?;
-        for (region, e) in &regions.failed {
-            reports.push(RegionReport::failed(job, region, args.dry_run, e.to_string()));
-        }
-        let now = Utc::now();
-        let enabled = &regions.enabled;
-        let progress = Progress::new(job.as_str(), regions.with_work.len());
-        let progress = &progress;
-        let done: Vec<RegionReport> = stream::iter(regions.with_work.iter())
-            .map(|region| run_region(aws, job, &configs, region, enabled, now, opts.clone()))
-            .buffered(REGION_CONCURRENCY)
-            .inspect(|report| progress.region_done(&report.region))
-            .collect()
-            .await;
-        progress.finish();
-        reports.extend(done);
-        reports.sort_by(|a, b| a.region.cmp(&b.region));
+        return Ok(reports);
     }
-
-    let failed = reports.iter().any(|r| r.failed > 0);
-    if args.json {
-        let doc = json!({ "job": job, "account": account, "dry_run": args.dry_run, "regions": reports });
-        line(&serde_json::to_string_pretty(&doc).expect("reports serialise"))?;
-    } else {
-        for report in &reports {
-            if args.dry_run {
-                for a in &report.actions {
-                    let context = match (&a.instance_id, &a.device, &a.config_id) {
-                        (Some(i), Some(d), Some(c)) => format!(" ({i} {d}, configuration {c})"),
-                        (None, None, Some(c)) => format!(" (configuration {c})"),
-                        _ => String::new(),
-                    };
-                    line(&format!("{}: {} {}{context}: {}", report.region, a.action, a.resource, a.reason))?;
-                }
-            }
-            line(&report.summary_line())?;
-            for e in &report.errors {
-                eprintln!("error: {}: {e}", report.region);
-            }
-        }
+    let target = &reached.aws;
+    let regions = regions_to_work(target, job, &args.regions).await?;
+    for (region, e) in &regions.failed {
+        reports.push(RegionReport::failed(job, region, args.dry_run, e.to_string()));
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    let now = Utc::now();
+    let enabled = &regions.enabled;
+    let progress = Progress::new(job.as_str(), regions.with_work.len());
+    let progress = &progress;
+    let done: Vec<RegionReport> = stream::iter(regions.with_work.iter())
+        .map(|region| run_region(target, job, &configs, region, enabled, now, opts.clone()))
+        .buffered(REGION_CONCURRENCY)
+        .inspect(|report| progress.region_done(&report.region))
+        .collect()
+        .await;
+    progress.finish();
+    reports.extend(done);
+    reports.sort_by(|a, b| a.region.cmp(&b.region));
+    Ok(reports)
 }
 
 /// Per-region progress on stderr, only when stderr is a terminal (nothing otherwise, so scripts

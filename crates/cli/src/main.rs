@@ -1,6 +1,7 @@
 //! `ebs-snapper`: the command line. Parses arguments, sets up logging, runs one command, and turns
 //! its result into output and an exit status.
 
+mod accounts;
 mod args;
 mod configure;
 mod deploy;

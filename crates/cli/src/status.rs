@@ -7,49 +7,33 @@ use std::process::ExitCode;
 use chrono::{DateTime, SecondsFormat, Utc};
 use ebs_snapper_aws::regions::regions_to_work;
 use ebs_snapper_aws::status::region_status;
-use ebs_snapper_aws::{caller_account_id, load_configurations, Aws};
+use ebs_snapper_aws::{load_configurations, Aws};
 use ebs_snapper_core::status::{worst_first, Summary, VolumeStatus};
 use ebs_snapper_core::Job;
 use futures::stream::{self, StreamExt};
 use serde_json::json;
 
+use crate::accounts::{covered, Covered};
 use crate::args::StatusArgs;
-use crate::error::{check_account, check_regions, CliError};
+use crate::error::{check_regions, CliError};
 use crate::jobs::REGION_CONCURRENCY;
 use crate::output::line;
 
 pub async fn run(aws: &Aws, tool_region: &str, args: &StatusArgs) -> Result<ExitCode, CliError> {
     check_regions(&args.regions)?;
-    for a in &args.accounts {
-        check_account("--account", a)?;
-    }
-    let account = caller_account_id(aws).await?;
-    if let Some(other) = args.accounts.iter().find(|a| **a != account) {
-        return Err(CliError::Usage(format!(
-            "--account {other}: only the caller's account ({account}) can be read; member accounts are not available \
-             in this release"
-        )));
-    }
-    let configs = load_configurations(aws, tool_region, &account).await?;
+    let covered = covered(aws, tool_region, &args.accounts).await?;
     let now = Utc::now();
     let mut rows: Vec<VolumeStatus> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
-    if !configs.valid.is_empty() {
-        let regions = regions_to_work(aws, Job::Snapshot, &args.regions).await?;
-        failures.extend(regions.failed.iter().map(|(r, e)| format!("{r}: {e}")));
-        let found: Vec<_> = stream::iter(regions.with_work.iter())
-            .map(|region| {
-                let (configs, account) = (&configs, &account);
-                async move { (region, region_status(aws, account, configs, region, now).await) }
-            })
-            .buffered(REGION_CONCURRENCY)
-            .collect()
-            .await;
-        for (region, result) in found {
-            match result {
-                Ok(found) => rows.extend(found),
-                Err(e) => failures.push(format!("{region}: {e}")),
+    for account in &covered.accounts {
+        match account_rows(aws, tool_region, args, &covered, account, now).await {
+            Ok((found, failed)) => {
+                rows.extend(found);
+                failures.extend(failed);
             }
+            // The caller's own account alone: its failure is the command's, as before accounts.
+            Err(e) if !args.accounts.named() => return Err(e),
+            Err(e) => failures.push(format!("account {account}: {e}")),
         }
     }
     worst_first(&mut rows);
@@ -68,6 +52,41 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &StatusArgs) -> Result<Exit
     }
     // The report was made only if every region could be read.
     Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// One account's rows, and the regions that could not be read.
+async fn account_rows(
+    aws: &Aws,
+    tool_region: &str,
+    args: &StatusArgs,
+    covered: &Covered,
+    account: &str,
+    now: DateTime<Utc>,
+) -> Result<(Vec<VolumeStatus>, Vec<String>), CliError> {
+    let reached = covered.reach(aws, account, &args.accounts.member_role, "ebs-snapper-cli-status").await?;
+    let configs = load_configurations(aws, tool_region, account).await?;
+    let (mut rows, mut failures) = (Vec::new(), Vec::new());
+    if configs.valid.is_empty() {
+        return Ok((rows, failures));
+    }
+    let target = &reached.aws;
+    let regions = regions_to_work(target, Job::Snapshot, &args.regions).await?;
+    failures.extend(regions.failed.iter().map(|(r, e)| format!("{r}: {e}")));
+    let found: Vec<_> = stream::iter(regions.with_work.iter())
+        .map(|region| {
+            let configs = &configs;
+            async move { (region, region_status(target, account, configs, region, now).await) }
+        })
+        .buffered(REGION_CONCURRENCY)
+        .collect()
+        .await;
+    for (region, result) in found {
+        match result {
+            Ok(found) => rows.extend(found),
+            Err(e) => failures.push(format!("{region}: {e}")),
+        }
+    }
+    Ok((rows, failures))
 }
 
 /// The rows as an aligned table with a header (none when there are no rows).

@@ -1,6 +1,7 @@
-//! Events a worker function accepts (SPEC §7): `{"region": R}`, the same as the JSON text of an
-//! SNS message (`Records[0].Sns.Message`), and the continuation form
-//! `{"region": R, "continuation": n}`.
+//! Events a worker function accepts (SPEC §7, §13): `{"region": R}`, the same as the JSON text
+//! of an SNS message (`Records[0].Sns.Message`), the continuation form
+//! `{"region": R, "continuation": n}`, and either with `"account": "123456789012"` for a member
+//! account (without it, the deployment's own account).
 
 use serde_json::Value;
 use thiserror::Error;
@@ -12,6 +13,8 @@ pub const MAX_CONTINUATIONS: u32 = 10;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerEvent {
+    /// The member account to work in; `None` is the deployment's own account.
+    pub account: Option<String>,
     pub region: String,
     /// 0 for a first invocation, n for the n-th continuation.
     pub continuation: u32,
@@ -56,6 +59,17 @@ impl WorkerEvent {
         if !is_region_name(region) {
             return Err(err(format!("\"region\": {} is not an AWS region name", crate::error::Shown(region))));
         }
+        let account = match obj.get("account") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(a)) if is_account_id(a) => Some(a.clone()),
+            Some(Value::String(a)) => {
+                return Err(err(format!(
+                    "\"account\": {} is not an AWS account id (12 digits)",
+                    crate::error::Shown(a)
+                )))
+            }
+            Some(v) => return Err(err(format!("\"account\" must be a string, found {}", kind(v)))),
+        };
         let continuation = match obj.get("continuation") {
             None | Some(Value::Null) => 0,
             Some(v) => {
@@ -67,20 +81,33 @@ impl WorkerEvent {
             }
         };
         for key in obj.keys() {
-            if key != "region" && key != "continuation" {
+            if !["region", "continuation", "account"].contains(&key.as_str()) {
                 return Err(err(format!("unknown key {}", crate::error::Shown(key))));
             }
         }
-        Ok(WorkerEvent { region: region.to_string(), continuation })
+        Ok(WorkerEvent { account, region: region.to_string(), continuation })
+    }
+
+    /// A first work order for `region` (of `account`, a member, when given).
+    pub fn new(account: Option<&str>, region: &str) -> WorkerEvent {
+        WorkerEvent { account: account.map(str::to_string), region: region.to_string(), continuation: 0 }
     }
 
     pub fn to_json(&self) -> Value {
-        if self.continuation == 0 {
-            serde_json::json!({ "region": self.region })
-        } else {
-            serde_json::json!({ "region": self.region, "continuation": self.continuation })
+        let mut doc = serde_json::json!({ "region": self.region });
+        if let Some(account) = &self.account {
+            doc["account"] = Value::String(account.clone());
         }
+        if self.continuation > 0 {
+            doc["continuation"] = self.continuation.into();
+        }
+        doc
     }
+}
+
+/// True for a 12-digit AWS account id.
+pub fn is_account_id(text: &str) -> bool {
+    text.len() == 12 && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`, `ap-southeast-4`...
@@ -109,11 +136,15 @@ mod tests {
     fn accepted_forms() {
         assert_eq!(
             WorkerEvent::parse(&json!({"region": "us-west-2"})).unwrap(),
-            WorkerEvent { region: "us-west-2".into(), continuation: 0 }
+            WorkerEvent { account: None, region: "us-west-2".into(), continuation: 0 }
         );
         assert_eq!(
             WorkerEvent::parse(&json!({"region": "eu-west-1", "continuation": 3})).unwrap(),
-            WorkerEvent { region: "eu-west-1".into(), continuation: 3 }
+            WorkerEvent { account: None, region: "eu-west-1".into(), continuation: 3 }
+        );
+        assert_eq!(
+            WorkerEvent::parse(&json!({"account": "111122223333", "region": "eu-west-1"})).unwrap(),
+            WorkerEvent { account: Some("111122223333".into()), region: "eu-west-1".into(), continuation: 0 }
         );
         let sns =
             json!({"Records": [{"EventSource": "aws:sns", "Sns": {"Message": "{\"region\": \"ap-southeast-2\"}"}}]});
@@ -135,6 +166,9 @@ mod tests {
             (json!({"region": "us-east-1", "continuation": "2"}), "\"continuation\" must be a whole number"),
             (json!({"region": "us-east-1", "continuation": 11}), "beyond the limit"),
             (json!({"region": "us-east-1", "regoin": "x"}), "unknown key"),
+            (json!({"region": "us-east-1", "account": "12345"}), "\"account\": \"12345\" is not an AWS account id"),
+            (json!({"region": "us-east-1", "account": "11112222333a"}), "is not an AWS account id"),
+            (json!({"region": "us-east-1", "account": 111122223333u64}), "\"account\" must be a string"),
             (json!({"Records": []}), "exactly one SNS record"),
             (json!({"Records": [{"Sns": {"Message": "not json"}}]}), "Sns.Message is not JSON"),
             (json!({"Records": [{"Sns": {"Message": {"region": "us-east-1"}}}]}), "Sns.Message must be a string"),
@@ -167,8 +201,10 @@ mod tests {
     #[test]
     fn round_trip() {
         for e in [
-            WorkerEvent { region: "us-east-1".into(), continuation: 0 },
-            WorkerEvent { region: "us-east-1".into(), continuation: 4 },
+            WorkerEvent { account: None, region: "us-east-1".into(), continuation: 0 },
+            WorkerEvent { account: None, region: "us-east-1".into(), continuation: 4 },
+            WorkerEvent { account: Some("111122223333".into()), region: "us-east-1".into(), continuation: 0 },
+            WorkerEvent { account: Some("111122223333".into()), region: "us-east-1".into(), continuation: 2 },
         ] {
             assert_eq!(WorkerEvent::parse(&e.to_json()).unwrap(), e);
         }

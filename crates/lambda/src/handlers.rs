@@ -9,8 +9,9 @@ use serde_json::{json, Value};
 use thiserror::Error;
 use tracing::{error, info, warn};
 
-use ebs_snapper_aws::account::account_from_arn;
+use ebs_snapper_aws::account::{account_from_arn, member_role_name, reach, Reached, DEFAULT_MEMBER_ROLE};
 use ebs_snapper_aws::budget::TimeBudget;
+use ebs_snapper_aws::config_store::{table_name, ConfigStore};
 use ebs_snapper_aws::dispatcher::Dispatcher;
 use ebs_snapper_aws::error::AwsError;
 use ebs_snapper_aws::jobs::{load_configurations, run_region, JobOptions};
@@ -18,6 +19,8 @@ use ebs_snapper_aws::lease::LeaseScope;
 use ebs_snapper_aws::regions::{regions_to_work, RegionsError};
 use ebs_snapper_aws::replication_rule::{set_replication_rule, RULE_ENV};
 use ebs_snapper_aws::sdk::Aws;
+use ebs_snapper_core::ConfigurationSet;
+use futures::stream::{self, StreamExt};
 
 /// One invocation: the event and what the runtime's context tells.
 #[derive(Debug, Clone)]
@@ -30,7 +33,7 @@ pub struct Invocation {
 }
 
 /// The function's settings, read once from its environment when the process starts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Environment {
     /// `CREATE_SNAPSHOT_FUNCTION`: the worker the snapshot fanout invokes.
     pub create_snapshot_function: Option<String>,
@@ -40,6 +43,21 @@ pub struct Environment {
     pub replication_rule: Option<String>,
     /// `AWS_LAMBDA_FUNCTION_NAME`: this function, invoked again for continuations.
     pub own_function: Option<String>,
+    /// `MEMBER_ROLE_NAME`: the role assumed in member accounts (SPEC §13).
+    pub member_role: String,
+}
+
+impl Default for Environment {
+    /// No functions or rule named, the default member role.
+    fn default() -> Environment {
+        Environment {
+            create_snapshot_function: None,
+            clean_snapshot_function: None,
+            replication_rule: None,
+            own_function: None,
+            member_role: DEFAULT_MEMBER_ROLE.to_string(),
+        }
+    }
 }
 
 impl Environment {
@@ -50,6 +68,7 @@ impl Environment {
             clean_snapshot_function: var("CLEAN_SNAPSHOT_FUNCTION"),
             replication_rule: var(RULE_ENV),
             own_function: var("AWS_LAMBDA_FUNCTION_NAME"),
+            member_role: member_role_name(),
         }
     }
 }
@@ -112,16 +131,69 @@ pub fn budget_for(deadline: Option<SystemTime>) -> TimeBudget {
     }
 }
 
-/// Fanout of the snapshot job: switch the replication rule, find regions with instances, and
-/// invoke `CREATE_SNAPSHOT_FUNCTION` once per region with `{"region": R}`.
+/// Accounts whose configurations are loaded, or whose regions are probed, at once.
+pub const ACCOUNT_CONCURRENCY: usize = 8;
+
+/// The deployment the functions belong to: its account (from the invoked function's ARN), its
+/// SDK configuration, and its install region (where the table, the rules and the functions are).
+struct Home<'a> {
+    aws: &'a Aws,
+    account: String,
+    region: String,
+    /// The role assumed in member accounts (`MEMBER_ROLE_NAME`).
+    member_role: String,
+}
+
+impl<'a> Home<'a> {
+    fn of(aws: &'a Aws, env: &Environment, inv: &Invocation) -> Result<Home<'a>, FunctionError> {
+        Ok(Home { aws, account: account(inv)?, region: install_region(aws), member_role: env.member_role.clone() })
+    }
+
+    /// The accounts with configurations in the table (SPEC §13), the deployment's own always
+    /// among them. A table that refuses the listing (a role from before member accounts, without
+    /// `Scan`) leaves the deployment's own account, with a warning: its snapshots are not missed.
+    async fn accounts(&self, failures: &mut Vec<String>) -> Vec<String> {
+        let store = ConfigStore::new(self.aws, &self.region, table_name());
+        let mut accounts = match store.accounts().await {
+            Ok(accounts) => accounts,
+            Err(e) => {
+                let msg =
+                    format!("could not list the accounts in the table ({e}); only account {} is worked", self.account);
+                error!("{msg}");
+                failures.push(msg);
+                Vec::new()
+            }
+        };
+        if !accounts.contains(&self.account) {
+            accounts.push(self.account.clone());
+            accounts.sort();
+        }
+        accounts
+    }
+
+    /// The account as a worker event names it: `None` for the deployment's own.
+    fn member<'b>(&self, account: &'b str) -> Option<&'b str> {
+        (account != self.account).then_some(account)
+    }
+
+    /// The way into `account`: the deployment itself, or the member role.
+    async fn reach(&self, account: &str, session: &str) -> Result<Reached, AwsError> {
+        reach(self.aws, &self.account, account, &self.member_role, session).await
+    }
+}
+
+/// Fanout of the snapshot job: switch the replication rule (on when any account's
+/// configurations replicate), then, per account with valid configurations, find the regions with
+/// instances and invoke `CREATE_SNAPSHOT_FUNCTION` once per (account, region).
 pub async fn fanout_snapshot(aws: &Aws, env: &Environment, inv: Invocation) -> Result<Value, FunctionError> {
-    let account = account(&inv)?;
+    let home = Home::of(aws, env, &inv)?;
     let worker = env.create_snapshot_function.clone().ok_or(FunctionError::Env("CREATE_SNAPSHOT_FUNCTION"))?;
-    let region = install_region(aws);
-    let configs = load_configurations(aws, &region, &account).await?;
     let mut failures = Vec::new();
+    let accounts = home.accounts(&mut failures).await;
+    let configured = configured_accounts(&home, &accounts, &mut failures).await?;
+    let replicates = configured.iter().any(|(_, set)| set.replication_enabled());
     let rule = match &env.replication_rule {
-        Some(rule) => match set_replication_rule(aws, &region, rule, configs.replication_enabled()).await {
+        Some(rule) => match set_replication_rule(aws, &home.region, rule, replicates).await {
             Ok(change) => change.as_str().to_string(),
             Err(e) => {
                 error!(error = %e, "could not switch the replication rule");
@@ -131,21 +203,41 @@ pub async fn fanout_snapshot(aws: &Aws, env: &Environment, inv: Invocation) -> R
         },
         None => "not configured".to_string(),
     };
-    if configs.valid.is_empty() {
-        warn!(account = %account, "no valid configurations: nothing to snapshot");
-        return finish_fanout(json!({ "job": Job::Snapshot, "regions": [], "replication_rule": rule }), failures);
+    let to_work: Vec<String> = configured.into_iter().map(|(a, _)| a).collect();
+    let summary = json!({ "job": Job::Snapshot, "replication_rule": rule });
+    let result = fan_out(&home, &worker, Job::Snapshot, &to_work, summary, failures).await;
+    if result.is_ok() {
+        emit_heartbeat(env);
     }
-    let summary = fan_out(
-        aws,
-        &region,
-        &worker,
-        Job::Snapshot,
-        json!({ "job": Job::Snapshot, "replication_rule": rule }),
-        failures,
-    )
-    .await?;
-    emit_heartbeat(env);
-    Ok(summary)
+    result
+}
+
+/// The accounts with at least one valid configuration, with their configurations. The
+/// deployment's own table is read for every account; one whose configurations cannot be read is
+/// a failure (the others go on), except the deployment's own: without its table nothing can run.
+async fn configured_accounts(
+    home: &Home<'_>,
+    accounts: &[String],
+    failures: &mut Vec<String>,
+) -> Result<Vec<(String, ConfigurationSet)>, FunctionError> {
+    let loaded: Vec<(String, Result<ConfigurationSet, AwsError>)> = stream::iter(accounts)
+        .map(|a| async move { (a.clone(), load_configurations(home.aws, &home.region, a).await) })
+        .buffered(ACCOUNT_CONCURRENCY)
+        .collect()
+        .await;
+    let mut out = Vec::new();
+    for (account, set) in loaded {
+        match set {
+            Ok(set) if set.valid.is_empty() => warn!(account = %account, "no valid configurations: nothing to do"),
+            Ok(set) => out.push((account, set)),
+            Err(e) if account == home.account => return Err(e.into()),
+            Err(e) => {
+                error!(account = %account, error = %e, "could not load the account's configurations");
+                failures.push(format!("account {account}: {e}"));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The snapshot fanout's heartbeat (an Embedded Metric Format line), printed only when the run
@@ -155,39 +247,100 @@ fn emit_heartbeat(env: &Environment) {
     println!("{}", ebs_snapper_core::metrics::heartbeat(function, Utc::now().timestamp_millis()));
 }
 
+/// What the fanout did in one account.
+struct AccountFanout {
+    account: String,
+    invoked: Vec<String>,
+    refused: Vec<String>,
+    errors: Vec<String>,
+}
+
+/// Per account (at most [`ACCOUNT_CONCURRENCY`] at once): reach it, probe its regions for the
+/// job's work, and invoke `worker` once per region with work. An account that cannot be reached,
+/// or a region that cannot be probed or invoked, is a failure of its own; the others go on.
 async fn fan_out(
-    aws: &Aws,
-    region: &str,
+    home: &Home<'_>,
     worker: &str,
     job: Job,
+    accounts: &[String],
     mut summary: Value,
     mut failures: Vec<String>,
 ) -> Result<Value, FunctionError> {
-    let found = regions_to_work(aws, job, &[]).await?;
-    for (r, e) in &found.failed {
-        error!(region = %r, error = %e, "region probe failed");
-        failures.push(e.to_string());
-    }
-    let dispatcher = Dispatcher::new(aws, region);
-    let mut invoked = Vec::new();
-    for r in &found.with_work {
-        let event = WorkerEvent { region: r.clone(), continuation: 0 };
-        match dispatcher.invoke(worker, &event.to_json()).await {
-            Ok(()) => invoked.push(r.clone()),
-            Err(e) => {
-                error!(region = %r, error = %e, "could not invoke the worker");
-                failures.push(e.to_string());
+    let dispatcher = Dispatcher::new(home.aws, &home.region);
+    let dispatcher = &dispatcher;
+    let session = format!("ebs-snapper-fanout-{job}");
+    let session = &session;
+    let done: Vec<AccountFanout> = stream::iter(accounts)
+        .map(|account| async move {
+            let mut out = AccountFanout {
+                account: account.clone(),
+                invoked: Vec::new(),
+                refused: Vec::new(),
+                errors: Vec::new(),
+            };
+            let reached = match home.reach(account, session).await {
+                Ok(reached) => reached,
+                Err(e) => {
+                    error!(account = %account, error = %e, "account not reached");
+                    out.errors.push(e.to_string());
+                    return out;
+                }
+            };
+            let found = match regions_to_work(&reached.aws, job, &[]).await {
+                Ok(found) => found,
+                Err(e) => {
+                    error!(account = %account, error = %e, "could not list the account's regions");
+                    out.errors.push(format!("account {account}: {e}"));
+                    return out;
+                }
+            };
+            for (r, e) in &found.failed {
+                error!(account = %account, region = %r, error = %e, "region probe failed");
+                out.errors.push(format!("account {account}: {e}"));
             }
+            out.refused = found.refused.into_iter().map(|(r, _)| r).collect();
+            for r in &found.with_work {
+                let event = WorkerEvent::new(home.member(account), r);
+                match dispatcher.invoke(worker, &event.to_json()).await {
+                    Ok(()) => out.invoked.push(r.clone()),
+                    Err(e) => {
+                        error!(account = %account, region = %r, error = %e, "could not invoke the worker");
+                        out.errors.push(format!("account {account}: {e}"));
+                    }
+                }
+            }
+            out
+        })
+        .buffer_unordered(ACCOUNT_CONCURRENCY)
+        .collect()
+        .await;
+    let mut per_account: Vec<Value> = Vec::new();
+    let (mut regions, mut skipped) = (Vec::new(), Vec::new());
+    let mut done = done;
+    done.sort_by(|a, b| a.account.cmp(&b.account));
+    for a in done {
+        if a.account == home.account {
+            regions = a.invoked.clone();
+            skipped = a.refused.clone();
         }
+        failures.extend(a.errors.iter().cloned());
+        per_account.push(json!({
+            "account": a.account,
+            "regions": a.invoked,
+            "skipped_regions": a.refused,
+            "errors": a.errors,
+        }));
     }
-    summary["regions"] = json!(invoked);
-    summary["skipped_regions"] = json!(found.refused.iter().map(|(r, _)| r).collect::<Vec<_>>());
+    // `regions` and `skipped_regions` stay the deployment's own account's, as before accounts.
+    summary["regions"] = json!(regions);
+    summary["skipped_regions"] = json!(skipped);
+    summary["accounts"] = json!(per_account);
     finish_fanout(summary, failures)
 }
 
 fn finish_fanout(mut summary: Value, failures: Vec<String>) -> Result<Value, FunctionError> {
     summary["failed"] = json!(failures.len());
-    summary["errors"] = json!(failures);
+    summary["errors"] = json!(capped(&failures));
     info!(summary = %summary, "fanout finished");
     if failures.is_empty() {
         Ok(summary)
@@ -196,18 +349,16 @@ fn finish_fanout(mut summary: Value, failures: Vec<String>) -> Result<Value, Fun
     }
 }
 
-/// Fanout of the clean job: find regions with instances or own `DeleteOn` snapshots, and invoke
-/// `CLEAN_SNAPSHOT_FUNCTION` once per region with `{"region": R}`.
+/// Fanout of the clean job: per account with valid configurations, find regions with instances
+/// or own `DeleteOn` snapshots, and invoke `CLEAN_SNAPSHOT_FUNCTION` once per (account, region).
 pub async fn fanout_clean(aws: &Aws, env: &Environment, inv: Invocation) -> Result<Value, FunctionError> {
-    let account = account(&inv)?;
+    let home = Home::of(aws, env, &inv)?;
     let worker = env.clean_snapshot_function.clone().ok_or(FunctionError::Env("CLEAN_SNAPSHOT_FUNCTION"))?;
-    let region = install_region(aws);
-    let configs = load_configurations(aws, &region, &account).await?;
-    if configs.valid.is_empty() {
-        warn!(account = %account, "no valid configurations: nothing to clean");
-        return finish_fanout(json!({ "job": Job::Clean, "regions": [] }), Vec::new());
-    }
-    fan_out(aws, &region, &worker, Job::Clean, json!({ "job": Job::Clean }), Vec::new()).await
+    let mut failures = Vec::new();
+    let accounts = home.accounts(&mut failures).await;
+    let to_work: Vec<String> =
+        configured_accounts(&home, &accounts, &mut failures).await?.into_iter().map(|(a, _)| a).collect();
+    fan_out(&home, &worker, Job::Clean, &to_work, json!({ "job": Job::Clean }), failures).await
 }
 
 /// The snapshot worker for one region.
@@ -235,20 +386,19 @@ pub async fn replication(aws: &Aws, env: &Environment, inv: Invocation) -> Resul
 }
 
 /// A worker given a schedule's event (a rule pointed at the worker itself) does what its fanout
-/// would: it invokes itself once per region with work. A scheduled run is never dropped, and the
-/// event's `region` (where the rule lives) is never taken for a work order.
+/// would: it invokes itself once per (account, region) with work. A scheduled run is never
+/// dropped, and the event's `region` (where the rule lives) is never taken for a work order.
 async fn fan_out_to_self(aws: &Aws, env: &Environment, inv: Invocation, job: Job) -> Result<Value, FunctionError> {
-    let account = account(&inv)?;
+    let home = Home::of(aws, env, &inv)?;
     let own = env.own_function.clone().ok_or(FunctionError::Env("AWS_LAMBDA_FUNCTION_NAME"))?;
-    let region = install_region(aws);
-    if job.needs_configurations() {
-        let configs = load_configurations(aws, &region, &account).await?;
-        if configs.valid.is_empty() {
-            warn!(account = %account, "no valid configurations: nothing to do");
-            return finish_fanout(json!({ "job": job, "regions": [] }), Vec::new());
-        }
-    }
-    fan_out(aws, &region, &own, job, json!({ "job": job }), Vec::new()).await
+    let mut failures = Vec::new();
+    let accounts = home.accounts(&mut failures).await;
+    let to_work: Vec<String> = if job.needs_configurations() {
+        configured_accounts(&home, &accounts, &mut failures).await?.into_iter().map(|(a, _)| a).collect()
+    } else {
+        accounts
+    };
+    fan_out(&home, &own, job, &to_work, json!({ "job": job }), failures).await
 }
 
 async fn run_worker(aws: &Aws, env: &Environment, inv: Invocation, job: Job) -> Result<Value, FunctionError> {
@@ -256,21 +406,19 @@ async fn run_worker(aws: &Aws, env: &Environment, inv: Invocation, job: Job) -> 
         return fan_out_to_self(aws, env, inv, job).await;
     }
     let event = WorkerEvent::parse(&inv.payload)?;
-    let account = account(&inv)?;
-    let region = install_region(aws);
-    let regions = regions_to_work(aws, job, std::slice::from_ref(&event.region)).await?;
-    let configs = load_configurations(aws, &region, &account).await?;
-    let lease = LeaseScope {
-        table_region: region.clone(),
-        account: account.clone(),
-        holder: format!("function {}", env.own_function.as_deref().unwrap_or("worker")),
-    };
+    let home = Home::of(aws, env, &inv)?;
+    let holder = format!("function {}", env.own_function.as_deref().unwrap_or("worker"));
+    let target = event.account.clone().unwrap_or_else(|| home.account.clone());
+    let reached = home.reach(&target, &format!("ebs-snapper-{job}-{}", event.region)).await?;
+    let regions = regions_to_work(&reached.aws, job, std::slice::from_ref(&event.region)).await?;
+    let configs = load_configurations(aws, &home.region, &target).await?;
+    let lease = LeaseScope { table: aws.clone(), table_region: home.region.clone(), account: target.clone(), holder };
     let opts =
         JobOptions { dry_run: false, budget: budget_for(inv.deadline), lease: Some(&lease), every_action: false };
-    let mut report = run_region(aws, job, &configs, &event.region, &regions.enabled, Utc::now(), opts).await;
-    continue_if_needed(aws, env, &region, &event, &mut report).await;
+    let mut report = run_region(&reached.aws, job, &configs, &event.region, &regions.enabled, Utc::now(), opts).await;
+    continue_if_needed(aws, env, &home.region, &event, &mut report).await;
     emit_metrics(env, &report);
-    finish_worker(report)
+    finish_worker(event.account.as_deref(), report)
 }
 
 /// When time ran out with work left, invoke this function again for the rest (at most
@@ -294,7 +442,7 @@ async fn continue_if_needed(
         report.errors.push(msg);
         return;
     }
-    let next = WorkerEvent { region: event.region.clone(), continuation: event.continuation + 1 };
+    let next = WorkerEvent { continuation: event.continuation + 1, ..event.clone() };
     let own = match &env.own_function {
         Some(name) => name,
         None => {
@@ -332,8 +480,9 @@ fn capped(messages: &[String]) -> Vec<String> {
     out
 }
 
-fn finish_worker(report: RegionReport) -> Result<Value, FunctionError> {
-    let summary = json!({
+/// The worker's summary: `account` is there for a member account only.
+fn finish_worker(member: Option<&str>, report: RegionReport) -> Result<Value, FunctionError> {
+    let mut summary = json!({
         "region": report.region,
         "created": report.created,
         "deleted": report.deleted,
@@ -351,6 +500,9 @@ fn finish_worker(report: RegionReport) -> Result<Value, FunctionError> {
         "warnings": capped(&report.warnings),
         "errors": capped(&report.errors),
     });
+    if let Some(account) = member {
+        summary["account"] = json!(account);
+    }
     info!(summary = %summary, "{}", report.summary_line());
     if report.failed > 0 {
         Err(FunctionError::Failed { failed: report.failed, summary })

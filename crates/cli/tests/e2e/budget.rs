@@ -52,3 +52,83 @@ async fn call_budget() {
         }
     }
 }
+
+/// The fanout over many accounts (SPEC §13, a benchmark run by scripts/bench.sh): `ACCOUNTS`
+/// member accounts (default 50), each with an instance in four regions, reached through a member
+/// role whose trust is member.json's; one snapshot fanout, in-process. Prints the wall time and
+/// the calls per account and per (account, region), and fails if one worker per (account,
+/// region) was not invoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: scripts/bench.sh runs it"]
+async fn fanout_over_many_accounts() {
+    use ebs_snapper_lambda::handlers::{fanout_snapshot, Environment, Invocation};
+    use futures::stream::{self, StreamExt};
+
+    const REGIONS: [&str; 4] = ["us-east-1", "us-west-2", "eu-west-1", "ap-southeast-2"];
+    let accounts: usize = std::env::var("ACCOUNTS").ok().and_then(|n| n.parse().ok()).unwrap_or(50);
+    let deployment = Account::deployment().await;
+    deployment.create_table(R).await;
+    deployment.create_function(R, "create-worker").await;
+    let trust = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"AWS": format!("arn:aws:iam::{}:root", deployment.id)},
+            "Action": "sts:AssumeRole",
+            "Condition": {
+                "StringEquals": {"sts:ExternalId": deployment.id},
+                "ArnLike": {"aws:PrincipalArn": format!("arn:aws:iam::{0}:role/ebs-snapper-{0}/*", deployment.id)}
+            }
+        }]
+    })
+    .to_string();
+    let trust = &trust;
+    let deployment_ref = &deployment;
+    let members: Vec<Account> = stream::iter(0..accounts)
+        .map(|_| async move {
+            let member = Account::new().await;
+            let iam = aws_sdk_iam::Client::new(&member.sdk(R).await);
+            iam.create_role().role_name("ebs-snapper-member").assume_role_policy_document(trust).send().await.unwrap();
+            for region in REGIONS {
+                member.launch(region, &[("backup", "yes")]).await;
+            }
+            deployment_ref.put_raw_for(R, &member.id, "cfg", &support::backup_config("1 day", "")).await;
+            member
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+
+    let env = Environment { create_snapshot_function: Some("create-worker".into()), ..Default::default() };
+    let aws = deployment.aws(R).await;
+    let before = support::all_recorded().len();
+    let started = std::time::Instant::now();
+    let invocation =
+        Invocation { payload: serde_json::json!({}), function_arn: deployment.function_arn("fanout"), deadline: None };
+    let summary = fanout_snapshot(&aws, &env, invocation).await.expect("the fanout succeeds");
+    let wall = started.elapsed();
+    let calls: Vec<String> = support::all_recorded().into_iter().skip(before).map(|r| r.action).collect();
+    let count = |a: &str| calls.iter().filter(|c| c.as_str() == a).count();
+    let worked: usize =
+        summary["accounts"].as_array().unwrap().iter().map(|a| a["regions"].as_array().unwrap().len()).sum();
+    assert_eq!(worked, accounts * REGIONS.len(), "{summary:#}");
+    assert_eq!(count("Invoke"), accounts * REGIONS.len());
+    let pairs = (accounts * REGIONS.len()) as f64;
+    println!("| accounts | regions each | wall (s) | Scan | Query | AssumeRole | DescribeRegions | DescribeInstances | Invoke | all calls | per account | per (account, region) |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {accounts} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} |",
+        REGIONS.len(),
+        wall.as_secs_f64(),
+        count("Scan"),
+        count("Query"),
+        count("AssumeRole"),
+        count("DescribeRegions"),
+        count("DescribeInstances"),
+        count("Invoke"),
+        calls.len(),
+        calls.len() as f64 / accounts as f64,
+        calls.len() as f64 / pairs,
+    );
+    drop(members);
+}

@@ -27,7 +27,7 @@ fn config(minimum: u32, frequency: &str, extra: &str) -> String {
 }
 
 /// Runs `ebs-snapper JOB ARGS --json` through `proxy`; returns the exit code and the document.
-fn run(acct: &Account, proxy: &FaultProxy, job: &str, args: &[&str]) -> (i32, Value, String) {
+pub(crate) fn run(acct: &Account, proxy: &FaultProxy, job: &str, args: &[&str]) -> (i32, Value, String) {
     let out = acct
         .cli()
         .env("AWS_ENDPOINT_URL", proxy.endpoint())
@@ -45,7 +45,7 @@ fn run(acct: &Account, proxy: &FaultProxy, job: &str, args: &[&str]) -> (i32, Va
 }
 
 /// The actions of one region's report with the given outcome, as (action, resource).
-fn actions(doc: &Value, region: &str, outcome: &str) -> BTreeSet<(String, String)> {
+pub(crate) fn actions(doc: &Value, region: &str, outcome: &str) -> BTreeSet<(String, String)> {
     doc["regions"]
         .as_array()
         .into_iter()
@@ -67,13 +67,14 @@ fn by_volume(snaps: &[Snap]) -> BTreeMap<String, Vec<&Snap>> {
 
 /// A fleet in `R`: `n` instances tagged for backup with a data volume each, one ignored
 /// instance, and one instance whose root volume was snapshotted an hour ago (not due).
-struct Fleet {
+pub(crate) struct Fleet {
     due: BTreeSet<String>,
     ignored_volumes: BTreeSet<String>,
     recent: (String, String),
 }
 
-async fn fleet(acct: &Account, n: usize, frequency: &str) -> Fleet {
+/// The configuration goes into `table`'s table, under `acct` (a member when they differ).
+pub(crate) async fn fleet(acct: &Account, table: &Account, n: usize, frequency: &str) -> Fleet {
     let mut due = BTreeSet::new();
     for k in 0..n {
         let i = acct.launch(R, &[("backup", "yes"), ("Name", &format!("web-{k}"))]).await;
@@ -85,14 +86,14 @@ async fn fleet(acct: &Account, n: usize, frequency: &str) -> Fleet {
     let recent_instance = acct.launch(R, &[("backup", "yes")]).await;
     let recent_volume = acct.volumes_of(R, &recent_instance).await[0].clone();
     let recent = acct.make_snapshot(R, &recent_volume, &[("DeleteOn", &date(5)), ("ebs-snapper:config", "cfg")]).await;
-    acct.create_table(R).await;
-    acct.put_raw(R, "cfg", &config(1, frequency, &format!(r#", "ignore": ["{ignored}"]"#))).await;
+    table.create_table(R).await;
+    table.put_raw_for(R, &acct.id, "cfg", &config(1, frequency, &format!(r#", "ignore": ["{ignored}"]"#))).await;
     Fleet { due, ignored_volumes, recent: (recent_volume, recent) }
 }
 
 /// Invariants 4 and 7 after a snapshot run, and the end state: each due volume has exactly one
 /// new snapshot unless the report lists its creation as failed.
-fn check_snapshot_state(f: &Fleet, snaps: &[Snap], failed: &BTreeSet<(String, String)>) {
+pub(crate) fn check_snapshot_state(f: &Fleet, snaps: &[Snap], failed: &BTreeSet<(String, String)>) {
     let vols = by_volume(snaps);
     for v in &f.due {
         let n = vols.get(v).map_or(0, Vec::len);
@@ -114,7 +115,7 @@ fn check_snapshot_state(f: &Fleet, snaps: &[Snap], failed: &BTreeSet<(String, St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_under_twenty_percent_faults_ends_as_without_faults() {
     let acct = Account::new().await;
-    let f = fleet(&acct, 6, "1 day").await;
+    let f = fleet(&acct, &acct, 6, "1 day").await;
     let proxy = FaultProxy::start(FaultPlan::every_call(7, 0.2)).await;
     proxy.set_strict(Strict::on());
 
@@ -137,7 +138,7 @@ async fn snapshot_under_twenty_percent_faults_ends_as_without_faults() {
 async fn snapshot_failures_are_reported_exactly() {
     // Two volumes' creations fail on every attempt; the others are faulted at random.
     let acct = Account::new().await;
-    let f = fleet(&acct, 6, "1 day").await;
+    let f = fleet(&acct, &acct, 6, "1 day").await;
     let doomed: Vec<&str> = f.due.iter().take(2).map(String::as_str).collect();
     let plan = FaultPlan::every_call(11, 1.0)
         .only_operations(&["CreateSnapshot"])
@@ -170,12 +171,13 @@ async fn snapshot_failures_are_reported_exactly() {
 }
 
 /// A clean-up scenario: expected deletions and everything that must survive.
-struct CleanScene {
+pub(crate) struct CleanScene {
     must_delete: BTreeSet<String>,
     must_keep: BTreeSet<String>,
 }
 
-async fn clean_scene(acct: &Account) -> CleanScene {
+/// The configuration goes into `table`'s table, under `acct` (a member when they differ).
+pub(crate) async fn clean_scene(acct: &Account, table: &Account) -> CleanScene {
     let mut must_delete = BTreeSet::new();
     let mut must_keep = BTreeSet::new();
     // Eight expired snapshots of one volume with minimum 5: the three oldest go.
@@ -212,12 +214,12 @@ async fn clean_scene(acct: &Account) -> CleanScene {
             must_keep.insert(id);
         }
     }
-    acct.create_table(R).await;
-    acct.put_raw(R, "cfg", &config(5, "1 day", &format!(r#", "ignore": ["{ignored}"]"#))).await;
+    table.create_table(R).await;
+    table.put_raw_for(R, &acct.id, "cfg", &config(5, "1 day", &format!(r#", "ignore": ["{ignored}"]"#))).await;
     CleanScene { must_delete, must_keep }
 }
 
-fn check_clean_state(scene: &CleanScene, remaining: &BTreeSet<String>, failed: &BTreeSet<(String, String)>) {
+pub(crate) fn check_clean_state(scene: &CleanScene, remaining: &BTreeSet<String>, failed: &BTreeSet<(String, String)>) {
     for id in &scene.must_keep {
         assert!(remaining.contains(id), "{id} must never be deleted");
     }
@@ -234,7 +236,7 @@ fn check_clean_state(scene: &CleanScene, remaining: &BTreeSet<String>, failed: &
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_under_twenty_percent_faults_deletes_exactly_the_expired_beyond_minimum() {
     let acct = Account::new().await;
-    let scene = clean_scene(&acct).await;
+    let scene = clean_scene(&acct, &acct).await;
     let proxy = FaultProxy::start(FaultPlan::every_call(3, 0.2)).await;
     proxy.set_strict(Strict::on());
 
@@ -255,7 +257,7 @@ async fn clean_under_twenty_percent_faults_deletes_exactly_the_expired_beyond_mi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_delete_failures_are_reported_and_never_lower_the_minimum() {
     let acct = Account::new().await;
-    let scene = clean_scene(&acct).await;
+    let scene = clean_scene(&acct, &acct).await;
     // One deletion fails on every attempt (throttled or dropped); the others go through.
     let doomed = scene.must_delete.iter().next().unwrap().clone();
     let plan = FaultPlan::every_call(5, 1.0)
@@ -277,7 +279,7 @@ async fn clean_delete_failures_are_reported_and_never_lower_the_minimum() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_runs_under_faults_change_nothing() {
     let acct = Account::new().await;
-    let f = fleet(&acct, 3, "1 day").await;
+    let f = fleet(&acct, &acct, 3, "1 day").await;
     let before: Vec<String> = acct.snapshots(R).await.into_iter().map(|s| s.id).collect();
     let proxy = FaultProxy::start(FaultPlan::every_call(9, 0.2)).await;
     proxy.set_strict(Strict::on());
@@ -318,7 +320,7 @@ async fn dry_runs_under_faults_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_region_does_not_stop_the_others() {
     let acct = Account::new().await;
-    let f = fleet(&acct, 2, "1 day").await;
+    let f = fleet(&acct, &acct, 2, "1 day").await;
     let west = acct.launch(WEST, &[("backup", "yes")]).await;
     // Every EC2 call to us-west-2 fails, every time.
     let proxy = FaultProxy::start(FaultPlan::every_call(1, 1.0).only_region(WEST).kinds(&[Fault::Internal])).await;
@@ -389,7 +391,7 @@ async fn replication_under_twenty_percent_faults_copies_once_and_deletes_only_or
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_concurrent_runs_create_no_duplicates() {
     let acct = Account::new().await;
-    let f = fleet(&acct, 6, "1 day").await;
+    let f = fleet(&acct, &acct, 6, "1 day").await;
     // Every kind of fault (lost answers and lease-write failures included), so that the runs
     // are slowed down and overlap, and the paths where a lease write fails are taken too.
     let proxy = FaultProxy::start(FaultPlan::every_call(13, 0.2)).await;
@@ -468,7 +470,7 @@ async fn two_concurrent_runs_create_no_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_killed_halfway_then_rerun_completes_without_duplicates() {
     let acct = Account::new().await;
-    let f = fleet(&acct, 10, "1 day").await;
+    let f = fleet(&acct, &acct, 10, "1 day").await;
     // Creations are slowed by throttling, so the run is still creating when it is killed.
     let proxy = FaultProxy::start(
         FaultPlan::every_call(17, 0.5).only_operations(&["CreateSnapshot"]).kinds(&[Fault::Throttle]),
@@ -577,7 +579,7 @@ async fn regions_are_found_behind_an_empty_first_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_answer_never_makes_a_second_snapshot_or_copy() {
     let acct = Account::new().await;
-    let f = fleet(&acct, 4, "1 day").await;
+    let f = fleet(&acct, &acct, 4, "1 day").await;
     // Every CreateSnapshot is carried out and its answer lost; new snapshots show late.
     let proxy = FaultProxy::start(
         FaultPlan::every_call(5, 1.0).only_operations(&["CreateSnapshot"]).kinds(&[Fault::LostAnswer]),
@@ -591,7 +593,7 @@ async fn a_lost_answer_never_makes_a_second_snapshot_or_copy() {
 
     // The same for crash-consistent sets: each lost answer is found by the set's tag.
     let acct_sets = Account::new().await;
-    let f = fleet(&acct_sets, 3, "1 day").await;
+    let f = fleet(&acct_sets, &acct_sets, 3, "1 day").await;
     let stored = acct_sets.items(R).await[0].1.clone();
     let with_sets = stored.trim_end().trim_end_matches('}').to_string() + r#", "consistency": "instance"}"#;
     acct_sets.put_raw(R, "cfg", &with_sets).await;
@@ -620,7 +622,7 @@ async fn a_lost_answer_never_makes_a_second_snapshot_or_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_right_after_another_does_not_miss_its_unlisted_snapshots() {
     let acct = Account::new().await;
-    let f = fleet(&acct, 3, "1 day").await;
+    let f = fleet(&acct, &acct, 3, "1 day").await;
     let proxy = FaultProxy::start(FaultPlan::none()).await;
     // New snapshots stay out of DescribeSnapshots for 3 s (EC2 is eventually consistent).
     proxy.set_strict(Strict { unlisted_for: std::time::Duration::from_secs(3), ..Strict::default() });
@@ -636,7 +638,7 @@ async fn a_run_right_after_another_does_not_miss_its_unlisted_snapshots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_that_cannot_be_written_leaves_the_region_and_says_so() {
     let acct = Account::new().await;
-    let f = fleet(&acct, 2, "1 day").await;
+    let f = fleet(&acct, &acct, 2, "1 day").await;
     let proxy =
         FaultProxy::start(FaultPlan::every_call(8, 1.0).only_operations(&["PutItem"]).kinds(&[Fault::Internal])).await;
     let (code, doc, err) = run(&acct, &proxy, "snapshot", &["--region", R]);

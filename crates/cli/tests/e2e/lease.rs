@@ -206,3 +206,53 @@ async fn a_retry_held_back_past_the_lease_is_never_sent() {
     assert!(attempts.iter().all(|at| *at < end), "an attempt was sent after the lease: {attempts:?}");
     assert_eq!(acct.snapshots(R).await.len(), 1, "the snapshot is still there");
 }
+
+/// A lease whose holder let it stand for its hold, then released it (deleted the item) just
+/// before the taker's conditional write on that version: the taker takes the now free lease.
+/// (It used to retry the write on the vanished version at once, forever, never sleeping and
+/// never reaching its give-up time: a run that hung until Lambda killed it.)
+#[tokio::test]
+async fn a_lease_released_after_its_hold_stood_is_taken_not_waited_on_forever() {
+    use ebs_snapper_aws::lease::{Lease, Taken};
+    let acct = Account::new().await;
+    acct.create_table(R).await;
+    let ddb = acct.dynamodb(R).await;
+    let key = |put: aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder| {
+        put.table_name(TABLE)
+            .item("aws_account_id", AttributeValue::S(format!("lease#{}", acct.id)))
+            .item("id", AttributeValue::S(format!("snapshot/{R}")))
+    };
+    key(ddb.put_item())
+        .item("owner", AttributeValue::S("someone-else".into()))
+        .item("holder", AttributeValue::S("the other run".into()))
+        .item("version", AttributeValue::S("v1".into()))
+        .item("hold_ms", AttributeValue::N("100".into()))
+        .item("expires_at", AttributeValue::N(epoch(60)))
+        .send()
+        .await
+        .unwrap();
+    let scope = ebs_snapper_aws::LeaseScope {
+        table: acct.aws(R).await,
+        table_region: R.to_string(),
+        account: acct.id.clone(),
+        holder: "test".to_string(),
+    };
+    let taking =
+        tokio::spawn(
+            async move { Lease::take(&scope, ebs_snapper_core::Job::Snapshot, R, Duration::from_secs(20)).await },
+        );
+    // The taker found it held and now waits a poll (2 s at the default period); the holder
+    // releases it meanwhile, after its hold of 100 ms stood.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    ddb.delete_item()
+        .table_name(TABLE)
+        .key("aws_account_id", AttributeValue::S(format!("lease#{}", acct.id)))
+        .key("id", AttributeValue::S(format!("snapshot/{R}")))
+        .send()
+        .await
+        .unwrap();
+    // A liveness bound, far above the few seconds taking a free lease needs.
+    let taken = tokio::time::timeout(Duration::from_secs(60), taking).await;
+    let taken = taken.expect("the taker never came back: it spun on the vanished version").unwrap();
+    assert!(matches!(taken, Taken::Held(_)), "{taken:?}");
+}

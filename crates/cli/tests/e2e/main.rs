@@ -4,6 +4,7 @@
 
 mod support;
 
+mod accounts;
 mod budget;
 mod clean;
 mod configure;

@@ -157,6 +157,7 @@ fn each_function_has_a_role_with_only_what_it_does() {
             "FanoutCreateSnapshotFunction",
             &[
                 "dynamodb:Query",
+                "dynamodb:Scan",
                 "ec2:DescribeInstances",
                 "ec2:DescribeRegions",
                 "events:DescribeRule",
@@ -166,6 +167,7 @@ fn each_function_has_a_role_with_only_what_it_does() {
                 "logs:CreateLogStream",
                 "logs:PutLogEvents",
                 "sqs:SendMessage",
+                "sts:AssumeRole",
             ],
             "create-snapshot",
         ),
@@ -176,6 +178,7 @@ fn each_function_has_a_role_with_only_what_it_does() {
                 "dynamodb:GetItem",
                 "dynamodb:PutItem",
                 "dynamodb:Query",
+                "dynamodb:Scan",
                 "dynamodb:UpdateItem",
                 "ec2:CreateSnapshot",
                 "ec2:CreateSnapshots",
@@ -188,6 +191,7 @@ fn each_function_has_a_role_with_only_what_it_does() {
                 "logs:CreateLogStream",
                 "logs:PutLogEvents",
                 "sqs:SendMessage",
+                "sts:AssumeRole",
             ],
             "create-snapshot",
         ),
@@ -195,6 +199,7 @@ fn each_function_has_a_role_with_only_what_it_does() {
             "FanoutCleanSnapshotFunction",
             &[
                 "dynamodb:Query",
+                "dynamodb:Scan",
                 "ec2:DescribeInstances",
                 "ec2:DescribeRegions",
                 "ec2:DescribeSnapshots",
@@ -202,6 +207,7 @@ fn each_function_has_a_role_with_only_what_it_does() {
                 "logs:CreateLogStream",
                 "logs:PutLogEvents",
                 "sqs:SendMessage",
+                "sts:AssumeRole",
             ],
             "clean-snapshot",
         ),
@@ -209,6 +215,7 @@ fn each_function_has_a_role_with_only_what_it_does() {
             "CleanSnapshotFunction",
             &[
                 "dynamodb:Query",
+                "dynamodb:Scan",
                 "ec2:DeleteSnapshot",
                 "ec2:DescribeInstances",
                 "ec2:DescribeRegions",
@@ -218,6 +225,7 @@ fn each_function_has_a_role_with_only_what_it_does() {
                 "logs:CreateLogStream",
                 "logs:PutLogEvents",
                 "sqs:SendMessage",
+                "sts:AssumeRole",
             ],
             "clean-snapshot",
         ),
@@ -228,6 +236,7 @@ fn each_function_has_a_role_with_only_what_it_does() {
                 "dynamodb:GetItem",
                 "dynamodb:PutItem",
                 "dynamodb:Query",
+                "dynamodb:Scan",
                 "dynamodb:UpdateItem",
                 "ec2:CopySnapshot",
                 "ec2:CreateTags",
@@ -238,6 +247,7 @@ fn each_function_has_a_role_with_only_what_it_does() {
                 "logs:CreateLogStream",
                 "logs:PutLogEvents",
                 "sqs:SendMessage",
+                "sts:AssumeRole",
             ],
             "replication",
         ),
@@ -258,22 +268,34 @@ fn each_function_has_a_role_with_only_what_it_does() {
                 "{function}: {targets:?}"
             );
         }
-        // Reads and writes of the table are limited by partition key: configurations of this
-        // account are read, and only its lease items are written.
+        // Reads and writes of the table are limited by partition key: configurations of any
+        // account (a 12-character key: the deployment's own and its members', SPEC §13) are
+        // read, and only lease items are written. Only the listing of accounts, a Scan (which
+        // has no partition key), is not limited.
         for s in st.iter().filter(|s| actions(s).iter().any(|a| a.starts_with("dynamodb:"))) {
-            let keys: Vec<String> = s["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"]
+            if actions(s) == ["dynamodb:Scan"] {
+                assert_eq!(s["Sid"], "ListAccounts", "{function}");
+                continue;
+            }
+            let keys: Vec<String> = s["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
                 .as_array()
                 .unwrap_or_else(|| panic!("{function}: {s} is not limited by dynamodb:LeadingKeys"))
                 .iter()
-                .map(sub)
+                .map(|k| k.as_str().unwrap_or_else(|| panic!("{function}: a literal key pattern, not {k}")).to_string())
                 .collect();
             let writes = actions(s).iter().any(|a| a != "dynamodb:Query" && a != "dynamodb:GetItem");
             if writes {
-                assert_eq!(keys, ["lease#${AWS::AccountId}"], "{function}: writes only lease items");
+                assert_eq!(keys, ["lease#????????????"], "{function}: writes only lease items");
             } else {
-                assert!(keys.contains(&"${AWS::AccountId}".to_string()), "{function}: {keys:?}");
+                assert_eq!(keys[0], "????????????", "{function}: {keys:?}");
+                assert!(keys[1..].iter().all(|k| k == "lease#????????????"), "{function}: {keys:?}");
             }
         }
+        // Member accounts are reached through their member role, and nothing else is assumed.
+        let assumes: Vec<&Value> = st.iter().filter(|s| actions(s).iter().any(|a| a.starts_with("sts:"))).collect();
+        assert_eq!(assumes.len(), 1, "{function}");
+        assert_eq!(actions(assumes[0]), ["sts:AssumeRole"], "{function}");
+        assert_eq!(sub(&assumes[0]["Resource"]), "arn:${AWS::Partition}:iam::*:role/${MemberRoleName}", "{function}");
         // The replication rule is switched by the snapshot fanout only, and only that rule.
         for s in st.iter().filter(|s| actions(s).iter().any(|a| a.starts_with("events:"))) {
             assert_eq!(function, "FanoutCreateSnapshotFunction");
@@ -628,7 +650,7 @@ fn the_member_role_trusts_only_the_deployments_function_roles_and_may_do_what_th
     assert_eq!(role["RoleName"], json!({"Ref": "MemberRoleName"}));
 
     let trust = role["AssumeRolePolicyDocument"]["Statement"].as_array().unwrap();
-    assert_eq!(trust.len(), 1, "{trust:?}");
+    assert_eq!(trust.len(), 2, "{trust:?}");
     assert_eq!(trust[0]["Effect"], "Allow");
     assert_eq!(trust[0]["Action"], "sts:AssumeRole");
     assert_eq!(sub(&trust[0]["Principal"]["AWS"]), "arn:${AWS::Partition}:iam::${DeploymentAccountId}:root");
@@ -650,6 +672,20 @@ fn the_member_role_trusts_only_the_deployments_function_roles_and_may_do_what_th
         member["Conditions"]["DefaultDeploymentStackName"],
         json!({"Fn::Equals": [{"Ref": "DeploymentStackName"}, ""]})
     );
+    // Operators' roles (for `--account` from the command line) only when named, each exactly,
+    // in the deployment account and with the same ExternalId.
+    let operators = &trust[1]["Fn::If"];
+    assert_eq!(operators[0], "HasOperators");
+    assert_eq!(operators[2], json!({"Ref": "AWS::NoValue"}));
+    let operators = &operators[1];
+    assert_eq!(operators["Action"], "sts:AssumeRole");
+    assert_eq!(sub(&operators["Principal"]["AWS"]), "arn:${AWS::Partition}:iam::${DeploymentAccountId}:root");
+    assert_eq!(operators["Condition"]["StringEquals"]["sts:ExternalId"], json!({"Ref": "DeploymentAccountId"}));
+    assert_eq!(
+        operators["Condition"]["ArnEquals"]["aws:PrincipalArn"],
+        json!({"Fn::Split": [",", {"Ref": "OperatorRoleArns"}]})
+    );
+    assert_eq!(member["Parameters"]["OperatorRoleArns"]["Default"], "");
 
     // What the member role may do: each action with its resource and condition, as the
     // deployment's roles grant it (the tag-on-create condition is the union of theirs).

@@ -43,7 +43,42 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 impl Account {
     /// A new account: a fresh id, and credentials for it from `AssumeRole`.
     pub async fn new() -> Account {
+        Self::as_role(Self::fresh_id(), "ebs-snapper-test").await
+    }
+
+    /// A new account whose credentials are those of a role under the IAM path the deployment's
+    /// function roles have (`/ebs-snapper-ID/`, the default stack's name): what a member role
+    /// trusts (SPEC §13).
+    pub async fn deployment() -> Account {
         let id = Self::fresh_id();
+        let role = format!("ebs-snapper-{id}/create-snapshot-role");
+        Self::as_role(id, &role).await
+    }
+
+    /// Other credentials in this same account: those of role `name` (`PATH/NAME` or `NAME`).
+    pub async fn other_role(&self, name: &str) -> Account {
+        Self::as_role(self.id.clone(), name).await
+    }
+
+    /// The ARN of this account's role `name`.
+    pub fn role_arn(&self, name: &str) -> String {
+        format!("arn:aws:iam::{}:role/{name}", self.id)
+    }
+
+    /// Installs the member role in this account with `ebs-snapper deploy --member DEPLOYMENT`
+    /// (stack parameters `KEY=VALUE` in `parameters`), as an operator of the member would.
+    pub fn install_member_role(&self, deployment: &str, parameters: &[&str]) {
+        let mut cmd = self.cli();
+        cmd.args(["-t", "us-east-1", "deploy", "--poll-ms", "100", "--member", deployment]);
+        for p in parameters {
+            cmd.args(["--parameter", p]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "deploy --member: {}", text(&out.stderr));
+    }
+
+    /// Credentials for `account` from `AssumeRole` into its role `role` by the test bed's root.
+    async fn as_role(id: String, role: &str) -> Account {
         let base = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .credentials_provider(aws_sdk_sts::config::Credentials::new("testing", "testing", None, None, "test"))
@@ -52,7 +87,7 @@ impl Account {
             .await;
         let out = aws_sdk_sts::Client::new(&base)
             .assume_role()
-            .role_arn(format!("arn:aws:iam::{id}:role/ebs-snapper-test"))
+            .role_arn(format!("arn:aws:iam::{id}:role/{role}"))
             .role_session_name("test")
             .send()
             .await
@@ -115,10 +150,14 @@ impl Account {
         aws_sdk_dynamodb::Client::new(&self.sdk(region).await)
     }
 
-    /// Creates the configuration table in `region`, as the stack does.
+    /// Creates the configuration table in `region`, as the stack does (once: a table that is
+    /// already there is kept).
     pub async fn create_table(&self, region: &str) {
-        self.dynamodb(region)
-            .await
+        let client = self.dynamodb(region).await;
+        if client.describe_table().table_name(TABLE).send().await.is_ok() {
+            return;
+        }
+        client
             .create_table()
             .table_name(TABLE)
             .billing_mode(BillingMode::PayPerRequest)
@@ -133,11 +172,16 @@ impl Account {
 
     /// Writes an item directly, the way the Python tool did.
     pub async fn put_raw(&self, region: &str, id: &str, configuration: &str) {
+        self.put_raw_for(region, &self.id.clone(), id, configuration).await
+    }
+
+    /// Writes an item for `account` (a member) into this account's table.
+    pub async fn put_raw_for(&self, region: &str, account: &str, id: &str, configuration: &str) {
         self.dynamodb(region)
             .await
             .put_item()
             .table_name(TABLE)
-            .item("aws_account_id", AttributeValue::S(self.id.clone()))
+            .item("aws_account_id", AttributeValue::S(account.to_string()))
             .item("id", AttributeValue::S(id.to_string()))
             .item("configuration", AttributeValue::S(configuration.to_string()))
             .send()
@@ -374,42 +418,11 @@ impl Account {
     /// Panics when the emulator is not recording (`MOTO_RECORD=0`) or recorded nothing of this
     /// account: every count would then be zero, and "made no such call" would pass vacuously.
     pub fn recorded(&self) -> Vec<Recorded> {
-        use base64::Engine;
-        assert_eq!(
-            std::env::var("EBS_SNAPPER_TEST_RECORDING").as_deref(),
-            Ok("1"),
-            "the emulator is not recording requests (MOTO_RECORD=0?): call counts cannot be checked"
-        );
-        let path = std::env::var("MOTO_RECORDER_FILEPATH").expect("MOTO_RECORDER_FILEPATH is set by scripts/test.sh");
-        let text = std::fs::read_to_string(path).expect("read the emulator's recording");
         let needle = format!("Credential={}/", self.access_key);
-        let mut out = Vec::new();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-            let headers = entry["headers"].clone();
-            let auth = headers.get("Authorization").and_then(|a| a.as_str()).unwrap_or("");
-            if !auth.contains(&needle) {
-                continue;
-            }
-            let raw = entry["body"].as_str().unwrap_or("");
-            let body = if entry["body_encoded"].as_bool().unwrap_or(false) {
-                String::from_utf8_lossy(&base64::engine::general_purpose::STANDARD.decode(raw).unwrap_or_default())
-                    .into_owned()
-            } else {
-                raw.to_string()
-            };
-            let url = entry["url"].as_str().unwrap_or("").to_string();
-            let action = if let Some(target) = headers.get("X-Amz-Target").and_then(|t| t.as_str()) {
-                target.rsplit('.').next().unwrap_or(target).to_string()
-            } else if let Some(a) = body.split('&').find_map(|kv| kv.strip_prefix("Action=")) {
-                a.to_string()
-            } else if url.contains("/invocations") {
-                "Invoke".to_string()
-            } else {
-                format!("{} {}", entry["method"].as_str().unwrap_or(""), url)
-            };
-            out.push(Recorded { action, url, headers, body });
-        }
+        let out: Vec<Recorded> = all_recorded()
+            .into_iter()
+            .filter(|r| r.headers.get("Authorization").and_then(|a| a.as_str()).unwrap_or("").contains(&needle))
+            .collect();
         assert!(!out.is_empty(), "the emulator recorded no request of account {}: is recording on?", self.id);
         out
     }
@@ -430,6 +443,43 @@ impl Account {
             })
             .count()
     }
+}
+
+/// Every request the emulator recorded, of every account (the member roles' own credentials
+/// included, which no `Account` holds).
+pub fn all_recorded() -> Vec<Recorded> {
+    use base64::Engine;
+    assert_eq!(
+        std::env::var("EBS_SNAPPER_TEST_RECORDING").as_deref(),
+        Ok("1"),
+        "the emulator is not recording requests (MOTO_RECORD=0?): call counts cannot be checked"
+    );
+    let path = std::env::var("MOTO_RECORDER_FILEPATH").expect("MOTO_RECORDER_FILEPATH is set by scripts/test.sh");
+    let text = std::fs::read_to_string(path).expect("read the emulator's recording");
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let headers = entry["headers"].clone();
+        let raw = entry["body"].as_str().unwrap_or("");
+        let body = if entry["body_encoded"].as_bool().unwrap_or(false) {
+            String::from_utf8_lossy(&base64::engine::general_purpose::STANDARD.decode(raw).unwrap_or_default())
+                .into_owned()
+        } else {
+            raw.to_string()
+        };
+        let url = entry["url"].as_str().unwrap_or("").to_string();
+        let action = if let Some(target) = headers.get("X-Amz-Target").and_then(|t| t.as_str()) {
+            target.rsplit('.').next().unwrap_or(target).to_string()
+        } else if let Some(a) = body.split('&').find_map(|kv| kv.strip_prefix("Action=")) {
+            a.to_string()
+        } else if url.contains("/invocations") {
+            "Invoke".to_string()
+        } else {
+            format!("{} {}", entry["method"].as_str().unwrap_or(""), url)
+        };
+        out.push(Recorded { action, url, headers, body });
+    }
+    out
 }
 
 /// A configuration JSON text for tag `backup=yes`.
