@@ -9,6 +9,12 @@
 #      and ten snapshots each; same release zips)
 #   6. the snapshot fanout over ACCOUNTS member accounts (default 50) x 4 regions: wall time and
 #      calls per account and per (account, region)
+#   7. the jobs behind EC2's token bucket: VOLUMES_PACED due volumes (default 1,000; the issue's
+#      figure is 10,000, about 35 minutes per job) behind a bucket of BUCKET (100) refilled at
+#      REFILL (5) per second: wall time against the bucket's bound, throttles per 1,000 calls,
+#      failures, continuation hops; the clean job and crash-consistent sets the same way
+#   8. a cold function's first answer: process start to the first response posted for a small
+#      real event against the emulator, median of 9 (the zips in target/lambda, either profile)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib/functions.sh
@@ -48,3 +54,19 @@ start_moto >/dev/null
 ACCOUNTS="${ACCOUNTS:-50}" cargo test --quiet -p ebs-snapper-cli --test e2e budget::fanout_over_many_accounts -- \
   --ignored --nocapture 2>/dev/null | grep -E "^\|"
 stop_moto
+
+step "7. the jobs paced by a token bucket of ${BUCKET:-100} refilled at ${REFILL:-5}/s, ${VOLUMES_PACED:-1000} volumes (emulator)"
+start_moto >/dev/null
+VOLUMES="${VOLUMES_PACED:-1000}" BUCKET="${BUCKET:-100}" REFILL="${REFILL:-5}" \
+  cargo test --quiet -p ebs-snapper-cli --test e2e budget::paced_by_the_token_bucket -- \
+  --ignored --nocapture 2>/dev/null | grep -E "^\|"
+stop_moto
+
+step "8. a cold function's first answer, median of 9 ($(cat target/lambda/PROFILE 2>/dev/null || echo no) zips)"
+if [[ -f target/lambda/PROFILE ]]; then
+  start_moto >/dev/null
+  "$VENV_DIR/bin/python" scripts/lib/first_answer.py 9 target/lambda create-snapshot clean-snapshot replication
+  stop_moto
+else
+  echo "no zips in target/lambda: run scripts/package.sh"
+fi

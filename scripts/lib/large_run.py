@@ -28,6 +28,8 @@ import time
 import urllib.parse
 from datetime import datetime, timedelta, timezone
 
+from lambda_stub import function_env
+
 ACCOUNT = "123456789012"
 SOURCE, PEER = "us-east-1", "us-east-2"
 PER_VOLUME = 10
@@ -330,21 +332,15 @@ def run_function(binary, name, event, aws_port):
 
     runtime = Quiet(("127.0.0.1", 0), Runtime)
     threading.Thread(target=runtime.serve_forever, daemon=True).start()
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{runtime.server_address[1]}",
-        "AWS_LAMBDA_FUNCTION_NAME": name,
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_REGION": SOURCE,
-        "AWS_ACCESS_KEY_ID": "x",
-        "AWS_SECRET_ACCESS_KEY": "x",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{aws_port}",
-        "CREATE_SNAPSHOT_FUNCTION": "create-snapshot",
-        "CLEAN_SNAPSHOT_FUNCTION": "clean-snapshot",
-        "AWS_LAMBDA_LOG_LEVEL": "warn",
-    }
+    env = function_env(
+        runtime.server_address[1],
+        name,
+        SOURCE,
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{aws_port}",
+        CREATE_SNAPSHOT_FUNCTION="create-snapshot",
+        CLEAN_SNAPSHOT_FUNCTION="clean-snapshot",
+        AWS_LAMBDA_LOG_LEVEL="warn",
+    )
     start = time.perf_counter()
     proc_holder["p"] = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ok = done.wait(timeout=900)

@@ -9,10 +9,14 @@
 //! the call would have made is looked for (for up to the listing lag, since listings are
 //! eventually consistent) and only when it is not there is the call tried again.
 
+use std::sync::Arc;
+
 use aws_sdk_ec2::types::{InstanceSpecification, ResourceType, Tag, TagSpecification, TargetStorageTier};
 use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -32,6 +36,7 @@ use tracing::{info, warn};
 use crate::budget::TimeBudget;
 use crate::error::AwsError;
 use crate::inventory::{describe_own_snapshots, ec2_filter, until_listed, SnapshotDetail};
+use crate::pace::Paced;
 
 /// Tries of one create or copy whose earlier tries were verified not to have happened.
 const VERIFIED_TRIES: u32 = 3;
@@ -101,20 +106,25 @@ const DELETE_SKIPPABLE: [&str; 2] = ["InvalidSnapshot.InUse", "InvalidSnapshot.N
 /// Snapshot-creation errors that leave the volume due for the next run (a warning, not a failure).
 const CREATE_SKIPPABLE: [&str; 2] = ["ConcurrentSnapshotLimitExceeded", "SnapshotCreationPerVolumeRateExceeded"];
 
-/// The error [`WithinBudget`] stops an attempt with.
+/// The error [`Attempts`] stops an attempt with.
 #[derive(Debug, thiserror::Error)]
 #[error("not sent: the run's time or its region lease ran out before this attempt")]
 struct NotSent;
 
-/// Checks the budget right before each attempt of a mutation goes out, retries included: a
-/// retry held back by the SDK's backoff or rate limiter must not reach AWS after the region
-/// lease may have passed to another run (or after the Lambda time is up).
-#[derive(Debug)]
-struct WithinBudget(TimeBudget);
+/// Watches each attempt of a mutation, retries included. Before it goes out, the budget: a
+/// retry held back by the SDK's backoff or rate limiter must not reach AWS after the region lease
+/// may have passed to another run (or after the Lambda time is up). When it is answered, the
+/// pace: a 503 (EC2's `RequestLimitExceeded`, or `Unavailable`) slows the run's starts of that
+/// kind of mutation, any other answer lets them speed up.
+#[derive(Debug, Clone)]
+struct Attempts {
+    budget: TimeBudget,
+    pace: Arc<Paced>,
+}
 
-impl Intercept for WithinBudget {
+impl Intercept for Attempts {
     fn name(&self) -> &'static str {
-        "WithinBudget"
+        "Attempts"
     }
 
     fn read_before_transmit(
@@ -123,15 +133,25 @@ impl Intercept for WithinBudget {
         _: &RuntimeComponents,
         _: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if self.0.allows_mutation() {
+        if self.budget.allows_mutation() {
             Ok(())
         } else {
             Err(Box::new(NotSent))
         }
     }
+
+    fn read_after_transmit(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.pace.answered(context.response().status().as_u16() == 503);
+        Ok(())
+    }
 }
 
-/// Whether a failed mutation was stopped by [`WithinBudget`] (so never reached AWS): its
+/// Whether a failed mutation was stopped by [`Attempts`] (so never reached AWS): its
 /// [`NotSent`] is somewhere in the error's chain of causes.
 fn not_sent<E: std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -144,20 +164,24 @@ fn not_sent<E: std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> bo
     false
 }
 
-/// Runs `mutate` on every item, at most [`MUTATION_CONCURRENCY`] at once, starting none after the
-/// budget ends (those are `deferred`); outcomes in item order.
+/// Runs `mutate` on every item, at most [`MUTATION_CONCURRENCY`] at once and paced to EC2's token
+/// bucket (one [`Paced`] for these items, told of every attempt's answer by [`Attempts`]),
+/// starting none after the budget ends (those are `deferred`); outcomes in item order.
 async fn bounded<'a, T, O, F, Fut>(items: &'a [T], budget: &TimeBudget, deferred: O, mutate: F) -> Vec<O>
 where
     O: Clone,
-    F: Fn(&'a T) -> Fut,
+    F: Fn(&'a T, Attempts) -> Fut,
     Fut: std::future::Future<Output = O>,
 {
+    let pace = Arc::new(Paced::new());
     let mut outcomes: Vec<(usize, O)> = stream::iter(items.iter().enumerate())
         .map(|(i, item)| {
             // The future does nothing until polled, and it is polled only when a slot is free.
-            let work = mutate(item);
+            let work = mutate(item, Attempts { budget: budget.clone(), pace: pace.clone() });
             let deferred = deferred.clone();
+            let pace = pace.clone();
             async move {
+                pace.admit().await;
                 if !budget.mutation_may_start().await {
                     return (i, deferred);
                 }
@@ -178,7 +202,10 @@ pub async fn create_snapshots(
     requests: &[&SnapshotRequest],
     budget: &TimeBudget,
 ) -> Vec<Executed> {
-    bounded(requests, budget, Executed::Deferred, |request| create_snapshot(client, region, request, budget)).await
+    bounded(requests, budget, Executed::Deferred, |request, attempts| {
+        create_snapshot(client, region, request, budget, attempts)
+    })
+    .await
 }
 
 async fn create_snapshot(
@@ -186,6 +213,7 @@ async fn create_snapshot(
     region: &str,
     request: &SnapshotRequest,
     budget: &TimeBudget,
+    attempts: Attempts,
 ) -> Executed {
     // Any snapshot of the volume started after this (less a margin for AWS's clock) is one a
     // lost answer made: the volume was due, so its newest snapshot was older than that.
@@ -198,7 +226,7 @@ async fn create_snapshot(
             .tag_specifications(snapshot_tags(&request.tags))
             .customize()
             .config_override(only_throttles_retried())
-            .interceptor(WithinBudget(budget.clone()))
+            .interceptor(attempts.clone())
             .send()
             .await;
         out.map(|out| out.snapshot_id().map(str::to_string))
@@ -320,7 +348,7 @@ pub async fn create_snapshot_sets(
     budget: &TimeBudget,
 ) -> Vec<SetExecuted> {
     let deferred = SetExecuted { outcome: Executed::Deferred, snapshots: Vec::new() };
-    bounded(sets, budget, deferred, |set| create_snapshot_set(client, region, set, budget)).await
+    bounded(sets, budget, deferred, |set, attempts| create_snapshot_set(client, region, set, budget, attempts)).await
 }
 
 async fn create_snapshot_set(
@@ -328,6 +356,7 @@ async fn create_snapshot_set(
     region: &str,
     set: &SetRequest,
     budget: &TimeBudget,
+    attempts: Attempts,
 ) -> SetExecuted {
     let only = |outcome: Executed| SetExecuted { outcome, snapshots: Vec::new() };
     let send = || async {
@@ -345,7 +374,7 @@ async fn create_snapshot_set(
             .tag_specifications(snapshot_tags(&set.tags))
             .customize()
             .config_override(only_throttles_retried())
-            .interceptor(WithinBudget(budget.clone()))
+            .interceptor(attempts.clone())
             .send()
             .await;
         out.map(|out| {
@@ -398,13 +427,13 @@ pub async fn archive_snapshots(
     ids: &[&str],
     budget: &TimeBudget,
 ) -> Vec<Executed> {
-    bounded(ids, budget, Executed::Deferred, |id| async move {
+    bounded(ids, budget, Executed::Deferred, |id, attempts| async move {
         let sent = client
             .modify_snapshot_tier()
             .snapshot_id(*id)
             .storage_tier(TargetStorageTier::Archive)
             .customize()
-            .interceptor(WithinBudget(budget.clone()))
+            .interceptor(attempts)
             .send()
             .await;
         match sent {
@@ -464,12 +493,17 @@ pub async fn delete_snapshots(
     ids: &[&str],
     budget: &TimeBudget,
 ) -> Vec<Executed> {
-    bounded(ids, budget, Executed::Deferred, |id| delete_snapshot(client, region, id, budget)).await
+    bounded(ids, budget, Executed::Deferred, |id, attempts| delete_one(client, region, id, attempts)).await
+}
+
+/// Deletes one snapshot, on its own (no pace shared with others).
+pub async fn delete_snapshot(client: &aws_sdk_ec2::Client, region: &str, id: &str, budget: &TimeBudget) -> Executed {
+    delete_one(client, region, id, Attempts { budget: budget.clone(), pace: Arc::new(Paced::new()) }).await
 }
 
 /// Deletes one snapshot. Used by the clean job and for replicas whose source is gone.
-pub async fn delete_snapshot(client: &aws_sdk_ec2::Client, region: &str, id: &str, budget: &TimeBudget) -> Executed {
-    match client.delete_snapshot().snapshot_id(id).customize().interceptor(WithinBudget(budget.clone())).send().await {
+async fn delete_one(client: &aws_sdk_ec2::Client, region: &str, id: &str, attempts: Attempts) -> Executed {
+    match client.delete_snapshot().snapshot_id(id).customize().interceptor(attempts).send().await {
         Err(e) if not_sent(&e) => Executed::Deferred,
         Ok(_) => {
             info!(region = %region, snapshot_id = %id, "deleted snapshot");
@@ -498,16 +532,19 @@ pub async fn copy_snapshots(
     let mut clients: std::collections::BTreeMap<&str, aws_sdk_ec2::Client> = std::collections::BTreeMap::new();
     let mut stopped: std::collections::BTreeMap<&str, String> = std::collections::BTreeMap::new();
     let mut outcomes = Vec::with_capacity(requests.len());
+    let pace = Arc::new(Paced::new());
     for request in requests {
         let dst = request.destination_region.as_str();
         if let Some(why) = stopped.get(dst) {
             outcomes.push(Executed::Skipped(format!("copies to {dst} stopped for this run: {why}")));
             continue;
         }
+        pace.admit().await;
         if !budget.mutation_may_start().await {
             outcomes.push(Executed::Deferred);
             continue;
         }
+        let attempts = Attempts { budget: budget.clone(), pace: pace.clone() };
         let client = clients.entry(dst).or_insert_with(|| aws_sdk_ec2::Client::new(&aws.in_region(dst)));
         let send = || async {
             let out = client
@@ -522,7 +559,7 @@ pub async fn copy_snapshots(
                 .set_kms_key_id(request.kms_key.clone())
                 .customize()
                 .config_override(only_throttles_retried())
-                .interceptor(WithinBudget(budget.clone()))
+                .interceptor(attempts.clone())
                 .send()
                 .await;
             out.map(|out| out.snapshot_id().map(str::to_string))

@@ -13,6 +13,7 @@ pub mod fleet_check;
 pub mod inventory;
 pub mod jobs;
 pub mod lease;
+pub mod pace;
 pub mod regions;
 pub mod replication_rule;
 pub mod sdk;

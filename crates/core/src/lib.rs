@@ -45,3 +45,4 @@ pub use replication_plan::{
 };
 pub mod deploy_plan;
 pub mod metrics;
+pub mod pace;

@@ -132,3 +132,109 @@ async fn fanout_over_many_accounts() {
     );
     drop(members);
 }
+
+/// A region behind EC2's token bucket (the "performance at real scale" issue; a benchmark run by
+/// scripts/bench.sh): VOLUMES due volumes (default 1,000; one per instance) behind a
+/// `CreateSnapshot` bucket of BUCKET tokens (100) refilled at REFILL per second (5); the same
+/// fleet as crash-consistent sets (`consistency: "instance"`, one `CreateSnapshots` token per
+/// instance, here two volumes each); and the clean job deleting as many expired snapshots
+/// behind the same `DeleteSnapshot` bucket. Prints the wall time against the bucket's bound
+/// ((calls - bucket) / refill), the calls refused by the empty bucket per 1,000, the failed
+/// actions, and the continuation hops a worker would need (it mutates for 810 s of its 900).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: scripts/bench.sh runs it"]
+async fn paced_by_the_token_bucket() {
+    use support::faults::{Buckets, FaultPlan, FaultProxy, Strict};
+    let env = |name: &str, default: f64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (volumes, size, refill) = (env("VOLUMES", 1000.0) as usize, env("BUCKET", 100.0), env("REFILL", 5.0));
+    println!("| job | calls needed | bucket | refill/s | wall (s) | bound (s) | wall / bound | refused per 1,000 calls | failed | hops at 810 s |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let report = |job: &str, needed: usize, secs: f64, proxy: &FaultProxy, operation: &str, failed: u64| {
+        let calls = proxy.seen().iter().filter(|s| s.operation == operation).count();
+        let refused = proxy.bucket_refusals(operation);
+        let bound = ((needed as f64 - size) / refill).max(0.0);
+        let hops = (secs / 810.0).ceil() as u64 - 1;
+        println!(
+            "| {job} | {needed} | {size} | {refill} | {secs:.0} | {bound:.0} | {:.2} | {:.0} | {failed} | {hops} |",
+            secs / bound.max(1.0),
+            refused as f64 * 1000.0 / calls.max(1) as f64,
+        );
+    };
+    let buckets = || {
+        Buckets::aws().with("CreateSnapshot", size, refill).with("CreateSnapshots", size, refill).with(
+            "DeleteSnapshot",
+            size,
+            refill,
+        )
+    };
+    let timed_run = |acct: &Account, proxy: &FaultProxy, job: &str| {
+        let started = std::time::Instant::now();
+        let out =
+            acct.cli().env("AWS_ENDPOINT_URL", proxy.endpoint()).args([job, "--region", R, "--json"]).output().unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (secs, doc["regions"][0]["failed"].as_u64().unwrap())
+    };
+
+    // One volume per instance, snapshotted one by one; then deleted by the clean job.
+    let acct = Account::new().await;
+    acct.create_table(R).await;
+    acct.put_raw(
+        R,
+        "cfg",
+        r#"{"match": {"tag:backup": "yes"}, "snapshot": {"retention": "7 days", "minimum": 0, "frequency": "1 day"}}"#,
+    )
+    .await;
+    launch_many(&acct, volumes, false).await;
+    let proxy = FaultProxy::start(FaultPlan::none()).await;
+    proxy.set_strict(Strict { buckets: Some(buckets()), ..Strict::default() });
+    let (secs, failed) = timed_run(&acct, &proxy, "snapshot");
+    report("snapshot, one volume each", volumes, secs, &proxy, "CreateSnapshot", failed);
+
+    // The same snapshots, now expired: the clean job deletes every one (minimum 0).
+    acct.put_raw(
+        R,
+        "cfg",
+        r#"{"match": {"tag:backup": "yes"}, "snapshot": {"retention": "1 day", "minimum": 0, "frequency": "1 day"}}"#,
+    )
+    .await;
+    let ec2 = acct.ec2(R).await;
+    for s in acct.snapshots(R).await {
+        ec2.create_tags()
+            .resources(&s.id)
+            .tags(aws_sdk_ec2::types::Tag::builder().key("DeleteOn").value(date(-1)).build())
+            .send()
+            .await
+            .unwrap();
+    }
+    let proxy = FaultProxy::start(FaultPlan::none()).await;
+    proxy.set_strict(Strict { buckets: Some(buckets()), ..Strict::default() });
+    let (secs, failed) = timed_run(&acct, &proxy, "clean");
+    report("clean, one snapshot each", volumes, secs, &proxy, "DeleteSnapshot", failed);
+
+    // Crash-consistent sets: half as many instances with two volumes each, one token each.
+    let acct = Account::new().await;
+    acct.create_table(R).await;
+    acct.put_raw(R, "cfg", r#"{"match": {"tag:backup": "yes"}, "snapshot": {"retention": "7 days", "minimum": 0, "frequency": "1 day"}, "consistency": "instance"}"#).await;
+    launch_many(&acct, volumes / 2, true).await;
+    let proxy = FaultProxy::start(FaultPlan::none()).await;
+    proxy.set_strict(Strict { buckets: Some(buckets()), ..Strict::default() });
+    let (secs, failed) = timed_run(&acct, &proxy, "snapshot");
+    report("snapshot, consistency instance (2 volumes each)", volumes / 2, secs, &proxy, "CreateSnapshots", failed);
+}
+
+/// `n` instances tagged backup=yes, launched 16 at a time; with a data volume each when `data`.
+async fn launch_many(acct: &Account, n: usize, data: bool) {
+    use futures::StreamExt;
+    futures::stream::iter(0..n)
+        .map(|_| async move {
+            let i = acct.launch(R, &[("backup", "yes")]).await;
+            if data {
+                acct.attach_volume(R, &i, "/dev/xvdf", &[]).await;
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+}

@@ -749,3 +749,25 @@ async fn pages_and_batches_are_crossed_without_missing_or_repeating() {
     let calls: Vec<support::Recorded> = acct.recorded().into_iter().skip(before).collect();
     assert_eq!(count(&calls, "DescribeSnapshots"), 2, "two pages of snapshots");
 }
+
+/// EC2's token bucket for `CreateSnapshot` made small (10 tokens, refilled at 2 per second): the
+/// run is refused by the empty bucket, paces itself to it, and ends with every due volume
+/// snapshotted once and nothing failed. (How few throttles the pace costs on a long run is a
+/// benchmark's question: `scripts/bench.sh`, and the pace's own simulation in `core::pace`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_token_bucket_slows_the_run_and_fails_nothing() {
+    use support::faults::Buckets;
+    let acct = Account::new().await;
+    let f = fleet(&acct, &acct, 16, "1 day").await;
+    let proxy = FaultProxy::start(FaultPlan::none()).await;
+    proxy.set_strict(Strict { buckets: Some(Buckets::aws().with("CreateSnapshot", 10.0, 2.0)), ..Strict::default() });
+
+    let (code, doc, err) = run(&acct, &proxy, "snapshot", &["--region", R]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(doc["regions"][0]["failed"], 0, "{doc:#}");
+    check_snapshot_state(&f, &acct.snapshots(R).await, &BTreeSet::new());
+    let calls = proxy.seen().iter().filter(|s| s.operation == "CreateSnapshot").count();
+    let refused = proxy.bucket_refusals("CreateSnapshot");
+    assert!(refused > 0, "the bucket was never empty: the test tests nothing");
+    eprintln!("{refused} of {calls} CreateSnapshot calls refused by the empty bucket");
+}

@@ -32,6 +32,9 @@ pub enum Fault {
     Internal,
     /// The connection is closed without an answer.
     Drop,
+    /// EC2's request token bucket of the operation was empty: `RequestLimitExceeded`, as a
+    /// throttle, but from [`Strict::buckets`], not from the plan.
+    Bucket,
     /// The request is carried out, then the connection is closed without its answer (a
     /// timeout or a lost connection after AWS did the work).
     LostAnswer,
@@ -60,6 +63,53 @@ pub struct Strict {
     /// the request asks for own snapshots only (`OwnerIds=self`). It carries `DeleteOn` long
     /// past and replication tags, so any job that saw it would act on it.
     pub foreign_snapshot: Option<String>,
+    /// EC2's request token buckets (`None`: unlimited, as the emulator is).
+    pub buckets: Option<Buckets>,
+}
+
+/// EC2's request rate limiting: one token bucket per API, per account (here: per access key)
+/// and region. Each request takes a token; an empty bucket answers `RequestLimitExceeded`
+/// (HTTP 503) and takes none; a bucket refills at a fixed rate up to its size. The sizes are
+/// AWS's published request token limits ("Request throttling for the Amazon EC2 API"):
+/// mutating actions 200 tokens refilled at 5 per second, non-mutating (`Describe*`) 100 at 20.
+#[derive(Debug, Clone)]
+pub struct Buckets {
+    /// Size and refill per second of the mutating actions' buckets.
+    pub mutating: (f64, f64),
+    /// ... and of the non-mutating ones (`Describe*`).
+    pub non_mutating: (f64, f64),
+    /// Other figures for some APIs (a test can make one small).
+    pub overrides: HashMap<String, (f64, f64)>,
+}
+
+impl Buckets {
+    /// AWS's published defaults.
+    pub fn aws() -> Buckets {
+        Buckets { mutating: (200.0, 5.0), non_mutating: (100.0, 20.0), overrides: HashMap::new() }
+    }
+
+    /// `operation`'s bucket holds `size` tokens, refilled at `refill` per second.
+    pub fn with(mut self, operation: &str, size: f64, refill: f64) -> Buckets {
+        self.overrides.insert(operation.to_string(), (size, refill));
+        self
+    }
+
+    fn limits(&self, operation: &str) -> (f64, f64) {
+        if let Some(l) = self.overrides.get(operation) {
+            return *l;
+        }
+        if operation.starts_with("Describe") {
+            self.non_mutating
+        } else {
+            self.mutating
+        }
+    }
+}
+
+/// One bucket's tokens, as of when.
+struct Bucket {
+    tokens: f64,
+    at: std::time::Instant,
 }
 
 /// The account that owns [`Strict::foreign_snapshot`].
@@ -75,6 +125,7 @@ impl Strict {
             lambda_update_for: std::time::Duration::from_secs(2),
             s3_etag_not_md5: true,
             foreign_snapshot: Some("snap-0f0f0f0f0f0f0f0f0".to_string()),
+            buckets: Some(Buckets::aws()),
         }
     }
 }
@@ -177,6 +228,8 @@ struct State {
     tokens: Mutex<BTreeSet<String>>,
     upstream: String,
     calls: Mutex<HashMap<String, u64>>,
+    /// EC2's token buckets, by (access key, region, operation).
+    buckets: Mutex<HashMap<(String, String, String), Bucket>>,
     seen: Mutex<Vec<Seen>>,
     started: std::time::Instant,
 }
@@ -198,6 +251,7 @@ impl FaultProxy {
             tokens: Mutex::new(BTreeSet::new()),
             upstream,
             calls: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
             seen: Mutex::new(Vec::new()),
             started: std::time::Instant::now(),
         });
@@ -230,6 +284,30 @@ impl FaultProxy {
     pub fn faulted(&self) -> usize {
         self.seen().iter().filter(|s| s.fault.is_some()).count()
     }
+
+    /// How many requests of `operation` an empty token bucket refused.
+    pub fn bucket_refusals(&self, operation: &str) -> usize {
+        self.seen().iter().filter(|s| s.fault == Some(Fault::Bucket) && s.operation == operation).count()
+    }
+}
+
+/// Takes a token from the request's bucket; `false` when it is empty (the request is refused).
+fn take_token(s: &State, buckets: &Buckets, req: &Request, region: &str, operation: &str) -> bool {
+    let (size, refill) = buckets.limits(operation);
+    let auth = req.headers.get("authorization").map(String::as_str).unwrap_or("");
+    let key = auth.split("Credential=").nth(1).and_then(|c| c.split('/').next()).unwrap_or("").to_string();
+    let now = std::time::Instant::now();
+    let mut all = s.buckets.lock().unwrap();
+    let bucket =
+        all.entry((key, region.to_string(), operation.to_string())).or_insert(Bucket { tokens: size, at: now });
+    bucket.tokens = (bucket.tokens + refill * now.duration_since(bucket.at).as_secs_f64()).min(size);
+    bucket.at = now;
+    if bucket.tokens >= 1.0 {
+        bucket.tokens -= 1.0;
+        true
+    } else {
+        false
+    }
 }
 
 /// The service (SigV4 scope), region and operation of a request.
@@ -259,7 +337,7 @@ fn classify(req: &Request) -> (String, String, String) {
 
 /// The answer a service gives for `fault`: status, headers, body.
 fn fault_response(service: &str, fault: Fault, n: usize) -> (u16, Vec<(&'static str, String)>, String) {
-    let throttle = fault == Fault::Throttle;
+    let throttle = matches!(fault, Fault::Throttle | Fault::Bucket);
     match service {
         "ec2" => {
             let (status, code, message) = if throttle {
@@ -311,18 +389,23 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
     let mut reader = BufReader::new(r);
     while let Some(mut req) = read_request(&mut reader).await {
         let (service, region, operation) = classify(&req);
-        let fault = {
+        let strict = s.strict.lock().unwrap().clone();
+        let mut fault = {
             let mut calls = s.calls.lock().unwrap();
             let n = calls.entry(operation.clone()).or_default();
             *n += 1;
             s.plan.lock().unwrap().decide(&operation, &region, &String::from_utf8_lossy(&req.body), *n)
         };
+        if let (None, Some(buckets), "ec2") = (fault, &strict.buckets, service.as_str()) {
+            if !take_token(&s, buckets, &req, &region, &operation) {
+                fault = Some(Fault::Bucket);
+            }
+        }
         let index = {
             let mut seen = s.seen.lock().unwrap();
             seen.push(Seen { operation: operation.clone(), fault, at: s.started.elapsed() });
             seen.len()
         };
-        let strict = s.strict.lock().unwrap().clone();
         if service == "ec2" && strict.empty_first_pages {
             if let Some(page) = empty_first_page(&s, &mut req, &operation) {
                 if respond(&mut w, 200, &[("content-type", "text/xml;charset=UTF-8".into())], page.as_bytes())
