@@ -15,6 +15,8 @@
 #      failures, continuation hops; the clean job and crash-consistent sets the same way
 #   8. a cold function's first answer: process start to the first response posted for a small
 #      real event against the emulator, median of 9 (the zips in target/lambda, either profile)
+#   9. side by side with an earlier build (PREVIOUS_BIN=path/to/its/ebs-snapper): calls and wall
+#      time of snapshot and clean at 4 / 20 / 100 / 1,000 instances (SIZES)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib/functions.sh
@@ -69,4 +71,15 @@ if [[ -f target/lambda/PROFILE ]]; then
   stop_moto
 else
   echo "no zips in target/lambda: run scripts/package.sh"
+fi
+
+step "9. side by side with an earlier build (PREVIOUS_BIN)"
+if [[ -n "${PREVIOUS_BIN:-}" ]]; then
+  start_moto >/dev/null
+  PREVIOUS_BIN="$PREVIOUS_BIN" SIZES="${SIZES:-4,20,100,1000}" cargo test --quiet -p ebs-snapper-cli --test e2e \
+    budget::side_by_side_with_an_earlier_build -- --ignored --nocapture 2>/dev/null | grep -E "^\|"
+  stop_moto
+else
+  echo "PREVIOUS_BIN is not set: build an earlier commit's ebs-snapper (git worktree add DIR COMMIT;"
+  echo "cargo build -p ebs-snapper-cli --target-dir target/prev) and pass its path"
 fi

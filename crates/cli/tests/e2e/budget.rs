@@ -238,3 +238,58 @@ async fn launch_many(acct: &Account, n: usize, data: bool) {
         .collect::<Vec<_>>()
         .await;
 }
+
+/// Side by side with an earlier build (a benchmark run by scripts/bench.sh when PREVIOUS_BIN
+/// names that build's `ebs-snapper`): for SIZES instances (default 4, 20, 100, 1000), each with
+/// one expired snapshot of its volume, `snapshot` then `clean` in one region, by each binary in
+/// an account of its own with the same fleet; prints the AWS calls and the wall time of each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: scripts/bench.sh runs it"]
+async fn side_by_side_with_an_earlier_build() {
+    let previous = std::env::var("PREVIOUS_BIN").expect("PREVIOUS_BIN: the earlier build's ebs-snapper");
+    let sizes: Vec<usize> = std::env::var("SIZES")
+        .unwrap_or_else(|_| "4,20,100,1000".into())
+        .split(',')
+        .map(|n| n.trim().parse().expect("SIZES: numbers"))
+        .collect();
+    let current = assert_cmd::cargo::cargo_bin("ebs-snapper");
+    println!("| job | instances | calls, earlier | calls, now | wall (s), earlier | wall (s), now |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for n in sizes {
+        let mut rows: Vec<(String, Vec<(usize, f64)>)> =
+            vec![("snapshot".into(), Vec::new()), ("clean".into(), Vec::new())];
+        for bin in [std::path::PathBuf::from(&previous), current.clone()] {
+            let acct = Account::new().await;
+            acct.create_table(R).await;
+            acct.put_raw(R, "cfg", r#"{"match": {"tag:backup": "yes"}, "snapshot": {"retention": "7 days", "minimum": 1, "frequency": "1 day"}}"#).await;
+            launch_many(&acct, n, false).await;
+            let volumes: Vec<String> = {
+                let ec2 = acct.ec2(R).await;
+                let out = ec2.describe_volumes().send().await.unwrap();
+                out.volumes().iter().filter_map(|v| v.volume_id().map(str::to_string)).collect()
+            };
+            // Made two days ago (the stricter AWS backdates it): the volume is due, and the
+            // snapshot expired, so each job has one mutation per instance.
+            let two_days_ago = (chrono::Utc::now() - chrono::Duration::days(2)).to_rfc3339();
+            for v in &volumes {
+                acct.make_snapshot(R, v, &[("DeleteOn", &date(-2)), ("test-bed:start-time", &two_days_ago)]).await;
+            }
+            for row in rows.iter_mut() {
+                let before = acct.recorded().len();
+                let started = std::time::Instant::now();
+                let out = acct
+                    .cli_env(std::process::Command::new(&bin))
+                    .args([row.0.as_str(), "--region", R])
+                    .output()
+                    .unwrap();
+                let secs = started.elapsed().as_secs_f64();
+                assert!(out.status.success(), "{}: {}", bin.display(), text(&out.stderr));
+                let calls = acct.recorded().len() - before;
+                row.1.push((calls, secs));
+            }
+        }
+        for (job, r) in rows {
+            println!("| {job} | {n} | {} | {} | {:.1} | {:.1} |", r[0].0, r[1].0, r[0].1, r[1].1);
+        }
+    }
+}
