@@ -84,10 +84,10 @@ impl ConfigStore {
         Ok(out)
     }
 
-    /// The accounts that have configurations (SPEC §13), sorted: one paginated `Scan` reading
-    /// only the key. Lease items (`lease#...`) are not accounts; an item under any other key
-    /// that is not an account id is logged and left out.
-    pub async fn accounts(&self) -> Result<Vec<String>, AwsError> {
+    /// The accounts that have configurations (SPEC §13) and `own` (the deployment's, always),
+    /// sorted: one paginated `Scan` reading only the key. Lease items (`lease#...`) are not
+    /// accounts; an item under any other key that is not an account id is logged and left out.
+    pub async fn accounts(&self, own: &str) -> Result<Vec<String>, AwsError> {
         let items = self
             .client
             .scan()
@@ -101,7 +101,7 @@ impl ConfigStore {
             .try_collect()
             .await
             .map_err(|e| self.error("Scan", e))?;
-        let mut accounts = std::collections::BTreeSet::new();
+        let mut accounts = std::collections::BTreeSet::from([own.to_string()]);
         let mut odd = std::collections::BTreeSet::new();
         for item in &items {
             let Some(key) = item.get(ACCOUNT_KEY).and_then(|a| a.as_s().ok()) else { continue };

@@ -36,11 +36,6 @@ impl Paced {
         self.lock().answered(now, throttled);
     }
 
-    /// Attempts answered, and of those throttled.
-    pub fn counts(&self) -> (u64, u64) {
-        self.lock().counts()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Pace> {
         self.pace.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -24,15 +24,12 @@ pub async fn covered(aws: &Aws, tool_region: &str, args: &AccountArgs) -> Result
     check_role_name(&args.member_role)?;
     let home = caller_account_id(aws).await?;
     let mut accounts: Vec<String> = if args.all_accounts {
-        ConfigStore::new(aws, tool_region, table_name()).accounts().await?
+        ConfigStore::new(aws, tool_region, table_name()).accounts(&home).await?
     } else if args.accounts.is_empty() {
         vec![home.clone()]
     } else {
         args.accounts.clone()
     };
-    if args.all_accounts && !accounts.contains(&home) {
-        accounts.push(home.clone());
-    }
     accounts.sort();
     accounts.dedup();
     if let Some(i) = accounts.iter().position(|a| *a == home) {

@@ -146,7 +146,7 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &ConfigureArgs) -> Result<O
             // Without -a: the caller's account, then every member account in the table.
             let mut accounts = vec![account.clone()];
             if args.account.is_none() {
-                if let Ok(all) = store.accounts().await {
+                if let Ok(all) = store.accounts(&account).await {
                     accounts.extend(all.into_iter().filter(|a| *a != account));
                 }
             }

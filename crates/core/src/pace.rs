@@ -54,14 +54,7 @@ impl Default for Pace {
 
 impl Pace {
     pub fn new() -> Pace {
-        Pace {
-            rate: MAX_RATE,
-            next: Duration::ZERO,
-            cut_at: None,
-            recent: VecDeque::new(),
-            throttled: 0,
-            answered: 0,
-        }
+        Pace { rate: MAX_RATE, next: Duration::ZERO, cut_at: None, recent: VecDeque::new(), throttled: 0, answered: 0 }
     }
 
     /// Books the next start, asked for at `now`: when it may go.

@@ -154,21 +154,16 @@ impl<'a> Home<'a> {
     /// `Scan`) leaves the deployment's own account, with a warning: its snapshots are not missed.
     async fn accounts(&self, failures: &mut Vec<String>) -> Vec<String> {
         let store = ConfigStore::new(self.aws, &self.region, table_name());
-        let mut accounts = match store.accounts().await {
+        match store.accounts(&self.account).await {
             Ok(accounts) => accounts,
             Err(e) => {
                 let msg =
                     format!("could not list the accounts in the table ({e}); only account {} is worked", self.account);
                 error!("{msg}");
                 failures.push(msg);
-                Vec::new()
+                vec![self.account.clone()]
             }
-        };
-        if !accounts.contains(&self.account) {
-            accounts.push(self.account.clone());
-            accounts.sort();
         }
-        accounts
     }
 
     /// The account as a worker event names it: `None` for the deployment's own.
@@ -270,7 +265,7 @@ async fn fan_out(
     let dispatcher = &dispatcher;
     let session = format!("ebs-snapper-fanout-{job}");
     let session = &session;
-    let done: Vec<AccountFanout> = stream::iter(accounts)
+    let mut done: Vec<AccountFanout> = stream::iter(accounts)
         .map(|account| async move {
             let mut out = AccountFanout {
                 account: account.clone(),
@@ -316,7 +311,6 @@ async fn fan_out(
         .await;
     let mut per_account: Vec<Value> = Vec::new();
     let (mut regions, mut skipped) = (Vec::new(), Vec::new());
-    let mut done = done;
     done.sort_by(|a, b| a.account.cmp(&b.account));
     for a in done {
         if a.account == home.account {

@@ -84,7 +84,7 @@ async fn fanout_over_many_accounts() {
     .to_string();
     let trust = &trust;
     let deployment_ref = &deployment;
-    let members: Vec<Account> = stream::iter(0..accounts)
+    let _members: Vec<Account> = stream::iter(0..accounts)
         .map(|_| async move {
             let member = Account::new().await;
             let iam = aws_sdk_iam::Client::new(&member.sdk(R).await);
@@ -130,7 +130,6 @@ async fn fanout_over_many_accounts() {
         calls.len() as f64 / accounts as f64,
         calls.len() as f64 / pairs,
     );
-    drop(members);
 }
 
 /// A region behind EC2's token bucket (the "performance at real scale" issue; a benchmark run by
