@@ -181,8 +181,7 @@ where
             let deferred = deferred.clone();
             let pace = pace.clone();
             async move {
-                pace.admit().await;
-                if !budget.mutation_may_start().await {
+                if !pace.admit_within(budget).await {
                     return (i, deferred);
                 }
                 (i, work.await)
@@ -539,8 +538,7 @@ pub async fn copy_snapshots(
             outcomes.push(Executed::Skipped(format!("copies to {dst} stopped for this run: {why}")));
             continue;
         }
-        pace.admit().await;
-        if !budget.mutation_may_start().await {
+        if !pace.admit_within(budget).await {
             outcomes.push(Executed::Deferred);
             continue;
         }

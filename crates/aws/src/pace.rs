@@ -1,11 +1,13 @@
 //! The executor's pace per kind of mutation (`ebs_snapper_core::pace::Pace`), on tokio's
-//! clock: [`Paced::admit`] waits for a start's turn, and every attempt's answer is told to it
-//! (by the executor's interceptor, retries included).
+//! clock: [`Paced::admit_within`] waits for a start's turn within the run's time budget, and
+//! every attempt's answer is told to it (by the executor's interceptor, retries included).
 
 use std::sync::Mutex;
 
 use ebs_snapper_core::pace::Pace;
 use tokio::time::Instant;
+
+use crate::budget::TimeBudget;
 
 #[derive(Debug)]
 pub struct Paced {
@@ -24,8 +26,28 @@ impl Paced {
         Paced { pace: Mutex::new(Pace::new()), origin: Instant::now() }
     }
 
+    /// Waits for this start's turn and for the budget to allow it; whether it may start. Time
+    /// can run out while the pace holds a start back: then the answer is no as soon as it does,
+    /// not at the start's turn (a worker whose every remaining start first waited its turn
+    /// answered long after its deadline).
+    pub async fn admit_within(&self, budget: &TimeBudget) -> bool {
+        if !budget.mutation_may_start().await {
+            return false;
+        }
+        let turn = self.admit();
+        match budget.remaining() {
+            Some(left) => {
+                if tokio::time::timeout(left, turn).await.is_err() {
+                    return false;
+                }
+            }
+            None => turn.await,
+        }
+        budget.mutation_may_start().await
+    }
+
     /// Waits for this start's turn.
-    pub async fn admit(&self) {
+    async fn admit(&self) {
         let at = self.lock().book(self.origin.elapsed());
         tokio::time::sleep_until(self.origin + at).await;
     }

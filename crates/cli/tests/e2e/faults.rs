@@ -782,3 +782,34 @@ async fn a_small_token_bucket_slows_the_run_and_fails_nothing() {
     assert!(refused > 0, "the bucket was never empty: the test tests nothing");
     eprintln!("{refused} of {calls} CreateSnapshot calls refused by the empty bucket");
 }
+
+/// A worker whose time runs out while the pace holds its mutations back hands the rest to its
+/// continuation at once and answers before its deadline (Lambda would kill it at the deadline,
+/// and the rest of the region would wait for the next schedule). It once let every remaining
+/// volume wait its paced turn before finding the budget spent: minutes past the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_worker_hands_over_when_its_time_is_up_not_after_its_deadline() {
+    use std::time::Duration;
+    use support::faults::Buckets;
+    use support::lambda::LambdaHarness;
+    let acct = Account::new().await;
+    acct.create_table(R).await;
+    acct.put_raw(R, "cfg", &config(0, "1 day", "")).await;
+    acct.launch_count(R, 100, &[("backup", "yes")]).await;
+    let proxy = FaultProxy::start(FaultPlan::none()).await;
+    // Five at once, then one a second: in the 3 s before its budget ends it makes about eight.
+    proxy.set_strict(Strict { buckets: Some(Buckets::aws().with("CreateSnapshot", 5.0, 1.0)), ..Strict::default() });
+    let mut lambda = LambdaHarness::new(&acct).await;
+    lambda.start(&acct, "create", "create-snapshot", &[("AWS_ENDPOINT_URL", &proxy.endpoint())]).await;
+    // Mutations stop 60 s before the deadline: after 3 s.
+    let deadline = Duration::from_secs(63);
+    lambda.set_invoke_timeout(Duration::from_secs(900));
+    lambda.invoke("create", serde_json::json!({ "region": R }), deadline);
+
+    let done = lambda.wait_finished("create", 1, deadline).await;
+    let summary = done[0].result.as_ref().expect("a summary");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert_eq!(summary["continued"], true, "{summary}");
+    let (created, deferred) = (summary["created"].as_u64().unwrap(), summary["deferred"].as_u64().unwrap());
+    assert!(deferred > 50 && created + deferred == 100, "{summary}");
+}

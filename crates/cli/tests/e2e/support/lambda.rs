@@ -133,6 +133,12 @@ impl LambdaHarness {
         self.children.push(child);
     }
 
+    /// The deadline given to invocations through the Invoke endpoint (continuations): 900 s
+    /// unless set.
+    pub fn set_invoke_timeout(&self, timeout: Duration) {
+        *self.shared.invoke_timeout.lock().unwrap() = timeout;
+    }
+
     /// Queues an invocation of `function` with a deadline `timeout` from now; returns its id.
     pub fn invoke(&self, function: &str, payload: Value, timeout: Duration) -> String {
         enqueue(&self.shared, function, payload, timeout)

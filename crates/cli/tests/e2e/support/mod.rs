@@ -340,6 +340,23 @@ impl Account {
         out.instances()[0].instance_id().unwrap().to_string()
     }
 
+    /// Launches `count` instances tagged `tags` with one RunInstances call; their ids.
+    pub async fn launch_count(&self, region: &str, count: i32, tags: Tags<'_>) -> Vec<String> {
+        let mut req = self
+            .ec2(region)
+            .await
+            .run_instances()
+            .image_id("ami-12345678")
+            .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+            .min_count(count)
+            .max_count(count);
+        if !tags.is_empty() {
+            req = req.tag_specifications(ec2_tags(aws_sdk_ec2::types::ResourceType::Instance, tags));
+        }
+        let out = req.send().await.expect("run instances");
+        out.instances().iter().map(|i| i.instance_id().unwrap().to_string()).collect()
+    }
+
     /// Creates a volume tagged `tags` and attaches it to `instance` at `device`.
     pub async fn attach_volume(&self, region: &str, instance: &str, device: &str, tags: Tags<'_>) -> String {
         let ec2 = self.ec2(region).await;
