@@ -23,7 +23,7 @@ pub(crate) fn ec2_filter(name: &str, values: impl IntoIterator<Item = String>) -
 }
 
 fn tags_of<'t>(tags: impl IntoIterator<Item = &'t aws_sdk_ec2::types::Tag>) -> Tags {
-    tags.into_iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string()))).collect()
+    tags.into_iter().filter_map(|t| Some((t.key()?, t.value().unwrap_or("")))).collect()
 }
 
 pub(crate) fn to_chrono(t: Option<&aws_smithy_types::DateTime>) -> DateTime<Utc> {
@@ -311,6 +311,21 @@ pub async fn describe_own_snapshots(
     filters: Vec<Filter>,
     detail: SnapshotDetail,
 ) -> Result<Vec<Snapshot>, AwsError> {
+    let mut out = Vec::new();
+    each_own_snapshot(client, region, filters, detail, |s| out.push(s)).await?;
+    out.shrink_to_fit();
+    Ok(out)
+}
+
+/// The account's own snapshots matching `filters`, each handed to `take` as its page comes, so
+/// that a caller keeping less than the snapshot never holds the listing (paginated).
+pub async fn each_own_snapshot(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    filters: Vec<Filter>,
+    detail: SnapshotDetail,
+    mut take: impl FnMut(Snapshot),
+) -> Result<(), AwsError> {
     let mut pages = client
         .describe_snapshots()
         .owner_ids("self")
@@ -318,13 +333,11 @@ pub async fn describe_own_snapshots(
         .max_results(SNAPSHOT_PAGE)
         .into_paginator()
         .send();
-    let mut out = Vec::new();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| AwsError::call("DescribeSnapshots", region, e))?;
-        out.extend(page.snapshots().iter().filter_map(|s| to_snapshot(s, detail)));
+        page.snapshots().iter().filter_map(|s| to_snapshot(s, detail)).for_each(&mut take);
     }
-    out.shrink_to_fit();
-    Ok(out)
+    Ok(())
 }
 
 /// The account's own snapshots with these ids (one paginated call per 200 ids); ids not found

@@ -9,8 +9,8 @@ use ebs_snapper_core::tags::{
     DELETE_ON, REPLICATION_DST, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, REPLICATION_TAGS, TAG_CONFIG, TAG_COPY_TO,
 };
 use ebs_snapper_core::{
-    peer_regions, plan_replication, plan_retention, plan_snapshots, ConfigurationSet, Job, PeerListing, RegionReport,
-    ReportOptions, VERSION,
+    peer_regions, plan_replication, plan_retention, plan_snapshots, ConfigurationSet, Job, PeerIndex, PeerListing,
+    RegionReport, ReportOptions, VERSION,
 };
 use tracing::warn;
 
@@ -19,8 +19,8 @@ use crate::config_store::{table_name, ConfigStore};
 use crate::error::AwsError;
 use crate::executor::{archive_snapshots, copy_snapshots, create_snapshot_sets, create_snapshots, delete_snapshots};
 use crate::inventory::{
-    describe_own_snapshots, describe_own_snapshots_by_id, ec2_filter, gather, gather_for_clean, listing_lag,
-    until_listed, SnapshotDetail,
+    describe_own_snapshots, describe_own_snapshots_by_id, each_own_snapshot, ec2_filter, gather, gather_for_clean,
+    listing_lag, until_listed, SnapshotDetail,
 };
 use crate::lease::{Lease, LeaseScope, Taken};
 use crate::sdk::Aws;
@@ -285,7 +285,17 @@ async fn replication_unleased(
                 return (peer, Err("not an enabled region of this account".to_string()));
             }
             let peer_client = aws_sdk_ec2::Client::new(&aws.in_region(&peer));
-            let listing = describe_own_snapshots(&peer_client, &peer, vec![replication_filter()], PEER_DETAIL).await.map_err(|e| {
+            // Indexed page by page: of a peer's snapshots only what the planner asks is kept.
+            let mut index = PeerIndex::new(region);
+            let listing = each_own_snapshot(&peer_client, &peer, vec![replication_filter()], PEER_DETAIL, |s| {
+                index.add(&s)
+            })
+            .await
+            .map(|()| {
+                index.shrink_to_fit();
+                index
+            })
+            .map_err(|e| {
                 warn!(region = %peer, error = %e, "could not list the peer region; nothing is deleted on its account");
                 e.to_string()
             });
@@ -307,7 +317,6 @@ async fn replication_unleased(
         })
         .collect();
     let mut plan = plan_replication(region, &local, &peers, configs, &configs.ignored_ids());
-    drop((local, peers));
     // The listings carry only the replication tags (a region may hold 100,000 tagged
     // snapshots); a copy takes its source's tags and description, so the few sources to copy
     // are read again in full (one `DescribeSnapshots` per 200) and their requests made from that.

@@ -45,7 +45,7 @@ pub async fn region_status(
         .await?;
         for copy in copies {
             if let Some(source) = copy.tags.get(REPLICATION_SNAPSHOT_ID) {
-                found.entry(source.clone()).or_default().insert(dst.clone());
+                found.entry(source.to_string()).or_default().insert(dst.clone());
             }
         }
     }

@@ -40,8 +40,8 @@ pub use retention_plan::{
 };
 pub mod replication_plan;
 pub use replication_plan::{
-    copy_request, peer_regions, plan_replication, CopyRequest, PeerListing, ReplicationAction, ReplicationDecision,
-    ReplicationPlan, MAX_IN_FLIGHT,
+    copy_request, peer_regions, plan_replication, CopyRequest, InSync, PeerIndex, PeerListing, ReplicationAction,
+    ReplicationDecision, ReplicationPlan, MAX_IN_FLIGHT,
 };
 pub mod deploy_plan;
 pub mod metrics;

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::configurations::ConfigurationSet;
 use crate::event::is_region_name;
@@ -24,10 +24,60 @@ use crate::tags::{
 /// Copies in flight (pending replicas) allowed per destination region.
 pub const MAX_IN_FLIGHT: usize = 20;
 
-/// A peer region's own snapshots tagged `replication_dst_region` or `replication_snapshot_id`,
-/// or the reason the listing failed. Only a complete, successful listing lets a replica be
-/// deleted.
-pub type PeerListing = Result<Vec<Snapshot>, String>;
+/// What the planner knows of a peer region's own snapshots tagged for replication (a
+/// [`PeerIndex`]), or the reason the listing failed. Only a complete, successful listing lets a
+/// replica be deleted.
+pub type PeerListing = Result<PeerIndex, String>;
+
+/// What the planner keeps of a peer region's listing, built one snapshot at a time as its pages
+/// come (a peer may list 200,000 snapshots; of each only this is kept, never the snapshot).
+#[derive(Debug, Clone, Default)]
+pub struct PeerIndex {
+    /// The region being planned.
+    region: String,
+    /// The peer's snapshots whose destinations still name `region`: a replica here of one of
+    /// them is in sync.
+    sources_here: FxHashSet<Box<str>>,
+    /// Replica id by the `replication_snapshot_id` it carries (the first listed, if several).
+    by_source: FxHashMap<Box<str>, Box<str>>,
+    /// Replicas still pending: copies in flight into the peer.
+    pending_copies: usize,
+}
+
+impl PeerIndex {
+    /// An empty index of a peer of `region` (the region being planned).
+    pub fn new(region: &str) -> PeerIndex {
+        PeerIndex { region: region.to_string(), ..PeerIndex::default() }
+    }
+
+    /// The index of a whole listing.
+    pub fn of<'s>(region: &str, listing: impl IntoIterator<Item = &'s Snapshot>) -> PeerIndex {
+        let mut index = PeerIndex::new(region);
+        for s in listing {
+            index.add(s);
+        }
+        index
+    }
+
+    /// Takes in one listed snapshot.
+    pub fn add(&mut self, s: &Snapshot) {
+        if copies_to(s, &self.region) {
+            self.sources_here.insert(s.id.as_str().into());
+        }
+        if let Some(source) = s.tags.get(REPLICATION_SNAPSHOT_ID) {
+            self.by_source.entry(source.into()).or_insert_with(|| s.id.as_str().into());
+            if s.state == SnapshotState::Pending {
+                self.pending_copies += 1;
+            }
+        }
+    }
+
+    /// Done adding: spare capacity given back.
+    pub fn shrink_to_fit(&mut self) {
+        self.sources_here.shrink_to_fit();
+        self.by_source.shrink_to_fit();
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyRequest {
@@ -65,30 +115,50 @@ pub fn destinations(s: &Snapshot) -> Vec<(&str, bool)> {
         }
     }
     if let Some(dst) = s.tags.get(REPLICATION_DST) {
-        if !out.iter().any(|(d, _)| *d == dst.as_str()) {
-            out.push((dst.as_str(), false));
+        if !out.iter().any(|(d, _)| *d == dst) {
+            out.push((dst, false));
         }
     }
     out
 }
 
+/// Why nothing is to be done (borrowed: a region may hold 200,000 snapshots in sync).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReplicationAction {
+pub enum InSync<'a> {
+    /// The source is copied already, as `copy` in `destination`.
+    Copied { destination: &'a str, copy: &'a str },
+    /// The replica's source is still in its region.
+    SourcePresent { source_id: &'a str, source_region: &'a str },
+}
+
+impl std::fmt::Display for InSync<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InSync::Copied { destination, copy } => write!(f, "already copied to {destination} as {copy}"),
+            InSync::SourcePresent { source_id, source_region } => {
+                write!(f, "source {source_id} still in {source_region}")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicationAction<'a> {
     /// Copy this source into `destination_region`. The request is made by
     /// [`ReplicationPlan::copy_requests`] from the source read in full (the planner sees only
     /// the replication tags of each snapshot).
     Copy {
-        destination_region: String,
+        destination_region: &'a str,
         /// `Some` for a disaster-recovery copy (`ebs-snapper:copy-to`), `None` for a replica.
-        dr: Option<DrCopy>,
+        dr: Option<Box<DrCopy>>,
     },
     /// Delete this replica: its source is gone.
     DeleteReplica {
-        source_region: String,
-        source_id: String,
+        source_region: &'a str,
+        source_id: &'a str,
     },
     /// Nothing to do: the copy exists, or the replica's source still does.
-    InSync(String),
+    InSync(InSync<'a>),
     /// The snapshot, its volume or (for a replica) its source is in an `ignore` list.
     Ignored,
     Skip(String),
@@ -96,14 +166,15 @@ pub enum ReplicationAction {
     Failed(String),
 }
 
+/// One local snapshot's fate. Borrows from the listings it was planned from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicationDecision {
+pub struct ReplicationDecision<'a> {
     /// The local snapshot the decision is about (a source or a replica).
-    pub snapshot_id: String,
-    pub action: ReplicationAction,
+    pub snapshot_id: &'a str,
+    pub action: ReplicationAction<'a>,
 }
 
-impl ReplicationDecision {
+impl ReplicationDecision<'_> {
     pub fn reason(&self) -> String {
         match &self.action {
             ReplicationAction::Copy { destination_region, dr: None } => {
@@ -116,21 +187,20 @@ impl ReplicationDecision {
             ReplicationAction::DeleteReplica { source_region, source_id } => {
                 format!("replica of {source_id}, which is gone from {source_region}")
             }
-            ReplicationAction::InSync(why) | ReplicationAction::Skip(why) | ReplicationAction::Failed(why) => {
-                why.clone()
-            }
+            ReplicationAction::InSync(why) => why.to_string(),
+            ReplicationAction::Skip(why) | ReplicationAction::Failed(why) => why.clone(),
         }
     }
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct ReplicationPlan {
+pub struct ReplicationPlan<'a> {
     pub region: String,
     /// Replica deletions first (clean-up before copy), then copies, then the rest.
-    pub decisions: Vec<ReplicationDecision>,
+    pub decisions: Vec<ReplicationDecision<'a>>,
 }
 
-impl ReplicationPlan {
+impl<'a> ReplicationPlan<'a> {
     /// The sources to copy, each once, in the plan's order: to be read in full for their
     /// requests.
     pub fn copy_sources(&self) -> Vec<String> {
@@ -138,8 +208,8 @@ impl ReplicationPlan {
         self.decisions
             .iter()
             .filter(|d| matches!(d.action, ReplicationAction::Copy { .. }))
-            .filter(|d| seen.insert(d.snapshot_id.as_str()))
-            .map(|d| d.snapshot_id.clone())
+            .filter(|d| seen.insert(d.snapshot_id))
+            .map(|d| d.snapshot_id.to_string())
             .collect()
     }
 
@@ -152,7 +222,7 @@ impl ReplicationPlan {
         let mut requests = Vec::new();
         for d in &mut self.decisions {
             let ReplicationAction::Copy { destination_region, dr } = &d.action else { continue };
-            match (by_id.get(d.snapshot_id.as_str()), dr) {
+            match (by_id.get(d.snapshot_id), dr) {
                 (Some(source), None) => requests.push(copy_request(&self.region, destination_region, source)),
                 (Some(source), Some(dr)) => {
                     requests.push(dr_copy_request(&self.region, destination_region, source, dr, now))
@@ -164,11 +234,11 @@ impl ReplicationPlan {
     }
 
     /// The replica deletions, in the plan's order.
-    pub fn delete_ids(&self) -> Vec<&str> {
+    pub fn delete_ids(&self) -> Vec<&'a str> {
         self.decisions
             .iter()
             .filter(|d| matches!(d.action, ReplicationAction::DeleteReplica { .. }))
-            .map(|d| d.snapshot_id.as_str())
+            .map(|d| d.snapshot_id)
             .collect()
     }
 
@@ -187,7 +257,7 @@ impl ReplicationPlan {
         report.errors.extend(listing_failures);
         let (mut deleted, mut copied) = (deleted.into_iter(), copied.into_iter());
         for decision in &self.decisions {
-            let listed = |action: Action| ActionReport::new(action, &decision.snapshot_id, decision.reason());
+            let listed = |action: Action| ActionReport::new(action, decision.snapshot_id, decision.reason());
             match &decision.action {
                 ReplicationAction::DeleteReplica { .. } => {
                     if report.mutation(listed(Action::Delete), deleted.next()) {
@@ -226,9 +296,7 @@ impl ReplicationPlan {
 pub fn peer_regions(region: &str, local: &[Snapshot]) -> BTreeSet<String> {
     local
         .iter()
-        .flat_map(|s| {
-            destinations(s).into_iter().map(|(r, _)| r).chain(s.tags.get(REPLICATION_SRC).map(String::as_str))
-        })
+        .flat_map(|s| destinations(s).into_iter().map(|(r, _)| r).chain(s.tags.get(REPLICATION_SRC)))
         .filter(|r| *r != region && is_region_name(r))
         .map(str::to_string)
         .collect()
@@ -244,31 +312,25 @@ fn copies_to(source: &Snapshot, region: &str) -> bool {
 /// listing of each region in [`peer_regions`]; `configs`: what a disaster-recovery copy's
 /// retention and key are read from (the configuration its source names); `ignored`: ids never
 /// touched.
-pub fn plan_replication(
+pub fn plan_replication<'a>(
     region: &str,
-    local: &[Snapshot],
-    peers: &BTreeMap<String, PeerListing>,
+    local: &'a [Snapshot],
+    peers: &'a BTreeMap<String, PeerListing>,
     configs: &ConfigurationSet,
     ignored: &BTreeSet<String>,
-) -> ReplicationPlan {
+) -> ReplicationPlan<'a> {
     let mut deletes = Vec::new();
     let mut copies = Vec::new();
     let mut skips = Vec::new();
-    // Each peer listing indexed once: by snapshot id (is a replica's source still there?), by
-    // the source a replica names (is a source copied already?), and its copies in flight. A
-    // region may list 100,000.
-    let indexes: BTreeMap<&str, Result<PeerIndex, &String>> = peers
-        .iter()
-        .map(|(peer, listing)| (peer.as_str(), listing.as_ref().map(|snaps| PeerIndex::new(snaps))))
-        .collect();
+    let indexes: BTreeMap<&str, Result<&PeerIndex, &String>> =
+        peers.iter().map(|(peer, listing)| (peer.as_str(), listing.as_ref())).collect();
     let mut in_flight: BTreeMap<&str, usize> =
         indexes.iter().filter_map(|(peer, index)| Some((*peer, index.as_ref().ok()?.pending_copies))).collect();
     let mut sorted: Vec<&Snapshot> = local.iter().collect();
     sorted.sort_by(|a, b| a.start_time.cmp(&b.start_time).then_with(|| a.id.cmp(&b.id)));
 
     for s in sorted {
-        let skip =
-            |why: String| ReplicationDecision { snapshot_id: s.id.clone(), action: ReplicationAction::Skip(why) };
+        let skip = |why: String| ReplicationDecision { snapshot_id: &s.id, action: ReplicationAction::Skip(why) };
         let is_ignored = ignored.contains(&s.id) || s.volume_id.as_ref().is_some_and(|v| ignored.contains(v));
 
         // Incoming: a replica in this region.
@@ -278,19 +340,21 @@ pub fn plan_replication(
                 continue;
             };
             if is_ignored || ignored.contains(src_id) {
-                skips.push(ReplicationDecision { snapshot_id: s.id.clone(), action: ReplicationAction::Ignored });
+                skips.push(ReplicationDecision { snapshot_id: &s.id, action: ReplicationAction::Ignored });
             } else if s.state != SnapshotState::Completed {
                 skips.push(skip(format!("replica is {}, not completed", state_name(s.state))));
             } else if src_region == region || !is_region_name(src_region) {
                 skips.push(skip(format!("source region {src_region:?} is not a valid peer; kept")));
             } else {
-                match indexes.get(src_region.as_str()) {
+                match indexes.get(src_region) {
                     Some(Ok(source)) => {
-                        let source_present = source.by_id.get(src_id.as_str()).is_some_and(|x| copies_to(x, region));
-                        if source_present {
+                        if source.sources_here.contains(src_id) {
                             skips.push(ReplicationDecision {
-                                snapshot_id: s.id.clone(),
-                                action: ReplicationAction::InSync(format!("source {src_id} still in {src_region}")),
+                                snapshot_id: &s.id,
+                                action: ReplicationAction::InSync(InSync::SourcePresent {
+                                    source_id: src_id,
+                                    source_region: src_region,
+                                }),
                             });
                         } else if !s.is_copy {
                             // A snapshot of a volume restored from a replica carries its tags too.
@@ -304,10 +368,10 @@ pub fn plan_replication(
                             )));
                         } else {
                             deletes.push(ReplicationDecision {
-                                snapshot_id: s.id.clone(),
+                                snapshot_id: &s.id,
                                 action: ReplicationAction::DeleteReplica {
-                                    source_region: src_region.clone(),
-                                    source_id: src_id.clone(),
+                                    source_region: src_region,
+                                    source_id: src_id,
                                 },
                             });
                         }
@@ -327,7 +391,7 @@ pub fn plan_replication(
             continue;
         }
         if is_ignored {
-            skips.push(ReplicationDecision { snapshot_id: s.id.clone(), action: ReplicationAction::Ignored });
+            skips.push(ReplicationDecision { snapshot_id: &s.id, action: ReplicationAction::Ignored });
             continue;
         }
         if s.state != SnapshotState::Completed {
@@ -335,7 +399,7 @@ pub fn plan_replication(
             continue;
         }
         for (dst, dr) in wanted {
-            let decide = |action| ReplicationDecision { snapshot_id: s.id.clone(), action };
+            let decide = |action| ReplicationDecision { snapshot_id: &s.id, action };
             let tag = if dr { TAG_COPY_TO } else { REPLICATION_DST };
             if dst == region || !is_region_name(dst) {
                 skips.push(decide(ReplicationAction::Skip(format!("{tag} {dst:?} is not another region"))));
@@ -353,7 +417,7 @@ pub fn plan_replication(
                 }
             };
             if let Some(copy) = destination.by_source.get(s.id.as_str()) {
-                skips.push(decide(ReplicationAction::InSync(format!("already copied to {dst} as {}", copy.id))));
+                skips.push(decide(ReplicationAction::InSync(InSync::Copied { destination: dst, copy })));
                 continue;
             }
             let dr = if dr {
@@ -373,7 +437,7 @@ pub fn plan_replication(
                 ))));
             } else {
                 *in_flight.entry(dst).or_default() += 1;
-                copies.push(decide(ReplicationAction::Copy { destination_region: dst.to_string(), dr }));
+                copies.push(decide(ReplicationAction::Copy { destination_region: dst, dr: dr.map(Box::new) }));
             }
         }
     }
@@ -387,7 +451,7 @@ pub fn plan_replication(
 /// `s`, or why it is not made: a configuration that is gone, or no longer copies to `dst`, is a
 /// skip (the operator changed it); one that is stored but invalid is a failure (its key and
 /// retention cannot be known, and a copy without its key must not be made).
-fn dr_copy(s: &Snapshot, dst: &str, configs: &ConfigurationSet) -> Result<DrCopy, ReplicationAction> {
+fn dr_copy(s: &Snapshot, dst: &str, configs: &ConfigurationSet) -> Result<DrCopy, ReplicationAction<'static>> {
     let Some(config_id) = s.tags.get(TAG_CONFIG) else {
         return Err(ReplicationAction::Failed(format!(
             "tagged {TAG_COPY_TO} without {TAG_CONFIG}: the copy's key and retention are unknown; not copied"
@@ -405,37 +469,11 @@ fn dr_copy(s: &Snapshot, dst: &str, configs: &ConfigurationSet) -> Result<DrCopy
         return Err(ReplicationAction::Skip(format!("configuration {config_id} no longer copies to {dst}")));
     };
     Ok(DrCopy {
-        config_id: config_id.clone(),
+        config_id: config_id.to_string(),
         retention: destination.retention,
         fallback_retention: named.configuration.tiers.iter().map(|t| t.retention).max().unwrap_or_default(),
         kms_key: destination.kms_key.clone(),
     })
-}
-
-struct PeerIndex<'a> {
-    by_id: FxHashMap<&'a str, &'a Snapshot>,
-    /// Replica by the `replication_snapshot_id` it carries (the first listed, if several).
-    by_source: FxHashMap<&'a str, &'a Snapshot>,
-    /// Replicas still pending: copies in flight to this region.
-    pending_copies: usize,
-}
-
-impl<'a> PeerIndex<'a> {
-    fn new(snaps: &'a [Snapshot]) -> PeerIndex<'a> {
-        let mut by_id = FxHashMap::default();
-        by_id.reserve(snaps.len());
-        let mut index = PeerIndex { by_id, by_source: FxHashMap::default(), pending_copies: 0 };
-        for x in snaps {
-            index.by_id.insert(x.id.as_str(), x);
-            if let Some(source) = x.tags.get(REPLICATION_SNAPSHOT_ID) {
-                index.by_source.entry(source.as_str()).or_insert(x);
-                if x.state == SnapshotState::Pending {
-                    index.pending_copies += 1;
-                }
-            }
-        }
-        index
-    }
 }
 
 /// The copy of `s` (in `region`) into `dst`: its description, and its tags without `DeleteOn` and
@@ -449,7 +487,7 @@ pub fn copy_request(region: &str, dst: &str, s: &Snapshot) -> CopyRequest {
 
 /// The source's tags a copy carries after its own: all but `excluded`.
 fn carried_tags<'a>(s: &'a Snapshot, excluded: &'a [&str]) -> impl Iterator<Item = (String, String)> + 'a {
-    s.tags.iter().filter(|(k, _)| !excluded.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone()))
+    s.tags.iter().filter(|(k, _)| !excluded.contains(k)).map(|(k, v)| (k.to_string(), v.to_string()))
 }
 
 /// The request copying `s` from `region` into `dst` with `tags` (cut to what EC2 takes).
@@ -487,8 +525,8 @@ pub fn dr_copy_request(region: &str, dst: &str, s: &Snapshot, dr: &DrCopy, now: 
         (REPLICATION_SNAPSHOT_ID.to_string(), s.id.clone()),
         (DELETE_ON.to_string(), delete_on_value(date)),
     ];
-    if let Some(volume) = s.volume_id.as_ref().or(s.tags.get(TAG_VOLUME)) {
-        tags.push((TAG_VOLUME.to_string(), volume.clone()));
+    if let Some(volume) = s.volume_id.as_deref().or(s.tags.get(TAG_VOLUME)) {
+        tags.push((TAG_VOLUME.to_string(), volume.to_string()));
     }
     tags.extend(carried_tags(
         s,
@@ -527,20 +565,41 @@ mod tests {
         }
     }
 
+    /// Peer listings as EC2 answers them, before they are indexed.
+    type Listings = BTreeMap<String, Result<Vec<Snapshot>, String>>;
+
     fn plan(
         region: &str,
         local: &[Snapshot],
-        peers: &BTreeMap<String, PeerListing>,
+        peers: &Listings,
         ignored: &BTreeSet<String>,
-    ) -> ReplicationPlan {
-        plan_replication(region, local, peers, &ConfigurationSet::default(), ignored)
+    ) -> ReplicationPlan<'static> {
+        plan_with(region, local, peers, &ConfigurationSet::default(), ignored)
     }
 
-    fn peers(entries: Vec<(&str, PeerListing)>) -> BTreeMap<String, PeerListing> {
+    /// Plans from copies of the listings that live as long as the test (a plan borrows them).
+    fn plan_with(
+        region: &str,
+        local: &[Snapshot],
+        peers: &Listings,
+        configs: &ConfigurationSet,
+        ignored: &BTreeSet<String>,
+    ) -> ReplicationPlan<'static> {
+        let local: &'static [Snapshot] = Box::leak(local.to_vec().into_boxed_slice());
+        let indexed: BTreeMap<String, PeerListing> = peers
+            .iter()
+            .map(|(peer, listing)| {
+                (peer.clone(), listing.as_ref().map(|l| PeerIndex::of(region, l)).map_err(String::clone))
+            })
+            .collect();
+        plan_replication(region, local, Box::leak(Box::new(indexed)), configs, ignored)
+    }
+
+    fn peers(entries: Vec<(&str, Result<Vec<Snapshot>, String>)>) -> Listings {
         entries.into_iter().map(|(r, l)| (r.to_string(), l)).collect()
     }
 
-    fn actions(p: &ReplicationPlan) -> Vec<(&str, String)> {
+    fn actions<'p>(p: &'p ReplicationPlan) -> Vec<(&'p str, String)> {
         p.decisions
             .iter()
             .map(|d| {
@@ -552,7 +611,7 @@ mod tests {
                     ReplicationAction::Skip(why) => format!("skip: {why}"),
                     ReplicationAction::Failed(why) => format!("failed: {why}"),
                 };
-                (d.snapshot_id.as_str(), kind)
+                (d.snapshot_id, kind)
             })
             .collect()
     }
@@ -783,7 +842,7 @@ mod tests {
         let local = [dr_source("snap-a", "dr", "us-west-2,eu-west-1")];
         let listings = peers(vec![("us-west-2", Ok(vec![])), ("eu-west-1", Ok(vec![]))]);
         assert_eq!(peer_regions("us-east-1", &local), ["eu-west-1".to_string(), "us-west-2".to_string()].into());
-        let mut p = plan_replication("us-east-1", &local, &listings, &configs, &BTreeSet::new());
+        let mut p = plan_with("us-east-1", &local, &listings, &configs, &BTreeSet::new());
         assert_eq!(p.copy_sources(), ["snap-a"], "a source is read once for all its destinations");
         let now = Utc.with_ymd_and_hms(2020, 1, 1, 12, 0, 0).unwrap();
         let requests = p.copy_requests(&local, now);
@@ -814,7 +873,7 @@ mod tests {
             dr_source("snap-moved", "dr", "ap-south-1"),
         ];
         let listings = peers(vec![("us-west-2", Ok(vec![])), ("ap-south-1", Ok(vec![]))]);
-        let p = plan_replication("us-east-1", &local, &listings, &configs, &BTreeSet::new());
+        let p = plan_with("us-east-1", &local, &listings, &configs, &BTreeSet::new());
         let a = actions(&p);
         assert!(
             a.contains(&("snap-gone", "skip: configuration deleted is gone; not copied to us-west-2".into())),
@@ -834,7 +893,7 @@ mod tests {
         let configs = dr_configs();
         let mut both = dr_source("snap-b", "dr", "us-west-2");
         both.tags.insert(REPLICATION_DST.into(), "us-west-2".into());
-        let p = plan_replication(
+        let p = plan_with(
             "us-east-1",
             std::slice::from_ref(&both),
             &peers(vec![("us-west-2", Ok(vec![]))]),
@@ -852,7 +911,7 @@ mod tests {
             &[(REPLICATION_SRC, "us-east-1"), (REPLICATION_SNAPSHOT_ID, "snap-b"), (DELETE_ON, "2020-03-31")],
         );
         copy.is_copy = true;
-        let present = plan_replication(
+        let present = plan_with(
             "us-west-2",
             std::slice::from_ref(&copy),
             &peers(vec![("us-east-1", Ok(vec![dr_source("snap-b", "dr", "us-west-2")]))]),
@@ -860,8 +919,7 @@ mod tests {
             &BTreeSet::new(),
         );
         assert!(matches!(present.decisions[0].action, ReplicationAction::InSync(_)), "{:?}", present.decisions);
-        let gone =
-            plan_replication("us-west-2", &[copy], &peers(vec![("us-east-1", Ok(vec![]))]), &configs, &BTreeSet::new());
+        let gone = plan_with("us-west-2", &[copy], &peers(vec![("us-east-1", Ok(vec![]))]), &configs, &BTreeSet::new());
         assert!(actions(&gone)[0].1.contains("lives by its own date"), "{:?}", gone.decisions);
     }
 }

@@ -213,7 +213,7 @@ pub fn parse_delete_on(text: &str) -> Option<NaiveDate> {
 /// `ebs-snapper:volume-id`), by which its copies are kept together.
 fn copied_volume(s: &Snapshot) -> Option<&str> {
     s.tags.get(REPLICATION_SRC)?;
-    s.tags.get(TAG_VOLUME).map(String::as_str)
+    s.tags.get(TAG_VOLUME)
 }
 
 /// Why a snapshot is ignored, if it is: its id, its volume or its instance is ignored.
@@ -301,7 +301,7 @@ pub fn plan_retention<'a>(
     // group in one flat array, so the whole plan is a few passes over indices.
     struct Tagged<'s> {
         snapshot: &'s Snapshot,
-        raw: &'s String,
+        raw: &'s str,
         delete_on: Option<NaiveDate>,
     }
     let mut group_of: FxHashMap<&str, u32> = FxHashMap::default();
@@ -423,7 +423,7 @@ pub fn plan_retention<'a>(
                     None => {
                         plan.warnings
                             .push(format!("snapshot {} has DeleteOn {raw:?}, which is not a date; it is kept", s.id));
-                        RetentionAction::Keep(Keep::Unparseable(raw.clone()))
+                        RetentionAction::Keep(Keep::Unparseable(raw.to_string()))
                     }
                     Some(d) if d > today => {
                         config_id = volume_config.map(|named| named.id.as_str());

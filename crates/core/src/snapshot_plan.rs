@@ -358,7 +358,7 @@ pub fn plan_snapshots(
     for s in &inventory.snapshots {
         if matches!(s.state, SnapshotState::Pending | SnapshotState::Completed) {
             if let Some(v) = s.volume_id.as_deref() {
-                let tag = s.tags.get(TAG_TIER).map(String::as_str);
+                let tag = s.tags.get(TAG_TIER);
                 let entries = history.entry(v).or_default();
                 match entries.iter_mut().find(|(t, _)| *t == tag) {
                     Some((_, newest)) => *newest = (*newest).max(s.start_time),
@@ -499,7 +499,6 @@ fn plan_set(
                     .filter(|(k, val)| {
                         rest.iter().all(|id| inventory.volumes.get(id).and_then(|o| o.tags.get(k)) == Some(*val))
                     })
-                    .map(|(k, val)| (k.clone(), val.clone()))
                     .collect()
             })
             .unwrap_or_default(),

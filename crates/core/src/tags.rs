@@ -114,11 +114,8 @@ pub fn snapshot_tags(
     provenance: &Provenance<'_>,
     configured: &[(String, String)],
 ) -> Vec<(String, String)> {
-    let mut merged: Tags =
-        instance_tags.iter().filter(|(k, v)| copyable(k, v)).map(|(k, v)| (k.clone(), v.clone())).collect();
-    for (k, v) in volume_tags.iter().filter(|(k, v)| copyable(k, v)) {
-        merged.insert(k.clone(), v.clone());
-    }
+    // The volume's tags win over the instance's (the last of equal keys wins).
+    let mut merged: Tags = instance_tags.iter().chain(volume_tags.iter()).filter(|(k, v)| copyable(k, v)).collect();
     let mut out = vec![
         (DELETE_ON.to_string(), delete_on_value(provenance.delete_on)),
         (TAG_INSTANCE.to_string(), provenance.instance_id.to_string()),

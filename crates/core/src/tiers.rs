@@ -65,7 +65,7 @@ pub fn carried(tag: Option<&str>, tiers: &[Tier]) -> TierSet {
 
 /// [`carried`] from a snapshot's tags.
 pub fn carried_by(tags: &Tags, tiers: &[Tier]) -> TierSet {
-    carried(tags.get(TAG_TIER).map(String::as_str), tiers)
+    carried(tags.get(TAG_TIER), tiers)
 }
 
 #[cfg(test)]
