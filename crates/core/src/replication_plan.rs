@@ -260,12 +260,12 @@ impl<'a> ReplicationPlan<'a> {
             let listed = |action: Action| ActionReport::new(action, decision.snapshot_id, decision.reason());
             match &decision.action {
                 ReplicationAction::DeleteReplica { .. } => {
-                    if report.mutation(listed(Action::Delete), deleted.next()) {
+                    if report.mutation(opts, Action::Delete, deleted.next(), listed) {
                         report.deleted += 1;
                     }
                 }
                 ReplicationAction::Copy { .. } => {
-                    if report.mutation(listed(Action::Copy), copied.next()) {
+                    if report.mutation(opts, Action::Copy, copied.next(), listed) {
                         report.copied += 1;
                     }
                 }

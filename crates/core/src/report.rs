@@ -243,9 +243,24 @@ impl RegionReport {
         }
     }
 
-    /// Lists a mutation with what became of it (`None`: not executed, a dry run) and counts
-    /// its outcome; true when it was done.
-    pub(crate) fn mutation(&mut self, mut action: ActionReport, executed: Option<Executed>) -> bool {
+    /// Counts a mutation's outcome (`None`: not executed, a dry run) and lists it with what
+    /// became of it (`describe` says what it was); true when it was done.
+    ///
+    /// Without `every_action` (a Lambda worker), a deletion, archive or copy that was done is
+    /// counted, not listed: a large region deletes 100,000 snapshots in a run. A creation is
+    /// always listed (the run checks that EC2 lists it before handing over), and so is every
+    /// mutation that did not complete (it carries its error).
+    pub(crate) fn mutation(
+        &mut self,
+        opts: ReportOptions,
+        kind: Action,
+        executed: Option<Executed>,
+        describe: impl FnOnce(Action) -> ActionReport,
+    ) -> bool {
+        if !opts.every_action && kind != Action::Create && matches!(executed, Some(Executed::Done(_))) {
+            return true;
+        }
+        let mut action = describe(kind);
         let done = match executed {
             None => {
                 action.outcome = Outcome::Planned;
@@ -351,7 +366,8 @@ mod tests {
         r.ignored = 1;
         assert_eq!(r.summary_line(), "us-east-1: created 2, not due 3, ignored 1, skipped 0, failed 0");
         let mut d = RegionReport::new(Job::Snapshot, "us-west-2", true);
-        d.mutation(ActionReport::new(Action::Create, "vol-1", "r".into()), None);
+        let opts = ReportOptions { dry_run: true, every_action: true };
+        d.mutation(opts, Action::Create, None, |kind| ActionReport::new(kind, "vol-1", "r".into()));
         assert_eq!(d.summary_line(), "us-west-2: would create 1, not due 0, ignored 0, skipped 0, failed 0");
         let f = RegionReport::failed(Job::Snapshot, "eu-west-1", false, "boom".into());
         assert_eq!(f.failed, 1);
@@ -359,13 +375,30 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_counts_done_deletions_without_listing_them_but_lists_creations_and_failures() {
+        let mut r = RegionReport::new(Job::Clean, "us-east-1", false);
+        let opts = ReportOptions { dry_run: false, every_action: false };
+        let a = |id: &'static str| move |kind| ActionReport::new(kind, id, "why".into());
+        assert!(r.mutation(opts, Action::Delete, Some(Executed::Done(None)), a("snap-done")));
+        assert!(r.mutation(opts, Action::Archive, Some(Executed::Done(None)), a("snap-archived")));
+        assert!(!r.mutation(opts, Action::Delete, Some(Executed::Failed("denied".into())), a("snap-failed")));
+        assert!(!r.mutation(opts, Action::Delete, Some(Executed::Deferred), a("snap-later")));
+        assert!(r.mutation(opts, Action::Create, Some(Executed::Done(Some("snap-new".into()))), a("vol-1")));
+        let listed: Vec<&str> = r.actions.iter().map(|a| a.resource.as_str()).collect();
+        assert_eq!(listed, ["snap-failed", "snap-later", "vol-1"]);
+        assert_eq!(r.created_ids().collect::<Vec<_>>(), ["snap-new"]);
+        assert_eq!((r.failed, r.deferred), (1, 1));
+    }
+
+    #[test]
     fn each_outcome_is_counted_and_named_as_in_the_json_output() {
         let mut r = RegionReport::new(Job::Clean, "us-east-1", false);
-        let a = |id: &str| ActionReport::new(Action::Delete, id, "expired".into());
-        assert!(r.mutation(a("snap-1"), Some(Executed::Done(None))));
-        assert!(!r.mutation(a("snap-2"), Some(Executed::Skipped("in use".into()))));
-        assert!(!r.mutation(a("snap-3"), Some(Executed::Failed("denied".into()))));
-        assert!(!r.mutation(a("snap-4"), Some(Executed::Deferred)));
+        let opts = ReportOptions { dry_run: false, every_action: true };
+        let a = |id: &'static str| move |kind| ActionReport::new(kind, id, "expired".into());
+        assert!(r.mutation(opts, Action::Delete, Some(Executed::Done(None)), a("snap-1")));
+        assert!(!r.mutation(opts, Action::Delete, Some(Executed::Skipped("in use".into())), a("snap-2")));
+        assert!(!r.mutation(opts, Action::Delete, Some(Executed::Failed("denied".into())), a("snap-3")));
+        assert!(!r.mutation(opts, Action::Delete, Some(Executed::Deferred), a("snap-4")));
         assert_eq!((r.skipped, r.failed, r.deferred), (1, 1, 1));
         assert_eq!(r.errors, ["snap-3: denied"]);
         let doc = serde_json::to_value(&r).unwrap();

@@ -174,12 +174,12 @@ impl<'a> RetentionPlan<'a> {
             };
             match &decision.action {
                 RetentionAction::Delete(_) => {
-                    if report.mutation(listed(Action::Delete), deleted.next()) {
+                    if report.mutation(opts, Action::Delete, deleted.next(), listed) {
                         report.deleted += 1;
                     }
                 }
                 RetentionAction::Archive(_) => {
-                    if report.mutation(listed(Action::Archive), archived.next()) {
+                    if report.mutation(opts, Action::Archive, archived.next(), listed) {
                         report.archived += 1;
                     }
                 }

@@ -182,7 +182,7 @@ impl SnapshotPlan {
             }
             match &decision.action {
                 VolumeAction::Create { .. } => {
-                    if report.mutation(listed(Action::Create), created.next()) {
+                    if report.mutation(opts, Action::Create, created.next(), listed) {
                         report.created += 1;
                     }
                 }
@@ -196,7 +196,7 @@ impl SnapshotPlan {
                         }
                         other => other.clone(),
                     });
-                    if report.mutation(listed(Action::Create), executed) {
+                    if report.mutation(opts, Action::Create, executed, listed) {
                         report.created += 1;
                     }
                 }

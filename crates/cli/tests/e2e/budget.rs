@@ -165,7 +165,9 @@ async fn paced_by_the_token_bucket() {
             refill,
         )
     };
-    let scenario = |name: String| async move {
+    // The fleets are made one after the other, then the workers run side by side.
+    let mut fleets = Vec::new();
+    for name in &scenarios {
         let acct = Account::new().await;
         acct.create_table(R).await;
         let (label, needed, snapshots, operation, function) = match name.as_str() {
@@ -188,18 +190,16 @@ async fn paced_by_the_token_bucket() {
             "clean" => {
                 acct.put_raw(R, "cfg", r#"{"match": {"tag:backup": "yes"}, "snapshot": {"retention": "1 day", "minimum": 0, "frequency": "1 day"}}"#).await;
                 launch_many(&acct, volumes, false).await;
-                plant_expired(&acct, expired_each).await;
-                (
-                    "clean, expired snapshots",
-                    volumes * expired_each,
-                    volumes * expired_each,
-                    "DeleteSnapshot",
-                    "clean-snapshot",
-                )
+                let planted = plant_expired(&acct, expired_each).await;
+                ("clean, expired snapshots", planted, planted, "DeleteSnapshot", "clean-snapshot")
             }
             other => panic!("SCENARIOS: unknown scenario {other:?} (snapshot, sets, clean)"),
         };
         eprintln!("{name}: fleet ready, {needed} {operation} to make");
+        fleets.push((name.clone(), acct, label, needed, snapshots, operation, function));
+    }
+    type Fleet = (String, Account, &'static str, usize, usize, &'static str, &'static str);
+    let scenario = |(name, acct, label, needed, snapshots, operation, function): Fleet| async move {
         let proxy = FaultProxy::start(FaultPlan::none()).await;
         proxy.set_strict(Strict { buckets: Some(buckets()), ..Strict::default() });
         let run = run_worker(&acct, &proxy, function).await;
@@ -218,7 +218,7 @@ async fn paced_by_the_token_bucket() {
         eprintln!("{row}");
         row
     };
-    let rows = futures::future::join_all(scenarios.into_iter().map(scenario)).await;
+    let rows = futures::future::join_all(fleets.into_iter().map(scenario)).await;
     println!("| job | calls needed | bucket | refill/s | wall (s) | bound (s) | wall / bound | refused per 1,000 calls | failed | continuation hops |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
@@ -275,8 +275,8 @@ async fn run_worker(acct: &Account, proxy: &support::faults::FaultProxy, binary:
 }
 
 /// Plants `each` expired snapshots (DeleteOn yesterday) of every volume in the region, straight
-/// into the emulator, 32 at a time.
-async fn plant_expired(acct: &Account, each: usize) {
+/// into the emulator, 16 at a time; how many it holds then.
+async fn plant_expired(acct: &Account, each: usize) -> usize {
     use futures::StreamExt;
     let ec2 = acct.ec2(R).await;
     let mut volumes = Vec::new();
@@ -289,9 +289,10 @@ async fn plant_expired(acct: &Account, each: usize) {
     let tags = &tags;
     futures::stream::iter(volumes.iter().flat_map(|v| std::iter::repeat_n(v, each)))
         .map(|v| acct.make_snapshot(R, v, tags))
-        .buffer_unordered(32)
+        .buffer_unordered(16)
         .collect::<Vec<_>>()
         .await;
+    acct.snapshots(R).await.len()
 }
 
 /// `n` instances tagged backup=yes, launched 100 to a call and 8 calls at a time; with a data
