@@ -457,7 +457,7 @@ fn dr_copy(s: &Snapshot, dst: &str, configs: &ConfigurationSet) -> Result<DrCopy
             "tagged {TAG_COPY_TO} without {TAG_CONFIG}: the copy's key and retention are unknown; not copied"
         )));
     };
-    if configs.invalid.iter().any(|c| &c.id == config_id) {
+    if configs.invalid.iter().any(|c| c.id == config_id) {
         return Err(ReplicationAction::Failed(format!(
             "configuration {config_id} is invalid: the copy's key and retention are unknown; not copied to {dst}"
         )));
@@ -514,7 +514,7 @@ fn request(
 /// source volume, then the source's other tags but `ebs-snapper:copy-to` and the replication
 /// tags; encrypted with the destination's key when it has one.
 pub fn dr_copy_request(region: &str, dst: &str, s: &Snapshot, dr: &DrCopy, now: DateTime<Utc>) -> CopyRequest {
-    let source_date = s.tags.get(DELETE_ON).and_then(|d| parse_delete_on(d));
+    let source_date = s.tags.get(DELETE_ON).and_then(parse_delete_on);
     let date = match (dr.retention, source_date) {
         (Some(retention), _) => delete_on(now, retention),
         (None, Some(date)) => date,

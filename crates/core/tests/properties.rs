@@ -319,7 +319,7 @@ mod planners {
             let by_id: BTreeMap<&str, &Snapshot> = scene.inventory.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
             for id in &deleted {
                 let s = by_id[id];
-                let delete_on = s.tags.get(DELETE_ON).and_then(|d| ebs_snapper_core::parse_delete_on(d));
+                let delete_on = s.tags.get(DELETE_ON).and_then(ebs_snapper_core::parse_delete_on);
                 prop_assert!(delete_on.is_some_and(|d| d <= today()), "{} deleted before its DeleteOn or without one", id);
                 prop_assert_eq!(s.state, SnapshotState::Completed, "{} is not completed", id);
                 prop_assert!(!is_ignored(&scene, s), "{} is ignored", id);
@@ -487,7 +487,7 @@ mod tiers {
             }
             let newest_completed = snaps.iter().rev().find(|s| s.state == SnapshotState::Completed).map(|s| s.id.as_str());
             for s in snaps {
-                let delete_on = ebs_snapper_core::parse_delete_on(&s.tags.get(DELETE_ON).unwrap()[..]).unwrap();
+                let delete_on = ebs_snapper_core::parse_delete_on(s.tags.get(DELETE_ON).unwrap()).unwrap();
                 if deleted.contains(s.id.as_str()) {
                     prop_assert!(delete_on <= today() && s.state == SnapshotState::Completed, "{} deleted early", s.id);
                 }

@@ -404,8 +404,13 @@ async fn run_worker(aws: &Aws, env: &Environment, inv: Invocation, job: Job) -> 
     let holder = format!("function {}", env.own_function.as_deref().unwrap_or("worker"));
     let target = event.account.clone().unwrap_or_else(|| home.account.clone());
     let reached = home.reach(&target, &format!("ebs-snapper-{job}-{}", event.region)).await?;
-    let regions = regions_to_work(&reached.aws, job, std::slice::from_ref(&event.region)).await?;
-    let configs = load_configurations(aws, &home.region, &target).await?;
+    // Independent: the region check (in the account worked) and the configurations (in the
+    // deployment's table) go together, which shortens a cold function's first answer.
+    let (regions, configs) = futures::join!(
+        regions_to_work(&reached.aws, job, std::slice::from_ref(&event.region)),
+        load_configurations(aws, &home.region, &target)
+    );
+    let (regions, configs) = (regions?, configs?);
     let lease = LeaseScope { table: aws.clone(), table_region: home.region.clone(), account: target.clone(), holder };
     let opts =
         JobOptions { dry_run: false, budget: budget_for(inv.deadline), lease: Some(&lease), every_action: false };
