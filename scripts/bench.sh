@@ -14,8 +14,9 @@
 #      10,000, about 35 minutes) behind a bucket of BUCKET (100) refilled at REFILL (5) per
 #      second; the same volumes as crash-consistent sets; the clean job on EXPIRED_PER_VOLUME (3)
 #      expired snapshots per volume (30,000 at 10,000 volumes: about 100 minutes). The three
-#      run side by side (SCENARIOS=snapshot,sets,clean picks). Wall time against the bucket's
-#      bound, throttles per 1,000 calls, failures, continuation hops
+#      run side by side (SCENARIOS=snapshot,sets,clean picks; DEADLINE=seconds shortens
+#      Lambda's 900 to see hops on a smaller fleet). Wall time against the bucket's bound,
+#      throttles per 1,000 calls, failures, continuation hops
 #   8. a cold function's first answer: process start to the first response posted for a small
 #      real event against the emulator, median of 9 (the zips in target/lambda, either profile)
 #   9. side by side with an earlier build (PREVIOUS_BIN=path/to/its/ebs-snapper): calls and wall
@@ -64,6 +65,7 @@ step "7. the jobs paced by a token bucket of ${BUCKET:-100} refilled at ${REFILL
 start_moto >/dev/null
 VOLUMES="${VOLUMES_PACED:-1000}" BUCKET="${BUCKET:-100}" REFILL="${REFILL:-5}" \
   EXPIRED_PER_VOLUME="${EXPIRED_PER_VOLUME:-3}" SCENARIOS="${SCENARIOS:-snapshot,sets,clean}" \
+  DEADLINE="${DEADLINE:-900}" \
   cargo test --quiet -p ebs-snapper-cli --test e2e budget::paced_by_the_token_bucket -- \
   --ignored --nocapture 2>/dev/null | grep -E "^\|"
 stop_moto

@@ -48,17 +48,15 @@ impl Tags {
     /// Sets `key`, returning the value it replaced.
     pub fn insert(&mut self, key: String, value: String) -> Option<String> {
         let old = self.get(&key).map(str::to_string);
-        let pairs: Vec<(String, String)> =
-            self.iter().filter(|(k, _)| *k != key).map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        *self = pairs.into_iter().chain([(key, value)]).collect();
+        let updated: Tags = self.iter().chain([(key.as_str(), value.as_str())]).collect();
+        *self = updated;
         old
     }
 
     pub fn remove(&mut self, key: &str) -> Option<String> {
         let old = self.get(key).map(str::to_string)?;
-        let pairs: Vec<(String, String)> =
-            self.iter().filter(|(k, _)| *k != key).map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        *self = pairs.into_iter().collect();
+        let rest: Tags = self.iter().filter(|(k, _)| *k != key).collect();
+        *self = rest;
         Some(old)
     }
 

@@ -114,8 +114,17 @@ pub fn snapshot_tags(
     provenance: &Provenance<'_>,
     configured: &[(String, String)],
 ) -> Vec<(String, String)> {
-    // The volume's tags win over the instance's (the last of equal keys wins).
-    let mut merged: Tags = instance_tags.iter().chain(volume_tags.iter()).filter(|(k, v)| copyable(k, v)).collect();
+    // The volume's tags win over the instance's (the last of equal keys wins); borrowed and
+    // sorted by key, so taking one out allocates nothing (this runs for every new snapshot).
+    let mut merged: Vec<(&str, &str)> =
+        instance_tags.iter().chain(volume_tags.iter()).filter(|(k, v)| copyable(k, v)).collect();
+    merged.reverse();
+    merged.sort_by(|a, b| a.0.cmp(b.0)); // stable: the volume's value of a key comes first
+    merged.dedup_by(|later, first| later.0 == first.0);
+    let mut take = |key: &str| -> Option<String> {
+        let i = merged.binary_search_by(|(k, _)| (*k).cmp(key)).ok()?;
+        Some(merged.remove(i).1.to_string())
+    };
     let mut out = vec![
         (DELETE_ON.to_string(), delete_on_value(provenance.delete_on)),
         (TAG_INSTANCE.to_string(), provenance.instance_id.to_string()),
@@ -133,19 +142,21 @@ pub fn snapshot_tags(
     if let Some(copy_to) = provenance.copy_to {
         out.push((TAG_COPY_TO.to_string(), copy_to.to_string()));
     }
-    if let Some(v) = merged.remove(REPLICATION_DST) {
+    if let Some(v) = take(REPLICATION_DST) {
         out.push((REPLICATION_DST.to_string(), v));
     }
     for (k, v) in configured {
-        merged.remove(k);
+        take(k);
         out.push((k.clone(), v.clone()));
     }
     for key in PRIORITY_KEYS {
-        if let Some(v) = merged.remove(key) {
+        if let Some(v) = take(key) {
             out.push((key.to_string(), v));
         }
     }
-    out.extend(merged);
+    out.extend(
+        merged.into_iter().take(MAX_TAGS.saturating_sub(out.len())).map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     out.truncate(MAX_TAGS);
     out
 }
