@@ -319,7 +319,7 @@ def _with_history(respond):
         result = respond(self)
         # Only a request that sets a history tag has anything to backdate (the look is over
         # every snapshot and volume, too slow to make on each call of a large run).
-        if "test-bed" in str(self.body or ""):
+        if "test-bed" in str(getattr(self, "querystring", "")) or "test-bed" in str(self.body or ""):
             _backdate(self.ec2_backend)
         return result
 
