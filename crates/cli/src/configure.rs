@@ -144,17 +144,24 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &ConfigureArgs) -> Result<O
                 None => account.clone(),
             };
             // Without -a: the caller's account, then every member account in the table.
+            let prefix_of = |account: &str| match &args.extra {
+                Some(extra) => format!("{extra},{account}"),
+                None => account.to_string(),
+            };
             let mut accounts = vec![account.clone()];
             if args.account.is_none() {
-                if let Ok(all) = store.accounts(&account).await {
-                    accounts.extend(all.into_iter().filter(|a| *a != account));
+                match store.accounts(&account).await {
+                    Ok(all) => accounts.extend(all.into_iter().filter(|a| *a != account)),
+                    // Not deployed: the caller's own check below says so.
+                    Err(AwsError::NotDeployed { .. }) => {}
+                    Err(e) => line(&format!(
+                        "{}: could not list the member accounts in the table ({e}); only account {account} was checked",
+                        prefix_of(&account)
+                    ))?,
                 }
             }
             for account in &accounts {
-                let prefix = match &args.extra {
-                    Some(extra) => format!("{extra},{account}"),
-                    None => account.clone(),
-                };
+                let prefix = prefix_of(account);
                 for finding in check_account_setup(aws, &store, &home, account, &args.member_role).await? {
                     line(&format!("{prefix}: {finding}"))?;
                 }

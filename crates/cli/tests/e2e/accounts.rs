@@ -262,3 +262,23 @@ async fn a_members_snapshots_and_clean_up_keep_the_invariants_under_twenty_perce
     }
     assert_eq!(deployment.count("DeleteSnapshot", None), 0, "nothing is deleted with the deployment's credentials");
 }
+
+/// `configure -c` without `-a` checks every member the table names; when the table's accounts
+/// cannot be listed (a refused `Scan`), it says so instead of quietly checking the caller alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configure_check_says_when_the_member_accounts_cannot_be_listed() {
+    let (deployment, member) = deployment_and_member().await;
+    deployment.put_raw(R, "cfg", &backup_config("1 day", "")).await;
+    deployment.put_raw_for(R, &member.id, "cfg", &backup_config("1 day", "")).await;
+    let proxy = FaultProxy::start(FaultPlan::every_call(1, 1.0).only_operations(&["Scan"])).await;
+
+    let out = deployment.cli().env("AWS_ENDPOINT_URL", proxy.endpoint()).args(["configure", "-c"]).output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!("{0}: could not list the member accounts in the table (Scan", deployment.id))
+            && stdout.contains(&format!("only account {} was checked", deployment.id)),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&member.id), "the member was not listed, so not checked: {stdout}");
+}
