@@ -143,11 +143,11 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &ConfigureArgs) -> Result<O
                 Some(_) => caller_account_id(aws).await?,
                 None => account.clone(),
             };
-            // Without -a: the caller's account, then every member account in the table.
             let prefix_of = |account: &str| match &args.extra {
                 Some(extra) => format!("{extra},{account}"),
                 None => account.to_string(),
             };
+            // Without -a: the caller's account, then every member account in the table.
             let mut accounts = vec![account.clone()];
             if args.account.is_none() {
                 match store.accounts(&account).await {

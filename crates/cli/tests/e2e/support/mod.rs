@@ -325,19 +325,7 @@ impl Account {
 
     /// Launches one running instance (with its root volume at /dev/sda1) carrying `tags`.
     pub async fn launch(&self, region: &str, tags: Tags<'_>) -> String {
-        let mut req = self
-            .ec2(region)
-            .await
-            .run_instances()
-            .image_id("ami-12345678")
-            .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-            .min_count(1)
-            .max_count(1);
-        if !tags.is_empty() {
-            req = req.tag_specifications(ec2_tags(aws_sdk_ec2::types::ResourceType::Instance, tags));
-        }
-        let out = req.send().await.expect("run instance");
-        out.instances()[0].instance_id().unwrap().to_string()
+        self.launch_count(region, 1, tags).await.remove(0)
     }
 
     /// Launches `count` instances tagged `tags` with one RunInstances call; their ids.
