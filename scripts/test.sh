@@ -67,7 +67,7 @@ fi
 echo "ok: five zips, each with an executable bootstrap"
 
 step "packaging checks: each function binary can start on Lambda (architecture, glibc)"
-run python3 -m unittest scripts/lib/test_elf_check.py
+run python3 -m unittest scripts/lib/test_elf_check.py scripts/lib/test_paced_run.py
 
 step "cargo test --workspace"
 run cargo test --workspace --no-fail-fast "${cargo_args[@]}"

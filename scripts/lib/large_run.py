@@ -168,6 +168,10 @@ class Account:
         self.lock = threading.Lock()
         self.created = 0
         self.found = {}  # (region, action, filters) -> matches, so paging does not filter again
+        self.configs = CONFIGS
+
+    def invoked(self, function, payload):
+        """A Lambda Invoke of `function` (accepted and counted; nothing runs)."""
 
     def count(self, op):
         with self.lock:
@@ -270,7 +274,8 @@ def serve(account):
             if target.startswith("DynamoDB_20120810.Query"):
                 account.count("Query")
                 items = [
-                    {"aws_account_id": {"S": ACCOUNT}, "id": {"S": k}, "configuration": {"S": json.dumps(v)}} for k, v in CONFIGS.items()
+                    {"aws_account_id": {"S": ACCOUNT}, "id": {"S": k}, "configuration": {"S": json.dumps(v)}}
+                    for k, v in account.configs.items()
                 ]
                 return self.reply(200, json.dumps({"Items": items, "Count": len(items), "ScannedCount": len(items)}), "application/x-amz-json-1.0")
             if target.startswith("DynamoDB_20120810."):  # the region lease: PutItem, UpdateItem, DeleteItem
@@ -278,6 +283,7 @@ def serve(account):
                 return self.reply(200, "{}", "application/x-amz-json-1.0")
             if self.path.startswith("/2015-03-31/functions/"):
                 account.count("Invoke")
+                account.invoked(self.path.split("/")[3], raw)
                 return self.reply(202, "", "application/json")
             params = dict(urllib.parse.parse_qsl(raw.decode()))
             scope = re.search(r"Credential=[^/]+/\d+/([^/]+)/", self.headers.get("Authorization", ""))
@@ -442,4 +448,5 @@ def main():
     server.shutdown()
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Tests of paced_run.py's token buckets and synthetic account (what the full-size benchmark
+relies on). Run: python3 -m unittest scripts/lib/test_paced_run.py"""
+
+import os
+import sys
+import unittest
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(__file__))
+import paced_run  # noqa: E402
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def query(**params):
+    """The form parameters of an EC2 query request, as the server parses them."""
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlencode(params)))
+
+
+class TokenBuckets(unittest.TestCase):
+    def test_a_bucket_refuses_when_empty_and_refills_at_its_rate_up_to_its_size(self):
+        clock = Clock()
+        buckets = paced_run.Buckets({"CreateSnapshot": (3, 2)}, clock)
+        self.assertEqual([buckets.take("CreateSnapshot") for _ in range(4)], [True, True, True, False])
+        clock.now = 0.5  # one token back
+        self.assertEqual([buckets.take("CreateSnapshot") for _ in range(2)], [True, False])
+        clock.now = 100.0  # full again, no more than its size
+        self.assertEqual(sum(buckets.take("CreateSnapshot") for _ in range(10)), 3)
+        self.assertEqual(buckets.refused["CreateSnapshot"], 1 + 1 + 7)
+
+    def test_each_api_has_its_own_bucket_with_aws_defaults(self):
+        buckets = paced_run.Buckets({}, Clock())
+        self.assertEqual(sum(buckets.take("DescribeSnapshots") for _ in range(150)), 100)
+        self.assertEqual(sum(buckets.take("DeleteSnapshot") for _ in range(250)), 200)
+        self.assertTrue(buckets.take("CreateSnapshot"))
+
+
+class SyntheticAccount(unittest.TestCase):
+    def account(self, name, bucket=(1000, 1)):
+        region, configs, _, _, needed, _ = paced_run.scenario(name, 4, 2)
+        limits = {"CreateSnapshot": bucket, "CreateSnapshots": bucket, "DeleteSnapshot": bucket}
+        return paced_run.PacedAccount(region, configs, paced_run.Buckets(limits, Clock())), region, needed
+
+    def test_a_snapshot_made_is_listed_with_its_tags(self):
+        account, region, _ = self.account("snapshot")
+        volume = next(iter(region.volumes))
+        status, body = account.ec2(paced_run.REGION, query(
+            Action="CreateSnapshot", VolumeId=volume, Description="d",
+            **{"TagSpecification.1.ResourceType": "snapshot", "TagSpecification.1.Tag.1.Key": "DeleteOn",
+               "TagSpecification.1.Tag.1.Value": "2030-01-01"}))
+        self.assertEqual(status, 200)
+        _, listed = account.ec2(paced_run.REGION, query(Action="DescribeSnapshots", **{
+            "Filter.1.Name": "volume-id", "Filter.1.Value.1": volume}))
+        self.assertIn("<key>DeleteOn</key><value>2030-01-01</value>", listed)
+        self.assertIn("<status>pending</status>", listed)
+
+    def test_a_set_snapshots_every_volume_of_its_instance(self):
+        account, region, needed = self.account("sets")
+        self.assertEqual(needed, 2)
+        instance = region.instances[0]
+        status, body = account.ec2(paced_run.REGION, query(Action="CreateSnapshots", **{
+            "InstanceSpecification.InstanceId": instance["id"]}))
+        self.assertEqual(status, 200)
+        self.assertEqual(body.count("<state>pending</state>"), 2)
+        for _, volume in instance["devices"]:
+            self.assertEqual(len(region.by_volume[volume]), 1)
+
+    def test_an_empty_bucket_answers_request_limit_exceeded_and_changes_nothing(self):
+        account, region, _ = self.account("clean", bucket=(1, 0))
+        first, second = list(region.snapshots)[:2]
+        self.assertEqual(account.ec2(paced_run.REGION, query(Action="DeleteSnapshot", SnapshotId=first))[0], 200)
+        status, body = account.ec2(paced_run.REGION, query(Action="DeleteSnapshot", SnapshotId=second))
+        self.assertEqual(status, 503)
+        self.assertIn("<Code>RequestLimitExceeded</Code>", body)
+        self.assertNotIn(first, region.snapshots)
+        self.assertIn(second, region.snapshots)
+
+    def test_the_clean_fleet_holds_only_expired_snapshots(self):
+        _, region, needed = self.account("clean")
+        self.assertEqual(needed, 8)
+        self.assertEqual(len(region.snapshots), 8)
+        self.assertTrue(all(s["tags"]["DeleteOn"] < paced_run.lr.NOW.strftime("%Y-%m-%d") for s in region.snapshots.values()))
+
+
+if __name__ == "__main__":
+    unittest.main()
