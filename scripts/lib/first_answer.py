@@ -12,17 +12,13 @@ serving {"region": "us-east-1"}; its first run snapshots the instance, the other
 due, as most scheduled runs do. Prints a Markdown table: start to ready (the runtime's first
 poll), start to first answer, median and min of each, and the answer's status.
 """
-import http.server
 import json
 import os
 import statistics
-import subprocess
 import sys
-import threading
-import time
 
 import boto3
-from lambda_stub import function_env
+from lambda_stub import Runtime
 
 REGION = "us-east-1"
 TABLE = "ebs_snapshot_configuration"
@@ -57,61 +53,22 @@ def prepare(endpoint):
 
 def measure(binary, endpoint):
     """(ms to the first poll, ms to the answer, answer kind)."""
-    marks = {}
-    done = threading.Event()
-    start = [0.0]
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            if "ready" in marks:
-                time.sleep(5)  # a second poll: no second event
-                return
-            marks["ready"] = time.perf_counter() - start[0]
-            body = json.dumps({"region": REGION}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Lambda-Runtime-Aws-Request-Id", "first-answer")
-            self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 300_000))
-            self.send_header(
-                "Lambda-Runtime-Invoked-Function-Arn", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:first-answer"
-            )
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_POST(self):
-            marks["answer"] = time.perf_counter() - start[0]
-            marks["kind"] = "response" if self.path.endswith("/response") else "error"
-            length = int(self.headers.get("Content-Length", 0))
-            self.rfile.read(length)
-            self.send_response(202)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            done.set()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    env = function_env(
-        server.server_address[1],
-        "first-answer",
-        REGION,
+    runtime = Runtime("first-answer", REGION, ACCOUNT, deadline=300)
+    runtime.invoke({"region": REGION})
+    runtime.start(
+        binary,
         AWS_ENDPOINT_URL=endpoint,
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
         EBS_SNAPPER_LISTING_LAG_SECONDS="4",
     )
-    start[0] = time.perf_counter()
-    proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ok = done.wait(timeout=60)
-    proc.kill()
-    proc.wait()
-    server.shutdown()
-    if not ok:
+    answer = runtime.answer(timeout=60)
+    runtime.stop()
+    runtime.proc.wait()
+    if answer is None:
         raise SystemExit(f"{binary} never answered")
-    return marks["ready"] * 1000, marks["answer"] * 1000, marks["kind"]
+    ready = (runtime.ready_at - runtime.started_at) * 1000
+    return ready, (answer.at - runtime.started_at) * 1000, "error" if answer.error else "response"
 
 
 def main():
@@ -134,4 +91,5 @@ def main():
         )
 
 
-main()
+if __name__ == "__main__":
+    main()

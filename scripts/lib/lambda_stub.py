@@ -1,6 +1,17 @@
-"""What the measurement scripts share: the environment Lambda gives a function, pointed at a
-local Runtime API (the scripts serve it themselves, each with its own events)."""
+"""What the measurement scripts share: the environment Lambda gives a function, and a Lambda
+Runtime API on loopback that hands a function process its events (each script its own)."""
+import http.server
+import json
 import os
+import queue
+import subprocess
+import threading
+import time
+from collections import namedtuple
+
+# One answer of the function: `error` when it posted to .../error; `at` is perf_counter time;
+# `hwm_kb` the process's peak RSS (VmHWM) when it answered.
+Answer = namedtuple("Answer", "error body at hwm_kb")
 
 
 def function_env(runtime_port, name, region="us-east-1", **extra):
@@ -19,3 +30,84 @@ def function_env(runtime_port, name, region="us-east-1", **extra):
     }
     env.update(extra)
     return env
+
+
+class Runtime:
+    """The Runtime API for one function process, as Lambda serves a warm one: each poll takes the
+    next event given to `invoke` (waiting for one), with a deadline `deadline` seconds after it is
+    handed out; each answer is put on `answers`. `start` runs the process against it."""
+
+    def __init__(self, name, region, account, deadline=900.0):
+        self.name, self.region, self.deadline = name, region, deadline
+        self.events, self.answers = queue.Queue(), queue.Queue()
+        self.started_at = self.ready_at = None
+        self.proc = None
+        runtime = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                if runtime.ready_at is None:
+                    runtime.ready_at = time.perf_counter()
+                data = json.dumps(runtime.events.get()).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Lambda-Runtime-Aws-Request-Id", f"{name}-{time.monotonic_ns()}")
+                self.send_header("Lambda-Runtime-Deadline-Ms", str(int((time.time() + runtime.deadline) * 1000)))
+                self.send_header("Lambda-Runtime-Invoked-Function-Arn", f"arn:aws:lambda:{region}:{account}:function:{name}")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                at = time.perf_counter()
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                hwm = 0
+                try:
+                    with open(f"/proc/{runtime.proc.pid}/status") as status:
+                        hwm = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
+                except (OSError, AttributeError, StopIteration):
+                    pass
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                runtime.answers.put(Answer(self.path.endswith("/error"), body.decode(errors="replace"), at, hwm))
+
+            def log_message(self, *args):
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True  # a poll left waiting for an event never holds the script
+
+            def handle_error(self, request, client_address):
+                pass  # a killed function drops its connection
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def invoke(self, event):
+        self.events.put(event)
+
+    def start(self, binary, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **env):
+        """Starts `binary` (a path, or a command line as a list) with the function's environment
+        (`env` adds to it)."""
+        self.started_at = time.perf_counter()
+        self.proc = subprocess.Popen(
+            binary if isinstance(binary, list) else [binary], env=function_env(self.server.server_address[1], self.name, self.region, **env),
+            stdout=stdout, stderr=stderr,
+        )
+        return self.proc
+
+    def answer(self, timeout):
+        """The next answer, or None when none came within `timeout` seconds."""
+        try:
+            return self.answers.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def stop(self):
+        """Kills the process (what it printed to a pipe stays readable) and the Runtime API."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        self.server.shutdown()

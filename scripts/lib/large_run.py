@@ -28,7 +28,7 @@ import time
 import urllib.parse
 from datetime import datetime, timedelta, timezone
 
-from lambda_stub import function_env
+from lambda_stub import Runtime
 
 ACCOUNT = "123456789012"
 SOURCE, PEER = "us-east-1", "us-east-2"
@@ -299,66 +299,25 @@ def serve(account):
 
 
 def run_function(binary, name, event, aws_port):
-    """Runs `binary` for one event under a minimal Runtime API; returns (peak RSS MB, seconds, response)."""
-    done = threading.Event()
-    result = {}
-    proc_holder = {}
-    served = [False]
-
-    class Runtime(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self):
-            if served[0]:
-                time.sleep(30)  # the function waits for a next event that never comes
-                return
-            served[0] = True
-            data = json.dumps(event).encode()
-            self.send_response(200)
-            self.send_header("Lambda-Runtime-Aws-Request-Id", "large-run-1")
-            self.send_header("Lambda-Runtime-Deadline-Ms", str(int((time.time() + 900) * 1000)))
-            self.send_header("Lambda-Runtime-Invoked-Function-Arn", f"arn:aws:lambda:{SOURCE}:{ACCOUNT}:function:{name}")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            with open(f"/proc/{proc_holder['p'].pid}/status") as status:
-                result["hwm_kb"] = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
-            result["response"] = body.decode(errors="replace")
-            result["path"] = self.path
-            self.send_response(202)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            done.set()
-
-        def log_message(self, *args):
-            pass
-
-    runtime = Quiet(("127.0.0.1", 0), Runtime)
-    threading.Thread(target=runtime.serve_forever, daemon=True).start()
-    env = function_env(
-        runtime.server_address[1],
-        name,
-        SOURCE,
+    """Runs `binary` for one event under a Runtime API; returns (peak RSS MB, seconds, response)."""
+    runtime = Runtime(name, SOURCE, ACCOUNT)
+    runtime.invoke(event)
+    proc = runtime.start(
+        binary,
+        stderr=subprocess.PIPE,
         AWS_ENDPOINT_URL=f"http://127.0.0.1:{aws_port}",
         CREATE_SNAPSHOT_FUNCTION="create-snapshot",
         CLEAN_SNAPSHOT_FUNCTION="clean-snapshot",
         AWS_LAMBDA_LOG_LEVEL="warn",
     )
-    start = time.perf_counter()
-    proc_holder["p"] = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ok = done.wait(timeout=900)
-    elapsed = time.perf_counter() - start
-    proc_holder["p"].kill()
-    _, err = proc_holder["p"].communicate()
-    runtime.shutdown()
-    if not ok:
+    answer = runtime.answer(timeout=900)
+    runtime.stop()
+    _, err = proc.communicate()
+    if answer is None:
         raise SystemExit(f"{name} did not answer: {err.decode(errors='replace')[-2000:]}")
-    if result["path"].endswith("/error"):
-        raise SystemExit(f"{name} failed: {result['response'][:2000]}")
-    return result["hwm_kb"] / 1024, elapsed, result["response"]
+    if answer.error:
+        raise SystemExit(f"{name} failed: {answer.body[:2000]}")
+    return answer.hwm_kb / 1024, answer.at - runtime.started_at, answer.body
 
 
 # Runs argv[1:] with inherited stdout, then prints its peak RSS as the last line of stderr.

@@ -30,11 +30,8 @@ Prints a Markdown table: calls needed, wall time against the bucket's bound ((ca
 worker's peak RSS.
 """
 import argparse
-import http.server
 import json
 import os
-import queue
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,7 +39,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import large_run as lr
-from lambda_stub import function_env
+from lambda_stub import Runtime
 
 REGION = lr.SOURCE
 # AWS's published request token buckets ("Request throttling for the Amazon EC2 API").
@@ -204,68 +201,28 @@ def scenario(name, volumes, expired_each):
 
 
 class Function:
-    """One function as Lambda runs it: a warm process polling a Runtime API for one event at a
-    time, each with a deadline; an invocation past its deadline is killed."""
+    """One function as Lambda runs it: a warm process given one event at a time, each with a
+    deadline; an invocation past its deadline is killed."""
 
     def __init__(self, binary, name, label, aws_port, deadline, log):
-        self.events, self.results = queue.Queue(), queue.Queue()
-        self.deadline = deadline
-        self.name, self.label = name, label
+        self.label, self.deadline = label, deadline
         self.hwm_kb = 0
-        function = self
-
-        class Runtime(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):
-                event = function.events.get()
-                data = json.dumps(event).encode()
-                function.started = time.monotonic()
-                self.send_response(200)
-                self.send_header("Lambda-Runtime-Aws-Request-Id", f"paced-{time.monotonic_ns()}")
-                self.send_header("Lambda-Runtime-Deadline-Ms", str(int((time.time() + deadline) * 1000)))
-                self.send_header("Lambda-Runtime-Invoked-Function-Arn", f"arn:aws:lambda:{REGION}:{lr.ACCOUNT}:function:{name}")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                try:
-                    with open(f"/proc/{function.proc.pid}/status") as status:
-                        kb = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
-                        function.hwm_kb = max(function.hwm_kb, kb)
-                except OSError:
-                    pass
-                function.results.put((self.path.endswith("/error"), body.decode(errors="replace"), time.monotonic()))
-                self.send_response(202)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.runtime = lr.Quiet(("127.0.0.1", 0), Runtime)
-        threading.Thread(target=self.runtime.serve_forever, daemon=True).start()
-        env = function_env(
-            self.runtime.server_address[1], name, REGION,
-            AWS_ENDPOINT_URL=f"http://127.0.0.1:{aws_port}", AWS_LAMBDA_LOG_LEVEL="warn",
-        )
-        self.proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=log)
+        self.runtime = Runtime(name, REGION, lr.ACCOUNT, deadline)
+        self.events = self.runtime.events  # a Lambda Invoke of the function puts its event here
+        self.runtime.start(binary, stderr=log, AWS_ENDPOINT_URL=f"http://127.0.0.1:{aws_port}", AWS_LAMBDA_LOG_LEVEL="warn")
 
     def run(self, event, progress):
         """Invokes with `event`, then each continuation, until an invocation ends without one;
         (seconds, the summaries, killed)."""
         started = time.monotonic()
-        self.events.put(event)
+        self.runtime.invoke(event)
         summaries = []
         while True:
-            try:
-                failed, body, _ = self.results.get(timeout=self.deadline + 30)
-            except queue.Empty:
-                self.proc.kill()
+            answer = self.runtime.answer(timeout=self.deadline + 30)
+            if answer is None:
                 return time.monotonic() - started, summaries, True
-            summary = json.loads(body) if not failed else error_summary(body)
+            self.hwm_kb = max(self.hwm_kb, answer.hwm_kb)
+            summary = error_summary(answer.body) if answer.error else json.loads(answer.body)
             summaries.append(summary)
             progress(f"{self.label}: invocation {len(summaries)} after {time.monotonic() - started:.0f} s: "
                      f"created {summary.get('created')}, deleted {summary.get('deleted')}, deferred "
@@ -274,9 +231,8 @@ class Function:
                 return time.monotonic() - started, summaries, False
 
     def stop(self):
-        self.proc.kill()
-        self.proc.wait()
-        self.runtime.shutdown()
+        self.runtime.stop()
+        self.runtime.proc.wait()
 
 
 def error_summary(body):

@@ -1,13 +1,29 @@
 """Tests of paced_run.py's token buckets and synthetic account (what the full-size benchmark
 relies on). Run: python3 -m unittest scripts/lib/test_paced_run.py"""
 
+import json
 import os
 import sys
+import tempfile
 import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
 import paced_run  # noqa: E402
+from lambda_stub import Runtime  # noqa: E402
+
+# A function that answers two events the way a worker does: the event back, with the deadline
+# it was given and, for the first, a continuation invoked (put straight on the queue here).
+ECHO = """
+import json, os, time, urllib.request
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+for n in range(2):
+    with urllib.request.urlopen(api + "next") as r:
+        event, rid, deadline = json.load(r), r.headers["Lambda-Runtime-Aws-Request-Id"], int(r.headers["Lambda-Runtime-Deadline-Ms"])
+    body = json.dumps({"event": event, "left_s": deadline / 1000 - time.time(), "function": os.environ["AWS_LAMBDA_FUNCTION_NAME"]})
+    path = "error" if event.get("fail") else "response"
+    urllib.request.urlopen(urllib.request.Request(api + rid + "/" + path, data=body.encode(), method="POST")).read()
+"""
 
 
 class Clock:
@@ -39,6 +55,26 @@ class TokenBuckets(unittest.TestCase):
         self.assertEqual(sum(buckets.take("DescribeSnapshots") for _ in range(150)), 100)
         self.assertEqual(sum(buckets.take("DeleteSnapshot") for _ in range(250)), 200)
         self.assertTrue(buckets.take("CreateSnapshot"))
+
+
+class LambdaRuntime(unittest.TestCase):
+    def test_events_are_handed_out_one_at_a_time_with_a_deadline_and_answers_come_back(self):
+        runtime = Runtime("echo", "us-east-1", "123456789012", deadline=90)
+        runtime.invoke({"region": "us-east-1"})
+        runtime.invoke({"fail": True})
+        with tempfile.NamedTemporaryFile(mode="w", suffix=".py") as script:
+            script.write(ECHO)
+            script.flush()
+            runtime.start([sys.executable, script.name])
+            first, second = runtime.answer(timeout=30), runtime.answer(timeout=30)
+            runtime.stop()
+        self.assertFalse(first.error)
+        answer = json.loads(first.body)
+        self.assertEqual(answer["event"], {"region": "us-east-1"})
+        self.assertEqual(answer["function"], "echo")
+        self.assertTrue(80 < answer["left_s"] <= 90, answer["left_s"])
+        self.assertTrue(second.error)
+        self.assertIsNone(runtime.answer(timeout=0.1))
 
 
 class SyntheticAccount(unittest.TestCase):
