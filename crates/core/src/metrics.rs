@@ -1,5 +1,6 @@
 //! CloudWatch Embedded Metric Format: one JSON log line per region run, which CloudWatch turns
-//! into metrics (namespace `EbsSnapper`, dimensions function and region) with no API call.
+//! into metrics (namespace `EbsSnapper`; dimensions function and region, and function, account
+//! and region) with no API call.
 
 use serde_json::{json, Value};
 
@@ -8,8 +9,9 @@ use crate::report::RegionReport;
 
 pub const NAMESPACE: &str = "EbsSnapper";
 
-/// The EMF document for one region run of `function`, stamped `timestamp_ms`.
-pub fn emf(function: &str, report: &RegionReport, timestamp_ms: i64) -> Value {
+/// The EMF document for one region run of `function` in `account` (the deployment's or a
+/// member's), stamped `timestamp_ms`.
+pub fn emf(function: &str, account: &str, report: &RegionReport, timestamp_ms: i64) -> Value {
     let metrics: [(&str, usize); 6] = [
         ("SnapshotsCreated", report.created),
         ("SnapshotsDeleted", if report.job == Job::Replication { 0 } else { report.deleted }),
@@ -31,11 +33,12 @@ pub fn emf(function: &str, report: &RegionReport, timestamp_ms: i64) -> Value {
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
-                "Dimensions": [["function", "region"]],
+                "Dimensions": [["function", "region"], ["function", "account", "region"]],
                 "Metrics": metrics.iter().map(|(name, _)| json!({"Name": name, "Unit": "Count"})).collect::<Vec<_>>(),
             }],
         },
         "function": function,
+        "account": account,
         "region": report.region,
     });
     for (name, value) in metrics {
@@ -75,9 +78,15 @@ mod tests {
         r.copied = 2;
         r.deleted = 1;
         r.failed = 1;
-        let d = emf("replication", &r, 1_700_000_000_000);
+        let d = emf("replication", "111122223333", &r, 1_700_000_000_000);
         assert_eq!(d["_aws"]["CloudWatchMetrics"][0]["Namespace"], "EbsSnapper");
-        assert_eq!(d["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["function", "region"]]));
+        // Per region over every account (the dashboard's), and per account and region: a member's
+        // failures are its own series too.
+        assert_eq!(
+            d["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["function", "region"], ["function", "account", "region"]])
+        );
+        assert_eq!(d["account"], "111122223333");
         assert_eq!(d["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().len(), 6);
         assert_eq!(d["_aws"]["Timestamp"], 1_700_000_000_000i64);
         assert_eq!((d["function"].as_str(), d["region"].as_str()), (Some("replication"), Some("us-east-1")));
@@ -88,7 +97,7 @@ mod tests {
         assert_eq!(d["Failures"], 1);
         let mut s = RegionReport::new(Job::Snapshot, "eu-west-1", false);
         s.volumes.overdue = 2;
-        let d = emf("create-snapshot", &s, 0);
+        let d = emf("create-snapshot", "111122223333", &s, 0);
         assert_eq!((d["VolumesOverdue"].as_u64(), d["VolumesOk"].as_u64()), (Some(2), Some(0)));
         assert_eq!(d["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().len(), 9);
         let h = heartbeat("ebs-snapper-fanout-snapshot", 5);
@@ -97,7 +106,7 @@ mod tests {
         let mut c = RegionReport::new(Job::Clean, "eu-west-1", false);
         c.deleted = 3;
         c.archived = 2;
-        assert_eq!(emf("clean-snapshot", &c, 0)["SnapshotsDeleted"], 3);
-        assert_eq!(emf("clean-snapshot", &c, 0)["SnapshotsArchived"], 2);
+        assert_eq!(emf("clean-snapshot", "111122223333", &c, 0)["SnapshotsDeleted"], 3);
+        assert_eq!(emf("clean-snapshot", "111122223333", &c, 0)["SnapshotsArchived"], 2);
     }
 }

@@ -416,7 +416,7 @@ async fn run_worker(aws: &Aws, env: &Environment, inv: Invocation, job: Job) -> 
         JobOptions { dry_run: false, budget: budget_for(inv.deadline), lease: Some(&lease), every_action: false };
     let mut report = run_region(&reached.aws, job, &configs, &event.region, &regions.enabled, Utc::now(), opts).await;
     continue_if_needed(aws, env, &home.region, &event, &mut report).await;
-    emit_metrics(env, &report);
+    emit_metrics(env, &target, &report);
     finish_worker(event.account.as_deref(), report)
 }
 
@@ -461,9 +461,9 @@ async fn continue_if_needed(
 
 /// Prints the run's metrics as a CloudWatch Embedded Metric Format line on stdout (the function's
 /// log), where CloudWatch picks them up.
-fn emit_metrics(env: &Environment, report: &RegionReport) {
+fn emit_metrics(env: &Environment, account: &str, report: &RegionReport) {
     let function = env.own_function.as_deref().unwrap_or("ebs-snapper");
-    let doc = ebs_snapper_core::metrics::emf(function, report, Utc::now().timestamp_millis());
+    let doc = ebs_snapper_core::metrics::emf(function, account, report, Utc::now().timestamp_millis());
     println!("{doc}");
 }
 

@@ -55,7 +55,9 @@ async fn fanout_invokes_the_worker_which_snapshots() {
     assert!(emf.iter().all(|m| m["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "EbsSnapper"
         && m["SnapshotsCreated"] == 1
         && m["VolumesNever"] == 1
-        && m["function"] == "create"));
+        && m["function"] == "create"
+        && m["account"] == acct.id.as_str()
+        && m["_aws"]["CloudWatchMetrics"][0]["Dimensions"][1] == json!(["function", "account", "region"])));
     // The fanout's heartbeat, which the template alarms on when it stops.
     let heartbeat = emf_lines(&lambda.logs("fanout"));
     assert_eq!(heartbeat.len(), 1, "{:#?}", lambda.logs("fanout"));

@@ -609,7 +609,7 @@ fn a_dashboard_of_the_metrics_and_an_alarm_when_snapshot_runs_stop() {
     }
     // Every metric the functions emit is on it (the names come from the code).
     let report = ebs_snapper_core::RegionReport::new(ebs_snapper_core::Job::Snapshot, "us-east-1", false);
-    let emf = ebs_snapper_core::metrics::emf("f", &report, 0);
+    let emf = ebs_snapper_core::metrics::emf("f", "123456789012", &report, 0);
     for m in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap() {
         let name = m["Name"].as_str().unwrap();
         assert!(text.contains(name), "{name} is emitted but not on the dashboard");
