@@ -28,7 +28,7 @@ use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::retry::ErrorKind;
 use ebs_snapper_core::snapshot_plan::{SetExecuted, SetRequest};
-use ebs_snapper_core::tags::TAG_SET;
+use ebs_snapper_core::tags::{TAG_CONFIG, TAG_SET};
 use ebs_snapper_core::{Executed, SnapshotRequest};
 use futures::stream::{self, StreamExt};
 use tracing::{info, warn};
@@ -214,9 +214,13 @@ async fn create_snapshot(
     budget: &TimeBudget,
     attempts: Attempts,
 ) -> Executed {
-    // Any snapshot of the volume started after this (less a margin for AWS's clock) is one a
-    // lost answer made: the volume was due, so its newest snapshot was older than that.
+    // A snapshot of the volume started after this (less a margin for AWS's clock) and tagged
+    // with the request's configuration is one a lost answer made: the volume was due, so its
+    // newest snapshot was older than that, and the region's lease keeps other runs of this tool
+    // out. Untagged, it is someone else's taken at the same moment (a DLM policy on the same
+    // hour, a person), and the volume still lacks this tool's.
     let since = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let config = request.tags.iter().find(|(k, _)| k == TAG_CONFIG).map(|(_, v)| v.as_str());
     let send = || async {
         let out = client
             .create_snapshot()
@@ -230,7 +234,7 @@ async fn create_snapshot(
             .await;
         out.map(|out| out.snapshot_id().map(str::to_string))
     };
-    let find = || async { Ok(newest_since(client, region, &request.volume_id, since).await?.map(Some)) };
+    let find = || async { Ok(newest_since(client, region, &request.volume_id, config, since).await?.map(Some)) };
     match send_verified("CreateSnapshot", region, budget, send, find).await {
         Sent::Done(id) => {
             info!(region = %region, volume_id = %request.volume_id, snapshot_id = %id.as_deref().unwrap_or("?"), "created snapshot");
@@ -456,20 +460,20 @@ pub async fn archive_snapshots(
     .await
 }
 
-/// The newest own snapshot of `volume` started at or after `since`, if any.
+/// The newest own snapshot of `volume` started at or after `since` and tagged with
+/// configuration `config` (every request of the planner carries it), if any.
 async fn newest_since(
     client: &aws_sdk_ec2::Client,
     region: &str,
     volume: &str,
+    config: Option<&str>,
     since: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<String>, AwsError> {
-    let found = describe_own_snapshots(
-        client,
-        region,
-        vec![ec2_filter("volume-id", [volume.to_string()])],
-        SnapshotDetail::Bare,
-    )
-    .await?;
+    let mut filters = vec![ec2_filter("volume-id", [volume.to_string()])];
+    if let Some(config) = config {
+        filters.push(ec2_filter(&format!("tag:{TAG_CONFIG}"), [config.to_string()]));
+    }
+    let found = describe_own_snapshots(client, region, filters, SnapshotDetail::Bare).await?;
     Ok(found
         .into_iter()
         .filter(|s| s.start_time >= since && s.state != ebs_snapper_core::SnapshotState::Error)

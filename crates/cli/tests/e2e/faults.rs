@@ -630,6 +630,49 @@ async fn a_lost_answer_never_makes_a_second_snapshot_or_copy() {
     assert_eq!(copies, 1);
 }
 
+/// A lost answer is settled only by this tool's own snapshot of the volume, never by one someone
+/// else took at that moment (a DLM policy on the same hour, a person): that one carries no
+/// `DeleteOn` and no tier, and taking it for ours would leave the volume without this tool's
+/// snapshot while the report names someone else's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_not_settled_by_someone_elses_snapshot() {
+    let acct = Account::new().await;
+    let f = fleet(&acct, &acct, 2, "1 day").await;
+    let volume = f.due.iter().next().unwrap().clone();
+    let proxy = FaultProxy::start(
+        FaultPlan::every_call(3, 1.0)
+            .only_operations(&["CreateSnapshot"])
+            .only_naming(&[&volume])
+            .kinds(&[Fault::LostBesideAnother])
+            .at_most(1),
+    )
+    .await;
+    proxy.set_strict(Strict::on());
+    let (code, doc, err) = run(&acct, &proxy, "snapshot", &["--region", R]);
+    assert_eq!(code, 0, "{err}");
+    let lost = proxy.seen().iter().filter(|s| s.fault == Some(Fault::LostBesideAnother)).count();
+    assert_eq!(lost, 1, "the first CreateSnapshot of {volume} was lost");
+    assert_eq!(doc["regions"][0]["created"].as_u64().unwrap() as usize, f.due.len(), "{doc:#}");
+
+    let snaps = acct.snapshots(R).await;
+    let of_volume: Vec<&Snap> = snaps.iter().filter(|s| s.volume_id == volume).collect();
+    let ours: Vec<&&Snap> = of_volume.iter().filter(|s| s.tag("ebs-snapper:config") == Some("cfg")).collect();
+    assert_eq!((of_volume.len(), ours.len()), (2, 1), "someone else's and this tool's: {of_volume:#?}");
+    assert!(ours[0].tag("DeleteOn").is_some(), "{:#?}", ours[0]);
+    let reported: Vec<&Value> = doc["regions"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "create" && a["resource"] == volume.as_str())
+        .collect();
+    assert_eq!(reported.len(), 1, "{doc:#}");
+    assert_eq!(
+        (reported[0]["outcome"].as_str(), reported[0]["result_id"].as_str()),
+        (Some("done"), Some(ours[0].id.as_str())),
+        "the report names this tool's snapshot: {doc:#}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_right_after_another_does_not_miss_its_unlisted_snapshots() {
     let acct = Account::new().await;

@@ -38,6 +38,10 @@ pub enum Fault {
     /// The request is carried out, then the connection is closed without its answer (a
     /// timeout or a lost connection after AWS did the work).
     LostAnswer,
+    /// A `CreateSnapshot` is lost before AWS carries it out, and at that moment someone else
+    /// (a DLM policy on the same hour, a person) snapshots the same volume: an own snapshot of
+    /// it, without this tool's tags.
+    LostBesideAnother,
 }
 
 /// What AWS does and the emulator does not, switchable per test (SPEC §15). The rest of the
@@ -141,6 +145,9 @@ pub struct FaultPlan {
     /// Only requests whose body contains one of these (a volume or snapshot id).
     needles: Option<Vec<String>>,
     kinds: Vec<Fault>,
+    /// At most this many requests are faulted; the rest are forwarded.
+    limit: Option<u64>,
+    faulted: u64,
 }
 
 impl FaultPlan {
@@ -153,6 +160,8 @@ impl FaultPlan {
             region: None,
             needles: None,
             kinds: vec![Fault::Throttle, Fault::Internal, Fault::Drop, Fault::LostAnswer],
+            limit: None,
+            faulted: 0,
         }
     }
 
@@ -185,7 +194,22 @@ impl FaultPlan {
         self
     }
 
-    fn decide(&self, operation: &str, region: &str, body: &str, n: u64) -> Option<Fault> {
+    /// Only the first `n` requests the plan would fault are faulted.
+    pub fn at_most(mut self, n: u64) -> FaultPlan {
+        self.limit = Some(n);
+        self
+    }
+
+    fn decide(&mut self, operation: &str, region: &str, body: &str, n: u64) -> Option<Fault> {
+        let fault = self.pick(operation, region, body, n)?;
+        if self.limit.is_some_and(|limit| self.faulted >= limit) {
+            return None;
+        }
+        self.faulted += 1;
+        Some(fault)
+    }
+
+    fn pick(&self, operation: &str, region: &str, body: &str, n: u64) -> Option<Fault> {
         if self.per_10k == 0
             || self.operations.as_ref().is_some_and(|ops| !ops.contains(operation))
             || self.region.as_ref().is_some_and(|r| r != region)
@@ -437,6 +461,20 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
                 }
                 return;
             }
+            Some(Fault::LostBesideAnother) => {
+                if let Some(volume) = query_value(&req.body, "VolumeId") {
+                    let other = Request {
+                        method: req.method.clone(),
+                        path: req.path.clone(),
+                        headers: req.headers.clone(),
+                        body: format!("Action=CreateSnapshot&Version=2016-11-15&VolumeId={volume}").into_bytes(),
+                    };
+                    if let Ok((status, _, body)) = forward(&s.upstream, &other).await {
+                        note_made(&s, &operation, status, &body);
+                    }
+                }
+                return;
+            }
             Some(f) => {
                 let (status, headers, body) = fault_response(&service, f, index);
                 respond(&mut w, status, &headers, body.as_bytes()).await
@@ -526,6 +564,13 @@ fn note_made(s: &State, operation: &str, status: u16, body: &[u8]) {
     if let Some(id) = element(&String::from_utf8_lossy(body), "snapshotId") {
         s.made.lock().unwrap().insert(id, std::time::Instant::now());
     }
+}
+
+/// The value of `name` in a query-protocol request body (`Name=value&...`); ids only, so
+/// nothing to decode.
+fn query_value(body: &[u8], name: &str) -> Option<String> {
+    let body = String::from_utf8_lossy(body);
+    body.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('=').map(str::to_string))
 }
 
 /// The text of the first `<name>` element.
