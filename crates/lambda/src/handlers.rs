@@ -421,7 +421,9 @@ async fn run_worker(aws: &Aws, env: &Environment, inv: Invocation, job: Job) -> 
 }
 
 /// When time ran out with work left, invoke this function again for the rest (at most
-/// [`MAX_CONTINUATIONS`] hops).
+/// [`MAX_CONTINUATIONS`] hops). Work that cannot be handed on (the last hop, or the invoke
+/// failed) is not done by this run: it counts as failed, so the invocation fails and the
+/// `Errors` alarm fires, and the next scheduled run finds it still to do.
 async fn continue_if_needed(
     aws: &Aws,
     env: &Environment,
@@ -433,30 +435,28 @@ async fn continue_if_needed(
         return;
     }
     if event.continuation >= MAX_CONTINUATIONS {
-        let msg = format!(
-            "{} action(s) left after {MAX_CONTINUATIONS} continuations; the next scheduled run takes them",
-            report.deferred
-        );
-        error!(region = %event.region, "{msg}");
-        report.errors.push(msg);
+        left_undone(report, &event.region, format!("after {MAX_CONTINUATIONS} continuations"));
         return;
     }
     let next = WorkerEvent { continuation: event.continuation + 1, ..event.clone() };
-    let own = match &env.own_function {
-        Some(name) => name,
-        None => {
-            report.errors.push("AWS_LAMBDA_FUNCTION_NAME is not set: cannot continue".to_string());
-            report.failed += 1;
-            return;
-        }
+    let Some(own) = &env.own_function else {
+        left_undone(report, &event.region, "without a continuation: AWS_LAMBDA_FUNCTION_NAME is not set".to_string());
+        return;
     };
     match Dispatcher::new(aws, install_region).invoke(own, &next.to_json()).await {
         Ok(()) => report.continued = true,
-        Err(e) => {
-            report.failed += 1;
-            report.errors.push(e.to_string());
-        }
+        Err(e) => left_undone(report, &event.region, format!("without a continuation: {e}")),
     }
+}
+
+/// The deferred actions will not be done by this run: they become failures, with one error
+/// saying why.
+fn left_undone(report: &mut RegionReport, region: &str, why: String) {
+    let msg = format!("{} action(s) left {why}; the next scheduled run takes them", report.deferred);
+    error!(region = %region, "{msg}");
+    report.errors.push(msg);
+    report.failed += report.deferred;
+    report.deferred = 0;
 }
 
 /// Prints the run's metrics as a CloudWatch Embedded Metric Format line on stdout (the function's
@@ -513,6 +513,16 @@ fn finish_worker(member: Option<&str>, report: RegionReport) -> Result<Value, Fu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn work_left_undone_is_failed_once_and_said_once() {
+        let mut report = RegionReport::new(Job::Snapshot, "us-east-1", false);
+        report.failed = 1;
+        report.deferred = 5;
+        left_undone(&mut report, "us-east-1", "after 10 continuations".to_string());
+        assert_eq!((report.failed, report.deferred), (6, 0));
+        assert_eq!(report.errors, ["5 action(s) left after 10 continuations; the next scheduled run takes them"]);
+    }
 
     #[test]
     fn summaries_list_at_most_a_hundred_messages() {

@@ -159,11 +159,17 @@ async fn continuation_stops_after_ten_hops() {
     lambda.start(&acct, "create", "create-snapshot", &[]).await;
     lambda.invoke("create", json!({"region": R, "continuation": 10}), Duration::from_secs(30));
     let done = lambda.wait_finished("create", 1, WAIT).await;
-    let summary = done[0].result.as_ref().expect("a summary");
-    assert_eq!(summary["deferred"], 1);
-    assert_eq!(summary["continued"], false);
-    assert!(summary["errors"][0].as_str().unwrap().contains("after 10 continuations"), "{summary}");
+    // What is left after the last hop will not be done by this run: a volume that goes without
+    // its snapshot is a failure, so the invocation fails and the Errors alarm fires.
+    let error = done[0].result.as_ref().expect_err("the work left fails the invocation");
+    assert_eq!(error["errorType"], "EbsSnapper.ActionsFailed", "{error}");
+    let message = error["errorMessage"].as_str().unwrap();
+    assert!(message.contains("1 action(s) left after 10 continuations"), "{message}");
+    assert!(message.contains(r#""failed":1"#) && message.contains(r#""deferred":0"#), "{message}");
+    assert!(message.contains(r#""continued":false"#), "{message}");
     assert!(lambda.invokes().is_empty(), "no eleventh hop");
+    let emf = emf_lines(&lambda.logs("create"));
+    assert_eq!(emf[0]["Failures"], 1, "the Failures metric counts it");
 }
 
 #[tokio::test]
