@@ -294,6 +294,24 @@ impl RegionReport {
         done
     }
 
+    /// The deferred mutations will not be done by this run: no continuation takes them (a CLI
+    /// run, a worker's last hop, a continuation that could not be invoked). Each becomes a
+    /// failure, under one error saying how many and why (`why`: the cause, as a clause), so a
+    /// volume left without its snapshot fails the run and raises the alarm; the next run finds
+    /// it still to do.
+    pub fn fail_deferred(&mut self, why: &str) {
+        if self.deferred == 0 {
+            return;
+        }
+        for a in self.actions.iter_mut().filter(|a| a.outcome == Outcome::Deferred) {
+            a.outcome = Outcome::Failed;
+            a.error = Some(format!("not started: {why}"));
+        }
+        self.errors.push(format!("{} action(s) not started: {why}; the next run takes them", self.deferred));
+        self.failed += self.deferred;
+        self.deferred = 0;
+    }
+
     /// The snapshots this run created and EC2 acknowledged.
     pub fn created_ids(&self) -> impl Iterator<Item = &str> {
         self.actions
@@ -388,6 +406,33 @@ mod tests {
         assert_eq!(listed, ["snap-failed", "snap-later", "vol-1"]);
         assert_eq!(r.created_ids().collect::<Vec<_>>(), ["snap-new"]);
         assert_eq!((r.failed, r.deferred), (1, 1));
+    }
+
+    #[test]
+    fn deferred_work_nobody_takes_over_fails_each_action_under_one_error() {
+        let mut r = RegionReport::new(Job::Snapshot, "us-east-1", false);
+        let opts = ReportOptions { dry_run: false, every_action: false };
+        let a = |id: &'static str| move |kind| ActionReport::new(kind, id, "due".into());
+        r.fail_deferred("no time");
+        assert_eq!((r.failed, r.deferred, r.errors.len()), (0, 0, 0), "nothing deferred, nothing failed");
+        r.mutation(opts, Action::Create, Some(Executed::Failed("denied".into())), a("vol-1"));
+        r.mutation(opts, Action::Create, Some(Executed::Deferred), a("vol-2"));
+        r.mutation(opts, Action::Create, Some(Executed::Deferred), a("vol-3"));
+        r.mutation(opts, Action::Create, Some(Executed::Done(Some("snap-4".into()))), a("vol-4"));
+        r.fail_deferred("the lease was lost");
+        assert_eq!((r.failed, r.deferred), (3, 0));
+        assert_eq!(r.errors, ["vol-1: denied", "2 action(s) not started: the lease was lost; the next run takes them"]);
+        let outcomes: Vec<(Outcome, Option<&str>)> =
+            r.actions.iter().map(|a| (a.outcome, a.error.as_deref())).collect();
+        assert_eq!(
+            outcomes,
+            [
+                (Outcome::Failed, Some("denied")),
+                (Outcome::Failed, Some("not started: the lease was lost")),
+                (Outcome::Failed, Some("not started: the lease was lost")),
+                (Outcome::Done, None),
+            ]
+        );
     }
 
     #[test]

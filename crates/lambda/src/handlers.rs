@@ -434,29 +434,22 @@ async fn continue_if_needed(
     if report.deferred == 0 {
         return;
     }
-    if event.continuation >= MAX_CONTINUATIONS {
-        left_undone(report, &event.region, format!("after {MAX_CONTINUATIONS} continuations"));
-        return;
-    }
-    let next = WorkerEvent { continuation: event.continuation + 1, ..event.clone() };
-    let Some(own) = &env.own_function else {
-        left_undone(report, &event.region, "without a continuation: AWS_LAMBDA_FUNCTION_NAME is not set".to_string());
-        return;
+    let why = if event.continuation >= MAX_CONTINUATIONS {
+        format!("time ran out in the last of {MAX_CONTINUATIONS} continuations")
+    } else if let Some(own) = &env.own_function {
+        let next = WorkerEvent { continuation: event.continuation + 1, ..event.clone() };
+        match Dispatcher::new(aws, install_region).invoke(own, &next.to_json()).await {
+            Ok(()) => {
+                report.continued = true;
+                return;
+            }
+            Err(e) => format!("time ran out and the continuation could not be invoked ({e})"),
+        }
+    } else {
+        "time ran out and there is no continuation (AWS_LAMBDA_FUNCTION_NAME is not set)".to_string()
     };
-    match Dispatcher::new(aws, install_region).invoke(own, &next.to_json()).await {
-        Ok(()) => report.continued = true,
-        Err(e) => left_undone(report, &event.region, format!("without a continuation: {e}")),
-    }
-}
-
-/// The deferred actions will not be done by this run: they become failures, with one error
-/// saying why.
-fn left_undone(report: &mut RegionReport, region: &str, why: String) {
-    let msg = format!("{} action(s) left {why}; the next scheduled run takes them", report.deferred);
-    error!(region = %region, "{msg}");
-    report.errors.push(msg);
-    report.failed += report.deferred;
-    report.deferred = 0;
+    error!(region = %event.region, deferred = report.deferred, "{why}");
+    report.fail_deferred(&why);
 }
 
 /// Prints the run's metrics as a CloudWatch Embedded Metric Format line on stdout (the function's
@@ -513,16 +506,6 @@ fn finish_worker(member: Option<&str>, report: RegionReport) -> Result<Value, Fu
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn work_left_undone_is_failed_once_and_said_once() {
-        let mut report = RegionReport::new(Job::Snapshot, "us-east-1", false);
-        report.failed = 1;
-        report.deferred = 5;
-        left_undone(&mut report, "us-east-1", "after 10 continuations".to_string());
-        assert_eq!((report.failed, report.deferred), (6, 0));
-        assert_eq!(report.errors, ["5 action(s) left after 10 continuations; the next scheduled run takes them"]);
-    }
 
     #[test]
     fn summaries_list_at_most_a_hundred_messages() {

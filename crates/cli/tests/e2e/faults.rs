@@ -826,6 +826,36 @@ async fn a_small_token_bucket_slows_the_run_and_fails_nothing() {
     eprintln!("{refused} of {calls} CreateSnapshot calls refused by the empty bucket");
 }
 
+/// A CLI run that can no longer renew its region lease stops starting mutations (a taker may
+/// already be working the region). Nothing takes over what it did not start, so those volumes
+/// are failures: exit 1, each listed failed, and a later run makes them. It used to say
+/// `deferred N` and exit 0, a volume without its snapshot and a run reported successful.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_run_that_loses_its_lease_fails_what_it_did_not_start() {
+    use support::faults::Buckets;
+    let acct = Account::new().await;
+    let f = fleet(&acct, &acct, 5, "1 day").await;
+    // Every renewal of the lease fails (the take is a PutItem, renewals are UpdateItems), so
+    // mutations stop 16 s (+4 s grace) into the run; the bucket lets through one creation every
+    // 10 s, so at most three start in time.
+    let proxy =
+        FaultProxy::start(FaultPlan::every_call(2, 1.0).only_operations(&["UpdateItem"]).kinds(&[Fault::Internal]))
+            .await;
+    proxy.set_strict(Strict { buckets: Some(Buckets::aws().with("CreateSnapshot", 1.0, 0.1)), ..Strict::default() });
+
+    let (code, doc, err) = run(&acct, &proxy, "snapshot", &["--region", R]);
+    let report = &doc["regions"][0];
+    let failed = actions(&doc, R, "failed");
+    assert_eq!(code, 1, "{err}\n{doc:#}");
+    assert_eq!(report["deferred"], 0, "nothing is left as if someone would take it: {report:#}");
+    assert!(!failed.is_empty() && failed.len() < f.due.len(), "{report:#}");
+    assert_eq!(report["failed"].as_u64().unwrap() as usize, failed.len(), "{report:#}");
+    assert_eq!(report["created"].as_u64().unwrap() as usize + failed.len(), f.due.len(), "{report:#}");
+    let said = format!("{} action(s) not started: the region's lease could not be renewed", failed.len());
+    assert!(report["errors"].as_array().unwrap().iter().any(|e| e.as_str().unwrap().starts_with(&said)), "{report:#}");
+    check_snapshot_state(&f, &acct.snapshots(R).await, &failed);
+}
+
 /// A worker whose time runs out while the pace holds its mutations back hands the rest to its
 /// continuation at once and answers before its deadline (Lambda would kill it at the deadline,
 /// and the rest of the region would wait for the next schedule). It once let every remaining

@@ -164,7 +164,7 @@ async fn continuation_stops_after_ten_hops() {
     let error = done[0].result.as_ref().expect_err("the work left fails the invocation");
     assert_eq!(error["errorType"], "EbsSnapper.ActionsFailed", "{error}");
     let message = error["errorMessage"].as_str().unwrap();
-    assert!(message.contains("1 action(s) left after 10 continuations"), "{message}");
+    assert!(message.contains("1 action(s) not started: time ran out in the last of 10 continuations"), "{message}");
     assert!(message.contains(r#""failed":1"#) && message.contains(r#""deferred":0"#), "{message}");
     assert!(message.contains(r#""continued":false"#), "{message}");
     assert!(lambda.invokes().is_empty(), "no eleventh hop");
