@@ -214,11 +214,12 @@ async fn create_snapshot(
     budget: &TimeBudget,
     attempts: Attempts,
 ) -> Executed {
-    // A snapshot of the volume started after this (less a margin for AWS's clock) and tagged
-    // with the request's configuration is one a lost answer made: the volume was due, so its
-    // newest snapshot was older than that, and the region's lease keeps other runs of this tool
-    // out. Untagged, it is someone else's taken at the same moment (a DLM policy on the same
-    // hour, a person), and the volume still lacks this tool's.
+    // A snapshot of the volume started after this (less a margin for AWS's clock), after every
+    // snapshot of it the plan listed (a frequent cron schedule's previous one can be inside the
+    // margin), and tagged with the request's configuration is one a lost answer made: the
+    // region's lease keeps other runs of this tool out. Untagged, it is someone else's taken at
+    // the same moment (a DLM policy on the same hour, a person), and the volume still lacks
+    // this tool's.
     let since = chrono::Utc::now() - chrono::Duration::minutes(5);
     let config = request.tags.iter().find(|(k, _)| k == TAG_CONFIG).map(|(_, v)| v.as_str());
     let send = || async {
@@ -234,7 +235,10 @@ async fn create_snapshot(
             .await;
         out.map(|out| out.snapshot_id().map(str::to_string))
     };
-    let find = || async { Ok(newest_since(client, region, &request.volume_id, config, since).await?.map(Some)) };
+    let find = || async {
+        let found = own_snapshots_of(client, region, &request.volume_id, config).await?;
+        Ok(made_by_a_lost_create(found, since, request.newer_than).map(Some))
+    };
     match send_verified("CreateSnapshot", region, budget, send, find).await {
         Sent::Done(id) => {
             info!(region = %region, volume_id = %request.volume_id, snapshot_id = %id.as_deref().unwrap_or("?"), "created snapshot");
@@ -460,25 +464,35 @@ pub async fn archive_snapshots(
     .await
 }
 
-/// The newest own snapshot of `volume` started at or after `since` and tagged with
-/// configuration `config` (every request of the planner carries it), if any.
-async fn newest_since(
+/// The own snapshots of `volume` tagged with configuration `config` (every request of the
+/// planner carries it).
+async fn own_snapshots_of(
     client: &aws_sdk_ec2::Client,
     region: &str,
     volume: &str,
     config: Option<&str>,
-    since: chrono::DateTime<chrono::Utc>,
-) -> Result<Option<String>, AwsError> {
+) -> Result<Vec<ebs_snapper_core::Snapshot>, AwsError> {
     let mut filters = vec![ec2_filter("volume-id", [volume.to_string()])];
     if let Some(config) = config {
         filters.push(ec2_filter(&format!("tag:{TAG_CONFIG}"), [config.to_string()]));
     }
-    let found = describe_own_snapshots(client, region, filters, SnapshotDetail::Bare).await?;
-    Ok(found
+    describe_own_snapshots(client, region, filters, SnapshotDetail::Bare).await
+}
+
+/// Of a volume's snapshots, the newest that a `CreateSnapshot` whose answer was lost could have
+/// made: started at or after `since` (our clock, less a margin for AWS's) and after every
+/// snapshot the plan listed (`newer_than`, AWS's clock), not failed.
+fn made_by_a_lost_create(
+    found: Vec<ebs_snapper_core::Snapshot>,
+    since: chrono::DateTime<chrono::Utc>,
+    newer_than: Option<chrono::DateTime<chrono::Utc>>,
+) -> Option<String> {
+    found
         .into_iter()
-        .filter(|s| s.start_time >= since && s.state != ebs_snapper_core::SnapshotState::Error)
+        .filter(|s| s.start_time >= since && newer_than.is_none_or(|t| s.start_time > t))
+        .filter(|s| s.state != ebs_snapper_core::SnapshotState::Error)
         .max_by_key(|s| s.start_time)
-        .map(|s| s.id))
+        .map(|s| s.id)
 }
 
 /// The own copy of `source` in the client's region (tagged `replication_snapshot_id`), if any.
@@ -597,6 +611,37 @@ mod tests {
     fn answered(status: u16, code: &str) -> SdkError<CreateSnapshotError, HttpResponse> {
         let err = CreateSnapshotError::generic(ErrorMetadata::builder().code(code).build());
         SdkError::service_error(err, HttpResponse::new(status.try_into().unwrap(), SdkBody::empty()))
+    }
+
+    #[test]
+    fn a_lost_create_is_found_only_among_snapshots_newer_than_those_listed() {
+        use chrono::TimeZone;
+        use ebs_snapper_core::{Snapshot, SnapshotState};
+        let at = |m: u32| chrono::Utc.with_ymd_and_hms(2026, 12, 5, 3, m, 0).unwrap();
+        let snap = |id: &str, m: u32, state: SnapshotState| Snapshot {
+            id: id.into(),
+            is_copy: false,
+            volume_id: Some("vol-1".into()),
+            start_time: at(m),
+            state,
+            tags: Default::default(),
+            description: String::new(),
+            archived: false,
+        };
+        let found = || {
+            vec![
+                snap("snap-listed", 11, SnapshotState::Completed),
+                snap("snap-made", 12, SnapshotState::Pending),
+                snap("snap-failed", 13, SnapshotState::Error),
+            ]
+        };
+        // Since 10:xx less the margin: without a listed one, the newest that did not fail.
+        assert_eq!(made_by_a_lost_create(found(), at(7), None).as_deref(), Some("snap-made"));
+        // The one the plan listed (11) is never taken for the lost one.
+        assert_eq!(made_by_a_lost_create(found()[..1].to_vec(), at(7), Some(at(11))), None);
+        assert_eq!(made_by_a_lost_create(found(), at(7), Some(at(11))).as_deref(), Some("snap-made"));
+        // Nothing since the attempt (less the margin).
+        assert_eq!(made_by_a_lost_create(found(), at(14), None), None);
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub struct SnapshotRequest {
     pub description: String,
     /// Tags applied atomically at creation, in order.
     pub tags: Vec<(String, String)>,
+    /// The newest start time among the volume's pending and completed snapshots as listed for
+    /// the plan: a snapshot this request makes starts after it (by AWS's clock), so one started
+    /// at or before it is never taken for the effect of a lost answer.
+    pub newer_than: Option<DateTime<Utc>>,
 }
 
 /// A complete `CreateSnapshots` request: one crash-consistent set of an instance's selected
@@ -423,6 +427,7 @@ pub fn plan_snapshots(
                                     &att.volume_id,
                                 ),
                                 tags: snapshot_tags(&instance.tags, &volume.tags, &provenance, &configuration.tags),
+                                newer_than: found.last,
                             },
                             due: d.clone(),
                             tiers: tier,
@@ -674,6 +679,13 @@ mod tests {
         assert_eq!(later.report(&BTreeMap::new(), vec![], vec![], opts).volumes.overdue, 1);
         assert!(matches!(by_vol["vol-2"], VolumeAction::NotDue { .. }));
         assert!(matches!(by_vol["vol-3"], VolumeAction::Create { due: Due::Due { .. }, .. }), "{:?}", by_vol["vol-3"]);
+        // A lost answer is looked for only among snapshots newer than every one listed (the
+        // errored one does not count, as it does not for the due rule).
+        let requests: BTreeMap<&str, Option<DateTime<Utc>>> =
+            plan.requests().map(|(d, r)| (d.volume_id.as_str(), r.newer_than)).collect();
+        assert_eq!(requests, BTreeMap::from([("vol-3", Some(t(6, 9, 0)))]));
+        let fresh = inventory(&[("a", &["i-1"])], vec![instance("i-1", &["vol-1"])], vec![]);
+        assert_eq!(plan_snapshots(&c, &fresh, now, "v").requests().next().unwrap().1.newer_than, None);
     }
 
     #[test]

@@ -673,6 +673,38 @@ async fn a_lost_answer_is_not_settled_by_someone_elses_snapshot() {
     );
 }
 
+/// A lost answer is never settled by a snapshot the plan already listed. With a cron frequency
+/// that fires every minute, the configuration's previous snapshot is a minute old, well inside
+/// the 5 minutes the lookup allows for AWS's clock; taking it for the new one would leave the
+/// minute without its snapshot and report the old one as made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_not_settled_by_the_snapshot_listed_before_it() {
+    let acct = Account::new().await;
+    let i = acct.launch(R, &[("backup", "yes")]).await;
+    let volume = acct.volumes_of(R, &i).await[0].clone();
+    acct.create_table(R).await;
+    acct.put_raw(R, "cfg", &config(0, "* * * * *", "")).await;
+    let previous = acct.make_snapshot(R, &volume, &[("DeleteOn", &date(5)), ("ebs-snapper:config", "cfg")]).await;
+    // The cron fires once after the previous snapshot started: the volume is due.
+    let into_minute = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 60_000;
+    tokio::time::sleep(std::time::Duration::from_millis(61_000 - into_minute as u64)).await;
+    // The first CreateSnapshot is lost before EC2 carries it out.
+    let proxy = FaultProxy::start(
+        FaultPlan::every_call(4, 1.0).only_operations(&["CreateSnapshot"]).kinds(&[Fault::Drop]).at_most(1),
+    )
+    .await;
+    let (code, doc, err) = run(&acct, &proxy, "snapshot", &["--region", R]);
+    assert_eq!(code, 0, "{err}\n{doc:#}");
+    let dropped = proxy.seen().iter().filter(|s| s.fault == Some(Fault::Drop)).count();
+    assert_eq!(dropped, 1, "the first CreateSnapshot was lost");
+    let snaps = acct.snapshots(R).await;
+    let new: Vec<&Snap> = snaps.iter().filter(|s| s.volume_id == volume && s.id != previous).collect();
+    assert_eq!(new.len(), 1, "the minute has its own snapshot: {snaps:#?}");
+    let action = &doc["regions"][0]["actions"][0];
+    assert_eq!((action["action"].as_str(), action["outcome"].as_str()), (Some("create"), Some("done")), "{doc:#}");
+    assert_eq!(action["result_id"].as_str(), Some(new[0].id.as_str()), "the report names the new snapshot: {doc:#}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_right_after_another_does_not_miss_its_unlisted_snapshots() {
     let acct = Account::new().await;
