@@ -30,6 +30,9 @@ Run as moto_server is (same arguments). Each change below is AWS's documented be
   aws:PrincipalAccount; any other condition fails). moto lets anyone assume anything, even a
   role that does not exist. The test bed's own root (moto's default account, whose credentials
   the tests start from) keeps moto's behaviour: it is how a test gets a fresh account.
+- RegisterImage with block device mappings makes each snapshot named there back the image, as
+  AWS does: DeleteSnapshot and ModifySnapshotTier of it are refused with InvalidSnapshot.InUse
+  (moto ignores the mappings, and archives a snapshot an image uses).
 - A stack update changes an IAM role's trust policy and inline policies (moto keeps the old
   ones), and a template's AWS::NoValue inside a list leaves no element there (moto leaves a
   null, e.g. a trust statement chosen away by Fn::If).
@@ -49,7 +52,8 @@ from datetime import datetime, timezone
 
 from moto.core.responses import ActionResult
 from moto.ec2 import utils as ec2_utils
-from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.exceptions import EC2ClientError, InvalidSnapshotInUse
+from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.models import elastic_block_store, instances
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 from moto.s3 import responses as s3_responses
@@ -292,6 +296,30 @@ def create_snapshots(self, instance_spec, description, tags):
     for snapshot in snapshots:
         snapshot.add_tags(tags)
     return snapshots
+
+
+_register_image = AmisResponse.register_image
+
+
+def register_image(self):
+    result = _register_image(self)
+    image_id = (result.result or {}).get("ImageId")
+    for mapping in self._get_param("BlockDeviceMappings", []) or []:
+        snapshot_id = (mapping.get("Ebs") or {}).get("SnapshotId")
+        snapshot = self.ec2_backend.snapshots.get(snapshot_id) if snapshot_id else None
+        if snapshot is not None and image_id:
+            snapshot.from_ami = image_id
+    return result
+
+
+_modify_snapshot_tier = elastic_block_store.EBSBackend.modify_snapshot_tier
+
+
+def modify_snapshot_tier(self, snapshot_id, storage_tier):
+    snapshot = self.get_snapshot(snapshot_id)
+    if snapshot.from_ami and snapshot.from_ami in self.amis:
+        raise InvalidSnapshotInUse(snapshot_id, snapshot.from_ami)
+    return _modify_snapshot_tier(self, snapshot_id, storage_tier)
 
 
 HISTORY_TAGS = {
@@ -539,6 +567,8 @@ instances.InstanceBackend.describe_instances = describe_instances
 instances.InstanceBackend.get_reservations_by_instance_ids = get_reservations_by_instance_ids
 elastic_block_store.EBSBackend.copy_snapshot = copy_snapshot
 elastic_block_store.EBSBackend.create_snapshots = create_snapshots
+elastic_block_store.EBSBackend.modify_snapshot_tier = modify_snapshot_tier
+AmisResponse.register_image = register_image
 ElasticBlockStore.create_snapshot = _with_history(ElasticBlockStore.create_snapshot)
 ElasticBlockStore.create_volume = _with_history(ElasticBlockStore.create_volume)
 

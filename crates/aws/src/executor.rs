@@ -106,6 +106,15 @@ const DELETE_SKIPPABLE: [&str; 2] = ["InvalidSnapshot.InUse", "InvalidSnapshot.N
 /// Snapshot-creation errors that leave the volume due for the next run (a warning, not a failure).
 const CREATE_SKIPPABLE: [&str; 2] = ["ConcurrentSnapshotLimitExceeded", "SnapshotCreationPerVolumeRateExceeded"];
 
+/// `CreateSnapshot` refusals meaning the volume is gone since it was listed (deleted, say, by
+/// autoscaling during a long paced run): nothing to snapshot, a skip with the reason (SPEC
+/// §10.12).
+const CREATE_VANISHED: [&str; 1] = ["InvalidVolume.NotFound"];
+
+/// `CreateSnapshots` refusals meaning the instance is gone, or going, since it was listed
+/// (terminated): a skip with the reason (SPEC §10.12).
+const SET_VANISHED: [&str; 2] = ["InvalidInstanceID.NotFound", "IncorrectState"];
+
 /// The error [`Attempts`] stops an attempt with.
 #[derive(Debug, thiserror::Error)]
 #[error("not sent: the run's time or its region lease ran out before this attempt")]
@@ -248,6 +257,10 @@ async fn create_snapshot(
         Sent::Refused(e) if e.code().is_some_and(|c| CREATE_SKIPPABLE.contains(&c)) => {
             warn!(region, volume_id = %request.volume_id, error = %e, "snapshot not created now; the volume stays due");
             Executed::Skipped(e.to_string())
+        }
+        Sent::Refused(e) if e.code().is_some_and(|c| CREATE_VANISHED.contains(&c)) => {
+            warn!(region, volume_id = %request.volume_id, error = %e, "the volume is gone since it was listed");
+            Executed::Skipped(format!("the volume is gone since it was listed: {e}"))
         }
         Sent::Refused(e) | Sent::Lost(e) => {
             warn!(region, volume_id = %request.volume_id, error = %e, "snapshot creation failed");
@@ -402,6 +415,10 @@ async fn create_snapshot_set(
             warn!(region, instance_id = %set.instance_id, error = %e, "set not created now; the instance stays due");
             only(Executed::Skipped(e.to_string()))
         }
+        Sent::Refused(e) if e.code().is_some_and(|c| SET_VANISHED.contains(&c)) => {
+            warn!(region, instance_id = %set.instance_id, error = %e, "the instance is gone since it was listed");
+            only(Executed::Skipped(format!("the instance is gone since it was listed: {e}")))
+        }
         Sent::Refused(e) | Sent::Lost(e) => {
             warn!(region, instance_id = %set.instance_id, error = %e, "set creation failed");
             only(Executed::Failed(e.to_string()))
@@ -421,9 +438,10 @@ async fn set_snapshots(
     Ok((!pairs.is_empty()).then_some(pairs))
 }
 
-/// Archive errors that are logged and skipped: the snapshot is gone, or is being archived or
-/// restored already.
-const ARCHIVE_SKIPPABLE: [&str; 2] = ["InvalidSnapshot.NotFound", "IncorrectState"];
+/// Archive errors that are logged and skipped (SPEC §10.12): the snapshot is gone, is being
+/// archived or restored already (an archival in progress still reads `standard`), or backs an
+/// image (EC2 does not archive a snapshot an AMI uses).
+const ARCHIVE_SKIPPABLE: [&str; 3] = ["InvalidSnapshot.NotFound", "IncorrectState", "InvalidSnapshot.InUse"];
 
 /// Moves the snapshots to the archive storage tier (`ModifySnapshotTier`), at most
 /// [`MUTATION_CONCURRENCY`] at once; outcomes in input order. Asking twice is harmless, so the
@@ -495,12 +513,13 @@ fn made_by_a_lost_create(
         .map(|s| s.id)
 }
 
-/// The own copy of `source` in the client's region (tagged `replication_snapshot_id`), if any.
+/// The own copy of `source` in the client's region (tagged `replication_snapshot_id`), if any,
+/// that is not in state `error`: an errored copy is no copy (SPEC §10.11).
 async fn copy_of(client: &aws_sdk_ec2::Client, region: &str, source: &str) -> Result<Option<String>, AwsError> {
     let filters =
         vec![ec2_filter(&format!("tag:{}", ebs_snapper_core::tags::REPLICATION_SNAPSHOT_ID), [source.to_string()])];
     let found = describe_own_snapshots(client, region, filters, SnapshotDetail::Bare).await?;
-    Ok(found.into_iter().next().map(|s| s.id))
+    Ok(found.into_iter().find(|s| s.state != ebs_snapper_core::SnapshotState::Error).map(|s| s.id))
 }
 
 /// Deletes the snapshots, at most [`MUTATION_CONCURRENCY`] at once; outcomes in input order.
@@ -627,6 +646,7 @@ mod tests {
             tags: Default::default(),
             description: String::new(),
             archived: false,
+            state_message: None,
         };
         let found = || {
             vec![

@@ -112,6 +112,10 @@ pub(crate) fn to_snapshot(s: &aws_sdk_ec2::types::Snapshot, detail: SnapshotDeta
         tags,
         description,
         archived: s.storage_tier() == Some(&aws_sdk_ec2::types::StorageTier::Archive),
+        state_message: s
+            .state_message()
+            .filter(|m| !m.is_empty() && s.state() == Some(&aws_sdk_ec2::types::SnapshotState::Error))
+            .map(Into::into),
     })
 }
 

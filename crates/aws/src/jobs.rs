@@ -9,15 +9,17 @@ use ebs_snapper_core::tags::{
     DELETE_ON, REPLICATION_DST, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, REPLICATION_TAGS, TAG_CONFIG, TAG_COPY_TO,
 };
 use ebs_snapper_core::{
-    peer_regions, plan_replication, plan_retention, plan_snapshots, ConfigurationSet, Job, PeerIndex, PeerListing,
-    RegionReport, ReportOptions, VERSION,
+    peer_regions, plan_replication, plan_retention, plan_snapshots, ConfigurationSet, Executed, Job, PeerIndex,
+    PeerListing, RegionReport, ReportOptions, VERSION,
 };
 use tracing::warn;
 
 use crate::budget::TimeBudget;
 use crate::config_store::{table_name, ConfigStore};
 use crate::error::AwsError;
-use crate::executor::{archive_snapshots, copy_snapshots, create_snapshot_sets, create_snapshots, delete_snapshots};
+use crate::executor::{
+    archive_snapshots, copy_snapshots, create_snapshot_sets, create_snapshots, delete_snapshot, delete_snapshots,
+};
 use crate::inventory::{
     describe_own_snapshots, describe_own_snapshots_by_id, each_own_snapshot, ec2_filter, gather, gather_for_clean,
     listing_lag, until_listed, SnapshotDetail,
@@ -316,7 +318,8 @@ async fn replication_unleased(
             )
         })
         .collect();
-    let mut plan = plan_replication(region, &local, &peers, configs, &configs.ignored_ids());
+    let today = chrono::Utc::now().date_naive();
+    let mut plan = plan_replication(region, &local, &peers, configs, &configs.ignored_ids(), today);
     // The listings carry only the replication tags (a region may hold 100,000 tagged
     // snapshots); a copy takes its source's tags and description, so the few sources to copy
     // are read again in full (one `DescribeSnapshots` per 200) and their requests made from that.
@@ -328,15 +331,29 @@ async fn replication_unleased(
             return RegionReport::failed(Job::Replication, region, opts.dry_run, e.to_string());
         }
     };
-    let requests = plan.copy_requests(&sources, chrono::Utc::now());
+    let requests = plan.copy_requests(&sources);
     drop(sources);
+    let mut failures = listing_failures;
     let (deleted, copied) = if opts.dry_run {
         (Vec::new(), Vec::new())
     } else {
-        // Clean-up before copy.
+        // Clean-up before copy: replicas whose source is gone, and copies that ended in error
+        // (each in its destination; the plan reports them failed).
         let deleted = delete_snapshots(&client, region, &plan.delete_ids(), &opts.budget).await;
+        for (dst, copy) in plan.errored_copies() {
+            let dst_client = aws_sdk_ec2::Client::new(&aws.in_region(dst));
+            match delete_snapshot(&dst_client, dst, copy, &opts.budget).await {
+                Executed::Done(_) | Executed::Skipped(_) => {}
+                Executed::Deferred => {
+                    failures.push(format!("{copy} in {dst}: not deleted, time ran out; a later run does it"))
+                }
+                Executed::Failed(e) => {
+                    failures.push(format!("{copy} in {dst}: could not delete the copy in error: {e}"))
+                }
+            }
+        }
         let requests: Vec<_> = requests.iter().collect();
         (deleted, copy_snapshots(aws, &requests, &opts.budget).await)
     };
-    plan.report(listing_failures, deleted, copied, opts.report())
+    plan.report(failures, deleted, copied, opts.report())
 }

@@ -43,7 +43,8 @@ pub async fn region_status(
             describe_own_snapshots(&dst_client, dst, filters, SnapshotDetail::Tags(&[REPLICATION_SNAPSHOT_ID]))
         })
         .await?;
-        for copy in copies {
+        // A copy in state `error` holds no data (SPEC §10.11): never in sync.
+        for copy in copies.into_iter().filter(|c| c.state != ebs_snapper_core::SnapshotState::Error) {
             if let Some(source) = copy.tags.get(REPLICATION_SNAPSHOT_ID) {
                 found.entry(source.to_string()).or_default().insert(dst.clone());
             }

@@ -128,6 +128,7 @@ pub fn inventory(volumes: usize, per_volume: usize, now: DateTime<Utc>) -> Inven
                 .into(),
                 description: String::new(),
                 archived: false,
+                state_message: None,
             });
         }
     }

@@ -185,6 +185,9 @@ pub struct Snapshot {
     pub description: String,
     /// In EC2's archive storage tier (`StorageTier` = `archive`).
     pub archived: bool,
+    /// AWS's reason for a snapshot in state `error` (`StateMessage`, for instance `Given key ID
+    /// is not accessible`); `None` otherwise.
+    pub state_message: Option<Box<str>>,
 }
 
 /// A region's inventory for the snapshot and clean jobs.

@@ -47,9 +47,30 @@ pub fn emf(function: &str, account: &str, report: &RegionReport, timestamp_ms: i
     doc
 }
 
-/// The heartbeat of a snapshot fanout run that succeeded (`SnapshotRunHeartbeat` = 1, dimension
+/// A fanout run's line (dimension `function`): `Failures`, the (account, region) pairs it could
+/// not hand to a worker (an account not reached, a region not probed or not invoked). A fanout
+/// that invoked workers succeeds whatever it could not reach (SPEC §10.13), so this metric,
+/// which the template alarms on, is how those failures reach someone.
+pub fn fanout(function: &str, failures: usize, timestamp_ms: i64) -> Value {
+    json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["function"]],
+                "Metrics": [{"Name": "Failures", "Unit": "Count"}],
+            }],
+        },
+        "function": function,
+        "Failures": failures,
+    })
+}
+
+/// The heartbeat of a snapshot worker run that succeeded (`SnapshotRunHeartbeat` = 1, dimension
 /// `function`): the template's alarm fires when none came for 24 hours, whatever the reason the
-/// schedule went silent (rule disabled, role broken, every run failing).
+/// schedule went silent (rule disabled, role broken, every run failing). The workers beat it,
+/// not the fanout: one unreachable member account does not silence it while every other
+/// account is backed up.
 pub fn heartbeat(function: &str, timestamp_ms: i64) -> Value {
     json!({
         "_aws": {
@@ -100,8 +121,12 @@ mod tests {
         let d = emf("create-snapshot", "111122223333", &s, 0);
         assert_eq!((d["VolumesOverdue"].as_u64(), d["VolumesOk"].as_u64()), (Some(2), Some(0)));
         assert_eq!(d["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().len(), 9);
-        let h = heartbeat("ebs-snapper-fanout-snapshot", 5);
-        assert_eq!((h[HEARTBEAT].as_u64(), h["function"].as_str()), (Some(1), Some("ebs-snapper-fanout-snapshot")));
+        let h = heartbeat("ebs-snapper-create-snapshot", 5);
+        assert_eq!((h[HEARTBEAT].as_u64(), h["function"].as_str()), (Some(1), Some("ebs-snapper-create-snapshot")));
+        let f = fanout("ebs-snapper-fanout-snapshot", 2, 5);
+        assert_eq!((f["Failures"].as_u64(), f["function"].as_str()), (Some(2), Some("ebs-snapper-fanout-snapshot")));
+        assert_eq!(f["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["function"]]));
+        assert_eq!(f["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "Failures");
         assert_eq!(h["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], HEARTBEAT);
         let mut c = RegionReport::new(Job::Clean, "eu-west-1", false);
         c.deleted = 3;

@@ -4,9 +4,8 @@
 //! skip with its reason.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::NaiveDate;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::configurations::ConfigurationSet;
@@ -38,8 +37,12 @@ pub struct PeerIndex {
     /// The peer's snapshots whose destinations still name `region`: a replica here of one of
     /// them is in sync.
     sources_here: FxHashSet<Box<str>>,
-    /// Replica id by the `replication_snapshot_id` it carries (the first listed, if several).
+    /// Replica id by the `replication_snapshot_id` it carries (the first listed, if several),
+    /// of copies not in state `error`.
     by_source: FxHashMap<Box<str>, Box<str>>,
+    /// Copies that AWS accepted and then failed (state `error`), by the source they name: the
+    /// copy's id and AWS's reason. They hold no data (SPEC §10.11).
+    errored: FxHashMap<Box<str>, (Box<str>, Box<str>)>,
     /// Replicas still pending: copies in flight into the peer.
     pending_copies: usize,
 }
@@ -65,6 +68,11 @@ impl PeerIndex {
             self.sources_here.insert(s.id.as_str().into());
         }
         if let Some(source) = s.tags.get(REPLICATION_SNAPSHOT_ID) {
+            if s.state == SnapshotState::Error {
+                let message = s.state_message.as_deref().unwrap_or("AWS gave no reason");
+                self.errored.entry(source.into()).or_insert_with(|| (s.id.as_str().into(), message.into()));
+                return;
+            }
             self.by_source.entry(source.into()).or_insert_with(|| s.id.as_str().into());
             if s.state == SnapshotState::Pending {
                 self.pending_copies += 1;
@@ -76,6 +84,7 @@ impl PeerIndex {
     pub fn shrink_to_fit(&mut self) {
         self.sources_here.shrink_to_fit();
         self.by_source.shrink_to_fit();
+        self.errored.shrink_to_fit();
     }
 }
 
@@ -95,11 +104,10 @@ pub struct CopyRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrCopy {
     pub config_id: String,
-    /// The destination's `retention`: the copy's `DeleteOn` is the copy date + this.
-    pub retention: Option<Duration>,
-    /// When neither `retention` nor a readable `DeleteOn` on the source tells the copy's date:
-    /// the configuration's longest tier retention.
-    pub fallback_retention: Duration,
+    /// The copy's `DeleteOn`: the source's start + the destination's `retention`; without one,
+    /// the source's `DeleteOn`; without a readable one, the start + the configuration's longest
+    /// tier retention.
+    pub delete_on: NaiveDate,
     pub kms_key: Option<String>,
 }
 
@@ -164,6 +172,14 @@ pub enum ReplicationAction<'a> {
     Skip(String),
     /// Nothing can be done until an operator acts (a failure in the report).
     Failed(String),
+    /// The source's copy in `destination` ended in state `error` after `CopySnapshot` returned
+    /// (SPEC §10.11): a failure naming it with AWS's reason; the copy is deleted, and the source
+    /// is copied again (its own `Copy` decision).
+    ErroredCopy {
+        destination: &'a str,
+        copy: &'a str,
+        message: &'a str,
+    },
 }
 
 /// One local snapshot's fate. Borrows from the listings it was planned from.
@@ -189,6 +205,9 @@ impl ReplicationDecision<'_> {
             }
             ReplicationAction::InSync(why) => why.to_string(),
             ReplicationAction::Skip(why) | ReplicationAction::Failed(why) => why.clone(),
+            ReplicationAction::ErroredCopy { destination, copy, message } => {
+                format!("its copy {copy} in {destination} ended in error ({message}); deleted and copied again")
+            }
         }
     }
 }
@@ -215,9 +234,8 @@ impl<'a> ReplicationPlan<'a> {
 
     /// The request of each copy, made once from its source read in full (`sources`: what
     /// [`Self::copy_sources`] named and EC2 still listed), in the order of the plan's copies. A
-    /// source gone since the planner's listing turns its copy into a skip. `now` dates a
-    /// disaster-recovery copy's `DeleteOn`.
-    pub fn copy_requests(&mut self, sources: &[Snapshot], now: DateTime<Utc>) -> Vec<CopyRequest> {
+    /// source gone since the planner's listing turns its copy into a skip.
+    pub fn copy_requests(&mut self, sources: &[Snapshot]) -> Vec<CopyRequest> {
         let by_id: FxHashMap<&str, &Snapshot> = sources.iter().map(|s| (s.id.as_str(), s)).collect();
         let mut requests = Vec::new();
         for d in &mut self.decisions {
@@ -225,12 +243,23 @@ impl<'a> ReplicationPlan<'a> {
             match (by_id.get(d.snapshot_id), dr) {
                 (Some(source), None) => requests.push(copy_request(&self.region, destination_region, source)),
                 (Some(source), Some(dr)) => {
-                    requests.push(dr_copy_request(&self.region, destination_region, source, dr, now))
+                    requests.push(dr_copy_request(&self.region, destination_region, source, dr))
                 }
                 (None, _) => d.action = ReplicationAction::Skip("the source is gone since it was listed".to_string()),
             }
         }
         requests
+    }
+
+    /// The copies in another region that ended in error, to delete there: (destination, copy).
+    pub fn errored_copies(&self) -> Vec<(&'a str, &'a str)> {
+        self.decisions
+            .iter()
+            .filter_map(|d| match d.action {
+                ReplicationAction::ErroredCopy { destination, copy, .. } => Some((destination, copy)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The replica deletions, in the plan's order.
@@ -244,7 +273,8 @@ impl<'a> ReplicationPlan<'a> {
 
     /// The report of this plan. `deleted` and `copied`: what became of each of
     /// [`Self::delete_ids`] and [`Self::copy_requests`], in their order (empty for a dry run);
-    /// `listing_failures`: the peer regions that could not be listed, each a failure.
+    /// `listing_failures`: the peer regions that could not be listed (and errored copies that
+    /// could not be deleted), each a failure.
     pub fn report(
         &self,
         listing_failures: Vec<String>,
@@ -281,9 +311,9 @@ impl<'a> ReplicationPlan<'a> {
                     report.skipped += 1;
                     report.note(opts, || listed(Action::Skip));
                 }
-                ReplicationAction::Failed(why) => {
+                ReplicationAction::Failed(_) | ReplicationAction::ErroredCopy { .. } => {
                     report.failed += 1;
-                    report.errors.push(format!("{}: {why}", decision.snapshot_id));
+                    report.errors.push(format!("{}: {}", decision.snapshot_id, decision.reason()));
                     report.note(opts, || listed(Action::Skip));
                 }
             }
@@ -311,13 +341,14 @@ fn copies_to(source: &Snapshot, region: &str) -> bool {
 /// `replication_dst_region`, `replication_src_region` or `ebs-snapper:copy-to`; `peers`: the
 /// listing of each region in [`peer_regions`]; `configs`: what a disaster-recovery copy's
 /// retention and key are read from (the configuration its source names); `ignored`: ids never
-/// touched.
+/// touched; `today` (UTC): a disaster-recovery copy that would already be expired is not made.
 pub fn plan_replication<'a>(
     region: &str,
     local: &'a [Snapshot],
     peers: &'a BTreeMap<String, PeerListing>,
     configs: &ConfigurationSet,
     ignored: &BTreeSet<String>,
+    today: NaiveDate,
 ) -> ReplicationPlan<'a> {
     let mut deletes = Vec::new();
     let mut copies = Vec::new();
@@ -398,6 +429,11 @@ pub fn plan_replication<'a>(
             skips.push(skip(format!("source is {}, not completed", state_name(s.state))));
             continue;
         }
+        if s.archived {
+            // EC2 refuses to copy an archived snapshot (SPEC §10.12): it must be restored first.
+            skips.push(skip("source is in the archive tier: it cannot be copied until restored".to_string()));
+            continue;
+        }
         for (dst, dr) in wanted {
             let decide = |action| ReplicationDecision { snapshot_id: &s.id, action };
             let tag = if dr { TAG_COPY_TO } else { REPLICATION_DST };
@@ -420,8 +456,18 @@ pub fn plan_replication<'a>(
                 skips.push(decide(ReplicationAction::InSync(InSync::Copied { destination: dst, copy })));
                 continue;
             }
+            if let Some((copy, message)) = destination.errored.get(s.id.as_str()) {
+                skips.push(decide(ReplicationAction::ErroredCopy { destination: dst, copy, message }));
+            }
             let dr = if dr {
                 match dr_copy(s, dst, configs) {
+                    Ok(dr) if dr.delete_on <= today => {
+                        skips.push(decide(ReplicationAction::Skip(format!(
+                            "its copy in {dst} would already be expired (DeleteOn {}); not copied",
+                            delete_on_value(dr.delete_on)
+                        ))));
+                        continue;
+                    }
                     Ok(dr) => Some(dr),
                     Err(action) => {
                         skips.push(decide(action));
@@ -468,12 +514,15 @@ fn dr_copy(s: &Snapshot, dst: &str, configs: &ConfigurationSet) -> Result<DrCopy
     let Some(destination) = named.configuration.copy_destination(dst) else {
         return Err(ReplicationAction::Skip(format!("configuration {config_id} no longer copies to {dst}")));
     };
-    Ok(DrCopy {
-        config_id: config_id.to_string(),
-        retention: destination.retention,
-        fallback_retention: named.configuration.tiers.iter().map(|t| t.retention).max().unwrap_or_default(),
-        kms_key: destination.kms_key.clone(),
-    })
+    let source_date = s.tags.get(DELETE_ON).and_then(parse_delete_on);
+    let delete_on = match (destination.retention, source_date) {
+        (Some(retention), _) => delete_on(s.start_time, retention),
+        (None, Some(date)) => date,
+        (None, None) => {
+            delete_on(s.start_time, named.configuration.tiers.iter().map(|t| t.retention).max().unwrap_or_default())
+        }
+    };
+    Ok(DrCopy { config_id: config_id.to_string(), delete_on, kms_key: destination.kms_key.clone() })
 }
 
 /// The copy of `s` (in `region`) into `dst`: its description, and its tags without `DeleteOn` and
@@ -510,20 +559,15 @@ fn request(
 }
 
 /// The disaster-recovery copy of `s` (in `region`) into `dst` (SPEC §12): the two replica tags,
-/// its own `DeleteOn` (`now` + the destination's retention, else the source's `DeleteOn`) and the
-/// source volume, then the source's other tags but `ebs-snapper:copy-to` and the replication
-/// tags; encrypted with the destination's key when it has one.
-pub fn dr_copy_request(region: &str, dst: &str, s: &Snapshot, dr: &DrCopy, now: DateTime<Utc>) -> CopyRequest {
-    let source_date = s.tags.get(DELETE_ON).and_then(parse_delete_on);
-    let date = match (dr.retention, source_date) {
-        (Some(retention), _) => delete_on(now, retention),
-        (None, Some(date)) => date,
-        (None, None) => delete_on(now, dr.fallback_retention),
-    };
+/// its own `DeleteOn` (planned: the source's start + the destination's retention, else the
+/// source's `DeleteOn`) and the source volume, then the source's other tags but
+/// `ebs-snapper:copy-to` and the replication tags; encrypted with the destination's key when it
+/// has one.
+pub fn dr_copy_request(region: &str, dst: &str, s: &Snapshot, dr: &DrCopy) -> CopyRequest {
     let mut tags = vec![
         (REPLICATION_SRC.to_string(), region.to_string()),
         (REPLICATION_SNAPSHOT_ID.to_string(), s.id.clone()),
-        (DELETE_ON.to_string(), delete_on_value(date)),
+        (DELETE_ON.to_string(), delete_on_value(dr.delete_on)),
     ];
     if let Some(volume) = s.volume_id.as_deref().or(s.tags.get(TAG_VOLUME)) {
         tags.push((TAG_VOLUME.to_string(), volume.to_string()));
@@ -562,6 +606,7 @@ mod tests {
             tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Tags>(),
             description: format!("desc of {id}"),
             archived: false,
+            state_message: None,
         }
     }
 
@@ -592,7 +637,14 @@ mod tests {
                 (peer.clone(), listing.as_ref().map(|l| PeerIndex::of(region, l)).map_err(String::clone))
             })
             .collect();
-        plan_replication(region, local, Box::leak(Box::new(indexed)), configs, ignored)
+        plan_replication(
+            region,
+            local,
+            Box::leak(Box::new(indexed)),
+            configs,
+            ignored,
+            NaiveDate::from_ymd_opt(2020, 1, 1).unwrap(),
+        )
     }
 
     fn peers(entries: Vec<(&str, Result<Vec<Snapshot>, String>)>) -> Listings {
@@ -610,6 +662,7 @@ mod tests {
                     ReplicationAction::InSync(why) => format!("in sync: {why}"),
                     ReplicationAction::Skip(why) => format!("skip: {why}"),
                     ReplicationAction::Failed(why) => format!("failed: {why}"),
+                    ReplicationAction::ErroredCopy { .. } => format!("failed: {}", d.reason()),
                 };
                 (d.snapshot_id, kind)
             })
@@ -648,7 +701,7 @@ mod tests {
         assert_eq!(peer_regions("us-west-1", &local), ["us-east-1".to_string()].into());
         let p = plan("us-west-1", &local, &peers(vec![("us-east-1", Ok(vec![]))]), &BTreeSet::new());
         let mut p = p;
-        let requests = p.copy_requests(&local, Utc::now());
+        let requests = p.copy_requests(&local);
         let [c] = &requests[..] else { panic!("{:?}", p.decisions) };
         assert_eq!(c.destination_region, "us-east-1");
         assert_eq!(c.source_region, "us-west-1");
@@ -671,7 +724,7 @@ mod tests {
         let mut p = plan("us-west-1", &local, &peers(vec![("us-east-1", Ok(vec![]))]), &BTreeSet::new());
         assert_eq!(p.copy_sources(), ["snap-1", "snap-2"]);
         // Only snap-2 is still there when the sources are read in full.
-        let requests = p.copy_requests(&local[1..], Utc::now());
+        let requests = p.copy_requests(&local[1..]);
         assert_eq!(requests.iter().map(|r| r.source_id.as_str()).collect::<Vec<_>>(), ["snap-2"]);
         assert_eq!(actions(&p)[0], ("snap-1", "skip: the source is gone since it was listed".to_string()));
         let opts = ReportOptions { dry_run: false, every_action: true };
@@ -844,8 +897,7 @@ mod tests {
         assert_eq!(peer_regions("us-east-1", &local), ["eu-west-1".to_string(), "us-west-2".to_string()].into());
         let mut p = plan_with("us-east-1", &local, &listings, &configs, &BTreeSet::new());
         assert_eq!(p.copy_sources(), ["snap-a"], "a source is read once for all its destinations");
-        let now = Utc.with_ymd_and_hms(2020, 1, 1, 12, 0, 0).unwrap();
-        let requests = p.copy_requests(&local, now);
+        let requests = p.copy_requests(&local);
         assert_eq!(requests.len(), 2);
         let tags = |r: &CopyRequest| r.tags.iter().cloned().collect::<BTreeMap<String, String>>();
         let west = requests.iter().find(|r| r.destination_region == "us-west-2").unwrap();
@@ -862,6 +914,73 @@ mod tests {
         assert_eq!(eu.kms_key, None);
         assert_eq!(tags(eu)[DELETE_ON], "2020-01-08", "no retention: the source's DeleteOn");
         assert_eq!(tags(eu)[TAG_VOLUME], "vol-src");
+    }
+
+    #[test]
+    fn a_dr_copy_is_dated_from_its_source_and_not_made_once_it_would_be_expired() {
+        // SPEC §12: DeleteOn = the source's StartTime + the destination's retention, and a
+        // source whose copy would already be expired is not copied (so a copy the destination
+        // deleted is never made again).
+        let configs = dr_configs();
+        let mut old = dr_source("snap-old", "dr", "us-west-2,eu-west-1");
+        old.start_time = Utc.with_ymd_and_hms(2019, 10, 1, 6, 0, 0).unwrap(); // + 90 days = 2019-12-30
+        let local = [old];
+        let listings = peers(vec![("us-west-2", Ok(vec![])), ("eu-west-1", Ok(vec![]))]);
+        let mut p = plan_with("us-east-1", &local, &listings, &configs, &BTreeSet::new());
+        let a = actions(&p);
+        assert!(
+            a.contains(&(
+                "snap-old",
+                "skip: its copy in us-west-2 would already be expired (DeleteOn 2019-12-30); not copied".into()
+            )),
+            "{a:?}"
+        );
+        // eu-west-1 has no retention: the source's DeleteOn (2020-01-08) is still ahead.
+        let requests = p.copy_requests(&local);
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].destination_region, "eu-west-1");
+
+        let mut recent = dr_source("snap-new", "dr", "us-west-2");
+        recent.start_time = Utc.with_ymd_and_hms(2019, 12, 20, 23, 0, 0).unwrap();
+        let local = [recent];
+        let mut p = plan_with("us-east-1", &local, &peers(vec![("us-west-2", Ok(vec![]))]), &configs, &BTreeSet::new());
+        let requests = p.copy_requests(&local);
+        let delete_on = requests[0].tags.iter().find(|(k, _)| k == DELETE_ON).map(|(_, v)| v.as_str());
+        assert_eq!(delete_on, Some("2020-03-19"), "the source's start + 90 days, not the copy date's");
+    }
+
+    #[test]
+    fn a_copy_that_ended_in_error_is_not_in_sync_it_is_reported_deleted_and_made_again() {
+        // SPEC §10.11: a copy AWS accepted and then failed (a KMS grant missing) holds no data.
+        let configs = dr_configs();
+        let local = [dr_source("snap-a", "dr", "us-west-2")];
+        let mut failed = snap(
+            "snap-bad",
+            SnapshotState::Error,
+            &[(REPLICATION_SRC, "us-east-1"), (REPLICATION_SNAPSHOT_ID, "snap-a"), (DELETE_ON, "2020-03-31")],
+        );
+        failed.state_message = Some("Given key ID is not accessible".into());
+        let p =
+            plan_with("us-east-1", &local, &peers(vec![("us-west-2", Ok(vec![failed]))]), &configs, &BTreeSet::new());
+        let a = actions(&p);
+        assert!(a.contains(&("snap-a", "copy".into())), "copied again: {a:?}");
+        assert!(
+            a.contains(&(
+                "snap-a",
+                "failed: its copy snap-bad in us-west-2 ended in error (Given key ID is not accessible); deleted and \
+                 copied again"
+                    .into()
+            )),
+            "{a:?}"
+        );
+        assert_eq!(p.errored_copies(), [("us-west-2", "snap-bad")]);
+        let report = p.report(Vec::new(), Vec::new(), Vec::new(), ReportOptions { dry_run: true, every_action: false });
+        assert_eq!(report.failed, 1);
+        assert_eq!(
+            report.errors,
+            ["snap-a: its copy snap-bad in us-west-2 ended in error (Given key ID is not accessible); deleted and copied \
+              again"]
+        );
     }
 
     #[test]

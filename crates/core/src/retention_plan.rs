@@ -49,6 +49,11 @@ pub enum Delete {
     IgnoreRetention { delete_on: NaiveDate },
     /// Expired, and not among the newest `minimum` of any tier it carries (`schedules`).
     ExpiredTiers { delete_on: NaiveDate, tiers: String },
+    /// In state `error` (it holds no data), and a newer snapshot of its volume completed (or one
+    /// started in the same second, EC2's resolution): the
+    /// snapshot job reported it when it was the newest (SPEC §10.11), and nothing is left to
+    /// report or keep. Deleted whatever its `DeleteOn`.
+    Errored,
 }
 
 /// Why a snapshot moves to the archive storage tier (SPEC §11).
@@ -98,6 +103,9 @@ impl RetentionDecision<'_> {
             }
             RetentionAction::Delete(Delete::ExpiredTiers { delete_on, tiers }) => {
                 format!("expired {delete_on}, not among the newest minimum of tier {tiers}")
+            }
+            RetentionAction::Delete(Delete::Errored) => {
+                "in state error, older than a completed snapshot of its volume".to_string()
             }
             RetentionAction::Archive(Archive { tier, delete_on }) => {
                 format!("archive (tier {tier}): not the newest, kept until {delete_on}")
@@ -416,6 +424,11 @@ pub fn plan_retention<'a>(
             let protecting = protected[k].indices().next().and_then(|t| tiers.get(t));
             let action = if let Some(what) = ignored_reason(s, &ignored, ignored_volumes) {
                 RetentionAction::Keep(Keep::Ignored(what))
+            } else if s.state == SnapshotState::Error
+                && newest_completed
+                    .is_some_and(|newest| s.start_time <= tagged[group[newest] as usize].1.snapshot.start_time)
+            {
+                RetentionAction::Delete(Delete::Errored)
             } else if s.state != SnapshotState::Completed {
                 RetentionAction::Keep(Keep::NotCompleted(s.state))
             } else {
@@ -536,6 +549,7 @@ mod tests {
             tags: [(DELETE_ON.to_string(), date)].into(),
             description: String::new(),
             archived: false,
+            state_message: None,
         }
     }
 
@@ -567,6 +581,30 @@ mod tests {
 
     fn plan<'a>(c: &'a ConfigurationSet, inv: &'a Inventory) -> RetentionPlan<'a> {
         plan_retention(c, inv, &BTreeSet::new(), today())
+    }
+
+    #[test]
+    fn an_errored_snapshot_older_than_a_completed_one_is_deleted_and_the_newest_is_kept() {
+        // SPEC §10.11: an errored snapshot holds no data. Once a newer one completed it is
+        // deleted (not expired, not counted); the volume's newest, in error, is kept (the
+        // snapshot job reports it). The minimum counts completed snapshots only.
+        let c = configs(&[("a", cfg(2, ""))]);
+        let errored = |id: &str, age: i64| Snapshot { state: SnapshotState::Error, ..snap(id, "vol-1", age, 30) };
+        let inv = inventory(
+            &[("a", "i-1", &["vol-1"])],
+            vec![
+                errored("err-old", 5),
+                snap("ok-1", "vol-1", 4, 30),
+                snap("ok-2", "vol-1", 3, -1),
+                errored("err-new", 1),
+            ],
+        );
+        let p = plan(&c, &inv);
+        assert_eq!(deleted(&p), vec!["err-old"]);
+        let why: BTreeMap<&str, String> = p.decisions.iter().map(|d| (d.snapshot_id, d.reason())).collect();
+        assert_eq!(why["err-old"], "in state error, older than a completed snapshot of its volume");
+        assert!(why["ok-2"].contains("2 completed <= minimum 2"), "{}", why["ok-2"]);
+        assert!(why["err-new"].contains("not completed"), "{}", why["err-new"]);
     }
 
     #[test]

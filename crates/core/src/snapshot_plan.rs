@@ -140,6 +140,9 @@ pub struct SnapshotPlan {
     pub sets: Vec<SetRequest>,
     /// Problems worth telling the operator (overlapping configurations...).
     pub warnings: Vec<String>,
+    /// Selected volumes whose newest snapshot is in state `error` (SPEC §10.11), each a failure
+    /// of the run: (volume, snapshot, AWS's reason).
+    pub errored: Vec<(String, String, String)>,
 }
 
 impl SnapshotPlan {
@@ -169,6 +172,12 @@ impl SnapshotPlan {
         opts: ReportOptions,
     ) -> RegionReport {
         let mut report = RegionReport::for_plan(Job::Snapshot, &self.region, opts, &self.warnings, failed_configs);
+        for (volume, snapshot, message) in &self.errored {
+            report.failed += 1;
+            report.errors.push(format!(
+                "{volume}: its newest snapshot {snapshot} ended in state error ({message}); a new one is taken"
+            ));
+        }
         let mut created = created.into_iter();
         for decision in &self.decisions {
             let listed = |action: Action| {
@@ -450,6 +459,7 @@ pub fn plan_snapshots(
             plan_set(&mut plan, named, instance, inventory, selected, now, version);
         }
     }
+    plan.errored = newest_in_error(&plan.decisions, inventory);
     for id in copy_to_self {
         plan.warnings.push(format!(
             "configuration {id} copies to {region}, the region of these snapshots: they are not copied there (a copy \
@@ -466,6 +476,42 @@ pub fn plan_snapshots(
         ));
     }
     plan
+}
+
+/// The selected volumes whose newest snapshot (pending, completed or in error) is in state
+/// `error`: (volume, snapshot, AWS's reason). Once a newer one is listed, pending or completed,
+/// the volume is no longer named, so a failed snapshot is reported by one run, not by every run.
+fn newest_in_error(decisions: &[VolumeDecision], inventory: &Inventory) -> Vec<(String, String, String)> {
+    let mut newest: FxHashMap<&str, &crate::inventory::Snapshot> = FxHashMap::default();
+    for s in &inventory.snapshots {
+        let Some(v) = s.volume_id.as_deref() else { continue };
+        if matches!(s.state, SnapshotState::Pending | SnapshotState::Completed | SnapshotState::Error) {
+            // Of two started in the same second (EC2's resolution), the one not in error is
+            // taken for the newer: the volume has a snapshot of that moment.
+            let key = |s: &crate::inventory::Snapshot| (s.start_time, s.state != SnapshotState::Error);
+            let slot = newest.entry(v).or_insert(s);
+            if key(s) > key(slot) {
+                *slot = s;
+            }
+        }
+    }
+    decisions
+        .iter()
+        .filter(|d| {
+            matches!(
+                d.action,
+                VolumeAction::Create { .. }
+                    | VolumeAction::InSet { .. }
+                    | VolumeAction::NotDue { .. }
+                    | VolumeAction::NeverDue { .. }
+            )
+        })
+        .filter_map(|d| {
+            let s = newest.get(d.volume_id.as_str()).filter(|s| s.state == SnapshotState::Error)?;
+            let message = s.state_message.as_deref().unwrap_or("AWS gave no reason");
+            Some((d.volume_id.clone(), s.id.clone(), message.to_string()))
+        })
+        .collect()
 }
 
 /// Decides an instance's selected volumes under `consistency: "instance"`: when any of them is
@@ -632,6 +678,7 @@ mod tests {
             tags: Tags::new(),
             description: String::new(),
             archived: false,
+            state_message: None,
         }
     }
 
@@ -686,6 +733,44 @@ mod tests {
         assert_eq!(requests, BTreeMap::from([("vol-3", Some(t(6, 9, 0)))]));
         let fresh = inventory(&[("a", &["i-1"])], vec![instance("i-1", &["vol-1"])], vec![]);
         assert_eq!(plan_snapshots(&c, &fresh, now, "v").requests().next().unwrap().1.newer_than, None);
+    }
+
+    #[test]
+    fn a_volume_whose_newest_snapshot_is_in_error_fails_the_run_until_a_newer_one_is_there() {
+        // SPEC §10.11: the run that finds the volume's newest snapshot in error fails, naming it
+        // with AWS's reason, and takes a new one; once a newer one exists, nothing is reported.
+        let c = configs(&[("a", &cfg("2 hours", &[]))]);
+        let mut errored = snap("s-err", "vol-1", t(6, 11, 30), SnapshotState::Error);
+        errored.state_message = Some("Internal error while creating snapshot".into());
+        let older_error = snap("s-old", "vol-2", t(6, 8, 0), SnapshotState::Error);
+        let inv = inventory(
+            &[("a", &["i-1"])],
+            vec![instance("i-1", &["vol-1", "vol-2"])],
+            vec![
+                errored.clone(),
+                snap("s-ok", "vol-1", t(6, 9, 0), SnapshotState::Completed),
+                older_error,
+                snap("s-new", "vol-2", t(6, 11, 0), SnapshotState::Completed),
+            ],
+        );
+        let plan = plan_snapshots(&c, &inv, t(6, 12, 0), "v");
+        let created: Vec<&str> = plan.requests().map(|(d, _)| d.volume_id.as_str()).collect();
+        assert_eq!(created, ["vol-1"], "the volume is due again at once");
+        let opts = ReportOptions { dry_run: false, every_action: false };
+        let report = plan.report(&BTreeMap::new(), vec![Executed::Done(Some("s-2nd".into()))], vec![], opts);
+        assert_eq!((report.failed, report.created), (1, 1));
+        assert_eq!(
+            report.errors,
+            ["vol-1: its newest snapshot s-err ended in state error (Internal error while creating snapshot); a new \
+              one is taken"]
+        );
+        // The next run lists the new one (pending, then completed): nothing more is reported.
+        let mut later = inv.clone();
+        later.snapshots.push(snap("s-2nd", "vol-1", t(6, 12, 1), SnapshotState::Pending));
+        let plan = plan_snapshots(&c, &later, t(6, 12, 30), "v");
+        let report =
+            plan.report(&BTreeMap::new(), vec![], vec![], ReportOptions { dry_run: true, every_action: false });
+        assert_eq!((report.failed, report.errors.len()), (0, 0), "{:?}", report.errors);
     }
 
     #[test]

@@ -302,6 +302,7 @@ mod tests {
             tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Tags>(),
             description: String::new(),
             archived: false,
+            state_message: None,
         }
     }
 

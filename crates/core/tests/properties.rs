@@ -262,6 +262,7 @@ mod planners {
                     tags,
                     description: String::new(),
                     archived: false,
+                    state_message: None,
                 });
             }
         }
@@ -319,10 +320,19 @@ mod planners {
             let by_id: BTreeMap<&str, &Snapshot> = scene.inventory.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
             for id in &deleted {
                 let s = by_id[id];
+                prop_assert!(!is_ignored(&scene, s), "{} is ignored", id);
+                if s.state == SnapshotState::Error {
+                    // SPEC §10.11: an errored snapshot holds no data; it goes once a newer
+                    // snapshot of its volume completed.
+                    let newer_completed = scene.inventory.snapshots.iter().any(|o| {
+                        o.volume_id == s.volume_id && o.state == SnapshotState::Completed && o.start_time > s.start_time && o.tags.contains_key(DELETE_ON)
+                    });
+                    prop_assert!(newer_completed, "{} is in error but no newer snapshot completed", id);
+                    continue;
+                }
                 let delete_on = s.tags.get(DELETE_ON).and_then(ebs_snapper_core::parse_delete_on);
                 prop_assert!(delete_on.is_some_and(|d| d <= today()), "{} deleted before its DeleteOn or without one", id);
                 prop_assert_eq!(s.state, SnapshotState::Completed, "{} is not completed", id);
-                prop_assert!(!is_ignored(&scene, s), "{} is ignored", id);
             }
             let mut by_volume: BTreeMap<&str, Vec<&Snapshot>> = BTreeMap::new();
             for s in &scene.inventory.snapshots {
@@ -332,7 +342,7 @@ mod planners {
             }
             for (volume, snaps) in &by_volume {
                 let completed = snaps.iter().filter(|s| s.state == SnapshotState::Completed).count();
-                let gone = snaps.iter().filter(|s| deleted.contains(s.id.as_str())).count();
+                let gone = snaps.iter().filter(|s| s.state == SnapshotState::Completed && deleted.contains(s.id.as_str())).count();
                 match minimum_of(&scene, volume, snaps) {
                     Some(minimum) => prop_assert!(
                         completed - gone >= (minimum as usize).min(completed),
@@ -342,7 +352,7 @@ mod planners {
                     None => {}
                 }
                 // Oldest first: no expired snapshot kept by the minimum is older than one deleted.
-                let newest_deleted = snaps.iter().filter(|s| deleted.contains(s.id.as_str())).map(|s| s.start_time).max();
+                let newest_deleted = snaps.iter().filter(|s| s.state == SnapshotState::Completed && deleted.contains(s.id.as_str())).map(|s| s.start_time).max();
                 let kept_by_minimum = plan.decisions.iter().filter(|d| d.volume_id == Some(volume) && matches!(d.action, RetentionAction::Keep(ebs_snapper_core::Keep::Minimum { .. })));
                 for d in kept_by_minimum {
                     prop_assert!(newest_deleted.is_none_or(|n| by_id[d.snapshot_id].start_time >= n), "{} kept, an newer one deleted", d.snapshot_id);
@@ -449,6 +459,7 @@ mod tiers {
                 tags,
                 description: String::new(),
                 archived: *archived,
+                state_message: None,
             });
         }
         (configs, inventory)

@@ -15,6 +15,7 @@ mod faults;
 mod functions;
 mod lease;
 mod policies;
+mod real_account;
 mod replication;
 mod runtime;
 mod snapshot;

@@ -42,6 +42,11 @@ pub enum Fault {
     /// (a DLM policy on the same hour, a person) snapshots the same volume: an own snapshot of
     /// it, without this tool's tags.
     LostBesideAnother,
+    /// The resource the request names vanished since it was listed (a volume deleted, an
+    /// instance terminated, by autoscaling say): EC2's refusal for it, `InvalidVolume.NotFound`
+    /// to `CreateSnapshot`, `InvalidInstanceID.NotFound` to `CreateSnapshots`,
+    /// `InvalidSnapshot.NotFound` to the rest.
+    Gone,
 }
 
 /// What AWS does and the emulator does not, switchable per test (SPEC §15). The rest of the
@@ -69,6 +74,14 @@ pub struct Strict {
     pub foreign_snapshot: Option<String>,
     /// EC2's request token buckets (`None`: unlimited, as the emulator is).
     pub buckets: Option<Buckets>,
+    /// Snapshots that AWS accepts and then fails (SPEC §10.11): a `CreateSnapshot`,
+    /// `CreateSnapshots` or `CopySnapshot` whose request names one of these (a volume, an
+    /// instance, a source snapshot or a KMS key) makes snapshots that `DescribeSnapshots` lists
+    /// in state `error` with this `StateMessage` (after the pending period).
+    pub end_in_error: Vec<(String, String)>,
+    /// An archival takes this long (SPEC §15): after `ModifySnapshotTier`, the snapshot still
+    /// reads `standard`, and a second request for it is refused with `IncorrectState`.
+    pub archival_for: std::time::Duration,
 }
 
 /// EC2's request rate limiting: one token bucket per API, per account (here: per access key)
@@ -130,6 +143,8 @@ impl Strict {
             s3_etag_not_md5: true,
             foreign_snapshot: Some("snap-0f0f0f0f0f0f0f0f0".to_string()),
             buckets: Some(Buckets::aws()),
+            end_in_error: Vec::new(),
+            archival_for: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -246,6 +261,10 @@ struct State {
     strict: Mutex<Strict>,
     /// Snapshots made through the proxy, and when.
     made: Mutex<HashMap<String, std::time::Instant>>,
+    /// Snapshots that end in `error` ([`Strict::end_in_error`]), with their `StateMessage`.
+    errored: Mutex<HashMap<String, String>>,
+    /// Snapshots whose archival started ([`Strict::archival_for`]), and when.
+    archiving: Mutex<HashMap<String, std::time::Instant>>,
     /// Lambda functions whose code update is in progress, and since when.
     updating: Mutex<HashMap<String, std::time::Instant>>,
     /// `NextToken`s of the empty first pages handed out.
@@ -271,6 +290,8 @@ impl FaultProxy {
             plan: Mutex::new(plan),
             strict: Mutex::new(Strict::default()),
             made: Mutex::new(HashMap::new()),
+            errored: Mutex::new(HashMap::new()),
+            archiving: Mutex::new(HashMap::new()),
             updating: Mutex::new(HashMap::new()),
             tokens: Mutex::new(BTreeSet::new()),
             upstream,
@@ -357,6 +378,24 @@ fn classify(req: &Request) -> (String, String, String) {
         format!("{} {}", req.method, req.path.split('?').next().unwrap_or(""))
     };
     (service, region, operation)
+}
+
+/// EC2's refusal of a request (HTTP 400) with `code`.
+fn ec2_refusal(code: &str, message: &str, n: usize) -> (u16, Vec<(&'static str, String)>, String) {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>refusal-{n}</RequestID></Response>"
+    );
+    (400, vec![("content-type", "text/xml;charset=UTF-8".into())], body)
+}
+
+/// EC2's refusal of a request naming a resource that no longer exists.
+fn gone_response(operation: &str, req: &Request, n: usize) -> (u16, Vec<(&'static str, String)>, String) {
+    let (code, what) = match operation {
+        "CreateSnapshot" => ("InvalidVolume.NotFound", query_value(&req.body, "VolumeId")),
+        "CreateSnapshots" => ("InvalidInstanceID.NotFound", query_value(&req.body, "InstanceSpecification.InstanceId")),
+        _ => ("InvalidSnapshot.NotFound", query_value(&req.body, "SnapshotId")),
+    };
+    ec2_refusal(code, &format!("The resource '{}' does not exist.", what.unwrap_or_default()), n)
 }
 
 /// The answer a service gives for `fault`: status, headers, body.
@@ -475,13 +514,23 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
                 }
                 return;
             }
+            Some(Fault::Gone) => {
+                let (status, headers, body) = gone_response(&operation, &req, index);
+                respond(&mut w, status, &headers, body.as_bytes()).await
+            }
             Some(f) => {
                 let (status, headers, body) = fault_response(&service, f, index);
+                respond(&mut w, status, &headers, body.as_bytes()).await
+            }
+            None if operation == "ModifySnapshotTier" && archival_in_progress(&s, &strict, &req) => {
+                let (status, headers, body) =
+                    ec2_refusal("IncorrectState", "The snapshot is already being archived or restored.", index);
                 respond(&mut w, status, &headers, body.as_bytes()).await
             }
             None => match forward(&s.upstream, &req).await {
                 Ok((status, mut headers, mut body)) => {
                     note_made(&s, &operation, status, &body);
+                    note_fate(&s, &strict, &operation, &req, status, &body);
                     if operation == "DescribeSnapshots" && status == 200 {
                         body = as_aws_lists(&s, &strict, &body);
                         body = with_shared(&strict, &req, body);
@@ -566,6 +615,41 @@ fn note_made(s: &State, operation: &str, status: u16, body: &[u8]) {
     }
 }
 
+/// Remembers what [`Strict`] makes of a request carried out: the snapshots it made that end in
+/// `error`, and the start of an archival.
+fn note_fate(s: &State, strict: &Strict, operation: &str, req: &Request, status: u16, body: &[u8]) {
+    if status != 200 {
+        return;
+    }
+    // Decoded, so that a key ARN's colons match.
+    let query = String::from_utf8_lossy(&req.body).replace("%3A", ":").replace("%2F", "/");
+    match operation {
+        "CreateSnapshot" | "CreateSnapshots" | "CopySnapshot" => {
+            let Some((_, message)) = strict.end_in_error.iter().find(|(needle, _)| query.contains(needle.as_str()))
+            else {
+                return;
+            };
+            let answer = String::from_utf8_lossy(body);
+            let mut errored = s.errored.lock().unwrap();
+            for id in answer.split("<snapshotId>").skip(1).filter_map(|rest| rest.split('<').next()) {
+                errored.insert(id.to_string(), message.clone());
+            }
+        }
+        "ModifySnapshotTier" if !strict.archival_for.is_zero() => {
+            if let Some(id) = query_value(&req.body, "SnapshotId") {
+                s.archiving.lock().unwrap().entry(id).or_insert_with(std::time::Instant::now);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether the snapshot a `ModifySnapshotTier` names is still being archived.
+fn archival_in_progress(s: &State, strict: &Strict, req: &Request) -> bool {
+    let Some(id) = query_value(&req.body, "SnapshotId") else { return false };
+    s.archiving.lock().unwrap().get(&id).is_some_and(|t| t.elapsed() < strict.archival_for)
+}
+
 /// The value of `name` in a query-protocol request body (`Name=value&...`); ids only, so
 /// nothing to decode.
 fn query_value(body: &[u8], name: &str) -> Option<String> {
@@ -618,7 +702,12 @@ fn empty_first_page(s: &State, req: &mut Request, operation: &str) -> Option<Str
 /// A `DescribeSnapshots` answer as AWS may give it just after a snapshot was made: the new
 /// snapshot missing for a while, then `pending` for a while.
 fn as_aws_lists(s: &State, strict: &Strict, body: &[u8]) -> Vec<u8> {
-    if strict.unlisted_for.is_zero() && strict.pending_for.is_zero() {
+    // (Snapshots that ended in error stay so once the switch is off: AWS does not mend them.)
+    if strict.unlisted_for.is_zero()
+        && strict.pending_for.is_zero()
+        && strict.archival_for.is_zero()
+        && s.errored.lock().unwrap().is_empty()
+    {
         return body.to_vec();
     }
     let xml = String::from_utf8_lossy(body).into_owned();
@@ -627,15 +716,32 @@ fn as_aws_lists(s: &State, strict: &Strict, body: &[u8]) -> Vec<u8> {
     };
     let inner = &xml[open + "<snapshotSet>".len()..close];
     let made = s.made.lock().unwrap().clone();
+    let errored = s.errored.lock().unwrap().clone();
+    let archiving = s.archiving.lock().unwrap().clone();
     let mut out = String::new();
     for item in top_level_items(inner) {
-        let age = element(item, "snapshotId").and_then(|id| made.get(&id).map(|t| t.elapsed()));
+        let id = element(item, "snapshotId").unwrap_or_default();
+        let age = made.get(&id).map(|t| t.elapsed());
+        let item = match archiving.get(&id) {
+            // Still being archived: it reads `standard` until the archival is done.
+            Some(t) if t.elapsed() < strict.archival_for => {
+                item.replacen("<storageTier>archive</storageTier>", "<storageTier>standard</storageTier>", 1)
+            }
+            _ => item.to_string(),
+        };
         match age {
             Some(age) if age < strict.unlisted_for => {}
             Some(age) if age < strict.unlisted_for + strict.pending_for => {
                 out.push_str(&item.replacen("<status>completed</status>", "<status>pending</status>", 1));
             }
-            _ => out.push_str(item),
+            _ => match errored.get(&id) {
+                Some(message) => out.push_str(&item.replacen(
+                    "<status>completed</status>",
+                    &format!("<status>error</status><statusMessage>{message}</statusMessage>"),
+                    1,
+                )),
+                None => out.push_str(&item),
+            },
         }
     }
     format!("{}<snapshotSet>{out}{}", &xml[..open], &xml[close..]).into_bytes()

@@ -584,6 +584,25 @@ impl Account {
             .collect()
     }
 
+    /// Registers an AMI whose root device is restored from `snapshot` (the snapshot backs it).
+    pub async fn register_image_of(&self, region: &str, snapshot: &str) -> String {
+        let mapping = aws_sdk_ec2::types::BlockDeviceMapping::builder()
+            .device_name("/dev/sda1")
+            .ebs(aws_sdk_ec2::types::EbsBlockDevice::builder().snapshot_id(snapshot).build())
+            .build();
+        let out = self
+            .ec2(region)
+            .await
+            .register_image()
+            .name(format!("img-{snapshot}"))
+            .root_device_name("/dev/sda1")
+            .block_device_mappings(mapping)
+            .send()
+            .await
+            .expect("register image");
+        out.image_id().unwrap().to_string()
+    }
+
     pub async fn tag(&self, region: &str, resource: &str, key: &str, value: &str) {
         self.ec2(region)
             .await
