@@ -40,6 +40,16 @@ pub fn partition(region: &str) -> &'static str {
     }
 }
 
+/// The DNS suffix of a region's service endpoints (`amazonaws.com`; in China
+/// `amazonaws.com.cn`), for URLs such as a template's in S3.
+pub fn dns_suffix(region: &str) -> &'static str {
+    if partition(region) == "aws-cn" {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    }
+}
+
 /// The ARN of the member role `role_name` in `account`.
 pub fn member_role_arn(region: &str, account: &str, role_name: &str) -> String {
     format!("arn:{}:iam::{account}:role/{role_name}", partition(region))
@@ -163,6 +173,13 @@ mod tests {
         assert_eq!(account_from_arn("arn:aws:lambda:us-east-1:123456789012:function:f"), Some("123456789012"));
         assert_eq!(account_from_arn("arn:aws:lambda:us-east-1:12345:function:f"), None);
         assert_eq!(account_from_arn("nonsense"), None);
+    }
+
+    #[test]
+    fn endpoints_follow_the_partition() {
+        assert_eq!(dns_suffix("eu-west-1"), "amazonaws.com");
+        assert_eq!(dns_suffix("cn-northwest-1"), "amazonaws.com.cn");
+        assert_eq!(dns_suffix("us-gov-east-1"), "amazonaws.com");
     }
 
     #[test]

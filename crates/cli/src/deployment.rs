@@ -231,7 +231,7 @@ async fn ensure_bucket(
     s3.put_bucket_policy()
         .bucket(name)
         .expected_bucket_owner(bucket.owner)
-        .policy(tls_only_policy(name))
+        .policy(tls_only_policy(name, region))
         .send()
         .await
         .map_err(|e| AwsError::call("PutBucketPolicy", region, e))?;
@@ -239,8 +239,9 @@ async fn ensure_bucket(
     Ok(())
 }
 
-/// A bucket policy refusing every request not made over TLS.
-fn tls_only_policy(bucket: &str) -> String {
+/// A bucket policy refusing every request not made over TLS (ARNs in the region's partition).
+fn tls_only_policy(bucket: &str, region: &str) -> String {
+    let arn = format!("arn:{}:s3:::{bucket}", ebs_snapper_aws::account::partition(region));
     serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [{
@@ -248,7 +249,7 @@ fn tls_only_policy(bucket: &str) -> String {
             "Effect": "Deny",
             "Principal": "*",
             "Action": "s3:*",
-            "Resource": [format!("arn:aws:s3:::{bucket}"), format!("arn:aws:s3:::{bucket}/*")],
+            "Resource": [arn.clone(), format!("{arn}/*")],
             "Condition": { "Bool": { "aws:SecureTransport": "false" } }
         }]
     })
@@ -364,7 +365,7 @@ async fn deploy_stack(
     if let Some(arch) = zips_architecture(&opts.artifacts, &opts.parameters)? {
         fixed.push(("Architecture".to_string(), arch));
     }
-    let template_url = format!("https://{bucket}.s3.{region}.amazonaws.com/{template_key}");
+    let template_url = template_url(bucket, region, template_key);
     let use_body = template_text.len() <= MAX_TEMPLATE_BODY;
     let template = if use_body { TemplateSource::Body(template_text) } else { TemplateSource::Url(&template_url) };
     let status = stack_status(cfn, stack, region).await?;
@@ -819,4 +820,32 @@ async fn update_code(
         if prune.is_empty() { String::new() } else { format!(", removed versions {}", prune.join(", ")) }
     ));
     Ok(())
+}
+
+/// The URL CloudFormation reads a template from in the code bucket (the region's S3 endpoint, in
+/// its partition's domain).
+fn template_url(bucket: &str, region: &str, key: &str) -> String {
+    format!("https://{bucket}.s3.{region}.{}/{key}", ebs_snapper_aws::account::dns_suffix(region))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_policy_and_the_template_url_follow_the_partition() {
+        for (region, partition, domain) in [
+            ("eu-west-1", "aws", "amazonaws.com"),
+            ("cn-north-1", "aws-cn", "amazonaws.com.cn"),
+            ("us-gov-west-1", "aws-us-gov", "amazonaws.com"),
+        ] {
+            let policy: serde_json::Value = serde_json::from_str(&tls_only_policy("b", region)).unwrap();
+            assert_eq!(
+                policy["Statement"][0]["Resource"],
+                serde_json::json!([format!("arn:{partition}:s3:::b"), format!("arn:{partition}:s3:::b/*")]),
+                "{region}"
+            );
+            assert_eq!(template_url("b", region, "t.json"), format!("https://b.s3.{region}.{domain}/t.json"));
+        }
+    }
 }

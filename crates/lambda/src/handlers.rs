@@ -200,11 +200,7 @@ pub async fn fanout_snapshot(aws: &Aws, env: &Environment, inv: Invocation) -> R
     };
     let to_work: Vec<String> = configured.into_iter().map(|(a, _)| a).collect();
     let summary = json!({ "job": Job::Snapshot, "replication_rule": rule });
-    let result = fan_out(&home, &worker, Job::Snapshot, &to_work, summary, failures).await;
-    if result.is_ok() {
-        emit_heartbeat(env);
-    }
-    result
+    fan_out(&home, env, &worker, Job::Snapshot, &to_work, summary, failures).await
 }
 
 /// The accounts with at least one valid configuration, with their configurations. The
@@ -235,7 +231,7 @@ async fn configured_accounts(
     Ok(out)
 }
 
-/// The snapshot fanout's heartbeat (an Embedded Metric Format line), printed only when the run
+/// A snapshot worker's heartbeat (an Embedded Metric Format line), printed only when its run
 /// succeeded: the template alarms when none came for 24 hours.
 fn emit_heartbeat(env: &Environment) {
     let function = env.own_function.as_deref().unwrap_or("ebs-snapper");
@@ -255,6 +251,7 @@ struct AccountFanout {
 /// or a region that cannot be probed or invoked, is a failure of its own; the others go on.
 async fn fan_out(
     home: &Home<'_>,
+    env: &Environment,
     worker: &str,
     job: Job,
     accounts: &[String],
@@ -311,6 +308,7 @@ async fn fan_out(
         .await;
     let mut per_account: Vec<Value> = Vec::new();
     let (mut regions, mut skipped) = (Vec::new(), Vec::new());
+    let invoked = done.iter().map(|a| a.invoked.len()).sum();
     done.sort_by(|a, b| a.account.cmp(&b.account));
     for a in done {
         if a.account == home.account {
@@ -329,14 +327,27 @@ async fn fan_out(
     summary["regions"] = json!(regions);
     summary["skipped_regions"] = json!(skipped);
     summary["accounts"] = json!(per_account);
-    finish_fanout(summary, failures)
+    finish_fanout(env, summary, failures, invoked)
 }
 
-fn finish_fanout(mut summary: Value, failures: Vec<String>) -> Result<Value, FunctionError> {
+/// The fanout's answer (SPEC §10.13). One that invoked a worker for everything it could reach
+/// succeeds, naming the rest in its summary and counting them in its `Failures` metric (which
+/// the template alarms on): an error would make Lambda run it again twice, and with it every
+/// worker it had invoked, for one bad account. Only a fanout that invoked nothing fails, and is
+/// retried.
+fn finish_fanout(
+    env: &Environment,
+    mut summary: Value,
+    failures: Vec<String>,
+    invoked: usize,
+) -> Result<Value, FunctionError> {
     summary["failed"] = json!(failures.len());
     summary["errors"] = json!(capped(&failures));
+    summary["invoked"] = json!(invoked);
     info!(summary = %summary, "fanout finished");
-    if failures.is_empty() {
+    let function = env.own_function.as_deref().unwrap_or("ebs-snapper");
+    println!("{}", ebs_snapper_core::metrics::fanout(function, failures.len(), Utc::now().timestamp_millis()));
+    if failures.is_empty() || invoked > 0 {
         Ok(summary)
     } else {
         Err(FunctionError::Failed { failed: failures.len(), summary })
@@ -352,7 +363,7 @@ pub async fn fanout_clean(aws: &Aws, env: &Environment, inv: Invocation) -> Resu
     let accounts = home.accounts(&mut failures).await;
     let to_work: Vec<String> =
         configured_accounts(&home, &accounts, &mut failures).await?.into_iter().map(|(a, _)| a).collect();
-    fan_out(&home, &worker, Job::Clean, &to_work, json!({ "job": Job::Clean }), failures).await
+    fan_out(&home, env, &worker, Job::Clean, &to_work, json!({ "job": Job::Clean }), failures).await
 }
 
 /// The snapshot worker for one region.
@@ -392,7 +403,7 @@ async fn fan_out_to_self(aws: &Aws, env: &Environment, inv: Invocation, job: Job
     } else {
         accounts
     };
-    fan_out(&home, &own, job, &to_work, json!({ "job": job }), failures).await
+    fan_out(&home, env, &own, job, &to_work, json!({ "job": job }), failures).await
 }
 
 async fn run_worker(aws: &Aws, env: &Environment, inv: Invocation, job: Job) -> Result<Value, FunctionError> {
@@ -417,6 +428,9 @@ async fn run_worker(aws: &Aws, env: &Environment, inv: Invocation, job: Job) -> 
     let mut report = run_region(&reached.aws, job, &configs, &event.region, &regions.enabled, Utc::now(), opts).await;
     continue_if_needed(aws, env, &home.region, &event, &mut report).await;
     emit_metrics(env, &target, &report);
+    if job == Job::Snapshot && report.failed == 0 {
+        emit_heartbeat(env);
+    }
     finish_worker(event.account.as_deref(), report)
 }
 

@@ -467,6 +467,60 @@ fn failed_worker_invocations_are_not_retried_blindly_and_land_in_a_watched_queue
     assert_eq!(t["Resources"]["AlarmEmailSubscription"]["Properties"]["Protocol"], "email");
 }
 
+/// SPEC §15: the templates deploy in every partition (`aws-cn`, `aws-us-gov`): no ARN is written
+/// `arn:aws:` and no service endpoint `amazonaws.com` (China's is `amazonaws.com.cn`); they come
+/// from `${AWS::Partition}` and `${AWS::URLSuffix}`. (Service principals such as
+/// `lambda.amazonaws.com` are the same in every partition.)
+#[test]
+fn nothing_is_written_for_the_commercial_partition_only() {
+    fn strings<'v>(v: &'v Value, key: &str, out: &mut Vec<(String, &'v str)>) {
+        match v {
+            Value::String(s) => out.push((key.to_string(), s)),
+            Value::Array(a) => a.iter().for_each(|x| strings(x, key, out)),
+            Value::Object(o) => o.iter().for_each(|(k, x)| strings(x, k, out)),
+            _ => {}
+        }
+    }
+    for (name, t) in [("ebs-snapper.json", template()), ("member.json", member_template())] {
+        let mut all = Vec::new();
+        strings(&t["Resources"], "", &mut all);
+        assert!(all.len() > 50, "{name}: the walk found the strings ({})", all.len());
+        for (key, text) in all {
+            assert!(!text.contains("arn:aws:"), "{name}: {key} = {text}");
+            if !matches!(key.as_str(), "Service" | "Principal" | "comment" | "Description" | "AlarmDescription") {
+                assert!(!text.contains("amazonaws.com"), "{name}: {key} = {text}");
+            }
+        }
+    }
+}
+
+/// SPEC §10.13: CloudWatch cannot publish to a topic encrypted with the AWS managed `aws/sns`
+/// key (its key policy cannot be changed to let `cloudwatch.amazonaws.com` use it): the email
+/// subscription is confirmed, then no alarm ever arrives. A topic alarms publish to is on the
+/// stack's own key (`KmsKeyArn`, whose policy README says how to extend), else unencrypted.
+#[test]
+fn no_alarm_publishes_to_a_topic_cloudwatch_may_not_use() {
+    let t = template();
+    let mut topics = BTreeSet::new();
+    for (_, alarm) in resources_of(&t, "AWS::CloudWatch::Alarm") {
+        for action in alarm["Properties"]["AlarmActions"].as_array().into_iter().flatten() {
+            if let Some(topic) = action["Fn::If"][1]["Ref"].as_str().filter(|r| t["Resources"].get(*r).is_some()) {
+                topics.insert(topic.to_string());
+            }
+        }
+    }
+    assert_eq!(topics, BTreeSet::from(["AlarmEmailTopic".to_string()]), "the stack's own topics alarms publish to");
+    for (id, topic) in resources_of(&t, "AWS::SNS::Topic") {
+        let key = &topic["Properties"]["KmsMasterKeyId"];
+        assert!(!key.to_string().contains("aws/sns"), "{id} is on aws/sns, which CloudWatch may not use: {key}");
+        assert_eq!(
+            key["Fn::If"],
+            json!(["HasKmsKey", {"Ref": "KmsKeyArn"}, {"Ref": "AWS::NoValue"}]),
+            "{id}: the stack's key, else none"
+        );
+    }
+}
+
 /// The optional `KmsKeyArn` encrypts everything the stack stores with that key, and the roles
 /// get exactly what using it takes, only through the services that use it.
 #[test]
@@ -506,9 +560,9 @@ fn an_optional_kms_key_reaches_everything_the_stack_stores() {
     assert_eq!(
         via,
         [
-            "lambda.${AWS::Region}.amazonaws.com",
-            "dynamodb.${AWS::Region}.amazonaws.com",
-            "sqs.${AWS::Region}.amazonaws.com"
+            "lambda.${AWS::Region}.${AWS::URLSuffix}",
+            "dynamodb.${AWS::Region}.${AWS::URLSuffix}",
+            "sqs.${AWS::Region}.${AWS::URLSuffix}"
         ]
     );
 }
@@ -541,7 +595,7 @@ fn copy_keys_are_granted_to_replication_only_through_ec2() {
     for s in statements {
         assert_eq!(s["Effect"], "Allow");
         assert_eq!(s["Resource"], keys, "only the listed keys");
-        assert_eq!(s["Condition"]["StringLike"]["kms:ViaService"], "ec2.*.amazonaws.com", "only through EC2");
+        assert_eq!(sub(&s["Condition"]["StringLike"]["kms:ViaService"]), "ec2.*.${AWS::URLSuffix}", "only through EC2");
         granted.extend(actions(s));
     }
     granted.sort();
@@ -581,7 +635,8 @@ fn reserved_concurrency_is_optional_and_scanner_exceptions_are_explained() {
             skipped.insert(check.to_string());
         }
     }
-    let allowed: BTreeSet<String> = ["CKV_AWS_116", "CKV_AWS_117"].iter().map(|s| s.to_string()).collect();
+    let allowed: BTreeSet<String> =
+        ["CKV_AWS_116", "CKV_AWS_117", "CKV_AWS_26"].iter().map(|s| s.to_string()).collect();
     assert_eq!(skipped, allowed, "a new exception is argued in README's security section first");
 }
 
@@ -618,7 +673,9 @@ fn a_dashboard_of_the_metrics_and_an_alarm_when_snapshot_runs_stop() {
     let alarm = &t["Resources"]["SnapshotHeartbeatAlarm"]["Properties"];
     assert_eq!(alarm["Namespace"], ebs_snapper_core::metrics::NAMESPACE);
     assert_eq!(alarm["MetricName"], ebs_snapper_core::metrics::HEARTBEAT);
-    assert_eq!(alarm["Dimensions"][0]["Value"]["Ref"], "FanoutCreateSnapshotFunction");
+    // The workers' successful runs beat it (SPEC §10.13): one unreachable member fails the
+    // fanout's share of the run, not the heartbeat of every account backed up.
+    assert_eq!(alarm["Dimensions"][0]["Value"]["Ref"], "CreateSnapshotFunction");
     let window = alarm["Period"].as_u64().unwrap() * alarm["EvaluationPeriods"].as_u64().unwrap();
     assert_eq!(window, 24 * 3600, "24 hours without a heartbeat");
     assert_eq!(alarm["DatapointsToAlarm"], alarm["EvaluationPeriods"]);
@@ -628,6 +685,24 @@ fn a_dashboard_of_the_metrics_and_an_alarm_when_snapshot_runs_stop() {
         (Some("LessThanThreshold"), Some(1))
     );
     assert_eq!(alarm["AlarmActions"][0]["Fn::If"][1]["Ref"], "AlarmTopicArn", "wired to the alarm topic");
+
+    // A fanout that invoked workers succeeds whatever it could not reach (Lambda would run it
+    // and every worker again); what it could not hand on is its `Failures`, alarmed per fanout.
+    // (The replication function is its own fanout; its workers' lines carry a region too.)
+    for fanout in ["FanoutCreateSnapshotFunction", "FanoutCleanSnapshotFunction", "ReplicationFunction"] {
+        let alarms: Vec<Value> = resources_of(&t, "AWS::CloudWatch::Alarm")
+            .into_iter()
+            .map(|(_, a)| a["Properties"].clone())
+            .filter(|a| a["MetricName"] == "Failures" && a["Dimensions"][0]["Value"]["Ref"] == fanout)
+            .collect();
+        assert_eq!(alarms.len(), 1, "{fanout}: one alarm on its Failures");
+        let a = &alarms[0];
+        assert_eq!(a["Namespace"], ebs_snapper_core::metrics::NAMESPACE);
+        assert_eq!(a["Dimensions"].as_array().unwrap().len(), 1, "{a}");
+        assert_eq!((a["Statistic"].as_str(), a["Threshold"].as_u64()), (Some("Sum"), Some(1)));
+        assert_eq!(a["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
+        assert_eq!(a["TreatMissingData"], "notBreaching");
+    }
 }
 
 fn member_template() -> Value {
