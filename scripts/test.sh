@@ -33,6 +33,11 @@ step "moto server on loopback"
 start_moto
 echo "moto listening at $AWS_ENDPOINT_URL (pid $MOTO_PID, log target/moto.log)"
 
+step "IAM evaluator on loopback (each function's requests are evaluated against its role)"
+ensure_iam_simulator
+start_iam_simulator
+echo "IAM evaluator listening at $EBS_SNAPPER_TEST_IAM (pid $IAM_PID, log target/iam.log)"
+
 step "build every binary (tests start the function binaries as Lambda does)"
 run cargo build --workspace --bins
 

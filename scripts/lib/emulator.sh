@@ -86,7 +86,42 @@ start_moto() {
   return 1
 }
 
+# The IAM simulator the test bed evaluates each function's requests with (scripts/lib/iam,
+# pinned by its package-lock.json; test-only, never shipped).
+IAM_DIR="$PWD/scripts/lib/iam"
+ensure_iam_simulator() {
+  if [[ -d "$IAM_DIR/node_modules/@cloud-copilot/iam-simulate" ]] && (cd "$IAM_DIR" && npm ls --silent >/dev/null 2>&1); then
+    echo "ok: $IAM_DIR has its pinned packages"
+    return
+  fi
+  (cd "$IAM_DIR" && run npm ci --no-audit --no-fund --loglevel=error)
+}
+
+# Starts the IAM evaluator on a free loopback port; exports EBS_SNAPPER_TEST_IAM. Stopped with
+# moto (by PID) when the calling shell exits.
+start_iam_simulator() {
+  mkdir -p target
+  : >target/iam.log
+  node "$IAM_DIR/evaluator.mjs" >target/iam.log 2>&1 &
+  IAM_PID=$!
+  local i port=""
+  for i in $(seq 1 100); do
+    port=$(sed -n 's/^listening \([0-9]*\)$/\1/p' target/iam.log)
+    [[ -n "$port" ]] && break
+    if ! kill -0 "$IAM_PID" 2>/dev/null; then
+      echo "the IAM evaluator exited; its log:" >&2; cat target/iam.log >&2; return 1
+    fi
+    sleep 0.1
+  done
+  [[ -n "$port" ]] || { echo "the IAM evaluator did not start" >&2; return 1; }
+  export EBS_SNAPPER_TEST_IAM="http://127.0.0.1:${port}"
+}
+
 stop_moto() {
+  if [[ -n "${IAM_PID:-}" ]] && kill -0 "$IAM_PID" 2>/dev/null; then
+    kill "$IAM_PID" 2>/dev/null || true
+    wait "$IAM_PID" 2>/dev/null || true
+  fi
   if [[ -n "${MOTO_PID:-}" ]] && kill -0 "$MOTO_PID" 2>/dev/null; then
     kill "$MOTO_PID" 2>/dev/null || true
     wait "$MOTO_PID" 2>/dev/null || true

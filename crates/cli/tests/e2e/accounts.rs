@@ -85,7 +85,7 @@ async fn a_member_is_protected_from_the_deployment_and_nothing_is_touched_in_the
     member.launch(WEST, &[("backup", "yes")]).await;
     deployment.create_function(R, "create-worker").await;
     let env = Environment { create_snapshot_function: Some("create-worker".into()), ..Default::default() };
-    let aws = deployment.aws(R).await;
+    let (aws, _role) = deployment.aws_as(R, "fanout-snapshot", &[("create-worker", "create-snapshot")]).await;
     let summary = fanout_snapshot(&aws, &env, invocation(&deployment, "fanout", json!({}))).await.expect("success");
     assert_eq!(summary["regions"], json!([]), "{summary:#}");
     assert_eq!(summary["accounts"][0]["account"], member.id.as_str(), "{summary:#}");
@@ -96,6 +96,7 @@ async fn a_member_is_protected_from_the_deployment_and_nothing_is_touched_in_the
     );
 
     // The worker given such an event works in the member.
+    let (aws, _role) = deployment.aws_as(R, "create-snapshot", &[]).await;
     let event = json!({"account": member.id, "region": WEST});
     let summary = create_snapshot(&aws, &env, invocation(&deployment, "create", event)).await.expect("success");
     assert_eq!(summary["account"], member.id.as_str());
@@ -147,7 +148,7 @@ async fn an_unreachable_member_fails_alone() {
     // member; its Failures metric carries the two to an alarm instead.
     deployment.create_function(R, "create-worker").await;
     let env = Environment { create_snapshot_function: Some("create-worker".into()), ..Default::default() };
-    let aws = deployment.aws(R).await;
+    let (aws, _role) = deployment.aws_as(R, "fanout-snapshot", &[("create-worker", "create-snapshot")]).await;
     let summary = fanout_snapshot(&aws, &env, invocation(&deployment, "fanout", json!({})))
         .await
         .expect("a fanout that invoked workers succeeds");
@@ -160,6 +161,7 @@ async fn an_unreachable_member_fails_alone() {
     assert!(errors.contains(&bare.id) && errors.contains(&elsewhere.id), "{errors}");
 
     // The worker for an unreachable member: one clear error, nothing done.
+    let (aws, _role) = deployment.aws_as(R, "clean-snapshot", &[]).await;
     let event = json!({"account": bare.id, "region": R});
     let err = clean_snapshot(&aws, &env, invocation(&deployment, "clean", event)).await.unwrap_err();
     assert_eq!(err.kind(), "EbsSnapper.AwsError");
@@ -220,7 +222,7 @@ async fn bad_accounts_are_refused_before_any_call() {
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(expected), "{args:?}: {err}");
     }
-    let aws = deployment.aws(R).await;
+    let (aws, _role) = deployment.aws_as(R, "create-snapshot", &[]).await;
     for event in [json!({"account": "1234", "region": R}), json!({"account": 123456789012u64, "region": R})] {
         let err = create_snapshot(&aws, &Environment::default(), invocation(&deployment, "create", event.clone()))
             .await

@@ -100,7 +100,7 @@ async fn fanout_over_many_accounts() {
         .await;
 
     let env = Environment { create_snapshot_function: Some("create-worker".into()), ..Default::default() };
-    let aws = deployment.aws(R).await;
+    let (aws, _role) = deployment.aws_as(R, "fanout-snapshot", &[("create-worker", "create-snapshot")]).await;
     let before = support::all_recorded().len();
     let started = std::time::Instant::now();
     let invocation =

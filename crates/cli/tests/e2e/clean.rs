@@ -169,7 +169,7 @@ async fn clean_handlers() {
     acct.make_snapshot("us-west-1", &vol, &[("DeleteOn", &date(-1))]).await;
     acct.terminate("us-west-1", &i).await;
     acct.create_function(R, "clean-worker").await;
-    let aws = acct.aws(R).await;
+    let (aws, _role) = acct.aws_as(R, "fanout-clean", &[("clean-worker", "clean-snapshot")]).await;
     let env = Environment { clean_snapshot_function: Some("clean-worker".into()), ..Default::default() };
     let inv = |payload| Invocation { payload, function_arn: acct.function_arn("f"), deadline: None };
 
@@ -180,6 +180,7 @@ async fn clean_handlers() {
     assert!(invokes[0].url.contains("/functions/clean-worker/invocations"));
     assert_eq!(invokes[0].body, r#"{"region":"us-west-1"}"#);
 
+    let (aws, _role) = acct.aws_as(R, "clean-snapshot", &[]).await;
     let summary = clean_snapshot(&aws, &env, inv(json!({"region": "us-west-1"}))).await.expect("worker");
     assert_eq!(summary["deleted"], 1);
     assert_eq!(summary["failed"], 0);

@@ -78,7 +78,7 @@ async fn every_bad_event_is_a_function_error_and_does_no_work() {
     let acct = Account::new().await;
     acct.create_table("us-east-1").await;
     acct.launch("us-east-1", &[("backup", "yes")]).await;
-    let aws = acct.aws("us-east-1").await;
+    let (aws, _role) = acct.aws_as("us-east-1", "create-snapshot", &[]).await;
     let before = acct.recorded().len();
     for (file, event, expected) in corpus("events") {
         let payload: serde_json::Value = serde_json::from_str(&event).unwrap();

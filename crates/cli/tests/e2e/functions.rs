@@ -24,7 +24,7 @@ async fn worker_snapshots_its_region_and_returns_a_summary() {
     let acct = deployed().await;
     acct.put_raw(R, "cfg", &backup_config("1 day", "")).await;
     acct.launch("us-west-2", &[("backup", "yes")]).await;
-    let aws = acct.aws(R).await;
+    let (aws, _role) = acct.aws_as(R, "create-snapshot", &[]).await;
     let env = Environment::default();
 
     let summary = create_snapshot(&aws, &env, invocation(&acct, "create", json!({"region": "us-west-2"})))
@@ -51,7 +51,7 @@ async fn malformed_events_are_function_errors_and_do_no_work() {
     let acct = deployed().await;
     acct.put_raw(R, "cfg", &backup_config("1 day", "")).await;
     acct.launch(R, &[("backup", "yes")]).await;
-    let aws = acct.aws(R).await;
+    let (aws, _role) = acct.aws_as(R, "create-snapshot", &[]).await;
     let env = Environment::default();
     let before = acct.recorded().len();
     for (event, expected) in [
@@ -83,7 +83,9 @@ async fn fanout_switches_the_rule_and_invokes_one_worker_per_region() {
     acct.launch("eu-west-1", &[("backup", "no")]).await;
     acct.create_function(R, "create-worker").await;
     acct.create_rule(R, "replication-schedule", false).await;
-    let aws = acct.aws(R).await;
+    let (aws, _role) = acct
+        .aws_as(R, "fanout-snapshot", &[("create-worker", "create-snapshot"), ("replication-schedule", "replication")])
+        .await;
     let env = Environment {
         create_snapshot_function: Some("create-worker".into()),
         replication_rule: Some("replication-schedule".into()),
@@ -121,7 +123,7 @@ async fn fanout_switches_the_rule_and_invokes_one_worker_per_region() {
 #[tokio::test]
 async fn fanout_without_worker_setting_is_a_clear_error() {
     let acct = deployed().await;
-    let aws = acct.aws(R).await;
+    let (aws, _role) = acct.aws_as(R, "fanout-snapshot", &[]).await;
     let err = fanout_snapshot(&aws, &Environment::default(), invocation(&acct, "fanout", json!({}))).await.unwrap_err();
     assert_eq!(err.to_string(), "environment variable CREATE_SNAPSHOT_FUNCTION is not set");
 }

@@ -81,7 +81,7 @@ async fn a_run_takes_and_gives_back_its_lease_which_configure_never_lists() {
 async fn a_worker_whose_region_stays_held_does_nothing_and_says_so() {
     let acct = deployed_with_an_instance().await;
     plant_lease(&acct, "snapshot/us-east-1", 600).await;
-    let aws = acct.aws(R).await;
+    let (aws, _role) = acct.aws_as(R, "create-snapshot", &[]).await;
     // A deadline 62 s away leaves a budget of 2 s: the wait for the lease.
     let inv = Invocation {
         payload: json!({"region": R}),

@@ -13,6 +13,7 @@ mod corpus;
 mod deploy;
 mod faults;
 mod functions;
+mod iam;
 mod lease;
 mod policies;
 mod real_account;

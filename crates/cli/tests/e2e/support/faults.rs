@@ -451,6 +451,8 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
     let (r, mut w) = conn.into_split();
     let mut reader = BufReader::new(r);
     while let Some(mut req) = read_request(&mut reader).await {
+        // Answered on this connection, then closed when asked (the IAM gate reads to the end).
+        let close = req.wants_close();
         let (service, region, operation) = classify(&req);
         let strict = s.strict.lock().unwrap().clone();
         let mut fault = {
@@ -477,6 +479,9 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
                 {
                     return;
                 }
+                if close {
+                    return;
+                }
                 continue;
             }
         }
@@ -487,6 +492,9 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
                     ("x-amzn-errortype", "ResourceConflictException".to_string()),
                 ];
                 if respond(&mut w, 409, &headers, refusal.as_bytes()).await.is_err() {
+                    return;
+                }
+                if close {
                     return;
                 }
                 continue;
@@ -552,7 +560,7 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
                 Err(_) => return,
             },
         };
-        if result.is_err() {
+        if result.is_err() || close {
             return;
         }
     }
@@ -652,13 +660,13 @@ fn archival_in_progress(s: &State, strict: &Strict, req: &Request) -> bool {
 
 /// The value of `name` in a query-protocol request body (`Name=value&...`); ids only, so
 /// nothing to decode.
-fn query_value(body: &[u8], name: &str) -> Option<String> {
+pub(crate) fn query_value(body: &[u8], name: &str) -> Option<String> {
     let body = String::from_utf8_lossy(body);
     body.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('=').map(str::to_string))
 }
 
 /// The text of the first `<name>` element.
-fn element(xml: &str, name: &str) -> Option<String> {
+pub(crate) fn element(xml: &str, name: &str) -> Option<String> {
     let open = format!("<{name}>");
     let start = xml.find(&open)? + open.len();
     let end = xml[start..].find(&format!("</{name}>"))? + start;
@@ -798,7 +806,7 @@ fn top_level_items(xml: &str) -> Vec<&str> {
 type Response = (u16, Vec<(String, String)>, Vec<u8>);
 
 /// Sends `req` to the emulator on a new connection and reads the whole answer.
-async fn forward(upstream: &str, req: &Request) -> std::io::Result<Response> {
+pub(crate) async fn forward(upstream: &str, req: &Request) -> std::io::Result<Response> {
     let mut conn = TcpStream::connect(upstream).await?;
     let mut head = format!("{} {} HTTP/1.1\r\n", req.method, req.path);
     for (k, v) in &req.headers {

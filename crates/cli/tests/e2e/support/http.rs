@@ -75,6 +75,14 @@ pub async fn read_request(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>
     Some(Request { method, path, headers, body })
 }
 
+impl Request {
+    /// The client asked to close the connection after this request (`Connection: close`): a
+    /// server answers it and closes, so that a client reading to the end is not left waiting.
+    pub fn wants_close(&self) -> bool {
+        self.headers.get("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"))
+    }
+}
+
 /// Writes one response with a Content-Length body.
 pub async fn respond(
     w: &mut tokio::net::tcp::OwnedWriteHalf,

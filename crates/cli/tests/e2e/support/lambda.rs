@@ -63,6 +63,10 @@ pub struct LambdaHarness {
     invoke_addr: SocketAddr,
     account: String,
     children: Vec<tokio::process::Child>,
+    /// Each function's IAM gate: its requests are evaluated against its role (SPEC §15).
+    gates: HashMap<String, super::iam::IamGate>,
+    /// Function names as the tests give them -> as the stack names them.
+    aliases: super::iam::Aliases,
 }
 
 impl LambdaHarness {
@@ -72,7 +76,14 @@ impl LambdaHarness {
         let s = shared.clone();
         let invoke_addr = serve_each(move |conn| serve_connection(conn, s.clone(), None)).await;
         *shared.invoke_timeout.lock().unwrap() = Duration::from_secs(900);
-        LambdaHarness { shared, invoke_addr, account: account.id.clone(), children: Vec::new() }
+        LambdaHarness {
+            shared,
+            invoke_addr,
+            account: account.id.clone(),
+            children: Vec::new(),
+            gates: HashMap::new(),
+            aliases: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     /// The endpoint to give functions as `AWS_ENDPOINT_URL_LAMBDA`.
@@ -85,8 +96,22 @@ impl LambdaHarness {
     }
 
     /// Starts `binary` (a workspace binary) as function `name`, with the account's credentials,
-    /// the emulator for AWS, this harness for Lambda, and `env`.
+    /// the emulator for AWS (`AWS_ENDPOINT_URL` in `env` for another, a fault proxy say), this
+    /// harness for Lambda, and `env`. Every request it makes goes through an IAM gate that
+    /// evaluates it against the binary's role from the template, as Lambda runs it under that
+    /// role.
     pub async fn start(&mut self, account: &Account, name: &str, binary: &str, env: &[(&str, &str)]) {
+        self.aliases.lock().unwrap().insert(name.to_string(), format!("{}-{binary}", super::iam::STACK));
+        let upstream = env
+            .iter()
+            .find(|(k, _)| *k == "AWS_ENDPOINT_URL")
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_else(super::endpoint);
+        let gate =
+            super::iam::IamGate::start(binary, &account.id, &upstream, Some(&self.endpoint()), self.aliases.clone())
+                .await;
+        let gate_endpoint = gate.endpoint();
+        self.gates.insert(name.to_string(), gate);
         self.shared.arns.lock().unwrap().insert(name.to_string(), self.function_arn(name));
         let s = self.shared.clone();
         let function = name.to_string();
@@ -104,14 +129,14 @@ impl LambdaHarness {
             .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
             .env("AWS_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", super::endpoint())
-            .env("AWS_ENDPOINT_URL_LAMBDA", self.endpoint())
+            .env("AWS_ENDPOINT_URL", &gate_endpoint)
+            .env("AWS_ENDPOINT_URL_LAMBDA", &gate_endpoint)
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("RUST_LOG", "info");
         for (k, v) in account.credential_env() {
             cmd.env(k, v);
         }
-        for (k, v) in env {
+        for (k, v) in env.iter().filter(|(k, _)| !k.starts_with("AWS_ENDPOINT_URL")) {
             cmd.env(k, v);
         }
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
@@ -214,7 +239,7 @@ async fn serve_connection(conn: TcpStream, s: Arc<Shared>, function: Option<Stri
             Some(f) => runtime_api(&s, f, &req, &mut w).await,
             None => service_api(&s, &req, &mut w).await,
         };
-        if result.is_err() {
+        if result.is_err() || req.wants_close() {
             return;
         }
     }

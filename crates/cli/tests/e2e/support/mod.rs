@@ -14,6 +14,7 @@ use aws_sdk_dynamodb::types::{
 
 pub mod faults;
 pub mod http;
+pub mod iam;
 pub mod lambda;
 
 pub const TABLE: &str = "ebs_snapshot_configuration";
@@ -503,6 +504,26 @@ impl Account {
     /// `ebs_snapper_aws::Aws` acting as this account in `region`.
     pub async fn aws(&self, region: &str) -> ebs_snapper_aws::Aws {
         ebs_snapper_aws::Aws::from_config(self.sdk(region).await)
+    }
+
+    /// `ebs_snapper_aws::Aws` acting as function `binary` of this account's deployment, under
+    /// its role from the template: every request goes through an IAM gate that evaluates it
+    /// against that role (keep the gate as long as the `Aws`). `names`: the names the test gives
+    /// the stack's functions and rules (`create-worker`), each with the stack's own name for it
+    /// less the stack prefix (`create-snapshot`).
+    pub async fn aws_as(
+        &self,
+        region: &str,
+        binary: &str,
+        names: &[(&str, &str)],
+    ) -> (ebs_snapper_aws::Aws, iam::IamGate) {
+        let aliases: iam::Aliases = Default::default();
+        for (name, deployed) in names {
+            aliases.lock().unwrap().insert(name.to_string(), format!("{}-{deployed}", iam::STACK));
+        }
+        let gate = iam::IamGate::start(binary, &self.id, &endpoint(), None, aliases).await;
+        let config = self.sdk_via(region, &gate.endpoint(), aws_config::retry::RetryConfig::standard()).await;
+        (ebs_snapper_aws::Aws::from_config(config), gate)
     }
 
     /// Creates a Lambda function (and its role) in the emulator; returns its ARN.
