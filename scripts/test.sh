@@ -20,9 +20,9 @@ if [[ "${1:-}" == "--" ]]; then shift; cargo_args=("$@"); fi
 step "Python tools in .venv (pinned)"
 ensure_venv
 
-step "cfn-lint cloudformation/ebs-snapper.json cloudformation/member.json"
-run "$VENV_DIR/bin/cfn-lint" cloudformation/ebs-snapper.json cloudformation/member.json
-echo "ok: both templates are lint-clean"
+step "cfn-lint cloudformation/*.json"
+run "$VENV_DIR/bin/cfn-lint" cloudformation/ebs-snapper.json cloudformation/member.json cloudformation/operator.json
+echo "ok: every template is lint-clean"
 
 step "checkov on every template (pinned, in .venv-checkov; skips must carry reasons)"
 source scripts/lib/checkov_scan.sh

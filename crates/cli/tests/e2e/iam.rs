@@ -73,3 +73,130 @@ async fn a_role_may_do_only_what_the_template_grants_it() {
     assert_eq!(gate.refused().len(), 1, "{:?}", gate.refused());
     assert!(acct.items(R).await.iter().all(|(id, _)| id != "planted"), "no configuration was written");
 }
+
+/// Every kind of mutation the workers make, each under its own role as Lambda runs it:
+/// crash-consistent sets (`CreateSnapshots`), archiving (`ModifySnapshotTier`), a
+/// disaster-recovery copy under a key (`CopySnapshot`), and a replica whose source is gone
+/// (`DeleteSnapshot` by `replication_src_region`). A refusal of any of them fails the test
+/// (the gates' own check), and so does a run that failed anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mutation_of_every_worker_is_allowed_by_its_role() {
+    const WEST: &str = "us-west-2";
+    let key = "arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let sets = r#"{"match": {"tag:backup": "sets"}, "consistency": "instance",
+        "snapshot": {"retention": "7 days", "minimum": 1, "frequency": "1 day"}}"#;
+    let tiers = r#"{"match": {"tag:backup": "tiers"},
+        "schedules": [{"name": "monthly", "frequency": "30 days", "retention": "365 days", "minimum": 1, "archive": true}]}"#;
+    let dr = format!(
+        r#"{{"match": {{"tag:backup": "dr"}}, "snapshot": {{"retention": "7 days", "minimum": 1, "frequency": "1 day"}},
+            "copies": [{{"region": "{WEST}", "retention": "30 days", "kms_key": "{key}"}}]}}"#
+    );
+    let acct = Account::with_configs(R, &[("sets", sets), ("tiers", tiers), ("dr", &dr)]).await;
+    let with_data = acct.launch(R, &[("backup", "sets")]).await;
+    acct.attach_volume(R, &with_data, "/dev/sdf", &[]).await;
+    let tiered = acct.launch(R, &[("backup", "tiers")]).await;
+    let tiered_volume = acct.volumes_of(R, &tiered).await[0].clone();
+    for start in ["2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"] {
+        let tags = [
+            ("DeleteOn", date(300)),
+            ("ebs-snapper:config", "tiers".to_string()),
+            ("ebs-snapper:tier", "monthly".to_string()),
+            ("test-bed:start-time", start.to_string()),
+        ];
+        let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        acct.make_snapshot(R, &tiered_volume, &tags).await;
+    }
+    acct.launch(R, &[("backup", "dr")]).await;
+    // A replica in us-west-2 whose source is gone.
+    let other = acct.make_snapshot(R, &tiered_volume, &[]).await;
+    acct.make_copy(
+        WEST,
+        R,
+        &other,
+        &[("replication_src_region", R), ("replication_snapshot_id", "snap-0123456789abcdef0")],
+    )
+    .await;
+    acct.ec2(R).await.delete_snapshot().snapshot_id(&other).send().await.unwrap();
+
+    let mut lambda = support::lambda::LambdaHarness::new(&acct).await;
+    lambda.start(&acct, "create", "create-snapshot", &[]).await;
+    lambda.start(&acct, "clean", "clean-snapshot", &[]).await;
+    lambda.start(&acct, "replication", "replication", &[]).await;
+    let ok = |r: Result<serde_json::Value, serde_json::Value>| {
+        let summary = r.unwrap_or_else(|e| panic!("the run failed: {e}"));
+        assert_eq!(summary["failed"], 0, "{summary:#}");
+        summary
+    };
+    let created = ok(lambda.call("create", serde_json::json!({"region": R})).await);
+    assert_eq!(created["created"], 4, "a set of two, the tiered volume and the DR volume: {created:#}");
+    let cleaned = ok(lambda.call("clean", serde_json::json!({"region": R})).await);
+    assert_eq!(cleaned["archived"], 2, "{cleaned:#}");
+    let copied = ok(lambda.call("replication", serde_json::json!({"region": R})).await);
+    assert_eq!(copied["copied"], 1, "{copied:#}");
+    let west = ok(lambda.call("replication", serde_json::json!({"region": WEST})).await);
+    assert_eq!(west["deleted"], 1, "the replica whose source is gone: {west:#}");
+    assert_eq!(acct.snapshots(WEST).await.len(), 1, "the DR copy");
+}
+
+/// The CLI under the operator policy README documents (`cloudformation/operator.json`): every
+/// command an operator runs, each kind of mutation included, is allowed by it, and nothing more
+/// is asked (a refusal fails the test, through the gate's own check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_operator_policy_lets_the_cli_do_its_work() {
+    const WEST: &str = "us-west-2";
+    let acct = Account::new().await;
+    acct.create_table(R).await;
+    let gate = support::iam::IamGate::operator(&acct.id).await;
+    let cli = |args: &[&str]| {
+        let out = acct.cli().env("AWS_ENDPOINT_URL", gate.endpoint()).args(args).output().unwrap();
+        let (stdout, stderr) = (support::text(&out.stdout), support::text(&out.stderr));
+        assert!(out.status.success(), "{args:?}: {stdout}{stderr}");
+        assert!(!stderr.contains("without the region lease"), "{args:?}: {stderr}");
+        stdout
+    };
+    let sets = r#"{"match": {"tag:backup": "sets"}, "consistency": "instance",
+        "snapshot": {"retention": "7 days", "minimum": 1, "frequency": "1 day"}}"#;
+    let tiers = r#"{"match": {"tag:backup": "tiers"},
+        "schedules": [{"name": "monthly", "frequency": "30 days", "retention": "365 days", "minimum": 1, "archive": true}]}"#;
+    let dr = format!(
+        r#"{{"match": {{"tag:backup": "dr"}}, "snapshot": {{"retention": "7 days", "minimum": 1, "frequency": "1 day"}},
+            "copies": [{{"region": "{WEST}", "retention": "30 days"}}]}}"#
+    );
+    for (id, text) in [("sets", sets), ("tiers", tiers), ("dr", dr.as_str())] {
+        cli(&["configure", "-s", id, text]);
+    }
+    let with_data = acct.launch(R, &[("backup", "sets")]).await;
+    acct.attach_volume(R, &with_data, "/dev/sdf", &[]).await;
+    let tiered = acct.launch(R, &[("backup", "tiers")]).await;
+    let tiered_volume = acct.volumes_of(R, &tiered).await[0].clone();
+    for start in ["2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"] {
+        let tags = [
+            ("DeleteOn", date(300)),
+            ("ebs-snapper:config", "tiers".to_string()),
+            ("ebs-snapper:tier", "monthly".to_string()),
+            ("test-bed:start-time", start.to_string()),
+        ];
+        let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        acct.make_snapshot(R, &tiered_volume, &tags).await;
+    }
+    acct.launch(R, &[("backup", "dr")]).await;
+    let expired = [
+        ("DeleteOn", date(-30)),
+        ("ebs-snapper:config", "tiers".to_string()),
+        ("ebs-snapper:tier", "monthly".to_string()),
+        ("test-bed:start-time", "2025-01-01T00:00:00Z".to_string()),
+    ];
+    let expired: Vec<(&str, &str)> = expired.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    acct.make_snapshot(R, &tiered_volume, &expired).await;
+
+    cli(&["configure", "-c"]);
+    let created = cli(&["snapshot", "-r", R]);
+    assert!(created.starts_with("us-east-1: created 4,"), "{created}");
+    let cleaned = cli(&["clean", "-r", R]);
+    assert!(cleaned.contains("deleted 1,") && cleaned.contains("archived 2"), "{cleaned}");
+    let copied = cli(&["replication", "-r", R]);
+    assert!(copied.contains("copied 1"), "{copied}");
+    cli(&["status", "-r", R]);
+    cli(&["configure", "-d", "dr"]);
+    assert!(gate.refused().is_empty());
+}

@@ -184,6 +184,19 @@ impl Principal {
         }
     }
 
+    /// An operator running the CLI with the managed policy of `cloudformation/operator.json`.
+    fn operator(account: &str) -> Principal {
+        let t = template("operator.json");
+        let params = parameters(&t, account, &[]);
+        let policies = vec![resolve(&t["Resources"]["OperatorPolicy"]["Properties"]["PolicyDocument"], &t, &params)
+            .expect("the operator policy")];
+        Principal {
+            arn: format!("arn:{PARTITION}:sts::{account}:assumed-role/operator/cli"),
+            account: account.into(),
+            policies,
+        }
+    }
+
     /// The member role (`cloudformation/member.json`) in `account`, trusting `deployment`.
     fn member(role_arn: &str, account: &str, deployment: &str) -> Principal {
         let t = template("member.json");
@@ -242,6 +255,16 @@ impl IamGate {
         lambda_upstream: Option<&str>,
         aliases: Aliases,
     ) -> IamGate {
+        IamGate::with(Principal::function(binary, account, &[]), upstream, lambda_upstream, aliases).await
+    }
+
+    /// A gate for an operator running the CLI in `account` with the managed policy README
+    /// documents (`cloudformation/operator.json`), in front of the emulator.
+    pub async fn operator(account: &str) -> IamGate {
+        IamGate::with(Principal::operator(account), &super::endpoint(), None, Default::default()).await
+    }
+
+    async fn with(home: Principal, upstream: &str, lambda_upstream: Option<&str>, aliases: Aliases) -> IamGate {
         let evaluator = std::env::var("EBS_SNAPPER_TEST_IAM").unwrap_or_else(|_| {
             panic!("EBS_SNAPPER_TEST_IAM is not set: run these tests through scripts/test.sh, which starts the IAM evaluator")
         });
@@ -250,7 +273,7 @@ impl IamGate {
             upstream: host(upstream),
             lambda_upstream: lambda_upstream.map(host),
             evaluator: host(&evaluator),
-            home: Principal::function(binary, account, &[]),
+            home,
             sessions: Mutex::new(HashMap::new()),
             aliases,
             refused: Mutex::new(Vec::new()),
