@@ -149,5 +149,15 @@ async fn a_copy_to_its_own_region_is_not_made_and_the_run_says_so() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("configuration dr copies to us-west-2, the region of these snapshots"), "{err}");
     let snaps = acct.snapshots(WEST).await;
+    assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0].tag("ebs-snapper:copy-to"), Some("eu-west-1"));
+    // Replication copies it to its other destination only: nothing is copied into its own region.
+    let (code, out, err) = run(&acct, "replication", &["--region", WEST]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("us-west-2: copied 1,"), "{out}");
+    let in_west = acct.snapshots(WEST).await;
+    assert_eq!(in_west.len(), 1, "no copy of it in its own region: {in_west:#?}");
+    let in_eu = acct.snapshots("eu-west-1").await;
+    assert_eq!(in_eu.len(), 1);
+    assert_eq!(in_eu[0].tag("replication_snapshot_id"), Some(snaps[0].id.as_str()));
 }

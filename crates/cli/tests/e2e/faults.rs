@@ -918,3 +918,40 @@ async fn a_paced_worker_hands_over_when_its_time_is_up_not_after_its_deadline() 
     let (created, deferred) = (summary["created"].as_u64().unwrap(), summary["deferred"].as_u64().unwrap());
     assert!(deferred > 50 && created + deferred == 100, "{summary}");
 }
+
+/// EC2 keeps one token bucket per API for the whole account and region: the CLI, each worker and
+/// each member session draw from the same one (the stricter AWS once kept one per access key,
+/// giving each caller a full bucket of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_caller_in_an_account_draws_from_one_token_bucket() {
+    use support::faults::Buckets;
+    let acct = Account::new().await;
+    let second = acct.other_role("second-caller").await;
+    let proxy = FaultProxy::start(FaultPlan::none()).await;
+    proxy.set_strict(Strict { buckets: Some(Buckets::aws().with("DescribeVolumes", 2.0, 0.01)), ..Strict::default() });
+    let no_retries = aws_config::retry::RetryConfig::disabled();
+    let first = aws_sdk_ec2::Client::new(&acct.sdk_via(R, &proxy.endpoint(), no_retries.clone()).await);
+    let other = aws_sdk_ec2::Client::new(&second.sdk_via(R, &proxy.endpoint(), no_retries).await);
+    first.describe_volumes().send().await.expect("a token");
+    first.describe_volumes().send().await.expect("the last token");
+    let err = other.describe_volumes().send().await.expect_err("the account's bucket is empty");
+    assert_eq!(aws_sdk_ec2::error::ProvideErrorMetadata::code(&err), Some("RequestLimitExceeded"), "{err:?}");
+    assert_eq!(proxy.bucket_refusals("DescribeVolumes"), 1);
+}
+
+/// A filtered describe that AWS throttles is answered with the throttle, not with an empty first
+/// page (the stricter AWS once answered the empty page and dropped the fault it had chosen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulted_filtered_describe_gets_its_fault_not_an_empty_page() {
+    let acct = Account::new().await;
+    let proxy = FaultProxy::start(
+        FaultPlan::every_call(1, 1.0).only_operations(&["DescribeSnapshots"]).kinds(&[Fault::Throttle]).at_most(1),
+    )
+    .await;
+    proxy.set_strict(Strict { empty_first_pages: true, ..Strict::default() });
+    let ec2 =
+        aws_sdk_ec2::Client::new(&acct.sdk_via(R, &proxy.endpoint(), aws_config::retry::RetryConfig::disabled()).await);
+    let filter = aws_sdk_ec2::types::Filter::builder().name("tag-key").values("DeleteOn").build();
+    let err = ec2.describe_snapshots().owner_ids("self").filters(filter).send().await.expect_err("throttled");
+    assert_eq!(aws_sdk_ec2::error::ProvideErrorMetadata::code(&err), Some("RequestLimitExceeded"), "{err:?}");
+}

@@ -270,13 +270,48 @@ async fn every_function_takes_the_real_scheduled_event_as_every_region() {
     }
     // The worker invocations that followed did the work: one snapshot per backed-up volume.
     // (Each function's count includes the scheduled call made above.)
-    lambda.wait_finished("create", 5, WAIT).await;
-    lambda.wait_finished("clean", 5, WAIT).await;
-    lambda.wait_finished("replication", 2, WAIT).await;
+    let workers = [
+        lambda.wait_finished("create", 5, WAIT).await,
+        lambda.wait_finished("clean", 5, WAIT).await,
+        lambda.wait_finished("replication", 2, WAIT).await,
+    ];
+    // Every run succeeded and failed nothing: the scheduled calls (fanouts) and the worker runs.
+    for run in workers.iter().flatten() {
+        let summary = run.result.as_ref().unwrap_or_else(|e| panic!("{}: {e}", run.function));
+        assert_eq!(summary["failed"], 0, "{}: {summary}", run.function);
+    }
+    let worker_runs = workers.iter().flatten().filter(|r| r.payload.get("source").is_none()).count();
+    assert_eq!(worker_runs, 4 + 4 + 1, "the workers the fanouts and the workers' own fan-outs invoked");
     assert_eq!(
         acct.snapshots("eu-west-1").await.iter().filter(|s| s.tag("replication_src_region").is_some()).count(),
         1
     );
     let ours = acct.snapshots(R).await.into_iter().filter(|s| s.tag("DeleteOn").is_some()).count();
     assert_eq!(ours, 1, "one volume in {R} is backed up, snapshotted once");
+}
+
+/// Lambda's deadline (SPEC §15): an invocation still running at its deadline is failed
+/// (`Sandbox.Timedout`) and its process killed; the next invocation gets a new process. A harness
+/// that took answers after the deadline would count work Lambda had thrown away.
+#[tokio::test]
+async fn an_invocation_still_running_at_its_deadline_is_killed_and_failed() {
+    let acct = Account::new().await;
+    let mut lambda = LambdaHarness::new(&acct).await;
+    // Takes its invocation, then works for a minute without answering.
+    let never_answers = "import os, time, urllib.request\n\
+        api = os.environ['AWS_LAMBDA_RUNTIME_API']\n\
+        urllib.request.urlopen(f'http://{api}/2018-06-01/runtime/invocation/next').read()\n\
+        time.sleep(60)\n";
+    lambda.start_program("slow", "python3", &["-c", never_answers]).await;
+    let started = std::time::Instant::now();
+    lambda.invoke("slow", json!({"region": R}), Duration::from_secs(1));
+    let done = lambda.wait_finished("slow", 1, WAIT).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "failed at its deadline, not when it ended");
+    let error = done[0].result.as_ref().expect_err("a timed-out invocation fails");
+    assert_eq!(error["errorType"], "Sandbox.Timedout", "{error}");
+    // A new process takes the next invocation (and is killed at its deadline in turn).
+    lambda.invoke("slow", json!({"region": R}), Duration::from_secs(1));
+    let done = lambda.wait_finished("slow", 2, WAIT).await;
+    assert!(done.iter().all(|f| f.result.is_err()));
+    assert_eq!(lambda.starts("slow"), 3, "{:#?}", lambda.logs("slow"));
 }

@@ -173,3 +173,60 @@ async fn bad_arguments_are_refused_and_an_unreachable_account_is_named() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "0 volumes: ok 0, never 0, overdue 0, below-minimum 0, error 0\n");
 }
+
+/// A volume whose newest snapshot has no copy in its destination, and one whose copy there is of
+/// an older snapshot, are not in sync: the join of copies happens in the fetching half
+/// (`aws::status`), which only this test sees read a destination without the copy.
+#[tokio::test]
+async fn a_missing_or_stale_copy_is_not_in_sync() {
+    let acct = Account::new().await;
+    acct.create_table(R).await;
+    acct.put_raw(
+        R,
+        "daily",
+        r#"{"match": {"tag:backup": "yes"}, "snapshot": {"retention": "7 days", "minimum": 1, "frequency": "1 day"}, "exclude_boot": true}"#,
+    )
+    .await;
+    let i = acct.launch(R, &[("backup", "yes")]).await;
+    let missing = acct.attach_volume(R, &i, "/dev/xvdf", &[]).await;
+    let stale = acct.attach_volume(R, &i, "/dev/xvdg", &[]).await;
+    let copied = acct.attach_volume(R, &i, "/dev/xvdh", &[]).await;
+    let tagged = |hours: i64| {
+        [
+            ("test-bed:start-time", ago(hours)),
+            ("ebs-snapper:config", "daily".into()),
+            ("replication_dst_region", WEST.into()),
+        ]
+    };
+    let plant = |volume: String, hours: i64| {
+        let acct = &acct;
+        async move {
+            let tags = tagged(hours);
+            let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            acct.make_snapshot(R, &volume, &tags).await
+        }
+    };
+    plant(missing.clone(), 2).await;
+    let older = plant(stale.clone(), 26).await;
+    plant(stale.clone(), 2).await;
+    let newest = plant(copied.clone(), 2).await;
+    for source in [&older, &newest] {
+        acct.make_copy(WEST, R, source, &[("replication_src_region", R), ("replication_snapshot_id", source)]).await;
+    }
+
+    let out = acct.cli().args(["status", "--region", R, "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let copies = |volume: &str| {
+        doc["volumes"].as_array().unwrap().iter().find(|v| v["volume"] == volume).unwrap()["copies"].clone()
+    };
+    assert_eq!(copies(&missing), serde_json::json!({WEST: false}), "{doc:#}");
+    assert_eq!(copies(&stale), serde_json::json!({WEST: false}), "a copy of an older snapshot: {doc:#}");
+    assert_eq!(copies(&copied), serde_json::json!({WEST: true}), "{doc:#}");
+    let out = acct.cli().args(["status", "--region", R]).output().unwrap();
+    let stdout = text(&out.stdout);
+    let line = |volume: &str| stdout.lines().find(|l| l.contains(volume)).unwrap().to_string();
+    assert!(line(&missing).contains("us-west-2:missing"), "{stdout}");
+    assert!(line(&stale).contains("us-west-2:missing"), "{stdout}");
+    assert!(line(&copied).contains("us-west-2:in-sync"), "{stdout}");
+}

@@ -84,8 +84,8 @@ pub struct Strict {
     pub archival_for: std::time::Duration,
 }
 
-/// EC2's request rate limiting: one token bucket per API, per account (here: per access key)
-/// and region. Each request takes a token; an empty bucket answers `RequestLimitExceeded`
+/// EC2's request rate limiting: one token bucket per API, per account and region, shared by
+/// every caller in the account (the CLI, each worker, each session of a member role). Each request takes a token; an empty bucket answers `RequestLimitExceeded`
 /// (HTTP 503) and takes none; a bucket refills at a fixed rate up to its size. The sizes are
 /// AWS's published request token limits ("Request throttling for the Amazon EC2 API"):
 /// mutating actions 200 tokens refilled at 5 per second, non-mutating (`Describe*`) 100 at 20.
@@ -271,8 +271,10 @@ struct State {
     tokens: Mutex<BTreeSet<String>>,
     upstream: String,
     calls: Mutex<HashMap<String, u64>>,
-    /// EC2's token buckets, by (access key, region, operation).
+    /// EC2's token buckets, by (account, region, operation).
     buckets: Mutex<HashMap<(String, String, String), Bucket>>,
+    /// The account of each access key seen (asked of the emulator once).
+    accounts: Mutex<HashMap<String, String>>,
     seen: Mutex<Vec<Seen>>,
     started: std::time::Instant,
 }
@@ -297,6 +299,7 @@ impl FaultProxy {
             upstream,
             calls: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
+            accounts: Mutex::new(HashMap::new()),
             seen: Mutex::new(Vec::new()),
             started: std::time::Instant::now(),
         });
@@ -336,11 +339,39 @@ impl FaultProxy {
     }
 }
 
-/// Takes a token from the request's bucket; `false` when it is empty (the request is refused).
-fn take_token(s: &State, buckets: &Buckets, req: &Request, region: &str, operation: &str) -> bool {
-    let (size, refill) = buckets.limits(operation);
-    let auth = req.headers.get("authorization").map(String::as_str).unwrap_or("");
+/// The account a request is signed for: asked of the emulator (`GetCallerIdentity` with the
+/// request's credentials) once per access key.
+async fn account_of(s: &State, req: &Request) -> String {
+    let auth = req.headers.get("authorization").cloned().unwrap_or_default();
     let key = auth.split("Credential=").nth(1).and_then(|c| c.split('/').next()).unwrap_or("").to_string();
+    if let Some(account) = s.accounts.lock().unwrap().get(&key) {
+        return account.clone();
+    }
+    let scope = auth.split("Credential=").nth(1).and_then(|c| c.split([',', ' ']).next()).unwrap_or("");
+    let service = scope.split('/').nth(3).unwrap_or("");
+    let mut headers = req.headers.clone();
+    headers.insert("authorization".into(), auth.replace(&format!("/{service}/aws4_request"), "/sts/aws4_request"));
+    headers.insert("content-type".into(), "application/x-www-form-urlencoded".into());
+    headers.remove("x-amz-target");
+    let ask = Request {
+        method: "POST".into(),
+        path: "/".into(),
+        headers,
+        body: b"Action=GetCallerIdentity&Version=2011-06-15".to_vec(),
+    };
+    let account = match forward(&s.upstream, &ask).await {
+        Ok((200, _, body)) => element(&String::from_utf8_lossy(&body), "Account").unwrap_or_else(|| key.clone()),
+        _ => key.clone(),
+    };
+    s.accounts.lock().unwrap().insert(key, account.clone());
+    account
+}
+
+/// Takes a token from the request's bucket (that of `account`); `false` when it is empty (the
+/// request is refused).
+fn take_token(s: &State, buckets: &Buckets, account: &str, region: &str, operation: &str) -> bool {
+    let (size, refill) = buckets.limits(operation);
+    let key = account.to_string();
     let now = std::time::Instant::now();
     let mut all = s.buckets.lock().unwrap();
     let bucket =
@@ -462,7 +493,8 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
             s.plan.lock().unwrap().decide(&operation, &region, &String::from_utf8_lossy(&req.body), *n)
         };
         if let (None, Some(buckets), "ec2") = (fault, &strict.buckets, service.as_str()) {
-            if !take_token(&s, buckets, &req, &region, &operation) {
+            let account = account_of(&s, &req).await;
+            if !take_token(&s, buckets, &account, &region, &operation) {
                 fault = Some(Fault::Bucket);
             }
         }
@@ -471,7 +503,8 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
             seen.push(Seen { operation: operation.clone(), fault, at: s.started.elapsed() });
             seen.len()
         };
-        if service == "ec2" && strict.empty_first_pages {
+        // A faulted request gets its fault, not the empty page (AWS throttles before it pages).
+        if service == "ec2" && strict.empty_first_pages && fault.is_none() {
             if let Some(page) = empty_first_page(&s, &mut req, &operation) {
                 if respond(&mut w, 200, &[("content-type", "text/xml;charset=UTF-8".into())], page.as_bytes())
                     .await

@@ -41,10 +41,22 @@ struct Pending {
     deadline_ms: u64,
 }
 
+/// How to start a function's process again (Lambda starts a new execution environment after it
+/// killed one at its deadline).
+#[derive(Clone)]
+struct Launch {
+    program: std::path::PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
 #[derive(Default)]
 struct Shared {
     queues: Mutex<HashMap<String, VecDeque<Pending>>>,
-    in_flight: Mutex<HashMap<String, (String, Value)>>,
+    /// Request id -> (function, payload, deadline in ms since the epoch).
+    in_flight: Mutex<HashMap<String, (String, Value, u64)>>,
+    /// Each function's process, and how to start it again.
+    processes: Mutex<HashMap<String, (tokio::process::Child, Launch)>>,
     finished: Mutex<Vec<Finished>>,
     invokes: Mutex<Vec<InvokeCall>>,
     logs: Mutex<HashMap<String, Vec<String>>>,
@@ -62,7 +74,6 @@ pub struct LambdaHarness {
     shared: Arc<Shared>,
     invoke_addr: SocketAddr,
     account: String,
-    children: Vec<tokio::process::Child>,
     /// Each function's IAM gate: its requests are evaluated against its role (SPEC §15).
     gates: HashMap<String, super::iam::IamGate>,
     /// Function names as the tests give them -> as the stack names them.
@@ -76,11 +87,11 @@ impl LambdaHarness {
         let s = shared.clone();
         let invoke_addr = serve_each(move |conn| serve_connection(conn, s.clone(), None)).await;
         *shared.invoke_timeout.lock().unwrap() = Duration::from_secs(900);
+        tokio::spawn(enforce_deadlines(Arc::downgrade(&shared)));
         LambdaHarness {
             shared,
             invoke_addr,
             account: account.id.clone(),
-            children: Vec::new(),
             gates: HashMap::new(),
             aliases: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -118,35 +129,70 @@ impl LambdaHarness {
         let runtime_addr = serve_each(move |conn| serve_connection(conn, s.clone(), Some(function.clone()))).await;
         let path = assert_cmd::cargo::cargo_bin(binary);
         assert!(path.exists(), "{} is not built: scripts/test.sh builds every binary first", path.display());
-        let mut cmd = tokio::process::Command::new(path);
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("AWS_LAMBDA_RUNTIME_API", runtime_addr.to_string())
-            .env("AWS_LAMBDA_FUNCTION_NAME", name)
-            .env(super::LISTING_LAG.0, super::LISTING_LAG.1)
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", &gate_endpoint)
-            .env("AWS_ENDPOINT_URL_LAMBDA", &gate_endpoint)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("RUST_LOG", "info");
-        for (k, v) in account.credential_env() {
-            cmd.env(k, v);
-        }
-        for (k, v) in env.iter().filter(|(k, _)| !k.starts_with("AWS_ENDPOINT_URL")) {
-            cmd.env(k, v);
-        }
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-        let mut child = cmd.spawn().expect("start function binary");
+        let mut vars: Vec<(String, String)> = [
+            ("PATH", std::env::var("PATH").unwrap_or_default()),
+            ("AWS_LAMBDA_RUNTIME_API", runtime_addr.to_string()),
+            ("AWS_LAMBDA_FUNCTION_NAME", name.to_string()),
+            (super::LISTING_LAG.0, super::LISTING_LAG.1.to_string()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".to_string()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_string()),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
+            ("AWS_LAMBDA_LOG_STREAM_NAME", "test".to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+            ("AWS_ENDPOINT_URL", gate_endpoint.clone()),
+            ("AWS_ENDPOINT_URL_LAMBDA", gate_endpoint.clone()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+            ("RUST_LOG", "info".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        vars.extend(account.credential_env().into_iter().map(|(k, v)| (k.to_string(), v)));
+        vars.extend(
+            env.iter().filter(|(k, _)| !k.starts_with("AWS_ENDPOINT_URL")).map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        launch(&self.shared, name, Launch { program: path, args: Vec::new(), env: vars });
+    }
+
+    /// Starts `program` with `args` as function `name`, with only the Runtime API's address
+    /// (for a stand-in function, such as one that never answers).
+    pub async fn start_program(&mut self, name: &str, program: &str, args: &[&str]) {
+        self.shared.arns.lock().unwrap().insert(name.to_string(), self.function_arn(name));
+        let s = self.shared.clone();
+        let function = name.to_string();
+        let runtime_addr = serve_each(move |conn| serve_connection(conn, s.clone(), Some(function.clone()))).await;
+        let env = vec![
+            ("PATH".to_string(), std::env::var("PATH").unwrap_or_default()),
+            ("AWS_LAMBDA_RUNTIME_API".to_string(), runtime_addr.to_string()),
+        ];
+        let launch_spec = Launch { program: program.into(), args: args.iter().map(|a| a.to_string()).collect(), env };
+        launch(&self.shared, name, launch_spec);
+    }
+
+    /// How many times function `name`'s process was started (more than once when Lambda killed
+    /// it at a deadline).
+    pub fn starts(&self, name: &str) -> usize {
+        self.shared.logs.lock().unwrap().get(name).map_or(0, |l| l.iter().filter(|l| *l == STARTED).count())
+    }
+}
+
+/// The line the harness logs each time it starts a function's process.
+const STARTED: &str = "[harness] process started";
+
+/// Starts (or starts again) function `name`'s process, its output collected in the logs.
+fn launch(shared: &Arc<Shared>, name: &str, spec: Launch) {
+    let mut cmd = tokio::process::Command::new(&spec.program);
+    cmd.args(&spec.args).env_clear().envs(spec.env.iter().map(|(k, v)| (k, v)));
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let mut child = cmd.spawn().expect("start function binary");
+    shared.logs.lock().unwrap().entry(name.to_string()).or_default().push(STARTED.to_string());
+    {
         for stream in [
             child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
             child.stderr.take().map(|s| Box::new(s) as _),
         ] {
             let Some(stream) = stream else { continue };
-            let s = self.shared.clone();
+            let s = shared.clone();
             let function = name.to_string();
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stream).lines();
@@ -155,9 +201,55 @@ impl LambdaHarness {
                 }
             });
         }
-        self.children.push(child);
     }
+    shared.processes.lock().unwrap().insert(name.to_string(), (child, spec));
+}
 
+/// Lambda's deadline (SPEC §15): an invocation still running at its deadline is failed
+/// (`Sandbox.Timedout`), its process killed and a new one started for what comes next; an answer
+/// it sends later is refused. Runs while the harness lives.
+async fn enforce_deadlines(shared: std::sync::Weak<Shared>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let Some(s) = shared.upgrade() else { return };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let late: Vec<(String, String, Value, u64)> = {
+            let mut in_flight = s.in_flight.lock().unwrap();
+            let ids: Vec<String> =
+                in_flight.iter().filter(|(_, (_, _, deadline))| *deadline < now).map(|(id, _)| id.clone()).collect();
+            ids.into_iter().filter_map(|id| in_flight.remove(&id).map(|(f, p, d)| (id, f, p, d))).collect()
+        };
+        for (request_id, function, payload, deadline) in late {
+            let restart = {
+                let mut processes = s.processes.lock().unwrap();
+                processes.remove(&function).map(|(mut child, spec)| {
+                    let _ = child.start_kill();
+                    spec
+                })
+            };
+            s.logs.lock().unwrap().entry(function.clone()).or_default().push(format!(
+                "[harness] {request_id}: killed at its deadline ({} ms late)",
+                now.saturating_sub(deadline)
+            ));
+            let error = serde_json::json!({
+                "errorType": "Sandbox.Timedout",
+                "errorMessage": format!("{request_id}: Task timed out: still running at its deadline"),
+            });
+            s.finished.lock().unwrap().push(Finished {
+                function: function.clone(),
+                request_id,
+                payload,
+                result: Err(error),
+            });
+            s.done.notify_waiters();
+            if let Some(spec) = restart {
+                launch(&s, &function, spec);
+            }
+        }
+    }
+}
+
+impl LambdaHarness {
     /// The deadline given to invocations through the Invoke endpoint (continuations): 900 s
     /// unless set.
     pub fn set_invoke_timeout(&self, timeout: Duration) {
@@ -260,7 +352,10 @@ async fn runtime_api(
             }
             notified.await;
         };
-        s.in_flight.lock().unwrap().insert(next.request_id.clone(), (function.to_string(), next.payload.clone()));
+        s.in_flight
+            .lock()
+            .unwrap()
+            .insert(next.request_id.clone(), (function.to_string(), next.payload.clone(), next.deadline_ms));
         let arn = s.arns.lock().unwrap().get(function).cloned().unwrap_or_default();
         let headers = [
             ("lambda-runtime-aws-request-id", next.request_id.clone()),
@@ -278,7 +373,10 @@ async fn runtime_api(
         let id = path.split('/').nth(4).unwrap_or("").to_string();
         let body: Value = serde_json::from_slice(&req.body)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&req.body).into_owned()));
-        let (function, payload) = s.in_flight.lock().unwrap().remove(&id).unwrap_or_default();
+        let Some((function, payload, _)) = s.in_flight.lock().unwrap().remove(&id) else {
+            // Killed at its deadline already: Lambda takes no answer after it.
+            return respond(w, 410, &[], b"{}").await;
+        };
         let result = if path.ends_with("/response") { Ok(body) } else { Err(body) };
         s.finished.lock().unwrap().push(Finished { function, request_id: id, payload, result });
         s.done.notify_waiters();
