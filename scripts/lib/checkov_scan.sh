@@ -1,13 +1,25 @@
 # Scans every template under cloudformation/ with the pinned checkov (sourced by scripts/test.sh
 # after ensure_checkov). A finding that is neither fixed nor skipped with a reason in the
 # template's own Metadata fails the run; so does a skip without a reason, and a scan that
-# could not fail (the same template with its skips removed must show findings).
+# could not fail (the same template with its skips removed must show findings, and every
+# template must have had checks run on it: a scan that read nothing would print no finding).
 checkov_scan() {
   # Offline: no guideline download, no external checks.
   local checkov=(env BC_SKIP_MAPPING=TRUE "$SCAN_VENV_DIR/bin/checkov" --skip-download --compact --quiet --framework cloudformation)
   local template
   for template in cloudformation/*.json; do
-    run "${checkov[@]}" -f "$template" || { echo "FAIL: checkov found problems in $template (see above)" >&2; return 1; }
+    local report passed
+    report=$("${checkov[@]}" -f "$template" -o json) || {
+      run "${checkov[@]}" -f "$template"
+      echo "FAIL: checkov found problems in $template (see above)" >&2
+      return 1
+    }
+    passed=$(python3 -c 'import json, sys; r = json.loads(sys.stdin.read() or "{}"); r = r[0] if isinstance(r, list) else r; print(r.get("summary", {}).get("passed", 0))' <<<"$report")
+    if [[ "$passed" -lt 1 ]]; then
+      echo "FAIL: checkov ran no check on $template: a scan that read nothing cannot fail" >&2
+      return 1
+    fi
+    echo "checkov: $template: $passed checks passed"
     python3 - "$template" <<'PY' || return 1
 import json, sys
 path = sys.argv[1]

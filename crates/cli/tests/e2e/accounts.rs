@@ -285,3 +285,26 @@ async fn configure_check_says_when_the_member_accounts_cannot_be_listed() {
     );
     assert!(!stdout.contains(&member.id), "the member was not listed, so not checked: {stdout}");
 }
+
+/// A member's worker run, as Lambda runs it, reports its metrics under the member's account id
+/// (the EMF `account` dimension), so that a member's failures are a series of their own.
+#[tokio::test]
+async fn a_member_worker_reports_its_metrics_under_the_member_account() {
+    let (deployment, member) = deployment_and_member().await;
+    member.launch(R, &[("backup", "yes")]).await;
+    deployment.put_raw_for(R, &member.id, "cfg", &backup_config("1 day", "")).await;
+    let mut lambda = support::lambda::LambdaHarness::new(&deployment).await;
+    lambda.start(&deployment, "create", "create-snapshot", &[]).await;
+    let summary = lambda.call("create", json!({"account": member.id, "region": R})).await.expect("the member's run");
+    assert_eq!((summary["account"].as_str(), summary["created"].as_u64()), (Some(member.id.as_str()), Some(1)));
+    let metrics: Vec<Value> = lambda
+        .logs("create")
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("SnapshotsCreated").is_some())
+        .collect();
+    assert_eq!(metrics.len(), 1, "{:#?}", lambda.logs("create"));
+    assert_eq!(metrics[0]["account"], member.id.as_str(), "{:#?}", metrics[0]);
+    assert_ne!(metrics[0]["account"], deployment.id.as_str());
+    assert_eq!(member.snapshots(R).await.len(), 1);
+}

@@ -509,10 +509,22 @@ async fn member_deploy_creates_the_role_the_deployment_assumes() {
         format!("arn:aws:iam::{deployment}:role/ebs-snapper-{deployment}/*"),
         "the deployment's function roles, under its stack's path: {trust}"
     );
-    let actions: Vec<String> = member.recorded().iter().map(|r| r.action.clone()).collect();
-    for never in ["CreateBucket", "PutObject", "CreateFunction", "UpdateFunctionCode"] {
-        assert!(!actions.iter().any(|a| a == never), "{never} in {actions:?}");
-    }
+    // No bucket, no code, no function in the member: by the member's state, and by the services
+    // its requests went to (the recording names S3 and Lambda calls by method and path).
+    let services: Vec<String> = member
+        .recorded()
+        .iter()
+        .filter_map(|r| {
+            let auth = r.headers.get("Authorization")?.as_str()?;
+            Some(auth.split("Credential=").nth(1)?.split('/').nth(3)?.to_string())
+        })
+        .collect();
+    assert!(services.iter().any(|s| s == "cloudformation"), "the recording saw the deploy: {services:?}");
+    assert!(!services.iter().any(|s| s == "s3" || s == "lambda"), "{services:?}");
+    let s3 = aws_sdk_s3::Client::new(&member.sdk("us-east-1").await);
+    assert!(s3.list_buckets().send().await.unwrap().buckets().is_empty(), "no bucket in the member");
+    let lambda = aws_sdk_lambda::Client::new(&member.sdk("us-east-1").await);
+    assert!(lambda.list_functions().send().await.unwrap().functions().is_empty(), "no function in the member");
 
     let (code, out, err) = run(&[]);
     assert_eq!(code, 0, "{out}{err}");

@@ -241,9 +241,16 @@ async fn a_lease_released_after_its_hold_stood_is_taken_not_waited_on_forever() 
         tokio::spawn(
             async move { Lease::take(&scope, ebs_snapper_core::Job::Snapshot, R, Duration::from_secs(20)).await },
         );
-    // The taker found it held and now waits a poll (2 s at the default period); the holder
-    // releases it meanwhile, after its hold of 100 ms stood.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The taker found it held (its conditional PutItem refused: the emulator recorded it after
+    // the one that planted the lease) and now waits a poll (2 s at the default period); the
+    // holder releases it meanwhile, after its hold of 100 ms stood. Waiting for the refused write
+    // rather than a fixed time: on a loaded machine the release could land first and the test
+    // would pass without reaching the case it guards.
+    let refused_write = tokio::time::Instant::now() + Duration::from_secs(20);
+    while acct.count("PutItem", None) < 2 {
+        assert!(tokio::time::Instant::now() < refused_write, "the taker never tried to write the lease");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     ddb.delete_item()
         .table_name(TABLE)
         .key("aws_account_id", AttributeValue::S(format!("lease#{}", acct.id)))

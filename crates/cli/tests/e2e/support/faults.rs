@@ -646,13 +646,17 @@ fn as_aws_lambda(s: &State, strict: &Strict, req: &Request, body: Vec<u8>) -> Ve
     serde_json::to_vec(&doc).unwrap_or(body)
 }
 
-/// Remembers the snapshot a `CreateSnapshot` or `CopySnapshot` made.
+/// Remembers the snapshots a `CreateSnapshot`, `CreateSnapshots` (every one of the set) or
+/// `CopySnapshot` made.
 fn note_made(s: &State, operation: &str, status: u16, body: &[u8]) {
-    if status != 200 || !matches!(operation, "CreateSnapshot" | "CopySnapshot") {
+    if status != 200 || !matches!(operation, "CreateSnapshot" | "CreateSnapshots" | "CopySnapshot") {
         return;
     }
-    if let Some(id) = element(&String::from_utf8_lossy(body), "snapshotId") {
-        s.made.lock().unwrap().insert(id, std::time::Instant::now());
+    let answer = String::from_utf8_lossy(body);
+    let now = std::time::Instant::now();
+    let mut made = s.made.lock().unwrap();
+    for id in answer.split("<snapshotId>").skip(1).filter_map(|rest| rest.split('<').next()) {
+        made.insert(id.to_string(), now);
     }
 }
 
