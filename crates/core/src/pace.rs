@@ -139,6 +139,50 @@ mod tests {
         }
     }
 
+    /// As [`run`], with `in_flight` requests out at once, each answered `latency` after it
+    /// started (it reaches the bucket half-way): the pace learns of a throttle only after the
+    /// starts it booked meanwhile went out, as the executor does with eight in flight.
+    fn run_concurrent(n: u64, size: f64, refill: f64, in_flight: usize, latency: Duration) -> (f64, u64) {
+        let mut pace = Pace::new();
+        let (mut tokens, mut last) = (size, Duration::ZERO);
+        let (mut done, mut now) = (0u64, Duration::ZERO);
+        let mut out: Vec<(Duration, bool)> = Vec::new();
+        while done < n {
+            while out.len() < in_flight && done + (out.len() as u64) < n {
+                let start = pace.book(now);
+                let arrives = start + latency / 2;
+                tokens = (tokens + refill * arrives.saturating_sub(last).as_secs_f64()).min(size);
+                last = last.max(arrives);
+                let ok = tokens >= 1.0;
+                if ok {
+                    tokens -= 1.0;
+                }
+                out.push((start + latency, ok));
+            }
+            let first = (0..out.len()).min_by_key(|&i| out[i].0).unwrap();
+            let (at, ok) = out.swap_remove(first);
+            now = now.max(at);
+            pace.answered(now, !ok);
+            done += u64::from(ok);
+        }
+        (now.as_secs_f64(), pace.counts().1)
+    }
+
+    #[test]
+    fn eight_in_flight_with_latency_still_go_at_the_refill_rate_with_few_throttles() {
+        for (n, size, refill, latency_ms) in
+            [(10_000u64, 100.0, 5.0, 200u64), (2_000, 200.0, 5.0, 50), (5_000, 100.0, 20.0, 200), (3_000, 100.0, 20.0, 500)]
+        {
+            let (secs, throttled) = run_concurrent(n, size, refill, 8, Duration::from_millis(latency_ms));
+            // The bucket's bound, or eight in flight's when that is lower (8 / 0.5 s = 16 a second).
+            let bound = ((n as f64 - size) / refill).max(n as f64 * latency_ms as f64 / 1000.0 / 8.0);
+            eprintln!("{n} at {refill}/s, {latency_ms} ms: {secs:.0} s (bound {bound:.0}), {throttled} throttles");
+            assert!(secs >= bound * 0.999, "{n}: faster than the bucket allows? {secs}");
+            assert!(secs <= 1.05 * bound + 5.0, "{n}, {latency_ms} ms: {secs} s against a bound of {bound} s");
+            assert!(throttled <= 200 + n * 30 / 1000, "{n}, {latency_ms} ms: {throttled} throttles");
+        }
+    }
+
     #[test]
     fn an_unlimited_api_is_not_slowed() {
         // No throttle ever: nothing is held back (1,000 starts at the ceiling of 500 a second).

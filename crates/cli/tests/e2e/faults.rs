@@ -852,10 +852,24 @@ async fn a_small_token_bucket_slows_the_run_and_fails_nothing() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(doc["regions"][0]["failed"], 0, "{doc:#}");
     check_snapshot_state(&f, &acct.snapshots(R).await, &BTreeSet::new());
-    let calls = proxy.seen().iter().filter(|s| s.operation == "CreateSnapshot").count();
+    let seen: Vec<_> = proxy.seen().into_iter().filter(|s| s.operation == "CreateSnapshot").collect();
+    let calls = seen.len();
     let refused = proxy.bucket_refusals("CreateSnapshot");
     assert!(refused > 0, "the bucket was never empty: the test tests nothing");
     eprintln!("{refused} of {calls} CreateSnapshot calls refused by the empty bucket");
+    // Paced, not merely retried: few refusals (the SDK's retries alone also end with nothing
+    // failed, after many more), and after the first one the calls go at about the refill rate.
+    assert!(refused * 4 <= calls, "{refused} of {calls} calls refused: more than a quarter");
+    let first = seen.iter().position(|s| s.fault.is_some()).unwrap();
+    let after = &seen[first..];
+    let span = (after.last().unwrap().at - after[0].at).as_secs_f64();
+    let rate = (after.len() - 1) as f64 / span.max(0.001);
+    assert!(rate <= 2.0 * 1.5, "{} calls in {span:.1} s after the first refusal: {rate:.1}/s against a refill of 2/s", after.len());
+    // Once the requests in flight at the first refusal are answered (a second), the pace keeps
+    // to the bucket: hardly a refusal more (retries without a pace keep meeting the empty bucket).
+    let late = after.iter().filter(|s| s.fault.is_some() && s.at > after[0].at + std::time::Duration::from_secs(1)).count();
+    eprintln!("refusals more than a second after the first: {late}");
+    assert!(late <= 1, "{late} refusals after the pace had settled");
 }
 
 /// A CLI run that can no longer renew its region lease stops starting mutations (a taker may
