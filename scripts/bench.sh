@@ -38,7 +38,7 @@ step "3. AWS call budget (emulator with request recording)"
 ensure_venv >/dev/null
 start_moto >/dev/null
 cargo build --quiet -p ebs-snapper-cli --bins
-cargo test --quiet -p ebs-snapper-cli --test e2e budget::call_budget -- --ignored --nocapture 2>/dev/null | grep -E "^\|"
+BUDGET_SIZES="${BUDGET_SIZES:-10,50,200}" cargo test --quiet -p ebs-snapper-cli --test e2e budget::call_budget -- --nocapture 2>/dev/null | grep -E "^\|"
 stop_moto
 
 step "4. function binaries (release)"
