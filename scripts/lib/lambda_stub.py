@@ -32,16 +32,28 @@ def function_env(runtime_port, name, region="us-east-1", **extra):
     return env
 
 
+# The error an invocation still running at its deadline ends with (the process is killed).
+TIMED_OUT = "Sandbox.Timedout"
+
+
 class Runtime:
     """The Runtime API for one function process, as Lambda serves a warm one: each poll takes the
     next event given to `invoke` (waiting for one), with a deadline `deadline` seconds after it is
-    handed out; each answer is put on `answers`. `start` runs the process against it."""
+    handed out; each answer is put on `answers`. `start` runs the process against it.
+
+    Lambda's deadline is enforced: an invocation still running at it is answered with a
+    `Sandbox.Timedout` error, its process is killed and started again (a new execution
+    environment) for the next event, and an answer it sends later is refused."""
 
     def __init__(self, name, region, account, deadline=900.0):
         self.name, self.region, self.deadline = name, region, deadline
         self.events, self.answers = queue.Queue(), queue.Queue()
         self.started_at = self.ready_at = None
         self.proc = None
+        self.launch = None  # how `start` started the process, to start it again
+        self.lock = threading.Lock()
+        self.current = None  # (request id, deadline as time.time()) of the invocation in flight
+        self.killed = 0
         runtime = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -51,10 +63,13 @@ class Runtime:
                 if runtime.ready_at is None:
                     runtime.ready_at = time.perf_counter()
                 data = json.dumps(runtime.events.get()).encode()
+                rid, deadline = f"{name}-{time.monotonic_ns()}", time.time() + runtime.deadline
+                with runtime.lock:
+                    runtime.current = (rid, deadline)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Lambda-Runtime-Aws-Request-Id", f"{name}-{time.monotonic_ns()}")
-                self.send_header("Lambda-Runtime-Deadline-Ms", str(int((time.time() + runtime.deadline) * 1000)))
+                self.send_header("Lambda-Runtime-Aws-Request-Id", rid)
+                self.send_header("Lambda-Runtime-Deadline-Ms", str(int(deadline * 1000)))
                 self.send_header("Lambda-Runtime-Invoked-Function-Arn", f"arn:aws:lambda:{region}:{account}:function:{name}")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -69,6 +84,17 @@ class Runtime:
                         hwm = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
                 except (OSError, AttributeError, StopIteration):
                     pass
+                rid = self.path.split("/")[-2] if "/invocation/" in self.path else None
+                with runtime.lock:
+                    late = rid is not None and (runtime.current is None or runtime.current[0] != rid)
+                    if not late and rid is not None:
+                        runtime.current = None
+                if late:
+                    # Killed at its deadline already: Lambda takes no answer after it.
+                    self.send_response(410)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(202)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -85,6 +111,25 @@ class Runtime:
 
         self.server = Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._enforce_deadlines, daemon=True).start()
+
+    def _enforce_deadlines(self):
+        while True:
+            time.sleep(0.05)
+            with self.lock:
+                late = self.current is not None and time.time() > self.current[1]
+                if late:
+                    rid, self.current = self.current[0], None
+            if not late:
+                continue
+            self.killed += 1
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            body = json.dumps({"errorType": TIMED_OUT, "errorMessage": f"{rid}: Task timed out: still running at its deadline"})
+            self.answers.put(Answer(True, body, time.perf_counter(), 0))
+            if self.launch is not None:
+                self.start(*self.launch[0], **self.launch[1])
 
     def invoke(self, event):
         self.events.put(event)
@@ -93,6 +138,7 @@ class Runtime:
         """Starts `binary` (a path, or a command line as a list) with the function's environment
         (`env` adds to it)."""
         self.started_at = time.perf_counter()
+        self.launch = ((binary, stdout, stderr), env)
         self.proc = subprocess.Popen(
             binary if isinstance(binary, list) else [binary], env=function_env(self.server.server_address[1], self.name, self.region, **env),
             stdout=stdout, stderr=stderr,
@@ -108,6 +154,7 @@ class Runtime:
 
     def stop(self):
         """Kills the process (what it printed to a pipe stays readable) and the Runtime API."""
+        self.launch = None
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
         self.server.shutdown()

@@ -10,7 +10,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
 import paced_run  # noqa: E402
-from lambda_stub import Runtime  # noqa: E402
+from lambda_stub import TIMED_OUT, Runtime  # noqa: E402
 
 # A function that answers two events the way a worker does: the event back, with the deadline
 # it was given and, for the first, a continuation invoked (put straight on the queue here).
@@ -77,6 +77,36 @@ class LambdaRuntime(unittest.TestCase):
         self.assertIsNone(runtime.answer(timeout=0.1))
 
 
+# A function that takes its event and works for a minute without answering.
+SLOW = """
+import os, time, urllib.request
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+urllib.request.urlopen(api + "next").read()
+time.sleep(60)
+"""
+
+
+class Deadline(unittest.TestCase):
+    def test_an_invocation_still_running_at_its_deadline_is_killed_and_failed_and_a_new_process_takes_the_next(self):
+        runtime = Runtime("slow", "us-east-1", "123456789012", deadline=1)
+        with tempfile.NamedTemporaryFile(mode="w", suffix=".py") as script:
+            script.write(SLOW)
+            script.flush()
+            first_process = runtime.start([sys.executable, script.name])
+            runtime.invoke({"region": "us-east-1"})
+            first = runtime.answer(timeout=10)
+            self.assertIsNotNone(first, "no answer at the deadline: a late answer would have been waited for")
+            self.assertTrue(first.error)
+            self.assertIn(TIMED_OUT, first.body)
+            self.assertIsNotNone(first_process.poll(), "the process was killed")
+            runtime.invoke({"region": "us-east-1"})
+            second = runtime.answer(timeout=10)
+            self.assertIn(TIMED_OUT, second.body)
+            self.assertIsNot(runtime.proc, first_process, "a new process took the next event")
+            self.assertEqual(runtime.killed, 2)
+            runtime.stop()
+
+
 class SyntheticAccount(unittest.TestCase):
     def account(self, name, bucket=(1000, 1)):
         region, configs, _, _, needed, _ = paced_run.scenario(name, 4, 2)
@@ -107,6 +137,17 @@ class SyntheticAccount(unittest.TestCase):
         for _, volume in instance["devices"]:
             self.assertEqual(len(region.by_volume[volume]), 1)
 
+    def test_a_set_leaves_out_the_data_volumes_it_excludes(self):
+        # The query name is ExcludeDataVolumeId.N (the SDK's), not ExcludeDataVolumeIds.N.
+        account, region, _ = self.account("sets")
+        instance = region.instances[0]
+        (_, root), (_, data) = instance["devices"]
+        status, body = account.ec2(paced_run.REGION, query(Action="CreateSnapshots", **{
+            "InstanceSpecification.InstanceId": instance["id"], "InstanceSpecification.ExcludeDataVolumeId.1": data}))
+        self.assertEqual(status, 200)
+        self.assertEqual(body.count("<state>pending</state>"), 1)
+        self.assertEqual((len(region.by_volume[root]), len(region.by_volume[data])), (1, 0))
+
     def test_an_empty_bucket_answers_request_limit_exceeded_and_changes_nothing(self):
         account, region, _ = self.account("clean", bucket=(1, 0))
         first, second = list(region.snapshots)[:2]
@@ -116,6 +157,19 @@ class SyntheticAccount(unittest.TestCase):
         self.assertIn("<Code>RequestLimitExceeded</Code>", body)
         self.assertNotIn(first, region.snapshots)
         self.assertIn(second, region.snapshots)
+
+    def test_the_run_is_checked_per_volume_not_from_the_summaries(self):
+        account, region, _ = self.account("snapshot")
+        self.assertEqual(len(paced_run.verify("snapshot", region)), 4, "no volume has its snapshot yet")
+        volumes = list(region.volumes)
+        for volume in volumes[:3] + volumes[:1]:  # one volume missed, one snapshotted twice
+            account.make_snapshot(region, volume, {}, "d")
+        wrong = paced_run.verify("snapshot", region)
+        self.assertEqual(sorted(wrong), sorted([f"{volumes[0]}: 2 snapshots", f"{volumes[3]}: 0 snapshots"]))
+        _, clean, _ = self.account("clean")
+        self.assertEqual(len(paced_run.verify("clean", clean)), 4)
+        clean.snapshots.clear()
+        self.assertEqual(paced_run.verify("clean", clean), [])
 
     def test_the_clean_fleet_holds_only_expired_snapshots(self):
         _, region, needed = self.account("clean")
