@@ -170,9 +170,12 @@ mod tests {
 
     #[test]
     fn eight_in_flight_with_latency_still_go_at_the_refill_rate_with_few_throttles() {
-        for (n, size, refill, latency_ms) in
-            [(10_000u64, 100.0, 5.0, 200u64), (2_000, 200.0, 5.0, 50), (5_000, 100.0, 20.0, 200), (3_000, 100.0, 20.0, 500)]
-        {
+        for (n, size, refill, latency_ms) in [
+            (10_000u64, 100.0, 5.0, 200u64),
+            (2_000, 200.0, 5.0, 50),
+            (5_000, 100.0, 20.0, 200),
+            (3_000, 100.0, 20.0, 500),
+        ] {
             let (secs, throttled) = run_concurrent(n, size, refill, 8, Duration::from_millis(latency_ms));
             // The bucket's bound, or eight in flight's when that is lower (8 / 0.5 s = 16 a second).
             let bound = ((n as f64 - size) / refill).max(n as f64 * latency_ms as f64 / 1000.0 / 8.0);

@@ -5,7 +5,7 @@
 
 use crate::support;
 
-use support::{date, text, Account};
+use support::{date, dated, text, Account};
 
 const R: &str = "us-east-1";
 const WEST: &str = "us-west-2";
@@ -49,7 +49,7 @@ async fn a_copy_with_its_key_and_retention_outlives_its_deleted_source() {
     assert_eq!(copy.tag("replication_snapshot_id"), Some(source.id.as_str()));
     assert_eq!(copy.tag("ebs-snapper:config"), Some("dr"));
     assert_eq!(copy.tag("ebs-snapper:volume-id"), Some(vol.as_str()));
-    assert_eq!(copy.tag("DeleteOn"), Some(date(30).as_str()), "the copy's own date, not the source's");
+    assert!(dated(copy.tag("DeleteOn"), 30), "the copy's own date, not the source's: {:?}", copy.tag("DeleteOn"));
     assert_eq!(copy.tag("ebs-snapper:copy-to"), None);
     assert!(copy.encrypted, "encrypted with the destination's key");
     assert_eq!(copy.kms_key_id.as_deref(), Some(KEY));

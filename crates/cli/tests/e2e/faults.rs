@@ -864,10 +864,15 @@ async fn a_small_token_bucket_slows_the_run_and_fails_nothing() {
     let after = &seen[first..];
     let span = (after.last().unwrap().at - after[0].at).as_secs_f64();
     let rate = (after.len() - 1) as f64 / span.max(0.001);
-    assert!(rate <= 2.0 * 1.5, "{} calls in {span:.1} s after the first refusal: {rate:.1}/s against a refill of 2/s", after.len());
+    assert!(
+        rate <= 2.0 * 1.5,
+        "{} calls in {span:.1} s after the first refusal: {rate:.1}/s against a refill of 2/s",
+        after.len()
+    );
     // Once the requests in flight at the first refusal are answered (a second), the pace keeps
     // to the bucket: hardly a refusal more (retries without a pace keep meeting the empty bucket).
-    let late = after.iter().filter(|s| s.fault.is_some() && s.at > after[0].at + std::time::Duration::from_secs(1)).count();
+    let late =
+        after.iter().filter(|s| s.fault.is_some() && s.at > after[0].at + std::time::Duration::from_secs(1)).count();
     eprintln!("refusals more than a second after the first: {late}");
     assert!(late <= 1, "{late} refusals after the pace had settled");
 }
@@ -900,6 +905,16 @@ async fn a_cli_run_that_loses_its_lease_fails_what_it_did_not_start() {
     let said = format!("{} action(s) not started: the region's lease could not be renewed", failed.len());
     assert!(report["errors"].as_array().unwrap().iter().any(|e| e.as_str().unwrap().starts_with(&said)), "{report:#}");
     check_snapshot_state(&f, &acct.snapshots(R).await, &failed);
+
+    // A later run makes exactly those, and every due volume then has its one snapshot.
+    proxy.set_plan(FaultPlan::none());
+    proxy.set_strict(Strict::default());
+    let (code, doc, err) = run(&acct, &proxy, "snapshot", &["--region", R]);
+    assert_eq!(code, 0, "{err}\n{doc:#}");
+    let made: BTreeSet<String> = actions(&doc, R, "done").into_iter().map(|(_, volume)| volume).collect();
+    let missed: BTreeSet<String> = failed.iter().map(|(_, volume)| volume.clone()).collect();
+    assert_eq!(made, missed, "the rerun makes what the first run did not start: {doc:#}");
+    check_snapshot_state(&f, &acct.snapshots(R).await, &BTreeSet::new());
 }
 
 /// A worker whose time runs out while the pace holds its mutations back hands the rest to its

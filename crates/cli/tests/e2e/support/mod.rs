@@ -640,3 +640,9 @@ impl Account {
 pub fn date(days: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::days(days)).format("%Y-%m-%d").to_string()
 }
+
+/// Whether `value` is the date `days` after the day a run made it: today's, or yesterday's when
+/// midnight UTC passed between the run and the check.
+pub fn dated(value: Option<&str>, days: i64) -> bool {
+    value.is_some_and(|v| v == date(days) || v == date(days - 1))
+}
