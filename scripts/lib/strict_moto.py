@@ -42,7 +42,7 @@ test-bed:start-time (RFC 3339) or test-bed:state, or a volume with test-bed:crea
 that time (or state) instead of now (completed), and the tag is removed, as if it had been made then (AWS has no such call; moto none either).
 
 What must be switchable per test (lost answers, empty first pages, snapshots pending or not yet
-listed) is done by the test bed's proxy instead (crates/cli/tests/e2e/support/faults.rs).
+listed) is done by the test bed's proxy instead (crates/cli/tests/e2e/support/fault_proxy.rs).
 """
 
 import fnmatch

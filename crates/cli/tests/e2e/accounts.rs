@@ -3,14 +3,14 @@
 //! (`scripts/lib/strict_moto.py`) refuses `AssumeRole` unless the role exists and trusts the
 //! caller with the right `ExternalId`, as AWS does.
 
-use crate::faults::{actions, check_clean_state, check_snapshot_state, clean_scene, fleet, run};
 use crate::support;
+use support::scenes::{actions, check_clean_state, check_snapshot_state, clean_scene, fleet, run};
 
 use std::collections::BTreeSet;
 
 use ebs_snapper_lambda::handlers::{clean_snapshot, create_snapshot, fanout_snapshot, Environment, Invocation};
 use serde_json::{json, Value};
-use support::faults::{FaultPlan, FaultProxy, Strict};
+use support::fault_proxy::{FaultPlan, FaultProxy, Strict};
 use support::{backup_config, text, Account};
 
 const R: &str = "us-east-1";

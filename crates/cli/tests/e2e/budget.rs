@@ -158,7 +158,7 @@ async fn fanout_over_many_accounts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: scripts/bench.sh runs it"]
 async fn paced_by_the_token_bucket() {
-    use support::faults::{Buckets, FaultPlan, FaultProxy, Strict};
+    use support::fault_proxy::{Buckets, FaultPlan, FaultProxy, Strict};
     let env = |name: &str, default: f64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (volumes, size, refill) = (env("VOLUMES", 1000.0) as usize, env("BUCKET", 100.0), env("REFILL", 5.0));
     let expired_each = env("EXPIRED_PER_VOLUME", 3.0) as usize;
@@ -247,7 +247,7 @@ struct WorkerRun {
 
 /// Runs `binary` as a Lambda function (900 s deadlines unless DEADLINE, its own continuations) on the region,
 /// its AWS calls through `proxy`, until an invocation ends without continuing.
-async fn run_worker(acct: &Account, proxy: &support::faults::FaultProxy, binary: &str) -> WorkerRun {
+async fn run_worker(acct: &Account, proxy: &support::fault_proxy::FaultProxy, binary: &str) -> WorkerRun {
     let mut lambda = support::lambda::LambdaHarness::new(acct).await;
     lambda.start(acct, binary, binary, &[("AWS_ENDPOINT_URL", &proxy.endpoint())]).await;
     // Lambda's limit, 900 s; DEADLINE (seconds) shortens it to see hops on a small fleet.

@@ -270,7 +270,7 @@ async fn missing_zip_is_one_clear_line_and_touches_nothing() {
 /// publish a version while the code update it follows is still in progress.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_against_the_stricter_aws_skips_unchanged_code_and_waits_for_updates() {
-    use support::faults::{FaultPlan, FaultProxy, Strict};
+    use support::fault_proxy::{FaultPlan, FaultProxy, Strict};
     let acct = Account::new().await;
     let a = acct.id.clone();
     let proxy = FaultProxy::start(FaultPlan::none()).await;

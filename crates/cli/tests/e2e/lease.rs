@@ -174,7 +174,7 @@ async fn a_retry_held_back_past_the_lease_is_never_sent() {
     use ebs_snapper_aws::executor::delete_snapshot;
     use ebs_snapper_aws::TimeBudget;
     use ebs_snapper_core::Executed;
-    use support::faults::{Fault, FaultPlan, FaultProxy};
+    use support::fault_proxy::{Fault, FaultPlan, FaultProxy};
 
     let acct = Account::new().await;
     let i = acct.launch(R, &[]).await;

@@ -1,13 +1,13 @@
 //! What a real account does after a call returned, or between the listing and the call, that
 //! the emulator does not (SPEC §10.11–12, §15): snapshots and copies that end in `error`,
 //! resources that vanish during a run, and archive refusals. Each runs the CLI through the fault
-//! proxy, which presents that behaviour (`support::faults::Strict`, `Fault::Gone`).
+//! proxy, which presents that behaviour (`support::fault_proxy::Strict`, `Fault::Gone`).
 
-use crate::faults::run;
 use crate::support;
+use support::scenes::run;
 
 use serde_json::Value;
-use support::faults::{Fault, FaultPlan, FaultProxy, Strict};
+use support::fault_proxy::{Fault, FaultPlan, FaultProxy, Strict};
 use support::{backup_config, date, Account};
 
 const R: &str = "us-east-1";

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
-use super::faults::{element, forward, query_value};
+use super::fault_proxy::{element, forward, query_value};
 use super::http::{read_request, respond, serve_each, Request};
 
 /// The stack name the gate renders roles with (function names, log groups).

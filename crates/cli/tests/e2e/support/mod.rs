@@ -12,16 +12,17 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 
-pub mod faults;
+pub mod fault_proxy;
 pub mod http;
 pub mod iam;
 pub mod lambda;
+pub mod scenes;
 
 pub const TABLE: &str = "ebs_snapshot_configuration";
 
 /// How long the product waits for EC2's listings to catch up with a mutation, in every process
 /// the tests start: longer than the stricter AWS keeps a new snapshot unlisted
-/// (`faults::Strict::on`), far shorter than on AWS so that tests stay quick.
+/// (`fault_proxy::Strict::on`), far shorter than on AWS so that tests stay quick.
 pub const LISTING_LAG: (&str, &str) = ("EBS_SNAPPER_LISTING_LAG_SECONDS", "4");
 
 /// The emulator endpoint; fails loudly when tests are run without it.
