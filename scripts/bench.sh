@@ -15,7 +15,7 @@
 #      per second; the same volumes as crash-consistent sets (one CreateSnapshots token per
 #      instance); the clean job on EXPIRED_PER_VOLUME (3) expired snapshots per volume (30,000).
 #      Wall time against the bucket's bound, throttles per 1,000 calls, failures, continuation
-#      hops, peak RSS. 7a serves a synthetic account (scripts/lib/paced_run.py; the release
+#      hops, peak RSS. 7a serves a synthetic account (scripts/bench/paced_run.py; the release
 #      workers; the clean run takes about 1 h 50 min at the default size); 7b runs the same
 #      through the test bed's stricter AWS in front of the emulator, on VOLUMES_EMULATOR (1,000)
 #      volumes, which is as large as the emulator serves at a pace the bucket decides
@@ -26,7 +26,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib/functions.sh
-source scripts/lib/emulator.sh
+source scripts/testbed/emulator.sh
 
 step "1. planner scaling and peak RSS ($(date -u +%Y-%m-%d))"
 cargo run --quiet --release -p ebs-snapper-core --example plan_scale
@@ -44,14 +44,14 @@ stop_moto
 step "4. function binaries (release)"
 if [[ "${BUILD:-0}" == 1 ]]; then scripts/package.sh >/dev/null; fi
 if [[ "$(cat target/lambda/PROFILE 2>/dev/null)" == release ]]; then
-  python3 scripts/lib/coldstart.py 9 $(lambda_functions)
+  python3 scripts/bench/coldstart.py 9 $(lambda_functions)
 else
   echo "no release zips in target/lambda: run scripts/package.sh (or BUILD=1 scripts/bench.sh)"
 fi
 
 step "5. peak RSS of each function on the large synthetic region (release)"
 if [[ "$(cat target/lambda/PROFILE 2>/dev/null)" == release ]]; then
-  python3 scripts/lib/large_run.py "${VOLUMES:-10000}" target/lambda \
+  python3 scripts/bench/large_run.py "${VOLUMES:-10000}" target/lambda \
     $(lambda_functions)
 else
   echo "no release zips in target/lambda: run scripts/package.sh (or BUILD=1 scripts/bench.sh)"
@@ -65,7 +65,7 @@ stop_moto
 
 step "7a. the jobs paced by token buckets of ${BUCKET:-100} refilled at ${REFILL:-5}/s, ${VOLUMES_PACED:-10000} volumes (synthetic account, release)"
 if [[ "$(cat target/lambda/PROFILE 2>/dev/null)" == release ]]; then
-  python3 scripts/lib/paced_run.py target/lambda --volumes "${VOLUMES_PACED:-10000}" --bucket "${BUCKET:-100}" \
+  python3 scripts/bench/paced_run.py target/lambda --volumes "${VOLUMES_PACED:-10000}" --bucket "${BUCKET:-100}" \
     --refill "${REFILL:-5}" --expired-per-volume "${EXPIRED_PER_VOLUME:-3}" --deadline "${DEADLINE:-900}" \
     --scenarios "${SCENARIOS:-snapshot,sets,clean}" 2>/dev/null
 else
@@ -84,7 +84,7 @@ stop_moto
 step "8. a cold function's first answer, median of 9 ($(cat target/lambda/PROFILE 2>/dev/null || echo no) zips)"
 if [[ -f target/lambda/PROFILE ]]; then
   start_moto >/dev/null
-  "$VENV_DIR/bin/python" scripts/lib/first_answer.py 9 target/lambda create-snapshot clean-snapshot replication
+  "$VENV_DIR/bin/python" scripts/bench/first_answer.py 9 target/lambda create-snapshot clean-snapshot replication
   stop_moto
 else
   echo "no zips in target/lambda: run scripts/package.sh"

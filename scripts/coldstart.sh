@@ -10,4 +10,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib/functions.sh
 runs="${1:-9}"
 [[ "${SKIP_BUILD:-0}" == 1 ]] || scripts/package.sh
-python3 scripts/lib/coldstart.py "$runs" $(lambda_functions)
+python3 scripts/bench/coldstart.py "$runs" $(lambda_functions)

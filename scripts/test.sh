@@ -12,7 +12,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib/functions.sh
-source scripts/lib/emulator.sh
+source scripts/testbed/emulator.sh
 
 cargo_args=()
 if [[ "${1:-}" == "--" ]]; then shift; cargo_args=("$@"); fi
@@ -72,7 +72,7 @@ fi
 echo "ok: five zips, each with an executable bootstrap"
 
 step "packaging checks: each function binary can start on Lambda (architecture, glibc)"
-run python3 -m unittest scripts/lib/test_elf_check.py scripts/lib/test_paced_run.py
+run python3 -m unittest scripts/lib/test_elf_check.py scripts/bench/test_paced_run.py
 
 step "cargo test --workspace"
 run cargo test --workspace --no-fail-fast "${cargo_args[@]}"

@@ -1,6 +1,6 @@
 //! Member accounts (SPEC §13): configurations stored under another account id are run in that
 //! account through its member role, installed there by `deploy --member`; the stricter AWS
-//! (`scripts/lib/strict_moto.py`) refuses `AssumeRole` unless the role exists and trusts the
+//! (`scripts/testbed/strict_moto.py`) refuses `AssumeRole` unless the role exists and trusts the
 //! caller with the right `ExternalId`, as AWS does.
 
 use crate::support;

@@ -95,3 +95,22 @@ async fn every_bad_event_is_a_function_error_and_does_no_work() {
     assert_eq!(acct.recorded().len(), before, "no AWS call: nothing listed, created or invoked");
     assert!(acct.snapshots("us-east-1").await.is_empty());
 }
+
+/// The stricter emulator refuses the filter names that `configure -s` refuses: its list
+/// (`scripts/testbed/strict_moto.py`) is core's (`instance_filters::INSTANCE_FILTERS`), name for
+/// name, and both allow 200 values a filter.
+#[test]
+fn the_emulator_knows_the_instance_filters_core_knows() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/testbed/strict_moto.py");
+    let text = std::fs::read_to_string(path).unwrap();
+    let start = text.find("INSTANCE_FILTERS = {").expect("the emulator's list") + "INSTANCE_FILTERS = {".len();
+    let end = start + text[start..].find('}').unwrap();
+    let emulator: std::collections::BTreeSet<&str> =
+        text[start..end].split(',').map(|s| s.trim().trim_matches('\'')).filter(|s| !s.is_empty()).collect();
+    let core: std::collections::BTreeSet<&str> =
+        ebs_snapper_core::instance_filters::INSTANCE_FILTERS.iter().copied().collect();
+    assert!(core.len() > 100, "core's list: {}", core.len());
+    assert_eq!(emulator, core, "the emulator and core differ");
+    let limit = format!("MAX_FILTER_VALUES = {}", ebs_snapper_core::instance_filters::MAX_FILTER_VALUES);
+    assert!(text.contains(&limit), "{limit}");
+}

@@ -51,7 +51,7 @@ pub enum Fault {
 
 /// What AWS does and the emulator does not, switchable per test (SPEC §15). The rest of the
 /// stricter AWS (filter names refused, copies reporting `vol-ffffffff`) is always on, in the
-/// emulator itself (`scripts/lib/strict_moto.py`).
+/// emulator itself (`scripts/testbed/strict_moto.py`).
 #[derive(Debug, Clone, Default)]
 pub struct Strict {
     /// A filtered `DescribeInstances`, `DescribeSnapshots` or `DescribeVolumes` is first answered

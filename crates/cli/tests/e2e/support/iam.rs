@@ -1,6 +1,6 @@
 //! IAM as AWS evaluates it, for the functions (SPEC §15): a gate between a function and the
 //! emulator that authorizes each request against the function's own role from the template,
-//! with a maintained simulator (`scripts/lib/iam/evaluator.mjs`, started by `scripts/test.sh`),
+//! with a maintained simulator (`scripts/testbed/iam/evaluator.mjs`, started by `scripts/test.sh`),
 //! and refuses what the role does not allow as AWS refuses it (`UnauthorizedOperation` for EC2,
 //! `AccessDeniedException` for DynamoDB, Lambda and EventBridge, `AccessDenied` for STS). The
 //! emulator enforces no policy at all, so without this a worker calling an API its role lacks

@@ -12,7 +12,9 @@ import sys
 import threading
 import time
 
-from lambda_stub import function_env
+# The Lambda Runtime API stub is the test bed's (scripts/testbed).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testbed"))
+from lambda_stub import function_env  # noqa: E402
 
 
 def measure(binary: str) -> float:

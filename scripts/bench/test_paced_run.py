@@ -1,5 +1,5 @@
 """Tests of paced_run.py's token buckets and synthetic account (what the full-size benchmark
-relies on). Run: python3 -m unittest scripts/lib/test_paced_run.py"""
+relies on). Run: python3 -m unittest scripts/bench/test_paced_run.py"""
 
 import json
 import os
@@ -9,6 +9,7 @@ import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testbed"))
 import paced_run  # noqa: E402
 from lambda_stub import TIMED_OUT, Runtime  # noqa: E402
 

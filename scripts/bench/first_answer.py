@@ -18,7 +18,9 @@ import statistics
 import sys
 
 import boto3
-from lambda_stub import Runtime
+# The Lambda Runtime API stub is the test bed's (scripts/testbed).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testbed"))
+from lambda_stub import Runtime  # noqa: E402
 
 REGION = "us-east-1"
 TABLE = "ebs_snapshot_configuration"

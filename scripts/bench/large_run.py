@@ -28,7 +28,9 @@ import time
 import urllib.parse
 from datetime import datetime, timedelta, timezone
 
-from lambda_stub import Runtime
+# The Lambda Runtime API stub is the test bed's (scripts/testbed).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testbed"))
+from lambda_stub import Runtime  # noqa: E402
 
 ACCOUNT = "123456789012"
 SOURCE, PEER = "us-east-1", "us-east-2"

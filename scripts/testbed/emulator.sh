@@ -59,9 +59,9 @@ start_moto() {
   [[ "${MOTO_RECORD:-1}" == 1 ]] && recording=(MOTO_ENABLE_RECORDING=1)
   # Tests that count calls refuse to run without the recording (a count of zero would pass).
   export EBS_SNAPPER_TEST_RECORDING="${MOTO_RECORD:-1}"
-  # moto, made stricter where AWS is (scripts/lib/strict_moto.py says how).
+  # moto, made stricter where AWS is (scripts/testbed/strict_moto.py says how).
   env MOTO_EC2_LOAD_DEFAULT_AMIS=false "${recording[@]}" \
-    "$VENV_DIR/bin/python" scripts/lib/strict_moto.py -H 127.0.0.1 -p "$port" >target/moto.log 2>&1 &
+    "$VENV_DIR/bin/python" scripts/testbed/strict_moto.py -H 127.0.0.1 -p "$port" >target/moto.log 2>&1 &
   MOTO_PID=$!
   trap stop_moto EXIT
   trap 'exit 130' INT TERM
@@ -86,9 +86,9 @@ start_moto() {
   return 1
 }
 
-# The IAM simulator the test bed evaluates each function's requests with (scripts/lib/iam,
+# The IAM simulator the test bed evaluates each function's requests with (scripts/testbed/iam,
 # pinned by its package-lock.json; test-only, never shipped).
-IAM_DIR="$PWD/scripts/lib/iam"
+IAM_DIR="$PWD/scripts/testbed/iam"
 ensure_iam_simulator() {
   if [[ -d "$IAM_DIR/node_modules/@cloud-copilot/iam-simulate" ]] && (cd "$IAM_DIR" && npm ls --silent >/dev/null 2>&1); then
     echo "ok: $IAM_DIR has its pinned packages"

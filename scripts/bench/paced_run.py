@@ -3,7 +3,7 @@
 The test bed's stricter AWS is in front of the emulator, and the emulator is too slow for the
 issue's sizes (10,000 volumes, 30,000 expired snapshots): setting such a fleet up takes longer
 than the run, and each request then takes seconds. So this serves a synthetic account on
-loopback instead (the EC2 query API of scripts/lib/large_run.py, plus CreateSnapshot and
+loopback instead (the EC2 query API of scripts/bench/large_run.py, plus CreateSnapshot and
 CreateSnapshots that keep what they make), behind EC2's request token buckets: one per API,
 AWS's published sizes (mutating actions 200 refilled at 5/s, Describe* 100 at 20/s), the
 snapshot APIs' bucket BUCKET refilled at REFILL; an empty bucket answers RequestLimitExceeded
@@ -39,7 +39,9 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import large_run as lr
-from lambda_stub import TIMED_OUT, Runtime
+# The Lambda Runtime API stub is the test bed's (scripts/testbed).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testbed"))
+from lambda_stub import TIMED_OUT, Runtime  # noqa: E402
 
 REGION = lr.SOURCE
 # AWS's published request token buckets ("Request throttling for the Amazon EC2 API").
