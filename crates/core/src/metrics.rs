@@ -52,18 +52,24 @@ pub fn emf(function: &str, account: &str, report: &RegionReport, timestamp_ms: i
 /// that invoked workers succeeds whatever it could not reach (SPEC §10.13), so this metric,
 /// which the template alarms on, is how those failures reach someone.
 pub fn fanout(function: &str, failures: usize, timestamp_ms: i64) -> Value {
-    json!({
+    of_function(function, "Failures", failures, timestamp_ms)
+}
+
+/// One metric of `function` alone (dimension `function`).
+fn of_function(function: &str, name: &str, value: usize, timestamp_ms: i64) -> Value {
+    let mut doc = json!({
         "_aws": {
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
                 "Dimensions": [["function"]],
-                "Metrics": [{"Name": "Failures", "Unit": "Count"}],
+                "Metrics": [{"Name": name, "Unit": "Count"}],
             }],
         },
         "function": function,
-        "Failures": failures,
-    })
+    });
+    doc[name] = json!(value);
+    doc
 }
 
 /// The heartbeat of a snapshot worker run that succeeded (`SnapshotRunHeartbeat` = 1, dimension
@@ -72,18 +78,7 @@ pub fn fanout(function: &str, failures: usize, timestamp_ms: i64) -> Value {
 /// not the fanout: one unreachable member account does not silence it while every other
 /// account is backed up.
 pub fn heartbeat(function: &str, timestamp_ms: i64) -> Value {
-    json!({
-        "_aws": {
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
-                "Dimensions": [["function"]],
-                "Metrics": [{"Name": HEARTBEAT, "Unit": "Count"}],
-            }],
-        },
-        "function": function,
-        HEARTBEAT: 1,
-    })
+    of_function(function, HEARTBEAT, 1, timestamp_ms)
 }
 
 /// The heartbeat metric's name.

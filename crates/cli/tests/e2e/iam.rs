@@ -74,6 +74,50 @@ async fn a_role_may_do_only_what_the_template_grants_it() {
     assert!(acct.items(R).await.iter().all(|(id, _)| id != "planted"), "no configuration was written");
 }
 
+const WEST: &str = "us-west-2";
+
+/// A crash-consistent set of an instance's volumes.
+const SETS: &str = r#"{"match": {"tag:backup": "sets"}, "consistency": "instance",
+    "snapshot": {"retention": "7 days", "minimum": 1, "frequency": "1 day"}}"#;
+/// A monthly tier that archives.
+const TIERS: &str = r#"{"match": {"tag:backup": "tiers"},
+    "schedules": [{"name": "monthly", "frequency": "30 days", "retention": "365 days", "minimum": 1, "archive": true}]}"#;
+
+/// Disaster-recovery copies to us-west-2, under `key` when given.
+fn dr(key: Option<&str>) -> String {
+    let key = key.map(|k| format!(r#", "kms_key": "{k}""#)).unwrap_or_default();
+    format!(
+        r#"{{"match": {{"tag:backup": "dr"}}, "snapshot": {{"retention": "7 days", "minimum": 1, "frequency": "1 day"}},
+            "copies": [{{"region": "{WEST}", "retention": "30 days"{key}}}]}}"#
+    )
+}
+
+/// A snapshot of the monthly tier started at `start`, dated `delete_on` days from today.
+async fn plant_monthly(acct: &Account, volume: &str, start: &str, delete_on: i64) {
+    let tags = [
+        ("DeleteOn", date(delete_on)),
+        ("ebs-snapper:config", "tiers".to_string()),
+        ("ebs-snapper:tier", "monthly".to_string()),
+        ("test-bed:start-time", start.to_string()),
+    ];
+    let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    acct.make_snapshot(R, volume, &tags).await;
+}
+
+/// An instance for each configuration: one with a data volume (SETS), one whose volume has two
+/// monthly snapshots to archive (TIERS), one to copy (DR). The tiered volume.
+async fn every_kind_of_work(acct: &Account) -> String {
+    let with_data = acct.launch(R, &[("backup", "sets")]).await;
+    acct.attach_volume(R, &with_data, "/dev/sdf", &[]).await;
+    let tiered = acct.launch(R, &[("backup", "tiers")]).await;
+    let tiered_volume = acct.volumes_of(R, &tiered).await[0].clone();
+    for start in ["2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"] {
+        plant_monthly(acct, &tiered_volume, start, 300).await;
+    }
+    acct.launch(R, &[("backup", "dr")]).await;
+    tiered_volume
+}
+
 /// Every kind of mutation the workers make, each under its own role as Lambda runs it:
 /// crash-consistent sets (`CreateSnapshots`), archiving (`ModifySnapshotTier`), a
 /// disaster-recovery copy under a key (`CopySnapshot`), and a replica whose source is gone
@@ -81,32 +125,9 @@ async fn a_role_may_do_only_what_the_template_grants_it() {
 /// (the gates' own check), and so does a run that failed anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mutation_of_every_worker_is_allowed_by_its_role() {
-    const WEST: &str = "us-west-2";
     let key = "arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
-    let sets = r#"{"match": {"tag:backup": "sets"}, "consistency": "instance",
-        "snapshot": {"retention": "7 days", "minimum": 1, "frequency": "1 day"}}"#;
-    let tiers = r#"{"match": {"tag:backup": "tiers"},
-        "schedules": [{"name": "monthly", "frequency": "30 days", "retention": "365 days", "minimum": 1, "archive": true}]}"#;
-    let dr = format!(
-        r#"{{"match": {{"tag:backup": "dr"}}, "snapshot": {{"retention": "7 days", "minimum": 1, "frequency": "1 day"}},
-            "copies": [{{"region": "{WEST}", "retention": "30 days", "kms_key": "{key}"}}]}}"#
-    );
-    let acct = Account::with_configs(R, &[("sets", sets), ("tiers", tiers), ("dr", &dr)]).await;
-    let with_data = acct.launch(R, &[("backup", "sets")]).await;
-    acct.attach_volume(R, &with_data, "/dev/sdf", &[]).await;
-    let tiered = acct.launch(R, &[("backup", "tiers")]).await;
-    let tiered_volume = acct.volumes_of(R, &tiered).await[0].clone();
-    for start in ["2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"] {
-        let tags = [
-            ("DeleteOn", date(300)),
-            ("ebs-snapper:config", "tiers".to_string()),
-            ("ebs-snapper:tier", "monthly".to_string()),
-            ("test-bed:start-time", start.to_string()),
-        ];
-        let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        acct.make_snapshot(R, &tiered_volume, &tags).await;
-    }
-    acct.launch(R, &[("backup", "dr")]).await;
+    let acct = Account::with_configs(R, &[("sets", SETS), ("tiers", TIERS), ("dr", &dr(Some(key)))]).await;
+    let tiered_volume = every_kind_of_work(&acct).await;
     // A replica in us-west-2 whose source is gone.
     let other = acct.make_snapshot(R, &tiered_volume, &[]).await;
     acct.make_copy(
@@ -143,7 +164,6 @@ async fn every_mutation_of_every_worker_is_allowed_by_its_role() {
 /// is asked (a refusal fails the test, through the gate's own check).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_operator_policy_lets_the_cli_do_its_work() {
-    const WEST: &str = "us-west-2";
     let acct = Account::new().await;
     acct.create_table(R).await;
     let gate = support::iam::IamGate::operator(&acct.id).await;
@@ -154,40 +174,12 @@ async fn the_documented_operator_policy_lets_the_cli_do_its_work() {
         assert!(!stderr.contains("without the region lease"), "{args:?}: {stderr}");
         stdout
     };
-    let sets = r#"{"match": {"tag:backup": "sets"}, "consistency": "instance",
-        "snapshot": {"retention": "7 days", "minimum": 1, "frequency": "1 day"}}"#;
-    let tiers = r#"{"match": {"tag:backup": "tiers"},
-        "schedules": [{"name": "monthly", "frequency": "30 days", "retention": "365 days", "minimum": 1, "archive": true}]}"#;
-    let dr = format!(
-        r#"{{"match": {{"tag:backup": "dr"}}, "snapshot": {{"retention": "7 days", "minimum": 1, "frequency": "1 day"}},
-            "copies": [{{"region": "{WEST}", "retention": "30 days"}}]}}"#
-    );
-    for (id, text) in [("sets", sets), ("tiers", tiers), ("dr", dr.as_str())] {
+    for (id, text) in [("sets", SETS), ("tiers", TIERS), ("dr", dr(None).as_str())] {
         cli(&["configure", "-s", id, text]);
     }
-    let with_data = acct.launch(R, &[("backup", "sets")]).await;
-    acct.attach_volume(R, &with_data, "/dev/sdf", &[]).await;
-    let tiered = acct.launch(R, &[("backup", "tiers")]).await;
-    let tiered_volume = acct.volumes_of(R, &tiered).await[0].clone();
-    for start in ["2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"] {
-        let tags = [
-            ("DeleteOn", date(300)),
-            ("ebs-snapper:config", "tiers".to_string()),
-            ("ebs-snapper:tier", "monthly".to_string()),
-            ("test-bed:start-time", start.to_string()),
-        ];
-        let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        acct.make_snapshot(R, &tiered_volume, &tags).await;
-    }
-    acct.launch(R, &[("backup", "dr")]).await;
-    let expired = [
-        ("DeleteOn", date(-30)),
-        ("ebs-snapper:config", "tiers".to_string()),
-        ("ebs-snapper:tier", "monthly".to_string()),
-        ("test-bed:start-time", "2025-01-01T00:00:00Z".to_string()),
-    ];
-    let expired: Vec<(&str, &str)> = expired.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    acct.make_snapshot(R, &tiered_volume, &expired).await;
+    let tiered_volume = every_kind_of_work(&acct).await;
+    // An expired monthly snapshot, older than the rest: deleted.
+    plant_monthly(&acct, &tiered_volume, "2025-01-01T00:00:00Z", -30).await;
 
     cli(&["configure", "-c"]);
     let created = cli(&["snapshot", "-r", R]);

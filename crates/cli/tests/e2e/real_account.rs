@@ -177,24 +177,19 @@ async fn archive_refusals_that_mean_nothing_to_do_are_skips() {
     acct.register_image_of(R, &planted[0]).await;
     let proxy = FaultProxy::start(FaultPlan::none()).await;
     proxy.set_strict(Strict { archival_for: std::time::Duration::from_secs(600), ..Strict::default() });
-    let (code, doc, err) = run(&acct, &proxy, "clean", &["--region", R]);
-    assert_eq!(code, 0, "{err}\n{doc:#}");
-    let report = &doc["regions"][0];
+    // A clean run that succeeds with (archived, skipped) and nothing failed: its report.
+    let clean = |archived: u64, skipped: u64| {
+        let (code, doc, err) = run(&acct, &proxy, "clean", &["--region", R]);
+        assert_eq!(code, 0, "{err}\n{doc:#}");
+        let report = doc["regions"][0].clone();
+        let counts = (report["archived"].as_u64(), report["skipped"].as_u64(), report["failed"].as_u64());
+        assert_eq!(counts, (Some(archived), Some(skipped), Some(0)), "{doc:#}");
+        report
+    };
     // The newest is kept in the standard tier; the second is archived; the oldest is refused.
-    assert_eq!(
-        (report["archived"].as_u64(), report["skipped"].as_u64(), report["failed"].as_u64()),
-        (Some(1), Some(1), Some(0)),
-        "{doc:#}"
-    );
+    clean(1, 1);
     // The next run finds the archival still in progress (it reads standard): a skip again.
-    let (code, doc, err) = run(&acct, &proxy, "clean", &["--region", R]);
-    assert_eq!(code, 0, "{err}\n{doc:#}");
-    let report = &doc["regions"][0];
-    assert_eq!(
-        (report["archived"].as_u64(), report["skipped"].as_u64(), report["failed"].as_u64()),
-        (Some(0), Some(2), Some(0)),
-        "{doc:#}"
-    );
+    let report = clean(0, 2);
     let refused: Vec<String> = report["actions"]
         .as_array()
         .unwrap()
