@@ -339,11 +339,17 @@ impl FaultProxy {
     }
 }
 
+/// The access key a request is signed with (SigV4 credential scope).
+pub(crate) fn access_key(req: &Request) -> String {
+    let auth = req.headers.get("authorization").map(String::as_str).unwrap_or("");
+    auth.split("Credential=").nth(1).and_then(|c| c.split('/').next()).unwrap_or("").to_string()
+}
+
 /// The account a request is signed for: asked of the emulator (`GetCallerIdentity` with the
 /// request's credentials) once per access key.
 async fn account_of(s: &State, req: &Request) -> String {
     let auth = req.headers.get("authorization").cloned().unwrap_or_default();
-    let key = auth.split("Credential=").nth(1).and_then(|c| c.split('/').next()).unwrap_or("").to_string();
+    let key = access_key(req);
     if let Some(account) = s.accounts.lock().unwrap().get(&key) {
         return account.clone();
     }
@@ -387,7 +393,7 @@ fn take_token(s: &State, buckets: &Buckets, account: &str, region: &str, operati
 }
 
 /// The service (SigV4 scope), region and operation of a request.
-fn classify(req: &Request) -> (String, String, String) {
+pub(crate) fn classify(req: &Request) -> (String, String, String) {
     let auth = req.headers.get("authorization").map(String::as_str).unwrap_or("");
     let scope: Vec<&str> = auth
         .split("Credential=")

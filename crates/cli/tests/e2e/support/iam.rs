@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
-use super::fault_proxy::{element, forward, query_value};
+use super::fault_proxy::{access_key, classify, element, forward, query_value};
 use super::http::{read_request, respond, serve_each, Request};
 
 /// The stack name the gate renders roles with (function names, log groups).
@@ -649,31 +649,12 @@ fn refusal(service: &str, who: &Principal, why: &str) -> (u16, Vec<(&'static str
     }
 }
 
-/// The service (SigV4 scope), region, operation and access key of a request.
-fn classify(req: &Request) -> (String, String, String, String) {
-    let auth = req.headers.get("authorization").map(String::as_str).unwrap_or("");
-    let credential = auth.split("Credential=").nth(1).and_then(|c| c.split([',', ' ']).next()).unwrap_or("");
-    let scope: Vec<&str> = credential.split('/').collect();
-    let key = scope.first().unwrap_or(&"").to_string();
-    let region = scope.get(2).unwrap_or(&"").to_string();
-    let service = scope.get(3).unwrap_or(&"").to_string();
-    let operation = if let Some(target) = req.headers.get("x-amz-target") {
-        target.rsplit('.').next().unwrap_or(target).to_string()
-    } else if req.path.starts_with("/2015-03-31/functions/") && req.path.contains("/invocations") {
-        "Invoke".to_string()
-    } else if let Some(action) = query_value(&req.body, "Action") {
-        action
-    } else {
-        format!("{} {}", req.method, req.path.split('?').next().unwrap_or(""))
-    };
-    (service, region, operation, key)
-}
-
 async fn serve(conn: TcpStream, s: Arc<GateState>) {
     let (r, mut w) = conn.into_split();
     let mut reader = BufReader::new(r);
     while let Some(req) = read_request(&mut reader).await {
-        let (service, region, op, key) = classify(&req);
+        let (service, region, op) = classify(&req);
+        let key = access_key(&req);
         let who = s.sessions.lock().unwrap().get(&key).cloned().unwrap_or_else(|| s.home.clone());
         let refused = match authorizations(&s, &req, &service, &region, &op, &who.account).await {
             Ok(wanted) => first_refused(&s, &who, &wanted).await,
