@@ -20,6 +20,9 @@ if [[ "${1:-}" == "--" ]]; then shift; cargo_args=("$@"); fi
 step "Python tools in .venv (pinned)"
 ensure_venv
 
+step "every § reference and relative link resolves (docs/spec.md, the Markdown files)"
+run python3 scripts/lib/check_references.py
+
 step "cfn-lint cloudformation/*.json"
 run "$VENV_DIR/bin/cfn-lint" cloudformation/ebs-snapper.json cloudformation/member.json cloudformation/operator.json
 echo "ok: every template is lint-clean"
