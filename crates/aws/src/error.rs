@@ -18,7 +18,7 @@ pub enum AwsError {
     /// A member account whose role could not be assumed: that account is not worked.
     #[error(
         "account {account} could not be reached through role {role} ({message}); install the member role there \
-         (`ebs-snapper deploy --member DEPLOYMENT_ACCOUNT`, README \"Member accounts\")"
+         (`ebs-snapper deploy --member DEPLOYMENT_ACCOUNT`, docs/reference/member-accounts.md)"
     )]
     Member { account: String, role: String, message: String },
 
