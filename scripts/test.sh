@@ -23,6 +23,9 @@ ensure_venv
 step "every § reference and relative link resolves (docs/spec.md, the Markdown files)"
 run python3 scripts/lib/check_references.py
 
+step "no import cycle between the modules of core or aws"
+run python3 scripts/lib/check_module_cycles.py crates/core/src crates/aws/src
+
 step "cfn-lint cloudformation/*.json"
 run "$VENV_DIR/bin/cfn-lint" cloudformation/ebs-snapper.json cloudformation/member.json cloudformation/operator.json
 echo "ok: every template is lint-clean"

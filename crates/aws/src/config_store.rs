@@ -18,6 +18,10 @@ pub(crate) const ACCOUNT_KEY: &str = "aws_account_id";
 pub(crate) const ID_KEY: &str = "id";
 const CONFIGURATION_ATTR: &str = "configuration";
 
+/// What begins the partition key of every lease item (no account id does: leases share the
+/// table with configurations and are told apart by it).
+pub const LEASE_PREFIX: &str = "lease#";
+
 /// The table name from `EBS_SNAPPER_TABLE`, else the default.
 pub fn table_name() -> String {
     std::env::var(TABLE_ENV).ok().filter(|t| !t.trim().is_empty()).unwrap_or_else(|| DEFAULT_TABLE.to_string())
@@ -107,7 +111,7 @@ impl ConfigStore {
             let Some(key) = item.get(ACCOUNT_KEY).and_then(|a| a.as_s().ok()) else { continue };
             if ebs_snapper_core::is_account_id(key) {
                 accounts.insert(key.clone());
-            } else if !key.starts_with(crate::lease::LEASE_PREFIX) {
+            } else if !key.starts_with(LEASE_PREFIX) {
                 odd.insert(key.clone());
             }
         }

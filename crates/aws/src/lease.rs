@@ -44,8 +44,7 @@ const LEASE_ATTEMPTS: u32 = 3;
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
 pub const LEASE_ENV: &str = "EBS_SNAPPER_LEASE_SECONDS";
 
-/// What begins the partition key of every lease item.
-pub const LEASE_PREFIX: &str = "lease#";
+pub use crate::config_store::LEASE_PREFIX;
 
 /// The partition key of an account's leases.
 pub fn lease_partition(account: &str) -> String {

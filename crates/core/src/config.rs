@@ -764,7 +764,7 @@ fn parse_copies(
             None => {
                 return Err(ConfigError::new(field("region"), "is required (an AWS region name such as eu-west-1)"))
             }
-            Some(Value::String(r)) if crate::event::is_region_name(r.trim()) => r.trim().to_string(),
+            Some(Value::String(r)) if crate::ids::is_region_name(r.trim()) => r.trim().to_string(),
             Some(Value::String(r)) => {
                 return Err(ConfigError::new(
                     field("region"),
@@ -809,7 +809,7 @@ fn parse_copies(
 /// The region of an availability zone name (`us-east-1a` -> `us-east-1`).
 fn zone_region(zone: &str) -> Option<String> {
     let region = zone.trim().trim_end_matches(|c: char| c.is_ascii_lowercase());
-    (region.len() < zone.trim().len() && crate::event::is_region_name(region)).then(|| region.to_string())
+    (region.len() < zone.trim().len() && crate::ids::is_region_name(region)).then(|| region.to_string())
 }
 
 /// A KMS key ARN in `region`: `arn:PARTITION:kms:REGION:ACCOUNT:key/KEY-ID`. Only a key ARN: the

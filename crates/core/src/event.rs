@@ -7,6 +7,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::config::kind;
+use crate::ids::{is_account_id, is_region_name};
 
 /// At most this many continuation hops follow one scheduled run.
 pub const MAX_CONTINUATIONS: u32 = 10;
@@ -103,28 +104,6 @@ impl WorkerEvent {
         }
         doc
     }
-}
-
-/// True for a 12-digit AWS account id.
-pub fn is_account_id(text: &str) -> bool {
-    text.len() == 12 && text.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`, `ap-southeast-4`...
-pub fn is_region_name(text: &str) -> bool {
-    // The longest region names are about 15 characters (`ap-southeast-7`, `us-isob-east-1`).
-    if text.len() > 32 {
-        return false;
-    }
-    let parts: Vec<&str> = text.split('-').collect();
-    let (Some(first), Some(last)) = (parts.first(), parts.last()) else { return false };
-    parts.len() >= 3
-        && parts.len() <= 4
-        && first.len() == 2
-        && parts.iter().all(|p| !p.is_empty())
-        && parts[..parts.len() - 1].iter().all(|p| p.chars().all(|c| c.is_ascii_lowercase()))
-        && last.len() <= 2
-        && last.chars().all(|c| c.is_ascii_digit())
 }
 
 #[cfg(test)]

@@ -207,45 +207,7 @@ pub struct Inventory {
     pub failed_configs: BTreeMap<String, String>,
 }
 
-/// Which configuration an instance belongs to, from one rule: the first configuration, in id
-/// order, whose filters matched it. The others that matched it too are overlaps, reported and
-/// otherwise ignored.
-#[derive(Debug, Default)]
-pub struct Claims<'a> {
-    /// (configuration, instance id), each instance once, in the order the rule finds them:
-    /// configurations by id, then instances as AWS listed them.
-    pub owned: Vec<(&'a crate::NamedConfiguration, &'a str)>,
-    /// Instance id -> every configuration id that matched it, the owner first; only instances
-    /// matched more than once.
-    pub overlaps: BTreeMap<&'a str, Vec<&'a str>>,
-}
-
 impl Inventory {
-    /// Who owns each matched instance (see [`Claims`]). `configs.valid` is sorted by id.
-    pub fn claims<'a>(&'a self, configs: &'a crate::ConfigurationSet) -> Claims<'a> {
-        let mut claims = Claims::default();
-        let mut first: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
-        for named in &configs.valid {
-            for instance_id in self.matched.get(&named.id).into_iter().flatten() {
-                match first.get(instance_id.as_str()) {
-                    Some(owner) => {
-                        if *owner != named.id {
-                            let ids = claims.overlaps.entry(instance_id.as_str()).or_insert_with(|| vec![*owner]);
-                            if !ids.contains(&named.id.as_str()) {
-                                ids.push(named.id.as_str());
-                            }
-                        }
-                    }
-                    None => {
-                        first.insert(instance_id.as_str(), named.id.as_str());
-                        claims.owned.push((named, instance_id.as_str()));
-                    }
-                }
-            }
-        }
-        claims
-    }
-
     /// Snapshots of a volume.
     pub fn snapshots_of<'a>(&'a self, volume_id: &'a str) -> impl Iterator<Item = &'a Snapshot> + 'a {
         self.snapshots.iter().filter(move |s| s.volume_id.as_deref() == Some(volume_id))

@@ -33,7 +33,9 @@ pub mod report;
 pub use job::Job;
 pub use report::{Action, ActionReport, Executed, Outcome, RegionReport, ReportOptions};
 pub mod event;
-pub use event::{is_account_id, is_region_name, is_scheduled_event, EventError, WorkerEvent, MAX_CONTINUATIONS};
+pub use event::{is_scheduled_event, EventError, WorkerEvent, MAX_CONTINUATIONS};
+pub mod ids;
+pub use ids::{is_account_id, is_region_name};
 pub mod retention_plan;
 pub use retention_plan::{
     parse_delete_on, plan_retention, Delete, Keep, RetentionAction, RetentionDecision, RetentionPlan,

@@ -9,7 +9,7 @@ use chrono::NaiveDate;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::configurations::ConfigurationSet;
-use crate::event::is_region_name;
+use crate::ids::is_region_name;
 use crate::inventory::{Snapshot, SnapshotState};
 use crate::job::Job;
 use crate::report::{Action, ActionReport, Executed, RegionReport, ReportOptions};

@@ -131,6 +131,37 @@ pub struct ReportOptions {
     pub every_action: bool,
 }
 
+/// A volume's protection, worst first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// The newest snapshot of the volume is in state `error`.
+    Error,
+    /// No completed snapshot (of the tier).
+    Never,
+    /// A due time passed more than an hour and one job interval ago without a new snapshot.
+    Overdue,
+    /// Fewer completed snapshots than the minimum, although the volume is older than minimum ×
+    /// frequency.
+    BelowMinimum,
+    Ok,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 5] =
+        [Verdict::Ok, Verdict::Never, Verdict::Overdue, Verdict::BelowMinimum, Verdict::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Error => "error",
+            Verdict::Never => "never",
+            Verdict::Overdue => "overdue",
+            Verdict::BelowMinimum => "below-minimum",
+            Verdict::Ok => "ok",
+        }
+    }
+}
+
 /// The selected volumes of a snapshot run by their protection when the run began.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Protection {

@@ -21,6 +21,12 @@ use croner::Cron;
 use crate::duration::{format_duration, parse_duration};
 use crate::error::ScheduleError;
 
+/// How often the snapshot job runs (the template's default schedule, `rate(30 minutes)`): a
+/// due time is overdue once it passed more than an hour and one such interval ago.
+pub const JOB_INTERVAL: TimeDelta = TimeDelta::minutes(30);
+/// The slack before a due time is overdue, besides one job interval.
+pub const OVERDUE_SLACK: TimeDelta = TimeDelta::hours(1);
+
 /// The smallest interval frequency accepted.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(3600);
 /// Early-firing tolerance for intervals: F/20, capped at this.

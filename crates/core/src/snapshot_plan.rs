@@ -12,9 +12,9 @@ use crate::config::{Configuration, Consistency, TagValues};
 use crate::configurations::{ConfigurationSet, NamedConfiguration};
 use crate::inventory::{Attachment, Instance, Inventory, SnapshotState, Tags};
 use crate::job::Job;
+use crate::report::Verdict;
 use crate::report::{Action, ActionReport, Executed, RegionReport, ReportOptions};
 use crate::schedule::{due, Due};
-use crate::status::Verdict;
 use crate::tags::{set_description, snapshot_description, snapshot_tags, Provenance, TAG_TIER};
 use crate::tiers::{carried, TierSet};
 
@@ -238,7 +238,7 @@ impl SnapshotPlan {
 fn protection(action: &VolumeAction, now: DateTime<Utc>) -> Option<Verdict> {
     let of_due = |due: &Due| match due {
         Due::NoSnapshot => Verdict::Never,
-        Due::Due { since } if now - *since > crate::status::OVERDUE_SLACK + crate::status::JOB_INTERVAL => {
+        Due::Due { since } if now - *since > crate::schedule::OVERDUE_SLACK + crate::schedule::JOB_INTERVAL => {
             Verdict::Overdue
         }
         _ => Verdict::Ok,

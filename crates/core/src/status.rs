@@ -8,6 +8,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rustc_hash::FxHashSet;
 use serde::Serialize;
 
+pub use crate::report::Verdict;
+pub use crate::schedule::{JOB_INTERVAL, OVERDUE_SLACK};
+
 use crate::config::Tier;
 use crate::configurations::ConfigurationSet;
 use crate::inventory::{Inventory, Snapshot, SnapshotState};
@@ -15,43 +18,6 @@ use crate::replication_plan::destinations;
 use crate::schedule::Schedule;
 use crate::snapshot_plan::exclusion;
 use crate::tiers::carried_by;
-
-/// How often the snapshot job runs (the template's default schedule, `rate(30 minutes)`): a
-/// due time is overdue once it passed more than an hour and one such interval ago.
-pub const JOB_INTERVAL: TimeDelta = TimeDelta::minutes(30);
-/// The slack before a due time is overdue, besides one job interval.
-pub const OVERDUE_SLACK: TimeDelta = TimeDelta::hours(1);
-
-/// A volume's protection, worst first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Verdict {
-    /// The newest snapshot of the volume is in state `error`.
-    Error,
-    /// No completed snapshot (of the tier).
-    Never,
-    /// A due time passed more than an hour and one job interval ago without a new snapshot.
-    Overdue,
-    /// Fewer completed snapshots than the minimum, although the volume is older than minimum ×
-    /// frequency.
-    BelowMinimum,
-    Ok,
-}
-
-impl Verdict {
-    pub const ALL: [Verdict; 5] =
-        [Verdict::Ok, Verdict::Never, Verdict::Overdue, Verdict::BelowMinimum, Verdict::Error];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Error => "error",
-            Verdict::Never => "never",
-            Verdict::Overdue => "overdue",
-            Verdict::BelowMinimum => "below-minimum",
-            Verdict::Ok => "ok",
-        }
-    }
-}
 
 /// One selected volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
