@@ -119,6 +119,17 @@ pub(crate) fn to_snapshot(s: &aws_sdk_ec2::types::Snapshot, detail: SnapshotDeta
     })
 }
 
+/// One `tag-key` filter whose values match every replication tag key (`replication_*`: the
+/// destination, source region and source id) and `ebs-snapper:copy-to`; EC2 matches a snapshot
+/// carrying any of them, so each listing is one paginated call. (The test bed's emulator is
+/// made to do the same; moto alone compares several values as a set.)
+pub(crate) fn replication_filter() -> aws_sdk_ec2::types::Filter {
+    ec2_filter(
+        "tag-key",
+        [ebs_snapper_core::tags::REPLICATION_TAGS.to_string(), ebs_snapper_core::tags::TAG_COPY_TO.to_string()],
+    )
+}
+
 /// The instances every valid configuration matches, their volumes, and the account's own
 /// snapshots of those volumes.
 pub async fn gather(

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use ebs_snapper_core::tags::{
-    DELETE_ON, REPLICATION_DST, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, REPLICATION_TAGS, TAG_CONFIG, TAG_COPY_TO,
+    DELETE_ON, REPLICATION_DST, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, TAG_CONFIG, TAG_COPY_TO,
 };
 use ebs_snapper_core::{
     peer_regions, plan_replication, plan_retention, plan_snapshots, ConfigurationSet, Executed, Job, PeerIndex,
@@ -21,8 +21,8 @@ use crate::executor::{
     archive_snapshots, copy_snapshots, create_snapshot_sets, create_snapshots, delete_snapshot, delete_snapshots,
 };
 use crate::inventory::{
-    describe_own_snapshots, describe_own_snapshots_by_id, each_own_snapshot, ec2_filter, gather, gather_for_clean,
-    listing_lag, until_listed, SnapshotDetail,
+    describe_own_snapshots, describe_own_snapshots_by_id, each_own_snapshot, gather, gather_for_clean, listing_lag,
+    replication_filter, until_listed, SnapshotDetail,
 };
 use crate::lease::{Lease, LeaseScope, Taken};
 use crate::sdk::Aws;
@@ -240,14 +240,6 @@ const PEER_DETAIL: SnapshotDetail = SnapshotDetail::Tags(&[
     TAG_COPY_TO,
     TAG_CONFIG,
 ]);
-
-/// One `tag-key` filter whose values match every replication tag key (`replication_*`: the
-/// destination, source region and source id) and `ebs-snapper:copy-to`; EC2 matches a snapshot
-/// carrying any of them, so each listing is one paginated call. (The test bed's emulator is
-/// made to do the same; moto alone compares several values as a set.)
-pub(crate) fn replication_filter() -> aws_sdk_ec2::types::Filter {
-    ec2_filter("tag-key", [REPLICATION_TAGS.to_string(), TAG_COPY_TO.to_string()])
-}
 
 /// Runs the replication job in one region: replicas whose source is gone are deleted first,
 /// then missing copies are made.

@@ -122,7 +122,7 @@ async fn has_work(client: &aws_sdk_ec2::Client, region: &str, job: Job) -> Resul
         }
         // What the replication job lists: any replication tag key, or a disaster-recovery
         // destination.
-        Job::Replication => has_snapshots(client, region, crate::jobs::replication_filter()).await,
+        Job::Replication => has_snapshots(client, region, crate::inventory::replication_filter()).await,
     }
 }
 

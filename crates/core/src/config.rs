@@ -887,6 +887,34 @@ fn shown(v: &Value) -> String {
     }
 }
 
+// The exclusion rules of a configuration (`exclude_boot`, `exclude_tags`, SPEC §11).
+/// The tag (key, value) of `tags` that `exclude_tags` names, if any, as `key=value`.
+pub fn excluding_tag(exclude: &[(String, TagValues)], tags: &crate::inventory::Tags) -> Option<String> {
+    exclude.iter().find_map(|(key, values)| {
+        let value = tags.get(key)?;
+        values.matches(value).then(|| format!("{key}={value}"))
+    })
+}
+
+/// Why a configuration does not select an attached volume, if it does not (`exclude_boot`,
+/// `exclude_tags` on the instance or the volume).
+pub fn exclusion(
+    configuration: &Configuration,
+    instance: &crate::inventory::Instance,
+    att: &crate::inventory::Attachment,
+    volume_tags: Option<&crate::inventory::Tags>,
+) -> Option<String> {
+    if let Some(tag) = excluding_tag(&configuration.exclude_tags, &instance.tags) {
+        return Some(format!("instance tag {tag} (exclude_tags)"));
+    }
+    if configuration.exclude_boot && instance.root_device.as_deref() == Some(att.device.as_str()) {
+        return Some(format!("boot volume {} (exclude_boot)", att.device));
+    }
+    volume_tags
+        .and_then(|tags| excluding_tag(&configuration.exclude_tags, tags))
+        .map(|tag| format!("volume tag {tag} (exclude_tags)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

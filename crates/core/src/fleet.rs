@@ -4,9 +4,9 @@
 
 use std::collections::BTreeSet;
 
+use crate::config::exclusion;
 use crate::configurations::ConfigurationSet;
 use crate::inventory::{Instance, Inventory};
-use crate::snapshot_plan::exclusion;
 use crate::tags::asks_for_backup;
 
 #[derive(Debug, Default, PartialEq, Eq)]

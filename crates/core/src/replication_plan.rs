@@ -13,8 +13,8 @@ use crate::ids::is_region_name;
 use crate::inventory::{Snapshot, SnapshotState};
 use crate::job::Job;
 use crate::report::{Action, ActionReport, Executed, RegionReport, ReportOptions};
-use crate::retention_plan::parse_delete_on;
-use crate::snapshot_plan::delete_on;
+pub use crate::tags::destinations;
+use crate::tags::{delete_on, parse_delete_on};
 use crate::tags::{
     delete_on_value, DELETE_ON, REPLICATION_DST, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, TAG_CONFIG, TAG_COPY_TO,
     TAG_VOLUME,
@@ -109,25 +109,6 @@ pub struct DrCopy {
     /// tier retention.
     pub delete_on: NaiveDate,
     pub kms_key: Option<String>,
-}
-
-/// The destinations of a snapshot: its `ebs-snapper:copy-to` regions (disaster-recovery copies),
-/// then its `replication_dst_region` unless a copy already goes there (one copy per region).
-pub fn destinations(s: &Snapshot) -> Vec<(&str, bool)> {
-    let mut out: Vec<(&str, bool)> = Vec::new();
-    if let Some(copy_to) = s.tags.get(TAG_COPY_TO) {
-        for r in copy_to.split(',').map(str::trim).filter(|r| !r.is_empty()) {
-            if !out.iter().any(|(d, _)| *d == r) {
-                out.push((r, true));
-            }
-        }
-    }
-    if let Some(dst) = s.tags.get(REPLICATION_DST) {
-        if !out.iter().any(|(d, _)| *d == dst) {
-            out.push((dst, false));
-        }
-    }
-    out
 }
 
 /// Why nothing is to be done (borrowed: a region may hold 200,000 snapshots in sync).

@@ -17,6 +17,7 @@ use crate::configurations::ConfigurationSet;
 use crate::inventory::{Inventory, Snapshot, SnapshotState};
 use crate::job::Job;
 use crate::report::{Action, ActionReport, Executed, RegionReport, ReportOptions};
+pub use crate::tags::parse_delete_on;
 use crate::tags::{DELETE_ON, REPLICATION_SRC, TAG_CONFIG, TAG_INSTANCE, TAG_VOLUME};
 use crate::tiers::{carried_by, TierSet};
 
@@ -202,19 +203,6 @@ impl<'a> RetentionPlan<'a> {
         }
         report
     }
-}
-
-/// Parses a `DeleteOn` value (`YYYY-MM-DD`).
-pub fn parse_delete_on(text: &str) -> Option<NaiveDate> {
-    // Hand-parsed: this runs once per snapshot, and chrono's format-string parser is slow.
-    let b = text.trim().as_bytes();
-    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
-        b[r].iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
-    };
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    NaiveDate::from_ymd_opt(digits(0..4)? as i32, digits(5..7)?, digits(8..10)?)
 }
 
 /// The source volume of a disaster-recovery copy (a copy carrying `replication_src_region` and

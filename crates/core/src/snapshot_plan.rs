@@ -6,15 +6,17 @@ use std::collections::BTreeSet;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::config::{Configuration, Consistency, TagValues};
+pub use crate::config::{excluding_tag, exclusion};
+use crate::config::{Configuration, Consistency};
 use crate::configurations::{ConfigurationSet, NamedConfiguration};
 use crate::inventory::{Attachment, Instance, Inventory, SnapshotState, Tags};
 use crate::job::Job;
 use crate::report::Verdict;
 use crate::report::{Action, ActionReport, Executed, RegionReport, ReportOptions};
 use crate::schedule::{due, Due};
+pub use crate::tags::delete_on;
 use crate::tags::{set_description, snapshot_description, snapshot_tags, Provenance, TAG_TIER};
 use crate::tiers::{carried, TierSet};
 
@@ -252,39 +254,6 @@ fn protection(action: &VolumeAction, now: DateTime<Utc>) -> Option<Verdict> {
         | VolumeAction::Excluded(_)
         | VolumeAction::VolumeNotFound => None,
     }
-}
-
-/// The UTC date on which a snapshot taken at `now` with this retention may be deleted.
-pub fn delete_on(now: DateTime<Utc>, retention: std::time::Duration) -> NaiveDate {
-    let retention = TimeDelta::from_std(retention).unwrap_or(TimeDelta::MAX);
-    now.checked_add_signed(retention).map(|t| t.date_naive()).unwrap_or(NaiveDate::MAX)
-}
-
-/// The tag (key, value) of `tags` that `exclude_tags` names, if any, as `key=value`.
-pub fn excluding_tag(exclude: &[(String, TagValues)], tags: &Tags) -> Option<String> {
-    exclude.iter().find_map(|(key, values)| {
-        let value = tags.get(key)?;
-        values.matches(value).then(|| format!("{key}={value}"))
-    })
-}
-
-/// Why a configuration does not select an attached volume, if it does not (`exclude_boot`,
-/// `exclude_tags` on the instance or the volume).
-pub fn exclusion(
-    configuration: &Configuration,
-    instance: &Instance,
-    att: &Attachment,
-    volume_tags: Option<&Tags>,
-) -> Option<String> {
-    if let Some(tag) = excluding_tag(&configuration.exclude_tags, &instance.tags) {
-        return Some(format!("instance tag {tag} (exclude_tags)"));
-    }
-    if configuration.exclude_boot && instance.root_device.as_deref() == Some(att.device.as_str()) {
-        return Some(format!("boot volume {} (exclude_boot)", att.device));
-    }
-    volume_tags
-        .and_then(|tags| excluding_tag(&configuration.exclude_tags, tags))
-        .map(|tag| format!("volume tag {tag} (exclude_tags)"))
 }
 
 /// A volume's pending and completed snapshots as the due rule reads them: per distinct

@@ -11,12 +11,12 @@ use serde::Serialize;
 pub use crate::report::Verdict;
 pub use crate::schedule::{JOB_INTERVAL, OVERDUE_SLACK};
 
+use crate::config::exclusion;
 use crate::config::Tier;
 use crate::configurations::ConfigurationSet;
 use crate::inventory::{Inventory, Snapshot, SnapshotState};
 use crate::replication_plan::destinations;
 use crate::schedule::Schedule;
-use crate::snapshot_plan::exclusion;
 use crate::tiers::carried_by;
 
 /// One selected volume.

@@ -1,8 +1,8 @@
 //! Tags and description of a new snapshot (SPEC §4.5).
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
-use crate::inventory::Tags;
+use crate::inventory::{Snapshot, Tags};
 
 pub const DELETE_ON: &str = "DeleteOn";
 pub const TAG_INSTANCE: &str = "ebs-snapper:instance-id";
@@ -106,6 +106,44 @@ pub struct Provenance<'a> {
 /// [`crate::retention_plan::parse_delete_on`] reads it).
 pub fn delete_on_value(date: chrono::NaiveDate) -> String {
     date.format("%Y-%m-%d").to_string()
+}
+
+/// The UTC date on which a snapshot taken at `now` with this retention may be deleted.
+pub fn delete_on(now: DateTime<Utc>, retention: std::time::Duration) -> NaiveDate {
+    let retention = TimeDelta::from_std(retention).unwrap_or(TimeDelta::MAX);
+    now.checked_add_signed(retention).map(|t| t.date_naive()).unwrap_or(NaiveDate::MAX)
+}
+
+/// Parses a `DeleteOn` value (`YYYY-MM-DD`).
+pub fn parse_delete_on(text: &str) -> Option<NaiveDate> {
+    // Hand-parsed: this runs once per snapshot, and chrono's format-string parser is slow.
+    let b = text.trim().as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
+    };
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(digits(0..4)? as i32, digits(5..7)?, digits(8..10)?)
+}
+
+/// The destinations of a snapshot: its `ebs-snapper:copy-to` regions (disaster-recovery copies),
+/// then its `replication_dst_region` unless a copy already goes there (one copy per region).
+pub fn destinations(s: &Snapshot) -> Vec<(&str, bool)> {
+    let mut out: Vec<(&str, bool)> = Vec::new();
+    if let Some(copy_to) = s.tags.get(TAG_COPY_TO) {
+        for r in copy_to.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            if !out.iter().any(|(d, _)| *d == r) {
+                out.push((r, true));
+            }
+        }
+    }
+    if let Some(dst) = s.tags.get(REPLICATION_DST) {
+        if !out.iter().any(|(d, _)| *d == dst) {
+            out.push((dst, false));
+        }
+    }
+    out
 }
 
 pub fn snapshot_tags(
