@@ -9,7 +9,7 @@ import sys
 
 
 def modules(src):
-    """module name -> its source text, for the top-level modules of a crate (`x.rs`, `x/mod.rs`
+    """module name -> the source texts of its files, for the top-level modules of a crate (`x.rs`, `x/mod.rs`
     and the files below `x/`, which belong to `x`)."""
     out = {}
     for dirpath, _, files in os.walk(src):
@@ -18,7 +18,7 @@ def modules(src):
                 continue
             rel = os.path.relpath(os.path.join(dirpath, f), src)
             top = rel.split(os.sep)[0].removesuffix(".rs")
-            out[top] = out.get(top, "") + open(os.path.join(dirpath, f), encoding="utf-8").read()
+            out.setdefault(top, []).append(open(os.path.join(dirpath, f), encoding="utf-8").read())
     return out
 
 
@@ -38,9 +38,11 @@ def reexports(src):
 def edges(mods, names=None):
     names = names or {}
     graph = {m: set() for m in mods}
-    for m, text in mods.items():
-        # The code only: a module's tests may reach anywhere, and comments (doc links) import nothing.
-        code = "\n".join(line.split("//")[0] for line in text.split("#[cfg(test)]")[0].splitlines())
+    for m, texts in mods.items():
+        # The code only: a file's tests may reach anywhere, and comments (doc links) import nothing.
+        code = "\n".join(
+            line.split("//")[0] for text in texts for line in text.split("#[cfg(test)]")[0].splitlines()
+        )
         for target in re.findall(r"\bcrate::([A-Za-z_][A-Za-z0-9_]*)", code):
             target = names.get(target, target) if target[0].isupper() or target not in mods else target
             if target in mods and target != m:

@@ -4,47 +4,45 @@
 //! Nothing here performs I/O or knows the AWS SDK; the `ebs-snapper-aws` crate gathers
 //! inventories and executes plans.
 
+// What a configuration is, and the rules it carries (durations, schedules, tiers, filters).
 pub mod config;
-pub mod configurations;
-pub mod duration;
+// The planners.
+pub mod plan;
+// What a run reports: summaries, metrics, the status report.
+pub mod report;
+
+pub mod deploy_plan;
 pub mod error;
-pub mod schedule;
+pub mod event;
+pub mod ids;
+pub mod inventory;
+pub mod job;
+pub mod pace;
+pub mod tags;
+
+// The modules by their short paths (`ebs_snapper_core::snapshot_plan`, ...).
+pub use config::{configurations, duration, instance_filters, schedule, tiers};
+pub use plan::{fleet, replication_plan, retention_plan, snapshot_plan};
+pub use report::{metrics, status};
 
 pub use config::{Configuration, Consistency, CopyDestination, Filter, Strictness, TagValues, Tier};
 pub use configurations::{ConfigurationSet, InvalidConfiguration, NamedConfiguration, StoredConfiguration};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, DurationError, ScheduleError};
-pub use schedule::{due, CronSchedule, Due, Schedule};
-pub mod instance_filters;
-pub mod inventory;
-pub mod snapshot_plan;
-pub mod status;
-pub mod tags;
-pub mod tiers;
-
-pub use inventory::{Attachment, Instance, Inventory, Snapshot, SnapshotState, Tags, Volume};
-pub use snapshot_plan::{plan_snapshots, SnapshotPlan, SnapshotRequest, VolumeAction, VolumeDecision};
-
-/// The version written into snapshot descriptions.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-pub mod fleet;
-pub mod job;
-pub mod report;
-pub use job::Job;
-pub use report::{Action, ActionReport, Executed, Outcome, RegionReport, ReportOptions};
-pub mod event;
 pub use event::{is_scheduled_event, EventError, WorkerEvent, MAX_CONTINUATIONS};
-pub mod ids;
 pub use ids::{is_account_id, is_region_name};
-pub mod retention_plan;
-pub use retention_plan::{
-    parse_delete_on, plan_retention, Delete, Keep, RetentionAction, RetentionDecision, RetentionPlan,
-};
-pub mod replication_plan;
+pub use inventory::{Attachment, Instance, Inventory, Snapshot, SnapshotState, Tags, Volume};
+pub use job::Job;
 pub use replication_plan::{
     copy_request, peer_regions, plan_replication, CopyRequest, InSync, PeerIndex, PeerListing, ReplicationAction,
     ReplicationDecision, ReplicationPlan, MAX_IN_FLIGHT,
 };
-pub mod deploy_plan;
-pub mod metrics;
-pub mod pace;
+pub use report::{Action, ActionReport, Executed, Outcome, RegionReport, ReportOptions};
+pub use retention_plan::{
+    parse_delete_on, plan_retention, Delete, Keep, RetentionAction, RetentionDecision, RetentionPlan,
+};
+pub use schedule::{due, CronSchedule, Due, Schedule};
+pub use snapshot_plan::{plan_snapshots, SnapshotPlan, SnapshotRequest, VolumeAction, VolumeDecision};
+
+/// The version written into snapshot descriptions.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -4,6 +4,10 @@
 //! [`RegionReport`] (`SnapshotPlan::report` and the others): the job only gathers, plans,
 //! executes and hands the outcomes over, in the plan's order.
 
+// What a run reports: its summary here, the metrics it emits, and the status report.
+pub mod metrics;
+pub mod status;
+
 use serde::Serialize;
 
 use crate::job::Job;

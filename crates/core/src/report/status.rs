@@ -15,7 +15,7 @@ use crate::config::exclusion;
 use crate::config::Tier;
 use crate::configurations::ConfigurationSet;
 use crate::inventory::{Inventory, Snapshot, SnapshotState};
-use crate::replication_plan::destinations;
+use crate::tags::destinations;
 use crate::schedule::Schedule;
 use crate::tiers::carried_by;
 

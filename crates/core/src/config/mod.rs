@@ -5,6 +5,13 @@
 //! reported as `field: problem` and the Python tool's looser forms (a `minimum` written as a
 //! string of digits, nested filter lists) keep working.
 
+// What a configuration is made of, and the set of them an account stores.
+pub mod configurations;
+pub mod duration;
+pub mod instance_filters;
+pub mod schedule;
+pub mod tiers;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 

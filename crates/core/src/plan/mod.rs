@@ -1,0 +1,7 @@
+//! The planners: configurations + inventory + time -> actions, each with its reason (SPEC §4, §5,
+//! §6, §11, §12), and the fleet check `configure -c` makes from the same rules.
+
+pub mod fleet;
+pub mod replication_plan;
+pub mod retention_plan;
+pub mod snapshot_plan;
