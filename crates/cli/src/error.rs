@@ -19,7 +19,7 @@ pub enum CliError {
     #[error(transparent)]
     Aws(#[from] AwsError),
     #[error(transparent)]
-    Deploy(#[from] crate::deployment::DeployError),
+    Deploy(#[from] crate::deploy::DeployError),
     #[error("could not read {what}: {source}")]
     Read { what: &'static str, source: std::io::Error },
     #[error("build failed: {0}")]

@@ -5,7 +5,6 @@ mod accounts;
 mod args;
 mod configure;
 mod deploy;
-mod deployment;
 mod error;
 mod jobs;
 mod output;

@@ -15,8 +15,8 @@ use crate::config::exclusion;
 use crate::config::Tier;
 use crate::configurations::ConfigurationSet;
 use crate::inventory::{Inventory, Snapshot, SnapshotState};
-use crate::tags::destinations;
 use crate::schedule::Schedule;
+use crate::tags::destinations;
 use crate::tiers::carried_by;
 
 /// One selected volume.

@@ -1,0 +1,301 @@
+//! `ebs-snapper deploy`: build (scripts/package.sh), then bucket, uploads, stack and function code.
+//!
+//! The calls of `ebs-snapper deploy`: the code bucket, uploads, the stack, and function code
+//! updates. Only the CLI deploys, so this lives here and the Lambda functions never link the S3
+//! or CloudFormation SDKs.
+//!
+//! The rules (names, parameters, pruning) are in `ebs_snapper_core::deploy_plan`; this module
+//! makes the calls. Everything happens in the tool region.
+
+mod bucket;
+mod code;
+mod member;
+mod python_stack;
+mod stack;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ebs_snapper_aws::{caller_account_id, Aws};
+use ebs_snapper_core::deploy_plan::parse_parameter;
+
+use crate::args::DeployArgs;
+use crate::error::{check_account, CliError};
+use crate::output::line;
+
+pub async fn run(aws: &Aws, tool_region: &str, args: &DeployArgs) -> Result<ExitCode, CliError> {
+    let parameters =
+        args.parameters.iter().map(|p| parse_parameter(p)).collect::<Result<Vec<_>, _>>().map_err(CliError::Usage)?;
+    if let Some(deployment) = &args.member {
+        return member(aws, tool_region, deployment, args, parameters).await;
+    }
+    if let Some(account) = &args.account {
+        check_account("-a", account)?;
+    }
+    if !args.no_build {
+        build(args.arm64)?;
+    }
+    let account = match &args.account {
+        Some(a) => a.clone(),
+        None => caller_account_id(aws).await?,
+    };
+    let opts = DeployOptions {
+        account,
+        region: tool_region.to_string(),
+        upload: !args.no_upload,
+        stack: !args.no_stack,
+        parameters,
+        template: document(args.template.as_deref(), "ebs-snapper.json", TEMPLATE)?,
+        functions: document(args.functions.as_deref(), "lambda.json", FUNCTIONS)?,
+        artifacts: args.artifacts.clone().unwrap_or_else(|| checkout().join("target/lambda")),
+        poll: Duration::from_millis(args.poll_ms),
+        replace_python_stack: args.replace_python_stack,
+        bucket: args.bucket.clone(),
+    };
+    let mut report = Report::default();
+    deploy(aws, &opts, &mut |text| report.say(text), &mut progress).await?;
+    report.finish()
+}
+
+/// Deploy's report: one line on stdout per step done; the first failed write is kept.
+#[derive(Default)]
+struct Report {
+    failed: Option<CliError>,
+}
+
+impl Report {
+    fn say(&mut self, text: String) {
+        if self.failed.is_none() {
+            if let Err(e) = line(&text) {
+                self.failed = Some(e);
+            }
+        }
+    }
+
+    fn finish(self) -> Result<ExitCode, CliError> {
+        self.failed.map_or(Ok(ExitCode::SUCCESS), Err)
+    }
+}
+
+/// The waiting goes to stderr, so stdout stays the report.
+fn progress(text: String) {
+    eprintln!("{text}");
+}
+
+/// `deploy --member DEPLOYMENT`: the member role's stack in the caller's account.
+async fn member(
+    aws: &Aws,
+    tool_region: &str,
+    deployment: &str,
+    args: &DeployArgs,
+    parameters: Vec<(String, String)>,
+) -> Result<ExitCode, CliError> {
+    check_account("--member", deployment)?;
+    if parameters.iter().any(|(k, _)| k == "DeploymentAccountId") {
+        return Err(CliError::Usage("--parameter DeploymentAccountId: given by --member".to_string()));
+    }
+    let opts = MemberOptions {
+        region: tool_region.to_string(),
+        deployment_account: deployment.to_string(),
+        template: document(args.template.as_deref(), "member.json", MEMBER_TEMPLATE)?,
+        parameters,
+        poll: Duration::from_millis(args.poll_ms),
+    };
+    let mut report = Report::default();
+    deploy_member(aws, &opts, &mut |text| report.say(text), &mut progress).await?;
+    report.finish()
+}
+
+/// The template and the function list this binary was built with: deploy works from any
+/// directory, and deploys what matches its own code.
+const TEMPLATE: &str = include_str!("../../../../cloudformation/ebs-snapper.json");
+const FUNCTIONS: &str = include_str!("../../../../lambda.json");
+const MEMBER_TEMPLATE: &str = include_str!("../../../../cloudformation/member.json");
+
+/// The source checkout this binary was built from (where the zips are built).
+fn checkout() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A file given on the command line, or the text built in.
+fn document(path: Option<&Path>, name: &str, built_in: &str) -> Result<Document, CliError> {
+    match path {
+        None => Ok(Document { name: name.to_string(), text: built_in.to_string() }),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(name).to_string();
+            Ok(Document { name, text })
+        }
+    }
+}
+
+/// Builds and zips the functions with the packaging script of the checkout this binary was
+/// built from.
+fn build(arm64: bool) -> Result<(), CliError> {
+    let script = checkout().join("scripts/package.sh");
+    if !script.exists() {
+        return Err(CliError::Usage(format!(
+            "{} is not there (this binary was moved from its checkout): pass -n and --from DIR, the folder of the release zips",
+            script.display()
+        )));
+    }
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(&script).current_dir(checkout());
+    if arm64 {
+        cmd.arg("--arm64");
+    }
+    // The build's own output goes to stderr; stdout stays the deploy's report.
+    let status = cmd
+        .stdout(std::process::Stdio::from(std::io::stderr()))
+        .status()
+        .map_err(|source| CliError::Read { what: "scripts/package.sh", source })?;
+    if !status.success() {
+        return Err(CliError::Build(format!("scripts/package.sh failed ({status})")));
+    }
+    Ok(())
+}
+
+use aws_sdk_cloudformation::types::{Capability, Parameter};
+use aws_sdk_lambda::client::Waiters as _;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, BucketVersioningStatus, ChecksumAlgorithm, ChecksumMode, CreateBucketConfiguration,
+    PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, VersioningConfiguration,
+};
+use base64::Engine;
+use ebs_snapper_core::deploy_plan::{
+    bucket_name, stack_name, stack_parameters, versions_to_prune, FunctionList, StackParameter,
+};
+use sha2::Digest as _;
+use sha2::Sha256;
+
+use ebs_snapper_aws::AwsError;
+use thiserror::Error;
+
+/// Why a deploy stopped: an AWS call that failed, or a step refused for a reason of its own (a
+/// missing file, a rolled-back stack, a bucket of another owner, the Python tool's stack).
+#[derive(Debug, Error)]
+pub enum DeployError {
+    #[error("deploy: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+}
+
+/// The key prefix of everything deploy uploads (the template's `CodePrefix` default).
+pub const CODE_PREFIX: &str = "ebs-snapper";
+/// Templates up to this size go in the request body; larger ones by S3 URL.
+const MAX_TEMPLATE_BODY: usize = 51_200;
+
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    pub account: String,
+    pub region: String,
+    pub upload: bool,
+    pub stack: bool,
+    pub parameters: Vec<(String, String)>,
+    /// The CloudFormation template.
+    pub template: Document,
+    /// The function list (`lambda.json`).
+    pub functions: Document,
+    /// Where the zips are: `{artifacts}/{binary}/bootstrap.zip`.
+    pub artifacts: PathBuf,
+    /// Time between stack status polls.
+    pub poll: Duration,
+    /// The stack may be the Python tool's: move from it (keeping its table) instead of refusing.
+    pub replace_python_stack: bool,
+    /// The code bucket, when not the default `ebs-snapper-ACCOUNT[-REGION]`.
+    pub bucket: Option<String>,
+}
+
+/// The logical id of the Python tool's configuration table. Its template gives the table no
+/// `DeletionPolicy`, so any update of its stack whose template lacks this logical id deletes the
+/// table and every configuration in it.
+pub const PYTHON_TABLE: &str = "EbsSnapshotConfigurationTable";
+
+/// A text deploy reads: the one built into the binary, or a file given instead.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// Its file name (the template's is also its key in the bucket).
+    pub name: String,
+    pub text: String,
+}
+
+fn fail(message: impl Into<String>) -> DeployError {
+    DeployError::Refused(message.into())
+}
+
+fn read(path: &Path, hint: &str) -> Result<Vec<u8>, DeployError> {
+    std::fs::read(path).map_err(|e| fail(format!("cannot read {}: {e}{hint}", path.display())))
+}
+
+/// Runs a deploy; `say` receives one line per step done (stdout), `progress` the waiting (stderr).
+pub async fn deploy(
+    aws: &Aws,
+    opts: &DeployOptions,
+    say: &mut dyn FnMut(String),
+    progress: &mut dyn FnMut(String),
+) -> Result<(), DeployError> {
+    let region = opts.region.as_str();
+    let config = aws.in_region(region);
+    let bucket = opts.bucket.clone().unwrap_or_else(|| bucket_name(&opts.account, region));
+    let stack = stack_name(&opts.account);
+
+    // Everything local is read and checked before any AWS call.
+    let functions = FunctionList::parse(&opts.functions.text).map_err(fail)?;
+    let template_text = opts.template.text.clone();
+    let template: serde_json::Value =
+        serde_json::from_str(&template_text).map_err(|e| fail(format!("{} is not JSON: {e}", opts.template.name)))?;
+    let template_parameters: Vec<String> =
+        template["Parameters"].as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default();
+    stack_parameters(&template_parameters, None, &opts.parameters, &[]).map_err(fail)?;
+    let mut zips = Vec::new();
+    for f in &functions.functions {
+        let path = opts.artifacts.join(&f.binary).join("bootstrap.zip");
+        let bytes = read(
+            &path,
+            "; build the zips with scripts/package.sh (or leave out -n), or give their folder with --from",
+        )?;
+        zips.push((f, format!("{CODE_PREFIX}/{}.zip", f.binary), bytes));
+    }
+
+    zips_architecture(&opts.artifacts, &opts.parameters)?;
+    let template_key = format!("{CODE_PREFIX}/{}", opts.template.name);
+
+    let s3 = aws_sdk_s3::Client::new(&config);
+    if opts.upload {
+        let bucket = Bucket { name: &bucket, owner: &opts.account };
+        ensure_bucket(&s3, bucket, region, say).await?;
+        upload(&s3, bucket, region, &template_key, template_text.as_bytes(), say).await?;
+        for (_, key, bytes) in &zips {
+            upload(&s3, bucket, region, key, bytes, say).await?;
+        }
+    }
+
+    let cfn = aws_sdk_cloudformation::Client::new(&config);
+    if opts.stack {
+        deploy_stack(&cfn, opts, &stack, &bucket, &template_key, &template_text, &template_parameters, say, progress)
+            .await?;
+    }
+    // Code is updated only from what this deploy uploaded, so S3 and the zips agree.
+    if opts.upload && stack_exists(&cfn, &stack, region).await? {
+        let lambda = aws_sdk_lambda::Client::new(&config);
+        let physical = physical_ids(&cfn, &stack, region).await?;
+        for (f, key, bytes) in &zips {
+            let name = physical.get(&f.logical_id).ok_or_else(|| {
+                fail(format!("stack {stack} has no resource {}; deploy the stack first (leave out -o)", f.logical_id))
+            })?;
+            update_code(&lambda, name, &bucket, key, bytes, region, say).await?;
+        }
+    }
+    Ok(())
+}
+
+use bucket::*;
+use code::*;
+use member::*;
+use python_stack::*;
+use stack::*;

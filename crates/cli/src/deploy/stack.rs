@@ -1,0 +1,326 @@
+//! The stack: its status, create or update (previous parameter values kept), the wait for a final
+//! status, and the failing resource's reason on a rollback.
+
+use super::*;
+
+/// The stack's status and parameters (name, value), or None when there is no such stack.
+pub(super) async fn stack_status(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack: &str,
+    region: &str,
+) -> Result<Option<(String, Vec<(String, String)>)>, DeployError> {
+    match cfn.describe_stacks().stack_name(stack).send().await {
+        Ok(out) => Ok(out.stacks().first().map(|s| {
+            (
+                s.stack_status().map(|st| st.as_str().to_string()).unwrap_or_default(),
+                s.parameters()
+                    .iter()
+                    .filter_map(|p| {
+                        Some((p.parameter_key()?.to_string(), p.parameter_value().unwrap_or("").to_string()))
+                    })
+                    .collect(),
+            )
+        })),
+        Err(e) => {
+            let e = AwsError::call("DescribeStacks", region, e);
+            // CloudFormation answers ValidationError for both a missing stack and a bad request;
+            // only the message tells them apart.
+            if e.code() == Some("ValidationError") && e.to_string().contains("does not exist") {
+                Ok(None)
+            } else {
+                Err(e.into())
+            }
+        }
+    }
+}
+
+pub(super) async fn stack_exists(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack: &str,
+    region: &str,
+) -> Result<bool, DeployError> {
+    Ok(stack_status(cfn, stack, region).await?.is_some_and(|(status, _)| status != "DELETE_COMPLETE"))
+}
+
+pub(super) fn to_cfn(params: Vec<StackParameter>) -> Vec<Parameter> {
+    params
+        .into_iter()
+        .map(|p| match p {
+            StackParameter::Value(k, v) => Parameter::builder().parameter_key(k).parameter_value(v).build(),
+            StackParameter::UsePrevious(k) => Parameter::builder().parameter_key(k).use_previous_value(true).build(),
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn deploy_stack(
+    cfn: &aws_sdk_cloudformation::Client,
+    opts: &DeployOptions,
+    stack: &str,
+    bucket: &str,
+    template_key: &str,
+    template_text: &str,
+    template_parameters: &[String],
+    say: &mut dyn FnMut(String),
+    progress: &mut dyn FnMut(String),
+) -> Result<(), DeployError> {
+    let region = opts.region.as_str();
+    let mut fixed = vec![("CodeBucket".to_string(), bucket.to_string())];
+    // The stack runs the functions on the architecture the zips were built for.
+    if let Some(arch) = zips_architecture(&opts.artifacts, &opts.parameters)? {
+        fixed.push(("Architecture".to_string(), arch));
+    }
+    let template_url = template_url(bucket, region, template_key);
+    let use_body = template_text.len() <= MAX_TEMPLATE_BODY;
+    let template = if use_body { TemplateSource::Body(template_text) } else { TemplateSource::Url(&template_url) };
+    let status = stack_status(cfn, stack, region).await?;
+    if let Some(e) = status.as_ref().and_then(|(status, _)| unusable(stack, region, status)) {
+        return Err(e);
+    }
+    match status {
+        None => {
+            let params = stack_parameters(template_parameters, None, &opts.parameters, &fixed).map_err(fail)?;
+            create_stack(cfn, stack, region, params, template, Capability::CapabilityIam).await?;
+            progress(format!("stack {stack}: creating"));
+        }
+        Some((_, existing)) if physical_ids(cfn, stack, region).await?.contains_key(PYTHON_TABLE) => {
+            if !opts.replace_python_stack {
+                return Err(fail(format!(
+                    "stack {stack} is the Python tool's: updating it would delete its table {PYTHON_TABLE} and every \
+                     configuration in it, so nothing was changed. Run `ebs-snapper deploy --replace-python-stack` to \
+                     move: it sets DeletionPolicy Retain on that table, deletes the Python stack (the table and its items \
+                     stay), then creates this tool's stack on the same table"
+                )));
+            }
+            replace_python_stack(cfn, stack, region, &existing, opts.poll, say, progress).await?;
+            // The table stays, outside any stack: this stack uses it and does not create it.
+            let mut overrides = opts.parameters.clone();
+            overrides.retain(|(k, _)| k != "CreateTable");
+            overrides.push(("CreateTable".to_string(), "false".to_string()));
+            // The parameters both templates have (schedules, CostCenter, the memory of each
+            // function) keep the values the Python stack had.
+            let params = stack_parameters(template_parameters, Some(&existing), &overrides, &fixed).map_err(fail)?;
+            create_stack(cfn, stack, region, params, template, Capability::CapabilityIam).await?;
+            progress(format!("stack {stack}: creating on the Python tool's table"));
+        }
+        Some((_, existing)) => {
+            let params =
+                stack_parameters(template_parameters, Some(&existing), &opts.parameters, &fixed).map_err(fail)?;
+            let change = Change { params, template, template_text, existing: &existing };
+            if !update_stack(cfn, stack, region, change, Capability::CapabilityIam, say, progress).await? {
+                return Ok(());
+            }
+        }
+    }
+    settle(cfn, stack, region, opts.poll, say, progress).await
+}
+
+/// Why a stack in `status` cannot be deployed over, if it cannot: a failed create, or busy.
+pub(super) fn unusable(stack: &str, region: &str, status: &str) -> Option<DeployError> {
+    if status == "ROLLBACK_COMPLETE" {
+        return Some(fail(format!(
+            "stack {stack} is in ROLLBACK_COMPLETE after a failed create; delete it (aws cloudformation delete-stack --stack-name {stack} --region {region}) and deploy again"
+        )));
+    }
+    status
+        .ends_with("_IN_PROGRESS")
+        .then(|| fail(format!("stack {stack} is busy ({status}); try again when it has finished")))
+}
+
+/// An update of a stack: its parameters, its template, and what it has now.
+pub(super) struct Change<'a> {
+    pub(super) params: Vec<StackParameter>,
+    pub(super) template: TemplateSource<'a>,
+    pub(super) template_text: &'a str,
+    pub(super) existing: &'a [(String, String)],
+}
+
+/// Starts an update of `stack`; false (said as "no changes") when it would change nothing.
+pub(super) async fn update_stack(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack: &str,
+    region: &str,
+    change: Change<'_>,
+    capability: Capability,
+    say: &mut dyn FnMut(String),
+    progress: &mut dyn FnMut(String),
+) -> Result<bool, DeployError> {
+    if unchanged(cfn, stack, region, change.template_text, &change.params, change.existing).await? {
+        say(format!("stack {stack}: no changes"));
+        return Ok(false);
+    }
+    let mut req =
+        cfn.update_stack().stack_name(stack).set_parameters(Some(to_cfn(change.params))).capabilities(capability);
+    req = match change.template {
+        TemplateSource::Body(body) => req.template_body(body),
+        TemplateSource::Url(url) => req.template_url(url),
+    };
+    match req.send().await {
+        Ok(_) => {
+            progress(format!("stack {stack}: updating"));
+            Ok(true)
+        }
+        Err(e) => {
+            let e = AwsError::call("UpdateStack", region, e);
+            if e.code() == Some("ValidationError") && e.to_string().contains("No updates are to be performed") {
+                say(format!("stack {stack}: no changes"));
+                return Ok(false);
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Waits for a create or update to end; an end other than complete is an error with its cause.
+pub(super) async fn settle(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack: &str,
+    region: &str,
+    poll: Duration,
+    say: &mut dyn FnMut(String),
+    progress: &mut dyn FnMut(String),
+) -> Result<(), DeployError> {
+    let final_status = wait(cfn, stack, region, poll, progress).await?;
+    if final_status == "CREATE_COMPLETE" || final_status == "UPDATE_COMPLETE" {
+        say(format!("stack {stack}: {final_status}"));
+        Ok(())
+    } else {
+        Err(fail(format!("stack {stack} ended {final_status}: {}", failure_reason(cfn, stack, region).await)))
+    }
+}
+
+/// True when the stack already has this template and these parameter values, so an update
+/// would change nothing (CloudFormation would answer "No updates are to be performed").
+pub(super) async fn unchanged(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack: &str,
+    region: &str,
+    template_text: &str,
+    params: &[StackParameter],
+    existing: &[(String, String)],
+) -> Result<bool, DeployError> {
+    let same_values = existing.len() == params.len()
+        && params.iter().all(|p| match p {
+            StackParameter::Value(k, v) => existing.iter().any(|(ek, ev)| ek == k && ev == v),
+            StackParameter::UsePrevious(_) => true,
+        });
+    if !same_values {
+        return Ok(false);
+    }
+    let deployed =
+        cfn.get_template().stack_name(stack).send().await.map_err(|e| AwsError::call("GetTemplate", region, e))?;
+    let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).ok();
+    Ok(deployed.template_body().and_then(parse).is_some_and(|d| Some(d) == parse(template_text)))
+}
+
+pub(super) async fn wait(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack: &str,
+    region: &str,
+    poll: Duration,
+    progress: &mut dyn FnMut(String),
+) -> Result<String, DeployError> {
+    let mut last = String::new();
+    loop {
+        let status =
+            stack_status(cfn, stack, region).await?.map(|(s, _)| s).unwrap_or_else(|| "DELETE_COMPLETE".to_string());
+        if status != last {
+            progress(format!("stack {stack}: {status}"));
+            last = status.clone();
+        }
+        if !status.ends_with("_IN_PROGRESS") {
+            return Ok(status);
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// The first failed resource and its reason, from the stack's events.
+pub(super) async fn failure_reason(cfn: &aws_sdk_cloudformation::Client, stack: &str, region: &str) -> String {
+    let Ok(out) = cfn.describe_stack_events().stack_name(stack).send().await else {
+        return format!("see the stack's events in {region}");
+    };
+    // Events come newest first; the first failure is the last one listed.
+    out.stack_events()
+        .iter()
+        .rev()
+        .find(|e| e.resource_status().is_some_and(|s| s.as_str().ends_with("_FAILED")))
+        .map(|e| {
+            format!(
+                "{} ({}) {}: {}",
+                e.logical_resource_id().unwrap_or("?"),
+                e.resource_type().unwrap_or("?"),
+                e.resource_status().map(|s| s.as_str()).unwrap_or("?"),
+                e.resource_status_reason().unwrap_or("no reason given")
+            )
+        })
+        .unwrap_or_else(|| format!("no failed resource reported; see the stack's events in {region}"))
+}
+
+/// Logical id -> physical id of every resource of the stack (one paginated listing).
+/// The architecture the zips in `artifacts` were built for (`ARCH`, written by
+/// scripts/package.sh after checking every binary), if known. A `--parameter Architecture` that
+/// disagrees is refused: the stack's architecture follows the zips, never a second flag.
+pub(super) fn zips_architecture(
+    artifacts: &Path,
+    overrides: &[(String, String)],
+) -> Result<Option<String>, DeployError> {
+    let Ok(text) = std::fs::read_to_string(artifacts.join("ARCH")) else { return Ok(None) };
+    let arch = text.trim().to_string();
+    if arch != "x86_64" && arch != "arm64" {
+        return Err(fail(format!("{}: {arch:?} is not x86_64 or arm64", artifacts.join("ARCH").display())));
+    }
+    if let Some((_, asked)) = overrides.iter().rev().find(|(k, _)| k == "Architecture") {
+        if *asked != arch {
+            return Err(fail(format!(
+                "--parameter Architecture={asked}, but the zips in {} are built for {arch}; leave the parameter \
+                 out (the stack follows the zips) or build for {asked}",
+                artifacts.display()
+            )));
+        }
+    }
+    Ok(Some(arch))
+}
+
+/// Where CloudFormation reads the template: the request body (up to 51,200 bytes), or S3.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum TemplateSource<'a> {
+    Body(&'a str),
+    Url(&'a str),
+}
+
+pub(super) async fn create_stack(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack: &str,
+    region: &str,
+    params: Vec<StackParameter>,
+    template: TemplateSource<'_>,
+    capability: Capability,
+) -> Result<(), DeployError> {
+    let req = cfn.create_stack().stack_name(stack).set_parameters(Some(to_cfn(params))).capabilities(capability);
+    let req = match template {
+        TemplateSource::Body(body) => req.template_body(body),
+        TemplateSource::Url(url) => req.template_url(url),
+    };
+    req.send().await.map(|_| ()).map_err(|e| AwsError::call("CreateStack", region, e).into())
+}
+
+/// The URL CloudFormation reads a template from in the code bucket (the region's S3 endpoint, in
+/// its partition's domain).
+pub(super) fn template_url(bucket: &str, region: &str, key: &str) -> String {
+    format!("https://{bucket}.s3.{region}.{}/{key}", ebs_snapper_aws::account::dns_suffix(region))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_url_follows_the_partition() {
+        for (region, domain) in
+            [("eu-west-1", "amazonaws.com"), ("cn-north-1", "amazonaws.com.cn"), ("us-gov-west-1", "amazonaws.com")]
+        {
+            assert_eq!(template_url("b", region, "t.json"), format!("https://b.s3.{region}.{domain}/t.json"));
+        }
+    }
+}
