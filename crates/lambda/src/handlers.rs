@@ -234,7 +234,7 @@ async fn configured_accounts(
 /// A snapshot worker's heartbeat (an Embedded Metric Format line), printed only when its run
 /// succeeded: the template alarms when none came for 24 hours.
 fn emit_heartbeat(env: &Environment) {
-    let function = env.own_function.as_deref().unwrap_or("ebs-snapper");
+    let function = metric_function(env);
     println!("{}", ebs_snapper_core::metrics::heartbeat(function, Utc::now().timestamp_millis()));
 }
 
@@ -345,7 +345,7 @@ fn finish_fanout(
     summary["errors"] = json!(capped(&failures));
     summary["invoked"] = json!(invoked);
     info!(summary = %summary, "fanout finished");
-    let function = env.own_function.as_deref().unwrap_or("ebs-snapper");
+    let function = metric_function(env);
     println!("{}", ebs_snapper_core::metrics::fanout(function, failures.len(), Utc::now().timestamp_millis()));
     if failures.is_empty() || invoked > 0 {
         Ok(summary)
@@ -466,10 +466,15 @@ async fn continue_if_needed(
     report.fail_deferred(&why);
 }
 
+/// The `function` dimension of the metric lines: the function's own name.
+fn metric_function(env: &Environment) -> &str {
+    env.own_function.as_deref().unwrap_or("ebs-snapper")
+}
+
 /// Prints the run's metrics as a CloudWatch Embedded Metric Format line on stdout (the function's
 /// log), where CloudWatch picks them up.
 fn emit_metrics(env: &Environment, account: &str, report: &RegionReport) {
-    let function = env.own_function.as_deref().unwrap_or("ebs-snapper");
+    let function = metric_function(env);
     let doc = ebs_snapper_core::metrics::emf(function, account, report, Utc::now().timestamp_millis());
     println!("{doc}");
 }

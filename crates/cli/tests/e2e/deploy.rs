@@ -2,15 +2,11 @@
 
 use crate::support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use support::{text, Account};
+use support::{cloudformation, root, text, Account};
 
 const FUNCTIONS: [&str; 5] = ["fanout-snapshot", "create-snapshot", "fanout-clean", "clean-snapshot", "replication"];
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// Small stand-in zips (the deploy logic does not look inside them; packaging is tested apart).
 fn artifacts(tag: &str) -> tempfile::TempDir {
@@ -176,9 +172,7 @@ async fn a_first_release_stacks_memory_size_carries_over() {
     let (code, out, err) = deploy(&acct, "us-east-1", zips.path(), &["-o"]);
     assert_eq!(code, 0, "{out}\n{err}");
     // The first release's template: the four memory parameters were one `MemorySize`.
-    let mut old: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root().join("cloudformation/ebs-snapper.json")).unwrap())
-            .unwrap();
+    let mut old = cloudformation("ebs-snapper.json");
     let params = old["Parameters"].as_object_mut().unwrap();
     let memory = params["LambdaMemoryFanout"].clone();
     params.retain(|k, _| !k.starts_with("LambdaMemory"));
@@ -499,7 +493,7 @@ async fn member_deploy_creates_the_role_the_deployment_assumes() {
     let role = role.role().unwrap();
     assert!(role.arn().contains(&member.id), "{}", role.arn());
     let trust = role.assume_role_policy_document().unwrap_or_default();
-    let trust = percent_decode(trust);
+    let trust = support::http::percent_decode(trust);
     let trust: serde_json::Value = serde_json::from_str(&trust).unwrap_or_else(|e| panic!("{e}: {trust}"));
     let statement = &trust["Statement"][0];
     assert_eq!(statement["Principal"]["AWS"], format!("arn:aws:iam::{deployment}:root"), "{trust}");
@@ -529,23 +523,4 @@ async fn member_deploy_creates_the_role_the_deployment_assumes() {
     let (code, out, err) = run(&[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("stack ebs-snapper-member: no changes"), "{out}");
-}
-
-/// A policy document as IAM returns it (URL-encoded).
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

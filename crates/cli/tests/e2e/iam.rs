@@ -7,6 +7,8 @@ use crate::support;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
+use support::fault_proxy::{FaultPlan, FaultProxy, Strict};
+use support::scenes::plant_monthly;
 use support::{date, Account};
 
 const R: &str = "us-east-1";
@@ -92,18 +94,6 @@ fn dr(key: Option<&str>) -> String {
     )
 }
 
-/// A snapshot of the monthly tier started at `start`, dated `delete_on` days from today.
-async fn plant_monthly(acct: &Account, volume: &str, start: &str, delete_on: i64) {
-    let tags = [
-        ("DeleteOn", date(delete_on)),
-        ("ebs-snapper:config", "tiers".to_string()),
-        ("ebs-snapper:tier", "monthly".to_string()),
-        ("test-bed:start-time", start.to_string()),
-    ];
-    let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    acct.make_snapshot(R, volume, &tags).await;
-}
-
 /// An instance for each configuration: one with a data volume (SETS), one whose volume has two
 /// monthly snapshots to archive (TIERS), one to copy (DR). The tiered volume.
 async fn every_kind_of_work(acct: &Account) -> String {
@@ -112,7 +102,7 @@ async fn every_kind_of_work(acct: &Account) -> String {
     let tiered = acct.launch(R, &[("backup", "tiers")]).await;
     let tiered_volume = acct.volumes_of(R, &tiered).await[0].clone();
     for start in ["2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"] {
-        plant_monthly(acct, &tiered_volume, start, 300).await;
+        plant_monthly(acct, &tiered_volume, "tiers", start, 300).await;
     }
     acct.launch(R, &[("backup", "dr")]).await;
     tiered_volume
@@ -121,8 +111,9 @@ async fn every_kind_of_work(acct: &Account) -> String {
 /// Every kind of mutation the workers make, each under its own role as Lambda runs it:
 /// crash-consistent sets (`CreateSnapshots`), archiving (`ModifySnapshotTier`), a
 /// disaster-recovery copy under a key (`CopySnapshot`), and a replica whose source is gone
-/// (`DeleteSnapshot` by `replication_src_region`). A refusal of any of them fails the test
-/// (the gates' own check), and so does a run that failed anything.
+/// (`DeleteSnapshot` by `replication_src_region`), and a DR copy that ended in error, deleted in
+/// its destination and made again (SPEC §10.11). A refusal of any of them fails the test (the
+/// gates' own check), and so does a run that failed anything it should not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mutation_of_every_worker_is_allowed_by_its_role() {
     let key = "arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
@@ -139,10 +130,16 @@ async fn every_mutation_of_every_worker_is_allowed_by_its_role() {
     .await;
     acct.ec2(R).await.delete_snapshot().snapshot_id(&other).send().await.unwrap();
 
+    // Replication behind the stricter AWS: copies under the key end in error.
+    let proxy = FaultProxy::start(FaultPlan::none()).await;
+    proxy.set_strict(Strict {
+        end_in_error: vec![(key.to_string(), "Given key ID is not accessible".to_string())],
+        ..Strict::default()
+    });
     let mut lambda = support::lambda::LambdaHarness::new(&acct).await;
     lambda.start(&acct, "create", "create-snapshot", &[]).await;
     lambda.start(&acct, "clean", "clean-snapshot", &[]).await;
-    lambda.start(&acct, "replication", "replication", &[]).await;
+    lambda.start(&acct, "replication", "replication", &[("AWS_ENDPOINT_URL", &proxy.endpoint())]).await;
     let ok = |r: Result<serde_json::Value, serde_json::Value>| {
         let summary = r.unwrap_or_else(|e| panic!("the run failed: {e}"));
         assert_eq!(summary["failed"], 0, "{summary:#}");
@@ -156,7 +153,21 @@ async fn every_mutation_of_every_worker_is_allowed_by_its_role() {
     assert_eq!(copied["copied"], 1, "{copied:#}");
     let west = ok(lambda.call("replication", serde_json::json!({"region": WEST})).await);
     assert_eq!(west["deleted"], 1, "the replica whose source is gone: {west:#}");
-    assert_eq!(acct.snapshots(WEST).await.len(), 1, "the DR copy");
+    let errored: Vec<String> = acct.snapshots(WEST).await.into_iter().map(|s| s.id).collect();
+    assert_eq!(errored.len(), 1, "the DR copy (in error)");
+
+    // The key is fixed: the next run fails naming the copy in error, deletes it in us-west-2
+    // under the replication role, and copies the source again.
+    proxy.set_strict(Strict::default());
+    let error = lambda.call("replication", serde_json::json!({"region": R})).await.expect_err("a reported failure");
+    assert_eq!(error["errorType"], "EbsSnapper.ActionsFailed", "{error}");
+    assert!(
+        error["errorMessage"].as_str().unwrap().contains("ended in error (Given key ID is not accessible)"),
+        "{error}"
+    );
+    let copies: Vec<String> = acct.snapshots(WEST).await.into_iter().map(|s| s.id).collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_ne!(copies, errored, "the copy in error was deleted and the source copied again");
 }
 
 /// The CLI under the operator policy README documents (`cloudformation/operator.json`): every
@@ -179,7 +190,7 @@ async fn the_documented_operator_policy_lets_the_cli_do_its_work() {
     }
     let tiered_volume = every_kind_of_work(&acct).await;
     // An expired monthly snapshot, older than the rest: deleted.
-    plant_monthly(&acct, &tiered_volume, "2025-01-01T00:00:00Z", -30).await;
+    plant_monthly(&acct, &tiered_volume, "tiers", "2025-01-01T00:00:00Z", -30).await;
 
     cli(&["configure", "-c"]);
     let created = cli(&["snapshot", "-r", R]);

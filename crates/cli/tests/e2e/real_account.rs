@@ -4,11 +4,11 @@
 //! proxy, which presents that behaviour (`support::fault_proxy::Strict`, `Fault::Gone`).
 
 use crate::support;
-use support::scenes::run;
+use support::scenes::{plant_monthly, run};
 
 use serde_json::Value;
 use support::fault_proxy::{Fault, FaultPlan, FaultProxy, Strict};
-use support::{backup_config, date, Account};
+use support::{backup_config, Account};
 
 const R: &str = "us-east-1";
 const WEST: &str = "us-west-2";
@@ -156,19 +156,9 @@ async fn archive_refusals_that_mean_nothing_to_do_are_skips() {
     let acct = Account::with_configs(R, &[("cfg", tiered)]).await;
     let i = acct.launch(R, &[("backup", "yes")]).await;
     let volume = acct.volumes_of(R, &i).await[0].clone();
-    let old_tags = |start: &'static str| {
-        vec![
-            ("DeleteOn", date(300)),
-            ("ebs-snapper:config", "cfg".into()),
-            ("ebs-snapper:tier", "monthly".into()),
-            ("test-bed:start-time", start.into()),
-        ]
-    };
     let mut planted = Vec::new();
     for start in ["2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z"] {
-        let tags = old_tags(start);
-        let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        planted.push(acct.make_snapshot(R, &volume, &tags).await);
+        planted.push(plant_monthly(&acct, &volume, "cfg", start, 300).await);
     }
     // The oldest backs an image.
     acct.register_image_of(R, &planted[0]).await;

@@ -6,12 +6,10 @@ use std::collections::BTreeSet;
 use ebs_snapper_core::deploy_plan::FunctionList;
 use serde_json::{json, Value};
 
-fn root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use crate::support::{cloudformation, root};
 
 fn template() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(root().join("cloudformation/ebs-snapper.json")).unwrap()).unwrap()
+    cloudformation("ebs-snapper.json")
 }
 
 fn functions() -> FunctionList {
@@ -481,8 +479,7 @@ fn nothing_is_written_for_the_commercial_partition_only() {
             _ => {}
         }
     }
-    let operator: Value =
-        serde_json::from_str(&std::fs::read_to_string(root().join("cloudformation/operator.json")).unwrap()).unwrap();
+    let operator = cloudformation("operator.json");
     for (name, t) in [("ebs-snapper.json", template()), ("member.json", member_template()), ("operator.json", operator)]
     {
         let mut all = Vec::new();
@@ -709,7 +706,7 @@ fn a_dashboard_of_the_metrics_and_an_alarm_when_snapshot_runs_stop() {
 }
 
 fn member_template() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(root().join("cloudformation/member.json")).unwrap()).unwrap()
+    cloudformation("member.json")
 }
 
 /// `cloudformation/member.json` (SPEC §13): one role, named by `MemberRoleName`, that only the

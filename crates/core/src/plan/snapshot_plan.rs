@@ -335,17 +335,27 @@ pub fn plan_snapshots(
     let ignored = configs.ignored_ids();
     let mut plan = SnapshotPlan { region: inventory.region.clone(), now, ..Default::default() };
 
-    // Each volume's pending and completed snapshots (errored snapshots do not count).
+    // Each volume's pending and completed snapshots (errored snapshots do not count), and in
+    // the same pass its newest snapshot in any of those states or in error. Of two started in
+    // the same second (EC2's resolution), the one not in error is taken for the newer: the
+    // volume has a snapshot of that moment.
     let mut history: FxHashMap<&str, History<'_>> = FxHashMap::default();
+    let mut newest: FxHashMap<&str, &crate::inventory::Snapshot> = FxHashMap::default();
+    let newer = |s: &crate::inventory::Snapshot| (s.start_time, s.state != SnapshotState::Error);
     for s in &inventory.snapshots {
+        let Some(v) = s.volume_id.as_deref() else { continue };
+        if matches!(s.state, SnapshotState::Pending | SnapshotState::Completed | SnapshotState::Error) {
+            let slot = newest.entry(v).or_insert(s);
+            if newer(s) > newer(slot) {
+                *slot = s;
+            }
+        }
         if matches!(s.state, SnapshotState::Pending | SnapshotState::Completed) {
-            if let Some(v) = s.volume_id.as_deref() {
-                let tag = s.tags.get(TAG_TIER);
-                let entries = history.entry(v).or_default();
-                match entries.iter_mut().find(|(t, _)| *t == tag) {
-                    Some((_, newest)) => *newest = (*newest).max(s.start_time),
-                    None => entries.push((tag, s.start_time)),
-                }
+            let tag = s.tags.get(TAG_TIER);
+            let entries = history.entry(v).or_default();
+            match entries.iter_mut().find(|(t, _)| *t == tag) {
+                Some((_, latest)) => *latest = (*latest).max(s.start_time),
+                None => entries.push((tag, s.start_time)),
             }
         }
     }
@@ -428,7 +438,7 @@ pub fn plan_snapshots(
             plan_set(&mut plan, named, instance, inventory, selected, now, version);
         }
     }
-    plan.errored = newest_in_error(&plan.decisions, inventory);
+    plan.errored = newest_in_error(&plan.decisions, &newest);
     for id in copy_to_self {
         plan.warnings.push(format!(
             "configuration {id} copies to {region}, the region of these snapshots: they are not copied there (a copy \
@@ -447,23 +457,14 @@ pub fn plan_snapshots(
     plan
 }
 
-/// The selected volumes whose newest snapshot (pending, completed or in error) is in state
-/// `error`: (volume, snapshot, AWS's reason). Once a newer one is listed, pending or completed,
-/// the volume is no longer named, so a failed snapshot is reported by one run, not by every run.
-fn newest_in_error(decisions: &[VolumeDecision], inventory: &Inventory) -> Vec<(String, String, String)> {
-    let mut newest: FxHashMap<&str, &crate::inventory::Snapshot> = FxHashMap::default();
-    for s in &inventory.snapshots {
-        let Some(v) = s.volume_id.as_deref() else { continue };
-        if matches!(s.state, SnapshotState::Pending | SnapshotState::Completed | SnapshotState::Error) {
-            // Of two started in the same second (EC2's resolution), the one not in error is
-            // taken for the newer: the volume has a snapshot of that moment.
-            let key = |s: &crate::inventory::Snapshot| (s.start_time, s.state != SnapshotState::Error);
-            let slot = newest.entry(v).or_insert(s);
-            if key(s) > key(slot) {
-                *slot = s;
-            }
-        }
-    }
+/// The selected volumes whose newest snapshot (`newest`: pending, completed or in error, by
+/// volume) is in state `error`: (volume, snapshot, AWS's reason). Once a newer one is listed,
+/// pending or completed, the volume is no longer named, so a failed snapshot is reported by one
+/// run, not by every run.
+fn newest_in_error(
+    decisions: &[VolumeDecision],
+    newest: &FxHashMap<&str, &crate::inventory::Snapshot>,
+) -> Vec<(String, String, String)> {
     decisions
         .iter()
         .filter(|d| {

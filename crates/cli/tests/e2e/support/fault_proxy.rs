@@ -658,12 +658,16 @@ fn note_made(s: &State, operation: &str, status: u16, body: &[u8]) {
     if status != 200 || !matches!(operation, "CreateSnapshot" | "CreateSnapshots" | "CopySnapshot") {
         return;
     }
-    let answer = String::from_utf8_lossy(body);
     let now = std::time::Instant::now();
     let mut made = s.made.lock().unwrap();
-    for id in answer.split("<snapshotId>").skip(1).filter_map(|rest| rest.split('<').next()) {
+    for id in snapshot_ids(&String::from_utf8_lossy(body)) {
         made.insert(id.to_string(), now);
     }
+}
+
+/// The ids of the snapshots an answer names (`<snapshotId>` elements), in order.
+fn snapshot_ids(xml: &str) -> impl Iterator<Item = &str> {
+    xml.split("<snapshotId>").skip(1).filter_map(|rest| rest.split('<').next())
 }
 
 /// Remembers what [`Strict`] makes of a request carried out: the snapshots it made that end in
@@ -673,16 +677,15 @@ fn note_fate(s: &State, strict: &Strict, operation: &str, req: &Request, status:
         return;
     }
     // Decoded, so that a key ARN's colons match.
-    let query = String::from_utf8_lossy(&req.body).replace("%3A", ":").replace("%2F", "/");
+    let query = super::http::percent_decode(&String::from_utf8_lossy(&req.body));
     match operation {
         "CreateSnapshot" | "CreateSnapshots" | "CopySnapshot" => {
             let Some((_, message)) = strict.end_in_error.iter().find(|(needle, _)| query.contains(needle.as_str()))
             else {
                 return;
             };
-            let answer = String::from_utf8_lossy(body);
             let mut errored = s.errored.lock().unwrap();
-            for id in answer.split("<snapshotId>").skip(1).filter_map(|rest| rest.split('<').next()) {
+            for id in snapshot_ids(&String::from_utf8_lossy(body)) {
                 errored.insert(id.to_string(), message.clone());
             }
         }

@@ -75,6 +75,27 @@ pub async fn read_request(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>
     Some(Request { method, path, headers, body })
 }
 
+/// `text` with its percent-escapes (and `+` for a space) decoded, as form bodies and IAM's
+/// policy documents carry them.
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 impl Request {
     /// The client asked to close the connection after this request (`Connection: close`): a
     /// server answers it and closes, so that a client reading to the end is not left waiting.

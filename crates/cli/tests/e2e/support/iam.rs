@@ -23,20 +23,12 @@ use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
 use super::fault_proxy::{access_key, classify, element, forward, query_value};
-use super::http::{read_request, respond, serve_each, Request};
+use super::http::{percent_decode, read_request, respond, serve_each, Request};
 
 /// The stack name the gate renders roles with (function names, log groups).
 pub const STACK: &str = "ebs-snapper";
 const REGION: &str = "us-east-1";
 const PARTITION: &str = "aws";
-
-fn root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn template(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(root().join("cloudformation").join(name)).unwrap()).unwrap()
-}
 
 /// The role resource of the template that a function binary runs under.
 fn role_of(binary: &str) -> &'static str {
@@ -170,7 +162,7 @@ struct Principal {
 impl Principal {
     /// The role of function `binary` in `account`'s deployment.
     fn function(binary: &str, account: &str, given: &[(&str, &str)]) -> Principal {
-        let t = template("ebs-snapper.json");
+        let t = super::cloudformation("ebs-snapper.json");
         let mut params = parameters(&t, account, given);
         params.insert(
             "FailedInvocationsQueue.Arn".into(),
@@ -186,7 +178,7 @@ impl Principal {
 
     /// An operator running the CLI with the managed policy of `cloudformation/operator.json`.
     fn operator(account: &str) -> Principal {
-        let t = template("operator.json");
+        let t = super::cloudformation("operator.json");
         let params = parameters(&t, account, &[]);
         let policies = vec![resolve(&t["Resources"]["OperatorPolicy"]["Properties"]["PolicyDocument"], &t, &params)
             .expect("the operator policy")];
@@ -199,7 +191,7 @@ impl Principal {
 
     /// The member role (`cloudformation/member.json`) in `account`, trusting `deployment`.
     fn member(role_arn: &str, account: &str, deployment: &str) -> Principal {
-        let t = template("member.json");
+        let t = super::cloudformation("member.json");
         let name = role_arn.rsplit('/').next().unwrap_or_default();
         let params = parameters(&t, account, &[("DeploymentAccountId", deployment), ("MemberRoleName", name)]);
         let policies = if name == params["MemberRoleName"] { role_policies(&t, "MemberRole", &params) } else { vec![] };
@@ -310,33 +302,10 @@ impl Drop for IamGate {
 
 /// Form fields of a query-protocol body, decoded.
 fn form(body: &[u8]) -> Vec<(String, String)> {
-    fn decode(s: &str) -> String {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < b.len() => {
-                    let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-                    match hex {
-                        Some(c) => {
-                            out.push(c);
-                            i += 2;
-                        }
-                        None => out.push(b'%'),
-                    }
-                }
-                c => out.push(c),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
     String::from_utf8_lossy(body)
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
         .collect()
 }
 
@@ -344,13 +313,14 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
     fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
-/// The tags a request applies at creation (`TagSpecification.N.Tag.M.Key/Value`), as the
-/// request-tag condition keys.
-fn request_tags(fields: &[(String, String)]) -> serde_json::Map<String, Value> {
+/// The tags a request applies, as the request-tag condition keys: the fields under `prefix`
+/// (`TagSpecification.` for tags at creation, `TagSpecification.N.Tag.M.Key/Value`; `Tag.` for
+/// `CreateTags`).
+fn request_tags(fields: &[(String, String)], prefix: &str) -> serde_json::Map<String, Value> {
     let mut keys = Vec::new();
     let mut ctx = serde_json::Map::new();
     for (k, v) in fields {
-        if k.starts_with("TagSpecification.") && k.ends_with(".Key") {
+        if k.starts_with(prefix) && k.ends_with(".Key") {
             let value = field(fields, &format!("{}.Value", k.trim_end_matches(".Key"))).unwrap_or("");
             ctx.insert(format!("aws:RequestTag/{v}"), Value::String(value.to_string()));
             keys.push(Value::String(v.clone()));
@@ -400,7 +370,7 @@ async fn ec2(
     account: &str,
 ) -> Result<Vec<Authorization>, String> {
     let f = form(&req.body);
-    let tags = request_tags(&f);
+    let tags = request_tags(&f, "TagSpecification.");
     let none = serde_json::Map::new;
     let with_create_tags = |mut out: Vec<Authorization>, action: &str| {
         if !tags.is_empty() {
@@ -468,18 +438,8 @@ async fn ec2(
         }
         "CreateTags" => {
             let mut out = Vec::new();
-            let mut ctx = serde_json::Map::new();
-            let mut keys = Vec::new();
-            for (k, v) in &f {
-                if k.starts_with("Tag.") && k.ends_with(".Key") {
-                    let value = field(&f, &format!("{}.Value", k.trim_end_matches(".Key"))).unwrap_or("");
-                    ctx.insert(format!("aws:RequestTag/{v}"), Value::String(value.to_string()));
-                    keys.push(Value::String(v.clone()));
-                }
-            }
-            ctx.insert("aws:TagKeys".into(), Value::Array(keys));
-            for (k, id) in f.iter().filter(|(k, _)| k.starts_with("ResourceId.")) {
-                let _ = k;
+            let ctx = request_tags(&f, "Tag.");
+            for (_, id) in f.iter().filter(|(k, _)| k.starts_with("ResourceId.")) {
                 let resource = match id.split('-').next() {
                     Some("snap") => snapshot_arn(region, id),
                     Some("vol") => format!("arn:{PARTITION}:ec2:{region}:{account}:volume/{id}"),
@@ -548,7 +508,7 @@ async fn authorizations(
         }
         "lambda" if op == "Invoke" => {
             let name = req.path.trim_start_matches("/2015-03-31/functions/").split('/').next().unwrap_or("");
-            let name = name.replace("%3A", ":");
+            let name = percent_decode(name);
             let short = name.rsplit(':').next().unwrap_or(&name).to_string();
             let deployed = s.aliases.lock().unwrap().get(&short).cloned().unwrap_or(short);
             Ok(vec![authz(
@@ -559,7 +519,7 @@ async fn authorizations(
         }
         "sts" if op == "GetCallerIdentity" => Ok(vec![]),
         "sts" if op == "AssumeRole" => {
-            let role = query_value(&req.body, "RoleArn").map(|r| r.replace("%3A", ":").replace("%2F", "/"));
+            let role = query_value(&req.body, "RoleArn").map(|r| percent_decode(&r));
             Ok(vec![authz("sts:AssumeRole", role.ok_or("AssumeRole without RoleArn")?, none())])
         }
         "events" if matches!(op, "DescribeRule" | "EnableRule" | "DisableRule") => {
@@ -676,7 +636,7 @@ async fn serve(conn: TcpStream, s: Arc<GateState>) {
         let Ok((status, headers, body)) = forward(&upstream, &req).await else { return };
         if service == "sts" && op == "AssumeRole" && status == 200 {
             let answer = String::from_utf8_lossy(&body);
-            let role = query_value(&req.body, "RoleArn").map(|r| r.replace("%3A", ":").replace("%2F", "/"));
+            let role = query_value(&req.body, "RoleArn").map(|r| percent_decode(&r));
             if let (Some(new_key), Some(role)) = (element(&answer, "AccessKeyId"), role) {
                 let account = role.split(':').nth(4).unwrap_or_default().to_string();
                 let member = Principal::member(&role, &account, &who.account);

@@ -123,10 +123,7 @@ impl LambdaHarness {
                 .await;
         let gate_endpoint = gate.endpoint();
         self.gates.insert(name.to_string(), gate);
-        self.shared.arns.lock().unwrap().insert(name.to_string(), self.function_arn(name));
-        let s = self.shared.clone();
-        let function = name.to_string();
-        let runtime_addr = serve_each(move |conn| serve_connection(conn, s.clone(), Some(function.clone()))).await;
+        let runtime_addr = self.runtime_api(name).await;
         let path = assert_cmd::cargo::cargo_bin(binary);
         assert!(path.exists(), "{} is not built: scripts/test.sh builds every binary first", path.display());
         let mut vars: Vec<(String, String)> = [
@@ -154,13 +151,18 @@ impl LambdaHarness {
         launch(&self.shared, name, Launch { program: path, args: Vec::new(), env: vars });
     }
 
-    /// Starts `program` with `args` as function `name`, with only the Runtime API's address
-    /// (for a stand-in function, such as one that never answers).
-    pub async fn start_program(&mut self, name: &str, program: &str, args: &[&str]) {
+    /// Registers function `name` and serves its Runtime API; the address to give its process.
+    async fn runtime_api(&self, name: &str) -> SocketAddr {
         self.shared.arns.lock().unwrap().insert(name.to_string(), self.function_arn(name));
         let s = self.shared.clone();
         let function = name.to_string();
-        let runtime_addr = serve_each(move |conn| serve_connection(conn, s.clone(), Some(function.clone()))).await;
+        serve_each(move |conn| serve_connection(conn, s.clone(), Some(function.clone()))).await
+    }
+
+    /// Starts `program` with `args` as function `name`, with only the Runtime API's address
+    /// (for a stand-in function, such as one that never answers).
+    pub async fn start_program(&mut self, name: &str, program: &str, args: &[&str]) {
+        let runtime_addr = self.runtime_api(name).await;
         let env = vec![
             ("PATH".to_string(), std::env::var("PATH").unwrap_or_default()),
             ("AWS_LAMBDA_RUNTIME_API".to_string(), runtime_addr.to_string()),

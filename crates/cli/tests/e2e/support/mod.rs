@@ -25,6 +25,17 @@ pub const TABLE: &str = "ebs_snapshot_configuration";
 /// (`fault_proxy::Strict::on`), far shorter than on AWS so that tests stay quick.
 pub const LISTING_LAG: (&str, &str) = ("EBS_SNAPPER_LISTING_LAG_SECONDS", "4");
 
+/// The project's root (the checkout).
+pub fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The template `cloudformation/NAME`, parsed.
+pub fn cloudformation(name: &str) -> serde_json::Value {
+    let path = root().join("cloudformation").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// The emulator endpoint; fails loudly when tests are run without it.
 pub fn endpoint() -> String {
     std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| {

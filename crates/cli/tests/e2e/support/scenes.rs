@@ -171,3 +171,16 @@ pub(crate) fn check_clean_state(scene: &CleanScene, remaining: &BTreeSet<String>
         assert!(!reported_failed || remaining.contains(id), "{id} reported failed but gone");
     }
 }
+
+/// A snapshot of `volume` (in `R`) made by configuration `config` for its `monthly` tier, started
+/// at `start` (RFC 3339, the test bed backdates it) and dated `delete_on` days from today; its id.
+pub(crate) async fn plant_monthly(acct: &Account, volume: &str, config: &str, start: &str, delete_on: i64) -> String {
+    let delete_on = date(delete_on);
+    let tags = [
+        ("DeleteOn", delete_on.as_str()),
+        ("ebs-snapper:config", config),
+        ("ebs-snapper:tier", "monthly"),
+        ("test-bed:start-time", start),
+    ];
+    acct.make_snapshot(R, volume, &tags).await
+}
