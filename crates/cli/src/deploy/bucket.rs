@@ -28,11 +28,7 @@ pub(super) async fn ensure_bucket(
         Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
             Some(404) => {}
             Some(403) => {
-                return Err(fail(format!(
-                    "bucket {name} exists but is not this account's ({}), or denies it access; nothing was \
-                     uploaded. Choose another with --bucket NAME",
-                    bucket.owner
-                )))
+                return Err(DeployError::BucketDenied { bucket: name.to_string(), owner: bucket.owner.to_string() })
             }
             _ => return Err(AwsError::call("HeadBucket", region, e).into()),
         },
@@ -44,9 +40,7 @@ pub(super) async fn ensure_bucket(
         );
     }
     create.send().await.map_err(|e| match e.as_service_error() {
-        Some(se) if se.is_bucket_already_exists() => {
-            fail(format!("bucket {name} is another account's; nothing was uploaded. Choose another with --bucket NAME"))
-        }
+        Some(se) if se.is_bucket_already_exists() => DeployError::ForeignBucket { bucket: name.to_string() },
         _ => AwsError::call("CreateBucket", region, e).into(),
     })?;
     s3.put_public_access_block()
@@ -66,11 +60,11 @@ pub(super) async fn ensure_bucket(
     let by_default = ServerSideEncryptionByDefault::builder()
         .sse_algorithm(ServerSideEncryption::Aes256)
         .build()
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| DeployError::BucketSettings(e.to_string()))?;
     let encryption = ServerSideEncryptionConfiguration::builder()
         .rules(ServerSideEncryptionRule::builder().apply_server_side_encryption_by_default(by_default).build())
         .build()
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| DeployError::BucketSettings(e.to_string()))?;
     s3.put_bucket_encryption()
         .bucket(name)
         .expected_bucket_owner(bucket.owner)

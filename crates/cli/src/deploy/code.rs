@@ -11,7 +11,10 @@ pub(super) const MAX_UPDATE_WAIT: Duration = Duration::from_secs(600);
 /// Waits (the SDK's waiter) until the function's `LastUpdateStatus` is `Successful`.
 pub(super) async fn wait_until_updated(lambda: &aws_sdk_lambda::Client, name: &str) -> Result<(), DeployError> {
     lambda.wait_until_function_updated().function_name(name).wait(MAX_UPDATE_WAIT).await.map(|_| ()).map_err(|e| {
-        fail(format!("function {name}: its update did not finish: {}", aws_sdk_lambda::error::DisplayErrorContext(&e)))
+        DeployError::UpdateUnfinished {
+            function: name.to_string(),
+            reason: aws_sdk_lambda::error::DisplayErrorContext(&e).to_string(),
+        }
     })
 }
 

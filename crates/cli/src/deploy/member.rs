@@ -29,11 +29,11 @@ pub async fn deploy_member(
 ) -> Result<(), DeployError> {
     let MemberOptions { region, deployment_account, template, parameters: overrides, poll } = opts;
     let (region, poll) = (region.as_str(), *poll);
-    let parsed: serde_json::Value =
-        serde_json::from_str(&template.text).map_err(|e| fail(format!("{} is not JSON: {e}", template.name)))?;
+    let parsed: serde_json::Value = serde_json::from_str(&template.text)
+        .map_err(|source| DeployError::NotJson { name: template.name.clone(), source })?;
     let names: Vec<String> = parsed["Parameters"].as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default();
     let fixed = [("DeploymentAccountId".to_string(), deployment_account.to_string())];
-    stack_parameters(&names, None, overrides, &fixed).map_err(fail)?;
+    stack_parameters(&names, None, overrides, &fixed).map_err(DeployError::Parameters)?;
     let cfn = aws_sdk_cloudformation::Client::new(&aws.in_region(region));
     let stack = MEMBER_STACK;
     let source = TemplateSource::Body(&template.text);
@@ -41,7 +41,7 @@ pub async fn deploy_member(
     let capability = Capability::CapabilityNamedIam;
     match stack_status(&cfn, stack, region).await? {
         None => {
-            let params = stack_parameters(&names, None, overrides, &fixed).map_err(fail)?;
+            let params = stack_parameters(&names, None, overrides, &fixed).map_err(DeployError::Parameters)?;
             create_stack(&cfn, stack, region, params, source, capability).await?;
             progress(format!("stack {stack}: creating"));
         }
@@ -49,7 +49,8 @@ pub async fn deploy_member(
             if let Some(e) = unusable(stack, region, &status) {
                 return Err(e);
             }
-            let params = stack_parameters(&names, Some(&existing), overrides, &fixed).map_err(fail)?;
+            let params =
+                stack_parameters(&names, Some(&existing), overrides, &fixed).map_err(DeployError::Parameters)?;
             let change = Change { params, template: source, template_text: &template.text, existing: &existing };
             if !update_stack(&cfn, stack, region, change, capability, say, progress).await? {
                 return Ok(());

@@ -11,6 +11,8 @@ mod bucket;
 mod code;
 mod member;
 mod python_stack;
+#[cfg(test)]
+mod replay;
 mod stack;
 
 use std::path::{Path, PathBuf};
@@ -175,12 +177,82 @@ use sha2::Sha256;
 use ebs_snapper_aws::AwsError;
 use thiserror::Error;
 
-/// Why a deploy stopped: an AWS call that failed, or a step refused for a reason of its own (a
-/// missing file, a rolled-back stack, a bucket of another owner, the Python tool's stack).
+/// Why a deploy stopped: an AWS call that failed, or a step refused for a reason of its own. Each
+/// refusal is a variant with what it is about, so a caller (or a test) can tell them apart
+/// without reading the message; every message starts with `deploy:` and names the fix.
 #[derive(Debug, Error)]
 pub enum DeployError {
+    /// A local file deploy needs (a zip, a template) could not be read.
+    #[error("deploy: cannot read {}: {source}{hint}", path.display())]
+    Read { path: PathBuf, hint: &'static str, source: std::io::Error },
+    /// A template that is not JSON.
+    #[error("deploy: {name} is not JSON: {source}")]
+    NotJson { name: String, source: serde_json::Error },
+    /// The function list (`lambda.json`) is not usable.
     #[error("deploy: {0}")]
-    Refused(String),
+    FunctionList(String),
+    /// A `--parameter` the template does not have, or one deploy sets itself.
+    #[error("deploy: {0}")]
+    Parameters(String),
+    /// The code bucket exists and is another account's, or denies this one.
+    #[error(
+        "deploy: bucket {bucket} exists but is not this account's ({owner}), or denies it access; nothing was \
+         uploaded. Choose another with --bucket NAME"
+    )]
+    BucketDenied { bucket: String, owner: String },
+    /// The code bucket's name is taken by another account.
+    #[error("deploy: bucket {bucket} is another account's; nothing was uploaded. Choose another with --bucket NAME")]
+    ForeignBucket { bucket: String },
+    /// The bucket's encryption settings could not be built (the SDK refused them).
+    #[error("deploy: the code bucket's encryption settings: {0}")]
+    BucketSettings(String),
+    /// The stack is the Python tool's, and `--replace-python-stack` was not given.
+    #[error(
+        "deploy: stack {stack} is the Python tool's: updating it would delete its table {PYTHON_TABLE} and every \
+         configuration in it, so nothing was changed. Run `ebs-snapper deploy --replace-python-stack` to move: it \
+         sets DeletionPolicy Retain on that table, deletes the Python stack (the table and its items stay), then \
+         creates this tool's stack on the same table"
+    )]
+    PythonStack { stack: String },
+    /// The Python tool's deployed template cannot be changed to retain its table.
+    #[error(
+        "deploy: the template of stack {stack} is not JSON, so it was not changed; set DeletionPolicy Retain on \
+         {PYTHON_TABLE} by hand, delete the stack, then deploy with --parameter CreateTable=false"
+    )]
+    PythonTemplateNotJson { stack: String },
+    #[error("deploy: {PYTHON_TABLE} is not in the template of {stack}")]
+    PythonTableMissing { stack: String },
+    /// Retaining the Python tool's table did not complete, so its stack was left alone.
+    #[error("deploy: stack {stack} ended {status} while retaining its table, so it was not deleted: {reason}")]
+    TableNotRetained { stack: String, status: String, reason: String },
+    /// A stack create, update or delete ended other than complete.
+    #[error("deploy: stack {stack} ended {status}: {reason}")]
+    StackEnded { stack: String, status: String, reason: String },
+    /// A failed create left the stack in `ROLLBACK_COMPLETE`: only deleting it helps.
+    #[error(
+        "deploy: stack {stack} is in ROLLBACK_COMPLETE after a failed create; delete it (aws cloudformation \
+         delete-stack --stack-name {stack} --region {region}) and deploy again"
+    )]
+    RolledBack { stack: String, region: String },
+    /// The stack is in the middle of an operation.
+    #[error("deploy: stack {stack} is busy ({status}); try again when it has finished")]
+    Busy { stack: String, status: String },
+    /// The zips' `ARCH` file names no architecture Lambda runs.
+    #[error("deploy: {}: {found:?} is not x86_64 or arm64", path.display())]
+    UnknownArchitecture { path: PathBuf, found: String },
+    /// `--parameter Architecture` disagrees with the zips.
+    #[error(
+        "deploy: --parameter Architecture={asked}, but the zips in {} are built for {built}; leave the parameter \
+         out (the stack follows the zips) or build for {asked}",
+        artifacts.display()
+    )]
+    ArchitectureMismatch { asked: String, built: String, artifacts: PathBuf },
+    /// Code upload without the stack (`-o`) into a stack that lacks a function.
+    #[error("deploy: stack {stack} has no resource {logical_id}; deploy the stack first (leave out -o)")]
+    MissingResource { stack: String, logical_id: String },
+    /// A function's code update did not reach `Successful`.
+    #[error("deploy: function {function}: its update did not finish: {reason}")]
+    UpdateUnfinished { function: String, reason: String },
     #[error(transparent)]
     Aws(#[from] AwsError),
 }
@@ -224,12 +296,8 @@ pub struct Document {
     pub text: String,
 }
 
-fn fail(message: impl Into<String>) -> DeployError {
-    DeployError::Refused(message.into())
-}
-
-fn read(path: &Path, hint: &str) -> Result<Vec<u8>, DeployError> {
-    std::fs::read(path).map_err(|e| fail(format!("cannot read {}: {e}{hint}", path.display())))
+fn read(path: &Path, hint: &'static str) -> Result<Vec<u8>, DeployError> {
+    std::fs::read(path).map_err(|source| DeployError::Read { path: path.to_path_buf(), hint, source })
 }
 
 /// Runs a deploy; `say` receives one line per step done (stdout), `progress` the waiting (stderr).
@@ -245,13 +313,13 @@ pub async fn deploy(
     let stack = stack_name(&opts.account);
 
     // Everything local is read and checked before any AWS call.
-    let functions = FunctionList::parse(&opts.functions.text).map_err(fail)?;
+    let functions = FunctionList::parse(&opts.functions.text).map_err(DeployError::FunctionList)?;
     let template_text = opts.template.text.clone();
-    let template: serde_json::Value =
-        serde_json::from_str(&template_text).map_err(|e| fail(format!("{} is not JSON: {e}", opts.template.name)))?;
+    let template: serde_json::Value = serde_json::from_str(&template_text)
+        .map_err(|source| DeployError::NotJson { name: opts.template.name.clone(), source })?;
     let template_parameters: Vec<String> =
         template["Parameters"].as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default();
-    stack_parameters(&template_parameters, None, &opts.parameters, &[]).map_err(fail)?;
+    stack_parameters(&template_parameters, None, &opts.parameters, &[]).map_err(DeployError::Parameters)?;
     let mut zips = Vec::new();
     for f in &functions.functions {
         let path = opts.artifacts.join(&f.binary).join("bootstrap.zip");
@@ -285,8 +353,9 @@ pub async fn deploy(
         let lambda = aws_sdk_lambda::Client::new(&config);
         let physical = physical_ids(&cfn, &stack, region).await?;
         for (f, key, bytes) in &zips {
-            let name = physical.get(&f.logical_id).ok_or_else(|| {
-                fail(format!("stack {stack} has no resource {}; deploy the stack first (leave out -o)", f.logical_id))
+            let name = physical.get(&f.logical_id).ok_or_else(|| DeployError::MissingResource {
+                stack: stack.clone(),
+                logical_id: f.logical_id.clone(),
             })?;
             update_code(&lambda, name, &bucket, key, bytes, region, say).await?;
         }

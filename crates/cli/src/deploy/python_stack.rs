@@ -23,15 +23,11 @@ pub(super) async fn replace_python_stack(
         .map_err(|e| AwsError::call("GetTemplate", region, e))?
         .template_body
         .unwrap_or_default();
-    let mut template: serde_json::Value = serde_json::from_str(&body).map_err(|_| {
-        fail(format!(
-            "the template of stack {stack} is not JSON, so it was not changed; set DeletionPolicy Retain on \
-             {PYTHON_TABLE} by hand, delete the stack, then deploy with --parameter CreateTable=false"
-        ))
-    })?;
+    let mut template: serde_json::Value =
+        serde_json::from_str(&body).map_err(|_| DeployError::PythonTemplateNotJson { stack: stack.to_string() })?;
     let resource = template["Resources"]
         .get_mut(PYTHON_TABLE)
-        .ok_or_else(|| fail(format!("{PYTHON_TABLE} is not in the template of {stack}")))?;
+        .ok_or_else(|| DeployError::PythonTableMissing { stack: stack.to_string() })?;
     let retained = resource.get("DeletionPolicy").and_then(|p| p.as_str()) == Some("Retain");
     if !retained {
         resource["DeletionPolicy"] = "Retain".into();
@@ -57,10 +53,8 @@ pub(super) async fn replace_python_stack(
         progress(format!("stack {stack}: retaining table {table}"));
         let status = wait(cfn, stack, region, poll, progress).await?;
         if status != "UPDATE_COMPLETE" {
-            return Err(fail(format!(
-                "stack {stack} ended {status} while retaining its table, so it was not deleted: {}",
-                failure_reason(cfn, stack, region).await
-            )));
+            let reason = failure_reason(cfn, stack, region).await;
+            return Err(DeployError::TableNotRetained { stack: stack.to_string(), status, reason });
         }
     }
     say(format!("stack {stack}: table {table} retained"));
@@ -68,12 +62,14 @@ pub(super) async fn replace_python_stack(
     progress(format!("stack {stack}: deleting the Python tool's stack"));
     let status = wait(cfn, stack, region, poll, progress).await?;
     if status != "DELETE_COMPLETE" {
-        return Err(fail(format!("stack {stack} ended {status}: {}", failure_reason(cfn, stack, region).await)));
+        let reason = failure_reason(cfn, stack, region).await;
+        return Err(DeployError::StackEnded { stack: stack.to_string(), status, reason });
     }
     say(format!("stack {stack}: the Python tool's stack deleted; table {table} kept"));
     Ok(())
 }
 
+/// Logical id -> physical id of every resource of the stack (one paginated listing).
 pub(super) async fn physical_ids(
     cfn: &aws_sdk_cloudformation::Client,
     stack: &str,

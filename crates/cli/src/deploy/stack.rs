@@ -79,18 +79,14 @@ pub(super) async fn deploy_stack(
     }
     match status {
         None => {
-            let params = stack_parameters(template_parameters, None, &opts.parameters, &fixed).map_err(fail)?;
+            let params = stack_parameters(template_parameters, None, &opts.parameters, &fixed)
+                .map_err(DeployError::Parameters)?;
             create_stack(cfn, stack, region, params, template, Capability::CapabilityIam).await?;
             progress(format!("stack {stack}: creating"));
         }
         Some((_, existing)) if physical_ids(cfn, stack, region).await?.contains_key(PYTHON_TABLE) => {
             if !opts.replace_python_stack {
-                return Err(fail(format!(
-                    "stack {stack} is the Python tool's: updating it would delete its table {PYTHON_TABLE} and every \
-                     configuration in it, so nothing was changed. Run `ebs-snapper deploy --replace-python-stack` to \
-                     move: it sets DeletionPolicy Retain on that table, deletes the Python stack (the table and its items \
-                     stay), then creates this tool's stack on the same table"
-                )));
+                return Err(DeployError::PythonStack { stack: stack.to_string() });
             }
             replace_python_stack(cfn, stack, region, &existing, opts.poll, say, progress).await?;
             // The table stays, outside any stack: this stack uses it and does not create it.
@@ -99,13 +95,14 @@ pub(super) async fn deploy_stack(
             overrides.push(("CreateTable".to_string(), "false".to_string()));
             // The parameters both templates have (schedules, CostCenter, the memory of each
             // function) keep the values the Python stack had.
-            let params = stack_parameters(template_parameters, Some(&existing), &overrides, &fixed).map_err(fail)?;
+            let params = stack_parameters(template_parameters, Some(&existing), &overrides, &fixed)
+                .map_err(DeployError::Parameters)?;
             create_stack(cfn, stack, region, params, template, Capability::CapabilityIam).await?;
             progress(format!("stack {stack}: creating on the Python tool's table"));
         }
         Some((_, existing)) => {
-            let params =
-                stack_parameters(template_parameters, Some(&existing), &opts.parameters, &fixed).map_err(fail)?;
+            let params = stack_parameters(template_parameters, Some(&existing), &opts.parameters, &fixed)
+                .map_err(DeployError::Parameters)?;
             let change = Change { params, template, template_text, existing: &existing };
             if !update_stack(cfn, stack, region, change, Capability::CapabilityIam, say, progress).await? {
                 return Ok(());
@@ -118,13 +115,9 @@ pub(super) async fn deploy_stack(
 /// Why a stack in `status` cannot be deployed over, if it cannot: a failed create, or busy.
 pub(super) fn unusable(stack: &str, region: &str, status: &str) -> Option<DeployError> {
     if status == "ROLLBACK_COMPLETE" {
-        return Some(fail(format!(
-            "stack {stack} is in ROLLBACK_COMPLETE after a failed create; delete it (aws cloudformation delete-stack --stack-name {stack} --region {region}) and deploy again"
-        )));
+        return Some(DeployError::RolledBack { stack: stack.to_string(), region: region.to_string() });
     }
-    status
-        .ends_with("_IN_PROGRESS")
-        .then(|| fail(format!("stack {stack} is busy ({status}); try again when it has finished")))
+    status.ends_with("_IN_PROGRESS").then(|| DeployError::Busy { stack: stack.to_string(), status: status.to_string() })
 }
 
 /// An update of a stack: its parameters, its template, and what it has now.
@@ -185,7 +178,8 @@ pub(super) async fn settle(
         say(format!("stack {stack}: {final_status}"));
         Ok(())
     } else {
-        Err(fail(format!("stack {stack} ended {final_status}: {}", failure_reason(cfn, stack, region).await)))
+        let reason = failure_reason(cfn, stack, region).await;
+        Err(DeployError::StackEnded { stack: stack.to_string(), status: final_status, reason })
     }
 }
 
@@ -257,7 +251,6 @@ pub(super) async fn failure_reason(cfn: &aws_sdk_cloudformation::Client, stack: 
         .unwrap_or_else(|| format!("no failed resource reported; see the stack's events in {region}"))
 }
 
-/// Logical id -> physical id of every resource of the stack (one paginated listing).
 /// The architecture the zips in `artifacts` were built for (`ARCH`, written by
 /// scripts/package.sh after checking every binary), if known. A `--parameter Architecture` that
 /// disagrees is refused: the stack's architecture follows the zips, never a second flag.
@@ -268,15 +261,15 @@ pub(super) fn zips_architecture(
     let Ok(text) = std::fs::read_to_string(artifacts.join("ARCH")) else { return Ok(None) };
     let arch = text.trim().to_string();
     if arch != "x86_64" && arch != "arm64" {
-        return Err(fail(format!("{}: {arch:?} is not x86_64 or arm64", artifacts.join("ARCH").display())));
+        return Err(DeployError::UnknownArchitecture { path: artifacts.join("ARCH"), found: arch });
     }
     if let Some((_, asked)) = overrides.iter().rev().find(|(k, _)| k == "Architecture") {
         if *asked != arch {
-            return Err(fail(format!(
-                "--parameter Architecture={asked}, but the zips in {} are built for {arch}; leave the parameter \
-                 out (the stack follows the zips) or build for {asked}",
-                artifacts.display()
-            )));
+            return Err(DeployError::ArchitectureMismatch {
+                asked: asked.clone(),
+                built: arch,
+                artifacts: artifacts.to_path_buf(),
+            });
         }
     }
     Ok(Some(arch))
@@ -313,7 +306,101 @@ pub(super) fn template_url(bucket: &str, region: &str, key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::replay::Replay;
     use super::*;
+
+    const NS: &str = "http://cloudformation.amazonaws.com/doc/2010-05-15/";
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
+    }
+
+    fn described(status: &str) -> String {
+        format!(
+            "<DescribeStacksResponse xmlns=\"{NS}\"><DescribeStacksResult><Stacks><member>\
+             <StackName>s</StackName><StackStatus>{status}</StackStatus>\
+             <CreationTime>2026-01-01T00:00:00Z</CreationTime><Parameters><member>\
+             <ParameterKey>CodeBucket</ParameterKey><ParameterValue>b</ParameterValue></member></Parameters>\
+             </member></Stacks></DescribeStacksResult></DescribeStacksResponse>"
+        )
+    }
+
+    // CloudFormation answers ValidationError both for a stack that does not exist and for a bad
+    // request: only the first means "no stack".
+    #[test]
+    fn a_stack_that_does_not_exist_is_none_and_other_validation_errors_fail() {
+        let replay = Replay::default()
+            .error("DescribeStacks", "ValidationError", "Stack with id ebs-snapper-1 does not exist")
+            .error("DescribeStacks", "ValidationError", "1 validation error detected: Value at 'stackName' failed")
+            .answer("DescribeStacks", 200, described("UPDATE_COMPLETE"));
+        let cfn = replay.cloudformation();
+        assert_eq!(run(stack_status(&cfn, "ebs-snapper-1", "us-east-1")).unwrap(), None);
+        match run(stack_status(&cfn, "ebs-snapper-1", "us-east-1")) {
+            Err(DeployError::Aws(e)) => {
+                assert_eq!(e.code(), Some("ValidationError"));
+                assert!(e.to_string().contains("DescribeStacks"), "{e}");
+            }
+            other => panic!("a bad request is not a missing stack: {other:?}"),
+        }
+        assert_eq!(
+            run(stack_status(&cfn, "ebs-snapper-1", "us-east-1")).unwrap(),
+            Some(("UPDATE_COMPLETE".to_string(), vec![("CodeBucket".to_string(), "b".to_string())]))
+        );
+        assert_eq!(replay.asked(), ["DescribeStacks"; 3]);
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_is_no_changes_and_other_validation_errors_fail() {
+        let replay = Replay::default()
+            .error("UpdateStack", "ValidationError", "No updates are to be performed.")
+            .error("UpdateStack", "ValidationError", "Template format error: unsupported structure.");
+        let cfn = replay.cloudformation();
+        // Parameters that differ from the stack's: deploy asks CloudFormation, which decides.
+        let change = || Change {
+            params: vec![StackParameter::Value("CodeBucket".into(), "new".into())],
+            template: TemplateSource::Body("{}"),
+            template_text: "{}",
+            existing: &[],
+        };
+        let (mut said, mut progress) = (Vec::new(), Vec::new());
+        let updated = run(update_stack(
+            &cfn,
+            "s",
+            "us-east-1",
+            change(),
+            Capability::CapabilityIam,
+            &mut |l| said.push(l),
+            &mut |l| progress.push(l),
+        ));
+        assert!(!updated.unwrap(), "nothing to update is not an update");
+        assert_eq!(said, ["stack s: no changes"]);
+        let failed = run(update_stack(
+            &cfn,
+            "s",
+            "us-east-1",
+            change(),
+            Capability::CapabilityIam,
+            &mut |l| said.push(l),
+            &mut |l| progress.push(l),
+        ));
+        match failed {
+            Err(DeployError::Aws(e)) => assert!(e.to_string().contains("Template format error"), "{e}"),
+            other => panic!("a bad template is not \"no changes\": {other:?}"),
+        }
+        assert_eq!(said.len(), 1);
+        assert!(progress.is_empty());
+        assert_eq!(replay.asked(), ["UpdateStack"; 2]);
+    }
+
+    #[test]
+    fn unusable_stacks_are_typed_refusals() {
+        assert!(matches!(unusable("s", "r", "ROLLBACK_COMPLETE"), Some(DeployError::RolledBack { .. })));
+        assert!(matches!(
+            unusable("s", "r", "UPDATE_IN_PROGRESS"),
+            Some(DeployError::Busy { status, .. }) if status == "UPDATE_IN_PROGRESS"
+        ));
+        assert!(unusable("s", "r", "UPDATE_COMPLETE").is_none());
+    }
 
     #[test]
     fn the_template_url_follows_the_partition() {
