@@ -29,10 +29,10 @@ source scripts/lib/functions.sh
 source scripts/testbed/emulator.sh
 
 step "1. planner scaling and peak RSS ($(date -u +%Y-%m-%d))"
-cargo run --quiet --release -p ebs-snapper-core --example plan_scale
+cargo run --quiet --release -p ebs-snapper-core --features testing --example plan_scale
 
 step "2. criterion: cargo bench -p ebs-snapper-core"
-cargo bench -p ebs-snapper-core --bench planners -- --noplot 2>/dev/null | grep -E "^planners|time:" || true
+cargo bench -p ebs-snapper-core --features testing --bench planners -- --noplot 2>/dev/null | grep -E "^planners|time:" || true
 
 step "3. AWS call budget (emulator with request recording)"
 ensure_venv >/dev/null

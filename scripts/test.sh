@@ -47,6 +47,9 @@ echo "IAM evaluator listening at $EBS_SNAPPER_TEST_IAM (pid $IAM_PID, log target
 step "build every binary (tests start the function binaries as Lambda does)"
 run cargo build --workspace --bins
 
+step "the benchmarks and the scaling example still compile (core's testing builders, by feature)"
+run cargo check -p ebs-snapper-core --features testing --benches --examples
+
 step "the plain build and the test build share one compiled SDK (else CI compiles it twice)"
 # The test build also compiles every test target here, which `cargo test` below would anyway.
 sdk_rlib() {

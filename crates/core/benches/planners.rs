@@ -1,4 +1,4 @@
-//! Planner benchmarks: `cargo bench -p ebs-snapper-core`. Targets: the large case (10,000 volumes,
+//! Planner benchmarks: `cargo bench -p ebs-snapper-core --features testing`. Targets: the large case (10,000 volumes,
 //! 100,000 snapshots) under 100 ms per plan, growing linearly.
 
 use std::collections::BTreeSet;
@@ -8,8 +8,7 @@ use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ebs_snapper_core::{plan_retention, plan_snapshots};
 
-#[path = "synthetic.rs"]
-mod synthetic;
+use ebs_snapper_core::testing::synthetic;
 
 fn planners(c: &mut Criterion) {
     let now = Utc::now();

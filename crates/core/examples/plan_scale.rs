@@ -1,5 +1,5 @@
 //! Scaling table and peak memory of the planners on synthetic regions (run in release:
-//! `cargo run --release -p ebs-snapper-core --example plan_scale`). Prints one Markdown row per
+//! `cargo run --release -p ebs-snapper-core --features testing --example plan_scale`). Prints one Markdown row per
 //! size: volumes, snapshots, plan_snapshots ms, plan_retention ms (median of 5), and the process's
 //! peak RSS after that size (VmHWM; sizes run smallest first, so each row is that size's peak).
 
@@ -9,8 +9,7 @@ use std::time::Instant;
 use chrono::Utc;
 use ebs_snapper_core::{plan_retention, plan_snapshots};
 
-#[path = "../benches/synthetic.rs"]
-mod synthetic;
+use ebs_snapper_core::testing::synthetic;
 
 fn median_ms(mut f: impl FnMut()) -> f64 {
     let mut times: Vec<f64> = (0..5)
@@ -53,7 +52,7 @@ fn main() {
         println!("| {volumes} | {} | {snap:.1} | {ret:.1} | {:.0} |", inventory.snapshots.len(), peak_rss_mb());
     }
     // Four tiers (SPEC §11) on the large case, in a process of its own so that its peak is its own:
-    // `cargo run --release -p ebs-snapper-core --example plan_scale -- tiered`.
+    // `cargo run --release -p ebs-snapper-core --features testing --example plan_scale -- tiered`.
 }
 
 fn tiered() {

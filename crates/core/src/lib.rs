@@ -19,14 +19,17 @@ pub mod inventory;
 pub mod job;
 pub mod pace;
 pub mod tags;
+// Builders for tests and benchmarks (core's own tests, or the `testing` feature).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 // The modules by their short paths (`ebs_snapper_core::snapshot_plan`, ...).
-pub use config::{configurations, duration, instance_filters, schedule, tiers};
+pub use config::{configuration_set, duration, instance_filters, schedule, tiers};
 pub use plan::{fleet, replication_plan, retention_plan, snapshot_plan};
 pub use report::{metrics, status};
 
 pub use config::{Configuration, Consistency, CopyDestination, Filter, Strictness, TagValues, Tier};
-pub use configurations::{ConfigurationSet, InvalidConfiguration, NamedConfiguration, StoredConfiguration};
+pub use configuration_set::{ConfigurationSet, InvalidConfiguration, NamedConfiguration, StoredConfiguration};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, DurationError, ScheduleError};
 pub use event::{is_scheduled_event, EventError, WorkerEvent, MAX_CONTINUATIONS};

@@ -6,7 +6,7 @@
 //! string of digits, nested filter lists) keep working.
 
 // What a configuration is made of, and the set of them an account stores.
-pub mod configurations;
+pub mod configuration_set;
 pub mod duration;
 pub mod instance_filters;
 pub mod schedule;

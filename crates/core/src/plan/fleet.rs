@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::config::exclusion;
-use crate::configurations::ConfigurationSet;
+use crate::configuration_set::ConfigurationSet;
 use crate::inventory::{Instance, Inventory};
 use crate::tags::asks_for_backup;
 
@@ -98,7 +98,7 @@ impl FleetFindings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::configurations::StoredConfiguration;
+    use crate::configuration_set::StoredConfiguration;
 
     fn configs(ids: &[&str]) -> ConfigurationSet {
         let text = r#"{"match": {"tag:backup": "yes"}, "snapshot": {"retention": "5 days", "minimum": 1, "frequency": "1 day"}}"#;
@@ -111,12 +111,10 @@ mod tests {
 
     fn instance(id: &str, backup: Option<&str>) -> Instance {
         Instance {
-            id: id.into(),
-            state: "running".into(),
             image_id: None,
             root_device: None,
             tags: backup.map(|v| ("Backup".to_string(), v.to_string())).into_iter().collect(),
-            volumes: Vec::new(),
+            ..crate::testing::instance(id, &[])
         }
     }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::NaiveDate;
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::configurations::ConfigurationSet;
+use crate::configuration_set::ConfigurationSet;
 use crate::ids::is_region_name;
 use crate::inventory::{Snapshot, SnapshotState};
 use crate::job::Job;
@@ -572,23 +572,12 @@ fn state_name(state: SnapshotState) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::Tags;
     use chrono::{TimeZone, Utc};
 
     /// A snapshot; one tagged as a replica is a copy, as EC2 reports it (no volume).
     fn snap(id: &str, state: SnapshotState, tags: &[(&str, &str)]) -> Snapshot {
-        let is_copy = tags.iter().any(|(k, _)| *k == REPLICATION_SRC);
-        Snapshot {
-            id: id.into(),
-            is_copy,
-            volume_id: (!is_copy).then(|| "vol-1".into()),
-            start_time: Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap(),
-            state,
-            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Tags>(),
-            description: format!("desc of {id}"),
-            archived: false,
-            state_message: None,
-        }
+        let b = crate::testing::snapshot(id).state(state).tags(tags).description(&format!("desc of {id}"));
+        if tags.iter().any(|(k, _)| *k == REPLICATION_SRC) { b.copy() } else { b.volume("vol-1") }.build()
     }
 
     /// Peer listings as EC2 answers them, before they are indexed.
@@ -848,7 +837,7 @@ mod tests {
     }
 
     fn dr_configs() -> ConfigurationSet {
-        use crate::configurations::StoredConfiguration;
+        use crate::configuration_set::StoredConfiguration;
         let text = r#"{"match": {"tag:backup": "yes"},
             "snapshot": {"retention": "7 days", "minimum": 2, "frequency": "1 day"},
             "copies": [{"region": "us-west-2", "retention": "90 days", "minimum": 3,

@@ -13,7 +13,7 @@ use rustc_hash::FxHashMap;
 use chrono::NaiveDate;
 
 use crate::config::{largest_minimum, Tier, DEFAULT_TIER};
-use crate::configurations::ConfigurationSet;
+use crate::configuration_set::ConfigurationSet;
 use crate::inventory::{Inventory, Snapshot, SnapshotState};
 use crate::job::Job;
 use crate::report::{Action, ActionReport, Executed, RegionReport, ReportOptions};
@@ -368,7 +368,7 @@ pub fn plan_retention<'a>(
                     .filter_map(|&i| tagged[i as usize].1.snapshot.tags.get(TAG_CONFIG))
                     .filter_map(|id| configs.get(id))
                     .max_by(|a, b| {
-                        let minimum = |n: &crate::configurations::NamedConfiguration| {
+                        let minimum = |n: &crate::configuration_set::NamedConfiguration| {
                             if copies {
                                 n.configuration.copy_minimum(&inventory.region)
                             } else {
@@ -497,7 +497,7 @@ pub fn plan_retention<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::configurations::StoredConfiguration;
+    use crate::configuration_set::StoredConfiguration;
     use crate::inventory::{Attachment, Instance, Tags};
     use chrono::{DateTime, Duration, TimeZone, Utc};
     use std::collections::BTreeMap;
@@ -528,17 +528,7 @@ mod tests {
     /// A completed snapshot of `vol`, started `age` days ago, with DeleteOn `delete_on` days from today.
     fn snap(id: &str, vol: &str, age: i64, delete_on: i64) -> Snapshot {
         let date = (today() + Duration::days(delete_on)).format("%Y-%m-%d").to_string();
-        Snapshot {
-            id: id.into(),
-            is_copy: false,
-            volume_id: Some(vol.into()),
-            start_time: at(age),
-            state: SnapshotState::Completed,
-            tags: [(DELETE_ON.to_string(), date)].into(),
-            description: String::new(),
-            archived: false,
-            state_message: None,
-        }
+        crate::testing::snapshot(id).volume(vol).at(at(age)).tag(DELETE_ON, &date).build()
     }
 
     fn inventory(matched: &[(&str, &str, &[&str])], snapshots: Vec<Snapshot>) -> Inventory {

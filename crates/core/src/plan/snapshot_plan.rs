@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 pub use crate::config::{excluding_tag, exclusion};
 use crate::config::{Configuration, Consistency};
-use crate::configurations::{ConfigurationSet, NamedConfiguration};
+use crate::configuration_set::{ConfigurationSet, NamedConfiguration};
 use crate::inventory::{Attachment, Instance, Inventory, SnapshotState, Tags};
 use crate::job::Job;
 use crate::report::Verdict;
@@ -562,8 +562,8 @@ fn plan_set(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::configurations::StoredConfiguration;
-    use crate::inventory::{Attachment, Instance, Snapshot, Tags, Volume};
+    use crate::configuration_set::StoredConfiguration;
+    use crate::inventory::{Instance, Snapshot, Tags, Volume};
     use crate::tags::{DELETE_ON, TAG_CONFIG};
     use chrono::TimeZone;
     use std::collections::BTreeMap;
@@ -605,21 +605,7 @@ mod tests {
     }
 
     fn instance(id: &str, vols: &[&str]) -> Instance {
-        Instance {
-            id: id.into(),
-            state: "running".into(),
-            image_id: Some("ami-1".into()),
-            root_device: Some("/dev/xvda".into()),
-            tags: [("Name".to_string(), format!("name-{id}")), ("backup".to_string(), "yes".to_string())].into(),
-            volumes: vols
-                .iter()
-                .enumerate()
-                .map(|(i, v)| Attachment {
-                    device: format!("/dev/xvd{}", (b'a' + i as u8) as char),
-                    volume_id: v.to_string(),
-                })
-                .collect(),
-        }
+        crate::testing::instance(id, vols)
     }
 
     fn inventory(matched: &[(&str, &[&str])], instances: Vec<Instance>, snapshots: Vec<Snapshot>) -> Inventory {
@@ -639,17 +625,7 @@ mod tests {
     }
 
     fn snap(id: &str, vol: &str, at: DateTime<Utc>, state: SnapshotState) -> Snapshot {
-        Snapshot {
-            id: id.into(),
-            is_copy: false,
-            volume_id: Some(vol.into()),
-            start_time: at,
-            state,
-            tags: Tags::new(),
-            description: String::new(),
-            archived: false,
-            state_message: None,
-        }
+        crate::testing::snapshot(id).volume(vol).at(at).state(state).build()
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub use crate::schedule::{JOB_INTERVAL, OVERDUE_SLACK};
 
 use crate::config::exclusion;
 use crate::config::Tier;
-use crate::configurations::ConfigurationSet;
+use crate::configuration_set::ConfigurationSet;
 use crate::inventory::{Inventory, Snapshot, SnapshotState};
 use crate::schedule::Schedule;
 use crate::tags::destinations;
@@ -242,7 +242,7 @@ pub fn worst_first(rows: &mut [VolumeStatus]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::configurations::StoredConfiguration;
+    use crate::configuration_set::StoredConfiguration;
     use crate::inventory::{Attachment, Instance, Tags, Volume};
     use crate::tags::{REPLICATION_DST, TAG_COPY_TO, TAG_TIER};
     use chrono::TimeZone;
@@ -259,17 +259,7 @@ mod tests {
         r#"{"match": {"tag:backup": "yes"}, "snapshot": {"retention": "7 days", "minimum": 3, "frequency": "1 day"}}"#;
 
     fn snap(id: &str, vol: &str, hours_ago: i64, state: SnapshotState, tags: &[(&str, &str)]) -> Snapshot {
-        Snapshot {
-            id: id.into(),
-            volume_id: Some(vol.into()),
-            is_copy: false,
-            start_time: now() - TimeDelta::hours(hours_ago),
-            state,
-            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Tags>(),
-            description: String::new(),
-            archived: false,
-            state_message: None,
-        }
+        crate::testing::snapshot(id).volume(vol).at(now() - TimeDelta::hours(hours_ago)).state(state).tags(tags).build()
     }
 
     /// One instance per volume, each volume created `age_hours` ago.
