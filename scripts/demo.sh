@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole product on this machine, against a local AWS emulator: deploy, configure, snapshot,
-# clean, replicate, keep disaster-recovery copies, check. Nothing leaves the machine. Run from the project root:
+# clean, replicate, keep disaster-recovery copies, check, lock. Nothing leaves the machine. Run from the project root:
 #
 #   scripts/demo.sh
 #
@@ -71,5 +71,11 @@ snapper configure -c
 
 say "Status" "What is protected, volume by volume, worst first (the ignored instance's and the excluded scratch volume are not listed): pay-1's two volumes come first as never, since the demo deleted their snapshots (their copies in eu-west-1 remain); every other selected volume is ok, and COPIES says whether its newest snapshot has been copied. It only reads."
 snapper status
+
+say "Snapshot lock" "The ledger's snapshots get a compliance lock (no cool-off: in force at once; configure warns what that costs). The next snapshot run finds them unlocked and locks each until its DeleteOn; then someone holding the account's keys tries to delete them, and EC2 refuses; status shows the lock."
+snapper configure -s ledger '{"match": {"tag:backup": "daily"}, "snapshot": {"retention": "30 days", "minimum": 7, "frequency": "cron(0 1 * * ? *)", "lock": {"mode": "compliance"}}}'
+snapper snapshot --region us-west-2
+fleet try-delete us-west-2 ledger
+snapper status --region us-west-2
 
 say "Done" "The emulator stops now; nothing was sent beyond this machine."

@@ -6,6 +6,8 @@
   demo_fleet.py key REGION        create a KMS key in REGION; prints its ARN
   demo_fleet.py copies REGION     print the disaster-recovery copies in REGION as a table
   demo_fleet.py drop REGION INSTANCE  delete every snapshot of INSTANCE's volumes in REGION
+  demo_fleet.py try-delete REGION CONFIG  try to delete every snapshot of configuration CONFIG
+                                  (as an attacker with the account's keys would); print what EC2 says
 """
 import sys
 from datetime import date, timedelta
@@ -101,8 +103,19 @@ def drop(region, instance):
     print(f"deleted {n} snapshot(s) of {instance} in {region}")
 
 
+def try_delete(region, config):
+    c = ec2(region)
+    for s in c.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "tag:ebs-snapper:config", "Values": [config]}])["Snapshots"]:
+        try:
+            c.delete_snapshot(SnapshotId=s["SnapshotId"])
+            print(f"{s['SnapshotId']}: deleted")
+        except c.exceptions.ClientError as e:
+            print(f"{s['SnapshotId']}: refused: {e.response['Error']['Code']}: {e.response['Error']['Message']}")
+
+
 {
     "fleet": lambda: fleet(),
+    "try-delete": lambda: try_delete(sys.argv[2], sys.argv[3]),
     "snapshots": lambda: snapshots(sys.argv[2]),
     "expire": lambda: expire(sys.argv[2]),
     "key": lambda: key(sys.argv[2]),

@@ -36,6 +36,17 @@ Run as moto_server is (same arguments). Each change below is AWS's documented be
 - A stack update changes an IAM role's trust policy and inline policies (moto keeps the old
   ones), and a template's AWS::NoValue inside a list leaves no element there (moto leaves a
   null, e.g. a trust statement chosen away by Fn::If).
+- Snapshot lock, which moto lacks, as the EC2 API reference documents it: LockSnapshot (with
+  its refusals: both or neither of LockDuration and ExpirationDate, a date not in the future, a
+  CoolOffPeriod in governance mode, out of 1-72 or once the cool-off has ended, a shorter lock or
+  another mode once a compliance lock's cool-off has ended; a snapshot in neither pending nor
+  completed), UnlockSnapshot (refused in compliance mode after the cool-off),
+  DescribeLockedSnapshots (pages of at most LOCK_PAGE entries with a NextToken whatever
+  MaxResults asks, the expired locks listed too, the lock-state filter), lock states that follow
+  the clock (compliance-cooloff -> compliance -> expired), DeleteSnapshot refused while locked
+  (SNAPSHOT_LOCKED_CODE), and a snapshot that ends in error losing its lock. The test bed moves a
+  lock's clock with two tags: test-bed:cool-off-ended ends its cool-off now, test-bed:lock-expired
+  ends the lock now (both removed once applied).
 
 And one thing only a test bed does: a history. A snapshot created with the tag
 test-bed:start-time (RFC 3339) or test-bed:state, or a volume with test-bed:create-time, gets
@@ -48,7 +59,7 @@ listed) is done by the test bed's proxy instead (crates/cli/tests/e2e/support/fa
 import fnmatch
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from moto.core.responses import ActionResult
 from moto.ec2 import utils as ec2_utils
@@ -322,6 +333,203 @@ def modify_snapshot_tier(self, snapshot_id, storage_tier):
     return _modify_snapshot_tier(self, snapshot_id, storage_tier)
 
 
+
+# Snapshot lock (SPEC section 16). The error a locked snapshot's DeleteSnapshot gets (see DESIGN,
+# "Snapshot lock", for the source).
+SNAPSHOT_LOCKED_CODE = "SnapshotLocked"
+# DescribeLockedSnapshots answers at most this many locks a page, whatever MaxResults asks (AWS
+# may answer fewer than asked): small, so that every test crosses a page boundary.
+LOCK_PAGE = 5
+LOCK_MODES = ("governance", "compliance")
+
+
+def _utcnow():
+    return datetime.now(timezone.utc)
+
+
+def _parse_time(text):
+    return datetime.fromisoformat(str(text).replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def _iso(when):
+    return when.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+class SnapshotLock:
+    def __init__(self, mode, created, expires, cool_off_hours, duration_days, duration_start):
+        self.mode = mode
+        self.created = created
+        self.expires = expires
+        self.cool_off_hours = cool_off_hours
+        self.cool_off_expires = (created + timedelta(hours=cool_off_hours)) if cool_off_hours else None
+        self.duration_days = duration_days
+        self.duration_start = duration_start
+
+    def state(self, now=None):
+        now = now or _utcnow()
+        if now >= self.expires:
+            return "expired"
+        if self.mode == "governance":
+            return "governance"
+        if self.cool_off_expires is not None and now < self.cool_off_expires:
+            return "compliance-cooloff"
+        return "compliance"
+
+    def describe(self, snapshot_id, owner=None):
+        out = {
+            "SnapshotId": snapshot_id,
+            "LockState": self.state(),
+            "LockCreatedOn": _iso(self.created),
+            "LockExpiresOn": _iso(self.expires),
+        }
+        if owner:
+            out["OwnerId"] = owner
+        if self.duration_days is not None:
+            out["LockDuration"] = self.duration_days
+            out["LockDurationStartTime"] = _iso(self.duration_start)
+        if self.cool_off_hours:
+            out["CoolOffPeriod"] = self.cool_off_hours
+            out["CoolOffPeriodExpiresOn"] = _iso(self.cool_off_expires)
+        return out
+
+
+def _lock_of(snapshot):
+    """The snapshot's lock, after the test bed's clock tags and AWS's rule that a snapshot whose
+    creation fails loses its lock."""
+    lock = getattr(snapshot, "lock", None)
+    if lock is None:
+        return None
+    if snapshot.status == "error":
+        snapshot.lock = None
+        return None
+    tags = snapshot.ec2_backend.tags.get(snapshot.id, {})
+    now = _utcnow()
+    if tags.pop("test-bed:cool-off-ended", None) is not None and lock.cool_off_expires is not None:
+        lock.cool_off_expires = min(lock.cool_off_expires, now)
+    if tags.pop("test-bed:lock-expired", None) is not None:
+        lock.expires = min(lock.expires, now)
+    return lock
+
+
+def _invalid(message, code="InvalidParameterValue"):
+    return EC2ClientError(code, message)
+
+
+def lock_snapshot(self):
+    snapshot_id = self._get_param("SnapshotId")
+    mode = self._get_param("LockMode")
+    cool_off = self._get_param("CoolOffPeriod")
+    duration = self._get_param("LockDuration")
+    expiration = self._get_param("ExpirationDate")
+    self.error_on_dryrun()
+    snapshot = self.ec2_backend.get_snapshot(snapshot_id)
+    if mode not in LOCK_MODES:
+        raise _invalid(f"Value ({mode}) for parameter lockMode is invalid.")
+    if (duration is None) == (expiration is None):
+        raise _invalid(
+            "Specify either a lock duration or an expiration date, but not both.", "InvalidParameterCombination"
+        )
+    if snapshot.status not in ("pending", "completed"):
+        raise EC2ClientError(
+            "IncorrectState", f"The snapshot '{snapshot_id}' is in state {snapshot.status} and cannot be locked."
+        )
+    now = _utcnow()
+    if expiration is not None:
+        expires = _parse_time(expiration)
+        days = None
+        if expires <= now:
+            raise _invalid("The expiration date must be in the future.")
+    else:
+        days = int(duration)
+        if not 1 <= days <= 36500:
+            raise _invalid(f"Value ({days}) for parameter lockDuration is invalid. Valid range is 1-36500.")
+        expires = now + timedelta(days=days)
+    hours = int(cool_off) if cool_off is not None else None
+    if hours is not None and mode != "compliance":
+        raise _invalid("A cooling-off period can be specified only for compliance mode.", "InvalidParameterCombination")
+    if hours is not None and not 1 <= hours <= 72:
+        raise _invalid(f"Value ({hours}) for parameter coolOffPeriod is invalid. Valid range is 1-72.")
+    current = _lock_of(snapshot)
+    state = current.state(now) if current else None
+    if state == "compliance":
+        if hours is not None:
+            raise _invalid("The cooling-off period has expired; it cannot be specified.", "InvalidParameterCombination")
+        if mode != "compliance":
+            raise EC2ClientError(
+                "OperationNotPermitted", f"The lock mode of snapshot {snapshot_id} is compliance and cannot be changed."
+            )
+        if expires < current.expires:
+            raise EC2ClientError(
+                "OperationNotPermitted",
+                f"The lock of snapshot {snapshot_id} can only be extended in compliance mode.",
+            )
+    if current is not None and state != "expired" and hours is None:
+        # A change of a lock keeps its cool-off (a cool-off is set once, when it is given).
+        lock = SnapshotLock(mode, current.created, expires, None, days, now if days else None)
+        lock.cool_off_hours, lock.cool_off_expires = current.cool_off_hours, current.cool_off_expires
+    else:
+        lock = SnapshotLock(mode, now, expires, hours, days, now if days else None)
+    snapshot.lock = lock
+    return ActionResult(lock.describe(snapshot_id))
+
+
+def unlock_snapshot(self):
+    snapshot_id = self._get_param("SnapshotId")
+    self.error_on_dryrun()
+    snapshot = self.ec2_backend.get_snapshot(snapshot_id)
+    lock = _lock_of(snapshot)
+    if lock is not None and lock.state() == "compliance":
+        raise EC2ClientError(
+            "OperationNotPermitted",
+            f"Snapshot {snapshot_id} is locked in compliance mode after its cooling-off period and cannot be unlocked.",
+        )
+    snapshot.lock = None
+    return ActionResult({"SnapshotId": snapshot_id})
+
+
+def describe_locked_snapshots(self):
+    snapshot_ids = self._get_param("SnapshotIds", []) or []
+    filters = self._filters_from_querystring() or {}
+    wanted_states = filters.get("lock-state")
+    max_results = self._get_param("MaxResults")
+    if max_results is not None and not 5 <= int(max_results) <= 1000:
+        raise _invalid(f"Value ({max_results}) for parameter maxResults is invalid. Valid range is 5-1000.")
+    items = []
+    for snapshot in list(self.ec2_backend.snapshots.values()):
+        if snapshot_ids and snapshot.id not in snapshot_ids:
+            continue
+        lock = _lock_of(snapshot)
+        if lock is None:
+            continue
+        if wanted_states and lock.state() not in wanted_states:
+            continue
+        items.append(lock.describe(snapshot.id, owner=snapshot.owner_id))
+    items.sort(key=lambda i: i["SnapshotId"])
+    token = self._get_param("NextToken") or "0"
+    if not token.isdigit():
+        raise _invalid(f"Invalid value '{token}' for nextToken")
+    start = int(token)
+    size = min(int(max_results or 1000), LOCK_PAGE)
+    page = {"Snapshots": items[start : start + size]}
+    if start + size < len(items):
+        page["NextToken"] = str(start + size)
+    return ActionResult(page)
+
+
+_delete_snapshot = elastic_block_store.EBSBackend.delete_snapshot
+
+
+def delete_snapshot(self, snapshot_id):
+    snapshot = self.snapshots.get(snapshot_id)
+    lock = _lock_of(snapshot) if snapshot is not None else None
+    if lock is not None and lock.state() != "expired":
+        raise EC2ClientError(
+            SNAPSHOT_LOCKED_CODE,
+            f"The snapshot '{snapshot_id}' is locked and cannot be deleted until {_iso(lock.expires)}.",
+        )
+    return _delete_snapshot(self, snapshot_id)
+
+
 HISTORY_TAGS = {
     "test-bed:start-time": ("snapshots", "start_time"),
     "test-bed:create-time": ("volumes", "create_time"),
@@ -569,6 +777,10 @@ elastic_block_store.EBSBackend.copy_snapshot = copy_snapshot
 elastic_block_store.EBSBackend.create_snapshots = create_snapshots
 elastic_block_store.EBSBackend.modify_snapshot_tier = modify_snapshot_tier
 AmisResponse.register_image = register_image
+ElasticBlockStore.lock_snapshot = lock_snapshot
+ElasticBlockStore.unlock_snapshot = unlock_snapshot
+ElasticBlockStore.describe_locked_snapshots = describe_locked_snapshots
+elastic_block_store.EBSBackend.delete_snapshot = delete_snapshot
 ElasticBlockStore.create_snapshot = _with_history(ElasticBlockStore.create_snapshot)
 ElasticBlockStore.create_volume = _with_history(ElasticBlockStore.create_volume)
 

@@ -27,9 +27,10 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::retry::ErrorKind;
+use ebs_snapper_core::lock_plan::LockRequest;
 use ebs_snapper_core::snapshot_plan::{SetExecuted, SetRequest};
 use ebs_snapper_core::tags::{TAG_CONFIG, TAG_SET};
-use ebs_snapper_core::{Executed, SnapshotRequest};
+use ebs_snapper_core::{Executed, LockMode, SnapshotRequest};
 use futures::stream::{self, StreamExt};
 use tracing::{info, warn};
 
@@ -100,8 +101,9 @@ fn snapshot_tags(tags: &[(String, String)]) -> TagSpecification {
     TagSpecification::builder().resource_type(ResourceType::Snapshot).set_tags(Some(tags)).build()
 }
 
-/// Deletion errors that are logged and skipped: the snapshot backs an AMI, or is already gone.
-const DELETE_SKIPPABLE: [&str; 2] = ["InvalidSnapshot.InUse", "InvalidSnapshot.NotFound"];
+/// Deletion errors that are logged and skipped: the snapshot backs an AMI, is already gone, or
+/// was locked after it was listed (EC2's `SnapshotLocked`; SPEC §16: a lock is never a failure).
+const DELETE_SKIPPABLE: [&str; 3] = ["InvalidSnapshot.InUse", "InvalidSnapshot.NotFound", "SnapshotLocked"];
 
 /// Snapshot-creation errors that leave the volume due for the next run (a warning, not a failure).
 const CREATE_SKIPPABLE: [&str; 2] = ["ConcurrentSnapshotLimitExceeded", "SnapshotCreationPerVolumeRateExceeded"];
@@ -618,6 +620,56 @@ pub async fn copy_snapshots(
         });
     }
     outcomes
+}
+
+/// `LockSnapshot` refusals meaning there is nothing to lock: the snapshot is gone, or failed
+/// (EC2 locks only pending and completed snapshots, and a failed one loses its lock).
+const LOCK_SKIPPABLE: [&str; 2] = ["InvalidSnapshot.NotFound", "IncorrectState"];
+
+/// Locks the snapshots (`LockSnapshot` with `ExpirationDate`, never `LockDuration`), at most
+/// [`MUTATION_CONCURRENCY`] at once; outcomes in request order. Sending a lock again is harmless
+/// (the same date and mode), so the SDK's retries stand; a lock whose answer was lost is found
+/// missing, or short, by the next run's listing and sent again.
+pub async fn lock_snapshots(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    requests: &[&LockRequest],
+    budget: &TimeBudget,
+) -> Vec<Executed> {
+    bounded(requests, budget, Executed::Deferred, |request, attempts| async move {
+        let mode = match request.mode {
+            LockMode::Governance => aws_sdk_ec2::types::LockMode::Governance,
+            LockMode::Compliance => aws_sdk_ec2::types::LockMode::Compliance,
+        };
+        let sent = client
+            .lock_snapshot()
+            .snapshot_id(&request.snapshot_id)
+            .lock_mode(mode)
+            .expiration_date(aws_smithy_types::DateTime::from_secs(request.until.timestamp()))
+            .set_cool_off_period(request.cool_off_hours.map(i32::from))
+            .customize()
+            .interceptor(attempts)
+            .send()
+            .await;
+        match sent {
+            Err(e) if not_sent(&e) => Executed::Deferred,
+            Ok(_) => {
+                info!(region = %region, snapshot_id = %request.snapshot_id, mode = request.mode.as_str(), until = %request.until, "locked snapshot");
+                Executed::Done(None)
+            }
+            Err(e) => {
+                let e = AwsError::call("LockSnapshot", region, e);
+                if e.code().is_some_and(|c| LOCK_SKIPPABLE.contains(&c)) {
+                    warn!(region, snapshot_id = %request.snapshot_id, error = %e, "snapshot not locked");
+                    Executed::Skipped(e.to_string())
+                } else {
+                    warn!(region, snapshot_id = %request.snapshot_id, error = %e, "locking failed");
+                    Executed::Failed(e.to_string())
+                }
+            }
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::types::Filter;
 use chrono::{DateTime, Utc};
-use ebs_snapper_core::{Attachment, ConfigurationSet, Instance, Inventory, Snapshot, SnapshotState, Tags, Volume};
+use ebs_snapper_core::{
+    Attachment, ConfigurationSet, Instance, Inventory, LockState, Locks, Snapshot, SnapshotLock, SnapshotState, Tags,
+    Volume,
+};
 use tracing::{debug, info, warn};
 
 use crate::error::AwsError;
@@ -58,6 +61,17 @@ pub const RETENTION_TAGS: [&str; 6] = [
 /// its own snapshots); and the destinations of its copies, which the status report checks.
 pub const DUE_TAGS: [&str; 3] =
     [ebs_snapper_core::tags::TAG_TIER, ebs_snapper_core::tags::REPLICATION_DST, ebs_snapper_core::tags::TAG_COPY_TO];
+
+/// [`DUE_TAGS`], and what the lock planner reads of a snapshot: its configuration, its date
+/// and whether it is a copy.
+pub const DUE_AND_LOCK_TAGS: [&str; 6] = [
+    ebs_snapper_core::tags::TAG_TIER,
+    ebs_snapper_core::tags::REPLICATION_DST,
+    ebs_snapper_core::tags::TAG_COPY_TO,
+    ebs_snapper_core::tags::TAG_CONFIG,
+    ebs_snapper_core::tags::DELETE_ON,
+    ebs_snapper_core::tags::REPLICATION_SRC,
+];
 
 /// How long EC2's listings may lag a mutation (EC2's API is eventually consistent: a new
 /// snapshot may be missing from `DescribeSnapshots` for a few seconds):
@@ -139,7 +153,10 @@ pub async fn gather(
 ) -> Result<Inventory, AwsError> {
     let mut inventory = match_instances(client, region, configs, Matching::Snapshot).await?;
     let volume_ids = with_volumes(client, region, &mut inventory).await?;
-    inventory.snapshots = describe_snapshots_of_volumes(client, region, &volume_ids).await?;
+    // Under a lock, the tags that say which lock a snapshot wants, too (SPEC §16).
+    let detail =
+        if ebs_snapper_core::lock_plan::any_lock(configs, true) { &DUE_AND_LOCK_TAGS[..] } else { &DUE_TAGS[..] };
+    inventory.snapshots = describe_snapshots_of_volumes(client, region, &volume_ids, detail).await?;
     info!(
         region,
         instances = inventory.instances.len(),
@@ -311,10 +328,11 @@ async fn describe_snapshots_of_volumes(
     client: &aws_sdk_ec2::Client,
     region: &str,
     volume_ids: &[String],
+    tags: &'static [&'static str],
 ) -> Result<Vec<Snapshot>, AwsError> {
     in_batches(volume_ids, |batch| {
         let filters = vec![ec2_filter("volume-id", batch.iter().cloned())];
-        describe_own_snapshots(client, region, filters, SnapshotDetail::Tags(&DUE_TAGS))
+        describe_own_snapshots(client, region, filters, SnapshotDetail::Tags(tags))
     })
     .await
 }
@@ -402,6 +420,37 @@ pub async fn gather_for_clean(
     );
     Ok((inventory, ignored_volumes))
 }
+
+/// The region's snapshot locks (`DescribeLockedSnapshots`, every page: EC2 pages by `NextToken`,
+/// at most 1,000 a page, and lists expired locks too). One listing per run that needs it (SPEC
+/// §16); a lock of a state this tool does not know is taken to hold.
+pub async fn describe_locks(client: &aws_sdk_ec2::Client, region: &str) -> Result<Locks, AwsError> {
+    let mut locks = Locks::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = client
+            .describe_locked_snapshots()
+            .max_results(LOCK_PAGE)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| AwsError::call("DescribeLockedSnapshots", region, e))?;
+        for info in page.snapshots() {
+            let Some(id) = info.snapshot_id() else { continue };
+            let state = info.lock_state().and_then(|s| LockState::parse(s.as_str())).unwrap_or(LockState::Compliance);
+            let expires = info.lock_expires_on().map(|t| to_chrono(Some(t)));
+            locks.insert(id.to_string(), SnapshotLock { state, expires });
+        }
+        match page.next_token() {
+            Some(next) if !next.is_empty() => token = Some(next.to_string()),
+            _ => break,
+        }
+    }
+    Ok(locks)
+}
+
+/// The largest page `DescribeLockedSnapshots` answers.
+const LOCK_PAGE: i32 = 1000;
 
 #[cfg(test)]
 mod tests {

@@ -5,12 +5,16 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use ebs_snapper_core::lock_plan::{
+    any_lock, copy_lock_of, decide, plan_locks, report_locks, requests as lock_requests, source_lock_of,
+    wanted_source_lock, LockDecision,
+};
 use ebs_snapper_core::tags::{
     DELETE_ON, REPLICATION_DST, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, TAG_CONFIG, TAG_COPY_TO,
 };
 use ebs_snapper_core::{
-    peer_regions, plan_replication, plan_retention, plan_snapshots, ConfigurationSet, Executed, Job, PeerIndex,
-    PeerListing, RegionReport, ReportOptions, VERSION,
+    peer_regions, plan_replication, plan_retention, plan_snapshots, ConfigurationSet, Executed, Job, Lock, PeerIndex,
+    PeerListing, RegionReport, ReportOptions, SnapshotState, Tags, VERSION,
 };
 use tracing::warn;
 
@@ -19,10 +23,11 @@ use crate::config_store::{table_name, ConfigStore};
 use crate::error::AwsError;
 use crate::executor::{
     archive_snapshots, copy_snapshots, create_snapshot_sets, create_snapshots, delete_snapshot, delete_snapshots,
+    lock_snapshots,
 };
 use crate::inventory::{
-    describe_own_snapshots, describe_own_snapshots_by_id, each_own_snapshot, gather, gather_for_clean, listing_lag,
-    replication_filter, until_listed, SnapshotDetail,
+    describe_locks, describe_own_snapshots, describe_own_snapshots_by_id, each_own_snapshot, gather, gather_for_clean,
+    listing_lag, replication_filter, until_listed, SnapshotDetail,
 };
 use crate::lease::{Lease, LeaseScope, Taken};
 use crate::sdk::Aws;
@@ -181,25 +186,71 @@ async fn snapshot_unleased(
     opts: JobOptions<'_>,
 ) -> RegionReport {
     let client = aws_sdk_ec2::Client::new(&aws.in_region(region));
-    let inventory = match gather(&client, region, configs).await {
+    let mut inventory = match gather(&client, region, configs).await {
         Ok(inventory) => inventory,
         Err(e) => {
             warn!(region, error = %e, "could not gather the inventory");
             return RegionReport::failed(Job::Snapshot, region, opts.dry_run, e.to_string());
         }
     };
+    // Under a lock, the region's locks are read (one listing) so that a snapshot whose lock is
+    // missing or short is locked now (SPEC §16, "locks only grow").
+    let mut lock_listing_failed = None;
+    if any_lock(configs, true) {
+        match describe_locks(&client, region).await {
+            Ok(locks) => inventory.locks = locks,
+            Err(e) => {
+                warn!(region, error = %e, "could not list the region's snapshot locks");
+                lock_listing_failed = Some(e);
+            }
+        }
+    }
     let plan = plan_snapshots(configs, &inventory, now, VERSION);
     log_warnings(region, &plan.warnings);
-    let (created, sets) = if opts.dry_run {
-        (Vec::new(), Vec::new())
+    let mut locks = match lock_listing_failed {
+        None => plan_locks(&inventory.snapshots, |s| wanted_source_lock(configs, s), &inventory.locks, Utc::now()),
+        Some(_) => Vec::new(),
+    };
+    let (created, sets, locked) = if opts.dry_run {
+        (Vec::new(), Vec::new(), Vec::new())
     } else {
-        let requests: Vec<_> = plan.requests().map(|(_, request)| request).collect();
+        let requests_made: Vec<_> = plan.requests().map(|(_, request)| request).collect();
         let sets: Vec<_> = plan.sets.iter().collect();
         // One after the other, so that no more than the executor's bound is in flight.
-        let created = create_snapshots(&client, region, &requests, &opts.budget).await;
-        (created, create_snapshot_sets(&client, region, &sets, &opts.budget).await)
+        let created = create_snapshots(&client, region, &requests_made, &opts.budget).await;
+        let sets_made = create_snapshot_sets(&client, region, &sets, &opts.budget).await;
+        // Each new snapshot under a lock is locked right after it is made, pending or not (a
+        // set's snapshots one by one).
+        let new = requests_made
+            .iter()
+            .zip(&created)
+            .filter_map(|(request, executed)| match executed {
+                Executed::Done(Some(id)) => Some((id.as_str(), &request.tags)),
+                _ => None,
+            })
+            .chain(
+                sets.iter()
+                    .zip(&sets_made)
+                    .flat_map(|(set, made)| made.snapshots.iter().map(|(_, id)| (id.as_str(), &set.tags))),
+            );
+        for (id, tags) in new {
+            let tags: Tags = tags.iter().cloned().collect();
+            if let Some((lock, date)) = source_lock_of(configs, &tags) {
+                locks.extend(decide(id, lock, date, None, Utc::now()));
+            }
+        }
+        let locked = lock_snapshots(&client, region, &lock_requests(&locks), &opts.budget).await;
+        (created, sets_made, locked)
     };
-    plan.report(&inventory.failed_configs, created, sets, opts.report())
+    let mut report = plan.report(&inventory.failed_configs, created, sets, opts.report());
+    report_locks(&mut report, opts.report(), &locks, locked, None);
+    if let Some(e) = lock_listing_failed {
+        report.failed += 1;
+        report.errors.push(format!(
+            "could not list the region's snapshot locks, so no missing lock was sent again (new snapshots were locked): {e}"
+        ));
+    }
+    report
 }
 
 /// Runs the clean job in one region: gather -> plan -> execute -> report.
@@ -211,23 +262,37 @@ pub async fn clean_region(
     opts: JobOptions<'_>,
 ) -> RegionReport {
     let client = aws_sdk_ec2::Client::new(&aws.in_region(region));
-    let (inventory, ignored_volumes) = match gather_for_clean(&client, region, configs).await {
+    let (mut inventory, ignored_volumes) = match gather_for_clean(&client, region, configs).await {
         Ok(found) => found,
         Err(e) => {
             warn!(region, error = %e, "could not gather the inventory");
             return RegionReport::failed(Job::Clean, region, opts.dry_run, e.to_string());
         }
     };
+    // The region's locks, read once: no locked snapshot is ever sent to DeleteSnapshot (SPEC
+    // §16), so without them nothing is deleted.
+    inventory.locks = match describe_locks(&client, region).await {
+        Ok(locks) => locks,
+        Err(e) => {
+            warn!(region, error = %e, "could not list the region's snapshot locks");
+            let error = format!("could not list the region's snapshot locks, so nothing was deleted: {e}");
+            return RegionReport::failed(Job::Clean, region, opts.dry_run, error);
+        }
+    };
     let plan = plan_retention(configs, &inventory, &ignored_volumes, now.date_naive());
     log_warnings(region, &plan.warnings);
-    let (deleted, archived) = if opts.dry_run {
-        (Vec::new(), Vec::new())
+    let (deleted, archived, locked) = if opts.dry_run {
+        (Vec::new(), Vec::new(), Vec::new())
     } else {
         let deleted = delete_snapshots(&client, region, &plan.delete_ids(), &opts.budget).await;
-        (deleted, archive_snapshots(&client, region, &plan.archive_ids(), &opts.budget).await)
+        let archived = archive_snapshots(&client, region, &plan.archive_ids(), &opts.budget).await;
+        (deleted, archived, lock_snapshots(&client, region, &plan.lock_requests(), &opts.budget).await)
     };
-    plan.report(&inventory.failed_configs, deleted, archived, opts.report())
+    plan.report(&inventory.failed_configs, deleted, archived, locked, opts.report())
 }
+
+/// A copy in a destination that should carry a lock: its id, the lock, and its `DeleteOn`.
+type CopyToLock = (String, Lock, chrono::NaiveDate);
 
 /// What the replication planner reads of a region's snapshots: only the replication tags, the
 /// disaster-recovery destinations and the configuration that asks for them (the sources to copy
@@ -272,16 +337,28 @@ async fn replication_unleased(
             return RegionReport::failed(Job::Replication, region, opts.dry_run, e.to_string());
         }
     };
-    // Exactly the peer regions the tags name, each listed once, concurrently.
-    let peers: BTreeMap<String, PeerListing> =
+    // Exactly the peer regions the tags name, each listed once, concurrently. Of a peer's
+    // snapshots, the copies this region made there under a lock are also noted, so that a copy
+    // whose lock is missing or short is locked now (SPEC §16).
+    let lock_copies = any_lock(configs, false);
+    let listed: Vec<(String, PeerListing, Vec<CopyToLock>)> =
         futures::future::join_all(peer_regions(region, &local).into_iter().map(|peer| async move {
             if !enabled.contains(&peer) {
-                return (peer, Err("not an enabled region of this account".to_string()));
+                return (peer, Err("not an enabled region of this account".to_string()), Vec::new());
             }
             let peer_client = aws_sdk_ec2::Client::new(&aws.in_region(&peer));
             // Indexed page by page: of a peer's snapshots only what the planner asks is kept.
             let mut index = PeerIndex::new(region);
+            let mut to_lock = Vec::new();
             let listing = each_own_snapshot(&peer_client, &peer, vec![replication_filter()], PEER_DETAIL, |s| {
+                if lock_copies
+                    && s.tags.get(REPLICATION_SRC) == Some(region)
+                    && matches!(s.state, SnapshotState::Pending | SnapshotState::Completed)
+                {
+                    if let Some((lock, date)) = copy_lock_of(configs, &peer, &s.tags) {
+                        to_lock.push((s.id.clone(), lock, date));
+                    }
+                }
                 index.add(&s)
             })
             .await
@@ -293,10 +370,18 @@ async fn replication_unleased(
                 warn!(region = %peer, error = %e, "could not list the peer region; nothing is deleted on its account");
                 e.to_string()
             });
-            (peer, listing)
+            (peer, listing, to_lock)
         }))
-        .await
+        .await;
+    let mut copies_to_lock: BTreeMap<String, Vec<CopyToLock>> = BTreeMap::new();
+    let peers: BTreeMap<String, PeerListing> = listed
         .into_iter()
+        .map(|(peer, listing, to_lock)| {
+            if !to_lock.is_empty() {
+                copies_to_lock.insert(peer.clone(), to_lock);
+            }
+            (peer, listing)
+        })
         .collect();
     // A peer that could not be listed stalls replication to and from it: a failure to report
     // (and to alarm on), not a skip. A peer that is not enabled is only a skip.
@@ -326,6 +411,29 @@ async fn replication_unleased(
     let requests = plan.copy_requests(&sources);
     drop(sources);
     let mut failures = listing_failures;
+    // The copies' locks, per destination: those found missing or short (one lock listing per
+    // destination that has any), then those of the copies made now.
+    let lock_now = Utc::now();
+    let mut lock_decisions: BTreeMap<String, Vec<LockDecision>> = BTreeMap::new();
+    for (peer, to_lock) in copies_to_lock {
+        let peer_client = aws_sdk_ec2::Client::new(&aws.in_region(&peer));
+        match describe_locks(&peer_client, &peer).await {
+            Ok(locks) => {
+                let decisions = to_lock
+                    .iter()
+                    .filter_map(|(id, lock, date)| decide(id, *lock, *date, locks.get(id), lock_now))
+                    .collect();
+                lock_decisions.insert(peer, decisions);
+            }
+            Err(e) => {
+                warn!(region = %peer, error = %e, "could not list the snapshot locks of the destination");
+                failures.push(format!(
+                    "could not list the snapshot locks of {peer}, so no missing lock of a copy there was sent again: {e}"
+                ));
+            }
+        }
+    }
+    let mut lock_outcomes: BTreeMap<String, Vec<Executed>> = BTreeMap::new();
     let (deleted, copied) = if opts.dry_run {
         (Vec::new(), Vec::new())
     } else {
@@ -345,7 +453,32 @@ async fn replication_unleased(
             }
         }
         let requests: Vec<_> = requests.iter().collect();
-        (deleted, copy_snapshots(aws, &requests, &opts.budget).await)
+        let copied = copy_snapshots(aws, &requests, &opts.budget).await;
+        // Each copy under a lock is locked in its destination right after it is made.
+        for (request, executed) in requests.iter().zip(&copied) {
+            let Executed::Done(Some(id)) = executed else { continue };
+            let tags: Tags = request.tags.iter().cloned().collect();
+            if let Some((lock, date)) = copy_lock_of(configs, &request.destination_region, &tags) {
+                lock_decisions.entry(request.destination_region.clone()).or_default().extend(decide(
+                    id,
+                    lock,
+                    date,
+                    None,
+                    Utc::now(),
+                ));
+            }
+        }
+        for (dst, decisions) in &lock_decisions {
+            let dst_client = aws_sdk_ec2::Client::new(&aws.in_region(dst));
+            lock_outcomes
+                .insert(dst.clone(), lock_snapshots(&dst_client, dst, &lock_requests(decisions), &opts.budget).await);
+        }
+        (deleted, copied)
     };
-    plan.report(failures, deleted, copied, opts.report())
+    let mut report = plan.report(failures, deleted, copied, opts.report());
+    for (dst, decisions) in &lock_decisions {
+        let outcomes = lock_outcomes.remove(dst).unwrap_or_default();
+        report_locks(&mut report, opts.report(), decisions, outcomes, Some(dst));
+    }
+    report
 }

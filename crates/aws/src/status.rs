@@ -10,7 +10,7 @@ use ebs_snapper_core::tags::REPLICATION_SNAPSHOT_ID;
 use ebs_snapper_core::ConfigurationSet;
 
 use crate::error::AwsError;
-use crate::inventory::{describe_own_snapshots, ec2_filter, gather, in_batches, SnapshotDetail};
+use crate::inventory::{describe_locks, describe_own_snapshots, ec2_filter, gather, in_batches, SnapshotDetail};
 use crate::sdk::Aws;
 
 /// The status of every selected volume in `region`.
@@ -22,7 +22,11 @@ pub async fn region_status(
     now: DateTime<Utc>,
 ) -> Result<Vec<VolumeStatus>, AwsError> {
     let client = aws_sdk_ec2::Client::new(&aws.in_region(region));
-    let inventory = gather(&client, region, configs).await?;
+    let mut inventory = gather(&client, region, configs).await?;
+    // The locks only where a configuration locks (one listing), for the LOCK column.
+    if ebs_snapper_core::lock_plan::any_lock(configs, true) {
+        inventory.locks = describe_locks(&client, region).await?;
+    }
     let mut rows = volume_statuses(account, configs, &inventory, &BTreeMap::new(), now);
     drop(inventory);
     // Each row's newest snapshot tagged for a copy, by destination: one listing per destination

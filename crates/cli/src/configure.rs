@@ -125,6 +125,9 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &ConfigureArgs) -> Result<O
             let text = set_text.expect("validated above for Set");
             store.put(&account, &id, &text).await?;
             line(&format!("Saved to key {id} under account {account}"))?;
+            if let Some(warning) = compliance_warning(&text) {
+                eprintln!("warning: {warning}");
+            }
             Ok(Outcome::Done)
         }
         Action::Delete(id) => {
@@ -185,6 +188,30 @@ fn validated_json(json: &str) -> Result<String, CliError> {
     Configuration::parse(&text, Strictness::Strict)?;
     let value: serde_json::Value = serde_json::from_str(&text).expect("parsed above");
     Ok(serde_json::to_string(&value).expect("a JSON value serialises"))
+}
+
+/// The one warning a configuration with a compliance lock gets when it is stored (SPEC §16).
+fn compliance_warning(text: &str) -> Option<String> {
+    let c = Configuration::parse(text, Strictness::Strict).ok()?.configuration;
+    let mut locked: Vec<String> = c
+        .tiers
+        .iter()
+        .filter(|t| t.lock.is_some_and(|l| l.mode == ebs_snapper_core::LockMode::Compliance))
+        .map(|t| if c.tiered { format!("tier {}", t.name) } else { "snapshot".to_string() })
+        .collect();
+    locked.extend(
+        c.copies
+            .iter()
+            .filter(|d| d.lock.is_some_and(|l| l.mode == ebs_snapper_core::LockMode::Compliance))
+            .map(|d| format!("copies to {}", d.region)),
+    );
+    (!locked.is_empty()).then(|| {
+        format!(
+            "compliance lock on {}: once the cool-off ends, nobody (root included) can delete those snapshots \
+             before their DeleteOn date, so their storage is paid until then",
+            locked.join(", ")
+        )
+    })
 }
 
 /// Stored text on one line: compact when it is JSON, otherwise as stored with line breaks folded.

@@ -107,9 +107,10 @@ fn table(rows: &[VolumeStatus], now: DateTime<Utc>) -> Vec<String> {
         "COMPLETED",
         "NEXT DUE",
         "COPIES",
+        "LOCK",
     ]
     .map(String::from);
-    let cells: Vec<[String; 12]> = rows
+    let cells: Vec<[String; 13]> = rows
         .iter()
         .map(|r| {
             [
@@ -137,11 +138,12 @@ fn table(rows: &[VolumeStatus], now: DateTime<Utc>) -> Vec<String> {
                         .collect::<Vec<_>>()
                         .join(",")
                 },
+                r.lock.as_ref().map(|l| l.cell()).unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
     let widths: Vec<usize> =
-        (0..12).map(|i| cells.iter().map(|c| c[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
+        (0..13).map(|i| cells.iter().map(|c| c[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
     std::iter::once(&header)
         .chain(cells.iter())
         .map(|c| {

@@ -190,6 +190,59 @@ pub struct Snapshot {
     pub state_message: Option<Box<str>>,
 }
 
+/// The state of a snapshot's lock (EC2's `LockState`), which moves with time: a compliance lock
+/// is `ComplianceCooloff` until its cool-off ends, and every lock is `Expired` once its date
+/// passed (EC2 still lists it then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockState {
+    Governance,
+    ComplianceCooloff,
+    Compliance,
+    Expired,
+}
+
+impl LockState {
+    pub fn parse(text: &str) -> Option<LockState> {
+        match text {
+            "governance" => Some(LockState::Governance),
+            "compliance-cooloff" => Some(LockState::ComplianceCooloff),
+            "compliance" => Some(LockState::Compliance),
+            "expired" => Some(LockState::Expired),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockState::Governance => "governance",
+            LockState::ComplianceCooloff => "compliance-cooloff",
+            LockState::Compliance => "compliance",
+            LockState::Expired => "expired",
+        }
+    }
+}
+
+/// A snapshot's lock as `DescribeLockedSnapshots` lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotLock {
+    pub state: LockState,
+    /// `LockExpiresOn` (EC2 may leave it out while a lock by duration waits for its snapshot to
+    /// complete).
+    pub expires: Option<DateTime<Utc>>,
+}
+
+impl SnapshotLock {
+    /// Whether the lock still forbids deletion at `now`: not expired, and its date not passed
+    /// (a listing read a while ago may not know yet). A lock without a date holds.
+    pub fn holds(&self, now: DateTime<Utc>) -> bool {
+        self.state != LockState::Expired && self.expires.is_none_or(|e| now < e)
+    }
+}
+
+/// The region's snapshot locks by snapshot id: only the jobs of a configuration with a lock, and
+/// the clean job, read them (one paginated `DescribeLockedSnapshots`).
+pub type Locks = BTreeMap<String, SnapshotLock>;
+
 /// A region's inventory for the snapshot and clean jobs.
 #[derive(Debug, Clone, Default)]
 pub struct Inventory {
@@ -205,6 +258,8 @@ pub struct Inventory {
     /// the error. Their instances are unknown this run: the snapshot job reports them failed,
     /// and the clean job keeps what they might protect.
     pub failed_configs: BTreeMap<String, String>,
+    /// The region's snapshot locks, when the job read them.
+    pub locks: Locks,
 }
 
 impl Inventory {

@@ -25,16 +25,18 @@ pub mod testing;
 
 // The modules by their short paths (`ebs_snapper_core::snapshot_plan`, ...).
 pub use config::{configuration_set, duration, instance_filters, schedule, tiers};
-pub use plan::{fleet, replication_plan, retention_plan, snapshot_plan};
+pub use plan::{fleet, lock_plan, replication_plan, retention_plan, snapshot_plan};
 pub use report::{metrics, status};
 
-pub use config::{Configuration, Consistency, CopyDestination, Filter, Strictness, TagValues, Tier};
+pub use config::{Configuration, Consistency, CopyDestination, Filter, Lock, LockMode, Strictness, TagValues, Tier};
 pub use configuration_set::{ConfigurationSet, InvalidConfiguration, NamedConfiguration, StoredConfiguration};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, DurationError, ScheduleError};
 pub use event::{is_scheduled_event, EventError, WorkerEvent, MAX_CONTINUATIONS};
 pub use ids::{is_account_id, is_region_name};
-pub use inventory::{Attachment, Instance, Inventory, Snapshot, SnapshotState, Tags, Volume};
+pub use inventory::{
+    Attachment, Instance, Inventory, LockState, Locks, Snapshot, SnapshotLock, SnapshotState, Tags, Volume,
+};
 pub use job::Job;
 pub use replication_plan::{
     copy_request, peer_regions, plan_replication, CopyRequest, InSync, PeerIndex, PeerListing, ReplicationAction,

@@ -499,6 +499,7 @@ fn finish_worker(member: Option<&str>, report: RegionReport) -> Result<Value, Fu
         "deleted": report.deleted,
         "copied": report.copied,
         "archived": report.archived,
+        "locked": report.locked,
         "not_due": report.not_due,
         "kept": report.kept,
         "in_sync": report.in_sync,

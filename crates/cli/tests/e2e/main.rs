@@ -15,6 +15,7 @@ mod faults;
 mod functions;
 mod iam;
 mod lease;
+mod locks;
 mod policies;
 mod real_account;
 mod replication;

@@ -80,6 +80,47 @@ fn delete_snapshot_only_on_dated_snapshots_or_replicas() {
     );
 }
 
+/// SPEC §16: `LockSnapshot` only on snapshots carrying the tool's tags (copies: a copy's), and
+/// no role, policy or member role may `UnlockSnapshot` (nor any `ec2:*Lock*` action but these).
+#[test]
+fn lock_only_the_tools_snapshots_and_nobody_unlocks() {
+    let member = member_template();
+    let operator = crate::support::cloudformation("operator.json");
+    let operator_statements: Vec<Value> = operator["Resources"]["OperatorPolicy"]["Properties"]["PolicyDocument"]
+        ["Statement"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for (name, all) in [
+        ("ebs-snapper.json", statements(&template())),
+        ("member.json", statements(&member)),
+        ("operator.json", operator_statements),
+    ] {
+        let locks: Vec<&Value> = all.iter().filter(|s| actions(s).iter().any(|a| a == "ec2:LockSnapshot")).collect();
+        assert!(!locks.is_empty(), "{name}: something locks");
+        for s in &locks {
+            assert_eq!(actions(s), vec!["ec2:LockSnapshot"], "{name}: LockSnapshot stands alone: {s}");
+            assert!(sub(&s["Resource"][0]).contains(":snapshot/"), "{name}: {s}");
+            let null = s["Condition"]["Null"].as_object().expect("a Null condition");
+            assert!(null.contains_key("aws:ResourceTag/ebs-snapper:config"), "{name}: only the tool's snapshots: {s}");
+            assert!(null.values().all(|v| v == "false"), "{name}: {s}");
+        }
+        for s in &all {
+            for a in actions(s) {
+                assert!(
+                    !a.to_ascii_lowercase().contains("unlock")
+                        && (!a.contains("Lock") || a == "ec2:LockSnapshot" || a == "ec2:DescribeLockedSnapshots"),
+                    "{name}: {a} in {s}"
+                );
+            }
+        }
+    }
+    // The replication role locks copies only.
+    let replication = role_statements(&template(), "ReplicationFunction");
+    let lock = replication.iter().find(|s| actions(s) == ["ec2:LockSnapshot"]).expect("replication locks");
+    assert_eq!(lock["Condition"]["Null"]["aws:ResourceTag/replication_src_region"], "false");
+}
+
 #[test]
 fn archive_only_snapshots_this_tool_tagged_with_a_tier() {
     let archives: Vec<Value> = statements(&template())
@@ -182,9 +223,11 @@ fn each_function_has_a_role_with_only_what_it_does() {
                 "ec2:CreateSnapshots",
                 "ec2:CreateTags",
                 "ec2:DescribeInstances",
+                "ec2:DescribeLockedSnapshots",
                 "ec2:DescribeRegions",
                 "ec2:DescribeSnapshots",
                 "ec2:DescribeVolumes",
+                "ec2:LockSnapshot",
                 "lambda:InvokeFunction",
                 "logs:CreateLogStream",
                 "logs:PutLogEvents",
@@ -216,8 +259,10 @@ fn each_function_has_a_role_with_only_what_it_does() {
                 "dynamodb:Scan",
                 "ec2:DeleteSnapshot",
                 "ec2:DescribeInstances",
+                "ec2:DescribeLockedSnapshots",
                 "ec2:DescribeRegions",
                 "ec2:DescribeSnapshots",
+                "ec2:LockSnapshot",
                 "ec2:ModifySnapshotTier",
                 "lambda:InvokeFunction",
                 "logs:CreateLogStream",
@@ -239,8 +284,10 @@ fn each_function_has_a_role_with_only_what_it_does() {
                 "ec2:CopySnapshot",
                 "ec2:CreateTags",
                 "ec2:DeleteSnapshot",
+                "ec2:DescribeLockedSnapshots",
                 "ec2:DescribeRegions",
                 "ec2:DescribeSnapshots",
+                "ec2:LockSnapshot",
                 "lambda:InvokeFunction",
                 "logs:CreateLogStream",
                 "logs:PutLogEvents",

@@ -9,6 +9,7 @@
 pub mod configuration_set;
 pub mod duration;
 pub mod instance_filters;
+pub mod lock;
 pub mod schedule;
 pub mod tiers;
 
@@ -20,6 +21,7 @@ use serde_json::{Map, Value};
 use crate::duration::parse_duration;
 use crate::error::ConfigError;
 use crate::schedule::Schedule;
+pub use lock::{Lock, LockMode};
 
 /// EC2 filter that selects instances by state; the tool always restricts it.
 pub const STATE_FILTER: &str = "instance-state-name";
@@ -42,9 +44,9 @@ const TOP_LEVEL_KEYS: [&str; 11] = [
     "tags",
     "copies",
 ];
-const SNAPSHOT_KEYS: [&str; 3] = ["retention", "minimum", "frequency"];
-const TIER_KEYS: [&str; 5] = ["name", "frequency", "retention", "minimum", "archive"];
-const COPY_KEYS: [&str; 4] = ["region", "retention", "minimum", "kms_key"];
+const SNAPSHOT_KEYS: [&str; 4] = ["retention", "minimum", "frequency", "lock"];
+const TIER_KEYS: [&str; 6] = ["name", "frequency", "retention", "minimum", "archive", "lock"];
+const COPY_KEYS: [&str; 5] = ["region", "retention", "minimum", "kms_key", "lock"];
 /// Disaster-recovery destinations a configuration may have (SPEC §12).
 pub const MAX_COPIES: usize = 3;
 
@@ -81,6 +83,8 @@ pub struct Tier {
     pub frequency: Schedule,
     /// Older snapshots of this tier move to EC2's archive storage tier (the clean job).
     pub archive: bool,
+    /// The lock put on each snapshot of this tier (SPEC §16).
+    pub lock: Option<Lock>,
 }
 
 /// The largest minimum among `tiers` (0 for none): what they keep at least, per volume.
@@ -136,6 +140,8 @@ pub struct CopyDestination {
     pub minimum: Option<u32>,
     /// The KMS key (an ARN in `region`) the copy is encrypted with; without it, EC2's default.
     pub kms_key: Option<String>,
+    /// The lock put on each copy made there (SPEC §16).
+    pub lock: Option<Lock>,
 }
 
 /// A valid configuration.
@@ -211,11 +217,29 @@ impl Configuration {
                     minimum: parse_minimum(snapshot_obj.get("minimum"), "snapshot.minimum")?,
                     frequency: parse_frequency(snapshot_obj.get("frequency"), "snapshot.frequency")?,
                     archive: false,
+                    lock: lock::parse_lock(snapshot_obj.get("lock"), "snapshot.lock")?,
                 };
+                lock::check_locked_retention(
+                    tier.lock.as_ref(),
+                    tier.retention,
+                    "snapshot.lock",
+                    "snapshot.retention",
+                )?;
                 (vec![tier], false)
             }
             (None, Some(schedules)) => (parse_schedules(schedules, strictness, &mut warnings)?, true),
         };
+        // A locked copy lives by its own retention, else by its source's (the shortest tier's).
+        for (i, copy) in copies.iter().enumerate() {
+            let (retention, field) = match copy.retention {
+                Some(r) => (r, format!("copies[{i}].retention")),
+                None => (
+                    tiers.iter().map(|t| t.retention).min().unwrap_or_default(),
+                    "the shortest tier retention (copies[{i}] has none of its own)".replace("{i}", &i.to_string()),
+                ),
+            };
+            lock::check_locked_retention(copy.lock.as_ref(), retention, &format!("copies[{i}].lock"), &field)?;
+        }
 
         Ok(Parsed {
             configuration: Configuration {
@@ -311,18 +335,25 @@ impl Configuration {
                     "minimum": t.minimum,
                     "frequency": frequency(t),
                 });
+                if let Some(lock) = &t.lock {
+                    doc["snapshot"]["lock"] = lock.to_json();
+                }
             }
             (_, tiers) => {
                 doc["schedules"] = tiers
                     .iter()
                     .map(|t| {
-                        serde_json::json!({
+                        let mut tier = serde_json::json!({
                             "name": t.name,
                             "frequency": frequency(t),
                             "retention": canonical_duration(t.retention),
                             "minimum": t.minimum,
                             "archive": t.archive,
-                        })
+                        });
+                        if let Some(lock) = &t.lock {
+                            tier["lock"] = lock.to_json();
+                        }
+                        tier
                     })
                     .collect();
             }
@@ -365,6 +396,9 @@ impl Configuration {
                     }
                     if let Some(k) = &c.kms_key {
                         entry["kms_key"] = Value::String(k.clone());
+                    }
+                    if let Some(lock) = &c.lock {
+                        entry["lock"] = lock.to_json();
                     }
                     entry
                 })
@@ -614,13 +648,21 @@ fn parse_schedules(
         if tiers.iter().any(|t| t.name == name) {
             return Err(ConfigError::new(format!("{at}.name"), format!("\"{name}\" is the name of an earlier tier")));
         }
-        tiers.push(Tier {
+        let tier = Tier {
             retention: parse_retention(obj.get("retention"), &format!("{at}.retention"))?,
             minimum: parse_minimum(obj.get("minimum"), &format!("{at}.minimum"))?,
             frequency: parse_frequency(obj.get("frequency"), &format!("{at}.frequency"))?,
             archive: parse_flag(obj.get("archive"), &format!("{at}.archive"), &["true", "yes"], &["false", "no"])?,
+            lock: lock::parse_lock(obj.get("lock"), &format!("{at}.lock"))?,
             name,
-        });
+        };
+        lock::check_locked_retention(
+            tier.lock.as_ref(),
+            tier.retention,
+            &format!("{at}.lock"),
+            &format!("{at}.retention"),
+        )?;
+        tiers.push(tier);
     }
     Ok(tiers)
 }
@@ -808,7 +850,8 @@ fn parse_copies(
                 return Err(ConfigError::new(field("kms_key"), format!("must be a KMS key ARN, found {}", kind(other))))
             }
         };
-        out.push(CopyDestination { region, retention, minimum, kms_key });
+        let lock = lock::parse_lock(obj.get("lock"), &field("lock"))?;
+        out.push(CopyDestination { region, retention, minimum, kms_key, lock });
     }
     Ok(out)
 }
@@ -1269,7 +1312,7 @@ mod tests {
         assert_eq!(c.copies[0].minimum, Some(3));
         assert_eq!(
             c.copies[1],
-            CopyDestination { region: "us-west-2".into(), retention: None, minimum: None, kms_key: None }
+            CopyDestination { region: "us-west-2".into(), retention: None, minimum: None, kms_key: None, lock: None }
         );
         assert_eq!(c.copy_to("us-east-1").as_deref(), Some("eu-west-1,us-west-2"));
         assert_eq!(c.copy_to("eu-west-1").as_deref(), Some("us-west-2"), "never a copy into its own region");

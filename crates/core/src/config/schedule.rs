@@ -116,6 +116,30 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// The longest time between two snapshots from `now`: the interval, or for a cron schedule
+    /// the longest gap between its next three firings (zero when it fires fewer than twice more).
+    pub fn longest_gap(&self, now: DateTime<Utc>) -> TimeDelta {
+        match self {
+            Schedule::Interval(f) => TimeDelta::from_std(*f).unwrap_or(TimeDelta::MAX),
+            Schedule::Cron(c) => {
+                let mut firings = Vec::with_capacity(3);
+                let mut at = now;
+                while firings.len() < 3 {
+                    match c.next_after(at) {
+                        Some(next) => {
+                            firings.push(next);
+                            at = next;
+                        }
+                        None => break,
+                    }
+                }
+                firings.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
+            }
+        }
+    }
+}
+
 fn looks_like_cron(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
     lower.starts_with("cron(") || lower.starts_with('@')
@@ -238,6 +262,17 @@ mod tests {
 
     fn t(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
+    }
+
+    #[test]
+    fn the_longest_gap_is_the_interval_or_the_widest_of_the_next_three_firings() {
+        let now = t(2026, 3, 6, 12, 0); // a Friday
+        assert_eq!(Schedule::parse("12 hours").unwrap().longest_gap(now), TimeDelta::hours(12));
+        // Weekdays at 01:00: from Friday noon, Monday, Tuesday and Wednesday fire next (a day
+        // apart); from Thursday noon, Friday, Monday and Tuesday (three days across the weekend).
+        assert_eq!(cron("0 1 * * 1-5").longest_gap(now), TimeDelta::hours(24));
+        assert_eq!(cron("0 1 * * 1-5").longest_gap(t(2026, 3, 5, 12, 0)), TimeDelta::days(3));
+        assert_eq!(cron("0 0 1 1 * 2020").longest_gap(now), TimeDelta::zero(), "never fires again");
     }
 
     fn cron(text: &str) -> Schedule {

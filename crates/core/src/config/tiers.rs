@@ -82,6 +82,7 @@ mod tests {
                 minimum: 1,
                 frequency: Schedule::parse("1 day").unwrap(),
                 archive: false,
+                lock: None,
             })
             .collect()
     }

@@ -2,6 +2,7 @@
 //! §6, §11, §12), and the fleet check `configure -c` makes from the same rules.
 
 pub mod fleet;
+pub mod lock_plan;
 pub mod replication_plan;
 pub mod retention_plan;
 pub mod snapshot_plan;

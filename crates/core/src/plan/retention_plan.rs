@@ -16,10 +16,20 @@ use crate::config::{largest_minimum, Tier, DEFAULT_TIER};
 use crate::configuration_set::ConfigurationSet;
 use crate::inventory::{Inventory, Snapshot, SnapshotState};
 use crate::job::Job;
+use crate::lock_plan::{decide, start_of, stronger, LockDecision, LockRequest};
 use crate::report::{Action, ActionReport, Executed, RegionReport, ReportOptions};
 pub use crate::tags::parse_delete_on;
 use crate::tags::{DELETE_ON, REPLICATION_SRC, TAG_CONFIG, TAG_INSTANCE, TAG_VOLUME};
 use crate::tiers::{carried_by, TierSet};
+
+/// How far ahead the lock of a snapshot a tier's minimum holds must reach: 00:00 UTC of today +
+/// the longer of 2 days and twice the tier's longest gap between snapshots, so that it outlasts
+/// the next clean runs that would extend it again.
+pub fn minimum_lock_horizon(tier: &Tier, today: NaiveDate) -> NaiveDate {
+    let gap = tier.frequency.longest_gap(start_of(today)) * 2;
+    let days = gap.num_days() + i64::from(gap.num_seconds() % 86_400 != 0);
+    today.checked_add_signed(chrono::TimeDelta::days(days.max(2))).unwrap_or(NaiveDate::MAX)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Keep {
@@ -40,6 +50,9 @@ pub enum Keep {
     Archived,
     /// An orphan whose minimum cannot be determined, and `ignore_retention` is off.
     Undetermined,
+    /// Due for deletion, but locked (SPEC §16): never sent to `DeleteSnapshot` while its lock
+    /// holds (`None`: EC2 gave no date).
+    Locked(Option<chrono::DateTime<chrono::Utc>>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +138,10 @@ impl RetentionDecision<'_> {
             RetentionAction::Keep(Keep::Minimum { minimum, count }) => {
                 format!("expired, but {count} completed <= minimum {minimum}")
             }
+            RetentionAction::Keep(Keep::Locked(Some(until))) => {
+                format!("locked until {}", until.format("%Y-%m-%dT%H:%M:%SZ"))
+            }
+            RetentionAction::Keep(Keep::Locked(None)) => "locked (EC2 gives no end date)".to_string(),
             RetentionAction::Keep(Keep::Undetermined) => {
                 "expired, but the volume's minimum is unknown (no configuration); set ignore_retention to delete"
                     .to_string()
@@ -137,6 +154,9 @@ impl RetentionDecision<'_> {
 pub struct RetentionPlan<'a> {
     pub region: String,
     pub decisions: Vec<RetentionDecision<'a>>,
+    /// Locks to extend (SPEC §16, "the minimum stays locked"): of the snapshots a tier's minimum
+    /// holds, those whose lock ends within [`minimum_lock_horizon`].
+    pub locks: Vec<LockDecision>,
     pub warnings: Vec<String>,
 }
 
@@ -159,13 +179,20 @@ impl<'a> RetentionPlan<'a> {
             .collect()
     }
 
+    /// The locks to send, in the plan's order.
+    pub fn lock_requests(&self) -> Vec<&LockRequest> {
+        crate::lock_plan::requests(&self.locks)
+    }
+
     /// The report of this plan. `deleted`: what became of each of [`Self::delete_ids`], in that
-    /// order (empty for a dry run). `failed_configs`: as for the snapshot plan.
+    /// order (empty for a dry run); `archived` and `locked` likewise for [`Self::archive_ids`] and
+    /// [`Self::lock_requests`]. `failed_configs`: as for the snapshot plan.
     pub fn report<'b>(
         &self,
         failed_configs: impl IntoIterator<Item = (&'b String, &'b String)>,
         deleted: Vec<Executed>,
         archived: Vec<Executed>,
+        locked: Vec<Executed>,
         opts: ReportOptions,
     ) -> RegionReport {
         let mut report = RegionReport::for_plan(Job::Clean, &self.region, opts, &self.warnings, failed_configs);
@@ -201,6 +228,7 @@ impl<'a> RetentionPlan<'a> {
                 }
             }
         }
+        crate::lock_plan::report_locks(&mut report, opts, &self.locks, locked, None);
         report
     }
 }
@@ -286,6 +314,7 @@ pub fn plan_retention<'a>(
                 minimum: c.copy_minimum(&inventory.region),
                 frequency: c.tiers[0].frequency.clone(),
                 archive: false,
+                lock: c.copy_destination(&inventory.region).and_then(|d| d.lock),
             };
             (named.id.as_str(), [tier])
         })
@@ -483,6 +512,35 @@ pub fn plan_retention<'a>(
                     },
                 }
             };
+            // A snapshot due for deletion whose lock holds is kept, and still counts.
+            let lock_held = inventory.locks.get(&s.id).filter(|l| l.holds(start_of(today)));
+            let action = match (action, lock_held) {
+                (RetentionAction::Delete(delete), Some(lock)) => {
+                    if matches!(
+                        delete,
+                        Delete::Expired { .. } | Delete::ExpiredTiers { .. } | Delete::IgnoreRetention { .. }
+                    ) {
+                        count += 1;
+                    }
+                    RetentionAction::Keep(Keep::Locked(lock.expires))
+                }
+                (action, _) => action,
+            };
+            // The minimum stays locked: a snapshot a tier's minimum holds, under that tier's
+            // lock, is locked at least to the horizon.
+            if s.state == SnapshotState::Completed && !matches!(action, RetentionAction::Keep(Keep::Ignored(_))) {
+                let holding: Vec<&Tier> =
+                    protected[k].indices().filter_map(|t| tiers.get(t)).filter(|t| t.lock.is_some()).collect();
+                if let Some(lock) = holding.iter().filter_map(|t| t.lock).reduce(stronger) {
+                    let horizon = holding.iter().map(|t| minimum_lock_horizon(t, today)).max().unwrap_or(today);
+                    // Never less than its own date: a snapshot found unlocked is locked as the
+                    // snapshot job would have locked it.
+                    let date = delete_on.map_or(horizon, |d| d.max(horizon));
+                    if let Some(decision) = decide(&s.id, lock, date, inventory.locks.get(&s.id), start_of(today)) {
+                        plan.locks.push(decision);
+                    }
+                }
+            }
             plan.decisions.push(RetentionDecision {
                 snapshot_id: &s.id,
                 volume_id: s.volume_id.as_deref(),
@@ -595,6 +653,83 @@ mod tests {
         assert_eq!(p.decisions.iter().filter(|d| !d.is_delete()).count(), 5);
         assert_eq!(p.decisions[0].reason(), "expired 2020-06-14, 10 completed > minimum 5");
         assert!(matches!(p.decisions[9].action, RetentionAction::Keep(Keep::Minimum { minimum: 5, count: 5 })));
+    }
+
+    #[test]
+    fn a_locked_snapshot_is_kept_and_still_counts_so_no_newer_one_goes_in_its_place() {
+        // Ten expired with minimum 5: the five oldest would go, but two of them are locked (SPEC
+        // §16). They are kept, "locked until", and still counted: exactly three are deleted,
+        // and the newest five are kept as always. A lock that expired keeps nothing.
+        use crate::inventory::{LockState, SnapshotLock};
+        let c = configs(&[("a", cfg(5, ""))]);
+        let snaps: Vec<Snapshot> = (0..10).map(|n| snap(&format!("snap-{n}"), "vol-1", 20 - n, -(n + 1))).collect();
+        let mut inv = inventory(&[("a", "i-1", &["vol-1"])], snaps);
+        let until = start_of(today()) + chrono::TimeDelta::days(3);
+        for id in ["snap-1", "snap-3"] {
+            inv.locks.insert(id.into(), SnapshotLock { state: LockState::Governance, expires: Some(until) });
+        }
+        inv.locks.insert("snap-0".into(), SnapshotLock { state: LockState::Expired, expires: Some(start_of(today())) });
+        // Listed as compliance, but its date is today 00:00: it no longer holds.
+        inv.locks
+            .insert("snap-2".into(), SnapshotLock { state: LockState::Compliance, expires: Some(start_of(today())) });
+        let p = plan(&c, &inv);
+        assert_eq!(deleted(&p), vec!["snap-0", "snap-2", "snap-4"]);
+        let why: BTreeMap<&str, String> = p.decisions.iter().map(|d| (d.snapshot_id, d.reason())).collect();
+        assert_eq!(why["snap-1"], "locked until 2020-06-18T00:00:00Z");
+        assert_eq!(why["snap-3"], "locked until 2020-06-18T00:00:00Z");
+        assert!(p.locks.is_empty(), "no tier locks, nothing to extend: {:?}", p.locks);
+    }
+
+    #[test]
+    fn the_snapshots_a_locked_tiers_minimum_keeps_are_locked_to_the_horizon() {
+        use crate::config::LockMode;
+        use crate::inventory::{LockState, SnapshotLock};
+        use crate::lock_plan::{LockDecision, LockRequest};
+        let c = configs(&[(
+            "a",
+            r#"{"match": {"tag:backup": "yes"}, "schedules": [{"name": "daily", "frequency": "1 day",
+                "retention": "5 days", "minimum": 2, "lock": {"mode": "compliance", "cool_off_hours": 6}}]}"#
+                .to_string(),
+        )]);
+        let lock = |state, days| SnapshotLock { state, expires: Some(start_of(today() + Duration::days(days))) };
+        let request = |id: &str, mode, days, cool_off| {
+            LockDecision::Lock(LockRequest {
+                snapshot_id: id.into(),
+                mode,
+                until: start_of(today() + Duration::days(days)),
+                cool_off_hours: cool_off,
+            })
+        };
+        // s0 is beyond the minimum (deleted, nothing locked); s1 and s2 are the minimum: s1's
+        // lock ends tomorrow (extended to the horizon, two days, in its own mode and without a
+        // cool-off), s2's in a month (left alone).
+        let mut inv = inventory(
+            &[("a", "i-1", &["vol-1"])],
+            vec![snap("s0", "vol-1", 10, -5), snap("s1", "vol-1", 9, -4), snap("s2", "vol-1", 8, -3)],
+        );
+        inv.locks.insert("s1".into(), lock(LockState::Governance, 1));
+        inv.locks.insert("s2".into(), lock(LockState::Compliance, 30));
+        let p = plan(&c, &inv);
+        assert_eq!(deleted(&p), vec!["s0"]);
+        assert_eq!(p.locks, vec![request("s1", LockMode::Governance, 2, None)]);
+        // A newer snapshot, never locked: it and s2 are the minimum now. It is locked to its own
+        // DeleteOn (past the horizon) with the cool-off; s1 is beyond the minimum, and kept by
+        // its lock, which is not extended.
+        inv.snapshots.push(snap("s3", "vol-1", 1, 4));
+        let p = plan(&c, &inv);
+        assert_eq!(deleted(&p), vec!["s0"]);
+        assert!(matches!(p.decisions[1].action, RetentionAction::Keep(Keep::Locked(_))), "{:?}", p.decisions[1]);
+        assert_eq!(p.locks, vec![request("s3", LockMode::Compliance, 4, Some(6))]);
+        // The horizon: the longer of 2 days and twice the tier's longest gap.
+        let weekly = Tier {
+            frequency: crate::schedule::Schedule::parse("7 days").unwrap(),
+            ..c.valid[0].configuration.tiers[0].clone()
+        };
+        assert_eq!(minimum_lock_horizon(&weekly, today()), today() + Duration::days(14));
+        let hourly = Tier { frequency: crate::schedule::Schedule::parse("6 hours").unwrap(), ..weekly.clone() };
+        assert_eq!(minimum_lock_horizon(&hourly, today()), today() + Duration::days(2));
+        let thirty_hours = Tier { frequency: crate::schedule::Schedule::parse("30 hours").unwrap(), ..weekly };
+        assert_eq!(minimum_lock_horizon(&thirty_hours, today()), today() + Duration::days(3), "60 hours round up");
     }
 
     fn tagged(mut s: Snapshot, config: &str) -> Snapshot {
@@ -886,11 +1021,11 @@ mod tests {
         assert!(why["m-new"].starts_with("not expired"), "the newest is never archived: {}", why["m-new"]);
         let opts = ReportOptions { dry_run: true, every_action: true };
         assert_eq!(
-            p.report(&BTreeMap::new(), vec![], vec![], opts).summary_line(),
+            p.report(&BTreeMap::new(), vec![], vec![], vec![], opts).summary_line(),
             "us-east-1: would delete 0, would archive 1, kept 4, ignored 0, skipped 0, failed 0"
         );
         let opts = ReportOptions { dry_run: false, every_action: false };
-        let report = p.report(&BTreeMap::new(), vec![], vec![Executed::Done(None)], opts);
+        let report = p.report(&BTreeMap::new(), vec![], vec![Executed::Done(None)], vec![], opts);
         assert_eq!(report.summary_line(), "us-east-1: deleted 0, archived 1, kept 4, ignored 0, skipped 0, failed 0");
     }
 

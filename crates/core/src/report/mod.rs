@@ -34,6 +34,8 @@ pub enum Action {
     Skip,
     /// A configuration whose instances could not be listed.
     Match,
+    /// Lock a snapshot, or lock it longer (SPEC §16).
+    Lock,
 }
 
 impl Action {
@@ -50,6 +52,7 @@ impl Action {
             Action::InSync => "in_sync",
             Action::Skip => "skip",
             Action::Match => "match",
+            Action::Lock => "lock",
         }
     }
 }
@@ -125,6 +128,10 @@ impl ActionReport {
     }
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// How much a report keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReportOptions {
@@ -188,6 +195,9 @@ pub struct RegionReport {
     pub copied: usize,
     /// Snapshots moved to the archive storage tier (clean job).
     pub archived: usize,
+    /// Snapshots locked, or locked longer (SPEC §16); left out of the JSON when none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub locked: usize,
     /// Volumes not due (snapshot job).
     pub not_due: usize,
     /// Snapshots kept (clean job): not expired, or held by the minimum, ignored or unparseable.
@@ -221,6 +231,7 @@ impl RegionReport {
             deleted: 0,
             copied: 0,
             archived: 0,
+            locked: 0,
             not_due: 0,
             kept: 0,
             in_sync: 0,
@@ -393,6 +404,11 @@ impl RegionReport {
                 format!("in sync {}", self.in_sync),
             ],
         };
+        if self.locked > 0 {
+            parts.push(format!("locked {}", self.locked));
+        } else if self.dry_run && self.planned(Action::Lock) > 0 {
+            parts.push(format!("would lock {}", self.planned(Action::Lock)));
+        }
         parts.push(format!("ignored {}", self.ignored));
         parts.push(format!("skipped {}", self.skipped));
         parts.push(format!("failed {}", self.failed));

@@ -43,7 +43,31 @@ pub struct VolumeStatus {
     pub next_due: Option<DateTime<Utc>>,
     /// Destination region -> whether the newest completed snapshot has its copy there.
     pub copies: BTreeMap<String, bool>,
+    /// The lock of the newest completed snapshot while it holds (SPEC §16); `null` without one.
+    pub lock: Option<StatusLock>,
     pub verdict: Verdict,
+}
+
+/// A snapshot's lock as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusLock {
+    /// `governance` or `compliance`.
+    pub mode: &'static str,
+    /// EC2's lock state: `governance`, `compliance-cooloff` or `compliance`.
+    pub state: &'static str,
+    /// When it ends (`null` when EC2 gives no date).
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl StatusLock {
+    /// `compliance until 2026-12-31`, `compliance (cool-off) until ...`, `governance until ...`.
+    pub fn cell(&self) -> String {
+        let until = self.until.map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_else(|| "?".into());
+        match self.state {
+            "compliance-cooloff" => format!("compliance (cool-off) until {until}"),
+            _ => format!("{} until {until}", self.mode),
+        }
+    }
 }
 
 /// Counts by verdict.
@@ -219,6 +243,13 @@ pub fn volume_statuses(
                 minimum: worst.tier.minimum,
                 next_due: statuses.iter().filter_map(|s| s.next_due).min(),
                 copies,
+                lock: worst.newest.and_then(|s| inventory.locks.get(&s.id)).filter(|l| l.holds(now)).map(|l| {
+                    StatusLock {
+                        mode: crate::config::lock::mode_of(l.state).map(|m| m.as_str()).unwrap_or("compliance"),
+                        state: l.state.as_str(),
+                        until: l.expires,
+                    }
+                }),
                 verdict: worst.verdict,
             });
         }
