@@ -36,6 +36,11 @@ Run as moto_server is (same arguments). Each change below is AWS's documented be
 - A stack update changes an IAM role's trust policy and inline policies (moto keeps the old
   ones), and a template's AWS::NoValue inside a list leaves no element there (moto leaves a
   null, e.g. a trust statement chosen away by Fn::If).
+- Sharing and copying across accounts, which moto cannot do: a snapshot shared with another
+  account (ModifySnapshotAttribute createVolumePermission add UserId) can be copied by that
+  account (CopySnapshot with SourceRegion); one not shared with it is InvalidSnapshot.NotFound to
+  it, and sharing a snapshot encrypted with the AWS managed key aws/ebs is refused
+  (OperationNotPermitted), as EC2 does.
 - Snapshot lock, which moto lacks, as the EC2 API reference documents it: LockSnapshot (with
   its refusals: both or neither of LockDuration and ExpirationDate, a date not in the future, a
   CoolOffPeriod in governance mode, out of 1-72 or once the cool-off has ended, a shorter lock or
@@ -281,10 +286,63 @@ def copy_snapshot_response(self):
     return _copy_snapshot_response(self)
 
 
-def copy_snapshot(self, *args, **kwargs):
-    snapshot = _copy_snapshot(self, *args, **kwargs)
+def _default_key(snapshot):
+    """Encrypted with the AWS managed key aws/ebs (moto records no key for it)."""
+    return snapshot.encrypted and (not snapshot.kms_key_id or "alias/aws/ebs" in str(snapshot.kms_key_id))
+
+
+def _shared_source(backend, source_snapshot_id, source_region):
+    """Another account's snapshot in `source_region` that it shares with `backend`'s account
+    (createVolumePermission), or InvalidSnapshot.NotFound as EC2 answers for one it may not see."""
+    from moto.ec2.models import ec2_backends
+
+    for account in list(ec2_backends.keys()):
+        if account == backend.account_id:
+            continue
+        regions = ec2_backends[account]
+        other = regions[source_region] if source_region in regions else None
+        snapshot = other.snapshots.get(source_snapshot_id) if other is not None else None
+        if snapshot is None:
+            continue
+        if backend.account_id in snapshot.create_volume_permission_userids or "all" in snapshot.create_volume_permission_groups:
+            return snapshot
+        break
+    raise EC2ClientError("InvalidSnapshot.NotFound", f"The snapshot '{source_snapshot_id}' does not exist.")
+
+
+def copy_snapshot(self, source_snapshot_id, source_region, description, kms_key_id):
+    from moto.ec2.models import ec2_backends
+
+    own = ec2_backends[self.account_id][source_region]
+    if source_snapshot_id in own.snapshots:
+        snapshot = _copy_snapshot(self, source_snapshot_id, source_region, description, kms_key_id)
+    else:
+        # A copy by another account: only of a snapshot shared with it (SPEC section 16).
+        source = _shared_source(self, source_snapshot_id, source_region)
+        snapshot = elastic_block_store.Snapshot(
+            self,
+            ec2_utils.random_snapshot_id(),
+            volume=source.volume,
+            description=description,
+            encrypted=source.encrypted,
+            kms_key_id=kms_key_id,
+        )
+        self.snapshots[snapshot.id] = snapshot
     snapshot.volume = _CopiedVolume(snapshot.volume)
     return snapshot
+
+
+_modify_snapshot_attribute = ElasticBlockStore.modify_snapshot_attribute
+
+
+def modify_snapshot_attribute(self):
+    """Sharing a snapshot encrypted with aws/ebs is refused, as EC2 refuses it (the AWS managed
+    key's policy cannot be given to another account)."""
+    if self._get_param("OperationType") == "add" and (self._get_param("UserIds") or self._get_param("GroupNames")):
+        snapshot = self.ec2_backend.get_snapshot(self._get_param("SnapshotId"))
+        if _default_key(snapshot):
+            raise EC2ClientError("OperationNotPermitted", "Encrypted snapshots with EBS default key cannot be shared")
+    return _modify_snapshot_attribute(self)
 
 
 _create_snapshots = elastic_block_store.EBSBackend.create_snapshots
@@ -778,6 +836,7 @@ elastic_block_store.EBSBackend.create_snapshots = create_snapshots
 elastic_block_store.EBSBackend.modify_snapshot_tier = modify_snapshot_tier
 AmisResponse.register_image = register_image
 ElasticBlockStore.lock_snapshot = lock_snapshot
+ElasticBlockStore.modify_snapshot_attribute = modify_snapshot_attribute
 ElasticBlockStore.unlock_snapshot = unlock_snapshot
 ElasticBlockStore.describe_locked_snapshots = describe_locked_snapshots
 elastic_block_store.EBSBackend.delete_snapshot = delete_snapshot

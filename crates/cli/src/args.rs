@@ -180,6 +180,16 @@ pub struct DeployArgs {
         conflicts_with_all = ["account", "no_build", "no_upload", "no_stack", "arm64", "functions", "artifacts", "bucket", "replace_python_stack"]
     )]
     pub member: Option<String>,
+    /// Install the vault role in this (vault) account instead (SPEC §16), trusting the function
+    /// roles of the ebs-snapper deployment of account DEPLOYMENT (stack ebs-snapper-vault, from
+    /// cloudformation/vault.json); run with the vault account's credentials. Nothing is built or
+    /// uploaded.
+    #[arg(
+        long,
+        value_name = "DEPLOYMENT",
+        conflicts_with_all = ["member", "account", "no_build", "no_upload", "no_stack", "arm64", "functions", "artifacts", "bucket", "replace_python_stack"]
+    )]
+    pub vault: Option<String>,
     /// Milliseconds between stack status checks while waiting.
     #[arg(long, default_value_t = 5000, hide = true)]
     pub poll_ms: u64,

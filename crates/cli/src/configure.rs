@@ -123,10 +123,24 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &ConfigureArgs) -> Result<O
         },
         Action::Set(id, _) => {
             let text = set_text.expect("validated above for Set");
+            let parsed = Configuration::parse(&text, Strictness::Strict)?.configuration;
+            if let Some(vault) = parsed.vault.as_ref().filter(|v| v.account == account) {
+                return Err(ebs_snapper_core::ConfigError::new(
+                    "vault.account",
+                    format!("{} is this account: the vault must be another account", vault.account),
+                )
+                .into());
+            }
             store.put(&account, &id, &text).await?;
             line(&format!("Saved to key {id} under account {account}"))?;
             if let Some(warning) = compliance_warning(&text) {
                 eprintln!("warning: {warning}");
+            }
+            if parsed.vault.is_some() {
+                eprintln!(
+                    "warning: vault: this version validates it and tags new snapshots ebs-snapper:vault-to, but does \
+                     not copy them to the vault yet"
+                );
             }
             Ok(Outcome::Done)
         }

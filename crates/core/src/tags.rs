@@ -14,6 +14,12 @@ pub const TAG_TIER: &str = "ebs-snapper:tier";
 pub const TAG_SET: &str = "ebs-snapper:set";
 /// The disaster-recovery destinations of a snapshot, `,`-joined (SPEC §12).
 pub const TAG_COPY_TO: &str = "ebs-snapper:copy-to";
+/// On a new snapshot of a configuration with a vault (SPEC §16): `ACCOUNT:REGION` (the vault's
+/// region, else the snapshot's own).
+pub const TAG_VAULT_TO: &str = "ebs-snapper:vault-to";
+/// On a vault copy: the account whose snapshot it is a copy of; the vault role may delete only
+/// snapshots carrying it.
+pub const TAG_VAULT_OF: &str = "ebs-snapper:vault-of";
 /// On a disaster-recovery copy: the source snapshot's volume, by which copies are kept.
 pub const TAG_VOLUME: &str = "ebs-snapper:volume-id";
 pub const REPLICATION_DST: &str = "replication_dst_region";
@@ -95,6 +101,8 @@ pub struct Provenance<'a> {
     pub set: Option<&'a str>,
     /// `ebs-snapper:copy-to`, for a configuration with `copies`.
     pub copy_to: Option<&'a str>,
+    /// `ebs-snapper:vault-to` (`ACCOUNT:REGION`), for a configuration with a `vault`.
+    pub vault_to: Option<&'a str>,
 }
 
 /// The tags of a new snapshot, in order, at most [`MAX_TAGS`]: `DeleteOn`, the provenance tags,
@@ -180,6 +188,9 @@ pub fn snapshot_tags(
     if let Some(copy_to) = provenance.copy_to {
         out.push((TAG_COPY_TO.to_string(), copy_to.to_string()));
     }
+    if let Some(vault_to) = provenance.vault_to {
+        out.push((TAG_VAULT_TO.to_string(), vault_to.to_string()));
+    }
     if let Some(v) = take(REPLICATION_DST) {
         out.push((REPLICATION_DST.to_string(), v));
     }
@@ -249,6 +260,7 @@ mod tests {
             tier: None,
             set: None,
             copy_to: None,
+            vault_to: None,
         };
         snapshot_tags(instance, volume, &provenance, &[])
     }
@@ -333,6 +345,7 @@ mod tests {
             tier: Some("daily,weekly".into()),
             set: Some("i-1-20200106T0300Z"),
             copy_to: None,
+            vault_to: None,
         };
         let out = snapshot_tags(&instance, &volume, &provenance, &configured);
         assert_eq!(out.len(), MAX_TAGS);

@@ -30,7 +30,10 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &DeployArgs) -> Result<Exit
     let parameters =
         args.parameters.iter().map(|p| parse_parameter(p)).collect::<Result<Vec<_>, _>>().map_err(CliError::Usage)?;
     if let Some(deployment) = &args.member {
-        return member(aws, tool_region, deployment, args, parameters).await;
+        return member(aws, tool_region, deployment, args, parameters, MEMBER_STACK).await;
+    }
+    if let Some(deployment) = &args.vault {
+        return member(aws, tool_region, deployment, args, parameters, VAULT_STACK).await;
     }
     if let Some(account) = &args.account {
         check_account("-a", account)?;
@@ -85,22 +88,29 @@ fn progress(text: String) {
     eprintln!("{text}");
 }
 
-/// `deploy --member DEPLOYMENT`: the member role's stack in the caller's account.
+/// `deploy --member DEPLOYMENT` or `deploy --vault DEPLOYMENT`: the member or vault role's stack
+/// in the caller's account.
 async fn member(
     aws: &Aws,
     tool_region: &str,
     deployment: &str,
     args: &DeployArgs,
     parameters: Vec<(String, String)>,
+    stack: &'static str,
 ) -> Result<ExitCode, CliError> {
-    check_account("--member", deployment)?;
+    let (flag, name, built_in) = match stack {
+        VAULT_STACK => ("--vault", "vault.json", VAULT_TEMPLATE),
+        _ => ("--member", "member.json", MEMBER_TEMPLATE),
+    };
+    check_account(flag, deployment)?;
     if parameters.iter().any(|(k, _)| k == "DeploymentAccountId") {
-        return Err(CliError::Usage("--parameter DeploymentAccountId: given by --member".to_string()));
+        return Err(CliError::Usage(format!("--parameter DeploymentAccountId: given by {flag}")));
     }
     let opts = MemberOptions {
+        stack,
         region: tool_region.to_string(),
         deployment_account: deployment.to_string(),
-        template: document(args.template.as_deref(), "member.json", MEMBER_TEMPLATE)?,
+        template: document(args.template.as_deref(), name, built_in)?,
         parameters,
         poll: Duration::from_millis(args.poll_ms),
     };
@@ -114,6 +124,7 @@ async fn member(
 const TEMPLATE: &str = include_str!("../../../../cloudformation/ebs-snapper.json");
 const FUNCTIONS: &str = include_str!("../../../../lambda.json");
 const MEMBER_TEMPLATE: &str = include_str!("../../../../cloudformation/member.json");
+const VAULT_TEMPLATE: &str = include_str!("../../../../cloudformation/vault.json");
 
 /// The source checkout this binary was built from (where the zips are built).
 fn checkout() -> PathBuf {

@@ -23,3 +23,4 @@ mod runtime;
 mod snapshot;
 mod status;
 mod template;
+mod vault;

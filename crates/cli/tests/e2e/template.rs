@@ -851,3 +851,58 @@ fn the_member_role_trusts_only_the_deployments_function_roles_and_may_do_what_th
     assert_eq!(resources_of(&member, "AWS::IAM::Policy").len(), 1);
     assert_eq!(member["Resources"].as_object().unwrap().len(), 2, "a role and its optional key policy");
 }
+
+/// `cloudformation/vault.json` (SPEC §16): one role, named by `VaultRoleName`, that only the
+/// deployment's function roles may assume (the deployment's account id as `ExternalId`, no
+/// operators); it may copy into the vault with tags at creation, lock and delete only snapshots
+/// tagged `ebs-snapper:vault-of`, use the given keys only through EC2, and never unlock.
+#[test]
+fn the_vault_role_trusts_only_the_function_roles_and_deletes_only_vault_copies() {
+    let vault = cloudformation("vault.json");
+    let member = member_template();
+    assert_eq!(vault["Parameters"]["VaultRoleName"]["Default"], "ebs-snapper-vault");
+    let roles = resources_of(&vault, "AWS::IAM::Role");
+    let [(_, role)] = &roles[..] else { panic!("one vault role: {roles:?}") };
+    let role = &role["Properties"];
+    assert_eq!(role["RoleName"], json!({"Ref": "VaultRoleName"}));
+    let trust = role["AssumeRolePolicyDocument"]["Statement"].as_array().unwrap();
+    assert_eq!(
+        trust,
+        &vec![member["Resources"]["MemberRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0].clone()],
+        "the member role's trust in the deployment's function roles, and nothing else"
+    );
+    let statements: Vec<Value> = role["Policies"][0]["PolicyDocument"]["Statement"].as_array().unwrap().to_vec();
+    let plain: Vec<&Value> = statements.iter().filter(|s| s.get("Fn::If").is_none()).collect();
+    let by_action = |action: &str| -> Vec<&Value> {
+        plain.iter().copied().filter(|s| actions(s).iter().any(|a| a == action)).collect()
+    };
+    let vault_of = json!({"Null": {"aws:ResourceTag/ebs-snapper:vault-of": "false"}});
+    for action in ["ec2:DeleteSnapshot", "ec2:LockSnapshot"] {
+        let [s] = &by_action(action)[..] else { panic!("{action}: one statement") };
+        assert_eq!(actions(s), vec![action.to_string()], "{action} stands alone");
+        assert_eq!(s["Condition"], vault_of, "{action} only on vault copies");
+    }
+    let [tags] = &by_action("ec2:CreateTags")[..] else { panic!("one CreateTags") };
+    assert_eq!(tags["Condition"], json!({"StringEquals": {"ec2:CreateAction": ["CopySnapshot"]}}));
+    let mut allowed: Vec<String> = plain.iter().flat_map(|s| actions(s)).collect();
+    allowed.sort();
+    assert_eq!(
+        allowed,
+        [
+            "ec2:CopySnapshot",
+            "ec2:CreateTags",
+            "ec2:DeleteSnapshot",
+            "ec2:DescribeAvailabilityZones",
+            "ec2:DescribeLockedSnapshots",
+            "ec2:DescribeSnapshots",
+            "ec2:LockSnapshot"
+        ]
+    );
+    // Keys only through EC2, and only when given.
+    for s in statements.iter().filter_map(|s| s.get("Fn::If")) {
+        let s = &s[1];
+        assert!(actions(s).iter().all(|a| a.starts_with("kms:")), "{s}");
+        assert_eq!(s["Condition"]["StringLike"]["kms:ViaService"], json!({"Fn::Sub": "ec2.*.${AWS::URLSuffix}"}));
+    }
+    assert!(!vault.to_string().to_ascii_lowercase().contains("unlock"));
+}

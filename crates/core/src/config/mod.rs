@@ -12,6 +12,7 @@ pub mod instance_filters;
 pub mod lock;
 pub mod schedule;
 pub mod tiers;
+pub mod vault;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -31,7 +32,7 @@ pub const SELECTED_STATES: [&str; 2] = ["running", "stopped"];
 /// state but `terminated`, so a volume never loses its minimum while its instance changes state.
 pub const RETAINED_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
 
-const TOP_LEVEL_KEYS: [&str; 11] = [
+const TOP_LEVEL_KEYS: [&str; 12] = [
     "match",
     "snapshot",
     "schedules",
@@ -43,6 +44,7 @@ const TOP_LEVEL_KEYS: [&str; 11] = [
     "consistency",
     "tags",
     "copies",
+    "vault",
 ];
 const SNAPSHOT_KEYS: [&str; 4] = ["retention", "minimum", "frequency", "lock"];
 const TIER_KEYS: [&str; 6] = ["name", "frequency", "retention", "minimum", "archive", "lock"];
@@ -166,6 +168,8 @@ pub struct Configuration {
     pub tags: Vec<(String, String)>,
     /// Disaster-recovery destinations, 0 to [`MAX_COPIES`], regions unique.
     pub copies: Vec<CopyDestination>,
+    /// The vault account that keeps a copy of every completed snapshot (SPEC §16).
+    pub vault: Option<vault::Vault>,
 }
 
 /// A parsed configuration with the warnings parsing produced (unknown keys in lenient mode).
@@ -192,6 +196,7 @@ impl Configuration {
 
         let filters = parse_match(top.get("match"), strictness)?;
         let copies = parse_copies(top.get("copies"), &filters, strictness, &mut warnings)?;
+        let vault = vault::parse_vault(top.get("vault"), &source_regions(&filters), strictness, &mut warnings)?;
 
         let (tiers, tiered) = match (top.get("snapshot"), top.get("schedules")) {
             (Some(_), Some(_)) => {
@@ -259,6 +264,7 @@ impl Configuration {
                 consistency: parse_consistency(top.get("consistency"))?,
                 tags: parse_tags(top.get("tags"))?,
                 copies,
+                vault,
             },
             warnings,
         })
@@ -404,6 +410,9 @@ impl Configuration {
                 })
                 .collect();
         }
+        if let Some(v) = &self.vault {
+            doc["vault"] = v.to_json();
+        }
         if !self.tags.is_empty() {
             doc["tags"] = self
                 .tags
@@ -452,7 +461,7 @@ pub(crate) fn kind(v: &Value) -> &'static str {
     }
 }
 
-fn check_keys(
+pub(crate) fn check_keys(
     obj: &Map<String, Value>,
     prefix: &str,
     known: &[&str],
@@ -473,7 +482,7 @@ fn check_keys(
 }
 
 /// `2 weeks`, `3 days`, `12 hours`, `90 minutes`: the largest unit that divides the duration.
-fn canonical_duration(d: Duration) -> String {
+pub(crate) fn canonical_duration(d: Duration) -> String {
     let secs = d.as_secs();
     if d.subsec_nanos() != 0 || secs % 60 != 0 {
         return format!("{} minutes", (d.as_secs_f64() / 60.0 * 1e6).round() / 1e6);
@@ -569,7 +578,7 @@ fn flatten_filter_values(v: &Value, field: &str, out: &mut Vec<String>) -> Resul
     Ok(())
 }
 
-fn parse_retention(value: Option<&Value>, field: &str) -> Result<Duration, ConfigError> {
+pub(crate) fn parse_retention(value: Option<&Value>, field: &str) -> Result<Duration, ConfigError> {
     let value = value.ok_or_else(|| ConfigError::new(field, "is required (a duration such as \"7 days\")"))?;
     let text = value.as_str().ok_or_else(|| {
         ConfigError::new(field, format!("must be a duration text such as \"7 days\", found {}", kind(value)))
@@ -581,7 +590,7 @@ fn parse_retention(value: Option<&Value>, field: &str) -> Result<Duration, Confi
     Ok(d)
 }
 
-fn parse_minimum(value: Option<&Value>, field: &str) -> Result<u32, ConfigError> {
+pub(crate) fn parse_minimum(value: Option<&Value>, field: &str) -> Result<u32, ConfigError> {
     let value = value.ok_or_else(|| ConfigError::new(field, "is required (a whole number of snapshots to keep)"))?;
     let not_whole =
         |shown: String| ConfigError::new(field, format!("{shown} is not a whole number of snapshots (0 or more)"));
@@ -794,14 +803,8 @@ fn parse_copies(
     if items.len() > MAX_COPIES {
         return Err(ConfigError::new(FIELD, format!("has {} destinations; at most {MAX_COPIES}", items.len())));
     }
-    // The regions the instances are confined to, when `match` names availability zones: a
-    // copy there would be a copy into its own region.
-    let source_regions: BTreeSet<String> = filters
-        .iter()
-        .filter(|f| f.name == "availability-zone")
-        .flat_map(|f| f.values.iter())
-        .filter_map(|zone| zone_region(zone))
-        .collect();
+    // A copy into a region the instances are confined to would be a copy into its own region.
+    let source_regions = source_regions(filters);
     let mut out: Vec<CopyDestination> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let field = |key: &str| format!("{FIELD}[{i}].{key}");
@@ -856,6 +859,17 @@ fn parse_copies(
     Ok(out)
 }
 
+/// The regions the instances are confined to, when `match` names availability zones (empty:
+/// any region).
+fn source_regions(filters: &[Filter]) -> BTreeSet<String> {
+    filters
+        .iter()
+        .filter(|f| f.name == "availability-zone")
+        .flat_map(|f| f.values.iter())
+        .filter_map(|zone| zone_region(zone))
+        .collect()
+}
+
 /// The region of an availability zone name (`us-east-1a` -> `us-east-1`).
 fn zone_region(zone: &str) -> Option<String> {
     let region = zone.trim().trim_end_matches(|c: char| c.is_ascii_lowercase());
@@ -865,7 +879,7 @@ fn zone_region(zone: &str) -> Option<String> {
 /// A KMS key ARN in `region`: `arn:PARTITION:kms:REGION:ACCOUNT:key/KEY-ID`. Only a key ARN: the
 /// template grants the function roles exactly these keys, and an alias or a bare id names no
 /// key an IAM policy can grant.
-fn parse_kms_key(arn: &str, region: &str) -> Result<String, String> {
+pub(crate) fn parse_kms_key(arn: &str, region: &str) -> Result<String, String> {
     let shown = crate::error::Shown(arn);
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     let [prefix, partition, service, key_region, account, resource] = parts.as_slice() else {
@@ -1113,7 +1127,7 @@ mod tests {
             r#"{{"match": {{"tag:b": "y"}}, "snapshot": {{"retention": "1 day", "minimum": 1, "frequency": "1 day"}}, "{key}": 1}}"#
         );
         let e = err(&text);
-        assert_eq!(e, format!("{}... (5000 characters): unknown key (known keys: match, snapshot, schedules, ignore, ignore_retention, replication, exclude_boot, exclude_tags, consistency, tags, copies)", "k".repeat(60)));
+        assert_eq!(e, format!("{}... (5000 characters): unknown key (known keys: match, snapshot, schedules, ignore, ignore_retention, replication, exclude_boot, exclude_tags, consistency, tags, copies, vault)", "k".repeat(60)));
         let text = format!(
             r#"{{"match": {{"{key}": []}}, "snapshot": {{"retention": "1 day", "minimum": 1, "frequency": "1 day"}}}}"#
         );

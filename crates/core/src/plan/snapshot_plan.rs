@@ -369,6 +369,7 @@ pub fn plan_snapshots(
         let configuration = &named.configuration;
         let Some(instance) = inventory.instances.get(instance_id) else { continue };
         let copy_to = configuration.copy_to(&inventory.region);
+        let vault_to = configuration.vault.as_ref().map(|v| v.vault_to(&inventory.region));
         if configuration.copy_destination(&inventory.region).is_some() {
             copy_to_self.insert(named.id.as_str());
         }
@@ -404,6 +405,7 @@ pub fn plan_snapshots(
                             tier: tier.clone(),
                             set: None,
                             copy_to: copy_to.as_deref(),
+                            vault_to: vault_to.as_deref(),
                         };
                         VolumeAction::Create {
                             request: SnapshotRequest {
@@ -506,6 +508,7 @@ fn plan_set(
     };
     let (tier, delete_on) = tier_tag_and_delete_on(configuration, due, now);
     let copy_to = configuration.copy_to(&inventory.region);
+    let vault_to = configuration.vault.as_ref().map(|v| v.vault_to(&inventory.region));
     let set_id = format!("{}-{}", instance.id, now.format("%Y%m%dT%H%M%SZ"));
     let volume_ids: Vec<String> = selected.iter().map(|(i, _)| plan.decisions[*i].volume_id.clone()).collect();
     // Every snapshot of the set carries the same tags: the instance's, and of the volumes' tags
@@ -533,6 +536,7 @@ fn plan_set(
         tier: tier.clone(),
         set: Some(&set_id),
         copy_to: copy_to.as_deref(),
+        vault_to: vault_to.as_deref(),
     };
     let tags = snapshot_tags(&instance.tags, &shared, &provenance, &configuration.tags);
     let boot = instance.root_device.as_deref();
@@ -893,6 +897,28 @@ mod tests {
         let (_, r) = plan.requests().next().unwrap();
         assert_eq!(tag(&r.tags, crate::tags::TAG_TIER), None);
         assert_eq!(tag(&r.tags, crate::tags::TAG_DEVICE), Some("/dev/xvda"));
+    }
+
+    #[test]
+    fn a_configuration_with_a_vault_tags_each_snapshot_for_it_sets_included() {
+        // SPEC §16: ebs-snapper:vault-to = ACCOUNT:REGION, the vault's region or the snapshot's.
+        let inv = || inventory(&[("a", &["i-1"])], vec![instance("i-1", &["vol-1", "vol-2"])], vec![]);
+        let in_region = selection(r#", "vault": {"account": "444455556666", "retention": "30 days"}"#);
+        let c = configs(&[("a", &in_region)]);
+        let plan = plan_snapshots(&c, &inv(), t(6, 12, 0), "v");
+        assert_eq!(plan.requests().count(), 2);
+        for (_, r) in plan.requests() {
+            assert_eq!(tag(&r.tags, "ebs-snapper:vault-to"), Some("444455556666:us-east-1"));
+        }
+        let elsewhere = selection(
+            r#", "consistency": "instance", "vault": {"account": "444455556666", "region": "eu-west-1", "retention": "30 days"}"#,
+        );
+        let c = configs(&[("a", &elsewhere)]);
+        let plan = plan_snapshots(&c, &inv(), t(6, 12, 0), "v");
+        assert_eq!(tag(&plan.sets[0].tags, "ebs-snapper:vault-to"), Some("444455556666:eu-west-1"));
+        // Without a vault, no tag.
+        let plan = plan_snapshots(&configs(&[("a", &selection(""))]), &inv(), t(6, 12, 0), "v");
+        assert!(plan.requests().all(|(_, r)| tag(&r.tags, "ebs-snapper:vault-to").is_none()));
     }
 
     fn selection(extra: &str) -> String {
