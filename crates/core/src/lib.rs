@@ -25,7 +25,7 @@ pub mod testing;
 
 // The modules by their short paths (`ebs_snapper_core::snapshot_plan`, ...).
 pub use config::{configuration_set, duration, instance_filters, schedule, tiers};
-pub use plan::{fleet, lock_plan, replication_plan, retention_plan, snapshot_plan};
+pub use plan::{fleet, lock_plan, replication_plan, retention_plan, snapshot_plan, vault_plan};
 pub use report::{metrics, status};
 
 pub use config::{Configuration, Consistency, CopyDestination, Filter, Lock, LockMode, Strictness, TagValues, Tier};

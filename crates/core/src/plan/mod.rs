@@ -6,3 +6,4 @@ pub mod lock_plan;
 pub mod replication_plan;
 pub mod retention_plan;
 pub mod snapshot_plan;
+pub mod vault_plan;

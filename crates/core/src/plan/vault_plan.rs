@@ -1,0 +1,359 @@
+//! The vault planner (SPEC §16): for each snapshot of this account tagged `ebs-snapper:vault-to`,
+//! what the replication job does toward its copy in the vault: share it with the vault and have
+//! the vault copy it, remove the share once the copy completed, or nothing (with the reason).
+//! The AWS layer gathers the listings (this region's tagged snapshots, those of them shared with
+//! each vault, each vault's copies of this account's snapshots) and carries the plan out.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{NaiveDate, TimeDelta};
+use rustc_hash::FxHashMap;
+
+use crate::config::Lock;
+use crate::configuration_set::ConfigurationSet;
+use crate::inventory::{Snapshot, SnapshotState};
+use crate::tags::{
+    delete_on_value, DELETE_ON, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, TAG_CONFIG, TAG_VAULT_OF, TAG_VAULT_TO,
+    TAG_VOLUME,
+};
+
+/// AWS allows at most this many copies in progress per destination region and account; every
+/// protected account shares the vault's.
+pub const MAX_VAULT_IN_FLIGHT: usize = 20;
+
+/// A copy in the vault: its id, its state, and AWS's reason when it ended in error.
+type VaultCopyState = (Box<str>, SnapshotState, Option<Box<str>>);
+
+/// What a vault's listing says of one protected account's copies there (those tagged
+/// `ebs-snapper:vault-of` = that account), built one snapshot at a time.
+#[derive(Debug, Clone, Default)]
+pub struct VaultIndex {
+    /// Source id -> its copy.
+    copies: FxHashMap<Box<str>, VaultCopyState>,
+    /// Copies in progress in the vault (of every account: they share the vault's 20).
+    pub pending: usize,
+}
+
+impl VaultIndex {
+    /// Takes in one snapshot of the vault's listing of this account's copies. A copy in error
+    /// never hides one that is not.
+    pub fn add(&mut self, s: &Snapshot) {
+        if s.state == SnapshotState::Pending {
+            self.pending += 1;
+        }
+        let Some(source) = s.tags.get(REPLICATION_SNAPSHOT_ID) else { return };
+        let entry = (s.id.as_str().into(), s.state, s.state_message.clone());
+        match self.copies.get(source) {
+            Some((_, state, _)) if *state != SnapshotState::Error => {}
+            _ => {
+                self.copies.insert(source.into(), entry);
+            }
+        }
+    }
+}
+
+/// Where a snapshot's vault copy goes: `ACCOUNT:REGION`, as `ebs-snapper:vault-to` says.
+pub fn vault_target(tag: &str) -> Option<(&str, &str)> {
+    let (account, region) = tag.split_once(':')?;
+    (crate::ids::is_account_id(account) && crate::ids::is_region_name(region)).then_some((account, region))
+}
+
+/// A copy into a vault, complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultCopy {
+    pub source_id: String,
+    pub source_region: String,
+    /// `ACCOUNT:REGION`.
+    pub target: String,
+    pub description: String,
+    pub tags: Vec<(String, String)>,
+    /// The vault's key in the vault's region (`KmsKeyId`, with `Encrypted`); `None`: the vault's
+    /// default EBS key.
+    pub kms_key: Option<String>,
+    /// The lock to put on the copy, and until when (its `DeleteOn`).
+    pub lock: Option<(Lock, NaiveDate)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VaultAction<'a> {
+    /// Share the source with the vault (`share`: it is not shared yet), then have the vault copy
+    /// it.
+    Copy {
+        target: &'a str,
+        share: bool,
+        copy: Box<VaultCopy>,
+    },
+    /// The vault's copy completed: the share is removed.
+    Unshare {
+        target: &'a str,
+        copy: &'a str,
+    },
+    /// The vault's copy exists and no share is left (`pending`: it is still being made; the
+    /// share stays until it completes).
+    InSync {
+        target: &'a str,
+        copy: &'a str,
+        pending: bool,
+    },
+    /// The vault's copy ended in error (it holds no data, SPEC §10.11): the vault deletes it,
+    /// the run reports it, and the next run copies the source again.
+    ErroredCopy {
+        target: &'a str,
+        copy: &'a str,
+        message: &'a str,
+    },
+    /// The vault has [`MAX_VAULT_IN_FLIGHT`] copies in progress: the next run copies it.
+    Deferred {
+        target: &'a str,
+    },
+    Skip(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultDecision<'a> {
+    pub snapshot_id: &'a str,
+    pub action: VaultAction<'a>,
+}
+
+/// Plans the vault work of this region (`region`, of account `own_account`).
+///
+/// `sources`: this account's snapshots here tagged `ebs-snapper:vault-to`; `shared`: the ids of
+/// those shared with their vault now; `vaults`: by `ACCOUNT:REGION`, the vault's listing of this
+/// account's copies, or why it could not be listed.
+pub fn plan_vault<'a>(
+    region: &str,
+    own_account: &str,
+    sources: &'a [Snapshot],
+    shared: &BTreeSet<String>,
+    vaults: &'a BTreeMap<String, Result<VaultIndex, String>>,
+    configs: &ConfigurationSet,
+    today: NaiveDate,
+) -> Vec<VaultDecision<'a>> {
+    let mut in_flight: BTreeMap<&str, usize> =
+        vaults.iter().filter_map(|(t, v)| Some((t.as_str(), v.as_ref().ok()?.pending))).collect();
+    let mut sorted: Vec<&Snapshot> = sources.iter().collect();
+    sorted.sort_by(|a, b| a.start_time.cmp(&b.start_time).then_with(|| a.id.cmp(&b.id)));
+    let mut out = Vec::with_capacity(sorted.len());
+    for s in sorted {
+        let Some(target) = s.tags.get(TAG_VAULT_TO) else { continue };
+        let decide = |action| VaultDecision { snapshot_id: &s.id, action };
+        let skip = |why: String| decide(VaultAction::Skip(why));
+        if vault_target(target).is_none() {
+            out.push(skip(format!("{TAG_VAULT_TO} {target:?} is not ACCOUNT:REGION; nothing is copied")));
+            continue;
+        }
+        let index = match vaults.get(target) {
+            Some(Ok(index)) => index,
+            Some(Err(e)) => {
+                out.push(skip(format!("the vault {target} could not be listed ({e})")));
+                continue;
+            }
+            None => {
+                out.push(skip(format!("the vault {target} was not listed")));
+                continue;
+            }
+        };
+        if let Some((copy, state, message)) = index.copies.get(s.id.as_str()) {
+            let action = match state {
+                SnapshotState::Completed if shared.contains(&s.id) => VaultAction::Unshare { target, copy },
+                SnapshotState::Completed => VaultAction::InSync { target, copy, pending: false },
+                SnapshotState::Error => VaultAction::ErroredCopy {
+                    target,
+                    copy,
+                    message: message.as_deref().unwrap_or("AWS gave no reason"),
+                },
+                _ => VaultAction::InSync { target, copy, pending: true },
+            };
+            out.push(decide(action));
+            continue;
+        }
+        if s.state != SnapshotState::Completed {
+            out.push(skip("source is not completed; only completed snapshots go to the vault".into()));
+            continue;
+        }
+        if s.archived {
+            out.push(skip("source is in the archive tier: it cannot be copied until restored".into()));
+            continue;
+        }
+        let Some((config_id, vault)) = s
+            .tags
+            .get(TAG_CONFIG)
+            .and_then(|id| configs.get(id))
+            .and_then(|n| Some((n.id.as_str(), n.configuration.vault.as_ref()?)))
+            .filter(|(_, v)| v.vault_to(region) == target)
+        else {
+            out.push(skip(format!("its configuration no longer keeps it in the vault {target}; not copied")));
+            continue;
+        };
+        let retention = TimeDelta::from_std(vault.retention).unwrap_or(TimeDelta::MAX);
+        let delete_on = s.start_time.checked_add_signed(retention).map(|t| t.date_naive()).unwrap_or(NaiveDate::MAX);
+        if delete_on <= today {
+            out.push(skip(format!("its vault copy would be expired already ({})", delete_on_value(delete_on))));
+            continue;
+        }
+        let flying = in_flight.entry(target).or_insert(0);
+        if *flying >= MAX_VAULT_IN_FLIGHT {
+            out.push(decide(VaultAction::Deferred { target }));
+            continue;
+        }
+        *flying += 1;
+        let vault_region = vault.region.as_deref().unwrap_or(region);
+        let mut tags = vec![
+            (TAG_VAULT_OF.to_string(), own_account.to_string()),
+            (REPLICATION_SRC.to_string(), region.to_string()),
+            (REPLICATION_SNAPSHOT_ID.to_string(), s.id.clone()),
+            (DELETE_ON.to_string(), delete_on_value(delete_on)),
+            (TAG_CONFIG.to_string(), config_id.to_string()),
+        ];
+        if let Some(volume) = s.volume_id.as_deref().or(s.tags.get(TAG_VOLUME)) {
+            tags.push((TAG_VOLUME.to_string(), volume.to_string()));
+        }
+        let copy = VaultCopy {
+            source_id: s.id.clone(),
+            source_region: region.to_string(),
+            target: target.to_string(),
+            description: s.description.clone(),
+            tags,
+            kms_key: vault.kms_key.as_ref().and_then(|k| k.in_region(vault_region)),
+            lock: vault.lock.map(|l| (l, delete_on)),
+        };
+        out.push(decide(VaultAction::Copy { target, share: !shared.contains(&s.id), copy: Box::new(copy) }));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::configuration_set::StoredConfiguration;
+    use crate::testing::snapshot;
+    use chrono::{TimeZone, Utc};
+
+    const OWN: &str = "111122223333";
+    const VAULT: &str = "444455556666";
+    const R: &str = "us-west-2";
+
+    fn configs() -> ConfigurationSet {
+        let text = format!(
+            r#"{{"match": {{"tag:backup": "yes"}}, "snapshot": {{"retention": "7 days", "minimum": 2, "frequency": "1 day"}},
+                "vault": {{"account": "{VAULT}", "region": "us-east-1", "retention": "30 days",
+                          "kms_key": "arn:aws:kms:us-east-1:{VAULT}:key/k1", "lock": {{"mode": "compliance"}}}}}}"#
+        );
+        ConfigurationSet::from_stored(&[StoredConfiguration { id: "c".into(), text }])
+    }
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 3, 10).unwrap()
+    }
+
+    fn source(id: &str, days_ago: i64) -> Snapshot {
+        snapshot(id)
+            .volume("vol-1")
+            .at(Utc.with_ymd_and_hms(2026, 3, 10, 1, 0, 0).unwrap() - TimeDelta::days(days_ago))
+            .tags(&[("ebs-snapper:config", "c"), ("ebs-snapper:vault-to", "444455556666:us-east-1")])
+            .description(&format!("desc of {id}"))
+            .build()
+    }
+
+    fn copy(id: &str, of: &str, state: SnapshotState) -> Snapshot {
+        snapshot(id).copy().state(state).tags(&[("replication_snapshot_id", of), ("ebs-snapper:vault-of", OWN)]).build()
+    }
+
+    fn vaults(copies: &[Snapshot]) -> BTreeMap<String, Result<VaultIndex, String>> {
+        let mut index = VaultIndex::default();
+        copies.iter().for_each(|c| index.add(c));
+        BTreeMap::from([(format!("{VAULT}:us-east-1"), Ok(index))])
+    }
+
+    fn actions<'a>(plan: &'a [VaultDecision<'a>]) -> Vec<(&'a str, String)> {
+        plan.iter()
+            .map(|d| {
+                let what = match &d.action {
+                    VaultAction::Copy { share, .. } => format!("copy share={share}"),
+                    VaultAction::Unshare { copy, .. } => format!("unshare {copy}"),
+                    VaultAction::InSync { copy, pending, .. } => format!("in sync {copy} pending={pending}"),
+                    VaultAction::ErroredCopy { copy, message, .. } => format!("errored {copy}: {message}"),
+                    VaultAction::Deferred { .. } => "deferred".into(),
+                    VaultAction::Skip(why) => format!("skip: {why}"),
+                };
+                (d.snapshot_id, what)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn share_and_copy_then_unshare_once_the_copy_completed() {
+        let c = configs();
+        let sources = vec![source("s1", 3), source("s2", 2), source("s3", 1), source("s4", 1)];
+        let mut errored = copy("v4", "s4", SnapshotState::Error);
+        errored.state_message = Some("Given key ID is not accessible".into());
+        let listed =
+            vaults(&[copy("v1", "s1", SnapshotState::Completed), copy("v2", "s2", SnapshotState::Pending), errored]);
+        let shared: BTreeSet<String> = ["s1", "s2", "s4"].iter().map(|s| s.to_string()).collect();
+        let plan = plan_vault(R, OWN, &sources, &shared, &listed, &c, today());
+        assert_eq!(
+            actions(&plan),
+            [
+                ("s1", "unshare v1".to_string()),
+                ("s2", "in sync v2 pending=true".to_string()),
+                ("s3", "copy share=true".to_string()),
+                ("s4", "errored v4: Given key ID is not accessible".to_string()),
+            ]
+        );
+        let VaultAction::Copy { copy, .. } = &plan[2].action else { unreachable!() };
+        assert_eq!(copy.target, "444455556666:us-east-1");
+        assert_eq!(copy.kms_key.as_deref(), Some("arn:aws:kms:us-east-1:444455556666:key/k1"));
+        let tag = |k: &str| copy.tags.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        assert_eq!(tag("ebs-snapper:vault-of"), Some(OWN));
+        assert_eq!(tag("replication_snapshot_id"), Some("s3"));
+        assert_eq!(tag("replication_src_region"), Some(R));
+        assert_eq!(tag("ebs-snapper:volume-id"), Some("vol-1"));
+        assert_eq!(tag("DeleteOn"), Some("2026-04-08"), "the source's start + the vault's 30 days");
+        assert_eq!(
+            copy.lock.map(|(l, d)| (l.mode, d)),
+            Some((crate::config::LockMode::Compliance, NaiveDate::from_ymd_opt(2026, 4, 8).unwrap()))
+        );
+        // Once unshared, the completed copy is in sync; a source shared already is not shared again.
+        let plan = plan_vault(R, OWN, &sources[..1], &BTreeSet::new(), &listed, &c, today());
+        assert_eq!(actions(&plan), [("s1", "in sync v1 pending=false".to_string())]);
+        let shared: BTreeSet<String> = ["s3".to_string()].into();
+        let plan = plan_vault(R, OWN, &sources[2..3], &shared, &listed, &c, today());
+        assert_eq!(actions(&plan), [("s3", "copy share=false".to_string())]);
+    }
+
+    #[test]
+    fn what_is_not_copied_says_why_and_the_vaults_twenty_copies_in_progress_defer_the_rest() {
+        let c = configs();
+        let mut pending = source("p", 1);
+        pending.state = SnapshotState::Pending;
+        let mut archived = source("a", 1);
+        archived.archived = true;
+        let old = source("old", 40);
+        let mut other = source("o", 1);
+        other.tags.insert("ebs-snapper:vault-to".into(), "999988887777:us-east-1".into());
+        let sources = vec![pending, archived, old, other];
+        let mut listed = vaults(&[]);
+        listed.insert("999988887777:us-east-1".into(), Ok(VaultIndex::default()));
+        let plan = plan_vault(R, OWN, &sources, &BTreeSet::new(), &listed, &c, today());
+        let why: BTreeMap<&str, String> = actions(&plan).into_iter().collect();
+        assert!(why["p"].contains("not completed"), "{}", why["p"]);
+        assert!(why["a"].contains("archive tier"), "{}", why["a"]);
+        assert!(why["old"].contains("would be expired already (2026-02-28)"), "{}", why["old"]);
+        assert!(why["o"].contains("no longer keeps it in the vault 999988887777:us-east-1"), "{}", why["o"]);
+
+        // 18 in progress in the vault already: two more start, the third waits.
+        let mut index = VaultIndex::default();
+        for n in 0..18 {
+            index.add(&copy(&format!("x{n}"), &format!("someone-{n}"), SnapshotState::Pending));
+        }
+        let listed = BTreeMap::from([(format!("{VAULT}:us-east-1"), Ok(index))]);
+        let sources: Vec<Snapshot> = (0..3).map(|n| source(&format!("s{n}"), 1)).collect();
+        let plan = plan_vault(R, OWN, &sources, &BTreeSet::new(), &listed, &c, today());
+        let kinds: Vec<String> = actions(&plan).into_iter().map(|(_, a)| a).collect();
+        assert_eq!(kinds, ["copy share=true", "copy share=true", "deferred"]);
+        // A vault that could not be listed: nothing is shared or copied toward it.
+        let failed = BTreeMap::from([(format!("{VAULT}:us-east-1"), Err("AccessDenied".to_string()))]);
+        let plan = plan_vault(R, OWN, &sources[..1], &BTreeSet::new(), &failed, &c, today());
+        assert!(actions(&plan)[0].1.contains("could not be listed (AccessDenied)"));
+    }
+}
