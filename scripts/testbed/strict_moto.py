@@ -36,6 +36,7 @@ Run as moto_server is (same arguments). Each change below is AWS's documented be
 - A stack update changes an IAM role's trust policy and inline policies (moto keeps the old
   ones), and a template's AWS::NoValue inside a list leaves no element there (moto leaves a
   null, e.g. a trust statement chosen away by Fn::If).
+- DescribeSnapshots honours RestorableByUserIds (moto lists every snapshot whatever it says).
 - Sharing and copying across accounts, which moto cannot do: a snapshot shared with another
   account (ModifySnapshotAttribute createVolumePermission add UserId) can be copied by that
   account (CopySnapshot with SourceRegion); one not shared with it is InvalidSnapshot.NotFound to
@@ -640,6 +641,15 @@ def describe_snapshots(self):
     filters = self._filters_from_querystring()
     snapshot_ids = self._get_param("SnapshotIds", [])
     snapshots = self.ec2_backend.describe_snapshots(snapshot_ids=snapshot_ids, filters=filters)
+    # RestorableByUserIds: only snapshots those accounts may create volumes from (moto ignores it).
+    restorable_by = self._get_param("RestorableByUserIds", []) or []
+    if restorable_by:
+        snapshots = [
+            s
+            for s in snapshots
+            if "all" in s.create_volume_permission_groups
+            or any(u in s.create_volume_permission_userids for u in restorable_by)
+        ]
     return _page(self, "Snapshots", list(snapshots))
 
 

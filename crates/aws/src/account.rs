@@ -29,6 +29,20 @@ pub fn member_role_name() -> String {
         .unwrap_or_else(|| DEFAULT_MEMBER_ROLE.to_string())
 }
 
+/// The environment variable naming the vault role (the deployment's `VaultRoleName`).
+pub const VAULT_ROLE_ENV: &str = "VAULT_ROLE_NAME";
+/// The vault role's name when none is set (SPEC §16).
+pub const DEFAULT_VAULT_ROLE: &str = "ebs-snapper-vault";
+
+/// The vault role's name: `VAULT_ROLE_NAME`, else [`DEFAULT_VAULT_ROLE`].
+pub fn vault_role_name() -> String {
+    std::env::var(VAULT_ROLE_ENV)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| DEFAULT_VAULT_ROLE.to_string())
+}
+
 /// The partition of a region (`aws`, `aws-cn`, `aws-us-gov`), for ARNs.
 pub fn partition(region: &str) -> &'static str {
     if region.starts_with("cn-") {

@@ -42,6 +42,9 @@ pub struct JobOptions<'a> {
     /// count the rest (a Lambda worker returns counts; 100,000 kept snapshots would cost tens of
     /// megabytes of report).
     pub every_action: bool,
+    /// How a vault is reached (SPEC §16); `None`: no vault work (the run cannot say whose
+    /// account it works in).
+    pub vault: Option<crate::vault::VaultAccess<'a>>,
 }
 
 impl JobOptions<'_> {
@@ -288,7 +291,13 @@ pub async fn clean_region(
         let archived = archive_snapshots(&client, region, &plan.archive_ids(), &opts.budget).await;
         (deleted, archived, lock_snapshots(&client, region, &plan.lock_requests(), &opts.budget).await)
     };
-    plan.report(&inventory.failed_configs, deleted, archived, locked, opts.report())
+    let mut report = plan.report(&inventory.failed_configs, deleted, archived, locked, opts.report());
+    drop(plan);
+    drop(inventory);
+    if let Some(access) = opts.vault {
+        crate::vault::vault_clean_region(access, configs, region, &opts.budget, opts.report(), &mut report).await;
+    }
+    report
 }
 
 /// A copy in a destination that should carry a lock: its id, the lock, and its `DeleteOn`.
@@ -479,6 +488,9 @@ async fn replication_unleased(
     for (dst, decisions) in &lock_decisions {
         let outcomes = lock_outcomes.remove(dst).unwrap_or_default();
         report_locks(&mut report, opts.report(), decisions, outcomes, Some(dst));
+    }
+    if let Some(access) = opts.vault {
+        crate::vault::vault_region(aws, access, configs, region, &opts.budget, opts.report(), &mut report).await;
     }
     report
 }

@@ -18,6 +18,7 @@ pub mod regions;
 pub mod replication_rule;
 pub mod sdk;
 pub mod status;
+pub mod vault;
 
 pub use account::{account_from_arn, caller_account_id, is_account_id};
 pub use budget::TimeBudget;

@@ -111,8 +111,14 @@ async fn run_account(
         account: account.to_string(),
         holder: format!("ebs-snapper {} (pid {})", job, std::process::id()),
     };
-    let opts =
-        JobOptions { dry_run: args.dry_run, budget: TimeBudget::unlimited(), lease: Some(&lease), every_action: true };
+    let access = ebs_snapper_aws::vault::VaultAccess { home: aws, home_account: &covered.home, account };
+    let opts = JobOptions {
+        dry_run: args.dry_run,
+        budget: TimeBudget::unlimited(),
+        lease: Some(&lease),
+        every_action: true,
+        vault: Some(access),
+    };
 
     let mut reports: Vec<RegionReport> = Vec::new();
     if configs.valid.is_empty() && job.needs_configurations() {

@@ -423,8 +423,14 @@ async fn run_worker(aws: &Aws, env: &Environment, inv: Invocation, job: Job) -> 
     );
     let (regions, configs) = (regions?, configs?);
     let lease = LeaseScope { table: aws.clone(), table_region: home.region.clone(), account: target.clone(), holder };
-    let opts =
-        JobOptions { dry_run: false, budget: budget_for(inv.deadline), lease: Some(&lease), every_action: false };
+    let access = ebs_snapper_aws::vault::VaultAccess { home: aws, home_account: &home.account, account: &target };
+    let opts = JobOptions {
+        dry_run: false,
+        budget: budget_for(inv.deadline),
+        lease: Some(&lease),
+        every_action: false,
+        vault: Some(access),
+    };
     let mut report = run_region(&reached.aws, job, &configs, &event.region, &regions.enabled, Utc::now(), opts).await;
     continue_if_needed(aws, env, &home.region, &event, &mut report).await;
     emit_metrics(env, &target, &report);

@@ -26,11 +26,15 @@ fn resources_of(t: &Value, kind: &str) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// Every statement of every role; a statement chosen by a condition (`Fn::If`) as the one it is
+/// when the condition holds.
 fn statements(t: &Value) -> Vec<Value> {
     let mut out = Vec::new();
     for (_, role) in resources_of(t, "AWS::IAM::Role") {
         for policy in role["Properties"]["Policies"].as_array().unwrap() {
-            out.extend(policy["PolicyDocument"]["Statement"].as_array().unwrap().iter().cloned());
+            for s in policy["PolicyDocument"]["Statement"].as_array().unwrap() {
+                out.push(s.get("Fn::If").map(|f| f[1].clone()).unwrap_or_else(|| s.clone()));
+            }
         }
     }
     out
@@ -336,11 +340,20 @@ fn each_function_has_a_role_with_only_what_it_does() {
                 assert!(keys[1..].iter().all(|k| k == "lease#????????????"), "{function}: {keys:?}");
             }
         }
-        // Member accounts are reached through their member role, and nothing else is assumed.
+        // Member accounts are reached through their member role, vaults (by the replication and
+        // clean functions) through the vault role, and nothing else is assumed.
         let assumes: Vec<&Value> = st.iter().filter(|s| actions(s).iter().any(|a| a.starts_with("sts:"))).collect();
-        assert_eq!(assumes.len(), 1, "{function}");
-        assert_eq!(actions(assumes[0]), ["sts:AssumeRole"], "{function}");
+        let vaults = ["ReplicationFunction", "CleanSnapshotFunction"].contains(&function);
+        assert_eq!(assumes.len(), 1 + usize::from(vaults), "{function}");
+        assert!(assumes.iter().all(|s| actions(s) == ["sts:AssumeRole"]), "{function}");
         assert_eq!(sub(&assumes[0]["Resource"]), "arn:${AWS::Partition}:iam::*:role/${MemberRoleName}", "{function}");
+        if vaults {
+            assert_eq!(
+                sub(&assumes[1]["Resource"]),
+                "arn:${AWS::Partition}:iam::*:role/${VaultRoleName}",
+                "{function}"
+            );
+        }
         // The replication rule is switched by the snapshot fanout only, and only that rule.
         for s in st.iter().filter(|s| actions(s).iter().any(|a| a.starts_with("events:"))) {
             assert_eq!(function, "FanoutCreateSnapshotFunction");
@@ -832,6 +845,7 @@ fn the_member_role_trusts_only_the_deployments_function_roles_and_may_do_what_th
         .unwrap()
         .iter()
         .flat_map(|p| p["PolicyDocument"]["Statement"].as_array().unwrap().clone())
+        .map(|s| s.get("Fn::If").map(|f| f[1].clone()).unwrap_or(s))
         .collect();
     for s in &member_statements {
         assert_eq!(s["Effect"], "Allow");
@@ -848,8 +862,13 @@ fn the_member_role_trusts_only_the_deployments_function_roles_and_may_do_what_th
         keys["Properties"]["PolicyDocument"], main["Resources"]["CopyKmsKeyPolicy"]["Properties"]["PolicyDocument"],
         "the copy keys, only through EC2, as in the deployment"
     );
-    assert_eq!(resources_of(&member, "AWS::IAM::Policy").len(), 1);
-    assert_eq!(member["Resources"].as_object().unwrap().len(), 2, "a role and its optional key policy");
+    assert_eq!(
+        member["Resources"]["VaultSharePolicy"]["Properties"]["PolicyDocument"],
+        main["Resources"]["VaultSharePolicy"]["Properties"]["PolicyDocument"],
+        "sharing with the vaults, as in the deployment"
+    );
+    assert_eq!(resources_of(&member, "AWS::IAM::Policy").len(), 2);
+    assert_eq!(member["Resources"].as_object().unwrap().len(), 3, "a role, its optional key and vault-share policies");
 }
 
 /// `cloudformation/vault.json` (SPEC §16): one role, named by `VaultRoleName`, that only the
@@ -905,4 +924,51 @@ fn the_vault_role_trusts_only_the_function_roles_and_deletes_only_vault_copies()
         assert_eq!(s["Condition"]["StringLike"]["kms:ViaService"], json!({"Fn::Sub": "ec2.*.${AWS::URLSuffix}"}));
     }
     assert!(!vault.to_string().to_ascii_lowercase().contains("unlock"));
+}
+
+/// SPEC §16: a snapshot is shared only with the configured vault accounts (`ec2:Add/userId`,
+/// never a group such as `all`, only snapshots tagged for a vault), by the replication role and
+/// the member role, through a policy that exists only when vault accounts are given; the
+/// replication and clean roles reach the vault role by its name.
+#[test]
+fn snapshots_are_shared_only_with_the_vault_accounts() {
+    for (name, t, role) in
+        [("ebs-snapper.json", template(), "ReplicationFunctionRole"), ("member.json", member_template(), "MemberRole")]
+    {
+        let policy = &t["Resources"]["VaultSharePolicy"];
+        assert_eq!(policy["Type"], "AWS::IAM::Policy", "{name}");
+        assert_eq!(policy["Condition"], "HasVaultAccounts", "{name}: only with vault accounts given");
+        assert_eq!(policy["Properties"]["Roles"], json!([{"Ref": role}]), "{name}");
+        let statements = policy["Properties"]["PolicyDocument"]["Statement"].as_array().unwrap();
+        let [share] = &statements[..] else { panic!("{name}: one sharing statement") };
+        assert_eq!(actions(share), ["ec2:ModifySnapshotAttribute"]);
+        assert!(sub(&share["Resource"][0]).contains(":snapshot/"));
+        let c = &share["Condition"];
+        let vaults = json!({"Fn::Split": [",", {"Ref": "VaultAccountIds"}]});
+        assert_eq!(c["ForAllValues:StringEquals"]["ec2:Add/userId"], vaults, "{name}");
+        assert_eq!(c["ForAllValues:StringEquals"]["ec2:Remove/userId"], vaults, "{name}");
+        assert_eq!(c["Null"]["ec2:Add/group"], "true", "{name}: never public");
+        assert_eq!(
+            c["Null"]["aws:ResourceTag/ebs-snapper:vault-to"], "false",
+            "{name}: only snapshots tagged for a vault"
+        );
+        assert_eq!(
+            t["Conditions"]["HasVaultAccounts"],
+            json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "VaultAccountIds"}, ""]}]})
+        );
+        // Nothing else shares a snapshot.
+        for (id, p) in resources_of(&t, "AWS::IAM::Policy").into_iter().chain(resources_of(&t, "AWS::IAM::Role")) {
+            let text = p.to_string();
+            assert!(id == "VaultSharePolicy" || !text.contains("ec2:ModifySnapshotAttribute"), "{name}: {id}");
+        }
+    }
+    let t = template();
+    for function in ["ReplicationFunction", "CleanSnapshotFunction"] {
+        let reach = role_statements(&t, function).into_iter().find(|s| s["Sid"] == "ReachVaults").expect(function);
+        assert_eq!(sub(&reach["Resource"]), "arn:${AWS::Partition}:iam::*:role/${VaultRoleName}");
+        assert_eq!(
+            t["Resources"][function]["Properties"]["Environment"]["Variables"]["VAULT_ROLE_NAME"],
+            json!({"Ref": "VaultRoleName"})
+        );
+    }
 }

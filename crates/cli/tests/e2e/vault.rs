@@ -1,6 +1,6 @@
 //! The vault account (SPEC §16), as far as it is built: the configuration, the tag the snapshot
-//! job puts on each snapshot for it, the vault role's stack (`deploy --vault`), and the test
-//! bed's sharing and copying across accounts, which the copying flow will stand on.
+//! job puts on each snapshot for it, the vault role's stack (`deploy --vault`), the test bed's
+//! sharing and copying across accounts, and the replication job's share, copy, lock, unshare.
 
 use crate::support;
 
@@ -46,7 +46,7 @@ async fn configure_checks_a_vault_and_the_snapshot_job_tags_each_snapshot_for_it
     let (code, out, err) = cli(&acct, &["configure", "-s", "vaulted", &config]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("Saved to key vaulted"), "{out}");
-    assert!(err.lines().any(|l| l.starts_with("warning: vault:") && l.contains("does not copy")), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("warning: vault:") && l.contains("VaultAccountIds")), "{err}");
 
     acct.launch(R, &[("backup", "yes")]).await;
     let (code, _, err) = cli(&acct, &["snapshot", "--region", R]);
@@ -160,4 +160,137 @@ async fn the_test_bed_shares_and_copies_across_accounts_as_ec2_does() {
     let on_aws_ebs = protected.make_snapshot(R, &encrypted, &[]).await;
     let err = share("add", on_aws_ebs).await.expect_err("aws/ebs cannot be shared");
     assert_eq!(err.code(), Some("OperationNotPermitted"), "{err:?}");
+}
+
+/// The replication job's vault work (SPEC §16), through the CLI with the deployment's
+/// credentials: a completed snapshot is shared with the vault, copied there by the vault role
+/// (reached with the deployment's account id as `ExternalId`) with its tags, date and key,
+/// locked there, and unshared by the next run once the copy completed; the protected account
+/// cannot delete the vault's copy, and a second copy is never made.
+#[tokio::test]
+async fn a_snapshot_is_shared_copied_into_the_vault_locked_there_and_unshared() {
+    let acct = Account::deployment().await;
+    acct.create_table(R).await;
+    let vault = Account::new().await;
+    let out = vault.cli().args(["-t", R, "deploy", "--poll-ms", "100", "--vault", &acct.id]).output().unwrap();
+    assert!(out.status.success(), "deploy --vault: {}", text(&out.stderr));
+    let key = format!("arn:aws:kms:{R}:{}:key/1234abcd-12ab-34cd-56ef-1234567890ab", vault.id);
+    let config = with_vault(&format!(
+        r#"{{"account": "{}", "region": "{R}", "retention": "30 days", "kms_key": "{key}", "lock": {{"mode": "compliance"}}}}"#,
+        vault.id
+    ));
+    acct.put_raw(R, "vaulted", &config).await;
+    let i = acct.launch(R, &[("backup", "yes")]).await;
+    let volume = acct.volumes_of(R, &i).await[0].clone();
+    let (code, _, err) = cli(&acct, &["snapshot", "--region", R]);
+    assert_eq!(code, 0, "{err}");
+    let source = acct.snapshots(R).await.pop().expect("a snapshot");
+
+    let (code, out, err) = cli(&acct, &["replication", "--region", R]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("copied 1"), "{out}");
+    let copies = vault.snapshots(R).await;
+    let [copy] = &copies[..] else { panic!("one copy in the vault: {copies:?}") };
+    assert_eq!(copy.tag("ebs-snapper:vault-of"), Some(acct.id.as_str()));
+    assert_eq!(copy.tag("replication_snapshot_id"), Some(source.id.as_str()));
+    assert_eq!(copy.tag("replication_src_region"), Some(R));
+    assert_eq!(copy.tag("ebs-snapper:volume-id"), Some(volume.as_str()));
+    assert_eq!(copy.tag("ebs-snapper:config"), Some("vaulted"));
+    assert!(support::dated(copy.tag("DeleteOn"), 30), "{:?}", copy.tag("DeleteOn"));
+    assert_eq!(copy.kms_key_id.as_deref(), Some(key.as_str()));
+    let vault_ec2 = vault.ec2(R).await;
+    let locked = vault_ec2.describe_locked_snapshots().snapshot_ids(&copy.id).send().await.unwrap();
+    assert_eq!(
+        locked.snapshots().first().and_then(|l| l.lock_state()).map(|s| s.as_str()),
+        Some("compliance"),
+        "locked in the vault"
+    );
+    let ec2 = acct.ec2(R).await;
+    let shares = |ec2: aws_sdk_ec2::Client, id: String| async move {
+        let out = ec2
+            .describe_snapshot_attribute()
+            .snapshot_id(id)
+            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+            .send()
+            .await
+            .unwrap();
+        out.create_volume_permissions().iter().filter_map(|p| p.user_id().map(str::to_string)).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        shares(ec2.clone(), source.id.clone()).await,
+        std::slice::from_ref(&vault.id),
+        "shared until the next run"
+    );
+
+    // The next run finds the copy completed: the share goes, nothing is copied again.
+    let (code, out, err) = cli(&acct, &["replication", "--region", R]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("copied 0"), "{out}");
+    assert!(shares(ec2.clone(), source.id.clone()).await.is_empty(), "no share is left once the copy completed");
+    assert_eq!(vault.snapshots(R).await.len(), 1);
+    // The protected account's credentials cannot touch the vault's copy.
+    let err = ec2.delete_snapshot().snapshot_id(&copy.id).send().await.expect_err("not the account's");
+    assert_eq!(err.code(), Some("InvalidSnapshot.NotFound"), "{err:?}");
+    assert_eq!(vault.snapshots(R).await.len(), 1);
+}
+
+/// The clean job's vault work (SPEC §16), through the CLI with the deployment's credentials: in
+/// the vault, this account's expired copies from this region beyond the vault's minimum are
+/// deleted through the vault role, oldest first; a locked copy is kept; another account's
+/// copies, and copies made from another region, are not touched.
+#[tokio::test]
+async fn the_clean_job_cleans_the_vaults_copies_under_the_vaults_minimum() {
+    let acct = Account::deployment().await;
+    acct.create_table(R).await;
+    let vault = Account::new().await;
+    let out = vault.cli().args(["-t", R, "deploy", "--poll-ms", "100", "--vault", &acct.id]).output().unwrap();
+    assert!(out.status.success(), "deploy --vault: {}", text(&out.stderr));
+    let config = with_vault(&format!(r#"{{"account": "{}", "retention": "30 days", "minimum": 2}}"#, vault.id));
+    acct.put_raw(R, "vaulted", &config).await;
+    // Copies as the vault keeps them: a volume of the vault stands in for the copied one.
+    let i = vault.launch(R, &[("Name", "stand-in")]).await;
+    let stand_in = vault.volumes_of(R, &i).await[0].clone();
+    let plant = |days: i64, of: String, from: &'static str| {
+        let vault = &vault;
+        let stand_in = stand_in.clone();
+        async move {
+            let start = (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc3339();
+            let tags = [
+                ("ebs-snapper:vault-of", of),
+                ("replication_src_region", from.to_string()),
+                ("replication_snapshot_id", format!("snap-source{days}")),
+                ("ebs-snapper:volume-id", "vol-0123456789abcdef0".to_string()),
+                ("ebs-snapper:config", "vaulted".to_string()),
+                ("DeleteOn", support::date(-1)),
+                ("test-bed:start-time", start),
+            ];
+            let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            vault.make_snapshot(R, &stand_in, &tags).await
+        }
+    };
+    let mut mine = Vec::new();
+    for days in [9, 8, 7, 6, 5] {
+        mine.push(plant(days, acct.id.clone(), R).await);
+    }
+    let others = plant(10, "999988887777".to_string(), R).await;
+    let elsewhere = plant(11, acct.id.clone(), "eu-west-1").await;
+    let until = aws_smithy_types::DateTime::from_secs((chrono::Utc::now() + chrono::Duration::days(3)).timestamp());
+    vault
+        .ec2(R)
+        .await
+        .lock_snapshot()
+        .snapshot_id(&mine[1])
+        .lock_mode(aws_sdk_ec2::types::LockMode::Governance)
+        .expiration_date(until)
+        .send()
+        .await
+        .expect("lock");
+
+    let (code, out, err) = cli(&acct, &["clean", "--region", R]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("deleted 2"), "{out}");
+    let left: Vec<String> = vault.snapshots(R).await.into_iter().map(|s| s.id).collect();
+    let mut expected = vec![mine[1].clone(), mine[3].clone(), mine[4].clone(), others, elsewhere];
+    expected.sort();
+    assert_eq!(left, expected, "the oldest two unlocked beyond the minimum of 2 went; the rest stayed");
 }

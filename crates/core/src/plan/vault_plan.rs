@@ -12,6 +12,7 @@ use rustc_hash::FxHashMap;
 use crate::config::Lock;
 use crate::configuration_set::ConfigurationSet;
 use crate::inventory::{Snapshot, SnapshotState};
+use crate::report::{Action, ActionReport, Executed, RegionReport, ReportOptions};
 use crate::tags::{
     delete_on_value, DELETE_ON, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, TAG_CONFIG, TAG_VAULT_OF, TAG_VAULT_TO,
     TAG_VOLUME,
@@ -222,6 +223,97 @@ pub fn plan_vault<'a>(
     out
 }
 
+/// The configurations as the clean job sees the vault `target` (`ACCOUNT:REGION`) of copies made
+/// from `source_region`: those whose vault it is, each keeping the vault's copies of a source
+/// volume like disaster-recovery copies in the vault's region (SPEC §12), by the vault's
+/// retention, minimum (else the configuration's largest) and lock. The retention planner then
+/// plans the vault's clean-up as it plans a destination's.
+pub fn vault_configurations(configs: &ConfigurationSet, source_region: &str, target: &str) -> ConfigurationSet {
+    let valid = configs
+        .valid
+        .iter()
+        .filter_map(|named| {
+            let vault = named.configuration.vault.as_ref().filter(|v| v.vault_to(source_region) == target)?;
+            let mut configuration = named.configuration.clone();
+            configuration.copies = vec![crate::config::CopyDestination {
+                region: vault.region.clone().unwrap_or_else(|| source_region.to_string()),
+                retention: Some(vault.retention),
+                minimum: vault.minimum,
+                kms_key: None,
+                lock: vault.lock,
+            }];
+            Some(crate::configuration_set::NamedConfiguration { id: named.id.clone(), configuration })
+        })
+        .collect();
+    ConfigurationSet { valid, invalid: Vec::new(), warnings: Vec::new() }
+}
+
+impl VaultDecision<'_> {
+    /// The reason, for people.
+    pub fn reason(&self) -> String {
+        match &self.action {
+            VaultAction::Copy { target, share: true, .. } => format!("shared with the vault {target}, copied there"),
+            VaultAction::Copy { target, share: false, .. } => format!("copied to the vault {target} (shared already)"),
+            VaultAction::Unshare { target, copy } => format!("the vault {target} has completed its copy {copy}: unshared"),
+            VaultAction::InSync { target, copy, pending: false } => format!("in the vault {target} as {copy}"),
+            VaultAction::InSync { target, copy, pending: true } => {
+                format!("being copied to the vault {target} as {copy}; shared until it completes")
+            }
+            VaultAction::ErroredCopy { target, copy, message } => format!(
+                "its copy {copy} in the vault {target} ended in error ({message}); deleted there, copied again by the next run"
+            ),
+            VaultAction::Deferred { target } => {
+                format!("the vault {target} has {MAX_VAULT_IN_FLIGHT} copies in progress; the next run copies it")
+            }
+            VaultAction::Skip(why) => why.clone(),
+        }
+    }
+}
+
+/// Adds the vault decisions to a replication report. `executed`: for each decision in order,
+/// what became of its mutation (`None`: none, or a dry run). A copy counts as copied; a copy
+/// in error is a failure whatever became of its deletion; the vault's limit is a skip, not a
+/// deferral (a continuation would meet the same limit).
+pub fn report_vault(
+    report: &mut RegionReport,
+    opts: ReportOptions,
+    decisions: &[VaultDecision<'_>],
+    executed: Vec<Option<Executed>>,
+) {
+    let mut executed = executed.into_iter();
+    for d in decisions {
+        let done = executed.next().flatten();
+        let listed = |action: Action| ActionReport::new(action, d.snapshot_id, d.reason());
+        match &d.action {
+            VaultAction::Copy { .. } => {
+                let planned = if opts.dry_run { None } else { Some(done.unwrap_or(Executed::Deferred)) };
+                if report.mutation(opts, Action::Copy, planned, listed) {
+                    report.copied += 1;
+                }
+            }
+            VaultAction::Unshare { .. } => {
+                let planned = if opts.dry_run { None } else { Some(done.unwrap_or(Executed::Deferred)) };
+                report.mutation(opts, Action::Unshare, planned, listed);
+            }
+            VaultAction::ErroredCopy { .. } => {
+                let error = match done {
+                    Some(Executed::Failed(e)) => format!("{}; deleting it failed: {e}", d.reason()),
+                    _ => d.reason(),
+                };
+                report.mutation(opts, Action::Copy, Some(Executed::Failed(error)), listed);
+            }
+            VaultAction::InSync { .. } => {
+                report.in_sync += 1;
+                report.note(opts, || listed(Action::InSync));
+            }
+            VaultAction::Deferred { .. } | VaultAction::Skip(_) => {
+                report.skipped += 1;
+                report.note(opts, || listed(Action::Skip));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,6 +411,42 @@ mod tests {
         let shared: BTreeSet<String> = ["s3".to_string()].into();
         let plan = plan_vault(R, OWN, &sources[2..3], &shared, &listed, &c, today());
         assert_eq!(actions(&plan), [("s3", "copy share=false".to_string())]);
+    }
+
+    #[test]
+    fn the_vaults_copies_are_cleaned_like_a_destinations_under_the_vaults_minimum_and_lock() {
+        use crate::inventory::{Inventory, LockState, SnapshotLock};
+        let text = format!(
+            r#"{{"match": {{"tag:backup": "yes"}}, "snapshot": {{"retention": "7 days", "minimum": 5, "frequency": "1 day"}},
+                "vault": {{"account": "{VAULT}", "region": "us-east-1", "retention": "30 days", "minimum": 2}}}}"#
+        );
+        let c = ConfigurationSet::from_stored(&[StoredConfiguration { id: "c".into(), text }]);
+        let view = vault_configurations(&c, R, &format!("{VAULT}:us-east-1"));
+        assert_eq!(view.valid.len(), 1);
+        assert!(vault_configurations(&c, R, "999988887777:us-east-1").valid.is_empty());
+        // Five expired copies of one source volume: the vault's minimum of 2 keeps the newest two
+        // (not the configuration's 5); a locked one is kept by its lock.
+        let copies: Vec<Snapshot> = (0..5)
+            .map(|n| {
+                snapshot(&format!("v{n}"))
+                    .copy()
+                    .at(Utc.with_ymd_and_hms(2026, 1, 1 + n, 0, 0, 0).unwrap())
+                    .tags(&[
+                        ("replication_src_region", R),
+                        ("replication_snapshot_id", "snap-x"),
+                        ("ebs-snapper:volume-id", "vol-1"),
+                        ("ebs-snapper:config", "c"),
+                        ("ebs-snapper:vault-of", OWN),
+                        ("DeleteOn", "2026-02-01"),
+                    ])
+                    .build()
+            })
+            .collect();
+        let mut inv = Inventory { region: "us-east-1".into(), snapshots: copies, ..Default::default() };
+        let until = crate::lock_plan::start_of(today() + TimeDelta::days(3));
+        inv.locks.insert("v1".into(), SnapshotLock { state: LockState::Compliance, expires: Some(until) });
+        let plan = crate::retention_plan::plan_retention(&view, &inv, &BTreeSet::new(), today());
+        assert_eq!(plan.delete_ids(), ["v0", "v2"]);
     }
 
     #[test]

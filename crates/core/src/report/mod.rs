@@ -36,6 +36,8 @@ pub enum Action {
     Match,
     /// Lock a snapshot, or lock it longer (SPEC §16).
     Lock,
+    /// Remove a source's share with the vault once the vault's copy completed (SPEC §16).
+    Unshare,
 }
 
 impl Action {
@@ -53,6 +55,7 @@ impl Action {
             Action::Skip => "skip",
             Action::Match => "match",
             Action::Lock => "lock",
+            Action::Unshare => "unshare",
         }
     }
 }
