@@ -140,8 +140,7 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &ConfigureArgs) -> Result<O
                 eprintln!(
                     "warning: vault: the replication job shares, copies and locks each snapshot in the vault and \
                      the clean job cleans it there; deploy the stack with --parameter VaultAccountIds=ACCOUNT so that \
-                     snapshots may be shared. Not in this version yet: the VAULT column of status, and sources on \
-                     aws/ebs (share_key)"
+                     snapshots may be shared. Not in this version yet: sources on aws/ebs (share_key)"
                 );
             }
             Ok(Outcome::Done)

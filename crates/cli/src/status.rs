@@ -75,7 +75,8 @@ async fn account_rows(
     let found: Vec<_> = stream::iter(regions.with_work.iter())
         .map(|region| {
             let configs = &configs;
-            async move { (region, region_status(target, account, configs, region, now).await) }
+            let access = ebs_snapper_aws::vault::VaultAccess { home: aws, home_account: &covered.home, account };
+            async move { (region, region_status(target, account, configs, region, now, Some(access)).await) }
         })
         .buffered(REGION_CONCURRENCY)
         .collect()
@@ -108,9 +109,10 @@ fn table(rows: &[VolumeStatus], now: DateTime<Utc>) -> Vec<String> {
         "NEXT DUE",
         "COPIES",
         "LOCK",
+        "VAULT",
     ]
     .map(String::from);
-    let cells: Vec<[String; 13]> = rows
+    let cells: Vec<[String; 14]> = rows
         .iter()
         .map(|r| {
             [
@@ -139,11 +141,16 @@ fn table(rows: &[VolumeStatus], now: DateTime<Utc>) -> Vec<String> {
                         .join(",")
                 },
                 r.lock.as_ref().map(|l| l.cell()).unwrap_or_else(|| "-".into()),
+                match r.vault {
+                    Some(true) => "in-sync".to_string(),
+                    Some(false) => "missing".to_string(),
+                    None => "-".to_string(),
+                },
             ]
         })
         .collect();
     let widths: Vec<usize> =
-        (0..13).map(|i| cells.iter().map(|c| c[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
+        (0..14).map(|i| cells.iter().map(|c| c[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
     std::iter::once(&header)
         .chain(cells.iter())
         .map(|c| {

@@ -308,8 +308,10 @@ async fn status_shows_the_lock_of_each_volumes_newest_snapshot() {
     let (code, out, err) = cli(&acct, &["status", "--region", R]);
     assert_eq!(code, 0, "{err}");
     let header = out.lines().next().unwrap();
-    assert!(header.trim_end().ends_with("LOCK"), "{out}");
-    assert!(out.lines().nth(1).unwrap().ends_with(&format!("compliance (cool-off) until {delete_on}")), "{out}");
+    assert!(header.contains(" LOCK ") && header.trim_end().ends_with("VAULT"), "{out}");
+    let row = out.lines().nth(1).unwrap();
+    assert!(row.contains(&format!("compliance (cool-off) until {delete_on}")), "{out}");
+    assert!(row.ends_with('-'), "no vault: {out}");
     let (code, doc, err) = json(&acct, &["status", "--region", R]);
     assert_eq!(code, 0, "{err}");
     let lock = &doc["volumes"][0]["lock"];

@@ -185,6 +185,13 @@ async fn a_snapshot_is_shared_copied_into_the_vault_locked_there_and_unshared() 
     let (code, _, err) = cli(&acct, &["snapshot", "--region", R]);
     assert_eq!(code, 0, "{err}");
     let source = acct.snapshots(R).await.pop().expect("a snapshot");
+    let vault_column = |acct: &Account| {
+        let out = acct.cli().args(["status", "--region", R, "--json"]).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["volumes"][0]["vault"].clone()
+    };
+    assert_eq!(vault_column(&acct), serde_json::json!(false), "not in the vault yet");
 
     let (code, out, err) = cli(&acct, &["replication", "--region", R]);
     assert_eq!(code, 0, "{out}{err}");
@@ -221,6 +228,11 @@ async fn a_snapshot_is_shared_copied_into_the_vault_locked_there_and_unshared() 
         std::slice::from_ref(&vault.id),
         "shared until the next run"
     );
+    assert_eq!(vault_column(&acct), serde_json::json!(true), "status finds the vault's copy");
+    let (code, table, err) = cli(&acct, &["status", "--region", R]);
+    assert_eq!(code, 0, "{err}");
+    assert!(table.lines().next().unwrap().trim_end().ends_with("VAULT"), "{table}");
+    assert!(table.lines().nth(1).unwrap().trim_end().ends_with("in-sync"), "{table}");
 
     // The next run finds the copy completed: the share goes, nothing is copied again.
     let (code, out, err) = cli(&acct, &["replication", "--region", R]);

@@ -45,6 +45,9 @@ pub struct VolumeStatus {
     pub copies: BTreeMap<String, bool>,
     /// The lock of the newest completed snapshot while it holds (SPEC §16); `null` without one.
     pub lock: Option<StatusLock>,
+    /// Whether the vault has a copy of the newest completed snapshot (SPEC §16); `null` when
+    /// its configuration has no vault.
+    pub vault: Option<bool>,
     pub verdict: Verdict,
 }
 
@@ -250,6 +253,7 @@ pub fn volume_statuses(
                         until: l.expires,
                     }
                 }),
+                vault: configuration.vault.as_ref().map(|_| false),
                 verdict: worst.verdict,
             });
         }
