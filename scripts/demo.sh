@@ -78,4 +78,17 @@ snapper snapshot --region us-west-2
 fleet try-delete us-west-2 ledger
 snapper status --region us-west-2
 
+say "Vault account" "A vault account gets its role (deploy --vault, with the vault's credentials), the stack may share with it (VaultAccountIds), and a configuration keeps a copy of each snapshot there, locked in compliance mode. Replication shares the new snapshot, the vault copies and locks it; then the protected account's snapshots are deleted: the vault's copy stays, and the protected account cannot delete it."
+eval "$(fleet vault-env)"
+DEPLOYMENT_ACCOUNT=$(target/debug/ebs-snapper configure -l | awk -F, 'NR==2 {print $1}')
+echo "vault account $VAULT_ACCOUNT, deployment $DEPLOYMENT_ACCOUNT"
+env $VAULT_ENV target/debug/ebs-snapper deploy --vault "$DEPLOYMENT_ACCOUNT" 2>/dev/null
+snapper deploy -n --parameter VaultAccountIds="$VAULT_ACCOUNT" 2>/dev/null | tail -1
+eval "$(fleet vault-instance)"
+snapper configure -s vaulted '{"match": {"tag:backup": "vault"}, "snapshot": {"retention": "30 days", "minimum": 3, "frequency": "1 day"}, "vault": {"account": "'"$VAULT_ACCOUNT"'", "retention": "90 days", "lock": {"mode": "compliance"}}}'
+snapper snapshot --region us-east-1
+snapper replication --region us-east-1
+fleet drop us-east-1 "$VAULTED_INSTANCE"
+fleet vault-copies us-east-1
+
 say "Done" "The emulator stops now; nothing was sent beyond this machine."

@@ -8,6 +8,9 @@
   demo_fleet.py drop REGION INSTANCE  delete every snapshot of INSTANCE's volumes in REGION
   demo_fleet.py try-delete REGION CONFIG  try to delete every snapshot of configuration CONFIG
                                   (as an attacker with the account's keys would); print what EC2 says
+  demo_fleet.py vault-env         credentials of the vault account (VAULT_ACCOUNT): shell vars
+  demo_fleet.py vault-instance    launch an instance tagged backup=vault; prints VAULTED_INSTANCE=...
+  demo_fleet.py vault-copies REGION  the vault account's copies in REGION, and this account's try to delete them
 """
 import sys
 from datetime import date, timedelta
@@ -113,8 +116,46 @@ def try_delete(region, config):
             print(f"{s['SnapshotId']}: refused: {e.response['Error']['Code']}: {e.response['Error']['Message']}")
 
 
+VAULT_ACCOUNT = "444455556666"
+
+
+def vault_session():
+    c = boto3.client("sts").assume_role(RoleArn=f"arn:aws:iam::{VAULT_ACCOUNT}:role/demo-vault-admin", RoleSessionName="demo-vault")["Credentials"]
+    return c
+
+
+def vault_env():
+    c = vault_session()
+    print(f"VAULT_ACCOUNT={VAULT_ACCOUNT}")
+    print(f"VAULT_ENV='AWS_ACCESS_KEY_ID={c['AccessKeyId']} AWS_SECRET_ACCESS_KEY={c['SecretAccessKey']} AWS_SESSION_TOKEN={c['SessionToken']}'")
+
+
+def vault_instance():
+    print(f"VAULTED_INSTANCE={launch('us-east-1', {'Name': 'ledger-2', 'backup': 'vault'})}")
+
+
+def vault_copies(region):
+    c = vault_session()
+    vault = boto3.client("ec2", region_name=region, aws_access_key_id=c["AccessKeyId"], aws_secret_access_key=c["SecretAccessKey"], aws_session_token=c["SessionToken"])
+    copies = vault.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "tag-key", "Values": ["ebs-snapper:vault-of"]}])["Snapshots"]
+    for s in copies:
+        tags = {t["Key"]: t["Value"] for t in s.get("Tags", [])}
+        locks = vault.describe_locked_snapshots(SnapshotIds=[s["SnapshotId"]])["Snapshots"]
+        lock = f"{locks[0]['LockState']} until {locks[0].get('LockExpiresOn')}" if locks else "-"
+        print(f"vault {VAULT_ACCOUNT} {region}: {s['SnapshotId']} copy of {tags.get('replication_snapshot_id')} "
+              f"from account {tags.get('ebs-snapper:vault-of')}, DeleteOn {tags.get('DeleteOn')}, lock {lock}")
+        try:
+            ec2(region).delete_snapshot(SnapshotId=s["SnapshotId"])
+            print("  the protected account deleted it")
+        except ec2(region).exceptions.ClientError as e:
+            print(f"  the protected account's DeleteSnapshot: refused: {e.response['Error']['Code']}")
+
+
 {
     "fleet": lambda: fleet(),
+    "vault-env": lambda: vault_env(),
+    "vault-instance": lambda: vault_instance(),
+    "vault-copies": lambda: vault_copies(sys.argv[2]),
     "try-delete": lambda: try_delete(sys.argv[2], sys.argv[3]),
     "snapshots": lambda: snapshots(sys.argv[2]),
     "expire": lambda: expire(sys.argv[2]),
