@@ -306,3 +306,71 @@ async fn the_clean_job_cleans_the_vaults_copies_under_the_vaults_minimum() {
     expected.sort();
     assert_eq!(left, expected, "the oldest two unlocked beyond the minimum of 2 went; the rest stayed");
 }
+
+/// The vault's work done by the functions as Lambda runs them, each under its role behind the
+/// IAM gate (the vault role's requests evaluated against `cloudformation/vault.json`'s role): the
+/// replication worker shares, has the vault copy and lock, and unshares; the clean worker cleans
+/// the vault's expired copies. A refusal of any call fails the test (the gates' own check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_keep_the_vault_under_their_roles() {
+    let acct = Account::deployment().await;
+    acct.create_table(R).await;
+    let vault = Account::new().await;
+    let out = vault.cli().args(["-t", R, "deploy", "--poll-ms", "100", "--vault", &acct.id]).output().unwrap();
+    assert!(out.status.success(), "deploy --vault: {}", text(&out.stderr));
+    let config = with_vault(&format!(
+        r#"{{"account": "{}", "retention": "30 days", "minimum": 1, "lock": {{"mode": "governance"}}}}"#,
+        vault.id
+    ));
+    acct.put_raw(R, "vaulted", &config).await;
+    acct.launch(R, &[("backup", "yes")]).await;
+    // Two expired copies in the vault from an earlier source volume: the older goes.
+    let stand_in = vault.volumes_of(R, &vault.launch(R, &[]).await).await[0].clone();
+    let mut old = Vec::new();
+    for days in [9, 8] {
+        let start = (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc3339();
+        let tags = [
+            ("ebs-snapper:vault-of", acct.id.clone()),
+            ("replication_src_region", R.to_string()),
+            ("replication_snapshot_id", format!("snap-gone{days}")),
+            ("ebs-snapper:volume-id", "vol-0123456789abcdef0".to_string()),
+            ("ebs-snapper:config", "vaulted".to_string()),
+            ("DeleteOn", support::date(-1)),
+            ("test-bed:start-time", start),
+        ];
+        let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        old.push(vault.make_snapshot(R, &stand_in, &tags).await);
+    }
+
+    let mut lambda = support::lambda::LambdaHarness::new(&acct).await;
+    lambda.parameters(&[("VaultAccountIds", &vault.id)]);
+    lambda.start(&acct, "create", "create-snapshot", &[]).await;
+    lambda.start(&acct, "replication", "replication", &[]).await;
+    lambda.start(&acct, "clean", "clean-snapshot", &[]).await;
+    let ok = |r: Result<serde_json::Value, serde_json::Value>| {
+        let summary = r.unwrap_or_else(|e| panic!("the run failed: {e}"));
+        assert_eq!(summary["failed"], 0, "{summary:#}");
+        summary
+    };
+    let created = ok(lambda.call("create", serde_json::json!({"region": R})).await);
+    assert_eq!(created["created"], 1, "{created:#}");
+    let copied = ok(lambda.call("replication", serde_json::json!({"region": R})).await);
+    assert_eq!((copied["copied"].as_u64(), copied["locked"].as_u64()), (Some(1), Some(1)), "{copied:#}");
+    ok(lambda.call("replication", serde_json::json!({"region": R})).await);
+    let source = acct.snapshots(R).await.pop().unwrap();
+    let shared = acct
+        .ec2(R)
+        .await
+        .describe_snapshot_attribute()
+        .snapshot_id(&source.id)
+        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+        .send()
+        .await
+        .unwrap();
+    assert!(shared.create_volume_permissions().is_empty(), "unshared by the second run");
+    let cleaned = ok(lambda.call("clean", serde_json::json!({"region": R})).await);
+    assert_eq!(cleaned["deleted"], 1, "the older expired vault copy: {cleaned:#}");
+    let left: Vec<String> = vault.snapshots(R).await.into_iter().map(|s| s.id).collect();
+    assert!(!left.contains(&old[0]) && left.contains(&old[1]), "{left:?}");
+    assert_eq!(left.len(), 2, "the newer planted copy and the new one: {left:?}");
+}

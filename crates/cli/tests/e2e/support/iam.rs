@@ -189,6 +189,18 @@ impl Principal {
         }
     }
 
+    /// The vault role (`cloudformation/vault.json`) in `account`, trusting `deployment`.
+    fn vault(role_arn: &str, account: &str, deployment: &str) -> Principal {
+        let t = super::cloudformation("vault.json");
+        let name = role_arn.rsplit('/').next().unwrap_or_default();
+        let params = parameters(&t, account, &[("DeploymentAccountId", deployment), ("VaultRoleName", name)]);
+        Principal {
+            arn: format!("arn:{PARTITION}:sts::{account}:assumed-role/{name}/vault"),
+            account: account.into(),
+            policies: role_policies(&t, "VaultRole", &params),
+        }
+    }
+
     /// The member role (`cloudformation/member.json`) in `account`, trusting `deployment`.
     fn member(role_arn: &str, account: &str, deployment: &str) -> Principal {
         let t = super::cloudformation("member.json");
@@ -247,7 +259,19 @@ impl IamGate {
         lambda_upstream: Option<&str>,
         aliases: Aliases,
     ) -> IamGate {
-        IamGate::with(Principal::function(binary, account, &[]), upstream, lambda_upstream, aliases).await
+        IamGate::start_with(binary, account, &[], upstream, lambda_upstream, aliases).await
+    }
+
+    /// [`IamGate::start`] with the function's role rendered with these stack parameters.
+    pub async fn start_with(
+        binary: &str,
+        account: &str,
+        given: &[(&str, &str)],
+        upstream: &str,
+        lambda_upstream: Option<&str>,
+        aliases: Aliases,
+    ) -> IamGate {
+        IamGate::with(Principal::function(binary, account, given), upstream, lambda_upstream, aliases).await
     }
 
     /// A gate for an operator running the CLI in `account` with the managed policy README
@@ -433,7 +457,33 @@ async fn ec2(
             match snapshot_tags(s, req, id).await {
                 // Not there: the emulator answers InvalidSnapshot.NotFound, as AWS does.
                 None => vec![],
-                Some(ctx) => vec![authz(&format!("ec2:{op}"), snapshot_arn(region, id), ctx)],
+                Some(mut ctx) => {
+                    if op == "ModifySnapshotAttribute" {
+                        // Who is added or removed: ec2:Add/userId, ec2:Remove/group...
+                        let verb = match field(&f, "OperationType") {
+                            Some("remove") => "Remove",
+                            _ => "Add",
+                        };
+                        let values = |prefix: &str| -> Vec<Value> {
+                            f.iter()
+                                .filter(|(k, _)| k.starts_with(prefix))
+                                .map(|(_, v)| Value::String(v.clone()))
+                                .collect()
+                        };
+                        let users = values("UserId.");
+                        let groups = values("UserGroup.");
+                        if !users.is_empty() {
+                            ctx.insert(format!("ec2:{verb}/userId"), Value::Array(users));
+                        }
+                        if !groups.is_empty() {
+                            ctx.insert(format!("ec2:{verb}/group"), Value::Array(groups));
+                        }
+                        if let Some(a) = field(&f, "Attribute") {
+                            ctx.insert("ec2:Attribute".into(), Value::String(a.to_string()));
+                        }
+                    }
+                    vec![authz(&format!("ec2:{op}"), snapshot_arn(region, id), ctx)]
+                }
             }
         }
         "CreateTags" => {
@@ -639,8 +689,13 @@ async fn serve(conn: TcpStream, s: Arc<GateState>) {
             let role = query_value(&req.body, "RoleArn").map(|r| percent_decode(&r));
             if let (Some(new_key), Some(role)) = (element(&answer, "AccessKeyId"), role) {
                 let account = role.split(':').nth(4).unwrap_or_default().to_string();
-                let member = Principal::member(&role, &account, &who.account);
-                s.sessions.lock().unwrap().insert(new_key, member);
+                // The vault role by its (default) name, else a member role.
+                let assumed = if role.ends_with(":role/ebs-snapper-vault") {
+                    Principal::vault(&role, &account, &who.account)
+                } else {
+                    Principal::member(&role, &account, &who.account)
+                };
+                s.sessions.lock().unwrap().insert(new_key, assumed);
             }
         }
         let headers: Vec<(&str, String)> = headers.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();

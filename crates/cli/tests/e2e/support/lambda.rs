@@ -78,6 +78,8 @@ pub struct LambdaHarness {
     gates: HashMap<String, super::iam::IamGate>,
     /// Function names as the tests give them -> as the stack names them.
     aliases: super::iam::Aliases,
+    /// The stack's parameters the functions' roles are rendered with (`VaultAccountIds`...).
+    parameters: Vec<(String, String)>,
 }
 
 impl LambdaHarness {
@@ -94,7 +96,13 @@ impl LambdaHarness {
             account: account.id.clone(),
             gates: HashMap::new(),
             aliases: Arc::new(Mutex::new(HashMap::new())),
+            parameters: Vec::new(),
         }
+    }
+
+    /// Renders the roles of the functions started from now on with these stack parameters.
+    pub fn parameters(&mut self, given: &[(&str, &str)]) {
+        self.parameters = given.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     }
 
     /// The endpoint to give functions as `AWS_ENDPOINT_URL_LAMBDA`.
@@ -118,9 +126,16 @@ impl LambdaHarness {
             .find(|(k, _)| *k == "AWS_ENDPOINT_URL")
             .map(|(_, v)| v.to_string())
             .unwrap_or_else(super::endpoint);
-        let gate =
-            super::iam::IamGate::start(binary, &account.id, &upstream, Some(&self.endpoint()), self.aliases.clone())
-                .await;
+        let given: Vec<(&str, &str)> = self.parameters.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let gate = super::iam::IamGate::start_with(
+            binary,
+            &account.id,
+            &given,
+            &upstream,
+            Some(&self.endpoint()),
+            self.aliases.clone(),
+        )
+        .await;
         let gate_endpoint = gate.endpoint();
         self.gates.insert(name.to_string(), gate);
         let runtime_addr = self.runtime_api(name).await;
