@@ -374,3 +374,62 @@ async fn the_workers_keep_the_vault_under_their_roles() {
     assert!(!left.contains(&old[0]) && left.contains(&old[1]), "{left:?}");
     assert_eq!(left.len(), 2, "the newer planted copy and the new one: {left:?}");
 }
+
+/// SPEC §16's invariants under the stricter AWS with 20% of every call faulted (throttled,
+/// failed, dropped, or done with its answer lost), copies pending for a while: after runs under
+/// faults and one without, every completed snapshot has exactly one vault copy (a lost answer
+/// never makes a second), and no share is left on a source whose vault copy completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_twenty_percent_faults_each_snapshot_gets_one_vault_copy_and_no_share_is_left() {
+    use support::fault_proxy::{FaultPlan, FaultProxy, Strict};
+    let acct = Account::deployment().await;
+    acct.create_table(R).await;
+    let vault = Account::new().await;
+    let out = vault.cli().args(["-t", R, "deploy", "--poll-ms", "100", "--vault", &acct.id]).output().unwrap();
+    assert!(out.status.success(), "deploy --vault: {}", text(&out.stderr));
+    let config = with_vault(&format!(
+        r#"{{"account": "{}", "retention": "30 days", "lock": {{"mode": "governance"}}}}"#,
+        vault.id
+    ));
+    acct.put_raw(R, "vaulted", &config).await;
+    for _ in 0..5 {
+        acct.launch(R, &[("backup", "yes")]).await;
+    }
+    let (code, _, err) = cli(&acct, &["snapshot", "--region", R]);
+    assert_eq!(code, 0, "{err}");
+    let sources: Vec<String> = acct.snapshots(R).await.into_iter().map(|s| s.id).collect();
+    assert_eq!(sources.len(), 5);
+
+    let proxy = FaultProxy::start(FaultPlan::every_call(29, 0.2)).await;
+    proxy.set_strict(Strict::on());
+    for _ in 0..2 {
+        let (code, doc, err) = support::scenes::run(&acct, &proxy, "replication", &["--region", R]);
+        assert!(code == 0 || code == 1, "{err}\n{doc:#}");
+    }
+    assert!(proxy.faulted() > 0, "the proxy injected nothing");
+    proxy.set_plan(FaultPlan::none());
+    // Without faults, once the copies have completed (the stricter AWS keeps them pending a
+    // while), a run leaves everything as it must be.
+    for _ in 0..2 {
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        let (code, doc, err) = support::scenes::run(&acct, &proxy, "replication", &["--region", R]);
+        assert_eq!(code, 0, "{err}\n{doc:#}");
+    }
+    let copies = vault.snapshots(R).await;
+    for source in &sources {
+        let n = copies.iter().filter(|c| c.tag("replication_snapshot_id") == Some(source.as_str())).count();
+        assert_eq!(n, 1, "{source}: {n} vault copies");
+    }
+    assert_eq!(copies.len(), sources.len(), "no other copy: {copies:?}");
+    let ec2 = acct.ec2(R).await;
+    for source in &sources {
+        let shared = ec2
+            .describe_snapshot_attribute()
+            .snapshot_id(source)
+            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+            .send()
+            .await
+            .unwrap();
+        assert!(shared.create_volume_permissions().is_empty(), "{source} is still shared");
+    }
+}
