@@ -433,3 +433,32 @@ async fn under_twenty_percent_faults_each_snapshot_gets_one_vault_copy_and_no_sh
         assert!(shared.create_volume_permissions().is_empty(), "{source} is still shared");
     }
 }
+
+/// A member account's snapshots go to the vault too (SPEC §16): shared with the member's
+/// credentials (its member role, deployed with `VaultAccountIds`), copied with the vault's
+/// (reached from the deployment), and kept there under the member's own `ebs-snapper:vault-of`.
+#[tokio::test]
+async fn a_members_snapshots_go_to_the_vault_under_its_own_account() {
+    let deployment = Account::deployment().await;
+    deployment.create_table(R).await;
+    let vault = Account::new().await;
+    let member = Account::new().await;
+    member.install_member_role(&deployment.id, &[&format!("VaultAccountIds={}", vault.id)]);
+    let out = vault.cli().args(["-t", R, "deploy", "--poll-ms", "100", "--vault", &deployment.id]).output().unwrap();
+    assert!(out.status.success(), "deploy --vault: {}", text(&out.stderr));
+    let config = with_vault(&format!(r#"{{"account": "{}", "retention": "30 days"}}"#, vault.id));
+    deployment.put_raw_for(R, &member.id, "vaulted", &config).await;
+    member.launch(R, &[("backup", "yes")]).await;
+    let (code, _, err) = cli(&deployment, &["snapshot", "--account", &member.id, "--region", R]);
+    assert_eq!(code, 0, "{err}");
+    let source = member.snapshots(R).await.pop().expect("the member's snapshot");
+    assert_eq!(source.tag("ebs-snapper:vault-to"), Some(format!("{}:{R}", vault.id).as_str()));
+    let (code, out, err) = cli(&deployment, &["replication", "--account", &member.id, "--region", R]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("copied 1"), "{out}");
+    let copies = vault.snapshots(R).await;
+    let [copy] = &copies[..] else { panic!("{copies:?}") };
+    assert_eq!(copy.tag("ebs-snapper:vault-of"), Some(member.id.as_str()), "the member's own account");
+    assert_eq!(copy.tag("replication_snapshot_id"), Some(source.id.as_str()));
+    assert!(deployment.snapshots(R).await.is_empty(), "nothing in the deployment account");
+}
