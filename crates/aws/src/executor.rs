@@ -440,6 +440,39 @@ async fn set_snapshots(
     Ok((!pairs.is_empty()).then_some(pairs))
 }
 
+/// What became of a snapshot mutation that is harmless to repeat (delete, archive, lock): not
+/// sent (its time ran out: deferred), done (`done` is logged), refused with a code of
+/// `skippable` (a skip with the reason), or failed.
+fn settled<O, E>(
+    operation: &'static str,
+    region: &str,
+    id: &str,
+    sent: Result<O, SdkError<E, HttpResponse>>,
+    skippable: &[&str],
+    done: &str,
+) -> Executed
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match sent {
+        Err(e) if not_sent(&e) => Executed::Deferred,
+        Ok(_) => {
+            info!(region = %region, snapshot_id = %id, "{done}");
+            Executed::Done(None)
+        }
+        Err(e) => {
+            let e = AwsError::call(operation, region, e);
+            if e.code().is_some_and(|c| skippable.contains(&c)) {
+                warn!(region, snapshot_id = %id, error = %e, "{operation} refused; skipped");
+                Executed::Skipped(e.to_string())
+            } else {
+                warn!(region, snapshot_id = %id, error = %e, "{operation} failed");
+                Executed::Failed(e.to_string())
+            }
+        }
+    }
+}
+
 /// Archive errors that are logged and skipped (SPEC §10.12): the snapshot is gone, is being
 /// archived or restored already (an archival in progress still reads `standard`), or backs an
 /// image (EC2 does not archive a snapshot an AMI uses).
@@ -463,23 +496,7 @@ pub async fn archive_snapshots(
             .interceptor(attempts)
             .send()
             .await;
-        match sent {
-            Err(e) if not_sent(&e) => Executed::Deferred,
-            Ok(_) => {
-                info!(region = %region, snapshot_id = %id, "moved snapshot to the archive tier");
-                Executed::Done(None)
-            }
-            Err(e) => {
-                let e = AwsError::call("ModifySnapshotTier", region, e);
-                if e.code().is_some_and(|c| ARCHIVE_SKIPPABLE.contains(&c)) {
-                    warn!(region, snapshot_id = %id, error = %e, "snapshot not archived");
-                    Executed::Skipped(e.to_string())
-                } else {
-                    warn!(region, snapshot_id = %id, error = %e, "archiving failed");
-                    Executed::Failed(e.to_string())
-                }
-            }
-        }
+        settled("ModifySnapshotTier", region, id, sent, &ARCHIVE_SKIPPABLE, "moved snapshot to the archive tier")
     })
     .await
 }
@@ -541,23 +558,8 @@ pub async fn delete_snapshot(client: &aws_sdk_ec2::Client, region: &str, id: &st
 
 /// Deletes one snapshot. Used by the clean job and for replicas whose source is gone.
 async fn delete_one(client: &aws_sdk_ec2::Client, region: &str, id: &str, attempts: Attempts) -> Executed {
-    match client.delete_snapshot().snapshot_id(id).customize().interceptor(attempts).send().await {
-        Err(e) if not_sent(&e) => Executed::Deferred,
-        Ok(_) => {
-            info!(region = %region, snapshot_id = %id, "deleted snapshot");
-            Executed::Done(None)
-        }
-        Err(e) => {
-            let e = AwsError::call("DeleteSnapshot", region, e);
-            if e.code().is_some_and(|c| DELETE_SKIPPABLE.contains(&c)) {
-                warn!(region, snapshot_id = id, error = %e, "snapshot not deleted");
-                Executed::Skipped(e.to_string())
-            } else {
-                warn!(region, snapshot_id = id, error = %e, "snapshot deletion failed");
-                Executed::Failed(e.to_string())
-            }
-        }
-    }
+    let sent = client.delete_snapshot().snapshot_id(id).customize().interceptor(attempts).send().await;
+    settled("DeleteSnapshot", region, id, sent, &DELETE_SKIPPABLE, "deleted snapshot")
 }
 
 /// Copies snapshots into their destination regions (a client per destination), one at a time per
@@ -651,23 +653,7 @@ pub async fn lock_snapshots(
             .interceptor(attempts)
             .send()
             .await;
-        match sent {
-            Err(e) if not_sent(&e) => Executed::Deferred,
-            Ok(_) => {
-                info!(region = %region, snapshot_id = %request.snapshot_id, mode = request.mode.as_str(), until = %request.until, "locked snapshot");
-                Executed::Done(None)
-            }
-            Err(e) => {
-                let e = AwsError::call("LockSnapshot", region, e);
-                if e.code().is_some_and(|c| LOCK_SKIPPABLE.contains(&c)) {
-                    warn!(region, snapshot_id = %request.snapshot_id, error = %e, "snapshot not locked");
-                    Executed::Skipped(e.to_string())
-                } else {
-                    warn!(region, snapshot_id = %request.snapshot_id, error = %e, "locking failed");
-                    Executed::Failed(e.to_string())
-                }
-            }
-        }
+        settled("LockSnapshot", region, &request.snapshot_id, sent, &LOCK_SKIPPABLE, "locked snapshot")
     })
     .await
 }

@@ -91,15 +91,7 @@ async fn vault_status(
     let mut copied: BTreeSet<String> = BTreeSet::new();
     for (target, sources) in &wanted {
         let Some((vault, vault_region)) = ebs_snapper_core::vault_plan::vault_target(target) else { continue };
-        let reached = crate::account::reach(
-            access.home,
-            access.home_account,
-            vault,
-            &crate::account::vault_role_name(),
-            "ebs-snapper-status",
-        )
-        .await?;
-        let client = aws_sdk_ec2::Client::new(&reached.aws.in_region(vault_region));
+        let (_, client) = access.reach(vault, vault_region).await?;
         let copies = in_batches(sources, |batch| {
             let filters = vec![
                 ec2_filter(&format!("tag:{TAG_VAULT_OF}"), [access.account.to_string()]),

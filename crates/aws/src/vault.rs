@@ -34,6 +34,15 @@ pub struct VaultAccess<'a> {
     pub account: &'a str,
 }
 
+impl VaultAccess<'_> {
+    /// The vault `vault` reached through its role, and a client of it in `vault_region`.
+    pub async fn reach(&self, vault: &str, vault_region: &str) -> Result<(Aws, aws_sdk_ec2::Client), AwsError> {
+        let reached = reach(self.home, self.home_account, vault, &vault_role_name(), "ebs-snapper-vault").await?;
+        let client = aws_sdk_ec2::Client::new(&reached.aws.in_region(vault_region));
+        Ok((reached.aws, client))
+    }
+}
+
 /// The ids of this account's snapshots in `region` tagged for a vault that are shared with
 /// `vault` (`RestorableByUserIds`: what EC2 says the vault may use).
 async fn shared_with(client: &aws_sdk_ec2::Client, region: &str, vault: &str) -> Result<BTreeSet<String>, AwsError> {
@@ -154,12 +163,10 @@ pub async fn vault_region(
     for target in targets {
         let Some((vault, vault_region)) = vault_target(target) else { continue };
         let listing = async {
-            let reached =
-                reach(access.home, access.home_account, vault, &vault_role_name(), "ebs-snapper-vault").await?;
-            let vault_client = aws_sdk_ec2::Client::new(&reached.aws.in_region(vault_region));
+            let (aws, vault_client) = access.reach(vault, vault_region).await?;
             let index = vault_index(&vault_client, vault_region, access.account).await?;
             shared.extend(shared_with(&client, region, vault).await?);
-            Ok::<_, AwsError>((reached.aws, index))
+            Ok::<_, AwsError>((aws, index))
         };
         match listing.await {
             Ok((aws, index)) => {
@@ -250,9 +257,7 @@ pub async fn vault_clean_region(
         let Some((vault, vault_region)) = vault_target(&target) else { continue };
         let view = ebs_snapper_core::vault_plan::vault_configurations(configs, region, &target);
         let listed = async {
-            let reached =
-                reach(access.home, access.home_account, vault, &vault_role_name(), "ebs-snapper-vault").await?;
-            let client = aws_sdk_ec2::Client::new(&reached.aws.in_region(vault_region));
+            let (_, client) = access.reach(vault, vault_region).await?;
             let filters = vec![
                 ec2_filter(&format!("tag:{TAG_VAULT_OF}"), [access.account.to_string()]),
                 ec2_filter(&format!("tag:{}", ebs_snapper_core::tags::REPLICATION_SRC), [region.to_string()]),

@@ -14,6 +14,24 @@ fn cli(acct: &Account, args: &[&str]) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
 
+/// A copy as the vault keeps it, planted in the vault: of account `of`'s snapshot from region
+/// `from`, started `days` ago, expired yesterday (a volume of the vault, `stand_in`, stands in
+/// for the copied one).
+async fn plant_vault_copy(vault: &Account, stand_in: &str, of: &str, from: &str, days: i64) -> String {
+    let start = (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc3339();
+    let tags = [
+        ("ebs-snapper:vault-of", of.to_string()),
+        ("replication_src_region", from.to_string()),
+        ("replication_snapshot_id", format!("snap-source{days}")),
+        ("ebs-snapper:volume-id", "vol-0123456789abcdef0".to_string()),
+        ("ebs-snapper:config", "vaulted".to_string()),
+        ("DeleteOn", support::date(-1)),
+        ("test-bed:start-time", start),
+    ];
+    let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    vault.make_snapshot(R, stand_in, &tags).await
+}
+
 fn with_vault(vault: &str) -> String {
     format!(
         r#"{{"match": {{"tag:backup": "yes"}}, "snapshot": {{"retention": "7 days", "minimum": 2, "frequency": "1 day"}},
@@ -262,30 +280,12 @@ async fn the_clean_job_cleans_the_vaults_copies_under_the_vaults_minimum() {
     // Copies as the vault keeps them: a volume of the vault stands in for the copied one.
     let i = vault.launch(R, &[("Name", "stand-in")]).await;
     let stand_in = vault.volumes_of(R, &i).await[0].clone();
-    let plant = |days: i64, of: String, from: &'static str| {
-        let vault = &vault;
-        let stand_in = stand_in.clone();
-        async move {
-            let start = (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc3339();
-            let tags = [
-                ("ebs-snapper:vault-of", of),
-                ("replication_src_region", from.to_string()),
-                ("replication_snapshot_id", format!("snap-source{days}")),
-                ("ebs-snapper:volume-id", "vol-0123456789abcdef0".to_string()),
-                ("ebs-snapper:config", "vaulted".to_string()),
-                ("DeleteOn", support::date(-1)),
-                ("test-bed:start-time", start),
-            ];
-            let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            vault.make_snapshot(R, &stand_in, &tags).await
-        }
-    };
     let mut mine = Vec::new();
     for days in [9, 8, 7, 6, 5] {
-        mine.push(plant(days, acct.id.clone(), R).await);
+        mine.push(plant_vault_copy(&vault, &stand_in, &acct.id, R, days).await);
     }
-    let others = plant(10, "999988887777".to_string(), R).await;
-    let elsewhere = plant(11, acct.id.clone(), "eu-west-1").await;
+    let others = plant_vault_copy(&vault, &stand_in, "999988887777", R, 10).await;
+    let elsewhere = plant_vault_copy(&vault, &stand_in, &acct.id, "eu-west-1", 11).await;
     let until = aws_smithy_types::DateTime::from_secs((chrono::Utc::now() + chrono::Duration::days(3)).timestamp());
     vault
         .ec2(R)
@@ -328,18 +328,7 @@ async fn the_workers_keep_the_vault_under_their_roles() {
     let stand_in = vault.volumes_of(R, &vault.launch(R, &[]).await).await[0].clone();
     let mut old = Vec::new();
     for days in [9, 8] {
-        let start = (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc3339();
-        let tags = [
-            ("ebs-snapper:vault-of", acct.id.clone()),
-            ("replication_src_region", R.to_string()),
-            ("replication_snapshot_id", format!("snap-gone{days}")),
-            ("ebs-snapper:volume-id", "vol-0123456789abcdef0".to_string()),
-            ("ebs-snapper:config", "vaulted".to_string()),
-            ("DeleteOn", support::date(-1)),
-            ("test-bed:start-time", start),
-        ];
-        let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        old.push(vault.make_snapshot(R, &stand_in, &tags).await);
+        old.push(plant_vault_copy(&vault, &stand_in, &acct.id, R, days).await);
     }
 
     let mut lambda = support::lambda::LambdaHarness::new(&acct).await;
