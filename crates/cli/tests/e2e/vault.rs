@@ -32,6 +32,17 @@ async fn plant_vault_copy(vault: &Account, stand_in: &str, of: &str, from: &str,
     vault.make_snapshot(R, stand_in, &tags).await
 }
 
+/// A deployment (its table in `R`, credentials of a role under its function roles' path) and a
+/// vault account with the vault role installed (`deploy --vault`), trusting it.
+async fn deployment_and_vault() -> (Account, Account) {
+    let acct = Account::deployment().await;
+    acct.create_table(R).await;
+    let vault = Account::new().await;
+    let out = vault.cli().args(["-t", R, "deploy", "--poll-ms", "100", "--vault", &acct.id]).output().unwrap();
+    assert!(out.status.success(), "deploy --vault: {}", text(&out.stderr));
+    (acct, vault)
+}
+
 fn with_vault(vault: &str) -> String {
     format!(
         r#"{{"match": {{"tag:backup": "yes"}}, "snapshot": {{"retention": "7 days", "minimum": 2, "frequency": "1 day"}},
@@ -187,11 +198,7 @@ async fn the_test_bed_shares_and_copies_across_accounts_as_ec2_does() {
 /// cannot delete the vault's copy, and a second copy is never made.
 #[tokio::test]
 async fn a_snapshot_is_shared_copied_into_the_vault_locked_there_and_unshared() {
-    let acct = Account::deployment().await;
-    acct.create_table(R).await;
-    let vault = Account::new().await;
-    let out = vault.cli().args(["-t", R, "deploy", "--poll-ms", "100", "--vault", &acct.id]).output().unwrap();
-    assert!(out.status.success(), "deploy --vault: {}", text(&out.stderr));
+    let (acct, vault) = deployment_and_vault().await;
     let key = format!("arn:aws:kms:{R}:{}:key/1234abcd-12ab-34cd-56ef-1234567890ab", vault.id);
     let config = with_vault(&format!(
         r#"{{"account": "{}", "region": "{R}", "retention": "30 days", "kms_key": "{key}", "lock": {{"mode": "compliance"}}}}"#,
@@ -270,11 +277,7 @@ async fn a_snapshot_is_shared_copied_into_the_vault_locked_there_and_unshared() 
 /// copies, and copies made from another region, are not touched.
 #[tokio::test]
 async fn the_clean_job_cleans_the_vaults_copies_under_the_vaults_minimum() {
-    let acct = Account::deployment().await;
-    acct.create_table(R).await;
-    let vault = Account::new().await;
-    let out = vault.cli().args(["-t", R, "deploy", "--poll-ms", "100", "--vault", &acct.id]).output().unwrap();
-    assert!(out.status.success(), "deploy --vault: {}", text(&out.stderr));
+    let (acct, vault) = deployment_and_vault().await;
     let config = with_vault(&format!(r#"{{"account": "{}", "retention": "30 days", "minimum": 2}}"#, vault.id));
     acct.put_raw(R, "vaulted", &config).await;
     // Copies as the vault keeps them: a volume of the vault stands in for the copied one.
@@ -313,11 +316,7 @@ async fn the_clean_job_cleans_the_vaults_copies_under_the_vaults_minimum() {
 /// the vault's expired copies. A refusal of any call fails the test (the gates' own check).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_workers_keep_the_vault_under_their_roles() {
-    let acct = Account::deployment().await;
-    acct.create_table(R).await;
-    let vault = Account::new().await;
-    let out = vault.cli().args(["-t", R, "deploy", "--poll-ms", "100", "--vault", &acct.id]).output().unwrap();
-    assert!(out.status.success(), "deploy --vault: {}", text(&out.stderr));
+    let (acct, vault) = deployment_and_vault().await;
     let config = with_vault(&format!(
         r#"{{"account": "{}", "retention": "30 days", "minimum": 1, "lock": {{"mode": "governance"}}}}"#,
         vault.id
@@ -371,11 +370,7 @@ async fn the_workers_keep_the_vault_under_their_roles() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_twenty_percent_faults_each_snapshot_gets_one_vault_copy_and_no_share_is_left() {
     use support::fault_proxy::{FaultPlan, FaultProxy, Strict};
-    let acct = Account::deployment().await;
-    acct.create_table(R).await;
-    let vault = Account::new().await;
-    let out = vault.cli().args(["-t", R, "deploy", "--poll-ms", "100", "--vault", &acct.id]).output().unwrap();
-    assert!(out.status.success(), "deploy --vault: {}", text(&out.stderr));
+    let (acct, vault) = deployment_and_vault().await;
     let config = with_vault(&format!(
         r#"{{"account": "{}", "retention": "30 days", "lock": {{"mode": "governance"}}}}"#,
         vault.id
