@@ -220,6 +220,9 @@ fn compliance_warning(text: &str) -> Option<String> {
             .filter(|d| d.lock.is_some_and(|l| l.mode == ebs_snapper_core::LockMode::Compliance))
             .map(|d| format!("copies to {}", d.region)),
     );
+    if c.vault.as_ref().and_then(|v| v.lock).is_some_and(|l| l.mode == ebs_snapper_core::LockMode::Compliance) {
+        locked.push("the vault's copies".to_string());
+    }
     (!locked.is_empty()).then(|| {
         format!(
             "compliance lock on {}: once the cool-off ends, nobody (root included) can delete those snapshots \

@@ -71,11 +71,17 @@ async fn configure_checks_a_vault_and_the_snapshot_job_tags_each_snapshot_for_it
     acct.assert_refused(&with_vault(r#"{"account": "444455556666"}"#), "vault.retention: is required");
     assert!(acct.items(R).await.is_empty(), "nothing stored");
 
-    let config = with_vault(r#"{"account": "444455556666", "region": "eu-west-1", "retention": "30 days"}"#);
+    let config = with_vault(
+        r#"{"account": "444455556666", "region": "eu-west-1", "retention": "30 days", "lock": {"mode": "compliance"}}"#,
+    );
     let (code, out, err) = cli(&acct, &["configure", "-s", "vaulted", &config]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("Saved to key vaulted"), "{out}");
     assert!(err.lines().any(|l| l.starts_with("warning: vault:") && l.contains("VaultAccountIds")), "{err}");
+    assert!(
+        err.lines().any(|l| l.starts_with("warning: compliance lock on the vault's copies")),
+        "a compliance lock in the vault warns as any other: {err}"
+    );
 
     acct.launch(R, &[("backup", "yes")]).await;
     let (code, _, err) = cli(&acct, &["snapshot", "--region", R]);
