@@ -452,3 +452,41 @@ async fn a_members_snapshots_go_to_the_vault_under_its_own_account() {
     assert_eq!(copy.tag("replication_snapshot_id"), Some(source.id.as_str()));
     assert!(deployment.snapshots(R).await.is_empty(), "nothing in the deployment account");
 }
+
+/// A vault copy that AWS accepts and then fails (the vault may not use the key: SPEC §10.11 for
+/// vault copies): the next run reports it with AWS's reason and the vault deletes it; once the
+/// key is usable, the source is copied again, and one copy is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_copy_that_ends_in_error_is_reported_deleted_and_made_again() {
+    use support::fault_proxy::{FaultPlan, FaultProxy, Strict};
+    let (acct, vault) = deployment_and_vault().await;
+    let key = format!("arn:aws:kms:{R}:{}:key/1234abcd-12ab-34cd-56ef-1234567890ab", vault.id);
+    let config = with_vault(&format!(
+        r#"{{"account": "{}", "region": "{R}", "retention": "30 days", "kms_key": "{key}"}}"#,
+        vault.id
+    ));
+    acct.put_raw(R, "vaulted", &config).await;
+    acct.launch(R, &[("backup", "yes")]).await;
+    let (code, _, err) = cli(&acct, &["snapshot", "--region", R]);
+    assert_eq!(code, 0, "{err}");
+    let proxy = FaultProxy::start(FaultPlan::none()).await;
+    proxy.set_strict(Strict {
+        end_in_error: vec![(key.clone(), "Given key ID is not accessible".to_string())],
+        ..Strict::default()
+    });
+    let (code, doc, err) = support::scenes::run(&acct, &proxy, "replication", &["--region", R]);
+    assert_eq!(code, 0, "accepted: {err}\n{doc:#}");
+    let errored: Vec<String> = vault.snapshots(R).await.into_iter().map(|s| s.id).collect();
+    assert_eq!(errored.len(), 1);
+    proxy.set_strict(Strict::default());
+    let (code, doc, err) = support::scenes::run(&acct, &proxy, "replication", &["--region", R]);
+    assert_eq!(code, 1, "a copy in error is a failure: {err}\n{doc:#}");
+    let errors = doc["regions"][0]["errors"].to_string();
+    assert!(errors.contains("ended in error (Given key ID is not accessible)"), "{errors}");
+    assert!(vault.snapshots(R).await.is_empty(), "deleted in the vault");
+    let (code, doc, err) = support::scenes::run(&acct, &proxy, "replication", &["--region", R]);
+    assert_eq!(code, 0, "{err}\n{doc:#}");
+    let copies: Vec<String> = vault.snapshots(R).await.into_iter().map(|s| s.id).collect();
+    assert_eq!(copies.len(), 1, "copied again");
+    assert_ne!(copies, errored);
+}
