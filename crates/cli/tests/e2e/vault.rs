@@ -490,3 +490,38 @@ async fn a_vault_copy_that_ends_in_error_is_reported_deleted_and_made_again() {
     assert_eq!(copies.len(), 1, "copied again");
     assert_ne!(copies, errored);
 }
+
+/// The vault takes a limited number of copies in progress (AWS: 20 per destination account and
+/// region; the stricter AWS here: 2). A copy refused with `ResourceLimitExceeded` is left to the
+/// next run, a skip and not a failure; the next run makes it, and no source is copied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_past_the_vaults_limit_wait_for_the_next_run() {
+    use support::fault_proxy::{FaultPlan, FaultProxy, Strict};
+    let (acct, vault) = deployment_and_vault().await;
+    let config = with_vault(&format!(r#"{{"account": "{}", "retention": "30 days"}}"#, vault.id));
+    acct.put_raw(R, "vaulted", &config).await;
+    for _ in 0..3 {
+        acct.launch(R, &[("backup", "yes")]).await;
+    }
+    let (code, _, err) = cli(&acct, &["snapshot", "--region", R]);
+    assert_eq!(code, 0, "{err}");
+    let proxy = FaultProxy::start(FaultPlan::none()).await;
+    proxy.set_strict(Strict {
+        copies_in_progress: Some(2),
+        pending_for: std::time::Duration::from_secs(5),
+        ..Strict::default()
+    });
+    let (code, doc, err) = support::scenes::run(&acct, &proxy, "replication", &["--region", R]);
+    assert_eq!(code, 0, "the limit is not a failure: {err}\n{doc:#}");
+    assert_eq!(doc["regions"][0]["copied"], 2, "{doc:#}");
+    assert_eq!(doc["regions"][0]["skipped"], 1, "{doc:#}");
+    assert_eq!(vault.snapshots(R).await.len(), 2);
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let (code, doc, err) = support::scenes::run(&acct, &proxy, "replication", &["--region", R]);
+    assert_eq!(code, 0, "{err}\n{doc:#}");
+    assert_eq!(doc["regions"][0]["copied"], 1, "{doc:#}");
+    let copies = vault.snapshots(R).await;
+    let sources: std::collections::BTreeSet<&str> =
+        copies.iter().filter_map(|c| c.tag("replication_snapshot_id")).collect();
+    assert_eq!((copies.len(), sources.len()), (3, 3), "one copy per source");
+}

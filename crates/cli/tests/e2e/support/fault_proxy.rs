@@ -82,6 +82,10 @@ pub struct Strict {
     /// An archival takes this long (SPEC §15): after `ModifySnapshotTier`, the snapshot still
     /// reads `standard`, and a second request for it is refused with `IncorrectState`.
     pub archival_for: std::time::Duration,
+    /// At most this many copies in progress per destination account and region (AWS: 20); a
+    /// `CopySnapshot` past it is refused with `ResourceLimitExceeded`. A copy is in progress
+    /// until its unlisted and pending periods have passed. `None`: no limit.
+    pub copies_in_progress: Option<usize>,
 }
 
 /// EC2's request rate limiting: one token bucket per API, per account and region, shared by
@@ -145,6 +149,7 @@ impl Strict {
             buckets: Some(Buckets::aws()),
             end_in_error: Vec::new(),
             archival_for: std::time::Duration::from_secs(2),
+            copies_in_progress: Some(20),
         }
     }
 }
@@ -265,6 +270,8 @@ struct State {
     errored: Mutex<HashMap<String, String>>,
     /// Snapshots whose archival started ([`Strict::archival_for`]), and when.
     archiving: Mutex<HashMap<String, std::time::Instant>>,
+    /// Copies started through the proxy: (account, region, when).
+    copies: Mutex<Vec<(String, String, std::time::Instant)>>,
     /// Lambda functions whose code update is in progress, and since when.
     updating: Mutex<HashMap<String, std::time::Instant>>,
     /// `NextToken`s of the empty first pages handed out.
@@ -294,6 +301,7 @@ impl FaultProxy {
             made: Mutex::new(HashMap::new()),
             errored: Mutex::new(HashMap::new()),
             archiving: Mutex::new(HashMap::new()),
+            copies: Mutex::new(Vec::new()),
             updating: Mutex::new(HashMap::new()),
             tokens: Mutex::new(BTreeSet::new()),
             upstream,
@@ -569,6 +577,14 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
                 let (status, headers, body) = fault_response(&service, f, index);
                 respond(&mut w, status, &headers, body.as_bytes()).await
             }
+            None if operation == "CopySnapshot" && copies_full(&s, &strict, &account_of(&s, &req).await, &region) => {
+                let (status, headers, body) = ec2_refusal(
+                    "ResourceLimitExceeded",
+                    "You have exceeded the maximum number of concurrent snapshot copy operations.",
+                    index,
+                );
+                respond(&mut w, status, &headers, body.as_bytes()).await
+            }
             None if operation == "ModifySnapshotTier" && archival_in_progress(&s, &strict, &req) => {
                 let (status, headers, body) =
                     ec2_refusal("IncorrectState", "The snapshot is already being archived or restored.", index);
@@ -577,6 +593,10 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
             None => match forward(&s.upstream, &req).await {
                 Ok((status, mut headers, mut body)) => {
                     note_made(&s, &operation, status, &body);
+                    if operation == "CopySnapshot" && status == 200 && strict.copies_in_progress.is_some() {
+                        let account = account_of(&s, &req).await;
+                        s.copies.lock().unwrap().push((account, region.clone(), std::time::Instant::now()));
+                    }
                     note_fate(&s, &strict, &operation, &req, status, &body);
                     if operation == "DescribeSnapshots" && status == 200 {
                         body = as_aws_lists(&s, &strict, &body);
@@ -650,6 +670,14 @@ fn as_aws_lambda(s: &State, strict: &Strict, req: &Request, body: Vec<u8>) -> Ve
         config["LastUpdateStatus"] = "InProgress".into();
     }
     serde_json::to_vec(&doc).unwrap_or(body)
+}
+
+/// Whether `account` has [`Strict::copies_in_progress`] copies in progress into `region`.
+fn copies_full(s: &State, strict: &Strict, account: &str, region: &str) -> bool {
+    let Some(limit) = strict.copies_in_progress else { return false };
+    let in_progress = strict.unlisted_for + strict.pending_for;
+    let copies = s.copies.lock().unwrap();
+    copies.iter().filter(|(a, r, at)| a == account && r == region && at.elapsed() < in_progress).count() >= limit
 }
 
 /// Remembers the snapshots a `CreateSnapshot`, `CreateSnapshots` (every one of the set) or
