@@ -72,6 +72,20 @@ async fn unlock(acct: &Account, region: &str, id: &str) {
     acct.ec2(region).await.unlock_snapshot().snapshot_id(id).send().await.expect("unlock");
 }
 
+/// A snapshot of `volume` as the tool made it for tier `daily` of configuration `config`,
+/// started `days` ago and expired yesterday.
+async fn plant_expired_daily(acct: &Account, volume: &str, config: &str, days: i64) -> String {
+    let start = (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc3339();
+    let delete_on = date(-1);
+    let tags = [
+        ("DeleteOn", delete_on.as_str()),
+        ("ebs-snapper:config", config),
+        ("ebs-snapper:tier", "daily"),
+        ("test-bed:start-time", start.as_str()),
+    ];
+    acct.make_snapshot(R, volume, &tags).await
+}
+
 /// A request body names `id` as its snapshot.
 fn names(body: &str, id: &str) -> bool {
     body.split('&').any(|p| p == format!("SnapshotId={id}"))
@@ -231,15 +245,7 @@ async fn the_minimum_stays_locked() {
     let vol = acct.volumes_of(R, &i).await[0].clone();
     let mut old = Vec::new();
     for days in [5, 4] {
-        let start = (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc3339();
-        let tags = [
-            ("DeleteOn", date(-1)),
-            ("ebs-snapper:config", "c".to_string()),
-            ("ebs-snapper:tier", "daily".to_string()),
-            ("test-bed:start-time", start),
-        ];
-        let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        old.push(acct.make_snapshot(R, &vol, &tags).await);
+        old.push(plant_expired_daily(&acct, &vol, "c", days).await);
     }
     let (code, out, err) = cli(&acct, &["clean", "--region", R]);
     assert_eq!(code, 0, "{err}");
@@ -370,15 +376,7 @@ async fn every_lock_call_of_every_worker_is_allowed_by_its_role_and_nothing_more
     let vol = acct.volumes_of(R, &i).await[0].clone();
     let mut expired = Vec::new();
     for days in [6, 5] {
-        let start = (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc3339();
-        let tags = [
-            ("DeleteOn", date(-1)),
-            ("ebs-snapper:config", "locked".to_string()),
-            ("ebs-snapper:tier", "daily".to_string()),
-            ("test-bed:start-time", start),
-        ];
-        let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        expired.push(acct.make_snapshot(R, &vol, &tags).await);
+        expired.push(plant_expired_daily(&acct, &vol, "locked", days).await);
     }
     // Someone else's snapshot (no tool tags), of a volume no configuration selects.
     let other = acct.launch(R, &[("Name", "not backed up")]).await;
