@@ -17,6 +17,20 @@ source scripts/testbed/emulator.sh
 cargo_args=()
 if [[ "${1:-}" == "--" ]]; then shift; cargo_args=("$@"); fi
 
+# A fresh clone's time is mostly the cold build, which needs none of the tools installed below,
+# while installing them mostly waits on the package registries: so the build starts first, in
+# the background, and the step "build every binary" below waits for it and prints its output.
+# It is stopped with the emulators if the script ends before that.
+step "build every binary and test target, in the background (its output comes below)"
+mkdir -p target
+cargo build --workspace --bins --tests >target/build.log 2>&1 &
+BUILD_PID=$!
+echo "cargo build --workspace --bins --tests (pid $BUILD_PID, log target/build.log)"
+stop_build() {
+  if kill -0 "$BUILD_PID" 2>/dev/null; then kill "$BUILD_PID" 2>/dev/null || true; fi
+}
+trap stop_build EXIT
+
 step "Python tools in .venv (pinned)"
 ensure_venv
 
@@ -37,6 +51,7 @@ checkov_scan
 
 step "moto server on loopback"
 start_moto
+trap 'stop_moto; stop_build' EXIT
 echo "moto listening at $AWS_ENDPOINT_URL (pid $MOTO_PID, log target/moto.log)"
 
 step "IAM evaluator on loopback (each function's requests are evaluated against its role)"
@@ -44,14 +59,21 @@ ensure_iam_simulator
 start_iam_simulator
 echo "IAM evaluator listening at $EBS_SNAPPER_TEST_IAM (pid $IAM_PID, log target/iam.log)"
 
-step "build every binary (tests start the function binaries as Lambda does)"
-run cargo build --workspace --bins
+step "build every binary and test target (tests start the function binaries as Lambda does)"
+build_status=0
+wait "$BUILD_PID" || build_status=$?
+cat target/build.log
+if [[ "$build_status" -ne 0 ]]; then
+  echo "FAIL: cargo build --workspace --bins --tests exited with $build_status (its output is above)" >&2
+  exit 1
+fi
 
 step "the benchmarks and the scaling example still compile (core's testing builders, by feature)"
 run cargo check -p ebs-snapper-core --features testing --benches --examples
 
 step "the plain build and the test build share one compiled SDK (else CI compiles it twice)"
-# The test build also compiles every test target here, which `cargo test` below would anyway.
+# Both builds are done by now (the background build above was the test build); each lists its
+# artifacts, fresh ones included, so this compiles nothing unless the SDK is built twice.
 sdk_rlib() {
   cargo build --workspace --bins "$@" --message-format=json >target/build-artifacts.json
   grep -o 'libaws_sdk_ec2-[0-9a-f]*\.rlib' target/build-artifacts.json | sort -u | tr '\n' ' '
@@ -84,6 +106,10 @@ step "packaging checks: each function binary can start on Lambda (architecture, 
 run python3 -m unittest scripts/lib/test_elf_check.py scripts/bench/test_paced_run.py
 
 step "cargo test --workspace"
+# The end-to-end tests mostly wait on the emulators (moto used about 60% of one core with four
+# at once), so more run at once than there are cores. The timing tests hold at this load.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-6}"
+echo "RUST_TEST_THREADS=$RUST_TEST_THREADS"
 run cargo test --workspace --no-fail-fast "${cargo_args[@]}"
 
 step "core crate has no AWS dependency"
