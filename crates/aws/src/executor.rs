@@ -532,11 +532,15 @@ fn made_by_a_lost_create(
         .map(|s| s.id)
 }
 
-/// The own copy of `source` in the client's region (tagged `replication_snapshot_id`), if any,
-/// that is not in state `error`: an errored copy is no copy (SPEC §10.11).
-async fn copy_of(client: &aws_sdk_ec2::Client, region: &str, source: &str) -> Result<Option<String>, AwsError> {
-    let filters =
-        vec![ec2_filter(&format!("tag:{}", ebs_snapper_core::tags::REPLICATION_SNAPSHOT_ID), [source.to_string()])];
+/// The own copy in the client's region named by `identity` (a tag and its value, as
+/// [`CopyRequest::identity`](ebs_snapper_core::CopyRequest::identity) gives), if any, that is
+/// not in state `error`: an errored copy is no copy (SPEC §10.11).
+async fn copy_of(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    (tag, value): (&str, &str),
+) -> Result<Option<String>, AwsError> {
+    let filters = vec![ec2_filter(&format!("tag:{tag}"), [value.to_string()])];
     let found = describe_own_snapshots(client, region, filters, SnapshotDetail::Bare).await?;
     Ok(found.into_iter().find(|s| s.state != ebs_snapper_core::SnapshotState::Error).map(|s| s.id))
 }
@@ -603,7 +607,7 @@ pub async fn copy_snapshots(
                 .await;
             out.map(|out| out.snapshot_id().map(str::to_string))
         };
-        let find = || async { Ok(copy_of(client, dst, &request.source_id).await?.map(Some)) };
+        let find = || async { Ok(copy_of(client, dst, request.identity()).await?.map(Some)) };
         outcomes.push(match send_verified("CopySnapshot", dst, budget, send, find).await {
             Sent::Done(id) => {
                 info!(region = %request.source_region, destination = dst, source_id = %request.source_id, copy_id = id.as_deref().unwrap_or("?"), "copied snapshot");

@@ -9,7 +9,7 @@ use aws_sdk_ec2::types::{OperationType, SnapshotAttributeName};
 use chrono::Utc;
 use ebs_snapper_core::lock_plan::{decide, requests, LockDecision};
 use ebs_snapper_core::tags::{REPLICATION_SNAPSHOT_ID, TAG_VAULT_OF, TAG_VAULT_TO};
-use ebs_snapper_core::vault_plan::{plan_vault, report_vault, vault_target, VaultAction, VaultIndex};
+use ebs_snapper_core::vault_plan::{plan_vault, report_vault, vault_target, ShareCopy, VaultAction, VaultIndex};
 use ebs_snapper_core::{
     plan_retention, ConfigurationSet, CopyRequest, Executed, Inventory, RegionReport, ReportOptions,
 };
@@ -92,44 +92,40 @@ async fn set_share(
         .map_err(|e| AwsError::call("ModifySnapshotAttribute", region, e))
 }
 
-/// Where a copy goes: the source account's client in its region, and the vault.
-struct Vault<'a> {
-    client: &'a aws_sdk_ec2::Client,
-    region: &'a str,
-    vault: &'a str,
-    vault_region: &'a str,
-    aws: &'a Aws,
+/// Why a share was refused, for the report: a source encrypted with `aws/ebs` cannot be
+/// shared, and without `vault.share_key` nothing can be done about it here.
+fn share_refused(e: &AwsError) -> String {
+    let fix = if e.code() == Some("OperationNotPermitted") {
+        " (a snapshot encrypted with aws/ebs cannot be shared: set vault.share_key, a key of this account \
+         the vault may use, and it is copied under that key and the copy shared)"
+    } else {
+        ""
+    };
+    format!("could not share it with the vault: {e}{fix}")
 }
 
-/// Shares the source with the vault (unless `shared` already), then has the vault copy it (a
-/// lost answer verified, never repeated blindly: the executor's copy).
-async fn share_and_copy(
-    to: Vault<'_>,
-    source: &str,
-    share: bool,
-    copy: &ebs_snapper_core::vault_plan::VaultCopy,
-    budget: &TimeBudget,
-) -> Executed {
-    if share {
-        if let Err(e) = set_share(to.client, to.region, source, to.vault, true).await {
-            let fix = if e.code() == Some("OperationNotPermitted") {
-                " (a snapshot encrypted with aws/ebs cannot be shared; copying it under vault.share_key first is \
-                 not built yet in this version)"
-            } else {
-                ""
-            };
-            return Executed::Failed(format!("could not share it with the vault: {e}{fix}"));
-        }
-    }
-    let request = CopyRequest {
+/// The copy request for a vault copy (made in the vault's region, by the vault).
+fn vault_request(copy: &ebs_snapper_core::vault_plan::VaultCopy, vault_region: &str) -> CopyRequest {
+    CopyRequest {
         source_id: copy.source_id.clone(),
         source_region: copy.source_region.clone(),
-        destination_region: to.vault_region.to_string(),
+        destination_region: vault_region.to_string(),
         description: copy.description.clone(),
         tags: copy.tags.clone(),
         kms_key: copy.kms_key.clone(),
-    };
-    copy_snapshots(to.aws, &[&request], budget).await.pop().unwrap_or(Executed::Deferred)
+    }
+}
+
+/// The copy request for a share copy (made in the source's region, by the source account).
+fn share_copy_request(copy: &ShareCopy) -> CopyRequest {
+    CopyRequest {
+        source_id: copy.source_id.clone(),
+        source_region: copy.region.clone(),
+        destination_region: copy.region.clone(),
+        description: copy.description.clone(),
+        tags: copy.tags.clone(),
+        kms_key: Some(copy.kms_key.clone()),
+    }
 }
 
 /// Does this region's vault work and adds it to `report`. Nothing when no configuration has a
@@ -181,60 +177,98 @@ pub async fn vault_region(
             }
         }
     }
-    let plan = plan_vault(region, access.account, &sources, &shared, &vaults, configs, Utc::now().date_naive());
-    let mut executed: Vec<Option<Executed>> = Vec::with_capacity(plan.len());
-    let mut locks: BTreeMap<String, Vec<LockDecision>> = BTreeMap::new();
-    for d in &plan {
-        if opts.dry_run {
-            executed.push(None);
-            continue;
+    let mut plan = plan_vault(region, access.account, &sources, &shared, &vaults, configs, Utc::now().date_naive());
+    if opts.dry_run {
+        let executed = vec![None; plan.len()];
+        report_vault(report, opts, &plan, executed);
+        return;
+    }
+    // Shares first, one by one; then the copies, one batch per vault (so that one pace and the
+    // vault's limit of copies in progress apply to all of them) and one of share copies here;
+    // then the deletions.
+    let mut executed: Vec<Option<Executed>> = vec![None; plan.len()];
+    let mut vault_copies: BTreeMap<&str, Vec<(usize, CopyRequest)>> = BTreeMap::new();
+    let mut share_copies: Vec<(usize, CopyRequest)> = Vec::new();
+    let mut here: Vec<(usize, &str)> = Vec::new();
+    for (i, d) in plan.iter_mut().enumerate() {
+        fn reached<'t>(target: &'t str, vault_aws: &'t BTreeMap<String, Aws>) -> Option<(&'t str, &'t Aws)> {
+            vault_target(target).and_then(|(_, r)| Some((r, vault_aws.get(target)?)))
         }
-        let vault_of = |target: &str| {
-            let (vault, vault_region) = vault_target(target).expect("planned from a valid target");
-            (vault.to_string(), vault_region.to_string(), vault_aws.get(target))
-        };
-        let outcome = match &d.action {
-            VaultAction::Copy { target, share, copy } => {
-                let (vault, vault_region, aws) = vault_of(target);
-                Some(match aws {
-                    None => Executed::Failed(format!("the vault {target} was not reached")),
-                    Some(_) if !budget.allows_mutation() => Executed::Deferred,
-                    Some(aws) => {
-                        let to = Vault { client: &client, region, vault: &vault, vault_region: &vault_region, aws };
-                        let done = share_and_copy(to, d.snapshot_id, *share, copy, budget).await;
-                        if let (Executed::Done(Some(id)), Some((lock, date))) = (&done, copy.lock) {
-                            let decision = decide(id, lock, date, None, Utc::now());
-                            locks.entry(target.to_string()).or_default().extend(decision);
+        match &d.action {
+            VaultAction::Copy { target, share, copy, .. } => {
+                let Some((vault_region, _)) = reached(target, &vault_aws) else {
+                    executed[i] = Some(Executed::Failed(format!("the vault {target} was not reached")));
+                    continue;
+                };
+                if !budget.allows_mutation() {
+                    executed[i] = Some(Executed::Deferred);
+                    continue;
+                }
+                let (vault, _) = vault_target(target).expect("reached");
+                if *share {
+                    if let Err(e) = set_share(&client, region, &copy.source_id, vault, true).await {
+                        match d.action.refused_share().filter(|_| e.code() == Some("OperationNotPermitted")) {
+                            Some(instead) => {
+                                d.action = instead;
+                                let VaultAction::CopyUnderShareKey { copy, .. } = &d.action else { unreachable!() };
+                                share_copies.push((i, share_copy_request(copy)));
+                            }
+                            None => executed[i] = Some(Executed::Failed(share_refused(&e))),
                         }
-                        done
+                        continue;
                     }
-                })
+                }
+                vault_copies.entry(target).or_default().push((i, vault_request(copy, vault_region)));
             }
             VaultAction::Unshare { target, .. } => {
-                let (vault, _, _) = vault_of(target);
-                Some(match set_share(&client, region, d.snapshot_id, &vault, false).await {
+                let (vault, _) = vault_target(target).expect("planned from a valid target");
+                executed[i] = Some(match set_share(&client, region, d.snapshot_id, vault, false).await {
                     Ok(()) => Executed::Done(None),
                     Err(e) => Executed::Failed(e.to_string()),
-                })
+                });
             }
-            VaultAction::ErroredCopy { target, copy, .. } => match vault_of(target) {
-                (_, vault_region, Some(aws)) => {
-                    let vault_client = aws_sdk_ec2::Client::new(&aws.in_region(&vault_region));
-                    Some(delete_snapshot(&vault_client, &vault_region, copy, budget).await)
+            VaultAction::ErroredCopy { target, copy, .. } => {
+                executed[i] = Some(match reached(target, &vault_aws) {
+                    Some((vault_region, aws)) => {
+                        let vault_client = aws_sdk_ec2::Client::new(&aws.in_region(vault_region));
+                        delete_snapshot(&vault_client, vault_region, copy, budget).await
+                    }
+                    None => Executed::Failed(format!("the vault {target} was not reached")),
+                });
+            }
+            VaultAction::ErroredShareCopy { copy, .. } => here.push((i, copy)),
+            VaultAction::DropShareCopy { .. } => here.push((i, d.snapshot_id)),
+            _ => {}
+        }
+    }
+    let mut locks: BTreeMap<&str, Vec<LockDecision>> = BTreeMap::new();
+    for (target, requests) in &vault_copies {
+        let aws = vault_aws.get(*target).expect("reached");
+        let outcomes = copy_snapshots(aws, &requests.iter().map(|(_, r)| r).collect::<Vec<_>>(), budget).await;
+        for ((i, _), done) in requests.iter().zip(outcomes) {
+            if let (Executed::Done(Some(id)), VaultAction::Copy { copy, .. }) = (&done, &plan[*i].action) {
+                if let Some((lock, date)) = copy.lock {
+                    locks.entry(target).or_default().extend(decide(id, lock, date, None, Utc::now()));
                 }
-                _ => Some(Executed::Failed(format!("the vault {target} was not reached"))),
-            },
-            _ => None,
-        };
-        executed.push(outcome);
+            }
+            executed[*i] = Some(done);
+        }
+    }
+    let wanted: Vec<&CopyRequest> = share_copies.iter().map(|(_, r)| r).collect();
+    for ((i, _), done) in share_copies.iter().zip(copy_snapshots(source, &wanted, budget).await) {
+        executed[*i] = Some(done);
+    }
+    let ids: Vec<&str> = here.iter().map(|(_, id)| *id).collect();
+    for ((i, _), done) in here.iter().zip(delete_snapshots(&client, region, &ids, budget).await) {
+        executed[*i] = Some(done);
     }
     report_vault(report, opts, &plan, executed);
     for (target, decisions) in locks {
-        let Some((_, vault_region)) = vault_target(&target) else { continue };
-        let Some(aws) = vault_aws.get(&target) else { continue };
+        let Some((_, vault_region)) = vault_target(target) else { continue };
+        let Some(aws) = vault_aws.get(target) else { continue };
         let vault_client = aws_sdk_ec2::Client::new(&aws.in_region(vault_region));
         let outcomes = lock_snapshots(&vault_client, vault_region, &requests(&decisions), budget).await;
-        ebs_snapper_core::lock_plan::report_locks(report, opts, &decisions, outcomes, Some(&target));
+        ebs_snapper_core::lock_plan::report_locks(report, opts, &decisions, outcomes, Some(target));
     }
 }
 

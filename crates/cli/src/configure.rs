@@ -136,11 +136,17 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &ConfigureArgs) -> Result<O
             if let Some(warning) = compliance_warning(&text) {
                 eprintln!("warning: {warning}");
             }
-            if parsed.vault.is_some() {
+            if let Some(vault) = &parsed.vault {
+                let keys = if vault.share_key.is_some() {
+                    " and CopyKmsKeyArns with the share_key of each region, which the vault's copies of sources on \
+                     aws/ebs are made from"
+                } else {
+                    ""
+                };
                 eprintln!(
                     "warning: vault: the replication job shares, copies and locks each snapshot in the vault and \
                      the clean job cleans it there; deploy the stack with --parameter VaultAccountIds=ACCOUNT so that \
-                     snapshots may be shared. Not in this version yet: sources on aws/ebs (share_key)"
+                     snapshots may be shared{keys}"
                 );
             }
             Ok(Outcome::Done)

@@ -20,6 +20,10 @@ pub const TAG_VAULT_TO: &str = "ebs-snapper:vault-to";
 /// On a vault copy: the account whose snapshot it is a copy of; the vault role may delete only
 /// snapshots carrying it.
 pub const TAG_VAULT_OF: &str = "ebs-snapper:vault-of";
+/// On a share copy (SPEC §16): the snapshot it is a copy of, made in the source's own region
+/// under `vault.share_key` because the source's key (`aws/ebs`) cannot be shared. The vault
+/// copies it instead; the replication job deletes it once the vault's copy completed.
+pub const TAG_VAULT_SHARE_OF: &str = "ebs-snapper:vault-share-of";
 /// On a disaster-recovery copy: the source snapshot's volume, by which copies are kept.
 pub const TAG_VOLUME: &str = "ebs-snapper:volume-id";
 pub const REPLICATION_DST: &str = "replication_dst_region";

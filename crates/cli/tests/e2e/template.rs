@@ -928,7 +928,8 @@ fn the_vault_role_trusts_only_the_function_roles_and_deletes_only_vault_copies()
 
 /// SPEC §16: a snapshot is shared only with the configured vault accounts (`ec2:Add/userId`,
 /// never a group such as `all`, only snapshots tagged for a vault), by the replication role and
-/// the member role, through a policy that exists only when vault accounts are given; the
+/// the member role, through a policy that exists only when vault accounts are given and that
+/// also lets them delete their share copies (tagged `ebs-snapper:vault-share-of`); the
 /// replication and clean roles reach the vault role by its name.
 #[test]
 fn snapshots_are_shared_only_with_the_vault_accounts() {
@@ -940,7 +941,15 @@ fn snapshots_are_shared_only_with_the_vault_accounts() {
         assert_eq!(policy["Condition"], "HasVaultAccounts", "{name}: only with vault accounts given");
         assert_eq!(policy["Properties"]["Roles"], json!([{"Ref": role}]), "{name}");
         let statements = policy["Properties"]["PolicyDocument"]["Statement"].as_array().unwrap();
-        let [share] = &statements[..] else { panic!("{name}: one sharing statement") };
+        let [share, share_copies] = &statements[..] else { panic!("{name}: a sharing and a deleting statement") };
+        // The share copies of sources on aws/ebs, and only they, may be deleted: the tag is
+        // given only at creation.
+        assert_eq!(actions(share_copies), ["ec2:DeleteSnapshot"], "{name}");
+        assert_eq!(
+            share_copies["Condition"],
+            json!({"Null": {"aws:ResourceTag/ebs-snapper:vault-share-of": "false"}}),
+            "{name}"
+        );
         assert_eq!(actions(share), ["ec2:ModifySnapshotAttribute"]);
         assert!(sub(&share["Resource"][0]).contains(":snapshot/"));
         let c = &share["Condition"];

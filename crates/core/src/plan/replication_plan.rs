@@ -17,7 +17,7 @@ pub use crate::tags::destinations;
 use crate::tags::{delete_on, parse_delete_on};
 use crate::tags::{
     delete_on_value, DELETE_ON, REPLICATION_DST, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, TAG_CONFIG, TAG_COPY_TO,
-    TAG_VOLUME,
+    TAG_VAULT_TO, TAG_VOLUME,
 };
 
 /// Copies in flight (pending replicas) allowed per destination region.
@@ -98,6 +98,20 @@ pub struct CopyRequest {
     pub tags: Vec<(String, String)>,
     /// The KMS key the copy is encrypted with (a disaster-recovery copy's `kms_key`).
     pub kms_key: Option<String>,
+}
+
+impl CopyRequest {
+    /// The tag that names what the copy is a copy of, and its value: how a copy whose answer was
+    /// lost is found. A share copy is named by `ebs-snapper:vault-share-of`; any other copy by
+    /// `replication_snapshot_id`, which a vault copy made from a share copy gives as the
+    /// original source.
+    pub fn identity(&self) -> (&'static str, &str) {
+        let tag = |key: &str| self.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        if let Some(of) = tag(crate::tags::TAG_VAULT_SHARE_OF) {
+            return (crate::tags::TAG_VAULT_SHARE_OF, of);
+        }
+        (REPLICATION_SNAPSHOT_ID, tag(REPLICATION_SNAPSHOT_ID).unwrap_or(&self.source_id))
+    }
 }
 
 /// What a disaster-recovery copy takes from the configuration that made its source (SPEC §12).
@@ -511,7 +525,7 @@ fn dr_copy(s: &Snapshot, dst: &str, configs: &ConfigurationSet) -> Result<DrCopy
 pub fn copy_request(region: &str, dst: &str, s: &Snapshot) -> CopyRequest {
     let mut tags =
         vec![(REPLICATION_SRC.to_string(), region.to_string()), (REPLICATION_SNAPSHOT_ID.to_string(), s.id.clone())];
-    tags.extend(carried_tags(s, &[DELETE_ON, REPLICATION_DST, REPLICATION_SRC, REPLICATION_SNAPSHOT_ID]));
+    tags.extend(carried_tags(s, &[DELETE_ON, TAG_VAULT_TO, REPLICATION_DST, REPLICATION_SRC, REPLICATION_SNAPSHOT_ID]));
     request(region, dst, s, tags, None)
 }
 
@@ -555,7 +569,7 @@ pub fn dr_copy_request(region: &str, dst: &str, s: &Snapshot, dr: &DrCopy) -> Co
     }
     tags.extend(carried_tags(
         s,
-        &[DELETE_ON, TAG_COPY_TO, TAG_VOLUME, REPLICATION_DST, REPLICATION_SRC, REPLICATION_SNAPSHOT_ID],
+        &[DELETE_ON, TAG_COPY_TO, TAG_VAULT_TO, TAG_VOLUME, REPLICATION_DST, REPLICATION_SRC, REPLICATION_SNAPSHOT_ID],
     ));
     request(region, dst, s, tags, dr.kms_key.clone())
 }

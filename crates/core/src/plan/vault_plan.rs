@@ -1,8 +1,11 @@
 //! The vault planner (SPEC §16): for each snapshot of this account tagged `ebs-snapper:vault-to`,
 //! what the replication job does toward its copy in the vault: share it with the vault and have
 //! the vault copy it, remove the share once the copy completed, or nothing (with the reason).
-//! The AWS layer gathers the listings (this region's tagged snapshots, those of them shared with
-//! each vault, each vault's copies of this account's snapshots) and carries the plan out.
+//! A source whose key cannot be shared (`aws/ebs`) goes through a share copy: a copy in its own
+//! region under `vault.share_key`, shared and copied instead, and deleted once the vault's copy
+//! completed. The AWS layer gathers the listings (this region's tagged snapshots, those of them
+//! shared with each vault, each vault's copies of this account's snapshots) and carries the
+//! plan out.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,8 +17,8 @@ use crate::configuration_set::ConfigurationSet;
 use crate::inventory::{Snapshot, SnapshotState};
 use crate::report::{Action, ActionReport, Executed, RegionReport, ReportOptions};
 use crate::tags::{
-    delete_on_value, DELETE_ON, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, TAG_CONFIG, TAG_VAULT_OF, TAG_VAULT_TO,
-    TAG_VOLUME,
+    delete_on_value, DELETE_ON, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, TAG_CONFIG, TAG_VAULT_OF, TAG_VAULT_SHARE_OF,
+    TAG_VAULT_TO, TAG_VOLUME,
 };
 
 /// AWS allows at most this many copies in progress per destination region and account; every
@@ -75,14 +78,56 @@ pub struct VaultCopy {
     pub lock: Option<(Lock, NaiveDate)>,
 }
 
+/// A share copy to make (SPEC §16): the source copied in its own region under `vault.share_key`,
+/// tagged `ebs-snapper:vault-share-of` (the source), `ebs-snapper:vault-to` (so that it may be
+/// shared with the vault) and `ebs-snapper:config`. It carries no `DeleteOn` and no lock: the
+/// clean job never sees it, and the replication job deletes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareCopy {
+    pub source_id: String,
+    pub region: String,
+    pub description: String,
+    pub tags: Vec<(String, String)>,
+    /// The share key in the source's region.
+    pub kms_key: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VaultAction<'a> {
-    /// Share the source with the vault (`share`: it is not shared yet), then have the vault copy
-    /// it.
+    /// Share `copy.source_id` with the vault (`share`: it is not shared yet), then have the vault
+    /// copy it. That is the source itself, or its completed share copy. `fallback`: when EC2
+    /// refuses to share the source because of its key (`aws/ebs`) and the configuration has a
+    /// `share_key` here, the share copy to make instead ([`VaultAction::refused_share`]).
     Copy {
         target: &'a str,
         share: bool,
         copy: Box<VaultCopy>,
+        fallback: Option<Box<ShareCopy>>,
+    },
+    /// The source's key cannot be shared: it is copied in place under `vault.share_key`, and the
+    /// vault copies that copy once it completes (a later run).
+    CopyUnderShareKey {
+        target: &'a str,
+        copy: Box<ShareCopy>,
+    },
+    /// The source's share copy is still being made: the vault copies it once it completes.
+    ShareCopyPending {
+        target: &'a str,
+        copy: &'a str,
+    },
+    /// The source's share copy ended in error: it is deleted, the run reports it, and the next
+    /// run makes it again.
+    ErroredShareCopy {
+        target: &'a str,
+        copy: &'a str,
+        message: &'a str,
+    },
+    /// A share copy no longer needed (the decision's snapshot): the vault's copy of its source
+    /// completed, or its source is gone or no longer kept in the vault. It is deleted.
+    DropShareCopy {
+        target: &'a str,
+        source: &'a str,
+        why: &'static str,
     },
     /// The vault's copy completed: the share is removed.
     Unshare {
@@ -116,6 +161,26 @@ pub struct VaultDecision<'a> {
     pub action: VaultAction<'a>,
 }
 
+impl<'a> VaultAction<'a> {
+    /// What to do instead when EC2 refused to share the source because of its key: its share
+    /// copy, when the configuration has a `share_key` in this region; `None` otherwise (the
+    /// refusal is a failure naming the fix).
+    pub fn refused_share(&self) -> Option<VaultAction<'a>> {
+        match self {
+            VaultAction::Copy { target, fallback: Some(copy), .. } => {
+                Some(VaultAction::CopyUnderShareKey { target, copy: copy.clone() })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The best of a source's share copies: one not in error, else the first; the rest are
+/// duplicates.
+fn best<'s>(copies: &[&'s Snapshot]) -> Option<&'s Snapshot> {
+    copies.iter().find(|c| c.state != SnapshotState::Error).or(copies.first()).copied()
+}
+
 /// Plans the vault work of this region (`region`, of account `own_account`).
 ///
 /// `sources`: this account's snapshots here tagged `ebs-snapper:vault-to`; `shared`: the ids of
@@ -132,24 +197,45 @@ pub fn plan_vault<'a>(
 ) -> Vec<VaultDecision<'a>> {
     let mut in_flight: BTreeMap<&str, usize> =
         vaults.iter().filter_map(|(t, v)| Some((t.as_str(), v.as_ref().ok()?.pending))).collect();
-    let mut sorted: Vec<&Snapshot> = sources.iter().collect();
+    // The share copies, by the source they are copies of; the sources themselves, oldest first.
+    let mut share_copies: BTreeMap<&str, Vec<&Snapshot>> = BTreeMap::new();
+    let mut sorted: Vec<&Snapshot> = Vec::with_capacity(sources.len());
+    for s in sources {
+        // A disaster-recovery copy is never a vault source: its source is (one made before copies
+        // stopped carrying `ebs-snapper:vault-to` still carries it).
+        if s.tags.contains_key(REPLICATION_SRC) {
+            continue;
+        }
+        match s.tags.get(TAG_VAULT_SHARE_OF) {
+            Some(of) => share_copies.entry(of).or_default().push(s),
+            None => sorted.push(s),
+        }
+    }
     sorted.sort_by(|a, b| a.start_time.cmp(&b.start_time).then_with(|| a.id.cmp(&b.id)));
+    // Share copies that stay (still needed, or their fate unknown), and why a source's others go.
+    let mut kept: BTreeSet<&str> = BTreeSet::new();
+    let mut dropped_why: BTreeMap<&str, &'static str> = BTreeMap::new();
     let mut out = Vec::with_capacity(sorted.len());
     for s in sorted {
         let Some(target) = s.tags.get(TAG_VAULT_TO) else { continue };
+        let mine: &[&Snapshot] = share_copies.get(s.id.as_str()).map(Vec::as_slice).unwrap_or_default();
+        let keep_mine = |kept: &mut BTreeSet<&'a str>| kept.extend(mine.iter().map(|c| c.id.as_str()));
         let decide = |action| VaultDecision { snapshot_id: &s.id, action };
         let skip = |why: String| decide(VaultAction::Skip(why));
         if vault_target(target).is_none() {
+            keep_mine(&mut kept);
             out.push(skip(format!("{TAG_VAULT_TO} {target:?} is not ACCOUNT:REGION; nothing is copied")));
             continue;
         }
         let index = match vaults.get(target) {
             Some(Ok(index)) => index,
             Some(Err(e)) => {
+                keep_mine(&mut kept);
                 out.push(skip(format!("the vault {target} could not be listed ({e})")));
                 continue;
             }
             None => {
+                keep_mine(&mut kept);
                 out.push(skip(format!("the vault {target} was not listed")));
                 continue;
             }
@@ -165,16 +251,24 @@ pub fn plan_vault<'a>(
                 },
                 _ => VaultAction::InSync { target, copy, pending: true },
             };
+            if *state == SnapshotState::Completed {
+                dropped_why.insert(&s.id, "the vault's copy of its source completed");
+            } else {
+                keep_mine(&mut kept);
+            }
             out.push(decide(action));
             continue;
         }
-        if s.state != SnapshotState::Completed {
-            out.push(skip("source is not completed; only completed snapshots go to the vault".into()));
-            continue;
-        }
-        if s.archived {
-            out.push(skip("source is in the archive tier: it cannot be copied until restored".into()));
-            continue;
+        let share_copy = best(mine);
+        if share_copy.is_none() {
+            if s.state != SnapshotState::Completed {
+                out.push(skip("source is not completed; only completed snapshots go to the vault".into()));
+                continue;
+            }
+            if s.archived {
+                out.push(skip("source is in the archive tier: it cannot be copied until restored".into()));
+                continue;
+            }
         }
         let Some((config_id, vault)) = s
             .tags
@@ -183,14 +277,32 @@ pub fn plan_vault<'a>(
             .and_then(|n| Some((n.id.as_str(), n.configuration.vault.as_ref()?)))
             .filter(|(_, v)| v.vault_to(region) == target)
         else {
+            dropped_why.insert(&s.id, "its source is no longer kept in the vault");
             out.push(skip(format!("its configuration no longer keeps it in the vault {target}; not copied")));
             continue;
         };
         let retention = TimeDelta::from_std(vault.retention).unwrap_or(TimeDelta::MAX);
         let delete_on = s.start_time.checked_add_signed(retention).map(|t| t.date_naive()).unwrap_or(NaiveDate::MAX);
         if delete_on <= today {
+            dropped_why.insert(&s.id, "its source's vault copy would be expired already");
             out.push(skip(format!("its vault copy would be expired already ({})", delete_on_value(delete_on))));
             continue;
+        }
+        if let Some(c) = share_copy {
+            kept.insert(&c.id);
+            dropped_why.insert(&s.id, "a second share copy of the same source");
+            match c.state {
+                SnapshotState::Pending | SnapshotState::Other => {
+                    out.push(decide(VaultAction::ShareCopyPending { target, copy: &c.id }));
+                    continue;
+                }
+                SnapshotState::Error => {
+                    let message = c.state_message.as_deref().unwrap_or("AWS gave no reason");
+                    out.push(decide(VaultAction::ErroredShareCopy { target, copy: &c.id, message }));
+                    continue;
+                }
+                SnapshotState::Completed => {}
+            }
         }
         let flying = in_flight.entry(target).or_insert(0);
         if *flying >= MAX_VAULT_IN_FLIGHT {
@@ -209,8 +321,10 @@ pub fn plan_vault<'a>(
         if let Some(volume) = s.volume_id.as_deref().or(s.tags.get(TAG_VOLUME)) {
             tags.push((TAG_VOLUME.to_string(), volume.to_string()));
         }
+        // The vault copies the source itself, or its completed share copy.
+        let from = share_copy.map_or(&s.id, |c| &c.id);
         let copy = VaultCopy {
-            source_id: s.id.clone(),
+            source_id: from.clone(),
             source_region: region.to_string(),
             target: target.to_string(),
             description: s.description.clone(),
@@ -218,7 +332,36 @@ pub fn plan_vault<'a>(
             kms_key: vault.kms_key.as_ref().and_then(|k| k.in_region(vault_region)),
             lock: vault.lock.map(|l| (l, delete_on)),
         };
-        out.push(decide(VaultAction::Copy { target, share: !shared.contains(&s.id), copy: Box::new(copy) }));
+        let fallback = match (share_copy, vault.share_key.as_ref().and_then(|k| k.in_region(region))) {
+            (None, Some(kms_key)) => Some(Box::new(ShareCopy {
+                source_id: s.id.clone(),
+                region: region.to_string(),
+                description: s.description.clone(),
+                tags: vec![
+                    (TAG_VAULT_SHARE_OF.to_string(), s.id.clone()),
+                    (TAG_VAULT_TO.to_string(), target.to_string()),
+                    (TAG_CONFIG.to_string(), config_id.to_string()),
+                ],
+                kms_key,
+            })),
+            _ => None,
+        };
+        out.push(decide(VaultAction::Copy { target, share: !shared.contains(from), copy: Box::new(copy), fallback }));
+    }
+    // Every other share copy goes once it is no longer being made.
+    for (of, copies) in &share_copies {
+        for c in copies.iter().filter(|c| !kept.contains(c.id.as_str())) {
+            let target = c.tags.get(TAG_VAULT_TO).map_or("", |t| t);
+            let decide = |action| VaultDecision { snapshot_id: &c.id, action };
+            if c.state == SnapshotState::Pending {
+                out.push(decide(VaultAction::Skip(format!(
+                    "a share copy of {of} no longer needed, still being made: deleted once it completes"
+                ))));
+                continue;
+            }
+            let why = dropped_why.get(of).copied().unwrap_or("its source is gone");
+            out.push(decide(VaultAction::DropShareCopy { target, source: of, why }));
+        }
     }
     out
 }
@@ -252,8 +395,24 @@ impl VaultDecision<'_> {
     /// The reason, for people.
     pub fn reason(&self) -> String {
         match &self.action {
+            VaultAction::Copy { target, share, copy, .. } if copy.source_id != self.snapshot_id => format!(
+                "its share copy {} {}, copied to the vault {target}",
+                copy.source_id,
+                if *share { "shared with the vault" } else { "(shared already)" }
+            ),
             VaultAction::Copy { target, share: true, .. } => format!("shared with the vault {target}, copied there"),
             VaultAction::Copy { target, share: false, .. } => format!("copied to the vault {target} (shared already)"),
+            VaultAction::CopyUnderShareKey { target, .. } => format!(
+                "its key cannot be shared (aws/ebs): copied here under vault.share_key, which the vault {target} \
+                 copies once the copy completes"
+            ),
+            VaultAction::ShareCopyPending { target, copy } => {
+                format!("its share copy {copy} is being made; the vault {target} copies it once it completes")
+            }
+            VaultAction::ErroredShareCopy { copy, message, .. } => format!(
+                "its share copy {copy} ended in error ({message}); deleted, made again by the next run"
+            ),
+            VaultAction::DropShareCopy { source, why, .. } => format!("share copy of {source}: deleted ({why})"),
             VaultAction::Unshare { target, copy } => format!("the vault {target} has completed its copy {copy}: unshared"),
             VaultAction::InSync { target, copy, pending: false } => format!("in the vault {target} as {copy}"),
             VaultAction::InSync { target, copy, pending: true } => {
@@ -295,6 +454,23 @@ pub fn report_vault(
                 let planned = if opts.dry_run { None } else { Some(done.unwrap_or(Executed::Deferred)) };
                 report.mutation(opts, Action::Unshare, planned, listed);
             }
+            VaultAction::CopyUnderShareKey { .. } => {
+                let planned = if opts.dry_run { None } else { Some(done.unwrap_or(Executed::Deferred)) };
+                report.mutation(opts, Action::Copy, planned, listed);
+            }
+            VaultAction::DropShareCopy { .. } => {
+                let planned = if opts.dry_run { None } else { Some(done.unwrap_or(Executed::Deferred)) };
+                if report.mutation(opts, Action::Delete, planned, listed) {
+                    report.deleted += 1;
+                }
+            }
+            VaultAction::ErroredShareCopy { .. } => {
+                let error = match done {
+                    Some(Executed::Failed(e)) => format!("{}; deleting it failed: {e}", d.reason()),
+                    _ => d.reason(),
+                };
+                report.mutation(opts, Action::Copy, Some(Executed::Failed(error)), listed);
+            }
             VaultAction::ErroredCopy { .. } => {
                 let error = match done {
                     Some(Executed::Failed(e)) => format!("{}; deleting it failed: {e}", d.reason()),
@@ -306,7 +482,7 @@ pub fn report_vault(
                 report.in_sync += 1;
                 report.note(opts, || listed(Action::InSync));
             }
-            VaultAction::Deferred { .. } | VaultAction::Skip(_) => {
+            VaultAction::Deferred { .. } | VaultAction::ShareCopyPending { .. } | VaultAction::Skip(_) => {
                 report.skipped += 1;
                 report.note(opts, || listed(Action::Skip));
             }
@@ -361,7 +537,21 @@ mod tests {
         plan.iter()
             .map(|d| {
                 let what = match &d.action {
-                    VaultAction::Copy { share, .. } => format!("copy share={share}"),
+                    VaultAction::Copy { share, copy, fallback, .. } => format!(
+                        "copy share={share}{}{}",
+                        if copy.source_id == d.snapshot_id {
+                            String::new()
+                        } else {
+                            format!(" from {}", copy.source_id)
+                        },
+                        if fallback.is_some() { " else share copy" } else { "" }
+                    ),
+                    VaultAction::CopyUnderShareKey { .. } => "copy under the share key".into(),
+                    VaultAction::ShareCopyPending { copy, .. } => format!("share copy {copy} pending"),
+                    VaultAction::ErroredShareCopy { copy, message, .. } => {
+                        format!("errored share copy {copy}: {message}")
+                    }
+                    VaultAction::DropShareCopy { source, why, .. } => format!("drop share copy of {source}: {why}"),
                     VaultAction::Unshare { copy, .. } => format!("unshare {copy}"),
                     VaultAction::InSync { copy, pending, .. } => format!("in sync {copy} pending={pending}"),
                     VaultAction::ErroredCopy { copy, message, .. } => format!("errored {copy}: {message}"),
@@ -483,5 +673,143 @@ mod tests {
         let failed = BTreeMap::from([(format!("{VAULT}:us-east-1"), Err("AccessDenied".to_string()))]);
         let plan = plan_vault(R, OWN, &sources[..1], &BTreeSet::new(), &failed, &c, today());
         assert!(actions(&plan)[0].1.contains("could not be listed (AccessDenied)"));
+    }
+
+    fn share_copy(id: &str, of: &str, state: SnapshotState) -> Snapshot {
+        snapshot(id)
+            .copy()
+            .state(state)
+            .tags(&[
+                ("ebs-snapper:vault-share-of", of),
+                ("ebs-snapper:vault-to", "444455556666:us-east-1"),
+                ("ebs-snapper:config", "c"),
+            ])
+            .build()
+    }
+
+    #[test]
+    fn a_source_whose_key_cannot_be_shared_goes_through_a_share_copy_deleted_once_the_vault_has_its_copy() {
+        const SHARE_KEY: &str = "arn:aws:kms:us-west-2:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
+        let text = format!(
+            r#"{{"match": {{"tag:backup": "yes"}}, "snapshot": {{"retention": "7 days", "minimum": 2, "frequency": "1 day"}},
+                "vault": {{"account": "{VAULT}", "region": "us-east-1", "retention": "30 days",
+                          "share_key": "{SHARE_KEY}"}}}}"#
+        );
+        let c = ConfigurationSet::from_stored(&[StoredConfiguration { id: "c".into(), text }]);
+        let s1 = source("s1", 2);
+        let none = BTreeSet::new();
+        let empty = vaults(&[]);
+        let shared = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<String>>();
+
+        // No share copy yet: the source is shared, and should EC2 refuse (aws/ebs), its share
+        // copy is made instead, under the share key, tagged so it can be shared and found.
+        let sources = vec![s1.clone()];
+        let plan = plan_vault(R, OWN, &sources, &none, &empty, &c, today());
+        assert_eq!(actions(&plan), [("s1", "copy share=true else share copy".to_string())]);
+        let Some(VaultAction::CopyUnderShareKey { copy: share, .. }) = plan[0].action.refused_share() else {
+            panic!("no fallback: {:?}", plan[0].action)
+        };
+        assert_eq!((share.source_id.as_str(), share.region.as_str(), share.kms_key.as_str()), ("s1", R, SHARE_KEY));
+        let tag = |k: &str| share.tags.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        assert_eq!(tag("ebs-snapper:vault-share-of"), Some("s1"));
+        assert_eq!(tag("ebs-snapper:vault-to"), Some("444455556666:us-east-1"));
+        assert_eq!(tag("DeleteOn"), None, "the clean job never sees a share copy");
+        assert!(plan[0].reason().starts_with("shared with the vault"), "{}", plan[0].reason());
+
+        // Being made: wait. In error: deleted and reported (made again next run).
+        let pending = vec![s1.clone(), share_copy("c1", "s1", SnapshotState::Pending)];
+        let plan = plan_vault(R, OWN, &pending, &none, &empty, &c, today());
+        assert_eq!(actions(&plan), [("s1", "share copy c1 pending".to_string())]);
+        let mut errored = share_copy("c1", "s1", SnapshotState::Error);
+        errored.state_message = Some("Internal error".into());
+        let errored = [s1.clone(), errored];
+        let plan = plan_vault(R, OWN, &errored, &none, &empty, &c, today());
+        assert_eq!(actions(&plan), [("s1", "errored share copy c1: Internal error".to_string())]);
+
+        // Completed: the share copy is shared and copied, under the source's name in the vault;
+        // a duplicate share copy goes.
+        let done = vec![
+            s1.clone(),
+            share_copy("c1", "s1", SnapshotState::Completed),
+            share_copy("c0", "s1", SnapshotState::Error),
+        ];
+        let plan = plan_vault(R, OWN, &done, &none, &empty, &c, today());
+        assert_eq!(
+            actions(&plan),
+            [
+                ("s1", "copy share=true from c1".to_string()),
+                ("c0", "drop share copy of s1: a second share copy of the same source".to_string())
+            ]
+        );
+        let VaultAction::Copy { copy: made, .. } = &plan[0].action else { unreachable!() };
+        assert_eq!(made.source_id, "c1");
+        let tag = |k: &str| made.tags.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        assert_eq!(tag("replication_snapshot_id"), Some("s1"), "the vault's copy is the source's");
+        assert_eq!(tag("ebs-snapper:volume-id"), Some("vol-1"));
+        assert!(plan[0].action.refused_share().is_none(), "a share copy's refusal is a failure");
+        let plan = plan_vault(R, OWN, &done[..2], &shared(&["c1"]), &empty, &c, today());
+        assert_eq!(actions(&plan), [("s1", "copy share=false from c1".to_string())]);
+
+        // The vault's copy in progress keeps the share copy; completed, it goes (never unshared:
+        // it is deleted).
+        let in_progress = vaults(&[copy("v1", "s1", SnapshotState::Pending)]);
+        let plan = plan_vault(R, OWN, &done[..2], &shared(&["c1"]), &in_progress, &c, today());
+        assert_eq!(actions(&plan), [("s1", "in sync v1 pending=true".to_string())]);
+        let completed = vaults(&[copy("v1", "s1", SnapshotState::Completed)]);
+        let plan = plan_vault(R, OWN, &done[..2], &shared(&["c1"]), &completed, &c, today());
+        assert_eq!(
+            actions(&plan),
+            [
+                ("s1", "in sync v1 pending=false".to_string()),
+                ("c1", "drop share copy of s1: the vault's copy of its source completed".to_string())
+            ]
+        );
+
+        // A share copy whose source is gone goes once it is no longer being made; one whose
+        // vault could not be listed stays.
+        let orphans = vec![
+            share_copy("c2", "gone", SnapshotState::Completed),
+            share_copy("c3", "gone-too", SnapshotState::Pending),
+        ];
+        let plan = plan_vault(R, OWN, &orphans, &none, &empty, &c, today());
+        let kinds: Vec<String> = actions(&plan).into_iter().map(|(id, a)| format!("{id}: {a}")).collect();
+        assert_eq!(kinds[0], "c2: drop share copy of gone: its source is gone");
+        assert!(
+            kinds[1].starts_with("c3: skip: a share copy of gone-too no longer needed, still being made"),
+            "{kinds:?}"
+        );
+        let failed = BTreeMap::from([(format!("{VAULT}:us-east-1"), Err("AccessDenied".to_string()))]);
+        let plan = plan_vault(R, OWN, &done[..2], &none, &failed, &c, today());
+        assert_eq!(actions(&plan).len(), 1, "only the source's skip: {:?}", actions(&plan));
+
+        // Without a share key there is no fallback: the refusal is a failure naming the fix.
+        let plan = plan_vault(R, OWN, &sources, &none, &empty, &configs(), today());
+        assert!(plan[0].action.refused_share().is_none());
+    }
+
+    #[test]
+    fn a_disaster_recovery_copy_is_never_a_vault_source_and_no_longer_carries_the_vault_tag() {
+        // A DR copy made in the vault's region, as copies were made before: it carried the
+        // source's `ebs-snapper:vault-to`, and the vault would have had a second copy of it.
+        let mut dr = source("dr1", 1);
+        dr.tags.insert("replication_src_region".into(), "eu-west-1".into());
+        dr.tags.insert("replication_snapshot_id".into(), "s-eu".into());
+        let (sources, listed) = ([dr], vaults(&[]));
+        let plan = plan_vault(R, OWN, &sources, &BTreeSet::new(), &listed, &configs(), today());
+        assert!(plan.is_empty(), "{:?}", actions(&plan));
+
+        let s = source("s1", 1);
+        let dr = crate::replication_plan::DrCopy {
+            config_id: "c".into(),
+            delete_on: today() + TimeDelta::days(30),
+            kms_key: None,
+        };
+        for request in [
+            crate::replication_plan::dr_copy_request(R, "eu-west-1", &s, &dr),
+            crate::replication_plan::copy_request(R, "eu-west-1", &s),
+        ] {
+            assert!(request.tags.iter().all(|(k, _)| k != TAG_VAULT_TO), "{:?}", request.tags);
+            assert_eq!(request.identity(), (REPLICATION_SNAPSHOT_ID, "s1"));
+        }
     }
 }
