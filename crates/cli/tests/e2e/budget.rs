@@ -33,7 +33,7 @@ async fn call_budget() {
         let volumes = 2 * n;
         for job in ["snapshot", "clean"] {
             let before = acct.recorded().len();
-            let out = acct.cli().args([job, "--region", R]).output().unwrap();
+            let out = acct.cli().args([job, "--region", R, "--json"]).output().unwrap();
             assert!(out.status.success(), "{}", text(&out.stderr));
             let calls: Vec<String> = acct.recorded().into_iter().skip(before).map(|r| r.action).collect();
             let count = |a: &str| calls.iter().filter(|c| c.as_str() == a).count();
@@ -46,7 +46,7 @@ async fn call_budget() {
             // are a minute old, so not due); the clean job deletes one of each data volume's two
             // expired snapshots (minimum 1).
             let needed = n;
-            assert_eq!(mutations, needed, "{job} with {n} instances: {calls:?}");
+            assert_eq!(mutations, needed, "{job} with {n} instances: {calls:?}\n{}", text(&out.stdout));
             let minimum = if job == "snapshot" {
                 // volumes, their snapshots, the check that the new ones are listed, the creates
                 instance_pages + volumes.div_ceil(200) + volumes.div_ceil(200) + needed.div_ceil(200) + needed
@@ -96,8 +96,7 @@ async fn fanout_over_many_accounts() {
     let _members: Vec<Account> = stream::iter(0..accounts)
         .map(|_| async move {
             let member = Account::new().await;
-            let iam = aws_sdk_iam::Client::new(&member.sdk(R).await);
-            iam.create_role().role_name("ebs-snapper-member").assume_role_policy_document(trust).send().await.unwrap();
+            member.create_role("ebs-snapper-member", trust).await;
             for region in REGIONS {
                 member.launch(region, &[("backup", "yes")]).await;
             }

@@ -488,13 +488,8 @@ async fn member_deploy_creates_the_role_the_deployment_assumes() {
     let (code, out, err) = run(&[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("stack ebs-snapper-member: CREATE_COMPLETE"), "{out}");
-    let iam = aws_sdk_iam::Client::new(&member.sdk("us-east-1").await);
-    let role = iam.get_role().role_name("ebs-snapper-member").send().await.unwrap();
-    let role = role.role().unwrap();
-    assert!(role.arn().contains(&member.id), "{}", role.arn());
-    let trust = role.assume_role_policy_document().unwrap_or_default();
-    let trust = support::http::percent_decode(trust);
-    let trust: serde_json::Value = serde_json::from_str(&trust).unwrap_or_else(|e| panic!("{e}: {trust}"));
+    let (arn, trust) = member.role("ebs-snapper-member").await.expect("the member role");
+    assert!(arn.contains(&member.id), "{arn}");
     let statement = &trust["Statement"][0];
     assert_eq!(statement["Principal"]["AWS"], format!("arn:aws:iam::{deployment}:root"), "{trust}");
     assert_eq!(statement["Condition"]["StringEquals"]["sts:ExternalId"], deployment, "{trust}");

@@ -127,10 +127,7 @@ async fn vault_deploy_creates_the_role_only_the_deployments_functions_may_assume
     let (code, out, err) = run(&["--parameter", &format!("VaultKmsKeyArns={key}")]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("stack ebs-snapper-vault: CREATE_COMPLETE"), "{out}");
-    let iam = aws_sdk_iam::Client::new(&vault.sdk(R).await);
-    let role = iam.get_role().role_name("ebs-snapper-vault").send().await.unwrap();
-    let trust = support::http::percent_decode(role.role().unwrap().assume_role_policy_document().unwrap_or_default());
-    let trust: serde_json::Value = serde_json::from_str(&trust).unwrap_or_else(|e| panic!("{e}: {trust}"));
+    let (_, trust) = vault.role("ebs-snapper-vault").await.expect("the vault role");
     let statements = trust["Statement"].as_array().unwrap();
     assert_eq!(statements.len(), 1, "the function roles only: {trust}");
     assert_eq!(statements[0]["Condition"]["StringEquals"]["sts:ExternalId"], deployment, "{trust}");

@@ -77,6 +77,16 @@ pub async fn read_request(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>
 
 /// `text` with its percent-escapes (and `+` for a space) decoded, as form bodies and IAM's
 /// policy documents carry them.
+/// Form-encodes `text` (RFC 3986 unreserved characters kept).
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 pub fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

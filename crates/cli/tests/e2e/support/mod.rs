@@ -37,6 +37,14 @@ pub fn cloudformation(name: &str) -> serde_json::Value {
 }
 
 /// The emulator endpoint; fails loudly when tests are run without it.
+/// The text of the first `<tag>` element of an XML answer (AWS's query APIs), unescaped.
+pub fn xml_text(xml: &str, tag: &str) -> Option<String> {
+    let start = xml.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let end = start + xml[start..].find(&format!("</{tag}>"))?;
+    let text = &xml[start..end];
+    Some(text.replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
+}
+
 pub fn endpoint() -> String {
     std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| {
         panic!("AWS_ENDPOINT_URL is not set: run these tests through scripts/test.sh, which starts the AWS emulator")
@@ -538,19 +546,61 @@ impl Account {
         (ebs_snapper_aws::Aws::from_config(config), gate)
     }
 
+    /// One call of IAM's query API as this account, in the emulator: the answer's status and
+    /// XML. The tests make and read a few roles; IAM's SDK crate, the second largest, would be
+    /// compiled for nothing else.
+    pub async fn iam(&self, action: &str, params: &[(&str, &str)]) -> (u16, String) {
+        let mut body = format!("Action={action}&Version=2010-05-08");
+        for (k, v) in params {
+            body.push_str(&format!("&{k}={}", http::percent_encode(v)));
+        }
+        let scope = format!("{}/20260101/us-east-1/iam/aws4_request", self.access_key);
+        let headers = [
+            ("host", endpoint().trim_start_matches("http://").to_string()),
+            ("content-type", "application/x-www-form-urlencoded".to_string()),
+            ("authorization", format!("AWS4-HMAC-SHA256 Credential={scope}, SignedHeaders=host, Signature=0")),
+            ("x-amz-security-token", self.session_token.clone()),
+        ];
+        let req = http::Request {
+            method: "POST".into(),
+            path: "/".into(),
+            headers: headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            body: body.into_bytes(),
+        };
+        let upstream = endpoint().trim_start_matches("http://").to_string();
+        let (status, _, body) = fault_proxy::forward(&upstream, &req).await.expect("IAM call");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A role of this account: its ARN and its trust policy (JSON), or `None` if there is none.
+    pub async fn role(&self, name: &str) -> Option<(String, serde_json::Value)> {
+        let (status, xml) = self.iam("GetRole", &[("RoleName", name)]).await;
+        if status != 200 {
+            return None;
+        }
+        let trust = http::percent_decode(&xml_text(&xml, "AssumeRolePolicyDocument")?);
+        let trust = serde_json::from_str(&trust).unwrap_or_else(|e| panic!("{e}: {trust}"));
+        Some((xml_text(&xml, "Arn")?, trust))
+    }
+
+    /// Creates a role of this account trusting as `trust` (JSON) says, unless one of that name
+    /// exists; returns its ARN.
+    pub async fn create_role(&self, name: &str, trust: &str) -> String {
+        let (status, xml) = self.iam("CreateRole", &[("RoleName", name), ("AssumeRolePolicyDocument", trust)]).await;
+        match xml_text(&xml, "Arn") {
+            Some(arn) if status == 200 => arn,
+            _ => self.role(name).await.unwrap_or_else(|| panic!("CreateRole {name}: {status} {xml}")).0,
+        }
+    }
+
     /// Creates a Lambda function (and its role) in the emulator; returns its ARN.
     pub async fn create_function(&self, region: &str, name: &str) -> String {
-        let iam = aws_sdk_iam::Client::new(&self.sdk(region).await);
-        let role = match iam
-            .create_role()
-            .role_name("ebs-snapper-test")
-            .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#)
-            .send()
-            .await
-        {
-            Ok(out) => out.role().unwrap().arn().to_string(),
-            Err(_) => iam.get_role().role_name("ebs-snapper-test").send().await.unwrap().role().unwrap().arn().to_string(),
-        };
+        let role = self
+            .create_role(
+                "ebs-snapper-test",
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
+            )
+            .await;
         let lambda = aws_sdk_lambda::Client::new(&self.sdk(region).await);
         let out = lambda
             .create_function()
