@@ -22,6 +22,9 @@ Run as moto_server is (same arguments). Each change below is AWS's documented be
   replication_dst_region).
 - CopySnapshot with a KmsKeyId requires Encrypted (InvalidParameterDependency), and a key ARN
   must be in the destination region (moto accepts both).
+- The key EC2 makes for default encryption (behind alias/aws/ebs, as every reserved alias) is AWS
+  managed (DescribeKey: KeyManager AWS; moto says CUSTOMER), and a snapshot is encrypted under
+  its volume's key (moto records no key on it).
 
 - AssumeRole into a role is refused (AccessDenied) unless the role exists and its trust policy
   allows the caller: an Allow statement for sts:AssumeRole whose Principal names the caller's
@@ -80,6 +83,7 @@ from moto.s3.models import s3_backends
 from moto.server import main
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.iam.models import Role, iam_backends
+from moto.kms import models as kms_models
 from moto.sts.exceptions import STSClientError
 from moto.sts.responses import TokenResponse
 
@@ -288,8 +292,43 @@ def copy_snapshot_response(self):
 
 
 def _default_key(snapshot):
-    """Encrypted with the AWS managed key aws/ebs (moto records no key for it)."""
-    return snapshot.encrypted and (not snapshot.kms_key_id or "alias/aws/ebs" in str(snapshot.kms_key_id))
+    """Encrypted with the AWS managed key aws/ebs: no key recorded (a copy without KmsKeyId, under
+    the default), the alias, or a key KMS says is AWS managed."""
+    if not snapshot.encrypted:
+        return False
+    key = snapshot.kms_key_id
+    if not key or "alias/aws/ebs" in str(key):
+        return True
+    from moto.kms.models import kms_backends
+
+    backend = snapshot.ec2_backend
+    try:
+        return kms_backends[backend.account_id][backend.region_name].describe_key(key).key_manager == "AWS"
+    except Exception:
+        return False
+
+
+_create_snapshot = elastic_block_store.EBSBackend.create_snapshot
+
+
+def create_snapshot(self, volume_id, description, owner_id=None, from_ami=None):
+    """A snapshot is encrypted under its volume's key, as EC2 reports it (moto records none)."""
+    snapshot = _create_snapshot(self, volume_id, description, owner_id=owner_id, from_ami=from_ami)
+    if snapshot.encrypted and not snapshot.kms_key_id:
+        snapshot.kms_key_id = snapshot.volume.kms_key_id
+    return snapshot
+
+
+_create_alias = kms_models.KmsBackend.create_alias
+
+
+def create_alias(self, target_key_id, alias_name):
+    """The key behind a reserved alias (alias/aws/ebs, made by EC2 for default encryption) is AWS
+    managed, KeyManager AWS (moto makes it a customer managed key)."""
+    alias = _create_alias(self, target_key_id, alias_name)
+    if alias_name.startswith("alias/aws/"):
+        self.keys[self.get_key_id(target_key_id)].key_manager = "AWS"
+    return alias
 
 
 def _shared_source(backend, source_snapshot_id, source_region):
@@ -850,6 +889,8 @@ ElasticBlockStore.modify_snapshot_attribute = modify_snapshot_attribute
 ElasticBlockStore.unlock_snapshot = unlock_snapshot
 ElasticBlockStore.describe_locked_snapshots = describe_locked_snapshots
 elastic_block_store.EBSBackend.delete_snapshot = delete_snapshot
+elastic_block_store.EBSBackend.create_snapshot = create_snapshot
+kms_models.KmsBackend.create_alias = create_alias
 ElasticBlockStore.create_snapshot = _with_history(ElasticBlockStore.create_snapshot)
 ElasticBlockStore.create_volume = _with_history(ElasticBlockStore.create_volume)
 

@@ -22,6 +22,15 @@ pub enum AwsError {
     )]
     Member { account: String, role: String, message: String },
 
+    /// A vault (SPEC §16) whose role could not be assumed: from credentials other than the
+    /// deployment's function roles, always (the role trusts only them).
+    #[error(
+        "the vault {account} could not be reached through role {role} ({message}); the role trusts only the \
+         deployment's function roles: install it in the vault with `ebs-snapper deploy --vault DEPLOYMENT_ACCOUNT` \
+         (docs/reference/configuration.md#vault-account)"
+    )]
+    Vault { account: String, role: String, message: String },
+
     #[error("could not determine the AWS account id ({message}); pass -a ACCOUNT or configure AWS credentials")]
     Account { message: String },
 

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_ec2::types::Filter;
 use chrono::{DateTime, Utc};
 use ebs_snapper_core::{
-    Attachment, ConfigurationSet, Instance, Inventory, LockState, Locks, Snapshot, SnapshotLock, SnapshotState, Tags,
-    Volume,
+    Attachment, ConfigurationSet, Encryption, Instance, Inventory, LockState, Locks, Snapshot, SnapshotLock,
+    SnapshotState, Tags, Volume,
 };
 use tracing::{debug, info, warn};
 
@@ -315,6 +315,10 @@ async fn describe_volumes(
                     id: v.volume_id()?.to_string(),
                     tags: tags_of(v.tags()),
                     created: v.create_time().map(|t| to_chrono(Some(t))),
+                    encryption: match v.encrypted() {
+                        Some(true) => Encryption::Kms(v.kms_key_id().map(Into::into)),
+                        _ => Encryption::None,
+                    },
                 })
             }));
         }

@@ -37,10 +37,30 @@ pub struct VaultAccess<'a> {
 impl VaultAccess<'_> {
     /// The vault `vault` reached through its role, and a client of it in `vault_region`.
     pub async fn reach(&self, vault: &str, vault_region: &str) -> Result<(Aws, aws_sdk_ec2::Client), AwsError> {
-        let reached = reach(self.home, self.home_account, vault, &vault_role_name(), "ebs-snapper-vault").await?;
+        let reached = reach(self.home, self.home_account, vault, &vault_role_name(), "ebs-snapper-vault")
+            .await
+            .map_err(|e| match e {
+                AwsError::Member { account, role, message } => AwsError::Vault { account, role, message },
+                other => other,
+            })?;
         let client = aws_sdk_ec2::Client::new(&reached.aws.in_region(vault_region));
         Ok((reached.aws, client))
     }
+}
+
+/// `configure -c`'s check of a vault (SPEC §16): its role can be assumed from these credentials
+/// and this account's copies there listed (one page, in `region`). The error says why not.
+pub async fn check_vault(access: VaultAccess<'_>, vault: &str, region: &str) -> Result<(), AwsError> {
+    let (_, client) = access.reach(vault, region).await?;
+    client
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(ec2_filter(&format!("tag:{TAG_VAULT_OF}"), [access.account.to_string()]))
+        .max_results(5)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| AwsError::call("DescribeSnapshots", region, e))
 }
 
 /// The ids of this account's snapshots in `region` tagged for a vault that are shared with

@@ -1,5 +1,6 @@
 //! `ebs-snapper configure`: list, get, set, delete and check configurations.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 
 use ebs_snapper_aws::account::reach;
@@ -257,13 +258,22 @@ async fn check_account_setup(
     role: &str,
 ) -> Result<Vec<String>, CliError> {
     match reach(aws, home, account, role, "ebs-snapper-cli-check").await {
-        Ok(reached) => check(&reached.aws, store, account).await,
+        Ok(reached) => {
+            let access = ebs_snapper_aws::vault::VaultAccess { home: aws, home_account: home, account };
+            check(&reached.aws, store, account, access).await
+        }
         Err(e) => Ok(vec![format!("{e}; its configurations are not run")]),
     }
 }
 
-/// The problems `configure -c` reports, one line each (`aws` acts in `account`).
-async fn check(aws: &Aws, store: &ConfigStore, account: &str) -> Result<Vec<String>, CliError> {
+/// The problems `configure -c` reports, one line each (`aws` acts in `account`; `vaults` is how
+/// the vaults are reached from the caller's credentials).
+async fn check(
+    aws: &Aws,
+    store: &ConfigStore,
+    account: &str,
+    vaults: ebs_snapper_aws::vault::VaultAccess<'_>,
+) -> Result<Vec<String>, CliError> {
     let items = match store.list(account).await {
         Ok(items) => items,
         Err(e @ AwsError::NotDeployed { .. }) => return Ok(vec![e.to_string()]),
@@ -291,6 +301,21 @@ async fn check(aws: &Aws, store: &ConfigStore, account: &str) -> Result<Vec<Stri
     }
     if set.valid.is_empty() {
         return Ok(findings);
+    }
+    // SPEC §16: each vault can be reached through its role (once per vault account, listed in
+    // the vault's region, else this one).
+    let mut vault_of: BTreeMap<&str, (&str, String)> = BTreeMap::new();
+    for named in &set.valid {
+        if let Some(v) = &named.configuration.vault {
+            let region = v.region.clone().unwrap_or_else(|| aws.region().unwrap_or("us-east-1").to_string());
+            vault_of.entry(v.account.as_str()).or_insert((named.id.as_str(), region));
+        }
+    }
+    for (vault, (id, region)) in vault_of {
+        if let Err(e) = ebs_snapper_aws::vault::check_vault(vaults, vault, &region).await {
+            // From an operator's credentials, always: the vault role trusts only the functions.
+            findings.push(format!("configuration {id}: {e}"));
+        }
     }
     let regions = match enabled_regions(aws).await {
         Ok(regions) => regions,
@@ -322,6 +347,18 @@ async fn check(aws: &Aws, store: &ConfigStore, account: &str) -> Result<Vec<Stri
     }
     for (region, e) in &fleet.failed {
         findings.push(format!("region {region} could not be checked: {e}"));
+    }
+    for (region, id, volume, key) in &fleet.unshareable {
+        findings.push(format!(
+            "volume {volume} in {region} (configuration {id}) is encrypted with {key}, which EC2 will not share: its \
+             snapshots cannot go to the vault; set vault.share_key for {region}"
+        ));
+    }
+    for (region, key, e) in &fleet.keys_unchecked {
+        findings.push(format!(
+            "key {key} in {region} could not be described ({e}); whether the vault can take its volumes' snapshots \
+             was not checked"
+        ));
     }
     for (region, id, e) in &fleet.failed_configs {
         findings.push(format!("configuration {id} could not be evaluated in {region}: {e}"));

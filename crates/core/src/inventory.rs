@@ -150,6 +150,16 @@ pub struct Volume {
     pub tags: Tags,
     /// When the volume was created (`CreateTime`), when EC2 says.
     pub created: Option<DateTime<Utc>>,
+    pub encryption: Encryption,
+}
+
+/// How a volume is encrypted, as EC2 reports it (and so its snapshots).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Encryption {
+    #[default]
+    None,
+    /// Under this KMS key (EC2's `KmsKeyId`, an ARN); `None` when EC2 names no key.
+    Kms(Option<Box<str>>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -35,7 +35,7 @@ pub use error::{ConfigError, DurationError, ScheduleError};
 pub use event::{is_scheduled_event, EventError, WorkerEvent, MAX_CONTINUATIONS};
 pub use ids::{is_account_id, is_region_name};
 pub use inventory::{
-    Attachment, Instance, Inventory, LockState, Locks, Snapshot, SnapshotLock, SnapshotState, Tags, Volume,
+    Attachment, Encryption, Instance, Inventory, LockState, Locks, Snapshot, SnapshotLock, SnapshotState, Tags, Volume,
 };
 pub use job::Job;
 pub use replication_plan::{

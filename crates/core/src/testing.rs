@@ -181,6 +181,7 @@ pub mod synthetic {
                         id: a.volume_id.clone(),
                         tags: [("Name".to_string(), format!("{instance_id}-data"))].into(),
                         created: None,
+                        encryption: Default::default(),
                     },
                 );
             }

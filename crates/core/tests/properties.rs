@@ -199,7 +199,10 @@ mod planners {
                 }
             }
             for v in &vols {
-                inventory.volumes.insert(v.clone(), Volume { id: v.clone(), tags: Tags::new(), created: None });
+                inventory.volumes.insert(
+                    v.clone(),
+                    Volume { id: v.clone(), tags: Tags::new(), created: None, encryption: Default::default() },
+                );
             }
             volumes.extend(vols.iter().map(|v| (v.clone(), Some(id.clone()))));
             inventory.instances.insert(

@@ -7,7 +7,8 @@
 //   node evaluator.mjs      listens on a free loopback port, prints "listening PORT"
 //
 // POST /simulate {"policies": [POLICY...], "principal": ARN, "account": ID,
-//                 "requests": [{"action", "resource", "context"}]}
+//                 "requests": [{"action", "resource", "context", "resourcePolicy"?}]}
+// resourcePolicy: the resource's own policy where AWS requires one (a KMS key's key policy).
 //   -> {"results": [{"action", "resource", "decision", "error"?}]}
 // decision: Allowed, ImplicitlyDenied, ExplicitlyDenied, or Invalid (the simulator refused the
 // request: an unknown action, a resource of a type the action does not take, a context key it
@@ -25,6 +26,7 @@ async function decide(body) {
         identityPolicies,
         serviceControlPolicies: [],
         resourceControlPolicies: [],
+        ...(r.resourcePolicy ? { resourcePolicy: r.resourcePolicy } : {}),
         request: {
           action: r.action,
           principal: body.principal,

@@ -202,4 +202,29 @@ async fn the_documented_operator_policy_lets_the_cli_do_its_work() {
     cli(&["status", "-r", R]);
     cli(&["configure", "-d", "dr"]);
     assert!(gate.refused().is_empty());
+
+    // A vault's check (SPEC §16) describes the key of each volume the vault would receive:
+    // allowed. The vault role trusts only the deployment's function roles, so an operator's
+    // attempt to assume it is refused (by the trust and here by the policy: it is no member
+    // role), and the check says so; that is the one refusal.
+    let vaulted = acct.launch(R, &[("backup", "vaulted")]).await;
+    let ec2 = acct.ec2(R).await;
+    let volume = ec2.create_volume().availability_zone(format!("{R}a")).size(1).encrypted(true).send().await.unwrap();
+    let volume = volume.volume_id().unwrap();
+    ec2.attach_volume().volume_id(volume).instance_id(&vaulted).device("/dev/sdf").send().await.unwrap();
+    cli(&[
+        "configure",
+        "-s",
+        "vaulted",
+        r#"{"match": {"tag:backup": "vaulted"}, "snapshot": {"retention": "7 days", "minimum": 1, "frequency": "1 day"},
+            "vault": {"account": "444455556666", "retention": "30 days"}}"#,
+    ]);
+    let checked = cli(&["configure", "-c"]);
+    assert!(checked.lines().any(|l| l.contains(volume) && l.contains("which EC2 will not share")), "{checked}");
+    assert!(checked.contains("the vault 444455556666 could not be reached through role"), "{checked}");
+    let refused = gate.refused();
+    assert!(
+        refused.len() == 1 && refused[0].contains("sts:AssumeRole") && refused[0].contains(":role/ebs-snapper-vault"),
+        "{refused:?}"
+    );
 }

@@ -850,6 +850,11 @@ fn the_member_role_trusts_only_the_deployments_function_roles_and_may_do_what_th
     for s in &member_statements {
         assert_eq!(s["Effect"], "Allow");
         for a in actions(s) {
+            // And describing the account's keys, for configure -c's vault check (SPEC §16).
+            if a == "kms:DescribeKey" {
+                assert_eq!(sub(&s["Resource"]), "arn:${AWS::Partition}:kms:*:${AWS::AccountId}:key/*");
+                continue;
+            }
             assert!(a.starts_with("ec2:"), "only EC2 in the role's own policy: {a}");
         }
     }

@@ -91,6 +91,62 @@ async fn configure_checks_a_vault_and_the_snapshot_job_tags_each_snapshot_for_it
     assert_eq!(snaps[0].tag("ebs-snapper:vault-to"), Some("444455556666:eu-west-1"));
 }
 
+/// `configure -c` checks a vault (SPEC §16): its role can be reached from these credentials (the
+/// deployment's function roles', not an operator's), and every volume the vault would receive
+/// is on a key EC2 will share. A volume on `aws/ebs` is named, with the fix, unless
+/// `vault.share_key` covers its region; one on a customer managed key is not.
+#[tokio::test]
+async fn configure_checks_that_the_vault_is_reachable_and_each_volumes_key_can_be_shared() {
+    let (acct, vault) = deployment_and_vault().await;
+    let plain = with_vault(&format!(r#"{{"account": "{}", "retention": "30 days"}}"#, vault.id));
+    acct.put_raw(R, "vaulted", &plain).await;
+    let i = acct.launch(R, &[("backup", "yes")]).await;
+    let ec2 = acct.ec2(R).await;
+    let attach = |volume: aws_sdk_ec2::operation::create_volume::builders::CreateVolumeFluentBuilder, device: &str| {
+        let ec2 = ec2.clone();
+        let (i, device) = (i.clone(), device.to_string());
+        async move {
+            let id = volume.send().await.expect("create volume").volume_id().unwrap().to_string();
+            ec2.attach_volume().volume_id(&id).instance_id(&i).device(device).send().await.expect("attach");
+            id
+        }
+    };
+    let new_volume = || ec2.create_volume().availability_zone(format!("{R}a")).size(1).encrypted(true);
+    // One on the account's default key (aws/ebs), one on a key of its own.
+    let on_aws_ebs = attach(new_volume(), "/dev/xvdf").await;
+    let kms = aws_sdk_kms::Client::new(&acct.sdk(R).await);
+    let own_key = kms.create_key().send().await.unwrap().key_metadata().unwrap().arn().unwrap().to_string();
+    let on_own_key = attach(new_volume().kms_key_id(&own_key), "/dev/xvdg").await;
+
+    let (code, out, err) = cli(&acct, &["configure", "-c"]);
+    assert_eq!(code, 0, "{err}");
+    let about = |volume: &str| out.lines().filter(|l| l.contains(volume)).collect::<Vec<_>>();
+    let [line] = about(&on_aws_ebs)[..] else { panic!("one line on the volume on aws/ebs: {out}") };
+    assert!(line.contains("which EC2 will not share") && line.contains("set vault.share_key for us-east-1"), "{line}");
+    assert!(about(&on_own_key).is_empty(), "a customer managed key may be shared: {out}");
+    assert!(!out.contains("could not be reached"), "the deployment's function roles reach the vault: {out}");
+
+    // An operator's credentials cannot assume the vault role: said, with why.
+    let operator = acct.other_role("operator").await;
+    let (code, out, err) = cli(&operator, &["configure", "-c"]);
+    assert_eq!(code, 0, "{err}");
+    let [line] = &out.lines().filter(|l| l.contains("could not be reached")).collect::<Vec<_>>()[..] else {
+        panic!("one line on the vault: {out}")
+    };
+    assert!(line.contains(&format!("the vault {} could not be reached through role", vault.id)), "{line}");
+    assert!(line.contains("trusts only the deployment's function roles") && line.contains("deploy --vault"), "{line}");
+    assert!(!line.contains("member role"), "a vault is no member: {line}");
+
+    // A share key for the region: nothing to say about the keys.
+    let share_key = format!("arn:aws:kms:{R}:{}:key/mrk-1234abcd12ab34cd56ef1234567890ab", acct.id);
+    let with_share_key =
+        with_vault(&format!(r#"{{"account": "{}", "retention": "30 days", "share_key": "{share_key}"}}"#, vault.id));
+    acct.put_raw(R, "vaulted", &with_share_key).await;
+    let (code, out, err) = cli(&acct, &["configure", "-c"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("will not share"), "{out}");
+}
+
 /// `deploy --vault DEPLOYMENT`, with the vault account's credentials: the vault stack and its
 /// role, trusting only the deployment's function roles with its account id as the `ExternalId`;
 /// bad use is one line and creates nothing.

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use crate::config::exclusion;
 use crate::configuration_set::ConfigurationSet;
-use crate::inventory::{Instance, Inventory};
+use crate::inventory::{Encryption, Instance, Inventory, Volume};
 use crate::tags::asks_for_backup;
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -25,7 +25,47 @@ pub struct FleetFindings {
     /// (region, instance, volume, configuration ids): volumes that every configuration matching
     /// their instance excludes (`exclude_boot`, `exclude_tags`): never snapshotted.
     pub excluded: Vec<(String, String, String, Vec<String>)>,
+    /// (region, configuration, volume, key): volumes of a configuration with a vault but no
+    /// `share_key` in that region, encrypted with the AWS managed key `aws/ebs`, which EC2 will
+    /// not share: their snapshots cannot go to the vault (SPEC §16).
+    pub unshareable: Vec<(String, String, String, String)>,
+    /// (region, key, error): keys KMS could not describe; the volumes under them are unchecked.
+    pub keys_unchecked: Vec<(String, String, String)>,
     matched_somewhere: BTreeSet<String>,
+}
+
+/// The volumes whose keys `configure -c` checks (SPEC §16): those a configuration with a vault,
+/// but without a `share_key` in this region, snapshots (of the instances it claims, not
+/// excluded). (configuration id, volume).
+pub fn vault_volumes<'a>(configs: &'a ConfigurationSet, inventory: &'a Inventory) -> Vec<(&'a str, &'a Volume)> {
+    let claims = inventory.claims(configs);
+    let mut out = Vec::new();
+    for &(named, instance_id) in &claims.owned {
+        let Some(vault) = &named.configuration.vault else { continue };
+        if vault.share_key.as_ref().and_then(|k| k.in_region(&inventory.region)).is_some() {
+            continue;
+        }
+        let Some(instance) = inventory.instances.get(instance_id) else { continue };
+        for att in &instance.volumes {
+            let Some(volume) = inventory.volumes.get(&att.volume_id) else { continue };
+            if exclusion(&named.configuration, instance, att, Some(&volume.tags)).is_none() {
+                out.push((named.id.as_str(), volume));
+            }
+        }
+    }
+    out
+}
+
+/// The KMS keys of [`vault_volumes`]: only KMS tells a customer managed key from the AWS
+/// managed `aws/ebs` (EC2 names either by its ARN).
+pub fn vault_keys<'a>(configs: &'a ConfigurationSet, inventory: &'a Inventory) -> BTreeSet<&'a str> {
+    vault_volumes(configs, inventory)
+        .into_iter()
+        .filter_map(|(_, v)| match &v.encryption {
+            Encryption::Kms(Some(key)) => Some(&**key),
+            _ => None,
+        })
+        .collect()
 }
 
 impl FleetFindings {
@@ -71,6 +111,28 @@ impl FleetFindings {
         }
     }
 
+    /// Adds one region's key findings (SPEC §16): `aws_managed`, the keys of [`vault_keys`] that
+    /// KMS says are AWS managed; `unchecked`, those it could not describe (key, error). A volume
+    /// EC2 says is encrypted without naming a key is taken for `aws/ebs`, the account's default.
+    pub fn add_vault_keys(
+        &mut self,
+        configs: &ConfigurationSet,
+        inventory: &Inventory,
+        aws_managed: &BTreeSet<String>,
+        unchecked: Vec<(String, String)>,
+    ) {
+        let region = &inventory.region;
+        for (id, volume) in vault_volumes(configs, inventory) {
+            let key = match &volume.encryption {
+                Encryption::Kms(None) => "aws/ebs".to_string(),
+                Encryption::Kms(Some(key)) if aws_managed.contains(&**key) => format!("aws/ebs ({key})"),
+                _ => continue,
+            };
+            self.unshareable.push((region.clone(), id.to_string(), volume.id.clone(), key));
+        }
+        self.keys_unchecked.extend(unchecked.into_iter().map(|(key, e)| (region.clone(), key, e)));
+    }
+
     /// A region that could not be checked.
     pub fn region_failed(&mut self, region: &str, error: String) {
         self.failed.push((region.to_string(), error));
@@ -91,6 +153,8 @@ impl FleetFindings {
         self.failed.sort();
         self.failed_configs.sort();
         self.excluded.sort();
+        self.unshareable.sort();
+        self.keys_unchecked.sort();
         self
     }
 }
@@ -182,7 +246,10 @@ mod tests {
         let mut inv = inventory("us-east-1", &[("a", &["i-1"]), ("b", &["i-1"])], &[i]);
         for (v, tags) in [("vol-root", vec![("scratch", "yes")]), ("vol-scratch", vec![])] {
             let tags = tags.into_iter().map(|(k, val)| (k.to_string(), val.to_string())).collect();
-            inv.volumes.insert(v.into(), crate::inventory::Volume { id: v.into(), tags, created: None });
+            inv.volumes.insert(
+                v.into(),
+                crate::inventory::Volume { id: v.into(), tags, created: None, encryption: Default::default() },
+            );
         }
         let mut f = FleetFindings::default();
         f.add_region(&set, &inv, &[]);
@@ -209,5 +276,55 @@ mod tests {
         .unwrap()
         .configuration;
         assert_eq!(c.tiers_never_due(chrono::Utc::now()), ["y2020"]);
+    }
+
+    #[test]
+    fn the_vaults_key_check_finds_the_volumes_on_aws_ebs_where_no_share_key_covers_them() {
+        let vault = |share_key: &str| {
+            format!(
+                r#"{{"match": {{"tag:backup": "yes"}}, "snapshot": {{"retention": "5 days", "minimum": 1, "frequency": "1 day"}},
+                    "vault": {{"account": "444455556666", "retention": "30 days"{share_key}}}}}"#
+            )
+        };
+        let shared = r#", "share_key": "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab""#;
+        let set = ConfigurationSet::from_stored(&[
+            StoredConfiguration { id: "plain".into(), text: text_without_vault() },
+            StoredConfiguration { id: "v".into(), text: vault("") },
+            StoredConfiguration { id: "s".into(), text: vault(shared) },
+        ]);
+        const AWS_KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/aws-managed";
+        const CMK: &str = "arn:aws:kms:us-east-1:111122223333:key/customer";
+        let instances = [
+            crate::testing::instance("i-1", &["vol-a", "vol-b", "vol-c", "vol-d"]),
+            crate::testing::instance("i-2", &["vol-e"]),
+            crate::testing::instance("i-3", &["vol-f"]),
+        ];
+        let mut inv = inventory("us-east-1", &[("v", &["i-1"]), ("s", &["i-2"]), ("plain", &["i-3"])], &instances);
+        for (id, encryption) in [
+            ("vol-a", Encryption::None),
+            ("vol-b", Encryption::Kms(None)),
+            ("vol-c", Encryption::Kms(Some(AWS_KEY.into()))),
+            ("vol-d", Encryption::Kms(Some(CMK.into()))),
+            ("vol-e", Encryption::Kms(None)),
+            ("vol-f", Encryption::Kms(None)),
+        ] {
+            inv.volumes
+                .insert(id.into(), Volume { id: id.into(), tags: Default::default(), created: None, encryption });
+        }
+        // Only KMS tells the two named keys apart; a share key, or no vault, needs no check.
+        assert_eq!(vault_keys(&set, &inv), BTreeSet::from([AWS_KEY, CMK]));
+        let mut f = FleetFindings::default();
+        let unchecked =
+            vec![("arn:aws:kms:us-east-1:111122223333:key/gone".to_string(), "NotFoundException".to_string())];
+        f.add_vault_keys(&set, &inv, &BTreeSet::from([AWS_KEY.to_string()]), unchecked);
+        let f = f.finish(&set);
+        let at = |v: &str, k: &str| ("us-east-1".to_string(), "v".to_string(), v.to_string(), k.to_string());
+        assert_eq!(f.unshareable, [at("vol-b", "aws/ebs"), at("vol-c", &format!("aws/ebs ({AWS_KEY})"))]);
+        assert_eq!(f.keys_unchecked.len(), 1);
+    }
+
+    fn text_without_vault() -> String {
+        r#"{"match": {"tag:backup": "yes"}, "snapshot": {"retention": "5 days", "minimum": 1, "frequency": "1 day"}}"#
+            .into()
     }
 }

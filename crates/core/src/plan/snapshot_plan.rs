@@ -619,8 +619,15 @@ mod tests {
         }
         for i in instances {
             for a in &i.volumes {
-                inv.volumes
-                    .insert(a.volume_id.clone(), Volume { id: a.volume_id.clone(), tags: Tags::new(), created: None });
+                inv.volumes.insert(
+                    a.volume_id.clone(),
+                    Volume {
+                        id: a.volume_id.clone(),
+                        tags: Tags::new(),
+                        created: None,
+                        encryption: Default::default(),
+                    },
+                );
             }
             inv.instances.insert(i.id.clone(), i);
         }

@@ -316,7 +316,12 @@ mod tests {
             );
             inv.volumes.insert(
                 v.to_string(),
-                Volume { id: v.to_string(), tags: Tags::new(), created: Some(now() - TimeDelta::hours(*age_hours)) },
+                Volume {
+                    id: v.to_string(),
+                    tags: Tags::new(),
+                    created: Some(now() - TimeDelta::hours(*age_hours)),
+                    encryption: Default::default(),
+                },
             );
         }
         inv

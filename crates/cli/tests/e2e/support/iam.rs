@@ -221,10 +221,12 @@ struct Authorization {
     action: String,
     resource: String,
     context: serde_json::Map<String, Value>,
+    /// The resource's own policy, where AWS requires one (a KMS key's key policy).
+    resource_policy: Option<Value>,
 }
 
 fn authz(action: &str, resource: String, context: serde_json::Map<String, Value>) -> Authorization {
-    Authorization { action: action.to_string(), resource, context }
+    Authorization { action: action.to_string(), resource, context, resource_policy: None }
 }
 
 struct GateState {
@@ -567,6 +569,23 @@ async fn authorizations(
                 none(),
             )])
         }
+        "kms" if op == "DescribeKey" => {
+            let body: Value = serde_json::from_slice(&req.body).map_err(|e| e.to_string())?;
+            let key = body["KeyId"].as_str().ok_or("DescribeKey without KeyId")?;
+            // A key ARN names itself; a bare key id is one of the caller's in this region.
+            let arn = if key.starts_with("arn:") {
+                key.to_string()
+            } else {
+                format!("arn:{PARTITION}:kms:{region}:{account}:key/{key}")
+            };
+            // KMS authorizes by the key policy first: the default one (and that of aws/ebs, for
+            // describing) delegates to the account's IAM policies, so those decide.
+            let account_of_key = arn.split(':').nth(4).unwrap_or(account).to_string();
+            let key_policy = json!({"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"AWS": format!("arn:{PARTITION}:iam::{account_of_key}:root")},
+                "Action": "kms:*", "Resource": "*"}]});
+            Ok(vec![Authorization { resource_policy: Some(key_policy), ..authz("kms:DescribeKey", arn, none()) }])
+        }
         "sts" if op == "GetCallerIdentity" => Ok(vec![]),
         "sts" if op == "AssumeRole" => {
             let role = query_value(&req.body, "RoleArn").map(|r| percent_decode(&r));
@@ -595,7 +614,10 @@ async fn first_refused(s: &GateState, who: &Principal, wanted: &[Authorization])
         "policies": who.policies,
         "principal": who.arn,
         "account": who.account,
-        "requests": wanted.iter().map(|a| json!({"action": a.action, "resource": a.resource, "context": a.context})).collect::<Vec<_>>(),
+        "requests": wanted
+            .iter()
+            .map(|a| json!({"action": a.action, "resource": a.resource, "context": a.context, "resourcePolicy": a.resource_policy}))
+            .collect::<Vec<_>>(),
     });
     let ask = Request {
         method: "POST".into(),
