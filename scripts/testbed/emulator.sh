@@ -30,7 +30,9 @@ sys.exit(m.version('moto') != '${MOTO_VERSION}' or m.version('cfn-lint') != '${C
     return
   fi
   [[ -x "$VENV_DIR/bin/python" ]] || run python3 -m venv "$VENV_DIR"
-  run "$VENV_DIR/bin/pip" install --quiet --disable-pip-version-check "moto[server]==${MOTO_VERSION}" "cfn-lint==${CFN_LINT_VERSION}"
+  # --no-compile: Python compiles the few modules the tests import when it first imports them;
+  # compiling every module at install time (botocore's thousands) would take CPU from the build.
+  run "$VENV_DIR/bin/pip" install --quiet --disable-pip-version-check --no-compile "moto[server]==${MOTO_VERSION}" "cfn-lint==${CFN_LINT_VERSION}"
 }
 
 # Creates .venv-checkov with the pinned checkov unless it already has it.
@@ -42,7 +44,7 @@ sys.exit(m.version('checkov') != '${CHECKOV_VERSION}')" 2>/dev/null; then
     return
   fi
   [[ -x "$SCAN_VENV_DIR/bin/python" ]] || run python3 -m venv "$SCAN_VENV_DIR"
-  run "$SCAN_VENV_DIR/bin/pip" install --quiet --disable-pip-version-check "checkov==${CHECKOV_VERSION}"
+  run "$SCAN_VENV_DIR/bin/pip" install --quiet --disable-pip-version-check --no-compile "checkov==${CHECKOV_VERSION}"
 }
 
 # Starts moto_server on a free loopback port and exports the AWS environment for it.

@@ -57,6 +57,9 @@ Run as moto_server is (same arguments). Each change below is AWS's documented be
   lock's clock with two tags: test-bed:cool-off-ended ends its cool-off now, test-bed:lock-expired
   ends the lock now (both removed once applied).
 
+The request recording the tests count calls from is written one request at a time (moto's
+threads could cut one request's line with another's).
+
 And one thing only a test bed does: a history. A snapshot created with the tag
 test-bed:start-time (RFC 3339) or test-bed:state, or a volume with test-bed:create-time, gets
 that time (or state) instead of now (completed), and the tag is removed, as if it had been made then (AWS has no such call; moto none either).
@@ -68,6 +71,7 @@ listed) is done by the test bed's proxy instead (crates/cli/tests/e2e/support/fa
 import fnmatch
 import json
 import sys
+import threading
 from datetime import datetime, timedelta, timezone
 
 from moto.core.responses import ActionResult
@@ -84,6 +88,7 @@ from moto.server import main
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.iam.models import Role, iam_backends
 from moto.kms import models as kms_models
+from moto.moto_api._internal.recorder import models as recorder_models
 from moto.sts.exceptions import STSClientError
 from moto.sts.responses import TokenResponse
 
@@ -893,6 +898,20 @@ elastic_block_store.EBSBackend.create_snapshot = create_snapshot
 kms_models.KmsBackend.create_alias = create_alias
 ElasticBlockStore.create_snapshot = _with_history(ElasticBlockStore.create_snapshot)
 ElasticBlockStore.create_volume = _with_history(ElasticBlockStore.create_volume)
+
+# The request recording (MOTO_ENABLE_RECORDING), which the tests count calls from: moto appends
+# each request from its own thread in two writes (more for a large body), so with many requests
+# at once a line could be cut by another's and the request lost to the count. One at a time.
+_RECORDING = threading.Lock()
+_record_request = recorder_models.Recorder._record_request
+
+
+def record_request(self, request, body=None):
+    with _RECORDING:
+        return _record_request(self, request, body)
+
+
+recorder_models.Recorder._record_request = record_request
 
 if __name__ == "__main__":
     sys.exit(main())
