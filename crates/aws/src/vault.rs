@@ -7,11 +7,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::types::{OperationType, SnapshotAttributeName};
 use chrono::Utc;
-use ebs_snapper_core::lock_plan::{decide, requests, LockDecision};
-use ebs_snapper_core::tags::{REPLICATION_SNAPSHOT_ID, TAG_VAULT_OF, TAG_VAULT_TO};
-use ebs_snapper_core::vault_plan::{plan_vault, report_vault, vault_target, ShareCopy, VaultAction, VaultIndex};
+use ebs_snapper_core::lock_plan::{decide, plan_locks, requests, LockDecision};
+use ebs_snapper_core::tags::{
+    DELETE_ON, REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, TAG_CONFIG, TAG_VAULT_OF, TAG_VAULT_TO,
+};
+use ebs_snapper_core::vault_plan::{
+    plan_vault, report_vault, vault_copy_lock, vault_target, ShareCopy, VaultAction, VaultIndex,
+};
 use ebs_snapper_core::{
-    plan_retention, ConfigurationSet, CopyRequest, Executed, Inventory, RegionReport, ReportOptions,
+    plan_retention, ConfigurationSet, CopyRequest, Executed, Inventory, RegionReport, ReportOptions, Snapshot,
 };
 use tracing::warn;
 
@@ -82,15 +86,28 @@ async fn shared_with(client: &aws_sdk_ec2::Client, region: &str, vault: &str) ->
     Ok(out)
 }
 
-/// One vault's listing: this account's copies there, and every copy in progress there.
-async fn vault_index(client: &aws_sdk_ec2::Client, region: &str, account: &str) -> Result<VaultIndex, AwsError> {
+/// The tags of a vault copy the replication job reads: what it is a copy of, and what its lock
+/// should be.
+const VAULT_COPY_TAGS: [&str; 4] = [REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, DELETE_ON, TAG_CONFIG];
+
+/// One vault's listing: this account's copies there (indexed, and as listed), and every copy in
+/// progress there.
+async fn vault_index(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    account: &str,
+) -> Result<(VaultIndex, Vec<Snapshot>), AwsError> {
     let mut index = VaultIndex::default();
+    let mut copies = Vec::new();
     let mine = vec![ec2_filter(&format!("tag:{TAG_VAULT_OF}"), [account.to_string()])];
-    each_own_snapshot(client, region, mine, SnapshotDetail::Tags(&[REPLICATION_SNAPSHOT_ID]), |s| index.add(&s))
-        .await?;
+    each_own_snapshot(client, region, mine, SnapshotDetail::Tags(&VAULT_COPY_TAGS), |s| {
+        index.add(&s);
+        copies.push(s);
+    })
+    .await?;
     let pending = vec![ec2_filter("status", ["pending".to_string()])];
     index.pending = describe_own_snapshots(client, region, pending, SnapshotDetail::Bare).await?.len();
-    Ok(index)
+    Ok((index, copies))
 }
 
 async fn set_share(
@@ -172,11 +189,16 @@ pub async fn vault_region(
             return;
         }
     };
-    let targets: BTreeSet<&str> = sources.iter().filter_map(|s| s.tags.get(TAG_VAULT_TO)).collect();
+    // The vaults the sources name, and those of this region's configurations (whose copies may
+    // want their lock when no source is left).
+    let mut targets: BTreeSet<String> =
+        sources.iter().filter_map(|s| s.tags.get(TAG_VAULT_TO).map(str::to_string)).collect();
+    targets.extend(configs.valid.iter().filter_map(|n| Some(n.configuration.vault.as_ref()?.vault_to(region))));
     let mut vaults: BTreeMap<String, Result<VaultIndex, String>> = BTreeMap::new();
     let mut vault_aws: BTreeMap<String, Aws> = BTreeMap::new();
+    let mut listed: BTreeMap<String, Vec<Snapshot>> = BTreeMap::new();
     let mut shared: BTreeSet<String> = BTreeSet::new();
-    for target in targets {
+    for target in &targets {
         let Some((vault, vault_region)) = vault_target(target) else { continue };
         let listing = async {
             let (aws, vault_client) = access.reach(vault, vault_region).await?;
@@ -185,9 +207,10 @@ pub async fn vault_region(
             Ok::<_, AwsError>((aws, index))
         };
         match listing.await {
-            Ok((aws, index)) => {
+            Ok((aws, (index, copies))) => {
                 vault_aws.insert(target.to_string(), aws);
                 vaults.insert(target.to_string(), Ok(index));
+                listed.insert(target.to_string(), copies);
             }
             Err(e) => {
                 warn!(region, vault = target, error = %e, "could not list the vault");
@@ -198,9 +221,37 @@ pub async fn vault_region(
         }
     }
     let mut plan = plan_vault(region, access.account, &sources, &shared, &vaults, configs, Utc::now().date_naive());
+    // The vault copies of this region's snapshots whose lock is missing or short are locked again
+    // (SPEC §16: locks only grow): one lock listing per vault where a configuration locks.
+    let now = Utc::now();
+    let mut locks: BTreeMap<String, Vec<LockDecision>> = BTreeMap::new();
+    for (target, copies) in &listed {
+        let from_here = |s: &&Snapshot| s.tags.get(REPLICATION_SRC).is_some_and(|r| r == region);
+        let mine: Vec<&Snapshot> =
+            copies.iter().filter(from_here).filter(|s| vault_copy_lock(configs, s).is_some()).collect();
+        let (Some((_, vault_region)), Some(aws)) = (vault_target(target), vault_aws.get(target)) else { continue };
+        if mine.is_empty() {
+            continue;
+        }
+        let vault_client = aws_sdk_ec2::Client::new(&aws.in_region(vault_region));
+        match describe_locks(&vault_client, vault_region).await {
+            Ok(found) => {
+                locks.insert(target.clone(), plan_locks(mine, |s| vault_copy_lock(configs, s), &found, now));
+            }
+            Err(e) => {
+                report.failed += 1;
+                report.errors.push(format!(
+                    "the vault {target}: could not list its locks, so no missing lock of a copy there was sent again: {e}"
+                ));
+            }
+        }
+    }
     if opts.dry_run {
         let executed = vec![None; plan.len()];
         report_vault(report, opts, &plan, executed);
+        for (target, decisions) in &locks {
+            ebs_snapper_core::lock_plan::report_locks(report, opts, decisions, Vec::new(), Some(target));
+        }
         return;
     }
     // Shares first, one by one; then the copies, one batch per vault (so that one pace and the
@@ -261,14 +312,13 @@ pub async fn vault_region(
             _ => {}
         }
     }
-    let mut locks: BTreeMap<&str, Vec<LockDecision>> = BTreeMap::new();
     for (target, requests) in &vault_copies {
         let aws = vault_aws.get(*target).expect("reached");
         let outcomes = copy_snapshots(aws, &requests.iter().map(|(_, r)| r).collect::<Vec<_>>(), budget).await;
         for ((i, _), done) in requests.iter().zip(outcomes) {
             if let (Executed::Done(Some(id)), VaultAction::Copy { copy, .. }) = (&done, &plan[*i].action) {
                 if let Some((lock, date)) = copy.lock {
-                    locks.entry(target).or_default().extend(decide(id, lock, date, None, Utc::now()));
+                    locks.entry(target.to_string()).or_default().extend(decide(id, lock, date, None, Utc::now()));
                 }
             }
             executed[*i] = Some(done);
@@ -284,11 +334,11 @@ pub async fn vault_region(
     }
     report_vault(report, opts, &plan, executed);
     for (target, decisions) in locks {
-        let Some((_, vault_region)) = vault_target(target) else { continue };
-        let Some(aws) = vault_aws.get(target) else { continue };
+        let Some((_, vault_region)) = vault_target(&target) else { continue };
+        let Some(aws) = vault_aws.get(&target) else { continue };
         let vault_client = aws_sdk_ec2::Client::new(&aws.in_region(vault_region));
         let outcomes = lock_snapshots(&vault_client, vault_region, &requests(&decisions), budget).await;
-        ebs_snapper_core::lock_plan::report_locks(report, opts, &decisions, outcomes, Some(target));
+        ebs_snapper_core::lock_plan::report_locks(report, opts, &decisions, outcomes, Some(&target));
     }
 }
 

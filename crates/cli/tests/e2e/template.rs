@@ -947,12 +947,16 @@ fn snapshots_are_shared_only_with_the_vault_accounts() {
         assert_eq!(policy["Properties"]["Roles"], json!([{"Ref": role}]), "{name}");
         let statements = policy["Properties"]["PolicyDocument"]["Statement"].as_array().unwrap();
         let [share, share_copies] = &statements[..] else { panic!("{name}: a sharing and a deleting statement") };
-        // The share copies of sources on aws/ebs, and only they, may be deleted: the tag is
-        // given only at creation.
+        // The share copies of sources on aws/ebs, and only they, may be deleted: tagged as one
+        // (given only at creation), for a vault, and without a DeleteOn (no backup is).
         assert_eq!(actions(share_copies), ["ec2:DeleteSnapshot"], "{name}");
         assert_eq!(
             share_copies["Condition"],
-            json!({"Null": {"aws:ResourceTag/ebs-snapper:vault-share-of": "false"}}),
+            json!({"Null": {
+                "aws:ResourceTag/ebs-snapper:vault-share-of": "false",
+                "aws:ResourceTag/ebs-snapper:vault-to": "false",
+                "aws:ResourceTag/DeleteOn": "true"
+            }}),
             "{name}"
         );
         assert_eq!(actions(share), ["ec2:ModifySnapshotAttribute"]);

@@ -18,6 +18,18 @@ fn cli(acct: &Account, args: &[&str]) -> (i32, String, String) {
 /// `from`, started `days` ago, expired yesterday (a volume of the vault, `stand_in`, stands in
 /// for the copied one).
 async fn plant_vault_copy(vault: &Account, stand_in: &str, of: &str, from: &str, days: i64) -> String {
+    plant_vault_copy_until(vault, stand_in, of, from, days, -1).await
+}
+
+/// The same, with its `DeleteOn` `until` days from today.
+async fn plant_vault_copy_until(
+    vault: &Account,
+    stand_in: &str,
+    of: &str,
+    from: &str,
+    days: i64,
+    until: i64,
+) -> String {
     let start = (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc3339();
     let tags = [
         ("ebs-snapper:vault-of", of.to_string()),
@@ -25,7 +37,7 @@ async fn plant_vault_copy(vault: &Account, stand_in: &str, of: &str, from: &str,
         ("replication_snapshot_id", format!("snap-source{days}")),
         ("ebs-snapper:volume-id", "vol-0123456789abcdef0".to_string()),
         ("ebs-snapper:config", "vaulted".to_string()),
-        ("DeleteOn", support::date(-1)),
+        ("DeleteOn", support::date(until)),
         ("test-bed:start-time", start),
     ];
     let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -367,6 +379,49 @@ async fn the_clean_job_cleans_the_vaults_copies_under_the_vaults_minimum() {
     let mut expected = vec![mine[1].clone(), mine[3].clone(), mine[4].clone(), others, elsewhere];
     expected.sort();
     assert_eq!(left, expected, "the oldest two unlocked beyond the minimum of 2 went; the rest stayed");
+}
+
+/// A vault copy without its lock (its `LockSnapshot` failed, or the answer was lost) is locked by
+/// the next replication run, through the vault role, until its `DeleteOn` (SPEC §16: locks only
+/// grow); a copy from another region is left to that region's run, and a locked one is not sent
+/// again.
+#[tokio::test]
+async fn a_vault_copy_without_its_lock_is_locked_by_the_next_run() {
+    let (acct, vault) = deployment_and_vault().await;
+    let config = with_vault(&format!(
+        r#"{{"account": "{}", "region": "{R}", "retention": "30 days", "lock": {{"mode": "governance"}}}}"#,
+        vault.id
+    ));
+    acct.put_raw(R, "vaulted", &config).await;
+    let stand_in = vault.volumes_of(R, &vault.launch(R, &[]).await).await[0].clone();
+    let unlocked = plant_vault_copy_until(&vault, &stand_in, &acct.id, R, 3, 20).await;
+    let elsewhere = plant_vault_copy_until(&vault, &stand_in, &acct.id, "eu-west-1", 4, 20).await;
+
+    let (code, out, err) = cli(&acct, &["replication", "--region", R]);
+    assert_eq!(code, 0, "{out}{err}");
+    let ec2 = vault.ec2(R).await;
+    let lock_of = |id: String| {
+        let ec2 = ec2.clone();
+        async move {
+            let out = ec2.describe_locked_snapshots().snapshot_ids(id).send().await.unwrap();
+            out.snapshots().first().map(|l| {
+                let until = l.lock_expires_on().map(|t| t.secs());
+                (l.lock_state().map(|s| s.as_str().to_string()), until)
+            })
+        }
+    };
+    let until = chrono::NaiveDate::parse_from_str(&support::date(20), "%Y-%m-%d").unwrap();
+    let midnight = until.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp();
+    assert_eq!(lock_of(unlocked.clone()).await, Some((Some("governance".into()), Some(midnight))), "{out}");
+    assert_eq!(lock_of(elsewhere).await, None, "eu-west-1's run locks it");
+    let locks_sent = || {
+        let id = format!("SnapshotId={unlocked}");
+        support::all_recorded().iter().filter(|r| r.action == "LockSnapshot" && r.body.contains(&id)).count()
+    };
+    assert_eq!(locks_sent(), 1);
+    let (code, out, err) = cli(&acct, &["replication", "--region", R]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(locks_sent(), 1, "a copy locked already is not sent again: {out}");
 }
 
 /// The vault's work done by the functions as Lambda runs them, each under its role behind the

@@ -175,10 +175,24 @@ impl<'a> VaultAction<'a> {
     }
 }
 
-/// The best of a source's share copies: one not in error, else the first; the rest are
-/// duplicates.
+/// The best of a source's share copies: a completed one, else one being made, else the first;
+/// the rest are duplicates.
 fn best<'s>(copies: &[&'s Snapshot]) -> Option<&'s Snapshot> {
-    copies.iter().find(|c| c.state != SnapshotState::Error).or(copies.first()).copied()
+    let rank = |c: &&&Snapshot| match c.state {
+        SnapshotState::Completed => 0,
+        SnapshotState::Pending | SnapshotState::Other => 1,
+        SnapshotState::Error => 2,
+    };
+    copies.iter().min_by_key(rank).copied()
+}
+
+/// The lock a vault copy should carry (SPEC §16): its configuration's `vault.lock`, until the
+/// copy's `DeleteOn`. The replication job locks again a copy of its region whose lock is missing
+/// or short, as for disaster-recovery copies.
+pub fn vault_copy_lock(configs: &ConfigurationSet, s: &Snapshot) -> Option<(Lock, NaiveDate)> {
+    let config = &configs.get(s.tags.get(TAG_CONFIG)?)?.configuration;
+    let lock = config.vault.as_ref()?.lock?;
+    Some((lock, crate::tags::parse_delete_on(s.tags.get(DELETE_ON)?)?))
 }
 
 /// Plans the vault work of this region (`region`, of account `own_account`).
@@ -348,18 +362,39 @@ pub fn plan_vault<'a>(
         };
         out.push(decide(VaultAction::Copy { target, share: !shared.contains(from), copy: Box::new(copy), fallback }));
     }
-    // Every other share copy goes once it is no longer being made.
+    // Every other share copy goes once it is no longer being made. One whose source is gone stays
+    // while the vault cannot be listed or its copy of that source is still being made.
     for (of, copies) in &share_copies {
         for c in copies.iter().filter(|c| !kept.contains(c.id.as_str())) {
             let target = c.tags.get(TAG_VAULT_TO).map_or("", |t| t);
             let decide = |action| VaultDecision { snapshot_id: &c.id, action };
-            if c.state == SnapshotState::Pending {
+            if matches!(c.state, SnapshotState::Pending | SnapshotState::Other) {
                 out.push(decide(VaultAction::Skip(format!(
                     "a share copy of {of} no longer needed, still being made: deleted once it completes"
                 ))));
                 continue;
             }
-            let why = dropped_why.get(of).copied().unwrap_or("its source is gone");
+            let why = match dropped_why.get(of) {
+                Some(why) => why,
+                None => match vaults.get(target) {
+                    Some(Ok(index)) => match index.copies.get(*of) {
+                        Some((_, SnapshotState::Completed, _)) => "the vault's copy of its source completed",
+                        Some((copy, SnapshotState::Pending | SnapshotState::Other, _)) => {
+                            out.push(decide(VaultAction::Skip(format!(
+                                "share copy of {of}, which is gone: kept until the vault's copy {copy} completes"
+                            ))));
+                            continue;
+                        }
+                        _ => "its source is gone",
+                    },
+                    _ => {
+                        out.push(decide(VaultAction::Skip(format!(
+                            "share copy of {of}, which is gone: kept, the vault {target} was not listed"
+                        ))));
+                        continue;
+                    }
+                },
+            };
             out.push(decide(VaultAction::DropShareCopy { target, source: of, why }));
         }
     }
@@ -765,26 +800,60 @@ mod tests {
             ]
         );
 
-        // A share copy whose source is gone goes once it is no longer being made; one whose
-        // vault could not be listed stays.
+        // A share copy whose source is gone goes once it is no longer being made, unless the
+        // vault's copy of that source is still being made, or the vault could not be listed.
         let orphans = vec![
             share_copy("c2", "gone", SnapshotState::Completed),
             share_copy("c3", "gone-too", SnapshotState::Pending),
+            share_copy("c4", "copying", SnapshotState::Completed),
+            share_copy("c5", "copied", SnapshotState::Completed),
         ];
-        let plan = plan_vault(R, OWN, &orphans, &none, &empty, &c, today());
+        let listed =
+            vaults(&[copy("v4", "copying", SnapshotState::Pending), copy("v5", "copied", SnapshotState::Completed)]);
+        let plan = plan_vault(R, OWN, &orphans, &none, &listed, &c, today());
         let kinds: Vec<String> = actions(&plan).into_iter().map(|(id, a)| format!("{id}: {a}")).collect();
-        assert_eq!(kinds[0], "c2: drop share copy of gone: its source is gone");
+        assert_eq!(kinds.len(), 4, "{kinds:?}");
+        assert!(kinds.contains(&"c5: drop share copy of copied: the vault's copy of its source completed".to_string()));
+        assert!(kinds.iter().any(|k| k.starts_with("c4: skip: share copy of copying, which is gone: kept until")));
+        assert!(kinds.contains(&"c2: drop share copy of gone: its source is gone".to_string()), "{kinds:?}");
         assert!(
-            kinds[1].starts_with("c3: skip: a share copy of gone-too no longer needed, still being made"),
+            kinds
+                .iter()
+                .any(|k| k.starts_with("c3: skip: a share copy of gone-too no longer needed, still being made")),
             "{kinds:?}"
         );
         let failed = BTreeMap::from([(format!("{VAULT}:us-east-1"), Err("AccessDenied".to_string()))]);
         let plan = plan_vault(R, OWN, &done[..2], &none, &failed, &c, today());
         assert_eq!(actions(&plan).len(), 1, "only the source's skip: {:?}", actions(&plan));
+        let plan = plan_vault(R, OWN, &orphans[..1], &none, &failed, &c, today());
+        assert!(actions(&plan)[0].1.contains("kept, the vault"), "{:?}", actions(&plan));
+
+        // Of two share copies of one source, the completed one is used, whatever the order.
+        let two = vec![
+            s1.clone(),
+            share_copy("c8", "s1", SnapshotState::Pending),
+            share_copy("c9", "s1", SnapshotState::Completed),
+        ];
+        let plan = plan_vault(R, OWN, &two, &none, &empty, &c, today());
+        assert_eq!(actions(&plan)[0], ("s1", "copy share=true from c9".to_string()));
+        assert!(actions(&plan).iter().all(|(id, _)| *id != "c9"), "the one used is not dropped: {:?}", actions(&plan));
 
         // Without a share key there is no fallback: the refusal is a failure naming the fix.
+        // (A key for some regions only is refused by `configure`: every region the configuration
+        // runs in needs one.)
         let plan = plan_vault(R, OWN, &sources, &none, &empty, &configs(), today());
         assert!(plan[0].action.refused_share().is_none());
+
+        // A lost answer is looked up by the share copy's own tag, not as a copy of the source.
+        let request = crate::replication_plan::CopyRequest {
+            source_id: share.source_id.clone(),
+            source_region: share.region.clone(),
+            destination_region: share.region.clone(),
+            description: share.description.clone(),
+            tags: share.tags.clone(),
+            kms_key: Some(share.kms_key.clone()),
+        };
+        assert_eq!(request.identity(), ("ebs-snapper:vault-share-of", "s1"));
     }
 
     #[test]
