@@ -480,7 +480,8 @@ async fn the_workers_keep_the_vault_under_their_roles() {
 /// SPEC §16's invariants under the stricter AWS with 20% of every call faulted (throttled,
 /// failed, dropped, or done with its answer lost), copies pending for a while: after runs under
 /// faults and one without, every completed snapshot has exactly one vault copy (a lost answer
-/// never makes a second), and no share is left on a source whose vault copy completed.
+/// never makes a second), each locked, and no share is left on a source whose vault copy
+/// completed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_twenty_percent_faults_each_snapshot_gets_one_vault_copy_and_no_share_is_left() {
     use support::fault_proxy::{FaultPlan, FaultProxy, Strict};
@@ -519,6 +520,13 @@ async fn under_twenty_percent_faults_each_snapshot_gets_one_vault_copy_and_no_sh
         assert_eq!(n, 1, "{source}: {n} vault copies");
     }
     assert_eq!(copies.len(), sources.len(), "no other copy: {copies:?}");
+    // Every vault copy is locked, lost or failed LockSnapshot answers included (SPEC §16).
+    let vault_ec2 = vault.ec2(R).await;
+    for copy in &copies {
+        let locked = vault_ec2.describe_locked_snapshots().snapshot_ids(&copy.id).send().await.unwrap();
+        let state = locked.snapshots().first().and_then(|l| l.lock_state()).map(|s| s.as_str().to_string());
+        assert_eq!(state.as_deref(), Some("governance"), "{} is not locked", copy.id);
+    }
     let ec2 = acct.ec2(R).await;
     for source in &sources {
         let shared = ec2
