@@ -208,10 +208,8 @@ async fn the_documented_operator_policy_lets_the_cli_do_its_work() {
     // attempt to assume it is refused (by the trust and here by the policy: it is no member
     // role), and the check says so; that is the one refusal.
     let vaulted = acct.launch(R, &[("backup", "vaulted")]).await;
-    let ec2 = acct.ec2(R).await;
-    let volume = ec2.create_volume().availability_zone(format!("{R}a")).size(1).encrypted(true).send().await.unwrap();
-    let volume = volume.volume_id().unwrap();
-    ec2.attach_volume().volume_id(volume).instance_id(&vaulted).device("/dev/sdf").send().await.unwrap();
+    let volume = acct.encrypted_volume(R, None).await;
+    acct.attach(R, &volume, &vaulted, "/dev/sdf").await;
     cli(&[
         "configure",
         "-s",
@@ -220,7 +218,7 @@ async fn the_documented_operator_policy_lets_the_cli_do_its_work() {
             "vault": {"account": "444455556666", "retention": "30 days"}}"#,
     ]);
     let checked = cli(&["configure", "-c"]);
-    assert!(checked.lines().any(|l| l.contains(volume) && l.contains("which EC2 will not share")), "{checked}");
+    assert!(checked.lines().any(|l| l.contains(&volume) && l.contains("which EC2 will not share")), "{checked}");
     assert!(checked.contains("the vault 444455556666 could not be reached through role"), "{checked}");
     let refused = gate.refused();
     assert!(

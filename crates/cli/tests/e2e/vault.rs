@@ -113,22 +113,13 @@ async fn configure_checks_that_the_vault_is_reachable_and_each_volumes_key_can_b
     let plain = with_vault(&format!(r#"{{"account": "{}", "retention": "30 days"}}"#, vault.id));
     acct.put_raw(R, "vaulted", &plain).await;
     let i = acct.launch(R, &[("backup", "yes")]).await;
-    let ec2 = acct.ec2(R).await;
-    let attach = |volume: aws_sdk_ec2::operation::create_volume::builders::CreateVolumeFluentBuilder, device: &str| {
-        let ec2 = ec2.clone();
-        let (i, device) = (i.clone(), device.to_string());
-        async move {
-            let id = volume.send().await.expect("create volume").volume_id().unwrap().to_string();
-            ec2.attach_volume().volume_id(&id).instance_id(&i).device(device).send().await.expect("attach");
-            id
-        }
-    };
-    let new_volume = || ec2.create_volume().availability_zone(format!("{R}a")).size(1).encrypted(true);
     // One on the account's default key (aws/ebs), one on a key of its own.
-    let on_aws_ebs = attach(new_volume(), "/dev/xvdf").await;
+    let on_aws_ebs = acct.encrypted_volume(R, None).await;
+    acct.attach(R, &on_aws_ebs, &i, "/dev/xvdf").await;
     let kms = aws_sdk_kms::Client::new(&acct.sdk(R).await);
     let own_key = kms.create_key().send().await.unwrap().key_metadata().unwrap().arn().unwrap().to_string();
-    let on_own_key = attach(new_volume().kms_key_id(&own_key), "/dev/xvdg").await;
+    let on_own_key = acct.encrypted_volume(R, Some(&own_key)).await;
+    acct.attach(R, &on_own_key, &i, "/dev/xvdg").await;
 
     let (code, out, err) = cli(&acct, &["configure", "-c"]);
     assert_eq!(code, 0, "{err}");
@@ -246,17 +237,7 @@ async fn the_test_bed_shares_and_copies_across_accounts_as_ec2_does() {
     assert_eq!(err.code(), Some("InvalidSnapshot.NotFound"), "{err:?}");
     assert_eq!(vault.snapshots(R).await.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), [made.as_str()]);
 
-    let encrypted = mine
-        .create_volume()
-        .availability_zone("us-east-1a")
-        .size(1)
-        .encrypted(true)
-        .send()
-        .await
-        .unwrap()
-        .volume_id()
-        .unwrap()
-        .to_string();
+    let encrypted = protected.encrypted_volume(R, None).await;
     let on_aws_ebs = protected.make_snapshot(R, &encrypted, &[]).await;
     let err = share("add", on_aws_ebs).await.expect_err("aws/ebs cannot be shared");
     assert_eq!(err.code(), Some("OperationNotPermitted"), "{err:?}");
@@ -308,22 +289,7 @@ async fn a_snapshot_is_shared_copied_into_the_vault_locked_there_and_unshared() 
         Some("compliance"),
         "locked in the vault"
     );
-    let ec2 = acct.ec2(R).await;
-    let shares = |ec2: aws_sdk_ec2::Client, id: String| async move {
-        let out = ec2
-            .describe_snapshot_attribute()
-            .snapshot_id(id)
-            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
-            .send()
-            .await
-            .unwrap();
-        out.create_volume_permissions().iter().filter_map(|p| p.user_id().map(str::to_string)).collect::<Vec<_>>()
-    };
-    assert_eq!(
-        shares(ec2.clone(), source.id.clone()).await,
-        std::slice::from_ref(&vault.id),
-        "shared until the next run"
-    );
+    assert_eq!(acct.shared_with(R, &source.id).await, std::slice::from_ref(&vault.id), "shared until the next run");
     assert_eq!(vault_column(&acct), serde_json::json!(true), "status finds the vault's copy");
     let (code, table, err) = cli(&acct, &["status", "--region", R]);
     assert_eq!(code, 0, "{err}");
@@ -334,10 +300,10 @@ async fn a_snapshot_is_shared_copied_into_the_vault_locked_there_and_unshared() 
     let (code, out, err) = cli(&acct, &["replication", "--region", R]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("copied 0"), "{out}");
-    assert!(shares(ec2.clone(), source.id.clone()).await.is_empty(), "no share is left once the copy completed");
+    assert!(acct.shared_with(R, &source.id).await.is_empty(), "no share is left once the copy completed");
     assert_eq!(vault.snapshots(R).await.len(), 1);
     // The protected account's credentials cannot touch the vault's copy.
-    let err = ec2.delete_snapshot().snapshot_id(&copy.id).send().await.expect_err("not the account's");
+    let err = acct.ec2(R).await.delete_snapshot().snapshot_id(&copy.id).send().await.expect_err("not the account's");
     assert_eq!(err.code(), Some("InvalidSnapshot.NotFound"), "{err:?}");
     assert_eq!(vault.snapshots(R).await.len(), 1);
 }
@@ -460,16 +426,7 @@ async fn the_workers_keep_the_vault_under_their_roles() {
     assert_eq!((copied["copied"].as_u64(), copied["locked"].as_u64()), (Some(1), Some(1)), "{copied:#}");
     ok(lambda.call("replication", serde_json::json!({"region": R})).await);
     let source = acct.snapshots(R).await.pop().unwrap();
-    let shared = acct
-        .ec2(R)
-        .await
-        .describe_snapshot_attribute()
-        .snapshot_id(&source.id)
-        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
-        .send()
-        .await
-        .unwrap();
-    assert!(shared.create_volume_permissions().is_empty(), "unshared by the second run");
+    assert!(acct.shared_with(R, &source.id).await.is_empty(), "unshared by the second run");
     let cleaned = ok(lambda.call("clean", serde_json::json!({"region": R})).await);
     assert_eq!(cleaned["deleted"], 1, "the older expired vault copy: {cleaned:#}");
     let left: Vec<String> = vault.snapshots(R).await.into_iter().map(|s| s.id).collect();
@@ -527,16 +484,8 @@ async fn under_twenty_percent_faults_each_snapshot_gets_one_vault_copy_and_no_sh
         let state = locked.snapshots().first().and_then(|l| l.lock_state()).map(|s| s.as_str().to_string());
         assert_eq!(state.as_deref(), Some("governance"), "{} is not locked", copy.id);
     }
-    let ec2 = acct.ec2(R).await;
     for source in &sources {
-        let shared = ec2
-            .describe_snapshot_attribute()
-            .snapshot_id(source)
-            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
-            .send()
-            .await
-            .unwrap();
-        assert!(shared.create_volume_permissions().is_empty(), "{source} is still shared");
+        assert!(acct.shared_with(R, source).await.is_empty(), "{source} is still shared");
     }
 }
 
@@ -661,19 +610,7 @@ async fn a_source_on_aws_ebs_goes_to_the_vault_through_a_share_copy_under_the_sh
         with_vault(&format!(r#"{{"account": "{}", "retention": "30 days"{share_key}}}"#, vault.id))
     };
     acct.put_raw(R, "vaulted", &configured("")).await;
-    let encrypted = acct
-        .ec2(R)
-        .await
-        .create_volume()
-        .availability_zone("us-east-1a")
-        .size(1)
-        .encrypted(true)
-        .send()
-        .await
-        .unwrap()
-        .volume_id()
-        .unwrap()
-        .to_string();
+    let encrypted = acct.encrypted_volume(R, None).await;
     let vault_to = format!("{}:{R}", vault.id);
     let tags = [("ebs-snapper:config", "vaulted"), ("ebs-snapper:vault-to", vault_to.as_str())];
     let source = acct.make_snapshot(R, &encrypted, &tags).await;
@@ -709,16 +646,7 @@ async fn a_source_on_aws_ebs_goes_to_the_vault_through_a_share_copy_under_the_sh
     let left: Vec<String> = acct.snapshots(R).await.into_iter().map(|s| s.id).collect();
     assert_eq!(left, std::slice::from_ref(&source), "the share copy is gone");
     assert_eq!(vault.snapshots(R).await.len(), 1);
-    let shared = acct
-        .ec2(R)
-        .await
-        .describe_snapshot_attribute()
-        .snapshot_id(&source)
-        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
-        .send()
-        .await
-        .unwrap();
-    assert!(shared.create_volume_permissions().is_empty(), "the source itself is never shared");
+    assert!(acct.shared_with(R, &source).await.is_empty(), "the source itself is never shared");
     let quiet = run(&lambda).await;
     assert_eq!((quiet["failed"].as_u64(), quiet["copied"].as_u64()), (Some(0), Some(0)), "{quiet:#}");
 }

@@ -374,8 +374,37 @@ impl Account {
             req = req.tag_specifications(ec2_tags(aws_sdk_ec2::types::ResourceType::Volume, tags));
         }
         let vol = req.send().await.expect("create volume").volume_id().unwrap().to_string();
-        ec2.attach_volume().volume_id(&vol).instance_id(instance).device(device).send().await.expect("attach volume");
+        self.attach(region, &vol, instance, device).await;
         vol
+    }
+
+    /// Attaches `volume` to `instance` at `device`.
+    pub async fn attach(&self, region: &str, volume: &str, instance: &str, device: &str) {
+        let ec2 = self.ec2(region).await;
+        ec2.attach_volume().volume_id(volume).instance_id(instance).device(device).send().await.expect("attach volume");
+    }
+
+    /// A new encrypted volume (not attached) under `key`, else the account's default key
+    /// (`aws/ebs`); its id.
+    pub async fn encrypted_volume(&self, region: &str, key: Option<&str>) -> String {
+        let ec2 = self.ec2(region).await;
+        let req = ec2.create_volume().availability_zone(format!("{region}a")).size(1).encrypted(true);
+        let out = req.set_kms_key_id(key.map(str::to_string)).send().await.expect("create volume");
+        out.volume_id().unwrap().to_string()
+    }
+
+    /// The accounts `snapshot` is shared with (its `createVolumePermission` user ids).
+    pub async fn shared_with(&self, region: &str, snapshot: &str) -> Vec<String> {
+        let out = self
+            .ec2(region)
+            .await
+            .describe_snapshot_attribute()
+            .snapshot_id(snapshot)
+            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+            .send()
+            .await
+            .expect("describe snapshot attribute");
+        out.create_volume_permissions().iter().filter_map(|p| p.user_id().map(str::to_string)).collect()
     }
 
     /// The volume ids attached to an instance, in device order.
