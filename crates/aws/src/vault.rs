@@ -262,12 +262,13 @@ pub async fn vault_region(
     let mut share_copies: Vec<(usize, CopyRequest)> = Vec::new();
     let mut here: Vec<(usize, &str)> = Vec::new();
     for (i, d) in plan.iter_mut().enumerate() {
-        fn reached<'t>(target: &'t str, vault_aws: &'t BTreeMap<String, Aws>) -> Option<(&'t str, &'t Aws)> {
-            vault_target(target).and_then(|(_, r)| Some((r, vault_aws.get(target)?)))
+        /// The vault `target` names, its region, and its session, when it was reached.
+        fn reached<'t>(target: &'t str, vault_aws: &'t BTreeMap<String, Aws>) -> Option<(&'t str, &'t str, &'t Aws)> {
+            vault_target(target).and_then(|(vault, r)| Some((vault, r, vault_aws.get(target)?)))
         }
         match &d.action {
             VaultAction::Copy { target, share, copy, .. } => {
-                let Some((vault_region, _)) = reached(target, &vault_aws) else {
+                let Some((vault, vault_region, _)) = reached(target, &vault_aws) else {
                     executed[i] = Some(Executed::Failed(format!("the vault {target} was not reached")));
                     continue;
                 };
@@ -275,7 +276,6 @@ pub async fn vault_region(
                     executed[i] = Some(Executed::Deferred);
                     continue;
                 }
-                let (vault, _) = vault_target(target).expect("reached");
                 if *share {
                     if let Err(e) = set_share(&client, region, &copy.source_id, vault, true).await {
                         match d.action.refused_share().filter(|_| e.code() == Some("OperationNotPermitted")) {
@@ -300,7 +300,7 @@ pub async fn vault_region(
             }
             VaultAction::ErroredCopy { target, copy, .. } => {
                 executed[i] = Some(match reached(target, &vault_aws) {
-                    Some((vault_region, aws)) => {
+                    Some((_, vault_region, aws)) => {
                         let vault_client = aws_sdk_ec2::Client::new(&aws.in_region(vault_region));
                         delete_snapshot(&vault_client, vault_region, copy, budget).await
                     }
