@@ -25,10 +25,12 @@ pub mod testing;
 
 // The modules by their short paths (`ebs_snapper_core::snapshot_plan`, ...).
 pub use config::{configuration_set, duration, instance_filters, schedule, tiers};
-pub use plan::{fleet, lock_plan, replication_plan, retention_plan, snapshot_plan, vault_plan};
+pub use plan::{drill_plan, fleet, lock_plan, replication_plan, retention_plan, snapshot_plan, vault_plan};
 pub use report::{metrics, status};
 
-pub use config::{Configuration, Consistency, CopyDestination, Filter, Lock, LockMode, Strictness, TagValues, Tier};
+pub use config::{
+    Configuration, Consistency, CopyDestination, Drill, Filter, Lock, LockMode, Strictness, TagValues, Tier,
+};
 pub use configuration_set::{ConfigurationSet, InvalidConfiguration, NamedConfiguration, StoredConfiguration};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, DurationError, ScheduleError};

@@ -7,6 +7,7 @@
 
 // What a configuration is made of, and the set of them an account stores.
 pub mod configuration_set;
+pub mod drill;
 pub mod duration;
 pub mod instance_filters;
 pub mod lock;
@@ -22,6 +23,7 @@ use serde_json::{Map, Value};
 use crate::duration::parse_duration;
 use crate::error::ConfigError;
 use crate::schedule::Schedule;
+pub use drill::Drill;
 pub use lock::{Lock, LockMode};
 
 /// EC2 filter that selects instances by state; the tool always restricts it.
@@ -32,7 +34,7 @@ pub const SELECTED_STATES: [&str; 2] = ["running", "stopped"];
 /// state but `terminated`, so a volume never loses its minimum while its instance changes state.
 pub const RETAINED_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
 
-const TOP_LEVEL_KEYS: [&str; 12] = [
+const TOP_LEVEL_KEYS: [&str; 13] = [
     "match",
     "snapshot",
     "schedules",
@@ -45,10 +47,11 @@ const TOP_LEVEL_KEYS: [&str; 12] = [
     "tags",
     "copies",
     "vault",
+    "drill",
 ];
 const SNAPSHOT_KEYS: [&str; 4] = ["retention", "minimum", "frequency", "lock"];
 const TIER_KEYS: [&str; 6] = ["name", "frequency", "retention", "minimum", "archive", "lock"];
-const COPY_KEYS: [&str; 5] = ["region", "retention", "minimum", "kms_key", "lock"];
+const COPY_KEYS: [&str; 6] = ["region", "retention", "minimum", "kms_key", "lock", "drill"];
 /// Disaster-recovery destinations a configuration may have (SPEC §12).
 pub const MAX_COPIES: usize = 3;
 
@@ -144,6 +147,8 @@ pub struct CopyDestination {
     pub kms_key: Option<String>,
     /// The lock put on each copy made there (SPEC §16).
     pub lock: Option<Lock>,
+    /// Restore drills of the copies in this region (SPEC §17).
+    pub drill: Option<Drill>,
 }
 
 /// A valid configuration.
@@ -170,6 +175,8 @@ pub struct Configuration {
     pub copies: Vec<CopyDestination>,
     /// The vault account that keeps a copy of every completed snapshot (SPEC §16).
     pub vault: Option<vault::Vault>,
+    /// Restore drills of the source snapshots (SPEC §17).
+    pub drill: Option<Drill>,
 }
 
 /// A parsed configuration with the warnings parsing produced (unknown keys in lenient mode).
@@ -265,6 +272,7 @@ impl Configuration {
                 tags: parse_tags(top.get("tags"))?,
                 copies,
                 vault,
+                drill: drill::parse_drill(top.get("drill"), "drill")?,
             },
             warnings,
         })
@@ -406,12 +414,18 @@ impl Configuration {
                     if let Some(lock) = &c.lock {
                         entry["lock"] = lock.to_json();
                     }
+                    if let Some(drill) = &c.drill {
+                        entry["drill"] = drill.to_json();
+                    }
                     entry
                 })
                 .collect();
         }
         if let Some(v) = &self.vault {
             doc["vault"] = v.to_json();
+        }
+        if let Some(d) = &self.drill {
+            doc["drill"] = d.to_json();
         }
         if !self.tags.is_empty() {
             doc["tags"] = self
@@ -854,7 +868,8 @@ fn parse_copies(
             }
         };
         let lock = lock::parse_lock(obj.get("lock"), &field("lock"))?;
-        out.push(CopyDestination { region, retention, minimum, kms_key, lock });
+        let drill = drill::parse_drill(obj.get("drill"), &field("drill"))?;
+        out.push(CopyDestination { region, retention, minimum, kms_key, lock, drill });
     }
     Ok(out)
 }
@@ -1127,7 +1142,7 @@ mod tests {
             r#"{{"match": {{"tag:b": "y"}}, "snapshot": {{"retention": "1 day", "minimum": 1, "frequency": "1 day"}}, "{key}": 1}}"#
         );
         let e = err(&text);
-        assert_eq!(e, format!("{}... (5000 characters): unknown key (known keys: match, snapshot, schedules, ignore, ignore_retention, replication, exclude_boot, exclude_tags, consistency, tags, copies, vault)", "k".repeat(60)));
+        assert_eq!(e, format!("{}... (5000 characters): unknown key (known keys: match, snapshot, schedules, ignore, ignore_retention, replication, exclude_boot, exclude_tags, consistency, tags, copies, vault, drill)", "k".repeat(60)));
         let text = format!(
             r#"{{"match": {{"{key}": []}}, "snapshot": {{"retention": "1 day", "minimum": 1, "frequency": "1 day"}}}}"#
         );
@@ -1326,7 +1341,14 @@ mod tests {
         assert_eq!(c.copies[0].minimum, Some(3));
         assert_eq!(
             c.copies[1],
-            CopyDestination { region: "us-west-2".into(), retention: None, minimum: None, kms_key: None, lock: None }
+            CopyDestination {
+                region: "us-west-2".into(),
+                retention: None,
+                minimum: None,
+                kms_key: None,
+                lock: None,
+                drill: None
+            }
         );
         assert_eq!(c.copy_to("us-east-1").as_deref(), Some("eu-west-1,us-west-2"));
         assert_eq!(c.copy_to("eu-west-1").as_deref(), Some("us-west-2"), "never a copy into its own region");

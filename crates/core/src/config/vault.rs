@@ -13,7 +13,7 @@ use crate::error::ConfigError;
 
 pub use crate::tags::{TAG_VAULT_OF, TAG_VAULT_TO};
 
-const VAULT_KEYS: [&str; 7] = ["account", "region", "retention", "minimum", "kms_key", "share_key", "lock"];
+const VAULT_KEYS: [&str; 8] = ["account", "region", "retention", "minimum", "kms_key", "share_key", "lock", "drill"];
 
 /// A KMS key for a vault's copies or for re-encrypting sources to share: KMS keys are regional,
 /// so either one key of one region, a key per region, or a multi-Region key (`mrk-`), whose
@@ -88,6 +88,8 @@ pub struct Vault {
     /// the AWS managed `aws/ebs` key (which cannot be shared) is copied in place under it first.
     pub share_key: Option<RegionalKey>,
     pub lock: Option<Lock>,
+    /// Restore drills of the vault's copies, in the vault account (SPEC §17).
+    pub drill: Option<crate::config::Drill>,
 }
 
 impl Vault {
@@ -115,6 +117,9 @@ impl Vault {
         }
         if let Some(l) = &self.lock {
             out["lock"] = l.to_json();
+        }
+        if let Some(d) = &self.drill {
+            out["drill"] = d.to_json();
         }
         out
     }
@@ -216,7 +221,8 @@ pub(crate) fn parse_vault(
             ),
         ));
     }
-    Ok(Some(Vault { account, region, retention, minimum, kms_key, share_key, lock }))
+    let drill = crate::config::drill::parse_drill(obj.get("drill"), "vault.drill")?;
+    Ok(Some(Vault { account, region, retention, minimum, kms_key, share_key, lock, drill }))
 }
 
 /// A key for copies in `fixed_region` (when every copy goes there), else in the regions the

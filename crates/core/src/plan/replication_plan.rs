@@ -530,8 +530,12 @@ pub fn copy_request(region: &str, dst: &str, s: &Snapshot) -> CopyRequest {
 }
 
 /// The source's tags a copy carries after its own: all but `excluded`.
+/// A drill's result is never carried: it proves its own snapshot, not a copy (SPEC §17).
 fn carried_tags<'a>(s: &'a Snapshot, excluded: &'a [&str]) -> impl Iterator<Item = (String, String)> + 'a {
-    s.tags.iter().filter(|(k, _)| !excluded.contains(k)).map(|(k, v)| (k.to_string(), v.to_string()))
+    s.tags
+        .iter()
+        .filter(|(k, _)| !excluded.contains(k) && *k != crate::drill_plan::TAG_DRILL)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
 }
 
 /// The request copying `s` from `region` into `dst` with `tags` (cut to what EC2 takes).
@@ -876,7 +880,10 @@ mod tests {
     #[test]
     fn a_dr_copy_goes_to_each_destination_with_its_own_date_key_and_volume() {
         let configs = dr_configs();
-        let local = [dr_source("snap-a", "dr", "us-west-2,eu-west-1")];
+        let mut drilled = dr_source("snap-a", "dr", "us-west-2,eu-west-1");
+        // A source's drill proves the source, not its copies (SPEC §17).
+        drilled.tags.insert(crate::drill_plan::TAG_DRILL.into(), "2020-01-02T00:00:00Z ok 5s".into());
+        let local = [drilled];
         let listings = peers(vec![("us-west-2", Ok(vec![])), ("eu-west-1", Ok(vec![]))]);
         assert_eq!(peer_regions("us-east-1", &local), ["eu-west-1".to_string(), "us-west-2".to_string()].into());
         let mut p = plan_with("us-east-1", &local, &listings, &configs, &BTreeSet::new());
@@ -894,6 +901,7 @@ mod tests {
         assert_eq!(w[REPLICATION_SNAPSHOT_ID], "snap-a");
         assert_eq!(w["Name"], "web");
         assert!(!w.contains_key(TAG_COPY_TO) && !w.contains_key(REPLICATION_DST), "{w:?}");
+        assert!(!w.contains_key(crate::drill_plan::TAG_DRILL), "{w:?}");
         let eu = requests.iter().find(|r| r.destination_region == "eu-west-1").unwrap();
         assert_eq!(eu.kms_key, None);
         assert_eq!(tags(eu)[DELETE_ON], "2020-01-08", "no retention: the source's DeleteOn");

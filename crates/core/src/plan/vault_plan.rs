@@ -419,6 +419,7 @@ pub fn vault_configurations(configs: &ConfigurationSet, source_region: &str, tar
                 minimum: vault.minimum,
                 kms_key: None,
                 lock: vault.lock,
+                drill: vault.drill,
             }];
             Some(crate::configuration_set::NamedConfiguration { id: named.id.clone(), configuration })
         })

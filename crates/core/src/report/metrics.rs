@@ -21,6 +21,9 @@ pub fn emf(function: &str, account: &str, report: &RegionReport, timestamp_ms: i
         ("Failures", report.failed),
     ];
     let mut metrics = metrics.to_vec();
+    if report.job == Job::Clean {
+        metrics.extend([("Drills", report.drilled), ("DrillsFailed", report.drills_failed)]);
+    }
     if report.job == Job::Snapshot {
         metrics.extend([
             ("VolumesOk", report.volumes.ok),
@@ -128,5 +131,11 @@ mod tests {
         c.archived = 2;
         assert_eq!(emf("clean-snapshot", "111122223333", &c, 0)["SnapshotsDeleted"], 3);
         assert_eq!(emf("clean-snapshot", "111122223333", &c, 0)["SnapshotsArchived"], 2);
+        // The clean job's drills (SPEC §17): the alarm watches DrillsFailed.
+        c.drilled = 4;
+        c.drills_failed = 1;
+        let d = emf("clean-snapshot", "111122223333", &c, 0);
+        assert_eq!((d["Drills"].as_u64(), d["DrillsFailed"].as_u64()), (Some(4), Some(1)));
+        assert_eq!(d["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().len(), 8);
     }
 }

@@ -38,6 +38,9 @@ pub enum Action {
     Lock,
     /// Remove a source's share with the vault once the vault's copy completed (SPEC §16).
     Unshare,
+    /// Restore a snapshot to a volume, read back a sample of its blocks, delete the volume
+    /// (clean job, SPEC §17).
+    Drill,
 }
 
 impl Action {
@@ -56,6 +59,7 @@ impl Action {
             Action::Match => "match",
             Action::Lock => "lock",
             Action::Unshare => "unshare",
+            Action::Drill => "drill",
         }
     }
 }
@@ -201,6 +205,12 @@ pub struct RegionReport {
     /// Snapshots locked, or locked longer (SPEC §16); left out of the JSON when none.
     #[serde(skip_serializing_if = "is_zero")]
     pub locked: usize,
+    /// Restore drills run (clean job, SPEC §17), passed or failed; left out when none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub drilled: usize,
+    /// Of those, the drills that failed (each is also a failure of the run).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub drills_failed: usize,
     /// Volumes not due (snapshot job).
     pub not_due: usize,
     /// Snapshots kept (clean job): not expired, or held by the minimum, ignored or unparseable.
@@ -235,6 +245,8 @@ impl RegionReport {
             copied: 0,
             archived: 0,
             locked: 0,
+            drilled: 0,
+            drills_failed: 0,
             not_due: 0,
             kept: 0,
             in_sync: 0,
@@ -411,6 +423,11 @@ impl RegionReport {
             parts.push(format!("locked {}", self.locked));
         } else if self.dry_run && self.planned(Action::Lock) > 0 {
             parts.push(format!("would lock {}", self.planned(Action::Lock)));
+        }
+        if self.drilled > 0 {
+            parts.push(format!("drilled {} ({} failed)", self.drilled, self.drills_failed));
+        } else if self.dry_run && self.planned(Action::Drill) > 0 {
+            parts.push(format!("would drill {}", self.planned(Action::Drill)));
         }
         parts.push(format!("ignored {}", self.ignored));
         parts.push(format!("skipped {}", self.skipped));

@@ -1,0 +1,474 @@
+//! Restore drills (SPEC §17): which volumes a clean run drills, which snapshot of each, and the
+//! result a drill leaves on its snapshot (the `ebs-snapper:drill` tag), which is also how the
+//! next run knows when a volume was last drilled.
+//!
+//! A volume here is a source volume: a source snapshot's own volume, or for a copy (disaster
+//! recovery or vault) the source volume it names in `ebs-snapper:volume-id`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+
+use crate::config::drill::Drill;
+use crate::configuration_set::ConfigurationSet;
+use crate::inventory::{Inventory, Snapshot, SnapshotState};
+use crate::tags::{REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, TAG_CONFIG, TAG_VAULT_SHARE_OF, TAG_VOLUME};
+
+/// On a drilled snapshot: `TIME ok SECONDSs` or `TIME failed: REASON`; on a drill volume: the
+/// snapshot it was made from.
+pub const TAG_DRILL: &str = "ebs-snapper:drill";
+/// AWS's longest tag value.
+const MAX_TAG_VALUE: usize = 256;
+
+/// What a drill found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DrillOutcome {
+    /// The volume became available after `seconds` and every sampled block read back intact;
+    /// `empty`: the snapshot has no written block (a never-written volume).
+    Ok {
+        seconds: u64,
+        empty: bool,
+    },
+    Failed(String),
+}
+
+/// A drill's result, as tagged on its snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrillResult {
+    pub at: DateTime<Utc>,
+    pub outcome: DrillOutcome,
+}
+
+impl DrillResult {
+    pub fn ok(&self) -> bool {
+        matches!(self.outcome, DrillOutcome::Ok { .. })
+    }
+
+    /// Time to available, for a drill that passed.
+    pub fn seconds(&self) -> Option<u64> {
+        match self.outcome {
+            DrillOutcome::Ok { seconds, .. } => Some(seconds),
+            DrillOutcome::Failed(_) => None,
+        }
+    }
+
+    /// The tag value (at most 256 characters: a long reason is cut).
+    pub fn to_tag(&self) -> String {
+        let at = self.at.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let text = match &self.outcome {
+            DrillOutcome::Ok { seconds, empty: false } => format!("{at} ok {seconds}s"),
+            DrillOutcome::Ok { seconds, empty: true } => format!("{at} ok {seconds}s (empty)"),
+            DrillOutcome::Failed(reason) => format!("{at} failed: {reason}"),
+        };
+        match text.char_indices().nth(MAX_TAG_VALUE) {
+            Some((cut, _)) => text[..cut].to_string(),
+            None => text,
+        }
+    }
+
+    /// Reads a tag value back; `None` when it is not one (someone else's text).
+    pub fn parse(text: &str) -> Option<DrillResult> {
+        let (at, rest) = text.split_once(' ')?;
+        let at = DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc);
+        let outcome = if let Some(reason) = rest.strip_prefix("failed: ") {
+            DrillOutcome::Failed(reason.to_string())
+        } else {
+            let rest = rest.strip_prefix("ok ")?;
+            let (seconds, empty) = match rest.strip_suffix(" (empty)") {
+                Some(seconds) => (seconds, true),
+                None => (rest, false),
+            };
+            DrillOutcome::Ok { seconds: seconds.strip_suffix('s')?.parse().ok()?, empty }
+        };
+        Some(DrillResult { at, outcome })
+    }
+
+    /// How `status` and the reports show it: `2026-12-07 ok (12 s to available)`.
+    pub fn describe(&self) -> String {
+        let at = self.at.format("%Y-%m-%d %H:%M");
+        match &self.outcome {
+            DrillOutcome::Ok { seconds, empty: false } => format!("{at} ok ({seconds} s to available)"),
+            DrillOutcome::Ok { seconds, empty: true } => {
+                format!("{at} ok, empty ({seconds} s to available)")
+            }
+            DrillOutcome::Failed(reason) => format!("{at} failed: {reason}"),
+        }
+    }
+}
+
+/// The drill result a snapshot carries, if any.
+pub fn result_of(snapshot: &Snapshot) -> Option<DrillResult> {
+    snapshot.tags.get(TAG_DRILL).and_then(DrillResult::parse)
+}
+
+/// What a drilled snapshot is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DrillKind {
+    /// A snapshot of the configuration's own volume, in its region.
+    Source,
+    /// A disaster-recovery copy, in its destination region (SPEC §12).
+    Copy,
+    /// A copy in the vault account (SPEC §16).
+    Vault,
+}
+
+impl DrillKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrillKind::Source => "snapshot",
+            DrillKind::Copy => "copy",
+            DrillKind::Vault => "vault copy",
+        }
+    }
+}
+
+/// One drill to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrillPick {
+    pub config: String,
+    pub kind: DrillKind,
+    /// The source volume.
+    pub volume: String,
+    /// The snapshot to restore: the volume's newest completed one in the standard tier.
+    pub snapshot: String,
+    /// For a copy: its source (region, snapshot), whose blocks the copy's must equal while it
+    /// still exists.
+    pub source: Option<(String, String)>,
+    /// The volume's newest drill, when it had one.
+    pub last: Option<DrillResult>,
+    pub sample_blocks: u32,
+}
+
+impl DrillPick {
+    /// Why this volume is drilled now (the dry run's reason).
+    pub fn reason(&self, drill: &Drill) -> String {
+        let every = crate::duration::format_duration(drill.every);
+        match &self.last {
+            None => format!("{} of {}: never drilled (every {every})", self.kind.as_str(), self.volume),
+            Some(last) => {
+                format!("{} of {}: last drilled {} (every {every})", self.kind.as_str(), self.volume, last.describe())
+            }
+        }
+    }
+}
+
+/// The source volume a snapshot belongs to.
+pub fn volume_of(s: &Snapshot) -> Option<&str> {
+    match s.volume_id.as_deref() {
+        Some(v) if !s.is_copy => Some(v),
+        _ => s.tags.get(TAG_VOLUME),
+    }
+}
+
+/// One volume's drill history and candidate, from its snapshots.
+#[derive(Debug, Default)]
+struct VolumeDrills<'a> {
+    last: Option<DrillResult>,
+    last_ok: Option<DateTime<Utc>>,
+    newest: Option<&'a Snapshot>,
+    oldest_completed: Option<DateTime<Utc>>,
+}
+
+fn by_volume<'a>(snapshots: impl IntoIterator<Item = &'a Snapshot>) -> BTreeMap<&'a str, VolumeDrills<'a>> {
+    let mut volumes: BTreeMap<&str, VolumeDrills> = BTreeMap::new();
+    for s in snapshots {
+        let Some(volume) = volume_of(s) else { continue };
+        let v = volumes.entry(volume).or_default();
+        if let Some(result) = result_of(s) {
+            if result.ok() && v.last_ok.is_none_or(|at| at < result.at) {
+                v.last_ok = Some(result.at);
+            }
+            if v.last.as_ref().is_none_or(|l| l.at < result.at) {
+                v.last = Some(result);
+            }
+        }
+        if s.state == SnapshotState::Completed {
+            v.oldest_completed = Some(v.oldest_completed.map_or(s.start_time, |t| t.min(s.start_time)));
+            // Archived snapshots are never drilled: a restore from the archive takes hours and
+            // is billed per gibibyte.
+            if !s.archived && v.newest.is_none_or(|n| n.start_time < s.start_time) {
+                v.newest = Some(s);
+            }
+        }
+    }
+    volumes
+}
+
+/// Up to `drill.per_run` volumes of these snapshots (one configuration's, of one kind) whose last
+/// drill is older than `drill.every`: never-drilled first, then the longest ago; each with its
+/// newest completed snapshot in the standard tier.
+pub fn pick<'a>(
+    config: &str,
+    kind: DrillKind,
+    drill: &Drill,
+    snapshots: impl IntoIterator<Item = &'a Snapshot>,
+    now: DateTime<Utc>,
+) -> Vec<DrillPick> {
+    let every = TimeDelta::from_std(drill.every).unwrap_or(TimeDelta::MAX);
+    // (last drill's time, volume, newest snapshot, last drill)
+    type Due<'s> = (Option<DateTime<Utc>>, &'s str, &'s Snapshot, Option<DrillResult>);
+    let mut due: Vec<Due> = by_volume(snapshots)
+        .into_iter()
+        .filter_map(|(volume, v)| {
+            let newest = v.newest?;
+            let last_at = v.last.as_ref().map(|l| l.at);
+            if last_at.is_some_and(|at| now.signed_duration_since(at) < every) {
+                return None;
+            }
+            Some((last_at, volume, newest, v.last))
+        })
+        .collect();
+    // `None` sorts first: never drilled.
+    due.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    due.into_iter()
+        .take(drill.per_run as usize)
+        .map(|(_, volume, s, last)| DrillPick {
+            config: config.to_string(),
+            kind,
+            volume: volume.to_string(),
+            snapshot: s.id.clone(),
+            source: match kind {
+                DrillKind::Source => None,
+                _ => s
+                    .tags
+                    .get(REPLICATION_SRC)
+                    .zip(s.tags.get(REPLICATION_SNAPSHOT_ID))
+                    .map(|(r, id)| (r.to_string(), id.to_string())),
+            },
+            last,
+            sample_blocks: drill.sample_blocks,
+        })
+        .collect()
+}
+
+/// The volumes of these snapshots that went two `every` periods without a drill that passed,
+/// although they had a completed snapshot all that time: `(volume, last drill that passed)`.
+pub fn overdue<'a>(
+    drill: &Drill,
+    snapshots: impl IntoIterator<Item = &'a Snapshot>,
+    now: DateTime<Utc>,
+) -> Vec<(String, Option<DateTime<Utc>>)> {
+    let window = TimeDelta::from_std(drill.every * 2).unwrap_or(TimeDelta::MAX);
+    by_volume(snapshots)
+        .into_iter()
+        .filter(|(_, v)| {
+            let restorable_long = v.oldest_completed.is_some_and(|t| now.signed_duration_since(t) >= window);
+            restorable_long && v.last_ok.is_none_or(|at| now.signed_duration_since(at) >= window)
+        })
+        .map(|(volume, v)| (volume.to_string(), v.last_ok))
+        .collect()
+}
+
+/// The source snapshots a configuration may drill in a region: those of the volumes its
+/// instances have now.
+pub fn source_snapshots<'a>(inventory: &'a Inventory, config: &str) -> Vec<&'a Snapshot> {
+    let volumes: std::collections::BTreeSet<&str> = inventory
+        .matched
+        .get(config)
+        .into_iter()
+        .flatten()
+        .filter_map(|id| inventory.instances.get(id))
+        .flat_map(|i| i.volumes.iter().map(|a| a.volume_id.as_str()))
+        .collect();
+    inventory
+        .snapshots
+        .iter()
+        .filter(|s| !s.is_copy && s.volume_id.as_deref().is_some_and(|v| volumes.contains(v)))
+        .collect()
+}
+
+/// A configuration's copies among `snapshots` (disaster-recovery copies in their destination,
+/// or vault copies in the vault): tagged with its id and a source region, share copies left out.
+pub fn copies_of<'a>(snapshots: &'a [Snapshot], config: &'a str) -> impl Iterator<Item = &'a Snapshot> + 'a {
+    snapshots.iter().filter(move |s| {
+        s.tags.get(TAG_CONFIG) == Some(config)
+            && s.tags.contains_key(REPLICATION_SRC)
+            && !s.tags.contains_key(TAG_VAULT_SHARE_OF)
+    })
+}
+
+/// The drills of one clean run in `region` of the account's own snapshots: per configuration
+/// with `drill`, its source volumes; per configuration whose `copies` have a `drill` for this
+/// region, its copies here.
+pub fn plan_drills(configs: &ConfigurationSet, inventory: &Inventory, now: DateTime<Utc>) -> Vec<DrillPick> {
+    let mut picks = Vec::new();
+    for named in &configs.valid {
+        let c = &named.configuration;
+        if let Some(drill) = &c.drill {
+            let sources = source_snapshots(inventory, &named.id);
+            picks.extend(pick(&named.id, DrillKind::Source, drill, sources, now));
+        }
+        if let Some(drill) = c.copy_destination(&inventory.region).and_then(|d| d.drill.as_ref()) {
+            picks.extend(pick(&named.id, DrillKind::Copy, drill, copies_of(&inventory.snapshots, &named.id), now));
+        }
+    }
+    picks
+}
+
+/// A drill volume's `DeleteOn`: the day after it is made, so that a volume a killed run left
+/// behind is deleted by a later clean run, and a drill in progress never is.
+pub fn volume_delete_on(now: DateTime<Utc>) -> chrono::NaiveDate {
+    now.date_naive() + chrono::Days::new(1)
+}
+
+/// Whether a drill volume left behind may be deleted: its `DeleteOn` is readable and before
+/// today (a drill lasts minutes; its volume is dated the day after it began).
+pub fn volume_expired(delete_on: Option<&str>, today: chrono::NaiveDate) -> bool {
+    delete_on.and_then(|d| chrono::NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").ok()).is_some_and(|d| d < today)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::Tags;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+    }
+
+    fn snap(id: &str, volume: &str, start: &str, drill: Option<&str>) -> Snapshot {
+        let mut tags = Tags::new();
+        if let Some(d) = drill {
+            tags.insert(TAG_DRILL.into(), d.into());
+        }
+        Snapshot {
+            id: id.into(),
+            volume_id: Some(volume.into()),
+            is_copy: false,
+            start_time: at(start),
+            state: SnapshotState::Completed,
+            tags,
+            description: String::new(),
+            archived: false,
+            state_message: None,
+        }
+    }
+
+    const WEEKLY: Drill = Drill { every: std::time::Duration::from_secs(7 * 86_400), per_run: 2, sample_blocks: 16 };
+
+    #[test]
+    fn the_result_tag_reads_back_and_stays_within_a_tag_value() {
+        let now = at("2026-12-07T05:00:00Z");
+        for outcome in [
+            DrillOutcome::Ok { seconds: 42, empty: false },
+            DrillOutcome::Ok { seconds: 3, empty: true },
+            DrillOutcome::Failed("the volume ended in state error".into()),
+        ] {
+            let r = DrillResult { at: now, outcome };
+            assert_eq!(DrillResult::parse(&r.to_tag()), Some(r.clone()), "{}", r.to_tag());
+        }
+        let ok = DrillResult { at: now, outcome: DrillOutcome::Ok { seconds: 42, empty: false } };
+        assert_eq!(ok.to_tag(), "2026-12-07T05:00:00Z ok 42s");
+        assert_eq!(ok.describe(), "2026-12-07 05:00 ok (42 s to available)");
+        let long = DrillResult { at: now, outcome: DrillOutcome::Failed("é".repeat(400)) };
+        assert_eq!(long.to_tag().chars().count(), 256);
+        for junk in
+            ["", "yes", "2026-12-07T05:00:00Z", "2026-12-07T05:00:00Z ok", "2026-12-07T05:00:00Z ok xs", "x ok 1s"]
+        {
+            assert_eq!(DrillResult::parse(junk), None, "{junk}");
+        }
+    }
+
+    #[test]
+    fn never_drilled_volumes_come_first_then_the_longest_ago_and_recent_ones_wait() {
+        let now = at("2026-12-07T05:00:00Z");
+        let snapshots = [
+            // vol-a: drilled 3 days ago -> not due.
+            snap("snap-a1", "vol-a", "2026-12-01T00:00:00Z", Some("2026-12-04T05:00:00Z ok 10s")),
+            snap("snap-a2", "vol-a", "2026-12-06T00:00:00Z", None),
+            // vol-b: drilled 20 days ago (failed) -> due, after the never-drilled.
+            snap("snap-b1", "vol-b", "2026-11-10T00:00:00Z", Some("2026-11-17T05:00:00Z failed: x")),
+            snap("snap-b2", "vol-b", "2026-12-06T00:00:00Z", None),
+            // vol-c: drilled 10 days ago -> due, but vol-b waited longer.
+            snap("snap-c1", "vol-c", "2026-11-20T00:00:00Z", Some("2026-11-27T05:00:00Z ok 5s")),
+            // vol-d: never drilled -> first; its newest completed snapshot is d2.
+            snap("snap-d1", "vol-d", "2026-12-01T00:00:00Z", None),
+            snap("snap-d2", "vol-d", "2026-12-05T00:00:00Z", None),
+        ];
+        let picks = pick("cfg", DrillKind::Source, &WEEKLY, &snapshots, now);
+        let got: Vec<(&str, &str)> = picks.iter().map(|p| (p.volume.as_str(), p.snapshot.as_str())).collect();
+        assert_eq!(got, [("vol-d", "snap-d2"), ("vol-b", "snap-b2")]);
+        assert_eq!(picks[0].reason(&WEEKLY), "snapshot of vol-d: never drilled (every 7days)");
+        assert!(
+            picks[1].reason(&WEEKLY).contains("last drilled 2026-11-17 05:00 failed: x"),
+            "{}",
+            picks[1].reason(&WEEKLY)
+        );
+        let three = Drill { per_run: 3, ..WEEKLY };
+        let got: Vec<String> =
+            pick("cfg", DrillKind::Source, &three, &snapshots, now).into_iter().map(|p| p.volume).collect();
+        assert_eq!(got, ["vol-d", "vol-b", "vol-c"]);
+    }
+
+    #[test]
+    fn only_completed_snapshots_in_the_standard_tier_are_drilled() {
+        let now = at("2026-12-07T05:00:00Z");
+        let mut pending = snap("snap-new", "vol-a", "2026-12-07T04:00:00Z", None);
+        pending.state = SnapshotState::Pending;
+        let mut errored = snap("snap-err", "vol-a", "2026-12-06T04:00:00Z", None);
+        errored.state = SnapshotState::Error;
+        let mut archived = snap("snap-arch", "vol-a", "2026-12-05T04:00:00Z", None);
+        archived.archived = true;
+        let older = snap("snap-old", "vol-a", "2026-12-01T04:00:00Z", None);
+        let picks = pick("cfg", DrillKind::Source, &WEEKLY, [&pending, &errored, &archived, &older], now);
+        assert_eq!(picks.iter().map(|p| p.snapshot.as_str()).collect::<Vec<_>>(), ["snap-old"]);
+        // Only archived: nothing to drill.
+        assert!(pick("cfg", DrillKind::Source, &WEEKLY, [&archived, &pending], now).is_empty());
+    }
+
+    #[test]
+    fn copies_are_drilled_by_their_source_volume_and_name_their_source() {
+        let now = at("2026-12-07T05:00:00Z");
+        let mut copy = snap("snap-copy", "vol-ffffffff", "2026-12-06T00:00:00Z", None);
+        copy.is_copy = true;
+        copy.volume_id = None;
+        for (k, v) in [
+            (TAG_VOLUME, "vol-src"),
+            (TAG_CONFIG, "cfg"),
+            (REPLICATION_SRC, "us-east-1"),
+            (REPLICATION_SNAPSHOT_ID, "snap-src"),
+        ] {
+            copy.tags.insert(k.into(), v.into());
+        }
+        let mut share = copy.clone();
+        share.id = "snap-share".into();
+        share.tags.insert(TAG_VAULT_SHARE_OF.into(), "snap-src".into());
+        let list = [copy, share];
+        let picks = pick("cfg", DrillKind::Copy, &WEEKLY, copies_of(&list, "cfg"), now);
+        assert_eq!(picks.len(), 1);
+        assert_eq!((picks[0].volume.as_str(), picks[0].snapshot.as_str()), ("vol-src", "snap-copy"));
+        assert_eq!(picks[0].source, Some(("us-east-1".to_string(), "snap-src".to_string())));
+        assert!(copies_of(&list, "other").next().is_none());
+    }
+
+    #[test]
+    fn a_volume_is_overdue_after_two_periods_without_a_drill_that_passed() {
+        let now = at("2026-12-30T00:00:00Z");
+        let snapshots = [
+            // Restorable for a month, last ok 20 days ago (> 14): overdue.
+            snap("s1", "vol-a", "2026-11-30T00:00:00Z", Some("2026-12-10T00:00:00Z ok 3s")),
+            snap("s2", "vol-a", "2026-12-20T00:00:00Z", Some("2026-12-28T00:00:00Z failed: x")),
+            // Ok 5 days ago: fine.
+            snap("s3", "vol-b", "2026-11-30T00:00:00Z", Some("2026-12-25T00:00:00Z ok 3s")),
+            // Never drilled but its first snapshot is 10 days old: not yet.
+            snap("s4", "vol-c", "2026-12-20T00:00:00Z", None),
+            // Never drilled, 20 days: overdue.
+            snap("s5", "vol-d", "2026-12-10T00:00:00Z", None),
+        ];
+        assert_eq!(
+            overdue(&WEEKLY, &snapshots, now),
+            [("vol-a".to_string(), Some(at("2026-12-10T00:00:00Z"))), ("vol-d".to_string(), None)]
+        );
+    }
+
+    #[test]
+    fn a_drill_volume_is_swept_only_after_its_delete_on_day() {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 12, 7).unwrap();
+        assert_eq!(volume_delete_on(at("2026-12-07T23:59:00Z")).to_string(), "2026-12-08");
+        assert!(volume_expired(Some("2026-12-06"), today));
+        assert!(!volume_expired(Some("2026-12-07"), today));
+        assert!(!volume_expired(Some("2026-12-08"), today));
+        assert!(!volume_expired(Some("soon"), today));
+        assert!(!volume_expired(None, today));
+    }
+}
