@@ -56,25 +56,53 @@ Run as moto_server is (same arguments). Each change below is AWS's documented be
   (SNAPSHOT_LOCKED_CODE), and a snapshot that ends in error losing its lock. The test bed moves a
   lock's clock with two tags: test-bed:cool-off-ended ends its cool-off now, test-bed:lock-expired
   ends the lock now (both removed once applied).
+- The EBS direct APIs read EC2's snapshots: ListSnapshotBlocks and GetSnapshotBlock serve a
+  snapshot of the caller's account and region made by CreateSnapshot, CreateSnapshots,
+  CopySnapshot (another account's copy of a shared one too) or for an image, as AWS serves it
+  (moto serves only the snapshots it made by StartSnapshot, which it still serves as it does).
+  Only a completed snapshot can be read (ValidationException, reason INVALID_SNAPSHOT_ID, for
+  one pending or in error; ResourceNotFoundException 404 for one that does not exist). Blocks of
+  512 KiB, VolumeSize the volume's GiB, so VolumeSize * 2048 block indices; a page of
+  ListSnapshotBlocks covers maxResults (100-10000, default 10000; else ValidationException)
+  indices from its start and lists the written blocks among them, so a page may be empty and
+  still carry a NextToken, as AWS's do; ExpiryTime an hour ahead. A snapshot's written blocks
+  are its volume's when it is made (8, spread evenly over the index space; the test bed's tag
+  test-bed:written-blocks on the volume says how many, 0 for a volume never written); a copy has
+  its source's, with the same data: a block's data is derived from the first volume of the chain
+  and the index, and GetSnapshotBlock answers it with x-amz-Data-Length, x-amz-Checksum (base64
+  SHA-256) and x-amz-Checksum-Algorithm SHA256. A block token not listed for that snapshot and
+  index, an unwritten index among them, is ValidationException (INVALID_BLOCK_TOKEN); a page
+  token not of that snapshot is ValidationException (INVALID_PAGE_TOKEN).
 
 The request recording the tests count calls from is written one request at a time (moto's
 threads could cut one request's line with another's).
 
-And one thing only a test bed does: a history. A snapshot created with the tag
+And two things only a test bed does. A history: a snapshot created with the tag
 test-bed:start-time (RFC 3339) or test-bed:state, or a volume with test-bed:create-time, gets
 that time (or state) instead of now (completed), and the tag is removed, as if it had been made then (AWS has no such call; moto none either).
+Blocks gone wrong, for the restore drills to catch (a snapshot's tag, read at each request and
+kept until removed): with test-bed:bad-checksum, GetSnapshotBlock answers the block's data with a
+checksum that does not match it; with test-bed:altered, data other than its source's (the first
+byte flipped) with a checksum that matches it, so only comparing with the source finds it. A
+volume's test-bed:written-blocks (a count) says how many blocks its snapshots have.
 
 What must be switchable per test (lost answers, empty first pages, snapshots pending or not yet
 listed) is done by the test bed's proxy instead (crates/cli/tests/e2e/support/fault_proxy.rs).
 """
 
+import base64
 import fnmatch
+import hashlib
 import json
 import sys
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
+from moto.core.exceptions import JsonRESTError
 from moto.core.responses import ActionResult
+from moto.ebs.models import ebs_backends
+from moto.ebs.responses import EBSResponse
 from moto.ec2 import utils as ec2_utils
 from moto.ec2.exceptions import EC2ClientError, InvalidSnapshotInUse
 from moto.ec2.responses.amis import AmisResponse
@@ -321,6 +349,8 @@ def create_snapshot(self, volume_id, description, owner_id=None, from_ami=None):
     snapshot = _create_snapshot(self, volume_id, description, owner_id=owner_id, from_ami=from_ami)
     if snapshot.encrypted and not snapshot.kms_key_id:
         snapshot.kms_key_id = snapshot.volume.kms_key_id
+    # Its blocks are those its volume has written now (EBS direct APIs, below).
+    _blocks_of(snapshot)
     return snapshot
 
 
@@ -360,6 +390,7 @@ def copy_snapshot(self, source_snapshot_id, source_region, description, kms_key_
 
     own = ec2_backends[self.account_id][source_region]
     if source_snapshot_id in own.snapshots:
+        source = own.snapshots[source_snapshot_id]
         snapshot = _copy_snapshot(self, source_snapshot_id, source_region, description, kms_key_id)
     else:
         # A copy by another account: only of a snapshot shared with it (SPEC section 16).
@@ -374,6 +405,8 @@ def copy_snapshot(self, source_snapshot_id, source_region, description, kms_key_
         )
         self.snapshots[snapshot.id] = snapshot
     snapshot.volume = _CopiedVolume(snapshot.volume)
+    # A copy holds its source's blocks, with the same data (EBS direct APIs, below).
+    snapshot._test_bed_blocks = _blocks_of(source)
     return snapshot
 
 
@@ -704,6 +737,212 @@ def describe_volumes(self):
     return _page(self, "Volumes", list(volumes))
 
 
+# EBS direct APIs (ListSnapshotBlocks, GetSnapshotBlock) on EC2's snapshots. moto serves them
+# only for its own EBS-direct snapshots (StartSnapshot/PutSnapshotBlock); here a snapshot made by
+# CreateSnapshot, CreateSnapshots, CopySnapshot (also another account's copy of a shared one) or
+# for an image has blocks too: a few written blocks, chosen when it is made, with data derived
+# from the volume it comes from.
+BLOCK_SIZE = 524288  # 512 KiB, the block of the EBS direct APIs
+BLOCKS_PER_GIB = (1 << 30) // BLOCK_SIZE
+WRITTEN_BLOCKS_TAG = "test-bed:written-blocks"
+DEFAULT_WRITTEN_BLOCKS = 8
+BAD_CHECKSUM_TAG = "test-bed:bad-checksum"
+ALTERED_TAG = "test-bed:altered"
+LIST_MAX_RESULTS = (100, 10000)
+TOKEN_LIFETIME = 3600  # seconds: ExpiryTime is an hour ahead (AWS: a NextToken lasts 60 minutes)
+
+
+def _origin_volume(volume):
+    while isinstance(volume, _CopiedVolume):
+        volume = volume._volume
+    return volume
+
+
+def _written_indices(volume):
+    """The blocks `volume` has written: WRITTEN_BLOCKS_TAG of them (DEFAULT_WRITTEN_BLOCKS without
+    the tag), spread evenly over its index space."""
+    backend = getattr(volume, "ec2_backend", None)
+    tags = backend.tags.get(volume.id, {}) if backend is not None else {}
+    try:
+        count = int(tags.get(WRITTEN_BLOCKS_TAG, DEFAULT_WRITTEN_BLOCKS))
+    except (TypeError, ValueError):
+        count = DEFAULT_WRITTEN_BLOCKS
+    space = int(volume.size) * BLOCKS_PER_GIB
+    count = max(0, min(count, space))
+    return tuple(k * space // count for k in range(count))
+
+
+def _blocks_of(snapshot):
+    """(origin volume id, written block indices) of a snapshot, recorded when it is made: the
+    origin is the volume of the first snapshot of a chain of copies, whose id keys the data."""
+    record = getattr(snapshot, "_test_bed_blocks", None)
+    if record is None:
+        origin = _origin_volume(snapshot.volume)
+        record = (origin.id, _written_indices(origin))
+        snapshot._test_bed_blocks = record
+    return record
+
+
+def _block_data(origin, index):
+    return hashlib.sha256(f"{origin}:{index}".encode()).digest() * (BLOCK_SIZE // 32)
+
+
+def _checksum(data):
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def _token(kind, snapshot_id, number):
+    return base64.b64encode(f"{kind}:{snapshot_id}:{number}".encode()).decode()
+
+
+def _token_number(token, kind, snapshot_id):
+    """The number a token of ours carries for `snapshot_id`, or None for any other string."""
+    try:
+        got_kind, got_snapshot, number = base64.b64decode(token, validate=True).decode().split(":")
+        number = int(number)
+    except Exception:
+        return None
+    return number if (got_kind, got_snapshot) == (kind, snapshot_id) and number >= 0 else None
+
+
+class _EbsError(JsonRESTError):
+    """An EBS direct API error as the service answers it (rest-json): x-amzn-ErrorType and a JSON
+    body with the message and the exception's Reason."""
+
+    def __init__(self, error_type, status, message, reason=None):
+        super().__init__(error_type, message)
+        self.code = status
+        body = {"__type": error_type, "message": message}
+        if reason:
+            body["Reason"] = reason
+        self.description = json.dumps(body)
+
+
+def _ebs_invalid(message, reason):
+    return _EbsError("ValidationException", 400, message, reason)
+
+
+def _readable_snapshot(response, snapshot_id):
+    """The account's EC2 snapshot in the request's region, if it may be read."""
+    from moto.ec2.models import ec2_backends
+
+    backend = ec2_backends[response.current_account][response.region]
+    snapshot = backend.snapshots.get(snapshot_id) if snapshot_id else None
+    if snapshot is None:
+        raise _EbsError(
+            "ResourceNotFoundException", 404, f"The snapshot '{snapshot_id}' does not exist.", "SNAPSHOT_NOT_FOUND"
+        )
+    if snapshot.status != "completed":
+        raise _ebs_invalid(
+            f"The snapshot '{snapshot_id}' is in state {snapshot.status}: only a completed snapshot can be read.",
+            "INVALID_SNAPSHOT_ID",
+        )
+    return backend, snapshot
+
+
+def _int_param(response, name, location=None):
+    value = response.querystring.get(location, [None])[0] if location else None
+    if value is None:
+        value = response._get_param(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise _ebs_invalid(f"Value '{value}' for parameter {name} is not an integer.", "INVALID_PARAMETER_VALUE")
+
+
+def _moto_ebs_snapshot(response, snapshot_id):
+    """Whether `snapshot_id` is moto's own EBS-direct snapshot (StartSnapshot), which moto serves."""
+    return snapshot_id in ebs_backends[response.current_account][response.region].snapshots
+
+
+_list_snapshot_blocks = EBSResponse.list_snapshot_blocks
+_get_snapshot_block = EBSResponse.get_snapshot_block
+
+
+def list_snapshot_blocks(self):
+    """A page covers MaxResults block indices from its start (a NextToken's, or StartingBlockIndex)
+    and lists the written blocks among them: a page may be empty and still have a NextToken, which
+    is there while index space remains after it."""
+    snapshot_id = self._get_param("SnapshotId")
+    if _moto_ebs_snapshot(self, snapshot_id):
+        return _list_snapshot_blocks(self)
+    max_results = _int_param(self, "MaxResults", "maxResults")
+    page_token = self.querystring.get("pageToken", [None])[0] or self._get_param("NextToken")
+    starting = _int_param(self, "StartingBlockIndex", "startingBlockIndex")
+    _, snapshot = _readable_snapshot(self, snapshot_id)
+    if max_results is None:
+        max_results = LIST_MAX_RESULTS[1]
+    elif not LIST_MAX_RESULTS[0] <= max_results <= LIST_MAX_RESULTS[1]:
+        raise _ebs_invalid(
+            f"Value ({max_results}) for parameter maxResults is invalid. Valid range is "
+            f"{LIST_MAX_RESULTS[0]}-{LIST_MAX_RESULTS[1]}.",
+            "INVALID_PARAMETER_VALUE",
+        )
+    if page_token:
+        start = _token_number(page_token, "page", snapshot.id)
+        if start is None:
+            raise _ebs_invalid("The pagination token is invalid.", "INVALID_PAGE_TOKEN")
+    else:
+        start = starting or 0
+        if start < 0:
+            raise _ebs_invalid(
+                f"Value ({start}) for parameter startingBlockIndex is invalid.", "INVALID_PARAMETER_VALUE"
+            )
+    _, written = _blocks_of(snapshot)
+    volume_size = int(snapshot.volume.size)
+    end = start + max_results
+    page = {
+        "Blocks": [
+            {"BlockIndex": i, "BlockToken": _token("block", snapshot.id, i)} for i in written if start <= i < end
+        ],
+        "ExpiryTime": round(time.time() + TOKEN_LIFETIME, 3),
+        "VolumeSize": volume_size,
+        "BlockSize": BLOCK_SIZE,
+    }
+    if end < volume_size * BLOCKS_PER_GIB:
+        page["NextToken"] = _token("page", snapshot.id, end)
+    return 200, {"Content-Type": "application/json"}, json.dumps(page)
+
+
+def get_snapshot_block(self):
+    """A written block's data, derived from the origin volume and the index, with its SHA-256 (the
+    test bed's tags on the snapshot, read now, can alter either)."""
+    snapshot_id = self._get_param("SnapshotId")
+    if _moto_ebs_snapshot(self, snapshot_id):
+        return _get_snapshot_block(self)
+    index = _int_param(self, "BlockIndex")
+    token = self.querystring.get("blockToken", [None])[0] or self._get_param("BlockToken")
+    backend, snapshot = _readable_snapshot(self, snapshot_id)
+    origin, written = _blocks_of(snapshot)
+    if index is None or index < 0:
+        raise _ebs_invalid(f"Value ({index}) for parameter blockIndex is invalid.", "INVALID_PARAMETER_VALUE")
+    if index not in written:
+        raise _ebs_invalid(
+            f"The block token is invalid: block {index} of snapshot '{snapshot.id}' has no data.",
+            "INVALID_BLOCK_TOKEN",
+        )
+    if token != _token("block", snapshot.id, index):
+        raise _ebs_invalid(
+            f"The block token is invalid for block {index} of snapshot '{snapshot.id}'.", "INVALID_BLOCK_TOKEN"
+        )
+    data = _block_data(origin, index)
+    tags = backend.tags.get(snapshot.id, {})
+    if ALTERED_TAG in tags:
+        data = bytes([data[0] ^ 0xFF]) + data[1:]
+    checksum = _checksum(data)
+    if BAD_CHECKSUM_TAG in tags:
+        checksum = _checksum(data + b"\0")
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "x-amz-Data-Length": str(len(data)),
+        "x-amz-Checksum": checksum,
+        "x-amz-Checksum-Algorithm": "SHA256",
+    }
+    return 200, headers, data
+
+
 def _check_expected_owner(response, request, full_url):
     expected = request.headers.get("x-amz-expected-bucket-owner")
     bucket = response.parse_bucket_name_from_url(request, full_url)
@@ -883,6 +1122,8 @@ ElasticBlockStore.describe_snapshots = describe_snapshots
 ElasticBlockStore.copy_snapshot = copy_snapshot_response
 ec2_utils.is_filter_matching = is_filter_matching
 ElasticBlockStore.describe_volumes = describe_volumes
+EBSResponse.list_snapshot_blocks = list_snapshot_blocks
+EBSResponse.get_snapshot_block = get_snapshot_block
 instances.InstanceBackend.describe_instances = describe_instances
 instances.InstanceBackend.get_reservations_by_instance_ids = get_reservations_by_instance_ids
 elastic_block_store.EBSBackend.copy_snapshot = copy_snapshot
