@@ -47,7 +47,7 @@ pub enum SnapshotDetail {
 }
 
 /// The tags the retention planner reads.
-pub const RETENTION_TAGS: [&str; 6] = [
+pub const RETENTION_TAGS: [&str; 8] = [
     ebs_snapper_core::tags::DELETE_ON,
     ebs_snapper_core::tags::TAG_INSTANCE,
     ebs_snapper_core::tags::TAG_CONFIG,
@@ -55,6 +55,9 @@ pub const RETENTION_TAGS: [&str; 6] = [
     // A disaster-recovery copy is kept with the copies of its source volume.
     ebs_snapper_core::tags::REPLICATION_SRC,
     ebs_snapper_core::tags::TAG_VOLUME,
+    // The restore drills (SPEC §17): when each volume was last drilled, and a copy's source.
+    ebs_snapper_core::drill_plan::TAG_DRILL,
+    ebs_snapper_core::tags::REPLICATION_SNAPSHOT_ID,
 ];
 
 /// The tags the snapshot planner reads: the tier a snapshot was taken for (each tier is due on

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use ebs_snapper_core::drill_plan::plan_drills;
 use ebs_snapper_core::lock_plan::{
     any_lock, copy_lock_of, decide, plan_locks, report_locks, requests as lock_requests, source_lock_of,
     wanted_source_lock, LockDecision,
@@ -284,6 +285,11 @@ pub async fn clean_region(
     };
     let plan = plan_retention(configs, &inventory, &ignored_volumes, now.date_naive());
     log_warnings(region, &plan.warnings);
+    // The drills are picked now, from the same listing, among the snapshots the plan keeps.
+    let drills = {
+        let deleting: std::collections::BTreeSet<&str> = plan.delete_ids().into_iter().collect();
+        plan_drills(configs, &inventory, |s| !deleting.contains(s.id.as_str()), now)
+    };
     let (deleted, archived, locked) = if opts.dry_run {
         (Vec::new(), Vec::new(), Vec::new())
     } else {
@@ -297,7 +303,23 @@ pub async fn clean_region(
     if let Some(access) = opts.vault {
         crate::vault::vault_clean_region(access, configs, region, &opts.budget, opts.report(), &mut report).await;
     }
+    // Restore drills (SPEC §17), after the retention work: first the volumes killed runs left.
+    if any_drill(configs) {
+        crate::drill::sweep(&client, region, &opts.budget, opts.report(), &mut report).await;
+    }
+    let site = crate::drill::DrillSite { aws, region, source_aws: Some(aws), label: None };
+    crate::drill::run_drills(&site, &drills, &opts.budget, opts.report(), &mut report).await;
     report
+}
+
+/// Whether any configuration drills anything (its sources, a destination's copies, its vault's).
+pub fn any_drill(configs: &ConfigurationSet) -> bool {
+    configs.valid.iter().any(|n| {
+        let c = &n.configuration;
+        c.drill.is_some()
+            || c.copies.iter().any(|d| d.drill.is_some())
+            || c.vault.as_ref().is_some_and(|v| v.drill.is_some())
+    })
 }
 
 /// A copy in a destination that should carry a lock: its id, the lock, and its `DeleteOn`.

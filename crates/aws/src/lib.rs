@@ -7,6 +7,7 @@ pub mod account;
 pub mod budget;
 pub mod config_store;
 pub mod dispatcher;
+pub mod drill;
 pub mod error;
 pub mod executor;
 pub mod fleet_check;

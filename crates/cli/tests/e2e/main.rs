@@ -11,6 +11,7 @@ mod configure;
 mod copies;
 mod corpus;
 mod deploy;
+mod drills;
 mod faults;
 mod functions;
 mod iam;

@@ -12,6 +12,7 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use crate::config::drill::Drill;
 use crate::configuration_set::ConfigurationSet;
 use crate::inventory::{Inventory, Snapshot, SnapshotState};
+use crate::report::{Action, ActionReport, Executed, Outcome, RegionReport, ReportOptions};
 use crate::tags::{REPLICATION_SNAPSHOT_ID, REPLICATION_SRC, TAG_CONFIG, TAG_VAULT_SHARE_OF, TAG_VOLUME};
 
 /// On a drilled snapshot: `TIME ok SECONDSs` or `TIME failed: REASON`; on a drill volume: the
@@ -290,19 +291,112 @@ pub fn copies_of<'a>(snapshots: &'a [Snapshot], config: &'a str) -> impl Iterato
 /// The drills of one clean run in `region` of the account's own snapshots: per configuration
 /// with `drill`, its source volumes; per configuration whose `copies` have a `drill` for this
 /// region, its copies here.
-pub fn plan_drills(configs: &ConfigurationSet, inventory: &Inventory, now: DateTime<Utc>) -> Vec<DrillPick> {
+///
+/// `keep`: whether a snapshot stays (the clean run's own deletions are not drilled).
+pub fn plan_drills(
+    configs: &ConfigurationSet,
+    inventory: &Inventory,
+    keep: impl Fn(&Snapshot) -> bool,
+    now: DateTime<Utc>,
+) -> Vec<DrillPick> {
     let mut picks = Vec::new();
     for named in &configs.valid {
         let c = &named.configuration;
         if let Some(drill) = &c.drill {
-            let sources = source_snapshots(inventory, &named.id);
+            let sources = source_snapshots(inventory, &named.id).into_iter().filter(|s| keep(s));
             picks.extend(pick(&named.id, DrillKind::Source, drill, sources, now));
         }
         if let Some(drill) = c.copy_destination(&inventory.region).and_then(|d| d.drill.as_ref()) {
-            picks.extend(pick(&named.id, DrillKind::Copy, drill, copies_of(&inventory.snapshots, &named.id), now));
+            let copies = copies_of(&inventory.snapshots, &named.id).filter(|s| keep(s));
+            picks.extend(pick(&named.id, DrillKind::Copy, drill, copies, now));
         }
     }
     picks
+}
+
+/// What became of one picked drill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DrillDone {
+    /// The drill ran to its end: its result (tagged on the snapshot), and what went wrong around
+    /// it (its volume not deleted, the tag not written), each a failure of the run.
+    Ran { result: DrillResult, problems: Vec<String> },
+    /// Not run: skipped (the snapshot is gone), failed before a volume existed, or deferred.
+    NotRun(Executed),
+}
+
+/// Adds the drills of `picks` to `report`: `None` for a dry run (each planned), else what became
+/// of each. A failed drill is a failure of the run, named with its snapshot and reason (SPEC §17).
+/// `label` (the vault) is added to each reason.
+pub fn report_drills(
+    report: &mut RegionReport,
+    opts: ReportOptions,
+    picks: &[DrillPick],
+    done: Option<Vec<DrillDone>>,
+    label: Option<&str>,
+) {
+    let reason = |p: &DrillPick| {
+        let why = match &p.last {
+            None => format!("{} of {}, never drilled", p.kind.as_str(), p.volume),
+            Some(last) => format!("{} of {}, last drilled {}", p.kind.as_str(), p.volume, last.describe()),
+        };
+        match label {
+            Some(label) => format!("{why} ({label})"),
+            None => why,
+        }
+    };
+    let described = |kind: Action, p: &DrillPick| {
+        let mut a = ActionReport::new(kind, &p.snapshot, reason(p));
+        a.config_id = Some(p.config.clone());
+        a
+    };
+    let Some(done) = done else {
+        for p in picks {
+            report.mutation(opts, Action::Drill, None, |kind| described(kind, p));
+        }
+        return;
+    };
+    for (p, done) in picks.iter().zip(done) {
+        match done {
+            DrillDone::NotRun(executed) => {
+                report.mutation(opts, Action::Drill, Some(executed), |kind| described(kind, p));
+            }
+            DrillDone::Ran { result, problems } => {
+                report.drilled += 1;
+                let mut action = described(Action::Drill, p);
+                action.outcome = Outcome::Done;
+                action.result_id = Some(result.to_tag());
+                if !result.ok() {
+                    report.drills_failed += 1;
+                    report.failed += 1;
+                    let why = result.describe();
+                    report.errors.push(format!("drill of {} ({} {}): {why}", p.snapshot, p.kind.as_str(), p.volume));
+                    action.outcome = Outcome::Failed;
+                    action.error = Some(why);
+                }
+                for problem in problems {
+                    report.failed += 1;
+                    report.errors.push(format!("drill of {}: {problem}", p.snapshot));
+                }
+                // Always listed: a drill is rare and its result is what an operator looks for.
+                report.actions.push(action);
+            }
+        }
+    }
+}
+
+/// Adds the deletion of a drill volume left behind (`volume`, its `DeleteOn`) to `report`:
+/// `None` for a dry run. Always listed, never counted as a deleted snapshot.
+pub fn report_swept(
+    report: &mut RegionReport,
+    opts: ReportOptions,
+    volume: &str,
+    delete_on: &str,
+    executed: Option<Executed>,
+) {
+    let opts = ReportOptions { every_action: true, ..opts };
+    report.mutation(opts, Action::Delete, executed, |kind| {
+        ActionReport::new(kind, volume, format!("drill volume left by an earlier run (DeleteOn {delete_on})"))
+    });
 }
 
 /// A drill volume's `DeleteOn`: the day after it is made, so that a volume a killed run left

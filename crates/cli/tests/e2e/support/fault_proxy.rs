@@ -86,6 +86,13 @@ pub struct Strict {
     /// `CopySnapshot` past it is refused with `ResourceLimitExceeded`. A copy is in progress
     /// until its unlisted and pending periods have passed. `None`: no limit.
     pub copies_in_progress: Option<usize>,
+    /// A volume made by `CreateVolume` reads `creating` in `DescribeVolumes` for this long
+    /// (EBS takes a while; `Duration::MAX`: it never becomes available).
+    pub volumes_creating_for: std::time::Duration,
+    /// Snapshots whose volumes end in `error` (a key or grant that does not allow the restore):
+    /// a volume `CreateVolume` makes from one of them reads `error` once it is no longer
+    /// `creating`.
+    pub volumes_fail_from: Vec<String>,
 }
 
 /// EC2's request rate limiting: one token bucket per API, per account and region, shared by
@@ -150,6 +157,8 @@ impl Strict {
             end_in_error: Vec::new(),
             archival_for: std::time::Duration::from_secs(2),
             copies_in_progress: Some(20),
+            volumes_creating_for: std::time::Duration::from_secs(3),
+            volumes_fail_from: Vec::new(),
         }
     }
 }
@@ -272,6 +281,8 @@ struct State {
     archiving: Mutex<HashMap<String, std::time::Instant>>,
     /// Copies started through the proxy: (account, region, when).
     copies: Mutex<Vec<(String, String, std::time::Instant)>>,
+    /// Volumes made through the proxy: when, and whether they end in `error`.
+    volumes: Mutex<HashMap<String, (std::time::Instant, bool)>>,
     /// Lambda functions whose code update is in progress, and since when.
     updating: Mutex<HashMap<String, std::time::Instant>>,
     /// `NextToken`s of the empty first pages handed out.
@@ -302,6 +313,7 @@ impl FaultProxy {
             errored: Mutex::new(HashMap::new()),
             archiving: Mutex::new(HashMap::new()),
             copies: Mutex::new(Vec::new()),
+            volumes: Mutex::new(HashMap::new()),
             updating: Mutex::new(HashMap::new()),
             tokens: Mutex::new(BTreeSet::new()),
             upstream,
@@ -415,6 +427,15 @@ pub(crate) fn classify(req: &Request) -> (String, String, String) {
         target.rsplit('.').next().unwrap_or(target).to_string()
     } else if req.path.starts_with("/2015-03-31/functions/") && req.path.ends_with("/invocations") {
         "Invoke".to_string()
+    } else if service == "ebs" {
+        // The EBS direct APIs are REST: the operation is in the path.
+        let path = req.path.split('?').next().unwrap_or("");
+        match path.split('/').collect::<Vec<_>>().as_slice() {
+            ["", "snapshots", _, "blocks"] => "ListSnapshotBlocks".to_string(),
+            ["", "snapshots", _, "blocks", _] => "GetSnapshotBlock".to_string(),
+            ["", "snapshots", _, "changedblocks"] => "ListChangedBlocks".to_string(),
+            _ => format!("{} {path}", req.method),
+        }
     } else if let Some(action) =
         String::from_utf8_lossy(&req.body).split('&').find_map(|kv| kv.strip_prefix("Action=").map(str::to_string))
     {
@@ -474,6 +495,12 @@ fn fault_response(service: &str, fault: Fault, n: usize) -> (u16, Vec<(&'static 
         "lambda" => {
             let (status, kind) = if throttle { (429, "TooManyRequestsException") } else { (500, "ServiceException") };
             let body = format!(r#"{{"Type":"Service","message":"injected {kind}"}}"#);
+            (status, vec![("content-type", "application/json".into()), ("x-amzn-errortype", kind.into())], body)
+        }
+        "ebs" => {
+            let (status, kind) =
+                if throttle { (400, "RequestThrottledException") } else { (500, "InternalServerException") };
+            let body = format!(r#"{{"message":"injected {kind}"}}"#);
             (status, vec![("content-type", "application/json".into()), ("x-amzn-errortype", kind.into())], body)
         }
         "events" => {
@@ -598,6 +625,12 @@ async fn serve(conn: TcpStream, s: Arc<State>) {
                         s.copies.lock().unwrap().push((account, region.clone(), std::time::Instant::now()));
                     }
                     note_fate(&s, &strict, &operation, &req, status, &body);
+                    if operation == "CreateVolume" && status == 200 {
+                        note_volume(&s, &strict, &req, &body);
+                    }
+                    if operation == "DescribeVolumes" && status == 200 {
+                        body = as_aws_volumes(&s, &strict, &body);
+                    }
                     if operation == "DescribeSnapshots" && status == 200 {
                         body = as_aws_lists(&s, &strict, &body);
                         body = with_shared(&strict, &req, body);
@@ -827,6 +860,43 @@ fn as_aws_lists(s: &State, strict: &Strict, body: &[u8]) -> Vec<u8> {
         }
     }
     format!("{}<snapshotSet>{out}{}", &xml[..open], &xml[close..]).into_bytes()
+}
+
+/// Remembers a volume `CreateVolume` made, and whether it ends in `error`.
+fn note_volume(s: &State, strict: &Strict, req: &Request, body: &[u8]) {
+    let Some(id) = element(&String::from_utf8_lossy(body), "volumeId") else { return };
+    let fails = query_value(&req.body, "SnapshotId").is_some_and(|snap| strict.volumes_fail_from.contains(&snap));
+    s.volumes.lock().unwrap().insert(id, (std::time::Instant::now(), fails));
+}
+
+/// A `DescribeVolumes` answer as AWS gives it: a new volume is `creating` for a while, and one
+/// made from a snapshot of [`Strict::volumes_fail_from`] is `error` after that.
+fn as_aws_volumes(s: &State, strict: &Strict, body: &[u8]) -> Vec<u8> {
+    let volumes = s.volumes.lock().unwrap().clone();
+    if volumes.is_empty() {
+        return body.to_vec();
+    }
+    let xml = String::from_utf8_lossy(body).into_owned();
+    let (Some(open), Some(close)) = (xml.find("<volumeSet>"), xml.rfind("</volumeSet>")) else {
+        return body.to_vec();
+    };
+    let inner = &xml[open + "<volumeSet>".len()..close];
+    let mut out = String::new();
+    for item in top_level_items(inner) {
+        let id = element(item, "volumeId").unwrap_or_default();
+        let state = match volumes.get(&id) {
+            Some((at, _)) if at.elapsed() < strict.volumes_creating_for => Some("creating"),
+            Some((_, true)) => Some("error"),
+            _ => None,
+        };
+        match state {
+            Some(state) => {
+                out.push_str(&item.replacen("<status>available</status>", &format!("<status>{state}</status>"), 1))
+            }
+            None => out.push_str(item),
+        }
+    }
+    format!("{}<volumeSet>{out}{}", &xml[..open], &xml[close..]).into_bytes()
 }
 
 /// A `DescribeSnapshots` answer that also lists the snapshot another account shared with this

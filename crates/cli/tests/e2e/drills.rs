@@ -1,0 +1,216 @@
+//! Restore drills (SPEC §17): the clean job's, through the built binary, against the emulator
+//! with the EBS direct APIs on EC2's snapshots (`strict_moto.py`) and, where AWS is slower or
+//! harsher than the emulator, through the fault proxy.
+
+use crate::support;
+
+use support::fault_proxy::{FaultPlan, FaultProxy, Strict};
+use support::{date, text, Account};
+
+const R: &str = "us-east-1";
+const WEST: &str = "us-west-2";
+const DRILL: &str = "ebs-snapper:drill";
+
+fn config(drill: &str, extra: &str) -> String {
+    format!(
+        r#"{{"match": {{"tag:backup": "yes"}}, "snapshot": {{"retention": "30 days", "minimum": 5, "frequency": "1 day"}}, "drill": {drill}{extra}}}"#
+    )
+}
+
+/// An instance to back up, with one snapshot of its root volume taken by an earlier run; the
+/// snapshot and the volume.
+async fn backed_up(acct: &Account, volume_tags: &[(&str, &str)]) -> (String, String) {
+    let i = acct.launch(R, &[("backup", "yes")]).await;
+    let vol = acct.volumes_of(R, &i).await[0].clone();
+    for (k, v) in volume_tags {
+        acct.tag(R, &vol, k, v).await;
+    }
+    // Made two days ago, so that a snapshot a test makes now is newer.
+    let then = (chrono::Utc::now() - chrono::TimeDelta::days(2)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let tags = [("DeleteOn", date(20)), ("ebs-snapper:config", "cfg".into()), ("test-bed:start-time", then)];
+    let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let snap = acct.make_snapshot(R, &vol, &tags).await;
+    (snap, vol)
+}
+
+fn clean(acct: &Account, endpoint: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = acct.cli();
+    if let Some(e) = endpoint {
+        cmd.env("AWS_ENDPOINT_URL", e);
+    }
+    let out = cmd.env("EBS_SNAPPER_DRILL_WAIT", "12").arg("clean").args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+/// The volumes tagged `ebs-snapper:drill` in `region`: (id, state).
+async fn drill_volumes(acct: &Account, region: &str) -> Vec<(String, String)> {
+    let out = acct
+        .ec2(region)
+        .await
+        .describe_volumes()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("tag-key").values(DRILL).build())
+        .send()
+        .await
+        .expect("describe volumes");
+    out.volumes()
+        .iter()
+        .map(|v| (v.volume_id().unwrap().to_string(), v.state().map(|s| s.as_str().to_string()).unwrap_or_default()))
+        .collect()
+}
+
+async fn drill_tag(acct: &Account, region: &str, snapshot: &str) -> Option<String> {
+    acct.snapshots(region).await.into_iter().find(|s| s.id == snapshot)?.tag(DRILL).map(str::to_string)
+}
+
+#[tokio::test]
+async fn a_clean_run_drills_the_newest_snapshot_reads_its_blocks_and_leaves_no_volume() {
+    let acct = Account::with_configs(R, &[("cfg", &config(r#"{"every": "7 days", "sample_blocks": 4}"#, ""))]).await;
+    let (_older, vol) = backed_up(&acct, &[]).await;
+    let newest = acct.make_snapshot(R, &vol, &[("DeleteOn", &date(25)), ("ebs-snapper:config", "cfg")]).await;
+    let (code, out, err) = clean(&acct, None, &["--region", R]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("drilled 1 (0 failed)"), "{out}");
+    let tag = drill_tag(&acct, R, &newest).await.expect("the newest snapshot carries the drill's result");
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert!(tag.starts_with(&today) && tag.contains(" ok ") && tag.ends_with('s'), "{tag}");
+    assert!(drill_volumes(&acct, R).await.is_empty(), "the drill volume is deleted");
+    assert_eq!((acct.count("CreateVolume", Some(R)), acct.count("DeleteVolume", Some(R))), (1, 1));
+    // The sample was read through the EBS direct APIs: 4 blocks, each checked.
+    let reads = acct.recorded().into_iter().filter(|r| r.url.contains("/blocks/")).count();
+    assert_eq!(reads, 4, "one GetSnapshotBlock per sampled block");
+    // Drilled within `every`: the next run drills nothing.
+    let (code, out, err) = clean(&acct, None, &["--region", R]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("drilled"), "{out}");
+    assert_eq!(acct.count("CreateVolume", Some(R)), 1);
+}
+
+#[tokio::test]
+async fn a_never_written_volume_passes_as_empty_and_a_dry_run_makes_nothing() {
+    let acct = Account::with_configs(R, &[("cfg", &config("{}", ""))]).await;
+    let (snap, _) = backed_up(&acct, &[("test-bed:written-blocks", "0")]).await;
+    let out = acct.cli().args(["clean", "--dry-run", "--region", R]).output().unwrap();
+    let listing = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(listing.contains("would drill 1"), "{listing}");
+    assert!(listing.contains(&snap) && listing.contains("never drilled"), "{listing}");
+    assert_eq!(acct.count("CreateVolume", None), 0, "a dry run makes no volume");
+    let (code, out, err) = clean(&acct, None, &["--region", R]);
+    assert_eq!(code, 0, "{out}{err}");
+    let tag = drill_tag(&acct, R, &snap).await.unwrap();
+    assert!(tag.ends_with("s (empty)") && tag.contains(" ok "), "{tag}");
+}
+
+#[tokio::test]
+async fn a_block_whose_checksum_does_not_match_fails_the_drill_and_the_run() {
+    let acct = Account::with_configs(R, &[("cfg", &config(r#"{"sample_blocks": 2}"#, ""))]).await;
+    let (snap, vol) = backed_up(&acct, &[]).await;
+    acct.tag(R, &snap, "test-bed:bad-checksum", "yes").await;
+    let (code, out, err) = clean(&acct, None, &["--region", R]);
+    assert_eq!(code, 1, "a failed drill fails the run: {out}{err}");
+    assert!(out.contains("drilled 1 (1 failed)"), "{out}");
+    assert!(err.contains(&snap) && err.contains(&vol) && err.contains("does not match its checksum"), "{err}");
+    let tag = drill_tag(&acct, R, &snap).await.unwrap();
+    assert!(tag.contains(" failed: ") && tag.contains("does not match its checksum"), "{tag}");
+    assert!(drill_volumes(&acct, R).await.is_empty(), "the volume is deleted after a failed drill too");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_volume_that_never_becomes_available_is_deleted_and_the_drill_fails() {
+    let acct = Account::with_configs(R, &[("cfg", &config(r#"{"sample_blocks": 2}"#, ""))]).await;
+    let (snap, _) = backed_up(&acct, &[]).await;
+    let proxy = FaultProxy::start(FaultPlan::none()).await;
+    proxy.set_strict(Strict { volumes_creating_for: std::time::Duration::MAX, ..Strict::default() });
+    let endpoint = proxy.endpoint();
+    // Blocking here is fine: the runtime is multi-threaded, and the proxy serves on another
+    // thread.
+    let (code, out, err) = clean(&acct, Some(&endpoint), &["--region", R]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("was not available after 12 s"), "{err}");
+    let tag = drill_tag(&acct, R, &snap).await.unwrap();
+    assert!(tag.contains(" failed: the volume vol-") && tag.contains("not available"), "{tag}");
+    assert!(drill_volumes(&acct, R).await.is_empty(), "deleted although it never became available");
+    // The wait's polls back off: after 2, 4, 7 and 10 s, then every 5 s (none past 12 s here).
+    let polls = proxy.seen().iter().filter(|s| s.operation == "DescribeVolumes").count();
+    assert!((4..=6).contains(&polls), "{polls} DescribeVolumes");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_volume_that_ends_in_error_fails_the_drill_with_the_reason() {
+    let acct = Account::with_configs(R, &[("cfg", &config("{}", ""))]).await;
+    let (snap, _) = backed_up(&acct, &[]).await;
+    let proxy = FaultProxy::start(FaultPlan::none()).await;
+    proxy.set_strict(Strict {
+        volumes_creating_for: std::time::Duration::from_secs(3),
+        volumes_fail_from: vec![snap.clone()],
+        ..Strict::default()
+    });
+    let endpoint = proxy.endpoint();
+    // Blocking here is fine: the runtime is multi-threaded, and the proxy serves on another
+    // thread.
+    let (code, out, err) = clean(&acct, Some(&endpoint), &["--region", R]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("ended in state error") && err.contains("key or its grants"), "{err}");
+    assert!(drill_tag(&acct, R, &snap).await.unwrap().contains(" failed: "));
+    assert!(drill_volumes(&acct, R).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_drill_volume_a_killed_run_left_is_deleted_once_its_delete_on_passed() {
+    let acct = Account::with_configs(R, &[("cfg", &config("{}", ""))]).await;
+    let ec2 = acct.ec2(R).await;
+    let mut made = Vec::new();
+    for delete_on in [date(-1), date(1)] {
+        let tags = aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(aws_sdk_ec2::types::ResourceType::Volume)
+            .tags(aws_sdk_ec2::types::Tag::builder().key(DRILL).value("snap-0123456789abcdef0").build())
+            .tags(aws_sdk_ec2::types::Tag::builder().key("DeleteOn").value(&delete_on).build())
+            .build();
+        let v = ec2.create_volume().availability_zone(format!("{R}a")).size(1).tag_specifications(tags);
+        made.push(v.send().await.unwrap().volume_id().unwrap().to_string());
+    }
+    let (code, out, err) = clean(&acct, None, &["--region", R]);
+    assert_eq!(code, 0, "{out}{err}");
+    let left: Vec<String> = drill_volumes(&acct, R).await.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(left, [made[1].clone()], "the expired one is deleted, the one dated tomorrow stays");
+}
+
+#[tokio::test]
+async fn a_dr_copy_is_drilled_in_its_region_and_must_equal_its_source() {
+    let copies = r#", "copies": [{"region": "us-west-2", "drill": {"sample_blocks": 3}}]"#;
+    // Only the copies are drilled here: the top-level drill is off.
+    let json = config("null", copies);
+    let acct = Account::with_configs(R, &[("cfg", &json)]).await;
+    let (snap, vol) = backed_up(&acct, &[]).await;
+    let copy_tags = |s: &str| -> Vec<(String, String)> {
+        vec![
+            ("DeleteOn".into(), date(20)),
+            ("ebs-snapper:config".into(), "cfg".into()),
+            ("ebs-snapper:volume-id".into(), vol.clone()),
+            ("replication_src_region".into(), R.into()),
+            ("replication_snapshot_id".into(), s.into()),
+        ]
+    };
+    let tags = copy_tags(&snap);
+    let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let copy = acct.make_copy(WEST, R, &snap, &tags).await;
+    let (code, out, err) = clean(&acct, None, &["--region", WEST]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(drill_tag(&acct, WEST, &copy).await.unwrap().contains(" ok "), "the copy is drilled in its region");
+    assert_eq!(drill_tag(&acct, R, &snap).await, None, "the source is not drilled by the copy's drill");
+    assert_eq!((acct.count("CreateVolume", Some(WEST)), acct.count("CreateVolume", Some(R))), (1, 0));
+    // The source's blocks were read too, in the source's region.
+    let source_reads = acct.recorded().into_iter().filter(|r| r.url.contains(&format!("{snap}/blocks/"))).count();
+    assert_eq!(source_reads, 3, "each sampled block is compared with the source's");
+    // A second copy that differs from its source (with checksums of its own data) fails.
+    let newer = acct.make_snapshot(R, &vol, &[("DeleteOn", &date(21)), ("ebs-snapper:config", "cfg")]).await;
+    let tags = copy_tags(&newer);
+    let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let altered = acct.make_copy(WEST, R, &newer, &tags).await;
+    acct.tag(WEST, &altered, "test-bed:altered", "yes").await;
+    // The drilled copy expires: the volume's newest copy has never been drilled.
+    acct.ec2(WEST).await.delete_snapshot().snapshot_id(&copy).send().await.unwrap();
+    let (code, out, err) = clean(&acct, None, &["--region", WEST]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(&altered) && err.contains("differs from the source snapshot"), "{err}");
+}
