@@ -276,9 +276,11 @@ impl Drill<'_> {
             };
             match state {
                 Some(VolumeState::Available) => return Ok(()),
-                Some(VolumeState::Error) => return Err(format!(
+                Some(VolumeState::Error) => {
+                    return Err(format!(
                     "the volume {volume} ended in state error: the snapshot's key or its grants do not allow a restore"
-                )),
+                ))
+                }
                 _ => {}
             }
         }

@@ -27,6 +27,7 @@ use crate::inventory::{
     describe_locks, describe_own_snapshots, each_own_snapshot, ec2_filter, SnapshotDetail, RETENTION_TAGS,
 };
 use crate::sdk::Aws;
+use ebs_snapper_core::drill_plan::{copies_of, pick, DrillKind, DrillPick};
 
 /// How the replication job reaches a vault: the vault role trusts the deployment's function
 /// roles only, so it is assumed with the deployment's own credentials (`home`), whichever
@@ -361,7 +362,7 @@ pub async fn vault_clean_region(
         let Some((vault, vault_region)) = vault_target(&target) else { continue };
         let view = ebs_snapper_core::vault_plan::vault_configurations(configs, region, &target);
         let listed = async {
-            let (_, client) = access.reach(vault, vault_region).await?;
+            let (vault_aws, client) = access.reach(vault, vault_region).await?;
             let filters = vec![
                 ec2_filter(&format!("tag:{TAG_VAULT_OF}"), [access.account.to_string()]),
                 ec2_filter(&format!("tag:{}", ebs_snapper_core::tags::REPLICATION_SRC), [region.to_string()]),
@@ -369,9 +370,9 @@ pub async fn vault_clean_region(
             let snapshots =
                 describe_own_snapshots(&client, vault_region, filters, SnapshotDetail::Tags(&RETENTION_TAGS)).await?;
             let locks = describe_locks(&client, vault_region).await?;
-            Ok::<_, AwsError>((client, snapshots, locks))
+            Ok::<_, AwsError>((vault_aws, client, snapshots, locks))
         };
-        let (client, snapshots, locks) = match listed.await {
+        let (vault_aws, client, snapshots, locks) = match listed.await {
             Ok(found) => found,
             Err(e) => {
                 warn!(region, vault = %target, error = %e, "could not list the vault's copies");
@@ -382,6 +383,18 @@ pub async fn vault_clean_region(
         };
         let inventory = Inventory { region: vault_region.to_string(), snapshots, locks, ..Default::default() };
         let plan = plan_retention(&view, &inventory, &BTreeSet::new(), Utc::now().date_naive());
+        // The vault's restore drills (SPEC §17), among the copies the plan keeps.
+        let drills: Vec<DrillPick> = {
+            let deleting: BTreeSet<&str> = plan.delete_ids().into_iter().collect();
+            view.valid
+                .iter()
+                .filter_map(|n| Some((n.id.as_str(), n.configuration.copies.first()?.drill?)))
+                .flat_map(|(id, drill)| {
+                    let copies = copies_of(&inventory.snapshots, id).filter(|s| !deleting.contains(s.id.as_str()));
+                    pick(id, DrillKind::Vault, &drill, copies, Utc::now())
+                })
+                .collect()
+        };
         let (deleted, locked) = if opts.dry_run {
             (Vec::new(), Vec::new())
         } else {
@@ -401,5 +414,20 @@ pub async fn vault_clean_region(
         report.errors.extend(part.errors.into_iter().map(|e| format!("the vault {target}: {e}")));
         report.warnings.extend(part.warnings.into_iter().map(|w| format!("the vault {target}: {w}")));
         report.actions.extend(part.actions);
+        if view.valid.iter().any(|n| n.configuration.copies.first().is_some_and(|c| c.drill.is_some())) {
+            let mut part = RegionReport::new(report.job, vault_region, opts.dry_run);
+            crate::drill::sweep(&client, vault_region, budget, opts, &mut part).await;
+            let label = format!("the vault {target}");
+            let site =
+                crate::drill::DrillSite { aws: &vault_aws, region: vault_region, source_aws: None, label: Some(label) };
+            crate::drill::run_drills(&site, &drills, budget, opts, &mut part).await;
+            report.drilled += part.drilled;
+            report.drills_failed += part.drills_failed;
+            report.skipped += part.skipped;
+            report.failed += part.failed;
+            report.deferred += part.deferred;
+            report.errors.extend(part.errors.into_iter().map(|e| format!("the vault {target}: {e}")));
+            report.actions.extend(part.actions);
+        }
     }
 }

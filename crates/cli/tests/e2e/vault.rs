@@ -347,6 +347,36 @@ async fn the_clean_job_cleans_the_vaults_copies_under_the_vaults_minimum() {
     assert_eq!(left, expected, "the oldest two unlocked beyond the minimum of 2 went; the rest stayed");
 }
 
+/// The vault's copies are drilled in the vault, through the vault role, when `vault.drill` is
+/// set (SPEC §17): that is what proves the vault's keys and grants restore them.
+#[tokio::test]
+async fn the_clean_job_drills_the_vaults_newest_copy_in_the_vault() {
+    let (acct, vault) = deployment_and_vault().await;
+    let config = with_vault(&format!(
+        r#"{{"account": "{}", "retention": "30 days", "drill": {{"sample_blocks": 2}}}}"#,
+        vault.id
+    ));
+    acct.put_raw(R, "vaulted", &config).await;
+    let stand_in = vault.volumes_of(R, &vault.launch(R, &[]).await).await[0].clone();
+    let older = plant_vault_copy_until(&vault, &stand_in, &acct.id, R, 3, 20).await;
+    let newer = plant_vault_copy_until(&vault, &stand_in, &acct.id, R, 2, 20).await;
+    let (code, out, err) = cli(&acct, &["clean", "--region", R]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("drilled 1 (0 failed)"), "{out}");
+    let tag = |id: &str, snaps: &[support::Snap]| {
+        snaps.iter().find(|s| s.id == id).and_then(|s| s.tag("ebs-snapper:drill").map(str::to_string))
+    };
+    let in_vault = vault.snapshots(R).await;
+    assert!(tag(&newer, &in_vault).is_some_and(|t| t.contains(" ok ")), "{in_vault:?}");
+    assert_eq!(tag(&older, &in_vault), None);
+    // Made in the vault (through the vault role, whose calls are not the vault's own keys'),
+    // never in the source account.
+    assert_eq!(acct.count("CreateVolume", None), 0);
+    let ec2 = vault.ec2(R).await;
+    let left = ec2.describe_volumes().send().await.unwrap();
+    assert!(left.volumes().iter().all(|v| v.tags().iter().all(|t| t.key() != Some("ebs-snapper:drill"))));
+}
+
 /// A vault copy without its lock (its `LockSnapshot` failed, or the answer was lost) is locked by
 /// the next replication run, through the vault role, until its `DeleteOn` (SPEC §16: locks only
 /// grow); a copy from another region is left to that region's run, and a locked one is not sent

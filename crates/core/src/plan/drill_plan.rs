@@ -228,9 +228,10 @@ pub fn pick<'a>(
             kind,
             volume: volume.to_string(),
             snapshot: s.id.clone(),
+            // A vault copy's source is in another account, which the vault may not read.
             source: match kind {
-                DrillKind::Source => None,
-                _ => s
+                DrillKind::Source | DrillKind::Vault => None,
+                DrillKind::Copy => s
                     .tags
                     .get(REPLICATION_SRC)
                     .zip(s.tags.get(REPLICATION_SNAPSHOT_ID))
