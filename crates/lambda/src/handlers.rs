@@ -506,6 +506,8 @@ fn finish_worker(member: Option<&str>, report: RegionReport) -> Result<Value, Fu
         "copied": report.copied,
         "archived": report.archived,
         "locked": report.locked,
+        "drilled": report.drilled,
+        "drills_failed": report.drills_failed,
         "not_due": report.not_due,
         "kept": report.kept,
         "in_sync": report.in_sync,

@@ -76,6 +76,83 @@ async fn a_role_may_do_only_what_the_template_grants_it() {
     assert!(acct.items(R).await.iter().all(|(id, _)| id != "planted"), "no configuration was written");
 }
 
+/// The clean role drills (SPEC §17) only as the template says: a volume only with the
+/// `ebs-snapper:drill` tag and only from a snapshot of the tool's (`DeleteOn`), deletes only drill
+/// volumes, tags a snapshot only with the drill's result, and reads blocks only of the tool's
+/// snapshots.
+#[tokio::test]
+async fn the_clean_role_drills_only_with_the_drill_tag_and_the_tools_snapshots() {
+    let acct = Account::new().await;
+    let i = acct.launch(R, &[("backup", "yes")]).await;
+    let volume = acct.volumes_of(R, &i).await[0].clone();
+    let dated = acct.make_snapshot(R, &volume, &[("DeleteOn", &date(5))]).await;
+    let undated = acct.make_snapshot(R, &volume, &[("Name", "someone else's")]).await;
+    let (clean, gate) = ec2_as(&acct, "clean-snapshot").await;
+    let drill_tags = |snapshot: &str| {
+        aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(aws_sdk_ec2::types::ResourceType::Volume)
+            .tags(tag("ebs-snapper:drill", snapshot))
+            .tags(tag("DeleteOn", &date(1)))
+            .build()
+    };
+    let create = |snapshot: &str| clean.create_volume().availability_zone(format!("{R}a")).snapshot_id(snapshot);
+    let made = create(&dated).tag_specifications(drill_tags(&dated)).send().await.expect("a drill volume");
+    let drill_volume = made.volume_id().unwrap().to_string();
+    let refused = [
+        create(&dated)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.code().map(str::to_string))
+            .expect_err("without the drill tag"),
+        create(&undated)
+            .tag_specifications(drill_tags(&undated))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.code().map(str::to_string))
+            .expect_err("not the tool's"),
+        clean
+            .delete_volume()
+            .volume_id(&volume)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.code().map(str::to_string))
+            .expect_err("not a drill volume"),
+        clean
+            .create_tags()
+            .resources(&dated)
+            .tags(tag("DeleteOn", "2099-01-01"))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.code().map(str::to_string))
+            .expect_err("not the result"),
+    ];
+    for code in &refused {
+        assert_eq!(code.as_deref(), Some("UnauthorizedOperation"));
+    }
+    clean
+        .create_tags()
+        .resources(&dated)
+        .tags(tag("ebs-snapper:drill", "2026-12-07T00:00:00Z ok 1s"))
+        .send()
+        .await
+        .expect("the result");
+    clean.delete_volume().volume_id(&drill_volume).send().await.expect("a drill volume is deleted");
+    let (aws, ebs_gate) = acct.aws_as(R, "clean-snapshot", &[]).await;
+    let ebs = aws_sdk_ebs::Client::new(&aws.in_region(R));
+    let page =
+        ebs.list_snapshot_blocks().snapshot_id(&dated).max_results(100).send().await.expect("the tool's snapshot");
+    assert_eq!(page.block_size(), Some(524_288));
+    let err = ebs.list_snapshot_blocks().snapshot_id(&undated).send().await.expect_err("someone else's");
+    assert_eq!(aws_sdk_ebs::error::ProvideErrorMetadata::code(&err), Some("AccessDeniedException"), "{err:?}");
+    assert_eq!(gate.refused().len(), 4, "{:?}", gate.refused());
+    assert_eq!(ebs_gate.refused().len(), 1, "{:?}", ebs_gate.refused());
+    assert!(ebs_gate.refused()[0].starts_with("ebs:ListSnapshotBlocks on resource arn:aws:ec2:us-east-1::snapshot/"));
+}
+
 const WEST: &str = "us-west-2";
 
 /// A crash-consistent set of an instance's volumes.

@@ -427,8 +427,10 @@ async fn a_vault_copy_without_its_lock_is_locked_by_the_next_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_workers_keep_the_vault_under_their_roles() {
     let (acct, vault) = deployment_and_vault().await;
+    // With drills of the sources and of the vault's copies (SPEC §17), under the same roles.
     let config = with_vault(&format!(
-        r#"{{"account": "{}", "retention": "30 days", "minimum": 1, "lock": {{"mode": "governance"}}}}"#,
+        r#"{{"account": "{}", "retention": "30 days", "minimum": 1, "lock": {{"mode": "governance"}},
+            "drill": {{"sample_blocks": 2}}}}, "drill": {{"sample_blocks": 2}}"#,
         vault.id
     ));
     acct.put_raw(R, "vaulted", &config).await;
@@ -459,6 +461,8 @@ async fn the_workers_keep_the_vault_under_their_roles() {
     assert!(acct.shared_with(R, &source.id).await.is_empty(), "unshared by the second run");
     let cleaned = ok(lambda.call("clean", serde_json::json!({"region": R})).await);
     assert_eq!(cleaned["deleted"], 1, "the older expired vault copy: {cleaned:#}");
+    // The new source, the new vault copy and the planted copy left (another source volume).
+    assert_eq!((cleaned["drilled"].as_u64(), cleaned["drills_failed"].as_u64()), (Some(3), Some(0)), "{cleaned:#}");
     let left: Vec<String> = vault.snapshots(R).await.into_iter().map(|s| s.id).collect();
     assert!(!left.contains(&old[0]) && left.contains(&old[1]), "{left:?}");
     assert_eq!(left.len(), 2, "the newer planted copy and the new one: {left:?}");

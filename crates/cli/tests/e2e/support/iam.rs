@@ -387,6 +387,55 @@ async fn snapshot_tags(s: &GateState, req: &Request, id: &str) -> Option<serde_j
     Some(ctx)
 }
 
+fn volume_arn(region: &str, account: &str, id: &str) -> String {
+    format!("arn:{PARTITION}:ec2:{region}:{account}:volume/{id}")
+}
+
+/// `req`'s signature headers, as an EC2 query request of the same signer (the emulator routes
+/// by the credential scope's service).
+fn as_ec2_lookup(req: &Request, body: String) -> Request {
+    let mut headers = req.headers.clone();
+    if let Some(auth) = headers.get_mut("authorization") {
+        *auth = auth.replace("/ebs/aws4_request", "/ec2/aws4_request");
+    }
+    headers.insert("content-type".into(), "application/x-www-form-urlencoded; charset=utf-8".into());
+    headers.remove("content-length");
+    Request { method: "POST".into(), path: "/".into(), headers, body: body.into_bytes() }
+}
+
+/// A volume's tags, read from the emulator as the request's signer (`None`: not found).
+async fn volume_tags(s: &GateState, req: &Request, id: &str) -> Option<serde_json::Map<String, Value>> {
+    let lookup = as_ec2_lookup(req, format!("Action=DescribeVolumes&Version=2016-11-15&VolumeId.1={id}"));
+    let (status, _, body) = forward(&s.upstream, &lookup).await.ok()?;
+    let xml = String::from_utf8_lossy(&body).into_owned();
+    if status != 200 || !xml.contains("<volumeId>") {
+        return None;
+    }
+    let mut ctx = serde_json::Map::new();
+    if let Some(at) = xml.find("<tagSet>") {
+        let tags = &xml[at..xml[at..].find("</tagSet>").map_or(xml.len(), |e| at + e)];
+        for item in tags.split("<item>").skip(1) {
+            if let (Some(k), Some(v)) = (element(item, "key"), element(item, "value")) {
+                ctx.insert(format!("aws:ResourceTag/{k}"), Value::String(v));
+            }
+        }
+    }
+    Some(ctx)
+}
+
+/// What AWS authorizes for an EBS direct API request: the action on the snapshot the path
+/// names, with its tags.
+async fn ebs(s: &GateState, req: &Request, region: &str, op: &str) -> Result<Vec<Authorization>, String> {
+    if !matches!(op, "ListSnapshotBlocks" | "GetSnapshotBlock") {
+        return Err(format!("the test bed has no IAM mapping for ebs:{op}"));
+    }
+    let path = req.path.split('?').next().unwrap_or("");
+    let id = path.split('/').nth(2).ok_or_else(|| format!("ebs:{op} without a snapshot"))?;
+    let lookup = as_ec2_lookup(req, String::new());
+    let ctx = snapshot_tags(s, &lookup, id).await.unwrap_or_default();
+    Ok(vec![authz(&format!("ebs:{op}"), snapshot_arn(region, id), ctx)])
+}
+
 /// What AWS authorizes for an EC2 request, or why the gate cannot say (fail closed).
 async fn ec2(
     s: &GateState,
@@ -453,6 +502,27 @@ async fn ec2(
                 ],
                 "CopySnapshot",
             )
+        }
+        "CreateVolume" => {
+            // The new volume (with the tags it is made with) and the snapshot it is made from.
+            let mut out = vec![authz("ec2:CreateVolume", volume_arn(region, account, "*"), tags.clone())];
+            if let Some(snapshot) = field(&f, "SnapshotId") {
+                let ctx = snapshot_tags(s, req, snapshot).await.unwrap_or_default();
+                out.push(authz("ec2:CreateVolume", snapshot_arn(region, snapshot), ctx));
+            }
+            if !tags.is_empty() {
+                let mut ctx = tags.clone();
+                ctx.insert("ec2:CreateAction".into(), Value::String("CreateVolume".into()));
+                out.push(authz("ec2:CreateTags", volume_arn(region, account, "*"), ctx));
+            }
+            out
+        }
+        "DeleteVolume" => {
+            let id = field(&f, "VolumeId").ok_or("DeleteVolume without VolumeId")?;
+            match volume_tags(s, req, id).await {
+                None => vec![],
+                Some(ctx) => vec![authz("ec2:DeleteVolume", volume_arn(region, account, id), ctx)],
+            }
         }
         "DeleteSnapshot" | "ModifySnapshotTier" | "LockSnapshot" | "UnlockSnapshot" | "ModifySnapshotAttribute" => {
             let id = field(&f, "SnapshotId").ok_or_else(|| format!("{op} without SnapshotId"))?;
@@ -544,6 +614,7 @@ async fn authorizations(
     let none = serde_json::Map::new;
     match service {
         "ec2" => ec2(s, req, region, op, account).await,
+        "ebs" => ebs(s, req, region, op).await,
         "dynamodb" => {
             let body: Value = serde_json::from_slice(&req.body).map_err(|e| e.to_string())?;
             let table = body["TableName"].as_str().ok_or("a DynamoDB request without TableName")?;
@@ -667,6 +738,12 @@ fn refusal(service: &str, who: &Principal, why: &str) -> (u16, Vec<(&'static str
             403,
             vec![("content-type", "application/json".into()), ("x-amzn-errortype", "AccessDeniedException".into())],
             json!({"Type": "User", "message": message}).to_string(),
+        ),
+        // The EBS direct APIs (REST-JSON): AccessDeniedException, HTTP 403.
+        "ebs" => (
+            403,
+            vec![("content-type", "application/json".into()), ("x-amzn-errortype", "AccessDeniedException".into())],
+            json!({"message": message, "Reason": "UNAUTHORIZED_ACCOUNT"}).to_string(),
         ),
         "dynamodb" => (
             400,
