@@ -28,7 +28,7 @@ use crate::executor::{
 };
 use crate::inventory::{
     describe_locks, describe_own_snapshots, describe_own_snapshots_by_id, each_own_snapshot, gather, gather_for_clean,
-    listing_lag, replication_filter, until_listed, SnapshotDetail,
+    listing_lag, replication_filter, until_listed, SnapshotDetail, RETENTION_TAGS,
 };
 use crate::lease::{Lease, LeaseScope, Taken};
 use crate::sdk::Aws;
@@ -309,6 +309,54 @@ pub async fn clean_region(
     }
     let site = crate::drill::DrillSite { aws, region, source_aws: Some(aws), label: None };
     crate::drill::run_drills(&site, &drills, &opts.budget, opts.report(), &mut report).await;
+    report
+}
+
+/// `ebs-snapper drill` in one region (SPEC §17): the drills the clean job would run now (its
+/// own, the vaults'), without its retention work; or only the snapshot `only` names, due or not
+/// (nothing when it is not in this region).
+pub async fn drill_region(
+    aws: &Aws,
+    configs: &ConfigurationSet,
+    region: &str,
+    now: DateTime<Utc>,
+    opts: JobOptions<'_>,
+    only: Option<&str>,
+) -> RegionReport {
+    let client = aws_sdk_ec2::Client::new(&aws.in_region(region));
+    let mut report = RegionReport::new(Job::Clean, region, opts.dry_run);
+    let picks = match only {
+        Some(id) => {
+            let ids = [id.to_string()];
+            let found = match describe_own_snapshots_by_id(&client, region, &ids, SnapshotDetail::Tags(&RETENTION_TAGS))
+                .await
+            {
+                Ok(found) => found,
+                Err(e) => return RegionReport::failed(Job::Clean, region, opts.dry_run, e.to_string()),
+            };
+            let Some(snapshot) = found.first() else { return report };
+            match ebs_snapper_core::drill_plan::pick_one(configs, region, snapshot) {
+                Ok(pick) => vec![pick],
+                Err(why) => {
+                    report.failed += 1;
+                    report.errors.push(format!("{id} cannot be drilled: {why}"));
+                    return report;
+                }
+            }
+        }
+        None => match gather_for_clean(&client, region, configs).await {
+            Ok((inventory, _)) => plan_drills(configs, &inventory, |_| true, now),
+            Err(e) => return RegionReport::failed(Job::Clean, region, opts.dry_run, e.to_string()),
+        },
+    };
+    if only.is_none() && any_drill(configs) {
+        crate::drill::sweep(&client, region, &opts.budget, opts.report(), &mut report).await;
+    }
+    let site = crate::drill::DrillSite { aws, region, source_aws: Some(aws), label: None };
+    crate::drill::run_drills(&site, &picks, &opts.budget, opts.report(), &mut report).await;
+    if let (None, Some(access)) = (only, opts.vault) {
+        crate::vault::vault_drill_region(access, configs, region, &opts.budget, opts.report(), &mut report).await;
+    }
     report
 }
 

@@ -25,6 +25,8 @@ pub use account::{account_from_arn, caller_account_id, is_account_id};
 pub use budget::TimeBudget;
 pub use config_store::{table_name, ConfigStore, DEFAULT_TABLE, TABLE_ENV};
 pub use error::AwsError;
-pub use jobs::{clean_region, load_configurations, replication_region, run_region, snapshot_region, JobOptions};
+pub use jobs::{
+    clean_region, drill_region, load_configurations, replication_region, run_region, snapshot_region, JobOptions,
+};
 pub use lease::{LeaseScope, LEASE_ENV};
 pub use sdk::Aws;

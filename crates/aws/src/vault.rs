@@ -343,11 +343,36 @@ pub async fn vault_region(
     }
 }
 
+/// This account's copies from `region` in one vault (tagged `ebs-snapper:vault-of` and
+/// `replication_src_region`), with the vault's locks, through the vault role.
+async fn vault_copies(
+    access: VaultAccess<'_>,
+    vault: &str,
+    vault_region: &str,
+    region: &str,
+) -> Result<(Aws, aws_sdk_ec2::Client, Vec<Snapshot>, ebs_snapper_core::Locks), AwsError> {
+    let (vault_aws, client) = access.reach(vault, vault_region).await?;
+    let filters = vec![
+        ec2_filter(&format!("tag:{TAG_VAULT_OF}"), [access.account.to_string()]),
+        ec2_filter(&format!("tag:{}", ebs_snapper_core::tags::REPLICATION_SRC), [region.to_string()]),
+    ];
+    let snapshots =
+        describe_own_snapshots(&client, vault_region, filters, SnapshotDetail::Tags(&RETENTION_TAGS)).await?;
+    let locks = describe_locks(&client, vault_region).await?;
+    Ok((vault_aws, client, snapshots, locks))
+}
+
+/// The vaults of this region's configurations: `ACCOUNT:REGION` each.
+fn vault_targets(configs: &ConfigurationSet, region: &str) -> BTreeSet<String> {
+    configs.valid.iter().filter_map(|n| Some(n.configuration.vault.as_ref()?.vault_to(region))).collect()
+}
+
 /// The clean job's vault work (SPEC §16): in each vault of this region's configurations, the
 /// copies of this account's snapshots from this region (tagged `ebs-snapper:vault-of` and
 /// `replication_src_region`) are cleaned like a destination's disaster-recovery copies, under
 /// the vault's minimum, never a locked one, through the vault role (which may delete only vault
-/// copies). What it did is added to `report`; nothing when no configuration has a vault.
+/// copies); then, where `vault.drill` is set, the kept ones are drilled there (SPEC §17). What it
+/// did is added to `report`; nothing when no configuration has a vault.
 pub async fn vault_clean_region(
     access: VaultAccess<'_>,
     configs: &ConfigurationSet,
@@ -356,23 +381,10 @@ pub async fn vault_clean_region(
     opts: ReportOptions,
     report: &mut RegionReport,
 ) {
-    let targets: BTreeSet<String> =
-        configs.valid.iter().filter_map(|n| Some(n.configuration.vault.as_ref()?.vault_to(region))).collect();
-    for target in targets {
+    for target in vault_targets(configs, region) {
         let Some((vault, vault_region)) = vault_target(&target) else { continue };
         let view = ebs_snapper_core::vault_plan::vault_configurations(configs, region, &target);
-        let listed = async {
-            let (vault_aws, client) = access.reach(vault, vault_region).await?;
-            let filters = vec![
-                ec2_filter(&format!("tag:{TAG_VAULT_OF}"), [access.account.to_string()]),
-                ec2_filter(&format!("tag:{}", ebs_snapper_core::tags::REPLICATION_SRC), [region.to_string()]),
-            ];
-            let snapshots =
-                describe_own_snapshots(&client, vault_region, filters, SnapshotDetail::Tags(&RETENTION_TAGS)).await?;
-            let locks = describe_locks(&client, vault_region).await?;
-            Ok::<_, AwsError>((vault_aws, client, snapshots, locks))
-        };
-        let (vault_aws, client, snapshots, locks) = match listed.await {
+        let (vault_aws, client, snapshots, locks) = match vault_copies(access, vault, vault_region, region).await {
             Ok(found) => found,
             Err(e) => {
                 warn!(region, vault = %target, error = %e, "could not list the vault's copies");
@@ -383,17 +395,10 @@ pub async fn vault_clean_region(
         };
         let inventory = Inventory { region: vault_region.to_string(), snapshots, locks, ..Default::default() };
         let plan = plan_retention(&view, &inventory, &BTreeSet::new(), Utc::now().date_naive());
-        // The vault's restore drills (SPEC §17), among the copies the plan keeps.
-        let drills: Vec<DrillPick> = {
+        // The vault's restore drills, among the copies the plan keeps.
+        let drills = {
             let deleting: BTreeSet<&str> = plan.delete_ids().into_iter().collect();
-            view.valid
-                .iter()
-                .filter_map(|n| Some((n.id.as_str(), n.configuration.copies.first()?.drill?)))
-                .flat_map(|(id, drill)| {
-                    let copies = copies_of(&inventory.snapshots, id).filter(|s| !deleting.contains(s.id.as_str()));
-                    pick(id, DrillKind::Vault, &drill, copies, Utc::now())
-                })
-                .collect()
+            vault_drill_picks(&view, &inventory.snapshots, |s| !deleting.contains(s.id.as_str()))
         };
         let (deleted, locked) = if opts.dry_run {
             (Vec::new(), Vec::new())
@@ -408,26 +413,94 @@ pub async fn vault_clean_region(
         report.deleted += part.deleted;
         report.kept += part.kept;
         report.locked += part.locked;
-        report.skipped += part.skipped;
-        report.failed += part.failed;
-        report.deferred += part.deferred;
-        report.errors.extend(part.errors.into_iter().map(|e| format!("the vault {target}: {e}")));
-        report.warnings.extend(part.warnings.into_iter().map(|w| format!("the vault {target}: {w}")));
-        report.actions.extend(part.actions);
-        if view.valid.iter().any(|n| n.configuration.copies.first().is_some_and(|c| c.drill.is_some())) {
-            let mut part = RegionReport::new(report.job, vault_region, opts.dry_run);
-            crate::drill::sweep(&client, vault_region, budget, opts, &mut part).await;
-            let label = format!("the vault {target}");
-            let site =
-                crate::drill::DrillSite { aws: &vault_aws, region: vault_region, source_aws: None, label: Some(label) };
-            crate::drill::run_drills(&site, &drills, budget, opts, &mut part).await;
-            report.drilled += part.drilled;
-            report.drills_failed += part.drills_failed;
-            report.skipped += part.skipped;
-            report.failed += part.failed;
-            report.deferred += part.deferred;
-            report.errors.extend(part.errors.into_iter().map(|e| format!("the vault {target}: {e}")));
-            report.actions.extend(part.actions);
-        }
+        report.warnings.extend(part.warnings.iter().map(|w| format!("the vault {target}: {w}")));
+        merge(report, part, &target);
+        let vault_site = VaultSite { aws: &vault_aws, client: &client, region: vault_region, target: &target };
+        vault_drills(&vault_site, &view, &drills, budget, opts, report).await;
     }
+}
+
+/// `ebs-snapper drill`'s vault work: the drills `vault.drill` asks for in each vault of this
+/// region's configurations, without the retention work.
+pub async fn vault_drill_region(
+    access: VaultAccess<'_>,
+    configs: &ConfigurationSet,
+    region: &str,
+    budget: &TimeBudget,
+    opts: ReportOptions,
+    report: &mut RegionReport,
+) {
+    for target in vault_targets(configs, region) {
+        let Some((vault, vault_region)) = vault_target(&target) else { continue };
+        let view = ebs_snapper_core::vault_plan::vault_configurations(configs, region, &target);
+        if !drills_in(&view) {
+            continue;
+        }
+        let (vault_aws, client, snapshots, _) = match vault_copies(access, vault, vault_region, region).await {
+            Ok(found) => found,
+            Err(e) => {
+                report.failed += 1;
+                report.errors.push(format!("the vault {target}: could not list its copies, so none was drilled: {e}"));
+                continue;
+            }
+        };
+        let drills = vault_drill_picks(&view, &snapshots, |_| true);
+        let vault_site = VaultSite { aws: &vault_aws, client: &client, region: vault_region, target: &target };
+        vault_drills(&vault_site, &view, &drills, budget, opts, report).await;
+    }
+}
+
+/// Whether a vault's view (its configurations, the vault as their one destination) drills.
+fn drills_in(view: &ConfigurationSet) -> bool {
+    view.valid.iter().any(|n| n.configuration.copies.first().is_some_and(|c| c.drill.is_some()))
+}
+
+/// The vault copies to drill now, per configuration of the view whose vault has `drill`.
+fn vault_drill_picks(view: &ConfigurationSet, copies: &[Snapshot], keep: impl Fn(&Snapshot) -> bool) -> Vec<DrillPick> {
+    view.valid
+        .iter()
+        .filter_map(|n| Some((n.id.as_str(), n.configuration.copies.first()?.drill?)))
+        .flat_map(|(id, drill)| {
+            pick(id, DrillKind::Vault, &drill, copies_of(copies, id).filter(|s| keep(s)), Utc::now())
+        })
+        .collect()
+}
+
+/// One vault, reached.
+struct VaultSite<'a> {
+    aws: &'a Aws,
+    client: &'a aws_sdk_ec2::Client,
+    region: &'a str,
+    target: &'a str,
+}
+
+/// Sweeps the vault's left drill volumes and runs `drills` there, when the view drills at all.
+async fn vault_drills(
+    site: &VaultSite<'_>,
+    view: &ConfigurationSet,
+    drills: &[DrillPick],
+    budget: &TimeBudget,
+    opts: ReportOptions,
+    report: &mut RegionReport,
+) {
+    if !drills_in(view) {
+        return;
+    }
+    let mut part = RegionReport::new(report.job, site.region, opts.dry_run);
+    crate::drill::sweep(site.client, site.region, budget, opts, &mut part).await;
+    let label = Some(format!("the vault {}", site.target));
+    let drill_site = crate::drill::DrillSite { aws: site.aws, region: site.region, source_aws: None, label };
+    crate::drill::run_drills(&drill_site, drills, budget, opts, &mut part).await;
+    report.drilled += part.drilled;
+    report.drills_failed += part.drills_failed;
+    merge(report, part, site.target);
+}
+
+/// Adds a vault's part to `report`: its outcomes, errors (named with the vault) and actions.
+fn merge(report: &mut RegionReport, part: RegionReport, target: &str) {
+    report.skipped += part.skipped;
+    report.failed += part.failed;
+    report.deferred += part.deferred;
+    report.errors.extend(part.errors.into_iter().map(|e| format!("the vault {target}: {e}")));
+    report.actions.extend(part.actions);
 }

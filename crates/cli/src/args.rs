@@ -48,6 +48,18 @@ pub enum Command {
     Configure(ConfigureArgs),
     /// Show what is protected: one row per selected volume with its newest snapshot and a verdict.
     Status(StatusArgs),
+    /// Prove that snapshots restore: run the restore drills that are due now (the clean job runs
+    /// them too), or drill one snapshot.
+    Drill(DrillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Drill this snapshot (one of the account's own), due or not.
+    #[arg(long, value_name = "ID")]
+    pub snapshot: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -26,6 +26,9 @@ pub enum CliError {
     Build(String),
     #[error("could not write output: {0}")]
     Write(std::io::Error),
+    /// What the command names is not there (exit 1).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl CliError {

@@ -1,11 +1,12 @@
-//! `ebs-snapper snapshot` (and the other jobs): run in-process for each region, print one
-//! summary line per region, or the plan with `--dry-run`, or one JSON document with `--json`.
+//! `ebs-snapper snapshot` (and the other jobs, and `drill`): run in-process for each region,
+//! print one summary line per region, or the plan with `--dry-run`, or one JSON document with
+//! `--json`.
 
 use std::process::ExitCode;
 
 use chrono::Utc;
 use ebs_snapper_aws::regions::regions_to_work;
-use ebs_snapper_aws::{load_configurations, run_region, Aws, JobOptions, LeaseScope, TimeBudget};
+use ebs_snapper_aws::{drill_region, load_configurations, run_region, Aws, JobOptions, LeaseScope, TimeBudget};
 use ebs_snapper_core::{Job, RegionReport};
 use futures::stream::{self, StreamExt};
 use serde_json::json;
@@ -19,12 +20,49 @@ use crate::output::line;
 /// Regions worked on (or, by `status`, read) at once.
 pub const REGION_CONCURRENCY: usize = 4;
 
+/// What a command runs in each region.
+#[derive(Debug, Clone, Copy)]
+pub enum Work<'a> {
+    Job(Job),
+    /// Restore drills (SPEC §17): those due, or the one snapshot named.
+    Drill {
+        only: Option<&'a str>,
+    },
+}
+
+impl Work<'_> {
+    /// The job whose regions, leases and configurations the work goes by.
+    fn job(self) -> Job {
+        match self {
+            Work::Job(job) => job,
+            Work::Drill { .. } => Job::Clean,
+        }
+    }
+}
+
 pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Result<ExitCode, CliError> {
+    run_work(aws, tool_region, Work::Job(job), args).await
+}
+
+/// `ebs-snapper drill`: the drills due in each region, or with `--snapshot` that one.
+pub async fn drill(aws: &Aws, tool_region: &str, args: &crate::args::DrillArgs) -> Result<ExitCode, CliError> {
+    if let Some(id) = &args.snapshot {
+        if !ebs_snapper_core::ids::is_snapshot_id(id) {
+            return Err(CliError::Usage(format!("--snapshot {id:?} is not a snapshot id (snap- and hex digits)")));
+        }
+    }
+    let only = args.snapshot.as_deref();
+    let code = run_work(aws, tool_region, Work::Drill { only }, &args.job).await?;
+    Ok(code)
+}
+
+async fn run_work(aws: &Aws, tool_region: &str, work: Work<'_>, args: &JobArgs) -> Result<ExitCode, CliError> {
+    let job = work.job();
     check_regions(&args.regions)?;
     let covered = covered(aws, tool_region, &args.accounts).await?;
     let mut done: Vec<(String, Result<Vec<RegionReport>, CliError>)> = Vec::new();
     for account in &covered.accounts {
-        let result = run_account(aws, tool_region, job, args, &covered, account).await;
+        let result = run_account(aws, tool_region, work, args, &covered, account).await;
         // The caller's own account failing outright (no table, no region listing) fails the
         // command as before; a member's failure is reported and the others still run.
         match result {
@@ -34,6 +72,17 @@ pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Resu
     }
 
     let failed = done.iter().any(|(_, r)| r.as_ref().map_or(true, |reports| reports.iter().any(|r| r.failed > 0)));
+    if let Work::Drill { only: Some(id) } = work {
+        let found = done
+            .iter()
+            .flat_map(|(_, r)| r.iter().flatten())
+            .any(|r| r.actions.iter().any(|a| a.resource == id) || r.errors.iter().any(|e| e.starts_with(id)));
+        if !found {
+            return Err(CliError::NotFound(format!(
+                "snapshot {id} is not one of the account's own in the regions worked (give its region with --region)"
+            )));
+        }
+    }
     if args.json {
         line(&serde_json::to_string_pretty(&json_document(job, args, &covered, &done)).expect("reports serialise"))?;
     } else {
@@ -60,7 +109,11 @@ pub async fn run(aws: &Aws, tool_region: &str, job: Job, args: &JobArgs) -> Resu
                         ))?;
                     }
                 }
-                line(&format!("{prefix}{}", report.summary_line()))?;
+                let summary = match work {
+                    Work::Job(_) => report.summary_line(),
+                    Work::Drill { .. } => report.drill_summary_line(),
+                };
+                line(&format!("{prefix}{summary}"))?;
                 for e in &report.errors {
                     eprintln!("error: {prefix}{}: {e}", report.region);
                 }
@@ -98,11 +151,12 @@ fn json_document(
 async fn run_account(
     aws: &Aws,
     tool_region: &str,
-    job: Job,
+    work: Work<'_>,
     args: &JobArgs,
     covered: &Covered,
     account: &str,
 ) -> Result<Vec<RegionReport>, CliError> {
+    let job = work.job();
     let reached = covered.reach(aws, account, &args.accounts.member_role, &format!("ebs-snapper-cli-{job}")).await?;
     let configs = load_configurations(aws, tool_region, account).await?;
     let lease = LeaseScope {
@@ -135,7 +189,15 @@ async fn run_account(
     let progress = Progress::new(job.as_str(), regions.with_work.len());
     let progress = &progress;
     let done: Vec<RegionReport> = stream::iter(regions.with_work.iter())
-        .map(|region| run_region(target, job, &configs, region, enabled, now, opts.clone()))
+        .map(|region| {
+            let (configs, opts) = (&configs, opts.clone());
+            async move {
+                match work {
+                    Work::Job(job) => run_region(target, job, configs, region, enabled, now, opts).await,
+                    Work::Drill { only } => drill_region(target, configs, region, now, opts, only).await,
+                }
+            }
+        })
         .buffered(REGION_CONCURRENCY)
         .inspect(|report| progress.region_done(&report.region))
         .collect()

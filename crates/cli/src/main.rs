@@ -61,6 +61,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Replication(args) => jobs::run(&aws, &cli.tool_region, Job::Replication, args).await,
         Command::Deploy(args) => deploy::run(&aws, &cli.tool_region, args).await,
         Command::Status(args) => status::run(&aws, &cli.tool_region, args).await,
+        Command::Drill(args) => jobs::drill(&aws, &cli.tool_region, args).await,
         Command::Configure(args) => match configure::run(&aws, &cli.tool_region, args).await? {
             configure::Outcome::Done => Ok(ExitCode::SUCCESS),
             configure::Outcome::NotFound => Ok(ExitCode::from(1)),

@@ -22,3 +22,9 @@ pub fn is_region_name(text: &str) -> bool {
         && last.len() <= 2
         && last.chars().all(|c| c.is_ascii_digit())
 }
+
+/// `snap-` and 8 or 17 hex digits, as EC2 names snapshots.
+pub fn is_snapshot_id(text: &str) -> bool {
+    text.strip_prefix("snap-")
+        .is_some_and(|hex| matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}

@@ -214,3 +214,49 @@ async fn a_dr_copy_is_drilled_in_its_region_and_must_equal_its_source() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains(&altered) && err.contains("differs from the source snapshot"), "{err}");
 }
+
+fn drill(acct: &Account, args: &[&str]) -> (i32, String, String) {
+    let out = acct.cli().env("EBS_SNAPPER_DRILL_WAIT", "12").arg("drill").args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test]
+async fn ebs_snapper_drill_runs_the_due_drills_without_cleaning_and_drills_a_named_snapshot() {
+    let acct = Account::with_configs(R, &[("cfg", &config(r#"{"sample_blocks": 2}"#, ""))]).await;
+    let (older, vol) = backed_up(&acct, &[]).await;
+    let (yesterday, expired_on) = ((chrono::Utc::now() - chrono::TimeDelta::days(1)).to_rfc3339(), date(-1));
+    let expired_tags =
+        [("DeleteOn", expired_on.as_str()), ("ebs-snapper:config", "cfg"), ("test-bed:start-time", &yesterday)];
+    let expired = acct.make_snapshot(R, &vol, &expired_tags).await;
+    let newest = acct.make_snapshot(R, &vol, &[("DeleteOn", &date(25)), ("ebs-snapper:config", "cfg")]).await;
+    let (code, out, err) = drill(&acct, &["--dry-run", "--region", R]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "us-east-1: drill {newest} (configuration cfg): snapshot of {vol}, never drilled\nus-east-1: would drill 1, skipped 0, failed 0\n"
+        )
+    );
+    assert_eq!(acct.count("CreateVolume", None), 0);
+    let (code, out, err) = drill(&acct, &["--region", R, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["regions"][0]["drilled"], 1, "{doc:#}");
+    assert!(drill_tag(&acct, R, &newest).await.unwrap().contains(" ok "));
+    let ids: Vec<String> = acct.snapshots(R).await.into_iter().map(|s| s.id).collect();
+    assert!(ids.contains(&expired), "a drill run deletes nothing");
+    // Not due again; a named snapshot is drilled all the same.
+    let (code, out, _) = drill(&acct, &["--region", R]);
+    assert_eq!((code, out.as_str()), (0, "us-east-1: drilled 0 (0 failed), skipped 0, failed 0\n"));
+    let (code, out, err) = drill(&acct, &["--snapshot", &older]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("us-east-1: drilled 1 (0 failed)"), "{out}");
+    assert!(drill_tag(&acct, R, &older).await.unwrap().contains(" ok "));
+    // Bad input: one line, exit 2; a snapshot that is not there: exit 1, named.
+    let (code, _, err) = drill(&acct, &["--snapshot", "vol-123"]);
+    assert_eq!((code, err.lines().count()), (2, 1), "{err}");
+    assert!(err.contains("--snapshot \"vol-123\" is not a snapshot id"), "{err}");
+    let (code, _, err) = drill(&acct, &["--snapshot", "snap-0123456789abcdef0", "--region", R]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("snapshot snap-0123456789abcdef0 is not one of the account's own"), "{err}");
+}

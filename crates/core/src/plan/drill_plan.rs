@@ -315,6 +315,46 @@ pub fn plan_drills(
     picks
 }
 
+/// The drill of one snapshot an operator named (`ebs-snapper drill --snapshot`), due or not, with
+/// its configuration's `sample_blocks` (the default's when it has none); why not, when it cannot
+/// be drilled.
+pub fn pick_one(configs: &ConfigurationSet, region: &str, s: &Snapshot) -> Result<DrillPick, String> {
+    if s.archived {
+        return Err("it is archived: a restore from the archive takes hours and is billed; restore it to the \
+                    standard tier first"
+            .into());
+    }
+    if s.state != SnapshotState::Completed {
+        return Err(format!("it is {}, not completed", crate::replication_plan::state_name(s.state)));
+    }
+    let config = s.tags.get(TAG_CONFIG).unwrap_or("").to_string();
+    let kind = if s.tags.contains_key(crate::tags::TAG_VAULT_OF) {
+        DrillKind::Vault
+    } else if s.is_copy || s.tags.contains_key(REPLICATION_SRC) {
+        DrillKind::Copy
+    } else {
+        DrillKind::Source
+    };
+    let configured = configs.valid.iter().find(|n| n.id == config).and_then(|n| match kind {
+        DrillKind::Source => n.configuration.drill,
+        DrillKind::Copy => n.configuration.copy_destination(region).and_then(|d| d.drill),
+        DrillKind::Vault => n.configuration.vault.as_ref().and_then(|v| v.drill),
+    });
+    let source = (kind == DrillKind::Copy)
+        .then(|| s.tags.get(REPLICATION_SRC).zip(s.tags.get(REPLICATION_SNAPSHOT_ID)))
+        .flatten()
+        .map(|(r, id)| (r.to_string(), id.to_string()));
+    Ok(DrillPick {
+        config,
+        kind,
+        volume: volume_of(s).unwrap_or("an unknown volume").to_string(),
+        snapshot: s.id.clone(),
+        source,
+        last: result_of(s),
+        sample_blocks: configured.unwrap_or(crate::config::drill::DEFAULT_DRILL).sample_blocks,
+    })
+}
+
 /// What became of one picked drill.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DrillDone {

@@ -578,7 +578,7 @@ pub fn dr_copy_request(region: &str, dst: &str, s: &Snapshot, dr: &DrCopy) -> Co
     request(region, dst, s, tags, dr.kms_key.clone())
 }
 
-fn state_name(state: SnapshotState) -> &'static str {
+pub(crate) fn state_name(state: SnapshotState) -> &'static str {
     match state {
         SnapshotState::Pending => "pending",
         SnapshotState::Completed => "completed",

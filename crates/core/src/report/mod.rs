@@ -438,6 +438,21 @@ impl RegionReport {
         format!("{}: {}", self.region, parts.join(", "))
     }
 
+    /// `ebs-snapper drill`'s line: `us-east-1: drilled 2 (1 failed), skipped 0, failed 1`, or
+    /// for a dry run `would drill 2`.
+    pub fn drill_summary_line(&self) -> String {
+        let drilled = if self.dry_run {
+            format!("would drill {}", self.planned(Action::Drill))
+        } else {
+            format!("drilled {} ({} failed)", self.drilled, self.drills_failed)
+        };
+        let mut line = format!("{}: {drilled}, skipped {}, failed {}", self.region, self.skipped, self.failed);
+        if self.deferred > 0 {
+            line.push_str(&format!(", deferred {}", self.deferred));
+        }
+        line
+    }
+
     fn planned(&self, action: Action) -> usize {
         self.actions.iter().filter(|a| a.action == action && a.outcome == Outcome::Planned).count()
     }
