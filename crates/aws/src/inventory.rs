@@ -62,15 +62,21 @@ pub const RETENTION_TAGS: [&str; 8] = [
 
 /// The tags the snapshot planner reads: the tier a snapshot was taken for (each tier is due on
 /// its own snapshots); and the destinations of its copies, which the status report checks.
-pub const DUE_TAGS: [&str; 3] =
-    [ebs_snapper_core::tags::TAG_TIER, ebs_snapper_core::tags::REPLICATION_DST, ebs_snapper_core::tags::TAG_COPY_TO];
-
-/// [`DUE_TAGS`], and what the lock planner reads of a snapshot: its configuration, its date
-/// and whether it is a copy.
-pub const DUE_AND_LOCK_TAGS: [&str; 6] = [
+pub const DUE_TAGS: [&str; 4] = [
     ebs_snapper_core::tags::TAG_TIER,
     ebs_snapper_core::tags::REPLICATION_DST,
     ebs_snapper_core::tags::TAG_COPY_TO,
+    // The newest drill of each volume, for the status report (SPEC §17).
+    ebs_snapper_core::drill_plan::TAG_DRILL,
+];
+
+/// [`DUE_TAGS`], and what the lock planner reads of a snapshot: its configuration, its date
+/// and whether it is a copy.
+pub const DUE_AND_LOCK_TAGS: [&str; 7] = [
+    ebs_snapper_core::tags::TAG_TIER,
+    ebs_snapper_core::tags::REPLICATION_DST,
+    ebs_snapper_core::tags::TAG_COPY_TO,
+    ebs_snapper_core::drill_plan::TAG_DRILL,
     ebs_snapper_core::tags::TAG_CONFIG,
     ebs_snapper_core::tags::DELETE_ON,
     ebs_snapper_core::tags::REPLICATION_SRC,

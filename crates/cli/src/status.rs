@@ -110,9 +110,10 @@ fn table(rows: &[VolumeStatus], now: DateTime<Utc>) -> Vec<String> {
         "COPIES",
         "LOCK",
         "VAULT",
+        "DRILL",
     ]
     .map(String::from);
-    let cells: Vec<[String; 14]> = rows
+    let cells: Vec<[String; 15]> = rows
         .iter()
         .map(|r| {
             [
@@ -146,11 +147,12 @@ fn table(rows: &[VolumeStatus], now: DateTime<Utc>) -> Vec<String> {
                     Some(false) => "missing".to_string(),
                     None => "-".to_string(),
                 },
+                r.drill.as_ref().map(|d| d.cell()).unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
     let widths: Vec<usize> =
-        (0..14).map(|i| cells.iter().map(|c| c[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
+        (0..15).map(|i| cells.iter().map(|c| c[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
     std::iter::once(&header)
         .chain(cells.iter())
         .map(|c| {

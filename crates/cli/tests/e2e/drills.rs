@@ -260,3 +260,35 @@ async fn ebs_snapper_drill_runs_the_due_drills_without_cleaning_and_drills_a_nam
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("snapshot snap-0123456789abcdef0 is not one of the account's own"), "{err}");
 }
+
+#[tokio::test]
+async fn status_shows_each_volumes_newest_drill() {
+    let acct = Account::with_configs(R, &[("cfg", &config(r#"{"sample_blocks": 1}"#, ""))]).await;
+    let (snap, vol) = backed_up(&acct, &[]).await;
+    // Another volume of the configuration, never drilled; and one whose drill failed long ago.
+    let other = acct.launch(R, &[("backup", "yes")]).await;
+    let other_vol = acct.volumes_of(R, &other).await[0].clone();
+    let failed = acct.launch(R, &[("backup", "yes")]).await;
+    let failed_vol = acct.volumes_of(R, &failed).await[0].clone();
+    let failed_tags =
+        [("DeleteOn", "2099-01-01"), ("ebs-snapper:drill", "2026-01-02T03:04:05Z failed: block 7 differs")];
+    acct.make_snapshot(R, &failed_vol, &failed_tags).await;
+    let (code, _, err) = drill(&acct, &["--snapshot", &snap]);
+    assert_eq!(code, 0, "{err}");
+    let out = acct.cli().args(["status", "--region", R]).output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(stdout.lines().next().unwrap().trim_end().ends_with("DRILL"), "{stdout}");
+    let row = |v: &str| stdout.lines().find(|l| l.contains(v)).unwrap().to_string();
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert!(row(&vol).contains(&format!("{today} ok (")), "{}", row(&vol));
+    assert!(row(&other_vol).trim_end().ends_with(" -"), "{}", row(&other_vol));
+    assert!(row(&failed_vol).trim_end().ends_with("2026-01-02 failed"), "{}", row(&failed_vol));
+    let out = acct.cli().args(["status", "--region", R, "--json"]).output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let of = |v: &str| doc["volumes"].as_array().unwrap().iter().find(|r| r["volume"] == v).unwrap()["drill"].clone();
+    assert_eq!(of(&other_vol), serde_json::Value::Null);
+    assert_eq!(of(&failed_vol), serde_json::json!({"at": "2026-01-02T03:04:05Z", "ok": false, "seconds": null}));
+    let drilled = of(&vol);
+    assert_eq!(drilled["ok"], true, "{drilled}");
+    assert!(drilled["seconds"].is_u64() && drilled["at"].as_str().unwrap().starts_with(&today), "{drilled}");
+}

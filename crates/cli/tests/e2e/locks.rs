@@ -314,10 +314,11 @@ async fn status_shows_the_lock_of_each_volumes_newest_snapshot() {
     let (code, out, err) = cli(&acct, &["status", "--region", R]);
     assert_eq!(code, 0, "{err}");
     let header = out.lines().next().unwrap();
-    assert!(header.contains(" LOCK ") && header.trim_end().ends_with("VAULT"), "{out}");
+    assert!(header.contains(" LOCK ") && header.trim_end().ends_with("VAULT  DRILL"), "{out}");
     let row = out.lines().nth(1).unwrap();
     assert!(row.contains(&format!("compliance (cool-off) until {delete_on}")), "{out}");
-    assert!(row.ends_with('-'), "no vault: {out}");
+    let last: Vec<&str> = row.split_whitespace().rev().take(2).collect();
+    assert_eq!(last, ["-", "-"], "no vault, no drill: {out}");
     let (code, doc, err) = json(&acct, &["status", "--region", R]);
     assert_eq!(code, 0, "{err}");
     let lock = &doc["volumes"][0]["lock"];

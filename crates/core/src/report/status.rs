@@ -48,7 +48,31 @@ pub struct VolumeStatus {
     /// Whether the vault has a copy of the newest completed snapshot (SPEC §16); `null` when
     /// its configuration has no vault.
     pub vault: Option<bool>,
+    /// The volume's newest restore drill (SPEC §17), on any of its snapshots; `null` when it
+    /// was never drilled (or the drilled snapshots are gone).
+    pub drill: Option<StatusDrill>,
     pub verdict: Verdict,
+}
+
+/// A restore drill as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusDrill {
+    pub at: DateTime<Utc>,
+    pub ok: bool,
+    /// Time from `CreateVolume` to `available` (not a restore time); `null` for a failed drill.
+    pub seconds: Option<u64>,
+}
+
+impl StatusDrill {
+    /// `2026-12-07 ok (12 s)` or `2026-12-07 failed`.
+    pub fn cell(&self) -> String {
+        let at = self.at.format("%Y-%m-%d");
+        match (self.ok, self.seconds) {
+            (true, Some(s)) => format!("{at} ok ({s} s)"),
+            (true, None) => format!("{at} ok"),
+            (false, _) => format!("{at} failed"),
+        }
+    }
 }
 
 /// A snapshot's lock as `status` shows it.
@@ -254,6 +278,11 @@ pub fn volume_statuses(
                     }
                 }),
                 vault: configuration.vault.as_ref().map(|_| false),
+                drill: snapshots
+                    .iter()
+                    .filter_map(|s| crate::drill_plan::result_of(s))
+                    .max_by_key(|r| r.at)
+                    .map(|r| StatusDrill { at: r.at, ok: r.ok(), seconds: r.seconds() }),
                 verdict: worst.verdict,
             });
         }
