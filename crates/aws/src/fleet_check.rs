@@ -10,7 +10,10 @@ use ebs_snapper_core::ConfigurationSet;
 use futures::stream::{self, StreamExt};
 
 use crate::error::AwsError;
-use crate::inventory::{live_instances, match_instances, with_volumes, Matching};
+use crate::inventory::{
+    describe_own_snapshots, ec2_filter, live_instances, match_instances, with_volumes, Matching, SnapshotDetail,
+    RETENTION_TAGS,
+};
 use crate::regions::PROBE_CONCURRENCY;
 use crate::sdk::Aws;
 
@@ -23,6 +26,12 @@ pub async fn check_fleet(aws: &Aws, configs: &ConfigurationSet, regions: &[Strin
                 // Volume tags decide `exclude_tags`.
                 with_volumes(&client, &region, &mut inventory).await?;
                 let live = live_instances(&client, &region).await?;
+                // The drill findings read the region's own dated snapshots (SPEC §17).
+                if crate::jobs::any_drill(configs) {
+                    let dated = vec![ec2_filter("tag-key", [ebs_snapper_core::tags::DELETE_ON.to_string()])];
+                    inventory.snapshots =
+                        describe_own_snapshots(&client, &region, dated, SnapshotDetail::Tags(&RETENTION_TAGS)).await?;
+                }
                 let keys = aws_managed_keys(aws, &region, vault_keys(configs, &inventory)).await;
                 Ok::<_, AwsError>((inventory, live, keys))
             }
@@ -38,6 +47,7 @@ pub async fn check_fleet(aws: &Aws, configs: &ConfigurationSet, regions: &[Strin
             Ok((inventory, live, (aws_managed, unchecked))) => {
                 findings.add_region(configs, &inventory, &live);
                 findings.add_vault_keys(configs, &inventory, &aws_managed, unchecked);
+                findings.add_drills(configs, &inventory, chrono::Utc::now());
             }
             Err(e) => findings.region_failed(&region, e.to_string()),
         }

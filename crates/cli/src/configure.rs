@@ -360,6 +360,17 @@ async fn check(
              was not checked"
         ));
     }
+    for (region, id, volume, last_ok) in &fleet.undrilled {
+        let every =
+            set.get(id).and_then(|c| c.configuration.drill.or_else(|| c.configuration.copy_destination(region)?.drill));
+        let every = every.map(|d| ebs_snapper_core::format_duration(d.every * 2)).unwrap_or_default();
+        let last =
+            last_ok.map(|t| format!("last passed {}", t.format("%Y-%m-%d"))).unwrap_or_else(|| "none passed".into());
+        findings.push(format!(
+            "volume {volume} in {region} (configuration {id}) went {every} (two drill periods) without a restore drill \
+             that passed ({last}); see `ebs-snapper status` and `ebs-snapper drill`"
+        ));
+    }
     for (region, id, e) in &fleet.failed_configs {
         findings.push(format!("configuration {id} could not be evaluated in {region}: {e}"));
     }

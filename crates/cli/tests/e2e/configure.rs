@@ -167,7 +167,7 @@ async fn check_reports_invalid_stored_configurations() {
         text(&out.stdout),
         format!(
             "{a}: configuration broken is invalid and is skipped: match: is empty; it would select every instance, so it is not allowed\n\
-             {a}: configuration typo: replicaton: unknown key (known keys: match, snapshot, schedules, ignore, ignore_retention, replication, exclude_boot, exclude_tags, consistency, tags, copies, vault); ignored\n"
+             {a}: configuration typo: replicaton: unknown key (known keys: match, snapshot, schedules, ignore, ignore_retention, replication, exclude_boot, exclude_tags, consistency, tags, copies, vault, drill); ignored\n"
         )
     );
     let out = acct.cli().args(["configure", "-c", "-e", "customer-7"]).output().unwrap();

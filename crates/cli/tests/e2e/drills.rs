@@ -292,3 +292,39 @@ async fn status_shows_each_volumes_newest_drill() {
     assert_eq!(drilled["ok"], true, "{drilled}");
     assert!(drilled["seconds"].is_u64() && drilled["at"].as_str().unwrap().starts_with(&today), "{drilled}");
 }
+
+#[tokio::test]
+async fn configure_check_names_volumes_two_periods_without_a_drill_that_passed() {
+    let acct = Account::with_configs(R, &[("cfg", &config(r#"{"every": "7 days"}"#, ""))]).await;
+    let weeks_ago = |days: i64| (chrono::Utc::now() - chrono::TimeDelta::days(days)).to_rfc3339();
+    let volume_with = |drill: Option<String>, days: i64| {
+        let acct = &acct;
+        async move {
+            let i = acct.launch(R, &[("backup", "yes")]).await;
+            let vol = acct.volumes_of(R, &i).await[0].clone();
+            let start = weeks_ago(days);
+            let mut tags = vec![("DeleteOn", "2099-01-01".to_string()), ("test-bed:start-time", start)];
+            tags.extend(drill.map(|d| ("ebs-snapper:drill", d)));
+            let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            acct.make_snapshot(R, &vol, &tags).await;
+            vol
+        }
+    };
+    let never = volume_with(None, 20).await;
+    let long_ago = volume_with(Some(format!("{}Z ok 3s", &weeks_ago(18)[..19])), 30).await;
+    let recent = volume_with(Some(format!("{}Z ok 3s", &weeks_ago(1)[..19])), 30).await;
+    let young = volume_with(None, 3).await;
+    let out = acct.cli().args(["configure", "-c"]).output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let finding = |v: &str| stdout.lines().find(|l| l.contains(v)).map(str::to_string);
+    assert!(
+        finding(&never).is_some_and(|l| l.contains(
+            "(configuration cfg) went 14days (two drill periods) without a restore drill that passed (none passed)"
+        )),
+        "{stdout}"
+    );
+    assert!(finding(&long_ago).is_some_and(|l| l.contains("last passed ")), "{stdout}");
+    assert_eq!(finding(&recent), None, "{stdout}");
+    assert_eq!(finding(&young), None, "restorable for less than two periods: {stdout}");
+}

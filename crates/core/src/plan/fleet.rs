@@ -31,6 +31,10 @@ pub struct FleetFindings {
     pub unshareable: Vec<(String, String, String, String)>,
     /// (region, key, error): keys KMS could not describe; the volumes under them are unchecked.
     pub keys_unchecked: Vec<(String, String, String)>,
+    /// (region, configuration, volume, the last drill that passed): volumes of a configuration
+    /// with `drill` (of its sources, or of its copies in that region) that went two `every`
+    /// periods without a restore drill that passed (SPEC §17).
+    pub undrilled: Vec<(String, String, String, Option<chrono::DateTime<chrono::Utc>>)>,
     matched_somewhere: BTreeSet<String>,
 }
 
@@ -133,6 +137,31 @@ impl FleetFindings {
         self.keys_unchecked.extend(unchecked.into_iter().map(|(key, e)| (region.clone(), key, e)));
     }
 
+    /// Adds one region's drill findings: `inventory` with the region's own snapshots (their
+    /// `ebs-snapper:drill`, configuration and copy tags).
+    pub fn add_drills(
+        &mut self,
+        configs: &ConfigurationSet,
+        inventory: &Inventory,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        use crate::drill_plan::{copies_of, overdue, source_snapshots};
+        let region = &inventory.region;
+        for named in &configs.valid {
+            let c = &named.configuration;
+            let mut found = Vec::new();
+            if let Some(drill) = &c.drill {
+                found.extend(overdue(drill, source_snapshots(inventory, &named.id), now));
+            }
+            if let Some(drill) = c.copy_destination(region).and_then(|d| d.drill.as_ref()) {
+                found.extend(overdue(drill, copies_of(&inventory.snapshots, &named.id), now));
+            }
+            for (volume, last_ok) in found {
+                self.undrilled.push((region.clone(), named.id.clone(), volume, last_ok));
+            }
+        }
+    }
+
     /// A region that could not be checked.
     pub fn region_failed(&mut self, region: &str, error: String) {
         self.failed.push((region.to_string(), error));
@@ -155,6 +184,7 @@ impl FleetFindings {
         self.excluded.sort();
         self.unshareable.sort();
         self.keys_unchecked.sort();
+        self.undrilled.sort();
         self
     }
 }
