@@ -41,7 +41,7 @@ step "no import cycle between the modules of core or aws"
 run python3 scripts/lib/check_module_cycles.py crates/core/src crates/aws/src
 
 step "cfn-lint cloudformation/*.json"
-run "$VENV_DIR/bin/cfn-lint" cloudformation/ebs-snapper.json cloudformation/member.json cloudformation/operator.json
+run "$VENV_DIR/bin/cfn-lint" cloudformation/ebs-snapper.json cloudformation/member.json cloudformation/operator.json cloudformation/vault.json
 echo "ok: every template is lint-clean"
 
 step "checkov on every template (pinned, in .venv-checkov; skips must carry reasons)"

@@ -143,8 +143,12 @@ fn archive_only_snapshots_this_tool_tagged_with_a_tier() {
 
 #[test]
 fn create_tags_only_while_creating_or_copying() {
-    let s: Vec<Value> =
-        statements(&template()).into_iter().filter(|s| actions(s).iter().any(|a| a == "ec2:CreateTags")).collect();
+    // (The drills' tags, on their volumes and results, are the drill test's.)
+    let is_drill = |s: &Value| s["Sid"].as_str().is_some_and(|sid| sid.starts_with("Drill"));
+    let s: Vec<Value> = statements(&template())
+        .into_iter()
+        .filter(|s| actions(s).iter().any(|a| a == "ec2:CreateTags") && !is_drill(s))
+        .collect();
     // One per role that makes snapshots, each only for the call that role makes.
     let mut conditions: Vec<Value> =
         s.iter().map(|s| s["Condition"]["StringEquals"]["ec2:CreateAction"].clone()).collect();
@@ -157,7 +161,7 @@ fn create_tags_only_while_creating_or_copying() {
     let tags_of = |function: &str| -> Vec<Value> {
         role_statements(&t, function)
             .into_iter()
-            .filter(|s| actions(s).iter().any(|a| a == "ec2:CreateTags" || a == "ec2:DeleteSnapshot"))
+            .filter(|s| actions(s).iter().any(|a| a == "ec2:CreateTags" || a == "ec2:DeleteSnapshot") && !is_drill(s))
             .map(|s| s["Condition"].clone())
             .collect()
     };
@@ -261,13 +265,27 @@ fn each_function_has_a_role_with_only_what_it_does() {
             &[
                 "dynamodb:Query",
                 "dynamodb:Scan",
+                // The restore drills (SPEC §17).
+                "ebs:GetSnapshotBlock",
+                "ebs:ListSnapshotBlocks",
+                "ec2:CreateTags",
+                "ec2:CreateVolume",
                 "ec2:DeleteSnapshot",
+                "ec2:DeleteVolume",
+                "ec2:DescribeAvailabilityZones",
                 "ec2:DescribeInstances",
                 "ec2:DescribeLockedSnapshots",
                 "ec2:DescribeRegions",
                 "ec2:DescribeSnapshots",
+                "ec2:DescribeVolumes",
                 "ec2:LockSnapshot",
                 "ec2:ModifySnapshotTier",
+                "kms:CreateGrant",
+                "kms:Decrypt",
+                "kms:DescribeKey",
+                "kms:GenerateDataKeyWithoutPlaintext",
+                "kms:ReEncryptFrom",
+                "kms:ReEncryptTo",
                 "lambda:InvokeFunction",
                 "logs:CreateLogStream",
                 "logs:PutLogEvents",
@@ -849,6 +867,10 @@ fn the_member_role_trusts_only_the_deployments_function_roles_and_may_do_what_th
         .collect();
     for s in &member_statements {
         assert_eq!(s["Effect"], "Allow");
+        // The drills' (SPEC §17) are checked statement by statement in their own test.
+        if s["Sid"].as_str().is_some_and(|sid| sid.starts_with("Drill")) {
+            continue;
+        }
         for a in actions(s) {
             // And describing the account's keys, for configure -c's vault check (SPEC §16).
             if a == "kms:DescribeKey" {
@@ -896,7 +918,11 @@ fn the_vault_role_trusts_only_the_function_roles_and_deletes_only_vault_copies()
         "the member role's trust in the deployment's function roles, and nothing else"
     );
     let statements: Vec<Value> = role["Policies"][0]["PolicyDocument"]["Statement"].as_array().unwrap().to_vec();
-    let plain: Vec<&Value> = statements.iter().filter(|s| s.get("Fn::If").is_none()).collect();
+    // The drills' statements (SPEC §17) have a test of their own.
+    let plain: Vec<&Value> = statements
+        .iter()
+        .filter(|s| s.get("Fn::If").is_none() && !s["Sid"].as_str().is_some_and(|sid| sid.starts_with("Drill")))
+        .collect();
     let by_action = |action: &str| -> Vec<&Value> {
         plain.iter().copied().filter(|s| actions(s).iter().any(|a| a == action)).collect()
     };
@@ -919,14 +945,21 @@ fn the_vault_role_trusts_only_the_function_roles_and_deletes_only_vault_copies()
             "ec2:DescribeAvailabilityZones",
             "ec2:DescribeLockedSnapshots",
             "ec2:DescribeSnapshots",
+            "ec2:DescribeVolumes",
             "ec2:LockSnapshot"
         ]
     );
-    // Keys only through EC2, and only when given.
+    // Keys only through EC2 (the vault's own keys also through EBS, whose direct APIs a drill
+    // reads blocks with, SPEC §17), and only when given.
     for s in statements.iter().filter_map(|s| s.get("Fn::If")) {
         let s = &s[1];
         assert!(actions(s).iter().all(|a| a.starts_with("kms:")), "{s}");
-        assert_eq!(s["Condition"]["StringLike"]["kms:ViaService"], json!({"Fn::Sub": "ec2.*.${AWS::URLSuffix}"}));
+        let via = if s["Sid"] == "VaultKeysOnlyThroughEc2AndEbs" {
+            json!([{"Fn::Sub": "ec2.*.${AWS::URLSuffix}"}, {"Fn::Sub": "ebs.*.${AWS::URLSuffix}"}])
+        } else {
+            json!({"Fn::Sub": "ec2.*.${AWS::URLSuffix}"})
+        };
+        assert_eq!(s["Condition"]["StringLike"]["kms:ViaService"], via, "{s}");
     }
     assert!(!vault.to_string().to_ascii_lowercase().contains("unlock"));
 }
@@ -989,4 +1022,109 @@ fn snapshots_are_shared_only_with_the_vault_accounts() {
             json!({"Ref": "VaultRoleName"})
         );
     }
+}
+
+/// The statement `sid` among `statements`.
+fn statement<'a>(statements: &'a [Value], sid: &str) -> &'a Value {
+    statements.iter().find(|s| s["Sid"] == sid).unwrap_or_else(|| panic!("no statement {sid}"))
+}
+
+/// The restore drills' statements (SPEC §17), the same in the clean role, the member role and
+/// (on vault copies) the vault role: a volume only with the drill tag and from the tool's
+/// snapshots, tags only at its creation, deletion only of drill volumes, the snapshot tagged
+/// only with the result, blocks read only of the tool's snapshots.
+#[test]
+fn drills_make_and_delete_only_drill_volumes_and_read_only_the_tools_snapshots() {
+    let t = template();
+    let clean = role_statements(&t, "CleanSnapshotFunction");
+    let member = member_template()["Resources"]["MemberRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+        ["Statement"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let vault = cloudformation("vault.json")["Resources"]["VaultRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+        ["Statement"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for (who, statements, own) in
+        [("clean", &clean, "DeleteOn"), ("member", &member, "DeleteOn"), ("vault", &vault, "ebs-snapper:vault-of")]
+    {
+        let own_tag = format!("aws:ResourceTag/{own}");
+        let s = statement(statements, "DrillVolumesOnlyTagged");
+        assert_eq!(
+            (actions(s), sub(&s["Resource"][0])),
+            (
+                vec!["ec2:CreateVolume".to_string()],
+                "arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:volume/*".to_string()
+            ),
+            "{who}"
+        );
+        assert_eq!(s["Condition"], json!({"Null": {"aws:RequestTag/ebs-snapper:drill": "false"}}), "{who}");
+        let s = statement(statements, "DrillFromOwnSnapshots");
+        assert_eq!(sub(&s["Resource"][0]), "arn:${AWS::Partition}:ec2:*::snapshot/*", "{who}");
+        assert_eq!(s["Condition"]["Null"][&own_tag], "false", "{who}");
+        let s = statement(statements, "DrillTagVolumesOnlyWhileCreating");
+        assert_eq!(s["Condition"], json!({"StringEquals": {"ec2:CreateAction": ["CreateVolume"]}}), "{who}");
+        let s = statement(statements, "DrillTagOnlyTheResult");
+        assert_eq!(s["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"], json!(["ebs-snapper:drill"]), "{who}");
+        assert_eq!(s["Condition"]["Null"][&own_tag], "false", "{who}");
+        let s = statement(statements, "DrillDeleteOnlyDrillVolumes");
+        assert_eq!(actions(s), ["ec2:DeleteVolume"], "{who}");
+        assert_eq!(s["Condition"], json!({"Null": {"aws:ResourceTag/ebs-snapper:drill": "false"}}), "{who}");
+        let s = statement(statements, "DrillReadOnlyOwnSnapshotBlocks");
+        assert_eq!(actions(s), ["ebs:ListSnapshotBlocks", "ebs:GetSnapshotBlock"], "{who}");
+        assert_eq!(s["Condition"], json!({"Null": {own_tag.clone(): "false"}}), "{who}");
+        // No other statement grants what these bound.
+        for other in statements.iter().filter(|s| !s["Sid"].as_str().unwrap_or("").starts_with("Drill")) {
+            let other = other.get("Fn::If").map(|f| &f[1]).unwrap_or(other);
+            for a in ["ec2:CreateVolume", "ec2:DeleteVolume", "ebs:ListSnapshotBlocks", "ebs:GetSnapshotBlock"] {
+                assert!(!actions(other).contains(&a.to_string()), "{who}: {a} in {other}");
+            }
+        }
+    }
+    // Keys only through EC2 and EBS, and grants only for AWS resources.
+    for (who, statements) in [("clean", &clean), ("member", &member)] {
+        let via = json!([{"Fn::Sub": "ec2.*.${AWS::URLSuffix}"}, {"Fn::Sub": "ebs.*.${AWS::URLSuffix}"}]);
+        let s = statement(statements, "DrillKeysOnlyThroughEc2AndEbs");
+        assert_eq!(s["Condition"]["StringLike"]["kms:ViaService"], via, "{who}");
+        assert!(
+            actions(s).contains(&"kms:Decrypt".to_string()) && !actions(s).contains(&"kms:CreateGrant".to_string())
+        );
+        let s = statement(statements, "DrillGrantsOnlyForEbs");
+        assert_eq!(actions(s), ["kms:CreateGrant"], "{who}");
+        assert_eq!(s["Condition"]["StringLike"]["kms:ViaService"], via, "{who}");
+        assert_eq!(s["Condition"]["Bool"]["kms:GrantIsForAWSResource"], "true", "{who}");
+        assert_eq!(sub(&s["Resource"]), "arn:${AWS::Partition}:kms:*:${AWS::AccountId}:key/*", "{who}");
+    }
+    let keys = vault
+        .iter()
+        .find_map(|s| s.get("Fn::If").map(|f| &f[1]).filter(|s| s["Sid"] == "VaultKeysOnlyThroughEc2AndEbs"));
+    let via = &keys.expect("the vault keys' statement")["Condition"]["StringLike"]["kms:ViaService"];
+    assert_eq!(via.as_array().map(Vec::len), Some(2), "EC2 and EBS: {via}");
+}
+
+#[test]
+fn a_failed_drill_raises_an_alarm_and_the_dashboard_shows_the_drills() {
+    let t = template();
+    let alarm = &t["Resources"]["DrillsFailedAlarm"]["Properties"];
+    assert_eq!(alarm["Namespace"], ebs_snapper_core::metrics::NAMESPACE);
+    assert_eq!(alarm["MetricName"], "DrillsFailed");
+    assert_eq!(alarm["Dimensions"], json!([{"Name": "function", "Value": {"Ref": "CleanSnapshotFunction"}}]));
+    assert_eq!((alarm["Statistic"].as_str(), alarm["Threshold"].as_u64()), (Some("Sum"), Some(1)));
+    assert_eq!(alarm["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
+    assert_eq!(alarm["AlarmActions"][0]["Fn::If"][1]["Ref"], "AlarmTopicArn");
+    // The clean worker emits DrillsFailed with the function alone as its dimension, which the
+    // alarm reads.
+    let report = ebs_snapper_core::RegionReport::new(ebs_snapper_core::Job::Clean, "us-east-1", false);
+    let emf = ebs_snapper_core::metrics::emf("f", "123456789012", &report, 0);
+    let by_function = emf["_aws"]["CloudWatchMetrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["Dimensions"] == json!([["function"]]))
+        .expect("a directive by function");
+    assert!(by_function["Metrics"].as_array().unwrap().iter().any(|m| m["Name"] == "DrillsFailed"));
+    let body = t["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"].as_str().unwrap();
+    assert!(body.contains(r#"MetricName=\"Drills\""#) && body.contains(r#"MetricName=\"DrillsFailed\""#));
 }

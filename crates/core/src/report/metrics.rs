@@ -44,8 +44,17 @@ pub fn emf(function: &str, account: &str, report: &RegionReport, timestamp_ms: i
         "account": account,
         "region": report.region,
     });
-    for (name, value) in metrics {
-        doc[name] = json!(value);
+    for (name, value) in &metrics {
+        doc[*name] = json!(value);
+    }
+    // The drills also per function alone, which the template's DrillsFailed alarm watches (an
+    // alarm reads one metric: it cannot add up the regions).
+    if report.job == Job::Clean {
+        doc["_aws"]["CloudWatchMetrics"].as_array_mut().expect("a list").push(json!({
+            "Namespace": NAMESPACE,
+            "Dimensions": [["function"]],
+            "Metrics": [{"Name": "Drills", "Unit": "Count"}, {"Name": "DrillsFailed", "Unit": "Count"}],
+        }));
     }
     doc
 }
@@ -137,5 +146,7 @@ mod tests {
         let d = emf("clean-snapshot", "111122223333", &c, 0);
         assert_eq!((d["Drills"].as_u64(), d["DrillsFailed"].as_u64()), (Some(4), Some(1)));
         assert_eq!(d["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().len(), 8);
+        assert_eq!(d["_aws"]["CloudWatchMetrics"][1]["Dimensions"], json!([["function"]]));
+        assert_eq!(d["_aws"]["CloudWatchMetrics"][1]["Metrics"][1]["Name"], "DrillsFailed");
     }
 }
