@@ -328,3 +328,33 @@ async fn configure_check_names_volumes_two_periods_without_a_drill_that_passed()
     assert_eq!(finding(&recent), None, "{stdout}");
     assert_eq!(finding(&young), None, "restorable for less than two periods: {stdout}");
 }
+
+/// The clean worker as Lambda runs it (under its role, deadline enforced): a drill that passes
+/// and one that fails; the failed one fails the invocation, named, and counts in `DrillsFailed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clean_worker_drills_as_lambda_runs_it_and_a_failed_drill_fails_it() {
+    let acct = Account::deployment().await;
+    acct.create_table(R).await;
+    acct.put_raw(R, "cfg", &config(r#"{"sample_blocks": 2}"#, "")).await;
+    let (good, _) = backed_up(&acct, &[]).await;
+    let (bad, bad_vol) = backed_up(&acct, &[]).await;
+    acct.tag(R, &bad, "test-bed:bad-checksum", "yes").await;
+    let mut lambda = support::lambda::LambdaHarness::new(&acct).await;
+    lambda.start(&acct, "clean", "clean-snapshot", &[("EBS_SNAPPER_DRILL_WAIT", "12")]).await;
+    let failure = lambda.call("clean", serde_json::json!({"region": R})).await.expect_err("a drill failed");
+    assert_eq!(failure["errorType"], "EbsSnapper.ActionsFailed", "{failure:#}");
+    let message = failure["errorMessage"].as_str().unwrap();
+    let summary: serde_json::Value = serde_json::from_str(message.split_once(": ").unwrap().1).unwrap();
+    assert_eq!((summary["drilled"].as_u64(), summary["drills_failed"].as_u64()), (Some(2), Some(1)), "{summary:#}");
+    let errors = summary["errors"].to_string();
+    assert!(errors.contains(&bad) && errors.contains(&bad_vol) && errors.contains("checksum"), "{summary:#}");
+    assert!(drill_tag(&acct, R, &good).await.unwrap().contains(" ok "));
+    let emf: Vec<serde_json::Value> = lambda
+        .logs("clean")
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .collect();
+    assert_eq!((emf[0]["Drills"].as_u64(), emf[0]["DrillsFailed"].as_u64()), (Some(2), Some(1)), "{emf:#?}");
+    assert!(drill_volumes(&acct, R).await.is_empty());
+}
