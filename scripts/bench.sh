@@ -39,6 +39,11 @@ ensure_venv >/dev/null
 start_moto >/dev/null
 cargo build --quiet -p ebs-snapper-cli --bins
 BUDGET_SIZES="${BUDGET_SIZES:-10,50,200}" cargo test --quiet -p ebs-snapper-cli --test e2e budget::call_budget -- --nocapture 2>/dev/null | grep -E "^\|"
+
+step "3b. restore drills: ${DRILLS:-100} drills in one region, the clean worker as Lambda runs it (emulator)"
+# Volumes creating for CREATING s (20); DEADLINE (240 s) short enough to see the continuation.
+DRILLS="${DRILLS:-100}" CREATING="${CREATING:-20}" DEADLINE="${DRILL_DEADLINE:-240}" \
+  cargo test --quiet -p ebs-snapper-cli --test e2e drills::drill_budget -- --nocapture 2>/dev/null | grep -E "^\|"
 stop_moto
 
 step "4. function binaries (release)"

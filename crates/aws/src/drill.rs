@@ -36,7 +36,7 @@ pub const DRILL_WAIT_ENV: &str = "EBS_SNAPPER_DRILL_WAIT";
 /// seconds (the blocks load lazily afterwards); four minutes is far beyond that.
 pub const DEFAULT_DRILL_WAIT: Duration = Duration::from_secs(240);
 /// Beyond the wait, what a drill needs at most: the block sample, the delete and the tag.
-const AFTER_WAIT: Duration = Duration::from_secs(60);
+const AFTER_WAIT: Duration = Duration::from_secs(30);
 /// Drills in flight at once in a region.
 pub const DRILLS_AT_ONCE: usize = 8;
 /// EBS direct API calls per second at most (AWS allows `ListSnapshotBlocks` about 50 per second

@@ -170,6 +170,69 @@ pub async fn run_region(
     }
 }
 
+/// One job's region run as a type, for the Lambda workers: a worker generic over it links only
+/// its own job's code (the clean worker alone links the restore drills and the EBS client).
+pub trait RegionJob {
+    const JOB: Job;
+    fn run<'a>(
+        aws: &'a Aws,
+        configs: &'a ConfigurationSet,
+        region: &'a str,
+        enabled: &'a [String],
+        now: DateTime<Utc>,
+        opts: JobOptions<'a>,
+    ) -> impl std::future::Future<Output = RegionReport> + 'a;
+}
+
+/// [`snapshot_region`] as a [`RegionJob`].
+pub struct SnapshotJob;
+/// [`clean_region`] as a [`RegionJob`].
+pub struct CleanJob;
+/// [`replication_region`] as a [`RegionJob`].
+pub struct ReplicationJob;
+
+impl RegionJob for SnapshotJob {
+    const JOB: Job = Job::Snapshot;
+    fn run<'a>(
+        aws: &'a Aws,
+        configs: &'a ConfigurationSet,
+        region: &'a str,
+        _enabled: &'a [String],
+        now: DateTime<Utc>,
+        opts: JobOptions<'a>,
+    ) -> impl std::future::Future<Output = RegionReport> + 'a {
+        Box::pin(snapshot_region(aws, configs, region, now, opts))
+    }
+}
+
+impl RegionJob for CleanJob {
+    const JOB: Job = Job::Clean;
+    fn run<'a>(
+        aws: &'a Aws,
+        configs: &'a ConfigurationSet,
+        region: &'a str,
+        _enabled: &'a [String],
+        now: DateTime<Utc>,
+        opts: JobOptions<'a>,
+    ) -> impl std::future::Future<Output = RegionReport> + 'a {
+        Box::pin(clean_region(aws, configs, region, now, opts))
+    }
+}
+
+impl RegionJob for ReplicationJob {
+    const JOB: Job = Job::Replication;
+    fn run<'a>(
+        aws: &'a Aws,
+        configs: &'a ConfigurationSet,
+        region: &'a str,
+        enabled: &'a [String],
+        _now: DateTime<Utc>,
+        opts: JobOptions<'a>,
+    ) -> impl std::future::Future<Output = RegionReport> + 'a {
+        Box::pin(replication_region(aws, configs, region, enabled, opts))
+    }
+}
+
 /// Runs the snapshot job in one region, holding its lease.
 pub async fn snapshot_region(
     aws: &Aws,

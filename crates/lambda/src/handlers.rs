@@ -14,7 +14,7 @@ use ebs_snapper_aws::budget::TimeBudget;
 use ebs_snapper_aws::config_store::{table_name, ConfigStore};
 use ebs_snapper_aws::dispatcher::Dispatcher;
 use ebs_snapper_aws::error::AwsError;
-use ebs_snapper_aws::jobs::{load_configurations, run_region, JobOptions};
+use ebs_snapper_aws::jobs::{load_configurations, CleanJob, JobOptions, RegionJob, ReplicationJob, SnapshotJob};
 use ebs_snapper_aws::lease::LeaseScope;
 use ebs_snapper_aws::regions::{regions_to_work, RegionsError};
 use ebs_snapper_aws::replication_rule::{set_replication_rule, RULE_ENV};
@@ -368,12 +368,12 @@ pub async fn fanout_clean(aws: &Aws, env: &Environment, inv: Invocation) -> Resu
 
 /// The snapshot worker for one region.
 pub async fn create_snapshot(aws: &Aws, env: &Environment, inv: Invocation) -> Result<Value, FunctionError> {
-    run_worker(aws, env, inv, Job::Snapshot).await
+    run_worker::<SnapshotJob>(aws, env, inv).await
 }
 
 /// The clean worker for one region.
 pub async fn clean_snapshot(aws: &Aws, env: &Environment, inv: Invocation) -> Result<Value, FunctionError> {
-    run_worker(aws, env, inv, Job::Clean).await
+    run_worker::<CleanJob>(aws, env, inv).await
 }
 
 /// The replication function: an event without a region (the schedule's) fans out to the regions
@@ -385,7 +385,7 @@ pub async fn clean_snapshot(aws: &Aws, env: &Environment, inv: Invocation) -> Re
 pub async fn replication(aws: &Aws, env: &Environment, inv: Invocation) -> Result<Value, FunctionError> {
     let is_worker_event = inv.payload.get("region").is_some() || inv.payload.get("Records").is_some();
     if is_worker_event && !is_scheduled_event(&inv.payload) {
-        return run_worker(aws, env, inv, Job::Replication).await;
+        return run_worker::<ReplicationJob>(aws, env, inv).await;
     }
     fan_out_to_self(aws, env, inv, Job::Replication).await
 }
@@ -406,7 +406,10 @@ async fn fan_out_to_self(aws: &Aws, env: &Environment, inv: Invocation, job: Job
     fan_out(&home, env, &own, job, &to_work, json!({ "job": job }), failures).await
 }
 
-async fn run_worker(aws: &Aws, env: &Environment, inv: Invocation, job: Job) -> Result<Value, FunctionError> {
+/// The worker of job `J` for the region its event names (generic, so that each function links
+/// only its own job).
+async fn run_worker<J: RegionJob>(aws: &Aws, env: &Environment, inv: Invocation) -> Result<Value, FunctionError> {
+    let job = J::JOB;
     if is_scheduled_event(&inv.payload) {
         return fan_out_to_self(aws, env, inv, job).await;
     }
@@ -431,7 +434,7 @@ async fn run_worker(aws: &Aws, env: &Environment, inv: Invocation, job: Job) -> 
         every_action: false,
         vault: Some(access),
     };
-    let mut report = run_region(&reached.aws, job, &configs, &event.region, &regions.enabled, Utc::now(), opts).await;
+    let mut report = J::run(&reached.aws, &configs, &event.region, &regions.enabled, Utc::now(), opts).await;
     continue_if_needed(aws, env, &home.region, &event, &mut report).await;
     emit_metrics(env, &target, &report);
     if job == Job::Snapshot && report.failed == 0 {

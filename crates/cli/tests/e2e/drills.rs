@@ -358,3 +358,79 @@ async fn the_clean_worker_drills_as_lambda_runs_it_and_a_failed_drill_fails_it()
     assert_eq!((emf[0]["Drills"].as_u64(), emf[0]["DrillsFailed"].as_u64()), (Some(2), Some(1)), "{emf:#?}");
     assert!(drill_volumes(&acct, R).await.is_empty());
 }
+
+/// Benchmark of SPEC §17's bounds: DRILLS volumes (6 here; scripts/bench.sh runs 100), each with
+/// a snapshot to drill, all due in one run (`per_run` = DRILLS), each volume `creating` for
+/// CREATING seconds (3) behind the test bed's stricter AWS, the clean worker as Lambda runs it
+/// with DEADLINE-second invocations (900) and its own continuations. Prints the calls per drill;
+/// fails when a volume is drilled twice or not at all, or a drill takes more EC2 calls than 3 plus
+/// the run's zone lookups, more polls than its wait allows, or other than one
+/// `GetSnapshotBlock` per sampled block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_budget() {
+    let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (drills, creating, deadline) = (env("DRILLS", 6), env("CREATING", 3), env("DEADLINE", 900));
+    const SAMPLE: u64 = 4;
+    let acct = Account::deployment().await;
+    acct.create_table(R).await;
+    let drill = format!(r#"{{"per_run": {drills}, "sample_blocks": {SAMPLE}}}"#);
+    acct.put_raw(R, "cfg", &config(&drill, "")).await;
+    let instances = acct.launch_count(R, drills as i32, &[("backup", "yes")]).await;
+    let mut snapshots = Vec::new();
+    for i in &instances {
+        let vol = acct.volumes_of(R, i).await[0].clone();
+        snapshots.push(acct.make_snapshot(R, &vol, &[("DeleteOn", &date(20)), ("ebs-snapper:config", "cfg")]).await);
+    }
+    let proxy = FaultProxy::start(FaultPlan::none()).await;
+    let creating_for = std::time::Duration::from_secs(creating);
+    proxy.set_strict(Strict { volumes_creating_for: creating_for, ..Strict::default() });
+    let mut lambda = support::lambda::LambdaHarness::new(&acct).await;
+    let endpoint = proxy.endpoint();
+    lambda
+        .start(&acct, "clean", "clean-snapshot", &[("AWS_ENDPOINT_URL", &endpoint), ("EBS_SNAPPER_DRILL_WAIT", "60")])
+        .await;
+    let deadline = std::time::Duration::from_secs(deadline);
+    lambda.set_invoke_timeout(deadline);
+    let started = std::time::Instant::now();
+    lambda.invoke("clean", serde_json::json!({ "region": R }), deadline);
+    let mut summaries: Vec<serde_json::Value> = Vec::new();
+    loop {
+        let done =
+            lambda.wait_finished("clean", summaries.len() + 1, deadline + std::time::Duration::from_secs(100)).await;
+        let summary = done.last().unwrap().result.clone().unwrap_or_else(|e| panic!("the clean worker failed: {e}"));
+        let continued = summary["continued"] == true;
+        summaries.push(summary);
+        if !continued {
+            break;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let seen = proxy.seen();
+    let count = |op: &str| seen.iter().filter(|s| s.operation == op).count() as u64;
+    let drilled: u64 = summaries.iter().map(|s| s["drilled"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(drilled, drills, "{summaries:#?}");
+    assert_eq!(count("CreateVolume"), drills, "one volume per drill, none twice");
+    let tags = acct.snapshots(R).await;
+    assert!(snapshots
+        .iter()
+        .all(|id| tags.iter().any(|s| &s.id == id && s.tag(DRILL).is_some_and(|t| t.contains(" ok ")))));
+    let invocations = summaries.len() as u64;
+    let per_drill = |n: u64| n as f64 / drills as f64;
+    let ec2 = count("CreateVolume") + count("DeleteVolume") + count("CreateTags") + count("DescribeAvailabilityZones");
+    // DescribeVolumes: the polls, plus per invocation the zone lookup and the sweep.
+    let polls = count("DescribeVolumes").saturating_sub(2 * invocations);
+    // A wait of `creating` seconds takes the polls at 2, 4, 7 and 10 s, then one per 5 s.
+    let polls_each = 4 + creating.saturating_sub(10).div_ceil(5) + 1;
+    println!("| drills | creating (s) | invocations | wall (s) | EC2 per drill | polls per drill | ListSnapshotBlocks per drill | GetSnapshotBlock per drill |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {drills} | {creating} | {invocations} | {secs:.0} | {:.2} | {:.2} | {:.1} | {:.1} |",
+        per_drill(ec2 + 2 * invocations),
+        per_drill(polls),
+        per_drill(count("ListSnapshotBlocks")),
+        per_drill(count("GetSnapshotBlock"))
+    );
+    assert!(ec2 <= 3 * drills + invocations, "EC2 calls {ec2} for {drills} drills");
+    assert!(polls <= polls_each * drills, "{polls} polls for {drills} drills of {creating} s");
+    assert_eq!(count("GetSnapshotBlock"), SAMPLE * drills, "one read per sampled block");
+}
