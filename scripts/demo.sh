@@ -91,4 +91,10 @@ snapper replication --region us-east-1
 fleet drop us-east-1 "$VAULTED_INSTANCE"
 fleet vault-copies us-east-1
 
+say "Restore drills" "A drill proves a snapshot restores: the ledger's configuration gets a weekly drill; drill --dry-run says which volumes are due and why, then the drill makes a gp3 volume from each newest snapshot, reads 4 random blocks back through the EBS direct APIs checking their SHA-256, deletes the volume and tags the result on the snapshot. status shows it in the DRILL column; the clean job runs the due drills after its retention work."
+snapper configure -s ledger '{"match": {"tag:backup": "daily"}, "snapshot": {"retention": "30 days", "minimum": 7, "frequency": "cron(0 1 * * ? *)", "lock": {"mode": "compliance"}}, "drill": {"every": "7 days", "per_run": 3, "sample_blocks": 4}}'
+snapper drill --region us-west-2 --dry-run
+snapper drill --region us-west-2
+snapper status --region us-west-2
+
 say "Done" "The emulator stops now; nothing was sent beyond this machine."

@@ -59,6 +59,9 @@ ensure_iam_simulator
 start_iam_simulator
 echo "IAM evaluator listening at $EBS_SNAPPER_TEST_IAM (pid $IAM_PID, log target/iam.log)"
 
+step "the test bed's EBS direct APIs read EC2's snapshots as AWS's do (blocks, checksums, empty pages)"
+run "$VENV_DIR/bin/python" scripts/testbed/test_ebs_direct.py --endpoint "$AWS_ENDPOINT_URL"
+
 step "build every binary and test target (tests start the function binaries as Lambda does)"
 build_status=0
 wait "$BUILD_PID" || build_status=$?
