@@ -45,6 +45,9 @@ Run as moto_server is (same arguments). Each change below is AWS's documented be
   account (CopySnapshot with SourceRegion); one not shared with it is InvalidSnapshot.NotFound to
   it, and sharing a snapshot encrypted with the AWS managed key aws/ebs is refused
   (OperationNotPermitted), as EC2 does.
+- CreateVolume with a ClientToken is idempotent: a repeated request (the SDK's retry of an
+  answer lost after EC2 made the volume) gets the volume the first one made, as EC2 documents
+  (moto makes another).
 - Snapshot lock, which moto lacks, as the EC2 API reference documents it: LockSnapshot (with
   its refusals: both or neither of LockDuration and ExpirationDate, a date not in the future, a
   CoolOffPeriod in governance mode, out of 1-72 or once the cool-off has ended, a shorter lock or
@@ -698,6 +701,33 @@ def _with_history(respond):
     return handler
 
 
+_VOLUME_TOKENS = {}
+_VOLUME_TOKENS_LOCK = threading.Lock()
+
+
+def _idempotent_create_volume(respond):
+    """CreateVolume with a ClientToken answers a repeated request with the volume the first one
+    made, as EC2 does (moto makes a second volume): a retry after a lost answer makes none."""
+
+    def handler(self):
+        token = self._get_param("ClientToken")
+        if not token:
+            return respond(self)
+        key = (self.current_account, self.region, token)
+        with _VOLUME_TOKENS_LOCK:
+            made = _VOLUME_TOKENS.get(key)
+            volume = self.ec2_backend.volumes.get(made) if made else None
+            if volume is not None:
+                return ActionResult(volume)
+            result = respond(self)
+            volume = getattr(result, "result", None)
+            if getattr(volume, "id", None):
+                _VOLUME_TOKENS[key] = volume.id
+            return result
+
+    return handler
+
+
 def _page(response, key, items):
     """One page of `items` as AWS answers: at most MaxResults, then a NextToken."""
     max_results = response._get_param("MaxResults")
@@ -1138,7 +1168,7 @@ elastic_block_store.EBSBackend.delete_snapshot = delete_snapshot
 elastic_block_store.EBSBackend.create_snapshot = create_snapshot
 kms_models.KmsBackend.create_alias = create_alias
 ElasticBlockStore.create_snapshot = _with_history(ElasticBlockStore.create_snapshot)
-ElasticBlockStore.create_volume = _with_history(ElasticBlockStore.create_volume)
+ElasticBlockStore.create_volume = _with_history(_idempotent_create_volume(ElasticBlockStore.create_volume))
 
 # The request recording (MOTO_ENABLE_RECORDING), which the tests count calls from: moto appends
 # each request from its own thread in two writes (more for a large body), so with many requests

@@ -434,3 +434,21 @@ async fn drill_budget() {
     assert!(polls <= polls_each * drills, "{polls} polls for {drills} drills of {creating} s");
     assert_eq!(count("GetSnapshotBlock"), SAMPLE * drills, "one read per sampled block");
 }
+
+/// SPEC §10.9 for drills: a `CreateVolume` whose answer was lost after EC2 made the volume is
+/// retried by the SDK with the same client token, and EC2 (the test bed too) answers with that
+/// volume: no second volume, and none is left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_create_volume_answer_makes_no_second_volume() {
+    use support::fault_proxy::Fault;
+    let acct = Account::with_configs(R, &[("cfg", &config(r#"{"sample_blocks": 1}"#, ""))]).await;
+    let (snap, _) = backed_up(&acct, &[]).await;
+    let plan = FaultPlan::every_call(5, 1.0).only_operations(&["CreateVolume"]).kinds(&[Fault::LostAnswer]).at_most(2);
+    let proxy = FaultProxy::start(plan).await;
+    let (code, out, err) = clean(&acct, Some(&proxy.endpoint()), &["--region", R]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(proxy.faulted(), 2, "two answers lost");
+    assert_eq!(acct.count("CreateVolume", Some(R)), 3, "the SDK sent it three times");
+    assert!(drill_tag(&acct, R, &snap).await.unwrap().contains(" ok "));
+    assert!(drill_volumes(&acct, R).await.is_empty(), "one volume was made, and it is deleted");
+}
