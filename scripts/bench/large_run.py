@@ -5,7 +5,9 @@ DescribeVolumes, DescribeSnapshots, CreateSnapshot, DeleteSnapshot) over a gener
 VOLUMES volumes (two per instance) and ten snapshots each, as ebs-snapper would have tagged them
 (nine tags, a description), every one marked for replication to a second region that holds an
 in-sync replica of each; DynamoDB Query for the two configurations and writes of the region
-lease (accepted); Lambda Invoke (accepted, counted). Each function binary runs once under a
+lease (accepted); Lambda Invoke (accepted, counted); the restore drills' calls (CreateVolume, the
+drill volume's DescribeVolumes, DeleteVolume, CreateTags, DescribeAvailabilityZones,
+DescribeLockedSnapshots empty, and the EBS direct APIs: 16 written blocks per snapshot). Each function binary runs once under a
 one-event Lambda Runtime API, with every AWS endpoint pointed at this server, and its peak RSS
 (VmHWM) is read when it answers.
 
@@ -37,7 +39,9 @@ SOURCE, PEER = "us-east-1", "us-east-2"
 PER_VOLUME = 10
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 CONFIGS = {
-    "all": {"match": {"tag:backup": "yes"}, "snapshot": {"retention": "14 days", "minimum": 5, "frequency": "1 day"}, "replication": True},
+    # With restore drills (SPEC §17): the clean worker drills 3 volumes after its retention work.
+    "all": {"match": {"tag:backup": "yes"}, "snapshot": {"retention": "14 days", "minimum": 5, "frequency": "1 day"}, "replication": True,
+            "drill": {"every": "7 days", "per_run": 3, "sample_blocks": 16}},
     "some": {"match": {"tag:tier": "gold"}, "snapshot": {"retention": "30 days", "minimum": 10, "frequency": "0 */6 * * *"}},
 }
 
@@ -208,6 +212,21 @@ class Account:
                 + "".join(instance_xml(i) for i in chunk)
                 + f"</instancesSet></item></reservationSet>{token}"
             ) if chunk else "<reservationSet/>"
+        elif action == "DescribeLockedSnapshots":
+            body = "<snapshotSet/>"
+        elif action == "DescribeAvailabilityZones":
+            body = f"<availabilityZoneInfo><item><zoneName>{region_name}a</zoneName><zoneState>available</zoneState><regionName>{region_name}</regionName></item></availabilityZoneInfo>"
+        elif action == "CreateVolume":
+            with self.lock:
+                self.created += 1
+                vid = ec2_id("vol", 3 * 10**9 + self.created)
+            body = f"<volumeId>{vid}</volumeId><size>8</size><availabilityZone>{region_name}a</availabilityZone><status>creating</status><volumeType>gp3</volumeType>"
+        elif action in ("DeleteVolume", "CreateTags"):
+            body = "<return>true</return>"
+        elif action == "DescribeVolumes" and "VolumeId.1" in params:  # a drill's poll: available
+            body = f"<volumeSet><item><volumeId>{params['VolumeId.1']}</volumeId><size>8</size><status>available</status></item></volumeSet>"
+        elif action == "DescribeVolumes" and params.get("Filter.1.Name") == "tag-key":  # the sweep: none left
+            body = "<volumeSet/>"
         elif action == "DescribeVolumes":
             f = filters_of(params)
             ids = f.get("volume-id", list(region.volumes))
@@ -269,6 +288,32 @@ def serve(account):
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def do_GET(self):
+            # The EBS direct APIs: 16 written blocks spread over an 8 GiB snapshot, each one's data
+            # with its SHA-256.
+            path = urllib.parse.urlparse(self.path)
+            parts = path.path.split("/")
+            if len(parts) == 4 and parts[3] == "blocks":
+                account.count("ListSnapshotBlocks")
+                q = dict(urllib.parse.parse_qsl(path.query))
+                start = int(q.get("startingBlockIndex", "0"))
+                blocks = [{"BlockIndex": i, "BlockToken": f"t{i}"} for i in range(0, 16384, 1024) if i >= start][:100]
+                return self.reply(200, json.dumps({"Blocks": blocks, "BlockSize": 524288, "VolumeSize": 8}), "application/json")
+            if len(parts) == 5 and parts[3] == "blocks":
+                account.count("GetSnapshotBlock")
+                data = hashlib.sha256(parts[4].encode()).digest() * (524288 // 32)
+                checksum = __import__("base64").b64encode(hashlib.sha256(data).digest()).decode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("x-amz-Data-Length", str(len(data)))
+                self.send_header("x-amz-Checksum", checksum)
+                self.send_header("x-amz-Checksum-Algorithm", "SHA256")
+                self.end_headers()
+                self.wfile.write(data)
+                return None
+            return self.reply(404, "{}", "application/json")
 
         def do_POST(self):
             raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -402,7 +447,7 @@ def main():
         worst = max(worst, rss)
         calls = {k: v - before.get(k, 0) for k, v in account.counts.items() if v - before.get(k, 0)}
         summary = json.loads(response) if response.startswith("{") else {}
-        result = ", ".join(f"{k} {summary[k]}" for k in ("created", "deleted", "copied", "not_due", "regions") if k in summary)
+        result = ", ".join(f"{k} {summary[k]}" for k in ("created", "deleted", "copied", "drilled", "not_due", "regions") if k in summary)
         calls_text = ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
         print(f"| {name} | `{json.dumps(event) if 'region' in event and len(event) == 1 else 'scheduled'}` | {calls_text} | {result} | {rss:.1f} | {secs:.1f} |")
     print(f"\nhighest peak RSS: {worst:.1f} MB (Lambda memory size 128 MB)")

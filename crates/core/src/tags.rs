@@ -24,6 +24,9 @@ pub const TAG_VAULT_OF: &str = "ebs-snapper:vault-of";
 /// under `vault.share_key` because the source's key (`aws/ebs`) cannot be shared. The vault
 /// copies it instead; the replication job deletes it once the vault's copy completed.
 pub const TAG_VAULT_SHARE_OF: &str = "ebs-snapper:vault-share-of";
+/// On a drilled snapshot (SPEC §17): `TIME ok SECONDSs` or `TIME failed: REASON`; on a drill
+/// volume: the snapshot it was made from.
+pub const TAG_DRILL: &str = "ebs-snapper:drill";
 /// On a disaster-recovery copy: the source snapshot's volume, by which copies are kept.
 pub const TAG_VOLUME: &str = "ebs-snapper:volume-id";
 pub const REPLICATION_DST: &str = "replication_dst_region";

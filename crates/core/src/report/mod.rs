@@ -5,6 +5,7 @@
 //! executes and hands the outcomes over, in the plan's order.
 
 // What a run reports: its summary here, the metrics it emits, and the status report.
+pub mod drill_result;
 pub mod metrics;
 pub mod status;
 

@@ -280,7 +280,7 @@ pub fn volume_statuses(
                 vault: configuration.vault.as_ref().map(|_| false),
                 drill: snapshots
                     .iter()
-                    .filter_map(|s| crate::drill_plan::result_of(s))
+                    .filter_map(|s| crate::report::drill_result::result_of(s))
                     .max_by_key(|r| r.at)
                     .map(|r| StatusDrill { at: r.at, ok: r.ok(), seconds: r.seconds() }),
                 verdict: worst.verdict,
