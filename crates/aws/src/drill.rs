@@ -46,6 +46,8 @@ const EBS_CALLS_PER_SECOND: u32 = 40;
 const LIST_PAGE: i32 = 100;
 /// `ListSnapshotBlocks` calls a drill makes at most (empty pages included).
 const MAX_LIST_CALLS: u32 = 2_000;
+/// Empty pages followed at most to find a source's block.
+const SOURCE_PAGES: usize = 20;
 /// Blocks per GiB (512 KiB blocks).
 const BLOCKS_PER_GIB: i64 = 2_048;
 
@@ -57,6 +59,13 @@ pub fn drill_wait() -> Duration {
         .filter(|s| *s > 0)
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_DRILL_WAIT)
+}
+
+/// The longest a drill's sample may take: two EBS calls per block (four for a copy compared
+/// with its source), at the run's pace shared by the drills in flight.
+fn sampling(p: &DrillPick) -> Duration {
+    let calls = p.sample_blocks * if p.source.is_some() { 4 } else { 2 };
+    Duration::from_secs_f64(calls as f64 * DRILLS_AT_ONCE as f64 / EBS_CALLS_PER_SECOND as f64)
 }
 
 /// Where the drills of one region (of one account) run.
@@ -102,7 +111,9 @@ pub async fn run_drills(
     let drills = picks.iter().map(|p| {
         let (ec2, ebs, pace, zones) = (&ec2, &ebs, &pace, &zones);
         async move {
-            if budget.remaining().is_some_and(|left| left < wait + AFTER_WAIT) || !budget.allows_mutation() {
+            if budget.remaining().is_some_and(|left| left < wait + AFTER_WAIT + sampling(p))
+                || !budget.allows_mutation()
+            {
                 return DrillDone::NotRun(Executed::Deferred);
             }
             let zone = zones.get(&p.volume).or(zones.get("")).cloned().unwrap_or_default();
@@ -131,10 +142,11 @@ async fn zones_for(
         .filter(|p| p.kind == ebs_snapper_core::drill_plan::DrillKind::Source)
         .map(|p| p.volume.clone())
         .collect();
-    if !sources.is_empty() {
+    // EC2 takes at most 200 values in a filter.
+    for batch in sources.chunks(200) {
         let found = ec2
             .describe_volumes()
-            .filters(ec2_filter("volume-id", sources))
+            .filters(ec2_filter("volume-id", batch.to_vec()))
             .send()
             .await
             .map_err(|e| AwsError::call("DescribeVolumes", region, e).to_string())?;
@@ -182,7 +194,16 @@ struct Drill<'a> {
 impl Drill<'_> {
     async fn run(&self, p: &DrillPick, zone: &str) -> Result<Finished, Executed> {
         let started = Utc::now();
-        let (volume, size) = self.create_volume(p, zone, started).await?;
+        let (volume, size) = match self.create_volume(p, zone, started).await {
+            Ok(made) => made,
+            // Refused (the key, a grant, a limit): a failed drill, tagged as one.
+            Err(Executed::Failed(why)) => {
+                let result = DrillResult { at: started, outcome: DrillOutcome::Failed(why) };
+                let problems = self.tag_result(p, &result).await.into_iter().collect();
+                return Ok(Finished { result, problems });
+            }
+            Err(other) => return Err(other),
+        };
         info!(region = self.region, snapshot = %p.snapshot, volume = %volume, "drill volume created");
         let clock = Instant::now();
         let outcome = match self.until_available(&volume).await {
@@ -207,12 +228,18 @@ impl Drill<'_> {
             warn!(region = self.region, snapshot = %p.snapshot, "drill failed: {why}");
         }
         let result = DrillResult { at: started, outcome };
-        let tag = Tag::builder().key(TAG_DRILL).value(result.to_tag()).build();
-        if let Err(e) = self.ec2.create_tags().resources(&p.snapshot).tags(tag).send().await {
-            let e = AwsError::call("CreateTags", self.region, e);
-            problems.push(format!("the drill's result could not be tagged on the snapshot: {e}"));
-        }
+        problems.extend(self.tag_result(p, &result).await);
         Ok(Finished { result, problems })
+    }
+
+    /// Tags the drill's result on its snapshot; what went wrong, if it could not.
+    async fn tag_result(&self, p: &DrillPick, result: &DrillResult) -> Option<String> {
+        let tag = Tag::builder().key(TAG_DRILL).value(result.to_tag()).build();
+        let sent = self.ec2.create_tags().resources(&p.snapshot).tags(tag).send().await;
+        sent.err().map(|e| {
+            let e = AwsError::call("CreateTags", self.region, e);
+            format!("the drill's result could not be tagged on the snapshot: {e}")
+        })
     }
 
     /// `CreateVolume` (gp3, the snapshot's size and encryption), tagged at creation; the client
@@ -300,11 +327,18 @@ impl Drill<'_> {
         let mut exhausted = false;
         while picked.len() < p.sample_blocks as usize && !exhausted {
             let start = (random.next() % space as u64) as i32;
-            match self.first_block_from(&p.snapshot, start, &picked, &mut calls).await? {
-                Some((index, token)) => {
+            match self.first_block_from(&p.snapshot, start, &picked, &mut calls).await {
+                Ok(Some((index, token))) => {
                     picked.insert(index, token);
                 }
-                None => exhausted = true,
+                Ok(None) => exhausted = true,
+                // Out of listings on a large sparse snapshot: the blocks found so far are the
+                // sample (none found is a failure: nothing was read back).
+                Err(why) if calls >= MAX_LIST_CALLS && !picked.is_empty() => {
+                    warn!(region = self.region, snapshot = %p.snapshot, "{why}; sampling {} blocks", picked.len());
+                    exhausted = true;
+                }
+                Err(why) => return Err(why),
             }
         }
         if picked.is_empty() {
@@ -429,29 +463,42 @@ impl Drill<'_> {
         source: &str,
         index: i32,
     ) -> Result<Option<Vec<u8>>, String> {
-        self.pace.turn().await;
-        let page = match client
-            .list_snapshot_blocks()
-            .snapshot_id(source)
-            .starting_block_index(index)
-            .max_results(LIST_PAGE)
-            .send()
-            .await
-        {
-            Ok(page) => page,
-            Err(e) => {
-                let e = AwsError::call("ListSnapshotBlocks", self.region, e);
-                if e.code() == Some("ResourceNotFoundException") {
-                    return Ok(None);
+        // The first page from `index` that lists a block (AWS may answer empty pages first).
+        let mut next: Option<String> = None;
+        for _ in 0..SOURCE_PAGES {
+            self.pace.turn().await;
+            let listed = client
+                .list_snapshot_blocks()
+                .snapshot_id(source)
+                .max_results(LIST_PAGE)
+                .set_starting_block_index(next.is_none().then_some(index))
+                .set_next_token(next.take())
+                .send()
+                .await;
+            let page = match listed {
+                Ok(page) => page,
+                Err(e) => {
+                    let e = AwsError::call("ListSnapshotBlocks", self.region, e);
+                    if e.code() == Some("ResourceNotFoundException") {
+                        return Ok(None);
+                    }
+                    return Err(format!("could not list the source snapshot {source}'s blocks: {e}"));
                 }
-                return Err(format!("could not list the source snapshot {source}'s blocks: {e}"));
+            };
+            if let Some(b) = page.blocks().iter().find(|b| b.block_index().is_some_and(|i| i >= index)) {
+                return match (b.block_index(), b.block_token()) {
+                    (Some(i), Some(token)) if i == index => {
+                        self.read_block(client, source, index, token).await.map(Some)
+                    }
+                    _ => Err(format!("block {index} is written in the copy but not in the source snapshot {source}")),
+                };
             }
-        };
-        let token = page.blocks().iter().find(|b| b.block_index() == Some(index)).and_then(|b| b.block_token());
-        match token {
-            Some(token) => self.read_block(client, source, index, token).await.map(Some),
-            None => Err(format!("block {index} is written in the copy but not in the source snapshot {source}")),
+            match page.next_token() {
+                Some(t) if !t.is_empty() => next = Some(t.to_string()),
+                _ => break,
+            }
         }
+        Err(format!("block {index} is written in the copy but not in the source snapshot {source}"))
     }
 }
 
@@ -523,9 +570,15 @@ pub async fn sweep(
     let today = Utc::now().date_naive();
     for v in volumes {
         let Some(id) = v.volume_id() else { continue };
-        let delete_on = v.tags().iter().find(|t| t.key() == Some(DELETE_ON)).and_then(|t| t.value());
+        let tag = |key: &str| v.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value());
+        let delete_on = tag(DELETE_ON);
         let idle = matches!(v.state(), Some(VolumeState::Available) | Some(VolumeState::Error));
-        if !idle || !volume_expired(delete_on, today) {
+        // A drill volume names the snapshot it was made from, and its configuration; a volume
+        // someone restored with a drilled snapshot's tags carries its result instead, and is
+        // never taken for one.
+        let made_by_a_drill = tag(TAG_DRILL).is_some_and(|s| s.starts_with("snap-") && v.snapshot_id() == Some(s))
+            && tag(TAG_CONFIG).is_some();
+        if !made_by_a_drill || !idle || !volume_expired(delete_on, today) {
             continue;
         }
         let executed = if opts.dry_run {

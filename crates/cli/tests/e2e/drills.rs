@@ -76,8 +76,12 @@ async fn a_clean_run_drills_the_newest_snapshot_reads_its_blocks_and_leaves_no_v
     assert!(drill_volumes(&acct, R).await.is_empty(), "the drill volume is deleted");
     assert_eq!((acct.count("CreateVolume", Some(R)), acct.count("DeleteVolume", Some(R))), (1, 1));
     // The sample was read through the EBS direct APIs: 4 blocks, each checked.
-    let reads = acct.recorded().into_iter().filter(|r| r.url.contains("/blocks/")).count();
-    assert_eq!(reads, 4, "one GetSnapshotBlock per sampled block");
+    let reads: Vec<String> =
+        acct.recorded().into_iter().filter(|r| r.url.contains("/blocks/")).map(|r| r.url).collect();
+    assert_eq!(reads.len(), 4, "one GetSnapshotBlock per sampled block");
+    let distinct: std::collections::BTreeSet<&String> = reads.iter().collect();
+    assert_eq!(distinct.len(), 4, "four distinct blocks: {reads:?}");
+    assert!(reads.iter().all(|u| u.contains(&newest)), "of the newest snapshot: {reads:?}");
     // Drilled within `every`: the next run drills nothing.
     let (code, out, err) = clean(&acct, None, &["--region", R]);
     assert_eq!(code, 0, "{err}");
@@ -159,21 +163,46 @@ async fn a_volume_that_ends_in_error_fails_the_drill_with_the_reason() {
 #[tokio::test]
 async fn a_drill_volume_a_killed_run_left_is_deleted_once_its_delete_on_passed() {
     let acct = Account::with_configs(R, &[("cfg", &config("{}", ""))]).await;
+    // Drilled already (not due): this run only sweeps.
+    let (snap, _) = backed_up(&acct, &[]).await;
+    acct.tag(R, &snap, DRILL, &format!("{}T00:00:00Z ok 3s", date(0))).await;
     let ec2 = acct.ec2(R).await;
-    let mut made = Vec::new();
-    for delete_on in [date(-1), date(1)] {
-        let tags = aws_sdk_ec2::types::TagSpecification::builder()
-            .resource_type(aws_sdk_ec2::types::ResourceType::Volume)
-            .tags(aws_sdk_ec2::types::Tag::builder().key(DRILL).value("snap-0123456789abcdef0").build())
-            .tags(aws_sdk_ec2::types::Tag::builder().key("DeleteOn").value(&delete_on).build())
-            .build();
-        let v = ec2.create_volume().availability_zone(format!("{R}a")).size(1).tag_specifications(tags);
-        made.push(v.send().await.unwrap().volume_id().unwrap().to_string());
-    }
+    let volume = |drill: String, delete_on: String, config: bool| {
+        let ec2 = &ec2;
+        let snap = snap.clone();
+        async move {
+            let mut tags = aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::Volume)
+                .tags(aws_sdk_ec2::types::Tag::builder().key(DRILL).value(drill).build())
+                .tags(aws_sdk_ec2::types::Tag::builder().key("DeleteOn").value(delete_on).build());
+            if config {
+                tags = tags.tags(aws_sdk_ec2::types::Tag::builder().key("ebs-snapper:config").value("cfg").build());
+            }
+            let v = ec2
+                .create_volume()
+                .availability_zone(format!("{R}a"))
+                .snapshot_id(&snap)
+                .tag_specifications(tags.build());
+            v.send().await.unwrap().volume_id().unwrap().to_string()
+        }
+    };
+    let left_behind = volume(snap.clone(), date(-1), true).await;
+    let kept = [
+        volume(snap.clone(), date(1), true).await, // a drill in progress: DeleteOn tomorrow
+        volume(snap.clone(), date(0), true).await, // DeleteOn today: not yet
+        // Someone restored the drilled snapshot with its tags: the value is a result, not a
+        // snapshot id.
+        volume(format!("{}T00:00:00Z ok 3s", date(-9)), date(-1), true).await,
+        volume(snap.clone(), date(-1), false).await, // no configuration: not one of ours
+    ];
     let (code, out, err) = clean(&acct, None, &["--region", R]);
     assert_eq!(code, 0, "{out}{err}");
-    let left: Vec<String> = drill_volumes(&acct, R).await.into_iter().map(|(id, _)| id).collect();
-    assert_eq!(left, [made[1].clone()], "the expired one is deleted, the one dated tomorrow stays");
+    let mut left: Vec<String> = drill_volumes(&acct, R).await.into_iter().map(|(id, _)| id).collect();
+    left.sort();
+    let mut expected = kept.to_vec();
+    expected.sort();
+    assert_eq!(left, expected, "only the drill volume left behind ({left_behind}) is deleted");
+    assert_eq!(acct.count("DeleteVolume", Some(R)), 1);
 }
 
 #[tokio::test]
@@ -452,4 +481,22 @@ async fn a_lost_create_volume_answer_makes_no_second_volume() {
     assert_eq!(acct.count("CreateVolume", Some(R)), 3, "the SDK sent it three times");
     assert!(drill_tag(&acct, R, &snap).await.unwrap().contains(" ok "));
     assert!(drill_volumes(&acct, R).await.is_empty(), "one volume was made, and it is deleted");
+}
+
+/// The EBS direct APIs throttle (AWS allows `ListSnapshotBlocks` about 50 a second per
+/// account): a throttled read is retried, and the drill passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn throttled_block_reads_are_retried_and_the_drill_passes() {
+    use support::fault_proxy::Fault;
+    let acct = Account::with_configs(R, &[("cfg", &config(r#"{"sample_blocks": 3}"#, ""))]).await;
+    let (snap, _) = backed_up(&acct, &[]).await;
+    let plan = FaultPlan::every_call(13, 0.3)
+        .only_operations(&["ListSnapshotBlocks", "GetSnapshotBlock"])
+        .kinds(&[Fault::Throttle])
+        .at_most(6);
+    let proxy = FaultProxy::start(plan).await;
+    let (code, out, err) = clean(&acct, Some(&proxy.endpoint()), &["--region", R]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(proxy.faulted() > 0, "some reads were throttled");
+    assert!(drill_tag(&acct, R, &snap).await.unwrap().contains(" ok "));
 }

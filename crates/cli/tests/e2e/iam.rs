@@ -95,7 +95,10 @@ async fn the_clean_role_drills_only_with_the_drill_tag_and_the_tools_snapshots()
             .tags(tag("DeleteOn", &date(1)))
             .build()
     };
-    let create = |snapshot: &str| clean.create_volume().availability_zone(format!("{R}a")).snapshot_id(snapshot);
+    let gp3 = aws_sdk_ec2::types::VolumeType::Gp3;
+    let create = |snapshot: &str| {
+        clean.create_volume().availability_zone(format!("{R}a")).snapshot_id(snapshot).volume_type(gp3.clone())
+    };
     let made = create(&dated).tag_specifications(drill_tags(&dated)).send().await.expect("a drill volume");
     let drill_volume = made.volume_id().unwrap().to_string();
     let refused = [
@@ -130,6 +133,13 @@ async fn the_clean_role_drills_only_with_the_drill_tag_and_the_tools_snapshots()
             .map_err(|e| e.code().map(str::to_string))
             .expect_err("not the result"),
     ];
+    // Nor a volume of another type, nor the drill tag put on an existing volume (the way to
+    // DeleteVolume).
+    let io2 = create(&dated).volume_type(aws_sdk_ec2::types::VolumeType::Io2).iops(1000);
+    let err = io2.tag_specifications(drill_tags(&dated)).send().await.expect_err("not gp3");
+    assert_eq!(err.code(), Some("UnauthorizedOperation"), "{err:?}");
+    let err = clean.create_tags().resources(&volume).tags(tag("ebs-snapper:drill", &dated)).send().await.unwrap_err();
+    assert_eq!(err.code(), Some("UnauthorizedOperation"), "{err:?}");
     for code in &refused {
         assert_eq!(code.as_deref(), Some("UnauthorizedOperation"));
     }
@@ -148,7 +158,7 @@ async fn the_clean_role_drills_only_with_the_drill_tag_and_the_tools_snapshots()
     assert_eq!(page.block_size(), Some(524_288));
     let err = ebs.list_snapshot_blocks().snapshot_id(&undated).send().await.expect_err("someone else's");
     assert_eq!(aws_sdk_ebs::error::ProvideErrorMetadata::code(&err), Some("AccessDeniedException"), "{err:?}");
-    assert_eq!(gate.refused().len(), 4, "{:?}", gate.refused());
+    assert_eq!(gate.refused().len(), 6, "{:?}", gate.refused());
     assert_eq!(ebs_gate.refused().len(), 1, "{:?}", ebs_gate.refused());
     assert!(ebs_gate.refused()[0].starts_with("ebs:ListSnapshotBlocks on resource arn:aws:ec2:us-east-1::snapshot/"));
 }
@@ -277,8 +287,14 @@ async fn the_documented_operator_policy_lets_the_cli_do_its_work() {
     let copied = cli(&["replication", "-r", R]);
     assert!(copied.contains("copied 1"), "{copied}");
     cli(&["status", "-r", R]);
+    // Restore drills (SPEC §17): the set's two volumes, each from its new snapshot.
+    let sets_drilled =
+        SETS.replace(r#""consistency": "instance","#, r#""consistency": "instance", "drill": {"sample_blocks": 2},"#);
+    cli(&["configure", "-s", "sets", &sets_drilled]);
+    let drilled = cli(&["drill", "-r", R]);
+    assert!(drilled.contains("drilled 2 (0 failed)"), "{drilled}");
     cli(&["configure", "-d", "dr"]);
-    assert!(gate.refused().is_empty());
+    assert!(gate.refused().is_empty(), "{:?}", gate.refused());
 
     // A vault's check (SPEC §16) describes the key of each volume the vault would receive:
     // allowed. The vault role trusts only the deployment's function roles, so an operator's

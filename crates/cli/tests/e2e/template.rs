@@ -1060,18 +1060,28 @@ fn drills_make_and_delete_only_drill_volumes_and_read_only_the_tools_snapshots()
             ),
             "{who}"
         );
-        assert_eq!(s["Condition"], json!({"Null": {"aws:RequestTag/ebs-snapper:drill": "false"}}), "{who}");
+        // A drill volume names its snapshot (`snap-...`), and is gp3.
+        assert_eq!(
+            s["Condition"],
+            json!({"StringLike": {"aws:RequestTag/ebs-snapper:drill": "snap-*"}, "StringEquals": {"ec2:VolumeType": "gp3"}}),
+            "{who}"
+        );
         let s = statement(statements, "DrillFromOwnSnapshots");
         assert_eq!(sub(&s["Resource"][0]), "arn:${AWS::Partition}:ec2:*::snapshot/*", "{who}");
         assert_eq!(s["Condition"]["Null"][&own_tag], "false", "{who}");
         let s = statement(statements, "DrillTagVolumesOnlyWhileCreating");
         assert_eq!(s["Condition"], json!({"StringEquals": {"ec2:CreateAction": ["CreateVolume"]}}), "{who}");
+        let s = statement(statements, "DrillTagVolumesOnlyWhileCreating");
+        assert_eq!(sub(&s["Resource"][0]), "arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:volume/*", "{who}");
         let s = statement(statements, "DrillTagOnlyTheResult");
+        assert_eq!(sub(&s["Resource"][0]), "arn:${AWS::Partition}:ec2:*::snapshot/*", "{who}");
         assert_eq!(s["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"], json!(["ebs-snapper:drill"]), "{who}");
         assert_eq!(s["Condition"]["Null"][&own_tag], "false", "{who}");
         let s = statement(statements, "DrillDeleteOnlyDrillVolumes");
         assert_eq!(actions(s), ["ec2:DeleteVolume"], "{who}");
-        assert_eq!(s["Condition"], json!({"Null": {"aws:ResourceTag/ebs-snapper:drill": "false"}}), "{who}");
+        // Not a volume someone restored with a drilled snapshot's tags (its value is a result).
+        assert_eq!(s["Condition"], json!({"StringLike": {"aws:ResourceTag/ebs-snapper:drill": "snap-*"}}), "{who}");
+        assert_eq!(sub(&s["Resource"][0]), "arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:volume/*", "{who}");
         let s = statement(statements, "DrillReadOnlyOwnSnapshotBlocks");
         assert_eq!(actions(s), ["ebs:ListSnapshotBlocks", "ebs:GetSnapshotBlock"], "{who}");
         assert_eq!(s["Condition"], json!({"Null": {own_tag.clone(): "false"}}), "{who}");

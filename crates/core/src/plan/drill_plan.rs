@@ -177,21 +177,30 @@ pub fn overdue<'a>(
         .collect()
 }
 
-/// The source snapshots a configuration may drill in a region: those of the volumes its
-/// instances have now.
-pub fn source_snapshots<'a>(inventory: &'a Inventory, config: &str) -> Vec<&'a Snapshot> {
-    let volumes: std::collections::BTreeSet<&str> = inventory
-        .matched
-        .get(config)
-        .into_iter()
-        .flatten()
-        .filter_map(|id| inventory.instances.get(id))
+/// The source snapshots a configuration may drill in a region: those of the volumes of the
+/// instances it owns now (the first configuration by id owns an instance several match, as in
+/// the other jobs), not ignored (SPEC §10.4: an ignored instance, volume or snapshot is never
+/// touched).
+pub fn source_snapshots<'a>(
+    configs: &'a ConfigurationSet,
+    inventory: &'a Inventory,
+    config: &str,
+) -> Vec<&'a Snapshot> {
+    let ignored = configs.ignored_ids();
+    let claims = inventory.claims(configs);
+    let volumes: std::collections::BTreeSet<&str> = claims
+        .owned
+        .iter()
+        .filter(|(named, instance)| named.id == config && !ignored.contains(*instance))
+        .filter_map(|(_, id)| inventory.instances.get(*id))
         .flat_map(|i| i.volumes.iter().map(|a| a.volume_id.as_str()))
+        .filter(|v| !ignored.contains(*v))
         .collect();
     inventory
         .snapshots
         .iter()
         .filter(|s| !s.is_copy && s.volume_id.as_deref().is_some_and(|v| volumes.contains(v)))
+        .filter(|s| !ignored.contains(&s.id))
         .collect()
 }
 
@@ -216,18 +225,22 @@ pub fn plan_drills(
     keep: impl Fn(&Snapshot) -> bool,
     now: DateTime<Utc>,
 ) -> Vec<DrillPick> {
-    let mut picks = Vec::new();
+    let ignored = configs.ignored_ids();
+    let mut picks: Vec<DrillPick> = Vec::new();
     for named in &configs.valid {
         let c = &named.configuration;
         if let Some(drill) = &c.drill {
-            let sources = source_snapshots(inventory, &named.id).into_iter().filter(|s| keep(s));
+            let sources = source_snapshots(configs, inventory, &named.id).into_iter().filter(|s| keep(s));
             picks.extend(pick(&named.id, DrillKind::Source, drill, sources, now));
         }
         if let Some(drill) = c.copy_destination(&inventory.region).and_then(|d| d.drill.as_ref()) {
-            let copies = copies_of(&inventory.snapshots, &named.id).filter(|s| keep(s));
+            let copies = copies_of(&inventory.snapshots, &named.id).filter(|s| keep(s) && !ignored.contains(&s.id));
             picks.extend(pick(&named.id, DrillKind::Copy, drill, copies, now));
         }
     }
+    // A snapshot is drilled once per run, whichever configurations would pick it.
+    let mut seen = std::collections::BTreeSet::new();
+    picks.retain(|p| seen.insert(p.snapshot.clone()));
     picks
 }
 
@@ -235,6 +248,10 @@ pub fn plan_drills(
 /// its configuration's `sample_blocks` (the default's when it has none); why not, when it cannot
 /// be drilled.
 pub fn pick_one(configs: &ConfigurationSet, region: &str, s: &Snapshot) -> Result<DrillPick, String> {
+    let ignored = configs.ignored_ids();
+    if ignored.contains(&s.id) || s.volume_id.as_deref().is_some_and(|v| ignored.contains(v)) {
+        return Err("it is ignored by a configuration (an ignored snapshot or volume is never touched)".into());
+    }
     if s.archived {
         return Err("it is archived: a restore from the archive takes hours and is billed; restore it to the \
                     standard tier first"
@@ -315,6 +332,11 @@ pub fn report_drills(
     for (p, done) in picks.iter().zip(done) {
         match done {
             DrillDone::NotRun(executed) => {
+                // A drill refused before a volume existed (its key, a refusal of CreateVolume)
+                // is a failed drill too: its alarm must fire.
+                if matches!(executed, Executed::Failed(_)) {
+                    report.drills_failed += 1;
+                }
                 report.mutation(opts, Action::Drill, Some(executed), |kind| described(kind, p));
             }
             DrillDone::Ran { result, problems } => {
@@ -510,6 +532,66 @@ mod tests {
             overdue(&WEEKLY, &snapshots, now),
             [("vol-a".to_string(), Some(at("2026-12-10T00:00:00Z"))), ("vol-d".to_string(), None)]
         );
+    }
+
+    #[test]
+    fn ignored_ids_are_never_drilled_and_a_snapshot_is_picked_once_whoever_matches_it() {
+        use crate::configuration_set::StoredConfiguration;
+        use crate::inventory::{Attachment, Instance};
+        let now = at("2026-12-07T05:00:00Z");
+        let text = |ignore: &str| {
+            format!(
+                r#"{{"match": {{"tag:backup": "yes"}}, "snapshot": {{"retention": "7 days", "minimum": 1, "frequency": "1 day"}},
+                    "drill": {{}}, "ignore": [{ignore}]}}"#
+            )
+        };
+        let configs = ConfigurationSet::from_stored(&[
+            StoredConfiguration { id: "a".into(), text: text(r#""vol-ignored", "snap-c1""#) },
+            StoredConfiguration { id: "b".into(), text: text("") },
+        ]);
+        let mut inventory = Inventory { region: "us-east-1".into(), ..Default::default() };
+        let instance = Instance {
+            volumes: ["vol-a", "vol-ignored", "vol-c"]
+                .iter()
+                .map(|v| Attachment { device: format!("/dev/{v}"), volume_id: v.to_string() })
+                .collect(),
+            ..crate::testing::instance("i-1", &[])
+        };
+        inventory.instances.insert("i-1".into(), instance);
+        // Both configurations match the instance: the first by id owns it.
+        inventory.matched.insert("a".into(), vec!["i-1".into()]);
+        inventory.matched.insert("b".into(), vec!["i-1".into()]);
+        inventory.snapshots = vec![
+            snap("snap-a1", "vol-a", "2026-12-06T00:00:00Z", None),
+            snap("snap-i1", "vol-ignored", "2026-12-06T00:00:00Z", None),
+            snap("snap-c1", "vol-c", "2026-12-06T00:00:00Z", None),
+        ];
+        let picks = plan_drills(&configs, &inventory, |_| true, now);
+        let got: Vec<(&str, &str)> = picks.iter().map(|p| (p.config.as_str(), p.snapshot.as_str())).collect();
+        assert_eq!(got, [("a", "snap-a1")], "vol-ignored and snap-c1 are ignored; b does not own i-1");
+        assert!(pick_one(&configs, "us-east-1", &inventory.snapshots[1]).unwrap_err().contains("ignored"));
+        assert!(pick_one(&configs, "us-east-1", &inventory.snapshots[2]).is_err());
+        assert!(pick_one(&configs, "us-east-1", &inventory.snapshots[0]).is_ok());
+    }
+
+    #[test]
+    fn a_drill_refused_before_its_volume_existed_counts_as_a_failed_drill() {
+        let mut report = RegionReport::new(crate::job::Job::Clean, "us-east-1", false);
+        let opts = ReportOptions { dry_run: false, every_action: false };
+        let picks = pick(
+            "cfg",
+            DrillKind::Source,
+            &WEEKLY,
+            [&snap("s1", "vol-a", "2026-12-06T00:00:00Z", None)],
+            at("2026-12-07T00:00:00Z"),
+        );
+        let done = vec![DrillDone::NotRun(Executed::Failed("KMS refused".into()))];
+        report_drills(&mut report, opts, &picks, Some(done), None);
+        assert_eq!((report.drills_failed, report.failed), (1, 1));
+        let done = vec![DrillDone::NotRun(Executed::Deferred)];
+        let mut later = RegionReport::new(crate::job::Job::Clean, "us-east-1", false);
+        report_drills(&mut later, opts, &picks, Some(done), None);
+        assert_eq!((later.drills_failed, later.failed, later.deferred), (0, 0, 1));
     }
 
     #[test]

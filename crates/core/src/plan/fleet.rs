@@ -151,7 +151,7 @@ impl FleetFindings {
             let c = &named.configuration;
             let mut found = Vec::new();
             if let Some(drill) = &c.drill {
-                found.extend(overdue(drill, source_snapshots(inventory, &named.id), now));
+                found.extend(overdue(drill, source_snapshots(configs, inventory, &named.id), now));
             }
             if let Some(drill) = c.copy_destination(region).and_then(|d| d.drill.as_ref()) {
                 found.extend(overdue(drill, copies_of(&inventory.snapshots, &named.id), now));

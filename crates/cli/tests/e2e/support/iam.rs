@@ -505,7 +505,10 @@ async fn ec2(
         }
         "CreateVolume" => {
             // The new volume (with the tags it is made with) and the snapshot it is made from.
-            let mut out = vec![authz("ec2:CreateVolume", volume_arn(region, account, "*"), tags.clone())];
+            let mut ctx = tags.clone();
+            // The volume type asked for (EC2's default is gp2).
+            ctx.insert("ec2:VolumeType".into(), Value::String(field(&f, "VolumeType").unwrap_or("gp2").to_string()));
+            let mut out = vec![authz("ec2:CreateVolume", volume_arn(region, account, "*"), ctx)];
             if let Some(snapshot) = field(&f, "SnapshotId") {
                 let ctx = snapshot_tags(s, req, snapshot).await.unwrap_or_default();
                 out.push(authz("ec2:CreateVolume", snapshot_arn(region, snapshot), ctx));
