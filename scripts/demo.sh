@@ -8,6 +8,7 @@
 # stops it again when it ends, fails, or is interrupted.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib/functions.sh
 source scripts/testbed/emulator.sh
 
 say() { printf '\n\033[1m== %s\033[0m\n%s\n' "$1" "$2"; }

@@ -1,12 +1,14 @@
 """Checks that a Lambda function binary can start on Lambda's provided.al2023 runtime.
 
     python3 scripts/lib/elf_check.py ARCH FILE...      ARCH: x86_64 or arm64
+    python3 scripts/lib/elf_check.py --glibc 2.17 ARCH FILE...
 
 For each FILE (an ELF executable): its machine must be ARCH (an arm64 host builds arm64 code,
 which an x86_64 function cannot run), and the highest GLIBC_ version it requires (from its
 .gnu.version_r section) must be at most 2.34, the glibc of provided.al2023 (a binary linked on a
 newer distribution needs a newer glibc and fails to start). Prints one line per file; exits 1
-naming each problem.
+naming each problem. `--glibc X.Y` sets another ceiling: a release's binaries (the CLI among
+them) must run on any glibc from 2.17 on.
 """
 
 import struct
@@ -54,7 +56,7 @@ def inspect(data):
     return MACHINES.get(machine, f"machine {machine}"), sorted(versions)
 
 
-def problems(path, arch):
+def problems(path, arch, ceiling=LAMBDA_GLIBC):
     with open(path, "rb") as f:
         data = f.read()
     try:
@@ -65,22 +67,27 @@ def problems(path, arch):
     if machine != arch:
         found.append(f"{path}: built for {machine}, but the function runs on {arch}")
     newest = versions[-1] if versions else None
-    if newest and newest > LAMBDA_GLIBC:
+    if newest and newest > ceiling:
         needed = ".".join(map(str, newest))
+        where = "Lambda's provided.al2023 (2.34)" if ceiling == LAMBDA_GLIBC else ".".join(map(str, ceiling))
         found.append(
-            f"{path}: needs GLIBC_{needed}, newer than Lambda's provided.al2023 (2.34); "
+            f"{path}: needs GLIBC_{needed}, newer than {where}; "
             "build on an older distribution or with cargo-lambda (zig), see README"
         )
     return found, ".".join(map(str, newest)) if newest else "none"
 
 
 def main(argv):
+    ceiling = LAMBDA_GLIBC
+    if len(argv) >= 2 and argv[0] == "--glibc":
+        ceiling = tuple(int(p) for p in argv[1].split("."))
+        argv = argv[2:]
     if len(argv) < 2 or argv[0] not in ("x86_64", "arm64"):
-        print("usage: elf_check.py x86_64|arm64 FILE...", file=sys.stderr)
+        print("usage: elf_check.py [--glibc X.Y] x86_64|arm64 FILE...", file=sys.stderr)
         return 2
     arch, failed = argv[0], []
     for path in argv[1:]:
-        found, newest = problems(path, arch)
+        found, newest = problems(path, arch, ceiling)
         failed.extend(found)
         if not found:
             print(f"ok: {path}: {arch}, highest GLIBC_ needed {newest}")

@@ -4,3 +4,16 @@
 lambda_functions() {
   python3 -c 'import json; [print(f["binary"]) for f in json.load(open("lambda.json"))["functions"]]'
 }
+
+# Each step says how long the one before it took, and the total so far.
+STEP_STARTED=$SECONDS
+STEP_NAME=""
+step() {
+  if [[ -n "$STEP_NAME" ]]; then
+    printf '(%s: %ss; %ss in all)\n' "$STEP_NAME" "$((SECONDS - STEP_STARTED))" "$SECONDS"
+  fi
+  STEP_NAME="$*"
+  STEP_STARTED=$SECONDS
+  printf '\n==> %s\n' "$*"
+}
+run() { printf '+ %s\n' "$*"; "$@"; }

@@ -67,6 +67,14 @@ class ElfCheck(unittest.TestCase):
         self.assertEqual(elf_check.main([machine, self.binary]), 0)
         self.assertEqual(elf_check.main([other, self.binary]), 1)
 
+    def test_a_lower_ceiling_refuses_what_lambdas_accepts(self):
+        # A release's binaries must run on glibc 2.17; this one, linked here, needs more than 2.0.
+        machine, versions = elf_check.inspect(self.data)
+        self.assertEqual(elf_check.main(["--glibc", "99.0", machine, self.binary]), 0)
+        self.assertEqual(elf_check.main(["--glibc", "2.0", machine, self.binary]), 1)
+        found, _ = elf_check.problems(self.binary, machine, (2, 0))
+        self.assertIn("newer than 2.0", found[0])
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -8,18 +8,6 @@ VENV_DIR="${VENV_DIR:-$PWD/.venv}"
 CHECKOV_VERSION="3.3.30"
 SCAN_VENV_DIR="${SCAN_VENV_DIR:-$PWD/.venv-checkov}"
 
-# Each step says how long the one before it took, and the total so far.
-STEP_STARTED=$SECONDS
-STEP_NAME=""
-step() {
-  if [[ -n "$STEP_NAME" ]]; then
-    printf '(%s: %ss; %ss in all)\n' "$STEP_NAME" "$((SECONDS - STEP_STARTED))" "$SECONDS"
-  fi
-  STEP_NAME="$*"
-  STEP_STARTED=$SECONDS
-  printf '\n==> %s\n' "$*"
-}
-run() { printf '+ %s\n' "$*"; "$@"; }
 
 # Creates .venv with the pinned packages unless it already has them.
 ensure_venv() {

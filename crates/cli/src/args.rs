@@ -7,7 +7,7 @@ use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "ebs-snapper",
-    version,
+    version = ebs_snapper_version::DESCRIBED,
     disable_version_flag = true,
     about = "Scheduled EBS snapshots, retention clean-up and cross-region replication for an AWS account"
 )]
@@ -151,7 +151,7 @@ pub struct DeployArgs {
     /// AWS account id (12 digits); default: the caller's account (STS).
     #[arg(short = 'a', long = "aws_account_id", visible_alias = "account")]
     pub account: Option<String>,
-    /// Do not build: use the zips already in --artifacts.
+    /// Do not build: use the zips already in --artifacts (--from never builds).
     #[arg(short = 'n', long = "no_build", visible_alias = "no-build")]
     pub no_build: bool,
     /// Do not upload to the bucket (and so do not update function code).
@@ -172,10 +172,17 @@ pub struct DeployArgs {
     /// A function list to use instead of the one built into this binary.
     #[arg(long)]
     pub functions: Option<PathBuf>,
-    /// The folder of release zips (DIR/<function>/bootstrap.zip); default: target/lambda of the
-    /// checkout this binary was built from.
-    #[arg(long = "from", visible_alias = "artifacts", value_name = "DIR")]
+    /// Deploy a release: its directory, or an unpacked release tarball. Its SHA256SUMS and
+    /// MANIFEST.json are checked before anything is uploaded; nothing is built.
+    #[arg(long = "from", value_name = "DIR", conflicts_with_all = ["artifacts", "arm64", "template", "functions"])]
+    pub release: Option<PathBuf>,
+    /// The folder of zips built from source (DIR/<function>/bootstrap.zip, and ARCH); default:
+    /// target/lambda of the checkout this binary was built from.
+    #[arg(long = "artifacts", value_name = "DIR")]
     pub artifacts: Option<PathBuf>,
+    /// Deploy even when the stack runs a newer version (a rollback).
+    #[arg(long = "allow-downgrade")]
+    pub allow_downgrade: bool,
     /// The code bucket (default: ebs-snapper-ACCOUNT, plus -REGION outside us-east-1).
     #[arg(long)]
     pub bucket: Option<String>,
@@ -189,7 +196,7 @@ pub struct DeployArgs {
     #[arg(
         long,
         value_name = "DEPLOYMENT",
-        conflicts_with_all = ["account", "no_build", "no_upload", "no_stack", "arm64", "functions", "artifacts", "bucket", "replace_python_stack"]
+        conflicts_with_all = ["account", "no_build", "no_upload", "no_stack", "arm64", "functions", "artifacts", "release", "bucket", "replace_python_stack", "allow_downgrade"]
     )]
     pub member: Option<String>,
     /// Install the vault role in this (vault) account instead (SPEC §16), trusting the function
@@ -199,7 +206,7 @@ pub struct DeployArgs {
     #[arg(
         long,
         value_name = "DEPLOYMENT",
-        conflicts_with_all = ["member", "account", "no_build", "no_upload", "no_stack", "arm64", "functions", "artifacts", "bucket", "replace_python_stack"]
+        conflicts_with_all = ["member", "account", "no_build", "no_upload", "no_stack", "arm64", "functions", "artifacts", "release", "bucket", "replace_python_stack", "allow_downgrade"]
     )]
     pub vault: Option<String>,
     /// Milliseconds between stack status checks while waiting.

@@ -18,6 +18,7 @@ pub mod ids;
 pub mod inventory;
 pub mod job;
 pub mod pace;
+pub mod release;
 pub mod tags;
 // Builders for tests and benchmarks (core's own tests, or the `testing` feature).
 #[cfg(any(test, feature = "testing"))]

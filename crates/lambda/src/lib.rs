@@ -47,6 +47,13 @@ where
         }
     }
     init_logging();
+    // The first line of every cold start: which build this is (a release's version and commit).
+    tracing::info!(
+        version = ebs_snapper_version::VERSION,
+        commit = ebs_snapper_version::COMMIT,
+        function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default(),
+        "ebs-snapper starting"
+    );
     let aws = Aws::load(None).await;
     let env = Environment::from_process();
     let handler = &handler;

@@ -47,7 +47,7 @@ pub async fn deploy_member(
     match stack_status(&cfn, stack, region).await? {
         None => {
             let params = stack_parameters(&names, None, overrides, &fixed).map_err(DeployError::Parameters)?;
-            create_stack(&cfn, stack, region, params, source, capability).await?;
+            create_stack(&cfn, stack, region, params, source, capability, &[]).await?;
             progress(format!("stack {stack}: creating"));
         }
         Some((status, existing)) => {
@@ -56,7 +56,8 @@ pub async fn deploy_member(
             }
             let params =
                 stack_parameters(&names, Some(&existing), overrides, &fixed).map_err(DeployError::Parameters)?;
-            let change = Change { params, template: source, template_text: &template.text, existing: &existing };
+            let change =
+                Change { params, template: source, template_text: &template.text, existing: &existing, tags: &[] };
             if !update_stack(&cfn, stack, region, change, capability, say, progress).await? {
                 return Ok(());
             }

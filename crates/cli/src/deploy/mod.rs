@@ -11,6 +11,7 @@ mod bucket;
 mod code;
 mod member;
 mod python_stack;
+mod release;
 #[cfg(test)]
 mod replay;
 mod stack;
@@ -38,9 +39,27 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &DeployArgs) -> Result<Exit
     if let Some(account) = &args.account {
         check_account("-a", account)?;
     }
-    if !args.no_build {
-        build(args.arm64)?;
+    if parameters.iter().any(|(k, _)| k == VERSION_PARAMETER) {
+        return Err(CliError::Usage(format!(
+            "--parameter {VERSION_PARAMETER}: deploy sets it to the version it deploys"
+        )));
     }
+    // A release is verified before anything else is done; one built from source is built first.
+    let source = match &args.release {
+        Some(dir) => Source::Release(Release::open(dir, ebs_snapper_version::VERSION)?),
+        None => {
+            if !args.no_build {
+                build(args.arm64)?;
+            }
+            let artifacts = args.artifacts.clone().unwrap_or_else(|| checkout().join("target/lambda"));
+            Source::Built(Code {
+                architecture: zips_architecture(&artifacts)?,
+                artifacts,
+                template: document(args.template.as_deref(), "ebs-snapper.json", TEMPLATE)?,
+                functions: document(args.functions.as_deref(), "lambda.json", FUNCTIONS)?,
+            })
+        }
+    };
     let account = match &args.account {
         Some(a) => a.clone(),
         None => caller_account_id(aws).await?,
@@ -51,9 +70,9 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &DeployArgs) -> Result<Exit
         upload: !args.no_upload,
         stack: !args.no_stack,
         parameters,
-        template: document(args.template.as_deref(), "ebs-snapper.json", TEMPLATE)?,
-        functions: document(args.functions.as_deref(), "lambda.json", FUNCTIONS)?,
-        artifacts: args.artifacts.clone().unwrap_or_else(|| checkout().join("target/lambda")),
+        source,
+        version: ebs_snapper_version::VERSION.to_string(),
+        allow_downgrade: args.allow_downgrade,
         poll: Duration::from_millis(args.poll_ms),
         replace_python_stack: args.replace_python_stack,
         bucket: args.bucket.clone(),
@@ -120,11 +139,12 @@ async fn member(
 }
 
 /// The template and the function list this binary was built with: deploy works from any
-/// directory, and deploys what matches its own code.
-const TEMPLATE: &str = include_str!("../../../../cloudformation/ebs-snapper.json");
-const FUNCTIONS: &str = include_str!("../../../../lambda.json");
-const MEMBER_TEMPLATE: &str = include_str!("../../../../cloudformation/member.json");
-const VAULT_TEMPLATE: &str = include_str!("../../../../cloudformation/vault.json");
+/// directory, and deploys what matches its own code. `crates/cli/templates` links to the
+/// project's `cloudformation/` and `lambda.json`, so the published crate carries them too.
+const TEMPLATE: &str = include_str!("../../templates/ebs-snapper.json");
+const FUNCTIONS: &str = include_str!("../../templates/lambda.json");
+const MEMBER_TEMPLATE: &str = include_str!("../../templates/member.json");
+const VAULT_TEMPLATE: &str = include_str!("../../templates/vault.json");
 
 /// The source checkout this binary was built from (where the zips are built).
 fn checkout() -> PathBuf {
@@ -150,7 +170,7 @@ fn build(arm64: bool) -> Result<(), CliError> {
     let script = checkout().join("scripts/package.sh");
     if !script.exists() {
         return Err(CliError::Usage(format!(
-            "{} is not there (this binary was moved from its checkout): pass -n and --from DIR, the folder of the release zips",
+            "{} is not there (this binary was moved from its checkout): deploy a release with --from DIR, or pass -n and --artifacts DIR, the folder of the zips",
             script.display()
         )));
     }
@@ -180,8 +200,9 @@ use aws_sdk_s3::types::{
 };
 use base64::Engine;
 use ebs_snapper_core::deploy_plan::{
-    bucket_name, stack_name, stack_parameters, versions_to_prune, FunctionList, StackParameter,
+    bucket_name, stack_name, stack_parameters, versions_to_prune, FunctionList, FunctionSpec, StackParameter,
 };
+use ebs_snapper_core::release::{check_downgrade, VERSION_TAG};
 use sha2::Digest as _;
 use sha2::Sha256;
 
@@ -248,6 +269,12 @@ pub enum DeployError {
     /// The stack is in the middle of an operation.
     #[error("deploy: stack {stack} is busy ({status}); try again when it has finished")]
     Busy { stack: String, status: String },
+    /// `--from DIR` is not a whole, unchanged release of this CLI's version for this stack.
+    #[error("deploy: {}: {reason}; nothing was uploaded", dir.display())]
+    Release { dir: PathBuf, reason: String },
+    /// The stack runs a newer version and `--allow-downgrade` was not given.
+    #[error("deploy: stack {stack}: {reason}; nothing was uploaded")]
+    Downgrade { stack: String, reason: String },
     /// The zips' `ARCH` file names no architecture Lambda runs.
     #[error("deploy: {}: {found:?} is not x86_64 or arm64", path.display())]
     UnknownArchitecture { path: PathBuf, found: String },
@@ -280,12 +307,12 @@ pub struct DeployOptions {
     pub upload: bool,
     pub stack: bool,
     pub parameters: Vec<(String, String)>,
-    /// The CloudFormation template.
-    pub template: Document,
-    /// The function list (`lambda.json`).
-    pub functions: Document,
-    /// Where the zips are: `{artifacts}/{binary}/bootstrap.zip`.
-    pub artifacts: PathBuf,
+    /// What is deployed: zips built from source, or a verified release.
+    pub source: Source,
+    /// The version deployed (the CLI's): the stack's `ToolVersion` and `ebs-snapper:version` tag.
+    pub version: String,
+    /// Deploy even over a stack that runs a newer version.
+    pub allow_downgrade: bool,
     /// Time between stack status polls.
     pub poll: Duration,
     /// The stack may be the Python tool's: move from it (keeping its table) instead of refusing.
@@ -293,6 +320,17 @@ pub struct DeployOptions {
     /// The code bucket, when not the default `ebs-snapper-ACCOUNT[-REGION]`.
     pub bucket: Option<String>,
 }
+
+/// What deploy uploads: zips built from source (their template and function list the CLI's own,
+/// or files given instead), or a release, whose tree is chosen by the stack's architecture.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Built(Code),
+    Release(Release),
+}
+
+/// The template parameter that records the deployed version (the `Version` output).
+pub const VERSION_PARAMETER: &str = "ToolVersion";
 
 /// The logical id of the Python tool's configuration table. Its template gives the table no
 /// `DeletionPolicy`, so any update of its stack whose template lacks this logical id deletes the
@@ -323,26 +361,42 @@ pub async fn deploy(
     let bucket = opts.bucket.clone().unwrap_or_else(|| bucket_name(&opts.account, region));
     let stack = stack_name(&opts.account);
 
-    // Everything local is read and checked before any AWS call.
-    let functions = FunctionList::parse(&opts.functions.text).map_err(DeployError::FunctionList)?;
-    let template_text = opts.template.text.clone();
-    let template: serde_json::Value = serde_json::from_str(&template_text)
-        .map_err(|source| DeployError::NotJson { name: opts.template.name.clone(), source })?;
-    let template_parameters: Vec<String> =
-        template["Parameters"].as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default();
-    stack_parameters(&template_parameters, None, &opts.parameters, &[]).map_err(DeployError::Parameters)?;
-    let mut zips = Vec::new();
-    for f in &functions.functions {
-        let path = opts.artifacts.join(&f.binary).join("bootstrap.zip");
-        let bytes = read(
-            &path,
-            "; build the zips with scripts/package.sh (or leave out -n), or give their folder with --from",
-        )?;
-        zips.push((f, format!("{CODE_PREFIX}/{}.zip", f.binary), bytes));
+    // Zips built from source are read and checked before any AWS call; a release was verified
+    // before deploy began, and which of its trees is read depends on the stack.
+    let early = match &opts.source {
+        Source::Built(code) => Ok((code.clone(), Prepared::read(code, opts)?)),
+        Source::Release(release) => Err(release),
+    };
+    let cfn = aws_sdk_cloudformation::Client::new(&config);
+    // What the stack runs now decides a release's tree, and whether this is a downgrade; both
+    // are settled before anything is uploaded.
+    let deployed = describe_stack(&cfn, &stack, region).await?;
+    if let Some(e) = deployed.as_ref().filter(|_| opts.stack).and_then(|d| unusable(&stack, region, &d.status)) {
+        return Err(e);
     }
-
-    zips_architecture(&opts.artifacts, &opts.parameters)?;
-    let template_key = format!("{CODE_PREFIX}/{}", opts.template.name);
+    let (code, prepared) = match early {
+        Ok(built) => built,
+        Err(release) => {
+            let asked = opts.parameters.iter().rev().find(|(k, _)| k == "Architecture").map(|(_, v)| v.as_str());
+            let code = release.code(asked, deployed.as_ref().and_then(|d| d.parameter("Architecture")))?;
+            let prepared = Prepared::read(&code, opts)?;
+            let profile =
+                if release.profile == "release" { String::new() } else { format!(", {} build", release.profile) };
+            say(format!(
+                "release {} ({}{profile}) verified: {}",
+                release.version,
+                code.architecture.as_deref().unwrap_or("?"),
+                release.dir.display()
+            ));
+            (code, prepared)
+        }
+    };
+    check_downgrade(deployed.as_ref().and_then(|d| d.tag(VERSION_TAG)), &opts.version, opts.allow_downgrade)
+        .map_err(|e| DeployError::Downgrade { stack: stack.clone(), reason: e.to_string() })?;
+    let Prepared { functions, template_text, template_parameters, zips } = prepared;
+    let zips: Vec<(&FunctionSpec, String, Vec<u8>)> =
+        functions.functions.iter().zip(zips).map(|(f, (key, bytes))| (f, key, bytes)).collect();
+    let template_key = format!("{CODE_PREFIX}/{}", code.template.name);
 
     let s3 = aws_sdk_s3::Client::new(&config);
     if opts.upload {
@@ -354,10 +408,9 @@ pub async fn deploy(
         }
     }
 
-    let cfn = aws_sdk_cloudformation::Client::new(&config);
     if opts.stack {
-        deploy_stack(&cfn, opts, &stack, &bucket, &template_key, &template_text, &template_parameters, say, progress)
-            .await?;
+        let target = Target { stack: &stack, bucket: &bucket, template_key: &template_key };
+        deploy_stack(&cfn, opts, &code, target, deployed, &template_text, &template_parameters, say, progress).await?;
     }
     // Code is updated only from what this deploy uploaded, so S3 and the zips agree.
     if opts.upload && stack_exists(&cfn, &stack, region).await? {
@@ -374,8 +427,41 @@ pub async fn deploy(
     Ok(())
 }
 
+/// What deploy read of the code before calling AWS: the function list, the template and its
+/// parameters, and each function's zip with its key in the bucket.
+struct Prepared {
+    functions: FunctionList,
+    template_text: String,
+    template_parameters: Vec<String>,
+    zips: Vec<(String, Vec<u8>)>,
+}
+
+impl Prepared {
+    fn read(code: &Code, opts: &DeployOptions) -> Result<Prepared, DeployError> {
+        let functions = FunctionList::parse(&code.functions.text).map_err(DeployError::FunctionList)?;
+        let template_text = code.template.text.clone();
+        let template: serde_json::Value = serde_json::from_str(&template_text)
+            .map_err(|source| DeployError::NotJson { name: code.template.name.clone(), source })?;
+        let template_parameters: Vec<String> =
+            template["Parameters"].as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default();
+        stack_parameters(&template_parameters, None, &opts.parameters, &[]).map_err(DeployError::Parameters)?;
+        let mut zips = Vec::new();
+        for f in &functions.functions {
+            let path = code.artifacts.join(&f.binary).join("bootstrap.zip");
+            let bytes = read(
+                &path,
+                "; build the zips with scripts/package.sh (or leave out -n), or deploy a release with --from DIR",
+            )?;
+            zips.push((format!("{CODE_PREFIX}/{}.zip", f.binary), bytes));
+        }
+        check_architecture_parameter(code, &opts.parameters)?;
+        Ok(Prepared { functions, template_text, template_parameters, zips })
+    }
+}
+
 use bucket::*;
 use code::*;
 use member::*;
 use python_stack::*;
+pub use release::{Code, Release};
 use stack::*;

@@ -3,23 +3,39 @@
 
 use super::*;
 
-/// The stack's status and parameters (name, value), or None when there is no such stack.
-pub(super) async fn stack_status(
+/// What DescribeStacks says of a stack: its status, parameters and tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    pub status: String,
+    pub parameters: Vec<(String, String)>,
+    pub tags: Vec<(String, String)>,
+}
+
+impl Described {
+    pub fn parameter(&self, key: &str) -> Option<&str> {
+        self.parameters.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// The stack as DescribeStacks gives it, or None when there is no such stack.
+pub(super) async fn describe_stack(
     cfn: &aws_sdk_cloudformation::Client,
     stack: &str,
     region: &str,
-) -> Result<Option<(String, Vec<(String, String)>)>, DeployError> {
+) -> Result<Option<Described>, DeployError> {
     match cfn.describe_stacks().stack_name(stack).send().await {
-        Ok(out) => Ok(out.stacks().first().map(|s| {
-            (
-                s.stack_status().map(|st| st.as_str().to_string()).unwrap_or_default(),
-                s.parameters()
-                    .iter()
-                    .filter_map(|p| {
-                        Some((p.parameter_key()?.to_string(), p.parameter_value().unwrap_or("").to_string()))
-                    })
-                    .collect(),
-            )
+        Ok(out) => Ok(out.stacks().first().map(|s| Described {
+            status: s.stack_status().map(|st| st.as_str().to_string()).unwrap_or_default(),
+            parameters: s
+                .parameters()
+                .iter()
+                .filter_map(|p| Some((p.parameter_key()?.to_string(), p.parameter_value().unwrap_or("").to_string())))
+                .collect(),
+            tags: s.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string()))).collect(),
         })),
         Err(e) => {
             let e = AwsError::call("DescribeStacks", region, e);
@@ -32,6 +48,15 @@ pub(super) async fn stack_status(
             }
         }
     }
+}
+
+/// The stack's status and parameters (name, value), or None when there is no such stack.
+pub(super) async fn stack_status(
+    cfn: &aws_sdk_cloudformation::Client,
+    stack: &str,
+    region: &str,
+) -> Result<Option<(String, Vec<(String, String)>)>, DeployError> {
+    Ok(describe_stack(cfn, stack, region).await?.map(|d| (d.status, d.parameters)))
 }
 
 pub(super) async fn stack_exists(
@@ -52,36 +77,44 @@ pub(super) fn to_cfn(params: Vec<StackParameter>) -> Vec<Parameter> {
         .collect()
 }
 
+/// The stack a deploy creates or updates, the bucket of its code, and its template's key there.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Target<'a> {
+    pub(super) stack: &'a str,
+    pub(super) bucket: &'a str,
+    pub(super) template_key: &'a str,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn deploy_stack(
     cfn: &aws_sdk_cloudformation::Client,
     opts: &DeployOptions,
-    stack: &str,
-    bucket: &str,
-    template_key: &str,
+    code: &Code,
+    target: Target<'_>,
+    deployed: Option<Described>,
     template_text: &str,
     template_parameters: &[String],
     say: &mut dyn FnMut(String),
     progress: &mut dyn FnMut(String),
 ) -> Result<(), DeployError> {
+    let Target { stack, bucket, template_key } = target;
     let region = opts.region.as_str();
-    let mut fixed = vec![("CodeBucket".to_string(), bucket.to_string())];
+    let mut fixed =
+        vec![("CodeBucket".to_string(), bucket.to_string()), (VERSION_PARAMETER.to_string(), opts.version.clone())];
     // The stack runs the functions on the architecture the zips were built for.
-    if let Some(arch) = zips_architecture(&opts.artifacts, &opts.parameters)? {
-        fixed.push(("Architecture".to_string(), arch));
+    if let Some(arch) = &code.architecture {
+        fixed.push(("Architecture".to_string(), arch.clone()));
     }
+    let tags = [(VERSION_TAG.to_string(), opts.version.clone())];
     let template_url = template_url(bucket, region, template_key);
     let use_body = template_text.len() <= MAX_TEMPLATE_BODY;
     let template = if use_body { TemplateSource::Body(template_text) } else { TemplateSource::Url(&template_url) };
-    let status = stack_status(cfn, stack, region).await?;
-    if let Some(e) = status.as_ref().and_then(|(status, _)| unusable(stack, region, status)) {
-        return Err(e);
-    }
+    let status = deployed.map(|d| (d.status, d.parameters));
     match status {
         None => {
             let params = stack_parameters(template_parameters, None, &opts.parameters, &fixed)
                 .map_err(DeployError::Parameters)?;
-            create_stack(cfn, stack, region, params, template, Capability::CapabilityIam).await?;
+            create_stack(cfn, stack, region, params, template, Capability::CapabilityIam, &tags).await?;
             progress(format!("stack {stack}: creating"));
         }
         Some((_, existing)) if physical_ids(cfn, stack, region).await?.contains_key(PYTHON_TABLE) => {
@@ -97,19 +130,26 @@ pub(super) async fn deploy_stack(
             // function) keep the values the Python stack had.
             let params = stack_parameters(template_parameters, Some(&existing), &overrides, &fixed)
                 .map_err(DeployError::Parameters)?;
-            create_stack(cfn, stack, region, params, template, Capability::CapabilityIam).await?;
+            create_stack(cfn, stack, region, params, template, Capability::CapabilityIam, &tags).await?;
             progress(format!("stack {stack}: creating on the Python tool's table"));
         }
         Some((_, existing)) => {
             let params = stack_parameters(template_parameters, Some(&existing), &opts.parameters, &fixed)
                 .map_err(DeployError::Parameters)?;
-            let change = Change { params, template, template_text, existing: &existing };
+            let change = Change { params, template, template_text, existing: &existing, tags: &tags };
             if !update_stack(cfn, stack, region, change, Capability::CapabilityIam, say, progress).await? {
                 return Ok(());
             }
         }
     }
     settle(cfn, stack, region, opts.poll, say, progress).await
+}
+
+/// The tags of a create or update: None leaves an updated stack's tags as they are.
+fn cfn_tags(tags: &[(String, String)]) -> Option<Vec<aws_sdk_cloudformation::types::Tag>> {
+    (!tags.is_empty()).then(|| {
+        tags.iter().map(|(k, v)| aws_sdk_cloudformation::types::Tag::builder().key(k).value(v).build()).collect()
+    })
 }
 
 /// Why a stack in `status` cannot be deployed over, if it cannot: a failed create, or busy.
@@ -126,6 +166,8 @@ pub(super) struct Change<'a> {
     pub(super) template: TemplateSource<'a>,
     pub(super) template_text: &'a str,
     pub(super) existing: &'a [(String, String)],
+    /// The stack's tags after the update (none: left as they are).
+    pub(super) tags: &'a [(String, String)],
 }
 
 /// Starts an update of `stack`; false (said as "no changes") when it would change nothing.
@@ -142,8 +184,12 @@ pub(super) async fn update_stack(
         say(format!("stack {stack}: no changes"));
         return Ok(false);
     }
-    let mut req =
-        cfn.update_stack().stack_name(stack).set_parameters(Some(to_cfn(change.params))).capabilities(capability);
+    let mut req = cfn
+        .update_stack()
+        .stack_name(stack)
+        .set_parameters(Some(to_cfn(change.params)))
+        .set_tags(cfn_tags(change.tags))
+        .capabilities(capability);
     req = match change.template {
         TemplateSource::Body(body) => req.template_body(body),
         TemplateSource::Url(url) => req.template_url(url),
@@ -252,27 +298,31 @@ pub(super) async fn failure_reason(cfn: &aws_sdk_cloudformation::Client, stack: 
 }
 
 /// The architecture the zips in `artifacts` were built for (`ARCH`, written by
-/// scripts/package.sh after checking every binary), if known. A `--parameter Architecture` that
-/// disagrees is refused: the stack's architecture follows the zips, never a second flag.
-pub(super) fn zips_architecture(
-    artifacts: &Path,
-    overrides: &[(String, String)],
-) -> Result<Option<String>, DeployError> {
+/// scripts/package.sh after checking every binary), if known.
+pub(super) fn zips_architecture(artifacts: &Path) -> Result<Option<String>, DeployError> {
     let Ok(text) = std::fs::read_to_string(artifacts.join("ARCH")) else { return Ok(None) };
     let arch = text.trim().to_string();
     if arch != "x86_64" && arch != "arm64" {
         return Err(DeployError::UnknownArchitecture { path: artifacts.join("ARCH"), found: arch });
     }
-    if let Some((_, asked)) = overrides.iter().rev().find(|(k, _)| k == "Architecture") {
-        if *asked != arch {
+    Ok(Some(arch))
+}
+
+/// A `--parameter Architecture` that disagrees with the zips is refused: the stack's
+/// architecture follows the zips, never a second flag.
+pub(super) fn check_architecture_parameter(code: &Code, overrides: &[(String, String)]) -> Result<(), DeployError> {
+    if let (Some(built), Some((_, asked))) =
+        (&code.architecture, overrides.iter().rev().find(|(k, _)| k == "Architecture"))
+    {
+        if asked != built {
             return Err(DeployError::ArchitectureMismatch {
                 asked: asked.clone(),
-                built: arch,
-                artifacts: artifacts.to_path_buf(),
+                built: built.clone(),
+                artifacts: code.artifacts.clone(),
             });
         }
     }
-    Ok(Some(arch))
+    Ok(())
 }
 
 /// Where CloudFormation reads the template: the request body (up to 51,200 bytes), or S3.
@@ -289,8 +339,14 @@ pub(super) async fn create_stack(
     params: Vec<StackParameter>,
     template: TemplateSource<'_>,
     capability: Capability,
+    tags: &[(String, String)],
 ) -> Result<(), DeployError> {
-    let req = cfn.create_stack().stack_name(stack).set_parameters(Some(to_cfn(params))).capabilities(capability);
+    let req = cfn
+        .create_stack()
+        .stack_name(stack)
+        .set_parameters(Some(to_cfn(params)))
+        .set_tags(cfn_tags(tags))
+        .capabilities(capability);
     let req = match template {
         TemplateSource::Body(body) => req.template_body(body),
         TemplateSource::Url(url) => req.template_url(url),
@@ -361,6 +417,7 @@ mod tests {
             template: TemplateSource::Body("{}"),
             template_text: "{}",
             existing: &[],
+            tags: &[],
         };
         let (mut said, mut progress) = (Vec::new(), Vec::new());
         let updated = run(update_stack(

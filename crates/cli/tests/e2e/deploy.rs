@@ -404,7 +404,7 @@ async fn a_code_bucket_of_another_account_is_refused_and_never_written() {
 }
 
 /// Deploy works from any directory: the template and function list are built into the binary,
-/// and the zips are given with --from.
+/// and the zips are given with --artifacts.
 #[tokio::test]
 async fn deploy_works_from_any_directory() {
     let acct = Account::new().await;
@@ -413,7 +413,7 @@ async fn deploy_works_from_any_directory() {
     let out = acct
         .cli()
         .current_dir(elsewhere.path())
-        .args(["deploy", "-n", "--poll-ms", "100", "--from"])
+        .args(["deploy", "-n", "--poll-ms", "100", "--artifacts"])
         .arg(zips.path())
         .output()
         .unwrap();
@@ -423,7 +423,7 @@ async fn deploy_works_from_any_directory() {
     let out = acct
         .cli()
         .current_dir(elsewhere.path())
-        .args(["deploy", "-n", "--template", "no-such.json", "--from"])
+        .args(["deploy", "-n", "--template", "no-such.json", "--artifacts"])
         .arg(zips.path())
         .output()
         .unwrap();

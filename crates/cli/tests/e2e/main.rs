@@ -19,6 +19,7 @@ mod lease;
 mod locks;
 mod policies;
 mod real_account;
+mod release;
 mod replication;
 mod runtime;
 mod snapshot;

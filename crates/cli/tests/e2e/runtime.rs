@@ -70,6 +70,16 @@ async fn fanout_invokes_the_worker_which_snapshots() {
     assert_eq!(fanout.len(), 1, "{:#?}", lambda.logs("fanout"));
     assert_eq!((fanout[0]["Failures"].as_u64(), fanout[0]["function"].as_str()), (Some(0), Some("fanout")));
     assert!(fanout[0].get("SnapshotRunHeartbeat").is_none(), "{:#?}", fanout[0]);
+    // Each function says which build it is when it starts: a release's version and commit.
+    for f in ["create", "fanout"] {
+        let first = lambda.logs(f).into_iter().find(|l| !l.starts_with("[harness]")).unwrap_or_default();
+        assert!(
+            first.contains("ebs-snapper starting")
+                && first.contains(&format!("version=\"{}\"", ebs_snapper_version::VERSION))
+                && first.contains(&format!("commit=\"{}\"", ebs_snapper_version::COMMIT)),
+            "{f}: {first}"
+        );
+    }
     // Every mutation is logged with its region and ids.
     let logs = lambda.logs("create").join("\n");
     assert!(
