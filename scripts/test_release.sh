@@ -44,6 +44,12 @@ checkout "$second"
 echo "+ scripts/release.sh $version --debug (in $first)"
 (cd "$first" && bash scripts/release.sh "$version" --debug --out "$work/a") >"$work/a.log" 2>&1 ||
   { cat "$work/a.log"; echo "FAIL: scripts/release.sh (first build)" >&2; exit 1; }
+# The workspace's crates are compiled again for the second build: cargo would otherwise take the
+# first build's (their fingerprints do not depend on the checkout's path).
+members=$(cargo metadata --no-deps --format-version 1 --offline |
+  python3 -c 'import json,sys; print(" ".join("-p " + p["name"] for p in json.load(sys.stdin)["packages"]))')
+# shellcheck disable=SC2086
+(cd "$second" && cargo clean --quiet $members)
 echo "+ scripts/release.sh $version --debug (in $second, another path)"
 (cd "$second" && bash scripts/release.sh "$version" --debug --out "$work/b") >"$work/b.log" 2>&1 ||
   { cat "$work/b.log"; echo "FAIL: scripts/release.sh (second build)" >&2; exit 1; }
