@@ -120,10 +120,13 @@ mkdir -p "$out"
 lambda_arch() { if [[ "$1" == aarch64 ]]; then echo arm64; else echo x86_64; fi; }
 
 # copy_binary SRC DEST: the binary as it ships: executable, the commit's time, and (debug
-# builds) stripped as the release profile strips (debug information holds the checkout's path).
+# builds) stripped as the release profile strips: debug information holds the checkout's path,
+# and the linker's build id is a hash of the output with that information in it (two checkouts
+# gave two ids and nothing else different). A release build is linked stripped, with paths
+# remapped, so its id is a hash of what ships.
 copy_binary() {
   cp "$1" "$2"
-  [[ "$profile" == dev ]] && strip --strip-all "$2"
+  [[ "$profile" == dev ]] && strip --strip-all --remove-section=.note.gnu.build-id "$2"
   chmod 755 "$2"
   touch -d "@$SOURCE_DATE_EPOCH" "$2"
 }
