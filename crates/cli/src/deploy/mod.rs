@@ -51,7 +51,10 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &DeployArgs) -> Result<Exit
             if !args.no_build {
                 build(args.arm64)?;
             }
-            let artifacts = args.artifacts.clone().unwrap_or_else(|| checkout().join("target/lambda"));
+            let artifacts = match &args.artifacts {
+                Some(dir) => dir.clone(),
+                None => checkout().ok_or_else(|| CliError::Usage(NO_CHECKOUT.to_string()))?.join("target/lambda"),
+            };
             Source::Built(Code {
                 architecture: zips_architecture(&artifacts)?,
                 artifacts,
@@ -146,10 +149,23 @@ const FUNCTIONS: &str = include_str!("../../templates/lambda.json");
 const MEMBER_TEMPLATE: &str = include_str!("../../templates/member.json");
 const VAULT_TEMPLATE: &str = include_str!("../../templates/vault.json");
 
-/// The source checkout this binary was built from (where the zips are built).
-fn checkout() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+/// The source checkout this binary was built in (where the zips are built): found from where the
+/// binary lies (`CHECKOUT/target/[TRIPLE/]PROFILE/ebs-snapper`), else the current directory when
+/// it is one. Not the build's own path (`CARGO_MANIFEST_DIR`): a release's CLI would carry the
+/// build machine's directory, and two builds of one commit in two places would differ.
+fn checkout() -> Option<PathBuf> {
+    let is_checkout = |d: &Path| d.join("scripts/package.sh").is_file() && d.join("lambda.json").is_file();
+    let exe = std::env::current_exe().ok().and_then(|e| e.canonicalize().ok());
+    exe.iter()
+        .flat_map(|e| e.ancestors().skip(1).take(4))
+        .find(|d| is_checkout(d))
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::current_dir().ok().filter(|d| is_checkout(d)))
 }
+
+/// Why there is nothing to build from, and what to do instead.
+const NO_CHECKOUT: &str = "this ebs-snapper is not in a source checkout (it finds one from where it lies, or the \
+     current directory): deploy a release with --from DIR, or pass -n and --artifacts DIR, the folder of the zips";
 
 /// A file given on the command line, or the text built in.
 fn document(path: Option<&Path>, name: &str, built_in: &str) -> Result<Document, CliError> {
@@ -167,15 +183,10 @@ fn document(path: Option<&Path>, name: &str, built_in: &str) -> Result<Document,
 /// Builds and zips the functions with the packaging script of the checkout this binary was
 /// built from.
 fn build(arm64: bool) -> Result<(), CliError> {
-    let script = checkout().join("scripts/package.sh");
-    if !script.exists() {
-        return Err(CliError::Usage(format!(
-            "{} is not there (this binary was moved from its checkout): deploy a release with --from DIR, or pass -n and --artifacts DIR, the folder of the zips",
-            script.display()
-        )));
-    }
+    let checkout = checkout().ok_or_else(|| CliError::Usage(NO_CHECKOUT.to_string()))?;
+    let script = checkout.join("scripts/package.sh");
     let mut cmd = std::process::Command::new("bash");
-    cmd.arg(&script).current_dir(checkout());
+    cmd.arg(&script).current_dir(&checkout);
     if arm64 {
         cmd.arg("--arm64");
     }

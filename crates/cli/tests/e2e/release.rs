@@ -380,3 +380,26 @@ async fn an_older_release_over_a_newer_stack_is_refused_unless_allowed() {
         sha_b64(&newer_code.path().join("lambda/create-snapshot/bootstrap.zip"))
     );
 }
+
+/// A CLI away from a source checkout (installed, or a release's) has nothing to build from: it
+/// says to deploy a release, in one line, and does nothing. It names no build directory of its
+/// own (a release's CLI carries none).
+#[tokio::test]
+async fn a_cli_away_from_its_checkout_asks_for_a_release() {
+    let acct = Account::new().await;
+    let away = tempfile::tempdir().unwrap();
+    let cli = away.path().join("ebs-snapper");
+    std::fs::copy(assert_cmd::cargo::cargo_bin("ebs-snapper"), &cli).unwrap();
+    let mut cmd = std::process::Command::new(&cli);
+    for (k, v) in acct.credential_env() {
+        cmd.env(k, v);
+    }
+    let out = cmd.current_dir(away.path()).args(["deploy"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("not in a source checkout") && err.contains("--from DIR"), "{err}");
+    let binary = std::fs::read(&cli).unwrap();
+    let checkout = root().to_string_lossy().into_owned();
+    assert!(!binary.windows(checkout.len()).any(|w| w == checkout.as_bytes()), "the binary names {checkout}");
+}
