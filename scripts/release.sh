@@ -70,10 +70,8 @@ commit=$(git rev-parse --verify HEAD) || die "not a git checkout: a release name
 if [[ -n "$(git status --porcelain --untracked-files=no)" ]] && ! $allow_dirty; then
   die "the checkout has uncommitted changes: commit them (a release is of a commit), or pass --allow-dirty"
 fi
-# Every file time in the release is the commit's. It is exported to the release build only (C
-# code that stamps a date takes it from there): the debug build is the test build, and the SDK's
-# C crates rebuild when the variable changes.
-SOURCE_DATE_EPOCH=$(git show -s --format=%ct HEAD)
+# Every file time in the release is the commit's.
+epoch=$(git show -s --format=%ct HEAD)
 glibc=2.17
 
 # The debug build's binaries are large and only tested: compressed fast.
@@ -96,7 +94,10 @@ if [[ "$profile" == release ]]; then
   # Paths in panic messages are the same on every machine: the checkout and the registry's
   # sources are renamed (the standard library's already are, by the toolchain).
   cargo_home=$(cd "${CARGO_HOME:-$HOME/.cargo}" && pwd -P)
-  export SOURCE_DATE_EPOCH
+  # C compilers take any date they stamp from SOURCE_DATE_EPOCH: a fixed one, not the commit's,
+  # since the cc crate rebuilds the SDK's C code (and everything above it) when it changes. The
+  # debug build is the test build and gets none: setting it there rebuilt the SDK too.
+  export SOURCE_DATE_EPOCH=315532800
   export RUSTFLAGS="--remap-path-prefix=$root=/ebs-snapper --remap-path-prefix=$cargo_home=/cargo ${RUSTFLAGS:-}"
   # The linker's build id is a hash of the output, so it is the same for the same input; the
   # default stays. Nothing else in the build reads the clock.
@@ -128,7 +129,7 @@ copy_binary() {
   cp "$1" "$2"
   [[ "$profile" == dev ]] && strip --strip-all --remove-section=.note.gnu.build-id "$2"
   chmod 755 "$2"
-  touch -d "@$SOURCE_DATE_EPOCH" "$2"
+  touch -d "@$epoch" "$2"
 }
 
 trees=()
@@ -153,15 +154,15 @@ for arch in "${arches[@]}"; do
   done
   cp cloudformation/ebs-snapper.json cloudformation/member.json cloudformation/vault.json cloudformation/operator.json "$tree/cloudformation/"
   cp lambda.json README.md LICENSE "$tree/"
-  python3 scripts/lib/release_files.py sbom --version "$version" --commit "$commit" --epoch "$SOURCE_DATE_EPOCH" \
+  python3 scripts/lib/release_files.py sbom --version "$version" --commit "$commit" --epoch "$epoch" \
     --target "$arch-unknown-linux-gnu" "$tree/sbom.cdx.json"
-  find "$tree" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+  find "$tree" -exec touch -h -d "@$epoch" {} +
   python3 scripts/lib/release_files.py manifest "$tree" --version "$version" --commit "$commit" --profile "$profile" \
     --glibc "$glibc" --architecture "$arch" "${tools[@]/#/--tool=}"
-  touch -d "@$SOURCE_DATE_EPOCH" "$tree/MANIFEST.json" "$tree/SHA256SUMS"
+  touch -d "@$epoch" "$tree/MANIFEST.json" "$tree/SHA256SUMS"
   # The same bytes for the same tree: names sorted, the commit's time, no owner, gzip without
   # its own time stamp or file name.
-  tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner --format=gnu \
+  tar --sort=name --mtime="@$epoch" --owner=0 --group=0 --numeric-owner --format=gnu \
     -C "$out" -cf - "$name" | gzip "$level" -n >"$out/$name.tar.gz"
   trees+=("--tree=$arch=$name")
   du -b "$out/$name.tar.gz" | awk '{printf "%s: %d bytes\n", $2, $1}'
@@ -170,7 +171,7 @@ done
 step "the release's SBOM, manifest and sums"
 targets=()
 for arch in "${arches[@]}"; do targets+=("--target=$arch-unknown-linux-gnu"); done
-python3 scripts/lib/release_files.py sbom --version "$version" --commit "$commit" --epoch "$SOURCE_DATE_EPOCH" \
+python3 scripts/lib/release_files.py sbom --version "$version" --commit "$commit" --epoch "$epoch" \
   "${targets[@]}" "$out/ebs-snapper-$version.cdx.json"
 python3 scripts/lib/release_files.py manifest "$out" --version "$version" --commit "$commit" --profile "$profile" \
   --glibc "$glibc" "${trees[@]}" "${tools[@]/#/--tool=}"
