@@ -232,7 +232,12 @@ async fn account_comes_from_sts_when_not_given() {
 fn version_and_help() {
     let out = assert_cmd::Command::cargo_bin("ebs-snapper").unwrap().arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert_eq!(text(&out.stdout), format!("ebs-snapper {}\n", env!("CARGO_PKG_VERSION")));
+    // The version and the commit the binary was built from (a release's, or the checkout's).
+    assert_eq!(
+        text(&out.stdout),
+        format!("ebs-snapper {} (commit {})\n", env!("CARGO_PKG_VERSION"), ebs_snapper_version::COMMIT)
+    );
+    assert_ne!(ebs_snapper_version::COMMIT, "unknown", "built in a git checkout");
     let out = assert_cmd::Command::cargo_bin("ebs-snapper").unwrap().arg("--help").output().unwrap();
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("configure"));
