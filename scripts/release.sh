@@ -106,7 +106,12 @@ if [[ "$profile" == release ]]; then
     rustup target list --installed 2>/dev/null | grep -qx "$triple" || die "$arch needs 'rustup target add $triple'"
     step "build the functions and the CLI for $arch (glibc $glibc, release profile)"
     run cargo lambda build --release --target "$triple.$glibc" "${packages[@]}"
-    bin_dir[$arch]=$target_dir/$triple/release
+    # cargo-lambda moves each binary to target/lambda/<binary>/bootstrap, where the next
+    # architecture's build would put its own: each is kept apart at once.
+    bin_dir[$arch]=$target_dir/release-binaries/$arch
+    rm -rf "${bin_dir[$arch]}"
+    mkdir -p "${bin_dir[$arch]}"
+    for b in "${functions[@]}" ebs-snapper; do cp "$target_dir/lambda/$b/bootstrap" "${bin_dir[$arch]}/$b"; done
   done
 else
   step "build the functions and the CLI (debug, host; the test build's binaries)"
