@@ -28,6 +28,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 source scripts/lib/functions.sh
+# The same bytes on every machine: zip stores local times, tar the files' modes.
+export TZ=UTC
+umask 022
 
 usage() { echo "usage: scripts/release.sh VERSION [--arch x86_64|aarch64]... [--debug] [--out DIR] [--allow-dirty]" >&2; exit 2; }
 die() { echo "release.sh: $*" >&2; exit 1; }
@@ -167,7 +170,7 @@ for arch in "${arches[@]}"; do
   touch -d "@$epoch" "$tree/MANIFEST.json" "$tree/SHA256SUMS"
   # The same bytes for the same tree: names sorted, the commit's time, no owner, gzip without
   # its own time stamp or file name.
-  tar --sort=name --mtime="@$epoch" --owner=0 --group=0 --numeric-owner --format=gnu \
+  tar --sort=name --mtime="@$epoch" --owner=0 --group=0 --numeric-owner --mode=go-w --format=gnu \
     -C "$out" -cf - "$name" | gzip "$level" -n >"$out/$name.tar.gz"
   trees+=("--tree=$arch=$name")
   du -b "$out/$name.tar.gz" | awk '{printf "%s: %d bytes\n", $2, $1}'

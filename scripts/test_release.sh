@@ -53,6 +53,10 @@ members=$(cargo metadata --no-deps --format-version 1 --offline |
 echo "+ scripts/release.sh $version --debug (in $second, another path)"
 (cd "$second" && bash scripts/release.sh "$version" --debug --out "$work/b") >"$work/b.log" 2>&1 ||
   { cat "$work/b.log"; echo "FAIL: scripts/release.sh (second build)" >&2; exit 1; }
+# The second build's crates have the first's names in the shared target directory: without this,
+# a later build in this checkout could take them for its own (seen: a change not compiled in).
+# shellcheck disable=SC2086
+cargo clean --quiet $members
 grep -E '^ +Compiling ' "$work/b.log" | sed 's/^ */second build: /' || true
 grep -qE '^ +Compiling ebs-snapper-cli ' "$work/b.log" ||
   { echo "FAIL: the second build compiled nothing again, so it proves nothing" >&2; exit 1; }
@@ -117,7 +121,9 @@ env PATH=/usr/bin:/bin "${creds[@]}" \
   ./ebs-snapper -t us-east-1 deploy --from . --poll-ms 200 >"$work/deploy.out" 2>"$work/deploy.err" ||
   { cat "$work/deploy.out" "$work/deploy.err"; echo "FAIL: deploy --from . of the unpacked release" >&2; exit 1; }
 cat "$work/deploy.out"
-grep -q "^release $version (x86_64" "$work/deploy.out" || { echo "FAIL: deploy did not say it verified the release" >&2; exit 1; }
+lambda_arch=x86_64
+[[ "$(uname -m)" == aarch64 ]] && lambda_arch=arm64
+grep -q "^release $version ($lambda_arch" "$work/deploy.out" || { echo "FAIL: deploy did not say it verified the release" >&2; exit 1; }
 grep -q "CREATE_COMPLETE" "$work/deploy.out" || { echo "FAIL: the stack was not created" >&2; exit 1; }
 env "${creds[@]}" "$VENV_DIR/bin/python" - "$account" "$version" <<'EOF'
 import os, sys
@@ -132,3 +138,9 @@ if tags.get("ebs-snapper:version") != version or outputs.get("Version") != versi
 print(f"ok: the stack records version {version} (tag ebs-snapper:version and output Version)")
 EOF
 echo "ok: the unpacked release deployed with no Rust toolchain on PATH"
+# The release directory as release.sh wrote it (its manifest naming the tree) deploys too.
+env PATH=/usr/bin:/bin "${creds[@]}" ./ebs-snapper -t us-east-1 deploy --from "$work/a/$rel" --poll-ms 200 \
+  >"$work/deploy2.out" 2>"$work/deploy2.err" ||
+  { cat "$work/deploy2.out" "$work/deploy2.err"; echo "FAIL: deploy --from the release directory" >&2; exit 1; }
+grep -q "code unchanged" "$work/deploy2.out" || { cat "$work/deploy2.out"; echo "FAIL: the release directory's tree is not the tarball's" >&2; exit 1; }
+echo "ok: the release directory deploys the same code"

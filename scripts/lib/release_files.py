@@ -152,7 +152,13 @@ def manifest(args):
     their own files, so the directory's list has only its own files and the tarballs."""
     trees = dict(t.split("=", 1) for t in args.tree or [])
     skip = {"MANIFEST.json", "SHA256SUMS"}
-    paths = [p for p in files_under(args.dir) if p not in skip and p.split("/")[0] not in trees.values()]
+    # A tree's files are its own manifest's; the directory lists each tree's SHA256SUMS, so the
+    # sums published with the release cover every tree too.
+    paths = [
+        p
+        for p in files_under(args.dir)
+        if p not in skip and (p.split("/")[0] not in trees.values() or p == p.split("/")[0] + "/SHA256SUMS")
+    ]
     doc = {
         "name": "ebs-snapper",
         "version": args.version,

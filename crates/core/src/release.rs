@@ -216,6 +216,10 @@ pub fn stack_architecture(
             .ok_or_else(|| ReleaseError::Manifest(format!("Architecture {text:?} is not x86_64 or arm64")))
     };
     match (asked, deployed, offered) {
+        // The parameter takes Lambda's names only, as the template does.
+        (Some(a), _, _) if a != "x86_64" && a != "arm64" => {
+            Err(ReleaseError::Manifest(format!("--parameter Architecture={a}: x86_64 or arm64")))
+        }
         (Some(a), _, _) => parse(a),
         (None, Some(d), _) => parse(d),
         (None, None, [only]) => Ok(*only),
@@ -245,7 +249,8 @@ pub fn check_downgrade(deployed: Option<&str>, version: &str, allow_downgrade: b
         .map_err(|e| ReleaseError::Manifest(format!("version {version:?} is not a semantic version: {e}")))?;
     let theirs = semver::Version::parse(deployed)
         .map_err(|_| ReleaseError::Downgrade { deployed: deployed.to_string(), version: version.to_string() })?;
-    if theirs > ours {
+    // Precedence: build metadata (`+ci.5`) does not make a version newer.
+    if theirs.cmp_precedence(&ours) == std::cmp::Ordering::Greater {
         return Err(ReleaseError::Downgrade { deployed: deployed.to_string(), version: version.to_string() });
     }
     Ok(())
@@ -258,7 +263,9 @@ pub enum ReleaseError {
     Manifest(String),
     #[error("{0}")]
     Sums(String),
-    #[error("{path} is listed in SHA256SUMS but is not there; unpack the whole release again")]
+    #[error(
+        "{path} is listed in SHA256SUMS but is not in the release as a regular file; unpack the whole release again"
+    )]
     Missing { path: String },
     #[error("{path} does not match its SHA-256 in the release: it was changed or damaged; download the release again")]
     Tampered { path: String },
@@ -342,6 +349,10 @@ mod tests {
         let mut other = manifest();
         other.files[0].sha256 = B.into();
         assert!(matches!(verify_tree(&other, &sums(), &disk, &needed), Err(ReleaseError::Sums(_))));
+        // A file the manifest lists that the sums do not.
+        let mut unlisted = manifest();
+        unlisted.files.push(ManifestFile { path: "lambda/g/bootstrap.zip".into(), size: 3, sha256: A.into() });
+        assert!(matches!(verify_tree(&unlisted, &sums(), &disk, &needed), Err(ReleaseError::Sums(_))));
         // A needed file the release does not have.
         let more = ["lambda/g/bootstrap.zip".to_string()];
         assert!(matches!(verify_tree(&manifest(), &sums(), &disk, &more), Err(ReleaseError::Incomplete { .. })));
@@ -356,6 +367,8 @@ mod tests {
             format!("{A}  ../x"),
             format!("{A}  /etc/passwd"),
             format!("{A}  a//b"),
+            format!("{A}  ./x"),
+            format!("{A}  a/./b"),
             format!("{A}  x\n{B}  x"),
             String::new(),
         ] {
@@ -374,6 +387,12 @@ mod tests {
         escaping.files[0].path = "../../x".into();
         assert!(Manifest::parse(&serde_json::to_string(&escaping).unwrap()).is_err());
         assert!(Manifest::parse(&text.replace("\"ebs-snapper\"", "\"other\"")).is_err());
+        for dir in ["../t", "a/./b", "/t"] {
+            let mut outside = manifest();
+            outside.architecture = None;
+            outside.architectures.insert(Architecture::X86_64, dir.into());
+            assert!(Manifest::parse(&serde_json::to_string(&outside).unwrap()).is_err(), "{dir}");
+        }
     }
 
     #[test]
@@ -394,6 +413,7 @@ mod tests {
         assert_eq!(stack_architecture(None, None, &[Aarch64]), Ok(Aarch64));
         assert_eq!(stack_architecture(None, None, &[X86_64, Aarch64]), Ok(X86_64));
         assert!(stack_architecture(Some("mips"), None, &[X86_64]).is_err());
+        assert!(stack_architecture(Some("aarch64"), None, &[Aarch64]).is_err(), "Lambda's names only");
         assert_eq!(check_architecture(Aarch64, &[X86_64, Aarch64], true), Ok(()));
         let refused = check_architecture(Aarch64, &[X86_64], true).unwrap_err();
         assert!(refused.to_string().contains("runs arm64"), "{refused}");
@@ -412,5 +432,6 @@ mod tests {
         assert!(check_downgrade(Some("1.0.0"), "1.0.0-rc.1", false).is_err());
         assert_eq!(check_downgrade(Some("1.0.1"), "1.0.0", true), Ok(()));
         assert!(check_downgrade(Some("not-a-version"), "1.0.0", false).is_err());
+        assert_eq!(check_downgrade(Some("1.2.0+ci.5"), "1.2.0", false), Ok(()), "build metadata is no precedence");
     }
 }

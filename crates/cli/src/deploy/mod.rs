@@ -60,6 +60,7 @@ pub async fn run(aws: &Aws, tool_region: &str, args: &DeployArgs) -> Result<Exit
                 artifacts,
                 template: document(args.template.as_deref(), "ebs-snapper.json", TEMPLATE)?,
                 functions: document(args.functions.as_deref(), "lambda.json", FUNCTIONS)?,
+                zip_sums: Default::default(),
             })
         }
     };
@@ -402,8 +403,23 @@ pub async fn deploy(
             (code, prepared)
         }
     };
-    check_downgrade(deployed.as_ref().and_then(|d| d.tag(VERSION_TAG)), &opts.version, opts.allow_downgrade)
+    let deployed_version = deployed.as_ref().and_then(|d| d.tag(VERSION_TAG));
+    check_downgrade(deployed_version, &opts.version, opts.allow_downgrade)
         .map_err(|e| DeployError::Downgrade { stack: stack.clone(), reason: e.to_string() })?;
+    // Code without the stack (-o) would put this version's functions under another version's
+    // stack (its template, roles and recorded version).
+    if !opts.stack && opts.upload && !opts.allow_downgrade {
+        if let Some(other) = deployed_version.filter(|v| *v != opts.version) {
+            return Err(DeployError::Downgrade {
+                stack: stack.clone(),
+                reason: format!(
+                    "it runs version {other}: -o would update only the code to {}, under the stack of {other}; \
+                     deploy the stack too (leave out -o)",
+                    opts.version
+                ),
+            });
+        }
+    }
     let Prepared { functions, template_text, template_parameters, zips } = prepared;
     let zips: Vec<(&FunctionSpec, String, Vec<u8>)> =
         functions.functions.iter().zip(zips).map(|(f, (key, bytes))| (f, key, bytes)).collect();
@@ -463,6 +479,16 @@ impl Prepared {
                 &path,
                 "; build the zips with scripts/package.sh (or leave out -n), or deploy a release with --from DIR",
             )?;
+            // A release's zip is read after it was verified: the bytes uploaded must still be
+            // the ones summed.
+            if let Some(expected) = code.zip_sums.get(&f.binary) {
+                if *expected != release::hex(&bytes) {
+                    return Err(DeployError::Release {
+                        dir: code.artifacts.clone(),
+                        reason: format!("{}/bootstrap.zip changed after the release was verified", f.binary),
+                    });
+                }
+            }
             zips.push((format!("{CODE_PREFIX}/{}.zip", f.binary), bytes));
         }
         check_architecture_parameter(code, &opts.parameters)?;

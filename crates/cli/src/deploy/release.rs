@@ -5,7 +5,6 @@
 //! known. The rules are `ebs_snapper_core::release`; this module reads and hashes the files.
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 
 use ebs_snapper_core::release::{
     check_architecture, check_version, parse_sums, stack_architecture, verify_tree, Architecture, Found, Manifest,
@@ -29,6 +28,7 @@ struct Tree {
     dir: PathBuf,
     template: Document,
     functions: Document,
+    zip_sums: BTreeMap<String, String>,
 }
 
 /// What deploy uploads: the zips' folder, the template, the function list, and the
@@ -39,6 +39,9 @@ pub struct Code {
     pub template: Document,
     pub functions: Document,
     pub architecture: Option<String>,
+    /// A release's SHA-256 (hex) of each zip, by binary: the bytes deploy uploads are hashed
+    /// again and must match (they are read after the release was verified).
+    pub zip_sums: BTreeMap<String, String>,
 }
 
 /// Where a release keeps the zips, under a tree: `lambda/<function>/bootstrap.zip`.
@@ -60,6 +63,11 @@ impl Release {
             }
             None => {
                 for (arch, sub) in &manifest.architectures {
+                    // The directory's own sums cover each tree's sums, so a tree changed and
+                    // summed again is caught by the sums published with the release.
+                    if manifest.file(&format!("{sub}/{SUMS}")).is_none() {
+                        return Err(fail(ReleaseError::Incomplete { path: format!("{sub}/{SUMS}") }));
+                    }
                     let tree_dir = dir.join(sub);
                     let fail = |e: ReleaseError| DeployError::Release { dir: tree_dir.clone(), reason: e.to_string() };
                     let tree_manifest = verified(&tree_dir).map_err(fail)?;
@@ -92,6 +100,7 @@ impl Release {
             template: tree.template.clone(),
             functions: tree.functions.clone(),
             architecture: Some(arch.lambda_name().to_string()),
+            zip_sums: tree.zip_sums.clone(),
         })
     }
 }
@@ -100,9 +109,17 @@ impl Tree {
     /// The template and function list of a verified tree, with every zip its list names in the
     /// manifest.
     fn open(dir: &Path, manifest: &Manifest) -> Result<Tree, ReleaseError> {
+        // Read once, and hashed as read: what deploy uses is what was verified.
         let read = |name: &str| {
-            std::fs::read_to_string(dir.join(name))
-                .map_err(|e| ReleaseError::Manifest(format!("cannot read {name}: {e}")))
+            let bytes =
+                read_inside(dir, name).map_err(|e| ReleaseError::Manifest(format!("cannot read {name}: {e}")))?;
+            match manifest.file(name) {
+                Some(f) if f.sha256.eq_ignore_ascii_case(&hex(&bytes)) => {}
+                Some(_) => return Err(ReleaseError::Tampered { path: name.to_string() }),
+                None => return Err(ReleaseError::Incomplete { path: name.to_string() }),
+            }
+            String::from_utf8(bytes)
+                .map_err(|_| ReleaseError::Manifest(format!("{name} is not text")))
                 .map(|text| Document { name: file_name(name), text })
         };
         let functions = read(FUNCTIONS_FILE)?;
@@ -116,7 +133,15 @@ impl Tree {
                 return Err(ReleaseError::Incomplete { path: path.clone() });
             }
         }
-        Ok(Tree { dir: dir.to_path_buf(), template: read(TEMPLATE_FILE)?, functions })
+        let zip_sums = list
+            .functions
+            .iter()
+            .filter_map(|f| {
+                let path = format!("{ZIPS}/{}/bootstrap.zip", f.binary);
+                manifest.file(&path).map(|m| (f.binary.clone(), m.sha256.to_ascii_lowercase()))
+            })
+            .collect();
+        Ok(Tree { dir: dir.to_path_buf(), template: read(TEMPLATE_FILE)?, functions, zip_sums })
     }
 }
 
@@ -133,30 +158,40 @@ fn verified(dir: &Path) -> Result<Manifest, ReleaseError> {
         ))
     })?;
     let sums = parse_sums(&sums_text)?;
-    let manifest_text = std::fs::read_to_string(dir.join(MANIFEST))
-        .map_err(|e| ReleaseError::Manifest(format!("cannot read {MANIFEST}: {e}")))?;
+    // The manifest is parsed from the bytes that are hashed.
+    let manifest_bytes =
+        read_inside(dir, MANIFEST).map_err(|e| ReleaseError::Manifest(format!("cannot read {MANIFEST}: {e}")))?;
+    let manifest_text = String::from_utf8(manifest_bytes.clone())
+        .map_err(|_| ReleaseError::Manifest(format!("{MANIFEST} is not text")))?;
     let manifest = Manifest::parse(&manifest_text)?;
     // Each file is hashed once, whether the sums or the manifest ask.
-    let paths = sums.keys().chain(manifest.files.iter().map(|f| &f.path));
-    let found: BTreeMap<&str, Found> = paths.map(|p| (p.as_str(), digest(&dir.join(p)))).collect();
+    let paths = sums.keys().chain(manifest.files.iter().map(|f| &f.path)).filter(|p| p.as_str() != MANIFEST);
+    let mut found: BTreeMap<&str, Found> =
+        paths.map(|p| (p.as_str(), read_inside(dir, p).ok().map(|b| (b.len() as u64, hex(&b))))).collect();
+    found.insert(MANIFEST, Some((manifest_bytes.len() as u64, hex(&manifest_bytes))));
     verify_tree(&manifest, &sums, &|path| found.get(path).cloned().flatten(), &[])?;
     Ok(manifest)
 }
 
-/// A file's size and SHA-256 (hex), or None when it cannot be read.
-fn digest(path: &Path) -> Found {
-    let mut file = std::fs::File::open(path).ok()?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf).ok()?;
-        if n == 0 {
-            break;
+/// SHA-256 in hex.
+pub(super) fn hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of `rel` under `dir`, a regular file reached through no symbolic link: a release
+/// is its own files, and a link could point anywhere (another user's directory, a device).
+fn read_inside(dir: &Path, rel: &str) -> std::io::Result<Vec<u8>> {
+    let refuse = |what: &str| std::io::Error::other(format!("{rel}: {what} (a release holds its own files)"));
+    let mut at = dir.to_path_buf();
+    for part in rel.split('/') {
+        at.push(part);
+        let meta = std::fs::symlink_metadata(&at)?;
+        if meta.file_type().is_symlink() {
+            return Err(refuse("a symbolic link"));
         }
-        size += n as u64;
-        hasher.update(&buf[..n]);
     }
-    let hex: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Some((size, hex))
+    if !std::fs::symlink_metadata(&at)?.is_file() {
+        return Err(refuse("not a regular file"));
+    }
+    std::fs::read(&at)
 }

@@ -47,7 +47,10 @@ fn seal(dir: &Path, version: &str, arch: Option<&str>, trees: &[(&str, &str)]) {
     let subdirs: Vec<&str> = trees.iter().map(|(_, d)| *d).collect();
     let mut skip = vec!["MANIFEST.json", "SHA256SUMS"];
     skip.extend(&subdirs);
-    let paths = files(dir, &skip);
+    let mut paths = files(dir, &skip);
+    // The directory's sums cover each tree's sums.
+    paths.extend(subdirs.iter().map(|d| format!("{d}/SHA256SUMS")));
+    paths.sort();
     let entries: Vec<_> = paths
         .iter()
         .map(|p| {
@@ -230,7 +233,8 @@ async fn a_changed_incomplete_or_other_version_release_is_refused_before_any_cal
         (
             "a zip removed",
             Box::new(|d: &Path| std::fs::remove_file(d.join("lambda/fanout-clean/bootstrap.zip")).unwrap()),
-            "lambda/fanout-clean/bootstrap.zip is listed in SHA256SUMS but is not there".to_string(),
+            "lambda/fanout-clean/bootstrap.zip is listed in SHA256SUMS but is not in the release as a regular file"
+                .to_string(),
         ),
         (
             "a zip left out of the release",
@@ -244,6 +248,17 @@ async fn a_changed_incomplete_or_other_version_release_is_refused_before_any_cal
             "another version",
             Box::new(|d: &Path| seal(d, "9.9.9", Some("x86_64"), &[])),
             format!("the release is version 9.9.9 but this ebs-snapper is {VERSION}"),
+        ),
+        (
+            "a zip that is a link to a file outside the release",
+            Box::new(|d: &Path| {
+                let outside = d.join("../outside.zip");
+                std::fs::copy(d.join("lambda/fanout-snapshot/bootstrap.zip"), &outside).unwrap();
+                std::fs::remove_file(d.join("lambda/fanout-snapshot/bootstrap.zip")).unwrap();
+                std::os::unix::fs::symlink(&outside, d.join("lambda/fanout-snapshot/bootstrap.zip")).unwrap();
+            }),
+            "lambda/fanout-snapshot/bootstrap.zip is listed in SHA256SUMS but is not in the release as a regular file"
+                .to_string(),
         ),
         (
             "not a release",
@@ -313,7 +328,18 @@ async fn a_release_for_another_architecture_is_refused_unless_the_stack_is_moved
     let (code, _, err) = deploy(&acct, both.path(), &[]);
     assert_eq!(code, 1);
     assert!(err.contains("t-x86_64") && err.contains("does not match its SHA-256"), "{err}");
+    // A tree changed and summed again: the directory's sums catch it.
+    seal(&both.path().join("t-x86_64"), VERSION, Some("x86_64"), &[]);
+    let (code, _, err) = deploy(&acct, both.path(), &[]);
+    assert_eq!(code, 1, "the directory was sealed before the tree changed");
+    assert!(err.contains("t-x86_64/SHA256SUMS does not match its SHA-256"), "{err}");
     tree(&both.path().join("t-x86_64"), VERSION, "x86_64");
+    // Trees named for each other's architecture: refused, whichever the stack runs.
+    seal(both.path(), VERSION, None, &[("x86_64", "t-aarch64"), ("aarch64", "t-x86_64")]);
+    let (code, _, err) = deploy(&acct, both.path(), &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not the aarch64 tree") || err.contains("is not the x86_64 tree"), "{err}");
+    seal(both.path(), VERSION, None, &[("x86_64", "t-x86_64"), ("aarch64", "t-aarch64")]);
     let (code, out, err) = deploy(&acct, both.path(), &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.starts_with(&format!("release {VERSION} (arm64) verified")), "{out}");
@@ -332,28 +358,7 @@ async fn an_older_release_over_a_newer_stack_is_refused_unless_allowed() {
     let (code, out, err) = deploy(&acct, release.path(), &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     // The stack as a newer release left it.
-    let cfn = aws_sdk_cloudformation::Client::new(&acct.sdk("us-east-1").await);
-    let name = format!("ebs-snapper-{}", acct.id);
-    let keep: Vec<_> = stack(&acct)
-        .await
-        .parameters()
-        .iter()
-        .map(|p| {
-            let key = p.parameter_key().unwrap();
-            let builder = aws_sdk_cloudformation::types::Parameter::builder().parameter_key(key);
-            let value = if key == "ToolVersion" { "99.0.0" } else { p.parameter_value().unwrap_or("") };
-            builder.parameter_value(value).build()
-        })
-        .collect();
-    cfn.update_stack()
-        .stack_name(&name)
-        .use_previous_template(true)
-        .set_parameters(Some(keep))
-        .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityIam)
-        .tags(aws_sdk_cloudformation::types::Tag::builder().key("ebs-snapper:version").value("99.0.0").build())
-        .send()
-        .await
-        .unwrap();
+    mark(&acct, "99.0.0").await;
     assert_eq!(tag(&stack(&acct).await, "ebs-snapper:version").as_deref(), Some("99.0.0"));
 
     let newer_code = release_tree("x86_64");
@@ -402,4 +407,59 @@ async fn a_cli_away_from_its_checkout_asks_for_a_release() {
     let binary = std::fs::read(&cli).unwrap();
     let checkout = root().to_string_lossy().into_owned();
     assert!(!binary.windows(checkout.len()).any(|w| w == checkout.as_bytes()), "the binary names {checkout}");
+}
+
+/// Code without its stack (`-o`) is deployed only over a stack of the same version: else the
+/// functions of one version would run under the template and roles of another, and the stack
+/// would say the other version.
+#[tokio::test]
+async fn code_alone_goes_only_under_a_stack_of_its_version() {
+    let acct = Account::new().await;
+    let release = release_tree("x86_64");
+    let (code, out, err) = deploy(&acct, release.path(), &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    mark(&acct, "0.0.1").await;
+    let newer_code = release_tree("x86_64");
+    std::fs::write(newer_code.path().join("lambda/create-snapshot/bootstrap.zip"), "other code").unwrap();
+    seal(newer_code.path(), VERSION, Some("x86_64"), &[]);
+    let before = acct.recorded().len();
+    let (code, out, err) = deploy(&acct, newer_code.path(), &["-o"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("it runs version 0.0.1: -o would update only the code"), "{err}");
+    assert_eq!(changes_since(&acct, before), Vec::<String>::new(), "nothing uploaded or changed");
+    // With the stack, it is an upgrade.
+    let (code, out, err) = deploy(&acct, newer_code.path(), &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(tag(&stack(&acct).await, "ebs-snapper:version").as_deref(), Some(VERSION));
+    // Then code alone of the same version goes through.
+    let (code, out, err) = deploy(&acct, release.path(), &["-o"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("code updated"), "{out}");
+}
+
+/// Makes the stack look as a deploy of `version` left it: its `ToolVersion` and its tag.
+async fn mark(acct: &Account, version: &str) {
+    let cfn = aws_sdk_cloudformation::Client::new(&acct.sdk("us-east-1").await);
+    let name = format!("ebs-snapper-{}", acct.id);
+    // Every value given (the emulator fails "use previous value" for a defaulted parameter).
+    let params: Vec<_> = stack(acct)
+        .await
+        .parameters()
+        .iter()
+        .map(|p| {
+            let key = p.parameter_key().unwrap();
+            let value = if key == "ToolVersion" { version } else { p.parameter_value().unwrap_or("") };
+            aws_sdk_cloudformation::types::Parameter::builder().parameter_key(key).parameter_value(value).build()
+        })
+        .collect();
+    cfn.update_stack()
+        .stack_name(&name)
+        .use_previous_template(true)
+        .set_parameters(Some(params))
+        .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityIam)
+        .tags(aws_sdk_cloudformation::types::Tag::builder().key("ebs-snapper:version").value(version).build())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tag(&stack(acct).await, "ebs-snapper:version").as_deref(), Some(version));
 }
