@@ -123,25 +123,18 @@ impl Tree {
                 .map(|text| Document { name: file_name(name), text })
         };
         let functions = read(FUNCTIONS_FILE)?;
-        let list = FunctionList::parse(&functions.text).map_err(ReleaseError::Manifest)?;
-        let mut needed = vec![TEMPLATE_FILE.to_string(), FUNCTIONS_FILE.to_string()];
-        needed.extend(list.functions.iter().map(|f| format!("{ZIPS}/{}/bootstrap.zip", f.binary)));
+        let template = read(TEMPLATE_FILE)?;
         // Every file of the manifest was found as summed when it was read (`verified`): what
-        // is left is whether the tree is whole.
-        for path in &needed {
-            if manifest.file(path).is_none() {
-                return Err(ReleaseError::Incomplete { path: path.clone() });
-            }
+        // is left is whether the tree has every function's zip, whose sum deploy checks again
+        // on the bytes it uploads.
+        let list = FunctionList::parse(&functions.text).map_err(ReleaseError::Manifest)?;
+        let mut zip_sums = BTreeMap::new();
+        for f in &list.functions {
+            let path = format!("{ZIPS}/{}/bootstrap.zip", f.binary);
+            let entry = manifest.file(&path).ok_or(ReleaseError::Incomplete { path })?;
+            zip_sums.insert(f.binary.clone(), entry.sha256.to_ascii_lowercase());
         }
-        let zip_sums = list
-            .functions
-            .iter()
-            .filter_map(|f| {
-                let path = format!("{ZIPS}/{}/bootstrap.zip", f.binary);
-                manifest.file(&path).map(|m| (f.binary.clone(), m.sha256.to_ascii_lowercase()))
-            })
-            .collect();
-        Ok(Tree { dir: dir.to_path_buf(), template: read(TEMPLATE_FILE)?, functions, zip_sums })
+        Ok(Tree { dir: dir.to_path_buf(), template, functions, zip_sums })
     }
 }
 
@@ -161,9 +154,9 @@ fn verified(dir: &Path) -> Result<Manifest, ReleaseError> {
     // The manifest is parsed from the bytes that are hashed.
     let manifest_bytes =
         read_inside(dir, MANIFEST).map_err(|e| ReleaseError::Manifest(format!("cannot read {MANIFEST}: {e}")))?;
-    let manifest_text = String::from_utf8(manifest_bytes.clone())
-        .map_err(|_| ReleaseError::Manifest(format!("{MANIFEST} is not text")))?;
-    let manifest = Manifest::parse(&manifest_text)?;
+    let manifest_text =
+        std::str::from_utf8(&manifest_bytes).map_err(|_| ReleaseError::Manifest(format!("{MANIFEST} is not text")))?;
+    let manifest = Manifest::parse(manifest_text)?;
     // Each file is hashed once, whether the sums or the manifest ask.
     let paths = sums.keys().chain(manifest.files.iter().map(|f| &f.path)).filter(|p| p.as_str() != MANIFEST);
     let mut found: BTreeMap<&str, Found> =

@@ -353,17 +353,9 @@ async fn a_release_for_another_architecture_is_refused_unless_the_stack_is_moved
 /// the refusal changes nothing.
 #[tokio::test]
 async fn an_older_release_over_a_newer_stack_is_refused_unless_allowed() {
-    let acct = Account::new().await;
-    let release = release_tree("x86_64");
-    let (code, out, err) = deploy(&acct, release.path(), &[]);
-    assert_eq!(code, 0, "{out}\n{err}");
     // The stack as a newer release left it.
-    mark(&acct, "99.0.0").await;
-    assert_eq!(tag(&stack(&acct).await, "ebs-snapper:version").as_deref(), Some("99.0.0"));
-
-    let newer_code = release_tree("x86_64");
-    std::fs::write(newer_code.path().join("lambda/create-snapshot/bootstrap.zip"), "other code").unwrap();
-    seal(newer_code.path(), VERSION, Some("x86_64"), &[]);
+    let (acct, _) = deployed_then_marked("99.0.0").await;
+    let newer_code = other_code();
     let before = acct.recorded().len();
     let (code, out, err) = deploy(&acct, newer_code.path(), &[]);
     assert_eq!(code, 1, "{out}\n{err}");
@@ -414,14 +406,8 @@ async fn a_cli_away_from_its_checkout_asks_for_a_release() {
 /// would say the other version.
 #[tokio::test]
 async fn code_alone_goes_only_under_a_stack_of_its_version() {
-    let acct = Account::new().await;
-    let release = release_tree("x86_64");
-    let (code, out, err) = deploy(&acct, release.path(), &[]);
-    assert_eq!(code, 0, "{out}\n{err}");
-    mark(&acct, "0.0.1").await;
-    let newer_code = release_tree("x86_64");
-    std::fs::write(newer_code.path().join("lambda/create-snapshot/bootstrap.zip"), "other code").unwrap();
-    seal(newer_code.path(), VERSION, Some("x86_64"), &[]);
+    let (acct, release) = deployed_then_marked("0.0.1").await;
+    let newer_code = other_code();
     let before = acct.recorded().len();
     let (code, out, err) = deploy(&acct, newer_code.path(), &["-o"]);
     assert_eq!(code, 1, "{out}\n{err}");
@@ -435,6 +421,25 @@ async fn code_alone_goes_only_under_a_stack_of_its_version() {
     let (code, out, err) = deploy(&acct, release.path(), &["-o"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("code updated"), "{out}");
+}
+
+/// An account with a stack deployed from a release of this version, then made to look as a
+/// deploy of `version` left it; and that release.
+async fn deployed_then_marked(version: &str) -> (Account, tempfile::TempDir) {
+    let acct = Account::new().await;
+    let release = release_tree("x86_64");
+    let (code, out, err) = deploy(&acct, release.path(), &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    mark(&acct, version).await;
+    (acct, release)
+}
+
+/// A release of this version whose create-snapshot zip differs from `release_tree`'s.
+fn other_code() -> tempfile::TempDir {
+    let release = release_tree("x86_64");
+    std::fs::write(release.path().join("lambda/create-snapshot/bootstrap.zip"), "other code").unwrap();
+    seal(release.path(), VERSION, Some("x86_64"), &[]);
+    release
 }
 
 /// Makes the stack look as a deploy of `version` left it: its `ToolVersion` and its tag.
