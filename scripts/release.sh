@@ -64,8 +64,7 @@ fi
 [[ ${#arches[@]} -eq 0 ]] && arches=(x86_64 aarch64)
 
 # The version is the workspace's: the CLI refuses to deploy a release of another version.
-workspace_version=$(cargo metadata --no-deps --format-version 1 --offline |
-  python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "ebs-snapper-cli"))')
+workspace_version=$(workspace_version)
 [[ "$version" == "$workspace_version" ]] ||
   die "VERSION $version is not the workspace's version $workspace_version: set [workspace.package] version in Cargo.toml first"
 
@@ -126,7 +125,6 @@ fi
 out=$out_root/ebs-snapper-$version
 rm -rf "$out"
 mkdir -p "$out"
-lambda_arch() { if [[ "$1" == aarch64 ]]; then echo arm64; else echo x86_64; fi; }
 
 # copy_binary SRC DEST: the binary as it ships: executable, the commit's time, and (debug
 # builds) stripped as the release profile strips: debug information holds the checkout's path,

@@ -19,8 +19,7 @@ source scripts/lib/functions.sh
 : "${AWS_ENDPOINT_URL:?the emulator: run from scripts/test.sh}"
 VENV_DIR="${VENV_DIR:-$root/.venv}"
 
-version=$(cargo metadata --no-deps --format-version 1 --offline |
-  python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "ebs-snapper-cli"))')
+version=$(workspace_version)
 work=$root/target/release-test
 rm -rf "$work"
 mkdir -p "$work"
@@ -121,9 +120,7 @@ env PATH=/usr/bin:/bin "${creds[@]}" \
   ./ebs-snapper -t us-east-1 deploy --from . --poll-ms 200 >"$work/deploy.out" 2>"$work/deploy.err" ||
   { cat "$work/deploy.out" "$work/deploy.err"; echo "FAIL: deploy --from . of the unpacked release" >&2; exit 1; }
 cat "$work/deploy.out"
-lambda_arch=x86_64
-[[ "$(uname -m)" == aarch64 ]] && lambda_arch=arm64
-grep -q "^release $version ($lambda_arch" "$work/deploy.out" || { echo "FAIL: deploy did not say it verified the release" >&2; exit 1; }
+grep -q "^release $version ($(lambda_arch "$(uname -m)")" "$work/deploy.out" || { echo "FAIL: deploy did not say it verified the release" >&2; exit 1; }
 grep -q "CREATE_COMPLETE" "$work/deploy.out" || { echo "FAIL: the stack was not created" >&2; exit 1; }
 env "${creds[@]}" "$VENV_DIR/bin/python" - "$account" "$version" <<'EOF'
 import os, sys

@@ -25,7 +25,7 @@ CLI = "ebs-snapper-cli"
 
 def shipped_packages():
     with open("lambda.json") as f:
-        return [CLI] + [fn["binary"] for fn in json.load(f)["functions"]]
+        return frozenset([CLI] + [fn["binary"] for fn in json.load(f)["functions"]])
 
 
 def cargo_metadata(target):
@@ -50,12 +50,13 @@ def sbom(args):
     """CycloneDX 1.6 JSON: the shipped crates and every crate they link, with licences,
     crates.io checksums and the dependency graph."""
     checksums = lock_checksums()
+    shipped = shipped_packages()
     packages, edges = {}, {}
     for target in args.target:
         meta = cargo_metadata(target)
         by_id = {p["id"]: p for p in meta["packages"]}
         nodes = {n["id"]: n for n in meta["resolve"]["nodes"]}
-        roots = [p["id"] for p in meta["packages"] if p["name"] in shipped_packages() and p["source"] is None]
+        roots = [p["id"] for p in meta["packages"] if p["name"] in shipped and p["source"] is None]
         todo = list(roots)
         while todo:
             pid = todo.pop()
@@ -74,7 +75,7 @@ def sbom(args):
 
     def component(pkg):
         c = {
-            "type": "application" if pkg["name"] in shipped_packages() else "library",
+            "type": "application" if pkg["name"] in shipped else "library",
             "bom-ref": purl(pkg),
             "name": pkg["name"],
             "version": pkg["version"],
@@ -121,7 +122,7 @@ def sbom(args):
             "properties": [{"name": "ebs-snapper:target", "value": t} for t in sorted(args.target)],
         },
         "components": [component(packages[k]) for k in sorted(packages)],
-        "dependencies": [{"ref": root_ref, "dependsOn": sorted(purl(p) for p in packages.values() if p["name"] in shipped_packages())}]
+        "dependencies": [{"ref": root_ref, "dependsOn": sorted(purl(p) for p in packages.values() if p["name"] in shipped)}]
         + [{"ref": k, "dependsOn": sorted(edges[k])} for k in sorted(edges)],
     }
     with open(args.out, "w") as f:
