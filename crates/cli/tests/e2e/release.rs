@@ -252,12 +252,25 @@ async fn a_changed_incomplete_or_other_version_release_is_refused_before_any_cal
         (
             "a zip that is a link to a file outside the release",
             Box::new(|d: &Path| {
-                let outside = d.join("../outside.zip");
+                let outside = d.with_extension("outside");
+                std::fs::create_dir_all(&outside).unwrap();
+                let outside = outside.join("bootstrap.zip");
                 std::fs::copy(d.join("lambda/fanout-snapshot/bootstrap.zip"), &outside).unwrap();
                 std::fs::remove_file(d.join("lambda/fanout-snapshot/bootstrap.zip")).unwrap();
                 std::os::unix::fs::symlink(&outside, d.join("lambda/fanout-snapshot/bootstrap.zip")).unwrap();
             }),
             "lambda/fanout-snapshot/bootstrap.zip is listed in SHA256SUMS but is not in the release as a regular file"
+                .to_string(),
+        ),
+        (
+            "a function's directory that is a link to one outside the release",
+            Box::new(|d: &Path| {
+                let outside = d.with_extension("outside");
+                std::fs::create_dir_all(&outside).unwrap();
+                std::fs::rename(d.join("lambda/create-snapshot"), outside.join("create-snapshot")).unwrap();
+                std::os::unix::fs::symlink(outside.join("create-snapshot"), d.join("lambda/create-snapshot")).unwrap();
+            }),
+            "lambda/create-snapshot/bootstrap.zip is listed in SHA256SUMS but is not in the release as a regular file"
                 .to_string(),
         ),
         (
@@ -277,6 +290,8 @@ async fn a_changed_incomplete_or_other_version_release_is_refused_before_any_cal
         assert!(out.is_empty(), "{what}: {out}");
         let calls: Vec<String> = acct.recorded().into_iter().skip(before).map(|r| r.action).collect();
         assert!(calls.is_empty(), "{what}: no AWS call at all: {calls:?}");
+        // Where a case put files outside the release (beside its directory, its own).
+        let _ = std::fs::remove_dir_all(release.path().with_extension("outside"));
     }
 }
 
